@@ -1,0 +1,39 @@
+"""Task configuration: typed frozen models, YAML loading with presets and overrides, did-you-mean errors."""
+
+from __future__ import annotations
+
+from mednas.config._load import apply_overrides, config_hash, deep_merge, load_task, load_yaml, resolve_preset, task_to_dict
+from mednas.config._models import (
+    BudgetConfig,
+    DataConfig,
+    LabelsConfig,
+    ObjectiveConfig,
+    PrivacyConfig,
+    PrunerConfig,
+    ProxyConfig,
+    SearchConfig,
+    SplitConfig,
+    TaskConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "BudgetConfig",
+    "DataConfig",
+    "LabelsConfig",
+    "ObjectiveConfig",
+    "PrivacyConfig",
+    "ProxyConfig",
+    "PrunerConfig",
+    "SearchConfig",
+    "SplitConfig",
+    "TaskConfig",
+    "TrainingConfig",
+    "apply_overrides",
+    "config_hash",
+    "deep_merge",
+    "load_task",
+    "load_yaml",
+    "resolve_preset",
+    "task_to_dict",
+]

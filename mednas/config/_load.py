@@ -1,0 +1,247 @@
+"""Load a task: YAML (safe loader) -> presets merged under it -> ``--set`` overrides -> validated model.
+
+Errors name the file and the key path (``search.n_trails: unknown key (did you mean 'n_trials'?)``) and
+are raised as :class:`~mednas.errors.ConfigError` (exit status 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mednas.config._models import TaskConfig
+from mednas.errors import ConfigError
+
+__all__ = ["apply_overrides", "config_hash", "deep_merge", "load_task", "load_yaml", "resolve_preset", "task_to_dict"]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Keys that may change between runs of one study without changing what is searched.
+_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "device", "data.cache_dir", "description")
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader.
+
+    Raises:
+        ConfigError: If the file is missing, not YAML, or not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated recursively by ``over`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides; values are parsed as YAML (``3``, ``[64, 64]``, ``null``).
+
+    Raises:
+        ConfigError: If an override has no ``=`` or walks into a non-mapping.
+    """
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. search.n_trials=12")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node: dict[str, Any] = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def resolve_preset(preset: str, task_path: Path | None = None) -> Path:
+    """Find a preset given as a path or a bare name (``quick-cpu`` -> ``configs/quick-cpu.yaml``).
+
+    Bare names are looked up in ``./configs``, then in ``configs/`` beside the task file's parent folder.
+    """
+    candidate = Path(preset)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    roots = [Path.cwd() / "configs"]
+    if task_path is not None:
+        roots.append(task_path.resolve().parent.parent / "configs")
+    for root in roots:
+        for ext in (".yaml", ".yml"):
+            if (root / f"{preset}{ext}").exists():
+                return root / f"{preset}{ext}"
+    known = sorted({p.stem for r in roots if r.is_dir() for p in r.glob("*.y*ml")})
+    from mednas._registry import did_you_mean
+
+    raise ConfigError(f"preset {preset!r} not found{did_you_mean(preset, known)}; known: {', '.join(known) or 'none'}")
+
+
+def _expand_vars(value: str, key: str, source: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{source}: {key}: environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    return _VAR.sub(sub, value)
+
+
+def _resolve_paths(data: dict[str, Any], base_dir: Path, source: str) -> None:
+    # Paths in a task file are relative to the task file, after ${VAR} expansion.
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    for key in ("path", "cache_dir"):
+        value = section.get(key)
+        if isinstance(value, str) and value:
+            expanded = os.path.expanduser(_expand_vars(value, f"data.{key}", source))
+            path = Path(expanded)
+            section[key] = str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def _format_loc(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
+    parts = list(loc)
+    # Discriminated unions put the tag into loc (objective.terms.0.dice.weight): drop it.
+    for i in range(len(parts) - 1, 0, -1):
+        if isinstance(parts[i - 1], int) and isinstance(parts[i], str) and parts[:2] == ["objective", "terms"] and i == 3:
+            del parts[i]
+    # `objective: {metric: ...}` is shorthand for one term: report keys where the user wrote them.
+    objective = data.get("objective")
+    if parts[:3] == ["objective", "terms", 0] and isinstance(objective, Mapping) and "terms" not in objective:
+        parts = ["objective", *parts[3:]]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_errors(exc: ValidationError, source: str, data: Mapping[str, Any]) -> str:
+    from mednas._registry import did_you_mean
+
+    errors = exc.errors()
+    first = errors[0]
+    loc = _format_loc(tuple(first["loc"]), data)
+    msg = first["msg"]
+    ctx = first.get("ctx") or {}
+    if first["type"] == "unknown_key":
+        key = ctx.get("key", "?")
+        loc = f"{loc}.{key}" if loc else key
+        msg = msg.replace(f"unknown key '{key}'", "unknown key", 1)
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    elif first["type"] == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        msg = f"{first['input']!r} is not one of {', '.join(choices)}{did_you_mean(str(first['input']), choices)}"
+    elif first["type"] == "union_tag_invalid":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        tag = str(ctx.get("tag", ""))
+        msg = f"unknown metric {tag!r}{did_you_mean(tag, choices)}; known: {', '.join(choices)}"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    where = f"{loc}: " if loc else ""
+    return f"{source}: {where}{msg}{more}"
+
+
+def load_task(
+    path: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    presets: Sequence[str | os.PathLike[str]] = (),
+    overrides: Sequence[str] = (),
+) -> TaskConfig:
+    """Load and validate a task.
+
+    Args:
+        path: Task YAML file, or an already-parsed mapping (paths then relative to the working directory).
+        presets: Preset files or names merged *under* the task, in order (later presets win).
+        overrides: ``key.path=value`` strings applied last.
+
+    Returns:
+        The frozen, validated task.
+
+    Raises:
+        ConfigError: With the file, key path and problem, for any invalid input.
+
+    Example:
+        >>> task = load_task("tasks/demo-xray-nodule.yaml", overrides=["search.n_trials=4"])  # doctest: +SKIP
+    """
+    if isinstance(path, Mapping):
+        data, source, base_dir, task_path = dict(path), "<task>", Path.cwd(), None
+    else:
+        task_path = Path(path)
+        data, source, base_dir = load_yaml(task_path), str(task_path), task_path.resolve().parent
+    merged: dict[str, Any] = {}
+    for preset in presets:
+        preset_path = resolve_preset(str(preset), task_path)
+        merged = deep_merge(merged, load_yaml(preset_path))
+    merged = deep_merge(merged, data)
+    merged = apply_overrides(merged, overrides)
+    _resolve_paths(merged, base_dir, source)
+    try:
+        return TaskConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, merged)) from None
+
+
+def task_to_dict(task: TaskConfig) -> dict[str, Any]:
+    """Return the resolved task as plain JSON/YAML values (what ``resolved.yaml`` holds)."""
+    return json.loads(task.model_dump_json())
+
+
+def config_hash(task: TaskConfig) -> str:
+    """Hash of the resolved task without the keys that may change between sessions of one study.
+
+    Two invocations with the same hash search the same thing and may share a study.
+    """
+    data = task_to_dict(task)
+    for dotted in _VOLATILE_KEYS:
+        node: Any = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    payload = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

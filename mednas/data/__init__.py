@@ -1,0 +1,35 @@
+"""Datasets: layouts -> cases with salted patient names, patient-grouped splits, preprocessing and the proxy cache."""
+
+from __future__ import annotations
+
+from mednas.data._cases import Case, Dataset, default_cache_root, hash_id, load_dataset, new_salt
+from mednas.data._fingerprint import compute_fingerprint, fingerprint_hash, suggest_normalize, suggest_shapes
+from mednas.data._plan import DataPlan, TestSplitAccessError, plan_data, read_or_create_salt
+from mednas.data._prepare import ArrayData, Preprocessing, file_digest, load_arrays, load_case, prepare_case
+from mednas.data._splits import check_splits, make_splits, splits_hash
+
+__all__ = [
+    "ArrayData",
+    "Case",
+    "DataPlan",
+    "Dataset",
+    "Preprocessing",
+    "TestSplitAccessError",
+    "check_splits",
+    "compute_fingerprint",
+    "fingerprint_hash",
+    "default_cache_root",
+    "file_digest",
+    "hash_id",
+    "load_arrays",
+    "load_case",
+    "load_dataset",
+    "make_splits",
+    "new_salt",
+    "plan_data",
+    "prepare_case",
+    "read_or_create_salt",
+    "splits_hash",
+    "suggest_normalize",
+    "suggest_shapes",
+]

@@ -1,0 +1,176 @@
+"""Plan a run's data once: cases, fingerprint, patient-grouped splits, shapes, normalisation, cache.
+
+Search and retrain both start from :func:`plan_data`; its records (``fingerprint.json``, ``splits.json``)
+are written to the run directory the first time and re-used on resume. The test split is guarded: only a
+caller that says ``allow_test=True`` (final evaluation after retraining) can load it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mednas.config import TaskConfig
+from mednas.data._cases import Dataset, default_cache_root, load_dataset, new_salt
+from mednas.data._fingerprint import compute_fingerprint
+from mednas.data._prepare import ArrayData, Preprocessing, load_arrays
+from mednas.data._splits import check_splits, make_splits
+from mednas.errors import DataError
+from mednas.io._atomic import read_json, write_json
+from mednas.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DataPlan", "TestSplitAccessError", "plan_data", "read_or_create_salt"]
+
+
+class TestSplitAccessError(RuntimeError):
+    """Raised when code that must not see the held-out test split asks for it."""
+
+
+def read_or_create_salt(run_dir: RunDir, shared: str | None = None) -> str:
+    """Return the run's salt: ``shared`` (from a shared study) if given, else ``.salt``, created once atomically."""
+    path = run_dir.salt
+    if shared:
+        if not path.exists():
+            run_dir.root.mkdir(parents=True, exist_ok=True)
+            path.write_text(shared)
+        return shared
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    salt = new_salt()
+    try:
+        with open(path, "x") as fh:  # exclusive create: two processes agree on one salt
+            fh.write(salt)
+        os.chmod(path, 0o600)
+    except FileExistsError:
+        pass
+    return path.read_text().strip()
+
+
+@dataclass
+class DataPlan:
+    """Everything a step needs to load arrays for training and evaluation."""
+
+    task: TaskConfig
+    dataset: Dataset
+    splits: dict[str, Any]
+    fingerprint: dict[str, Any]
+    prep: Preprocessing
+    full_shape: tuple[int, ...]
+    proxy_shape: tuple[int, ...]
+    cache_dir: Path
+
+    def cases(self, split: str) -> list[Any]:
+        """Cases of ``split`` in the saved order."""
+        by_key = self.dataset.by_key()
+        return [by_key[k] for k in self.splits[split]]
+
+    def arrays(
+        self,
+        split: str,
+        shape: tuple[int, ...],
+        *,
+        subset: float = 1.0,
+        seed: int = 0,
+        allow_test: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ArrayData:
+        """Load ``split`` preprocessed to ``shape`` (cached).
+
+        Args:
+            split: ``train``, ``val`` or ``test``.
+            shape: Spatial shape.
+            subset: Fraction of the split's patients to keep (proxy), chosen by ``seed``.
+            seed: Seed for the subset.
+            allow_test: Must be True to read the test split; search and proxy calibration never set it.
+
+        Raises:
+            TestSplitAccessError: For ``split == "test"`` without ``allow_test``.
+        """
+        if split == "test" and not allow_test:
+            raise TestSplitAccessError("the held-out test split must not be read during search or proxy calibration")
+        cases = self.cases(split)
+        if subset < 1.0 and cases:
+            patients = sorted({c.patient for c in cases})
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B5E7]))
+            keep_n = max(2, int(round(len(patients) * subset)))
+            keep = set(rng.choice(patients, size=min(keep_n, len(patients)), replace=False).tolist())
+            cases = [c for c in cases if c.patient in keep]
+        return load_arrays(cases, shape, self.prep, self.cache_dir, progress=progress)
+
+
+def _resolve_shapes(task: TaskConfig, fp: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    full = tuple(task.training.shape) if task.training.shape else tuple(fp["suggestions"]["full"])
+    if task.proxy.shape:
+        proxy = tuple(task.proxy.shape)
+    else:
+        proxy = tuple(max(8, int(round(s * task.proxy.scale))) for s in full)
+    return tuple(int(s) for s in full), tuple(int(s) for s in proxy)
+
+
+def plan_data(
+    task: TaskConfig,
+    run_dir: RunDir,
+    *,
+    salt: str,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DataPlan:
+    """List cases, compute or re-use the fingerprint and splits, and decide shapes and normalisation.
+
+    Args:
+        task: The validated task.
+        run_dir: Where ``fingerprint.json`` and ``splits.json`` live.
+        salt: The run's salt for case and patient names.
+        progress: ``(stage, done, total)`` callback for long reads.
+
+    Raises:
+        DataError: For unreadable data or a saved split that no longer matches the data.
+    """
+    dataset = load_dataset(task, salt)
+    keys = {c.key for c in dataset.cases}
+    fp = None
+    if run_dir.fingerprint.exists():
+        fp = read_json(run_dir.fingerprint)
+        if {r["case"] for r in fp.get("cases", [])} != keys:
+            logger.warning("fingerprint.json does not match the dataset's cases; recomputing it")
+            fp = None
+    if fp is None:
+        fp = compute_fingerprint(
+            dataset,
+            problem=task.problem,
+            spatial_dims=task.spatial_dims,
+            label_names=task.labels.names,
+            progress=(lambda d, t: progress("fingerprint", d, t)) if progress else None,
+        )
+        write_json(run_dir.fingerprint, fp)
+    if run_dir.splits.exists():
+        splits = read_json(run_dir.splits)
+        check_splits(splits, dataset.cases)
+    else:
+        splits = make_splits(dataset.cases, task.data.split, task.search.seed)
+        check_splits(splits, dataset.cases)
+        write_json(run_dir.splits, splits)
+    normalize = task.data.normalize if task.data.normalize != "auto" else fp["suggestions"]["normalize"]
+    prep = Preprocessing(
+        problem=task.problem,
+        spatial_dims=task.spatial_dims,
+        in_channels=task.in_channels,
+        n_classes=task.n_classes,
+        normalize=normalize,
+        ct_window=tuple(task.data.ct_window),  # type: ignore[arg-type]
+    )
+    full, proxy = _resolve_shapes(task, fp)
+    if any(p > f for p, f in zip(proxy, full)):
+        raise DataError(f"proxy shape {list(proxy)} is larger than the full shape {list(full)}")
+    cache_dir = default_cache_root(task) / "proxy"
+    return DataPlan(task, dataset, splits, fp, prep, full, proxy, cache_dir)

@@ -1,0 +1,317 @@
+"""Preprocess cases once and cache them: read, reorient, normalise intensities, resize to a target shape.
+
+The cache is keyed by the content hash of the source files and the preprocessing settings, so no proxy trial
+re-reads DICOM or re-resamples a volume, concurrent builders end with one valid entry (atomic rename of
+identical content), and another machine rebuilds the same entry from the same data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mednas.data._cases import Case
+from mednas.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ArrayData", "Preprocessing", "load_arrays", "load_case", "prepare_case", "file_digest"]
+
+#: Bump when the preprocessing code changes what it produces, so stale cache entries are not used.
+PREP_VERSION = 1
+
+_digest_memo: dict[tuple[str, int, int], str] = {}
+_digest_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns a source image into a network input (recorded in the run and exported in the bundle).
+
+    Args:
+        problem: ``"classification"`` or ``"segmentation"``.
+        spatial_dims: 2 or 3.
+        in_channels: Channels the network expects.
+        n_classes: Classes (segmentation label values must lie in ``0..n_classes-1``).
+        normalize: ``"zscore"`` (on the foreground, voxels > 0 — MR), ``"percentile"`` (0.5-99.5% to 0-1),
+            ``"ct"`` (clip to ``ct_window`` HU and scale to 0-1), ``"none"``.
+        ct_window: HU window for ``"ct"``.
+        orientation: Target axis codes for 3D volumes (``"RAS"``); 2D images keep their raster orientation.
+    """
+
+    problem: str
+    spatial_dims: int
+    in_channels: int
+    n_classes: int
+    normalize: str
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    orientation: str = "RAS"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["ct_window"] = list(self.ct_window)
+        return d
+
+
+@dataclass
+class ArrayData:
+    """Preprocessed cases in memory.
+
+    Args:
+        images: ``(N, C, *spatial)`` float32.
+        labels: ``(N,)`` int64 class indices, or ``(N, *spatial)`` uint8 label maps.
+        keys: Case keys (salted hashes), in row order.
+        patients: Patient keys, in row order.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    keys: list[str]
+    patients: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> ArrayData:
+        """Rows ``index`` as a new :class:`ArrayData`."""
+        idx = np.asarray(index, dtype=int)
+        return ArrayData(self.images[idx], self.labels[idx], [self.keys[i] for i in idx], [self.patients[i] for i in idx])
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (names and contents, sorted). Memoised per mtime."""
+    p = Path(path)
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode())
+            h.update(file_digest(f).encode())
+        return h.hexdigest()
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise DataError(f"{p}: file not found") from None
+    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    with _digest_lock:
+        if memo_key in _digest_memo:
+            return _digest_memo[memo_key]
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _digest_lock:
+        _digest_memo[memo_key] = digest
+    return digest
+
+
+def _reorient(array: np.ndarray, affine: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+    from nibabel import orientations as ornt
+
+    current = ornt.io_orientation(affine)
+    wanted = ornt.axcodes2ornt(tuple(target))
+    transform = ornt.ornt_transform(current, wanted)
+    # array is (C, X, Y, Z): apply to each channel's spatial axes.
+    out = np.stack([ornt.apply_orientation(ch, transform) for ch in array])
+    new_affine = affine @ nib.orientations.inv_ornt_aff(transform, array.shape[1:])
+    return np.ascontiguousarray(out), new_affine
+
+
+def _normalize(image: np.ndarray, how: str, ct_window: tuple[float, float]) -> np.ndarray:
+    image = image.astype(np.float32, copy=False)
+    out = np.empty_like(image)
+    for c in range(image.shape[0]):
+        x = image[c]
+        if how == "zscore":
+            fg = x[x > 0] if np.count_nonzero(x > 0) > 0.05 * x.size else x.ravel()
+            mean, std = float(fg.mean()), float(fg.std())
+            out[c] = (x - mean) / (std if std > 1e-8 else 1.0)
+        elif how == "percentile":
+            lo, hi = np.percentile(x, [0.5, 99.5])
+            out[c] = (x - lo) / (hi - lo if hi - lo > 1e-8 else 1.0)
+        elif how == "ct":
+            lo, hi = ct_window
+            out[c] = (np.clip(x, lo, hi) - lo) / (hi - lo)
+        else:
+            out[c] = x
+    return out
+
+
+def load_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | int | None, np.ndarray]:
+    """Read one case at its own resolution, reoriented and normalised.
+
+    Returns:
+        ``(image (C, *spatial) float32, label (int, or (*spatial) uint8 map, or None), affine 4x4)``.
+
+    Raises:
+        DataError: Naming the file, for unreadable files, channel or shape mismatches, bad label values.
+    """
+    from mednas.io import read_image
+
+    channels = [read_image(p) for p in case.images]
+    arrays = [img.array for img in channels]
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) != 1:
+        raise DataError(f"{case.images[0]}: channel images have different shapes {sorted(shapes)}")
+    image = np.concatenate(arrays, axis=0)
+    affine = np.asarray(channels[0].affine, dtype=float)
+    if image.ndim - 1 != prep.spatial_dims:
+        if prep.spatial_dims == 2 and image.ndim == 4 and image.shape[-1] == 1:
+            image = image[..., 0]
+        else:
+            raise DataError(f"{case.images[0]}: image has {image.ndim - 1} spatial dimensions, the task declares {prep.spatial_dims}")
+    if image.shape[0] != prep.in_channels:
+        if prep.in_channels == 1 and image.shape[0] in (3, 4):
+            image = image[:3].mean(axis=0, keepdims=True)  # RGB(A) radiograph exports -> grey
+        else:
+            raise DataError(f"{case.images[0]}: image has {image.shape[0]} channels, the task declares in_channels={prep.in_channels}")
+    label: np.ndarray | int | None
+    if prep.problem == "segmentation":
+        if not isinstance(case.label, str):
+            raise DataError(f"{case.images[0]}: segmentation case has no mask path")
+        mask_img = read_image(case.label)
+        mask = mask_img.array
+        if mask.shape[0] != 1:
+            raise DataError(f"{case.label}: a label map must have one channel, found {mask.shape[0]}")
+        if mask.shape[1:] != image.shape[1:]:
+            raise DataError(f"{case.label}: label shape {list(mask.shape[1:])} differs from image shape {list(image.shape[1:])}")
+        if not np.allclose(mask_img.affine, affine, atol=1e-3):
+            raise DataError(f"{case.label}: label geometry (affine) differs from its image's")
+        values = np.unique(mask)
+        if not np.all(np.isclose(values, np.round(values))) or values.min() < 0 or values.max() >= prep.n_classes:
+            bad = [v for v in values.tolist() if v < 0 or v >= prep.n_classes or v != round(v)][:5]
+            raise DataError(f"{case.label}: label values {bad} are outside the declared classes 0..{prep.n_classes - 1}")
+        label = np.round(mask).astype(np.uint8)
+        if prep.spatial_dims == 3:
+            both = np.concatenate([image, label.astype(np.float32)], axis=0)
+            both, affine = _reorient(both, affine, prep.orientation)
+            image, label = both[:-1], both[-1:].astype(np.uint8)
+        label = label[0]
+    else:
+        label = case.label if isinstance(case.label, int) else None
+        if prep.spatial_dims == 3:
+            image, affine = _reorient(image, affine, prep.orientation)
+    image = _normalize(image, prep.normalize, prep.ct_window)
+    return image, label, affine
+
+
+def _resize(image: np.ndarray, label: np.ndarray | int | None, shape: Sequence[int], n_classes: int):  # type: ignore[no-untyped-def]
+    import torch
+    from monai.transforms import Resize
+
+    shape = tuple(int(s) for s in shape)
+    if tuple(image.shape[1:]) != shape:
+        down = all(t <= s for t, s in zip(shape, image.shape[1:]))
+        mode = "area" if down else ("bilinear" if len(shape) == 2 else "trilinear")
+        image = np.asarray(Resize(shape, mode=mode, anti_aliasing=False)(torch.from_numpy(image)), dtype=np.float32)
+        if isinstance(label, np.ndarray):
+            # Majority vote per output voxel: resize the one-hot map with area averaging, then argmax.
+            onehot = np.eye(n_classes, dtype=np.float32)[label].transpose(-1, *range(label.ndim))
+            if down:
+                resized = np.asarray(Resize(shape, mode="area", anti_aliasing=False)(torch.from_numpy(onehot)))
+                label = resized.argmax(axis=0).astype(np.uint8)
+            else:
+                label = np.asarray(Resize(shape, mode="nearest")(torch.from_numpy(label[None].astype(np.float32))))[0].astype(np.uint8)
+    return np.ascontiguousarray(image, dtype=np.float32), label
+
+
+def prepare_case(case: Case, shape: Sequence[int], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | int | None]:
+    """Read, reorient, normalise and resize one case to ``shape`` (no cache)."""
+    image, label, _ = load_case(case, prep)
+    return _resize(image, label, shape, prep.n_classes)
+
+
+def cache_key(case: Case, shape: Sequence[int], prep: Preprocessing) -> str:
+    """Content-addressed key of a preprocessed case: source bytes + settings + code version."""
+    sources = [file_digest(p) for p in case.images]
+    if isinstance(case.label, str):
+        sources.append(file_digest(case.label))
+    payload = json.dumps(
+        {"v": PREP_VERSION, "src": sources, "label": case.label if isinstance(case.label, int) else None,
+         "shape": list(shape), "prep": prep.to_dict()},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _cache_get(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["image"], z["label"]
+    except (FileNotFoundError, OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _cache_put(path: Path, image: np.ndarray, label: np.ndarray) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, image=image, label=label)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # atomic; concurrent builders write identical bytes
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_arrays(
+    cases: Sequence[Case],
+    shape: Sequence[int],
+    prep: Preprocessing,
+    cache_dir: str | os.PathLike[str] | None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ArrayData:
+    """Return the cases preprocessed to ``shape``, from the cache where present, building missing entries.
+
+    Args:
+        cases: Cases to load, in the order wanted.
+        shape: Target spatial shape.
+        prep: Preprocessing settings.
+        cache_dir: Cache folder (``None``: no caching).
+        progress: Called with ``(done, total)`` after each case.
+    """
+    images, labels = [], []
+    hits = 0
+    for i, case in enumerate(cases):
+        entry = None
+        path = None
+        if cache_dir is not None:
+            path = Path(cache_dir) / f"{cache_key(case, shape, prep)}.npz"
+            entry = _cache_get(path)
+            hits += entry is not None
+        if entry is None:
+            image, label = prepare_case(case, shape, prep)
+            label_arr = np.asarray(-1 if label is None else label)
+            if path is not None:
+                _cache_put(path, image, label_arr)
+            entry = (image, label_arr)
+        images.append(entry[0])
+        labels.append(entry[1])
+        if progress:
+            progress(i + 1, len(cases))
+    logger.debug("loaded %d cases at %s (%d from cache)", len(cases), list(shape), hits)
+    label_arr = np.stack(labels) if labels else np.zeros((0,), dtype=np.int64)
+    if prep.problem == "classification":
+        label_arr = label_arr.astype(np.int64)
+    return ArrayData(
+        images=np.stack(images) if images else np.zeros((0, prep.in_channels, *shape), np.float32),
+        labels=label_arr,
+        keys=[c.key for c in cases],
+        patients=[c.patient for c in cases],
+    )

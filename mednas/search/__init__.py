@@ -1,0 +1,22 @@
+"""The Optuna search: study from config, trial runner, summary."""
+
+from __future__ import annotations
+
+from mednas.search._runner import SearchResult, class_weights_for, prepare_run, proxy_context, run_search
+from mednas.search._study import make_pruner, make_sampler, make_storage, open_study
+from mednas.search._summary import best_trials, build_summary, write_summary
+
+__all__ = [
+    "SearchResult",
+    "best_trials",
+    "build_summary",
+    "class_weights_for",
+    "make_pruner",
+    "make_sampler",
+    "make_storage",
+    "open_study",
+    "prepare_run",
+    "proxy_context",
+    "run_search",
+    "write_summary",
+]

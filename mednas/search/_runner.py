@@ -1,0 +1,470 @@
+"""Run a search: sample a spec per trial, reject it statically if over budget, proxy-train it, score it.
+
+This module adapts the training loop's per-epoch callback to Optuna's ``trial.report``/``should_prune`` and
+records every trial in ``trials/<n>/`` (spec.json, metrics.json, log.txt). Continuing a study never repeats a
+completed trial; a trial that raises or diverges is recorded as failed with its reason and the search goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mednas.config import TaskConfig, config_hash, task_to_dict
+from mednas.data import ArrayData, DataPlan, plan_data, read_or_create_salt
+from mednas.io._atomic import write_json, write_text, write_yaml
+from mednas.rundir import RunDir, environment_info
+from mednas.search._study import open_study
+from mednas.search._summary import write_summary
+
+logger = logging.getLogger("mednas.search")
+
+__all__ = ["SearchResult", "run_search", "proxy_context", "class_weights_for"]
+
+
+@dataclass
+class SearchResult:
+    """What :func:`run_search` returns: the run directory and its ``summary.json`` content."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def class_weights_for(task: TaskConfig, labels: np.ndarray) -> tuple[float, ...] | None:
+    """Inverse-frequency class weights for classification (normalised to mean 1), None for segmentation."""
+    if task.problem != "classification":
+        return None
+    counts = np.bincount(labels.astype(np.int64), minlength=task.n_classes).astype(float)
+    counts[counts == 0] = 1.0
+    w = counts.sum() / (len(counts) * counts)
+    return tuple(float(v) for v in w / w.mean())
+
+
+def proxy_context(task: TaskConfig, plan: DataPlan) -> Any:
+    """The :class:`~mednas.spaces.SpaceContext` of the proxy search."""
+    from mednas.spaces import SpaceContext
+
+    return SpaceContext(
+        problem=task.problem,
+        spatial_dims=task.spatial_dims,
+        in_channels=task.in_channels,
+        out_channels=task.n_classes,
+        input_shape=plan.proxy_shape,
+        full_shape=plan.full_shape,
+    )
+
+
+def _host_tag() -> str:
+    import hashlib
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_dead_local_trials(study: Any) -> int:
+    """Fail RUNNING trials whose worker on this host is gone (a SIGKILLed search), and enqueue a retry.
+
+    Heartbeats catch dead workers on other machines after the grace period; on this host the process table
+    tells at once, so a re-run after a kill continues immediately.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    host = _host_tag()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host") != host:
+            continue
+        pid = int(t.user_attrs.get("pid", -1))
+        if pid > 0 and pid != os.getpid() and not _pid_alive(pid):
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker process died (killed or crashed)")
+            retry_of = t.user_attrs.get("retry_of", t.number)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": retry_of, "retried_from": t.number}, skip_if_exists=False)
+            logger.warning("trial %d: its worker (pid %d) is gone; marked failed and queued for retry", t.number, pid)
+            n += 1
+    del optuna
+    return n
+
+
+class _TrialObjective:
+    """The Optuna objective: one proxy trial."""
+
+    def __init__(self, task: TaskConfig, plan: DataPlan, run_dir: RunDir, train: ArrayData, val: ArrayData, device: str,
+                 on_epoch: Callable[[int, int, int], None] | None = None) -> None:
+        from mednas.spaces import create_space
+
+        self.task, self.plan, self.run_dir = task, plan, run_dir
+        self.train, self.val, self.device = train, val, device
+        self.ctx = proxy_context(task, plan)
+        self.spaces = {}
+        for name in task.search.spaces:
+            space = create_space(name, **task.search.space_options.get(name, {}))
+            reason = space.supports(self.ctx)
+            if reason:
+                from mednas.errors import ConfigError
+
+                raise ConfigError(f"search.spaces: {reason}")
+            self.spaces[name] = space
+        self.class_weights = class_weights_for(task, train.labels)
+        self.on_epoch = on_epoch
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        from mednas.metrics._objective import evaluate_objective, objective_report
+        from mednas.spaces import check_budget, estimate_cost
+        from mednas.spec import build
+        from mednas.train import FitSettings, TrainingDiverged, derive_seed, fit, seed_everything
+
+        task = self.task
+        tdir = self.run_dir.trial_dir(trial.number)
+        tdir.mkdir(parents=True, exist_ok=True)
+        seed = derive_seed(task.search.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("host", _host_tag())
+        trial.set_user_attr("pid", os.getpid())
+        record: dict[str, Any] = {"trial": trial.number, "seed": seed, "state": "running"}
+        if "retry_of" in trial.user_attrs:
+            record["retry_of"] = trial.user_attrs["retry_of"]
+        log_lines: list[str] = []
+
+        def log(msg: str) -> None:
+            log_lines.append(f"{time.strftime('%H:%M:%S')} {msg}")
+            write_text(tdir / "log.txt", "\n".join(log_lines) + "\n")
+
+        family = trial.suggest_categorical("family", list(self.spaces))
+        space = self.spaces[family]
+        spec = space.sample(trial, self.ctx)
+        write_json(tdir / "spec.json", spec.to_dict())
+        record.update(family=family, spec_hash=spec.hash, target=spec.target)
+        trial.set_user_attr("family", family)
+        trial.set_user_attr("spec_hash", spec.hash)
+        log(f"spec {spec.class_name} {spec.hash} (family {family}), seed {seed}")
+        t0 = time.perf_counter()
+        try:
+            cost_proxy = estimate_cost(spec, self.ctx.input_shape, batch_size=task.training.batch_size)
+            full_spec = space.adapt_to_shape(spec, self.plan.full_shape)
+            cost_full = estimate_cost(full_spec, self.plan.full_shape, batch_size=task.training.batch_size)
+        except ValueError as exc:
+            return self._reject(trial, record, tdir, f"invalid for the input shape: {exc}", log)
+        record.update(params=cost_full.params, macs_proxy=cost_proxy.macs, macs=cost_full.macs,
+                      activation_mb=cost_full.activation_bytes / 2**20)
+        trial.set_user_attr("params", cost_full.params)
+        trial.set_user_attr("macs", cost_full.macs)
+        b = task.search.budget
+        reason = check_budget(cost_full, max_params=b.max_params, max_macs=b.max_macs, max_activation_mb=b.max_activation_mb)
+        if reason:
+            return self._reject(trial, record, tdir, reason, log)
+        log(f"params {cost_full.params:,}, MACs full {cost_full.macs:.3g}, proxy {cost_proxy.macs:.3g}")
+
+        divisor = tuple(int(k) for k in space.required_divisor(spec))
+        settings = FitSettings(
+            problem=task.problem,
+            n_classes=task.n_classes,
+            epochs=task.proxy.epochs,
+            batch_size=task.training.batch_size,
+            optimizer=task.training.optimizer,
+            lr=task.training.lr,
+            weight_decay=task.training.weight_decay,
+            loss=task.training.loss,
+            seed=seed,
+            device=self.device,
+            augment=task.training.augment,
+            amp=task.training.amp,
+            grad_clip=task.training.grad_clip,
+            patience=None,
+            schedule="none",
+            divisor=divisor,
+            class_weights=self.class_weights,
+        )
+
+        def evaluate(outputs: np.ndarray, val: ArrayData) -> tuple[float, dict[str, Any]]:
+            return evaluate_objective(task, outputs, val)
+
+        def on_epoch(result: Any) -> None:
+            log(f"epoch {result.epoch}/{settings.epochs}: loss {result.train_loss:.4f}, objective {result.value:.4f} ({result.seconds:.1f}s)")
+            value = result.value if math.isfinite(result.value) else 0.0
+            trial.report(value, result.epoch)
+            if self.on_epoch:
+                self.on_epoch(trial.number, result.epoch, settings.epochs)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
+
+        seed_everything(seed)
+        try:
+            model = build(spec)
+            fit_result = fit(model, self.train, self.val, settings, evaluate, on_epoch=on_epoch)
+        except optuna.TrialPruned as exc:
+            record.update(state="pruned", reason=str(exc), seconds=time.perf_counter() - t0)
+            self._write_partial_history(trial, record)
+            write_json(tdir / "metrics.json", record)
+            log(str(exc))
+            raise
+        except TrainingDiverged as exc:
+            return self._fail(trial, record, tdir, f"diverged: {exc}", log, t0)
+        except Exception as exc:  # noqa: BLE001 - any candidate may break; the search must go on
+            log(traceback.format_exc())
+            return self._fail(trial, record, tdir, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", log, t0)
+        report = objective_report(task, fit_result.best_outputs, self.val, seed=seed)
+        value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
+        record.update(
+            state="complete",
+            objective={"name": task.objective.name, "value": value},
+            values=[value],
+            metrics=report["metrics"],
+            operating_point=report.get("operating_point"),
+            best_epoch=fit_result.best_epoch,
+            epochs=len(fit_result.history),
+            history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value} for h in fit_result.history],
+            seconds=time.perf_counter() - t0,
+            learned=fit_result.learned,
+            divisor=list(divisor),
+        )
+        trial.set_user_attr("learned", fit_result.learned)
+        if report.get("operating_point"):
+            trial.set_user_attr("threshold", report["operating_point"].get("threshold"))
+        write_json(tdir / "metrics.json", record)
+        log(f"complete: {task.objective.name} = {value:.4f} (best epoch {fit_result.best_epoch}, {record['seconds']:.1f}s)"
+            + ("" if fit_result.learned else "; flagged: never started learning"))
+        return value
+
+    def _write_partial_history(self, trial: Any, record: dict[str, Any]) -> None:
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        record["history"] = [{"epoch": int(k), "value": v} for k, v in sorted(frozen.intermediate_values.items())]
+
+    def _reject(self, trial: Any, record: dict[str, Any], tdir: Path, reason: str, log: Callable[[str], None]) -> float:
+        import optuna
+
+        record.update(state="infeasible", reason=reason)
+        trial.set_user_attr("infeasible", reason)
+        write_json(tdir / "metrics.json", record)
+        log(f"rejected before training: {reason}")
+        raise optuna.TrialPruned(f"infeasible: {reason}")
+
+    def _fail(self, trial: Any, record: dict[str, Any], tdir: Path, reason: str, log: Callable[[str], None], t0: float) -> float:
+        record.update(state="failed", reason=reason, seconds=time.perf_counter() - t0)
+        trial.set_user_attr("fail_reason", reason)
+        write_json(tdir / "metrics.json", record)
+        log(f"failed: {reason}")
+        raise _TrialFailed(reason)
+
+
+class _TrialFailed(Exception):
+    """A candidate failed; Optuna records the trial as FAIL and the search continues."""
+
+
+def _setup_file_logging(run_dir: RunDir) -> logging.Handler:
+    handler = logging.FileHandler(run_dir.log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("mednas")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def _count_finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def prepare_run(task: TaskConfig, run_dir: RunDir, device: str) -> str:
+    """Create or check the run directory: resolved.yaml (refusing a different config) and env.json."""
+    from mednas.config import load_yaml
+    from mednas.errors import RunDirError
+
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    chash = config_hash(task)
+    if run_dir.resolved.exists():
+        from mednas.config import load_task
+
+        previous = load_task(load_yaml(run_dir.resolved) | {})
+        if config_hash(previous) != chash:
+            old, new = task_to_dict(previous), task_to_dict(task)
+            diffs = _diff_keys(old, new)
+            raise RunDirError(
+                f"{run_dir.root} holds a run of a different configuration (differs in {', '.join(diffs[:4]) or 'settings'}); "
+                "use another --run-dir, or the same settings to continue"
+            )
+    data = task_to_dict(task)
+    write_yaml(run_dir.resolved, data)
+    write_json(run_dir.env, environment_info(device, task.search.seed) | {"config_hash": chash})
+    return chash
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            if k in ("n_trials", "timeout", "max_failures", "cache_dir", "description") or (prefix == "" and k == "device"):
+                continue
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def run_search(
+    task: TaskConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> SearchResult:
+    """Create or continue the run's study until it has ``n_trials`` finished (complete + pruned) trials.
+
+    Args:
+        task: The validated task.
+        run_dir: Run directory (created if needed).
+        storage: Optuna storage URL (default: SQLite inside the run directory).
+        study_name: Study name (default: the task name).
+        n_trials: Target number of finished trials (default: ``task.search.n_trials``).
+        timeout: Seconds after which no new trial starts (default: ``task.search.timeout``).
+        device: ``auto``, ``cpu`` or ``cuda[:N]`` (default: ``task.device``).
+        show_progress: Show a progress bar on stderr.
+
+    Returns:
+        The run directory and the summary written to ``summary.json``.
+    """
+    import optuna
+
+    from mednas.train import select_device
+
+    rd = RunDir(run_dir)
+    n_target = n_trials or task.search.n_trials
+    timeout = timeout if timeout is not None else task.search.timeout
+    dev = select_device(device or task.device)
+    chash = prepare_run(task, rd, dev)
+    handler = _setup_file_logging(rd)
+    try:
+        url = storage or rd.default_storage()
+        name = study_name or task.name
+        salt_candidate = read_or_create_salt(rd)
+        study = open_study(task, url, name, config_hash=chash, salt=salt_candidate)
+        salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared"))
+        if salt != salt_candidate:
+            logger.info("using the shared study's salt")
+        _fail_dead_local_trials(study)
+        logger.info("search %s: %s, run dir %s, device %s", task.name, task.objective.name, rd.root, dev)
+
+        bar = _Progress(n_target, _count_finished(study), enabled=show_progress, study=study)
+        plan = plan_data(task, rd, salt=salt, progress=bar.stage)
+        bar.stage("proxy cache", 0, 0)
+        train = plan.arrays("train", plan.proxy_shape, subset=task.proxy.subset, seed=task.search.seed, progress=lambda d, t: bar.stage("proxy cache (train)", d, t))
+        val = plan.arrays("val", plan.proxy_shape, progress=lambda d, t: bar.stage("proxy cache (val)", d, t))
+        logger.info("proxy %s (full %s): %d train / %d val cases", list(plan.proxy_shape), list(plan.full_shape), len(train), len(val))
+        objective = _TrialObjective(task, plan, rd, train, val, dev, on_epoch=bar.epoch)
+
+        failures_in_row = 0
+        t_start = time.monotonic()
+
+        def after_trial(study: Any, frozen: Any) -> None:
+            nonlocal failures_in_row
+            from optuna.trial import TrialState
+
+            failures_in_row = failures_in_row + 1 if frozen.state == TrialState.FAIL else 0
+            write_summary(task, rd, study, plan=plan)
+            bar.trial_done(frozen)
+            if _count_finished(study) >= n_target:
+                study.stop()
+            elif failures_in_row >= task.search.max_failures:
+                logger.error("%d trials failed in a row; stopping (see trials/*/log.txt)", failures_in_row)
+                study.stop()
+
+        write_summary(task, rd, study, plan=plan)
+        while _count_finished(study) < n_target:
+            remaining = n_target - _count_finished(study)
+            left = None if timeout is None else timeout - (time.monotonic() - t_start)
+            if left is not None and left <= 0:
+                logger.info("timeout reached")
+                break
+            before = len(study.trials)
+            study.optimize(objective, n_trials=remaining, timeout=left, callbacks=[after_trial],
+                           catch=(_TrialFailed,), gc_after_trial=True, show_progress_bar=False)
+            if failures_in_row >= task.search.max_failures or len(study.trials) == before:
+                break
+        bar.close()
+        summary = write_summary(task, rd, study, plan=plan)
+        return SearchResult(rd.root, summary)
+    finally:
+        logging.getLogger("mednas").removeHandler(handler)
+        handler.close()
+        del optuna
+
+
+class _Progress:
+    """A tqdm bar: trial n of N, best so far, current trial's epoch, elapsed and remaining."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool, study: Any) -> None:
+        self.enabled = enabled and os.environ.get("MEDNAS_NO_PROGRESS") != "1"
+        self.bar = None
+        self.study = study
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=min(done, total), desc="search", unit="trial", file=sys.stderr,
+                            dynamic_ncols=True, leave=True, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+            self._update_best()
+
+    def _update_best(self) -> None:
+        if self.bar is None:
+            return
+        try:
+            best = self.study.best_trial
+            self.bar.set_postfix_str(f"best {best.value:.4f} (trial {best.number})", refresh=True)
+        except ValueError:
+            pass
+
+    def _maybe_refresh(self) -> None:
+        now = time.monotonic()
+        if self.bar is not None and now - getattr(self, "_last", 0.0) >= self.bar.mininterval:
+            self._last = now
+            self.bar.refresh()
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"search [{name} {done}/{total}]" if total else f"search [{name}]", refresh=False)
+            self._maybe_refresh()
+
+    def epoch(self, trial: int, epoch: int, epochs: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"search [trial {trial} epoch {epoch}/{epochs}]", refresh=False)
+            self._maybe_refresh()
+
+    def trial_done(self, frozen: Any) -> None:
+        from optuna.trial import TrialState
+
+        if self.bar is not None and frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            self.bar.update(1)
+        self._update_best()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str("search", refresh=False)
+            self.bar.close()

@@ -1,0 +1,398 @@
+"""The one training loop: proxy trials and full retraining run through :func:`fit`.
+
+It knows nothing of Optuna: progress goes to an ``on_epoch`` callback (the search adapts it to
+``trial.report``/``should_prune``; raising from the callback stops training). Seeds are explicit, AMP is used
+on CUDA, checkpoints are atomic and a killed run resumes from its last one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mednas.data import ArrayData
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EpochResult", "FitResult", "FitSettings", "TrainingDiverged", "fit", "predict", "select_device"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything :func:`fit` needs besides the model and data.
+
+    Args:
+        problem: ``"classification"`` or ``"segmentation"``.
+        n_classes: Output classes.
+        epochs: Maximum epochs.
+        batch_size: Batch size.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        lr: Learning rate.
+        weight_decay: Weight decay.
+        loss: Loss registry key (see :mod:`mednas.train._losses`).
+        seed: Seed for weight init, batch order and augmentation.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        augment: Random flips.
+        amp: Mixed precision on CUDA.
+        grad_clip: Gradient-norm clip (None: off).
+        patience: Stop after this many epochs without improvement (None: never).
+        schedule: ``"cosine"`` or ``"none"`` learning-rate schedule.
+        divisor: Pad inputs so each spatial size is a multiple of this (networks that downsample by it).
+        class_weights: Per-class loss weights (classification CE), or None.
+    """
+
+    problem: str
+    n_classes: int
+    epochs: int
+    batch_size: int
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "ce"
+    seed: int = 0
+    device: str = "cpu"
+    augment: bool = True
+    amp: bool = True
+    grad_clip: float | None = 5.0
+    patience: int | None = None
+    schedule: str = "none"
+    divisor: int | tuple[int, ...] = 1
+    class_weights: tuple[float, ...] | None = None
+
+
+@dataclass
+class EpochResult:
+    """One epoch: training loss, the validation objective and its metrics, time taken."""
+
+    epoch: int
+    train_loss: float
+    value: float
+    metrics: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`.
+
+    Args:
+        best_epoch: Epoch (1-based) with the best validation objective.
+        best_value: That objective.
+        best_metrics: Metrics at that epoch.
+        history: Every epoch.
+        seconds: Wall time of training and validation.
+        learned: False when neither the training loss nor the objective ever improved (a candidate that never
+            started learning: flagged, not ranked).
+        stopped_early: Patience ran out.
+        best_state: ``state_dict`` at the best epoch (CPU tensors).
+        best_outputs: Validation predictions at the best epoch (probabilities ``(N, C)`` or masks ``(N, *S)``).
+    """
+
+    best_epoch: int
+    best_value: float
+    best_metrics: dict[str, Any]
+    history: list[EpochResult]
+    seconds: float
+    learned: bool
+    stopped_early: bool = False
+    best_state: dict[str, Any] | None = field(default=None, repr=False)
+    best_outputs: np.ndarray | None = field(default=None, repr=False)
+
+
+def select_device(device: str = "auto") -> str:
+    """Return ``"cuda"`` when asked for ``auto`` and CUDA is available, else the requested device."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        from mednas.errors import MednasError
+
+        raise MednasError(f"device {device!r} requested but CUDA is not available (use --device cpu or auto)")
+    return device
+
+
+def _pad_amounts(shape: tuple[int, ...], divisor: int | tuple[int, ...]) -> list[int]:
+    # F.pad takes (last-dim-left, last-dim-right, ..., first-dim-right): pad at the end of each axis.
+    divisors = (divisor,) * len(shape) if isinstance(divisor, int) else tuple(divisor)
+    pads: list[int] = []
+    for size, k in zip(reversed(shape), reversed(divisors)):
+        pads.extend([0, (-size) % max(1, int(k))])
+    return pads
+
+
+def _pad(x: Any, divisor: int | tuple[int, ...]) -> Any:
+    import torch.nn.functional as F
+
+    if divisor == 1 or (not isinstance(divisor, int) and all(int(k) <= 1 for k in divisor)):
+        return x
+    pads = _pad_amounts(tuple(x.shape[2:]), divisor)
+    return F.pad(x, pads) if any(pads) else x
+
+
+def _crop(y: Any, shape: tuple[int, ...]) -> Any:
+    if tuple(y.shape[-len(shape) :]) == shape:
+        return y
+    index = (Ellipsis, *[slice(0, s) for s in shape])
+    return y[index]
+
+
+def predict(model: Any, images: np.ndarray, *, problem: str, batch_size: int, device: str, divisor: int | tuple[int, ...] = 1) -> np.ndarray:
+    """Run the model in eval mode.
+
+    Args:
+        images: ``(N, C, *spatial)`` float32.
+
+    Returns:
+        Classification: class probabilities ``(N, n_classes)``; segmentation: label maps ``(N, *spatial)`` uint8.
+    """
+    import torch
+
+    model.eval()
+    outs = []
+    spatial = tuple(images.shape[2:])
+    amp = device.startswith("cuda")
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start : start + batch_size]).to(device, non_blocking=True)
+            with torch.autocast(device_type="cuda", enabled=amp):
+                logits = model(_pad(x, divisor))
+            logits = logits.float()
+            if problem == "classification":
+                outs.append(torch.softmax(logits, dim=1).cpu().numpy())
+            else:
+                outs.append(_crop(logits, spatial).argmax(dim=1).to(torch.uint8).cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def _flip_batch(x: Any, y: Any, gen: Any, problem: str) -> tuple[Any, Any]:
+    import torch
+
+    spatial_axes = list(range(2, x.ndim))
+    for axis in spatial_axes:
+        if torch.rand((), generator=gen).item() < 0.5:
+            x = x.flip(axis)
+            if problem == "segmentation":
+                y = y.flip(axis - 1)
+    return x, y
+
+
+def _make_optimizer(model: Any, s: FitSettings) -> Any:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+
+
+def _loss_value(loss_fn: Any, out: Any, y: Any, n_spatial: int) -> Any:
+    # DynUNet with deep supervision returns (B, heads, C, *S) in training: weight heads 1, 1/2, 1/4, ...
+    if out.ndim == y.ndim + 2 and n_spatial and out.ndim == n_spatial + 3:
+        heads = out.unbind(dim=1)
+        weights = [0.5**i for i in range(len(heads))]
+        return sum(w * loss_fn(h, y) for w, h in zip(weights, heads)) / sum(weights)
+    return loss_fn(out, y)
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    import tempfile
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fit(
+    model: Any,
+    train: ArrayData,
+    val: ArrayData,
+    settings: FitSettings,
+    evaluate: Callable[[np.ndarray, ArrayData], tuple[float, dict[str, Any]]],
+    *,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train``, evaluating the objective on ``val`` after every epoch.
+
+    Args:
+        model: A freshly built network (weights are re-seeded here for reproducibility only through
+            ``settings.seed`` having been used to seed torch before it was built).
+        train: Training arrays.
+        val: Validation arrays.
+        settings: Loop settings.
+        evaluate: ``(predictions, val) -> (objective, metrics)``; higher objective is better.
+        on_epoch: Called after each epoch; may raise (e.g. ``optuna.TrialPruned``) to stop training.
+        checkpoint: File for an atomic per-epoch checkpoint; when it exists, training resumes from it.
+
+    Returns:
+        The best epoch's value, metrics, weights and validation predictions, and the history.
+
+    Raises:
+        TrainingDiverged: When the loss becomes NaN or infinite.
+    """
+    import torch
+
+    from mednas.train._losses import make_loss
+
+    device = settings.device
+    model.to(device)
+    gen = torch.Generator().manual_seed(int(settings.seed))
+    optimizer = _make_optimizer(model, settings)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.epochs))
+        if settings.schedule == "cosine"
+        else None
+    )
+    class_weights = torch.tensor(settings.class_weights, dtype=torch.float32, device=device) if settings.class_weights else None
+    loss_fn = make_loss(settings.loss, settings.problem, settings.n_classes, class_weights)
+    use_amp = settings.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    n_spatial = train.images.ndim - 2
+
+    history: list[EpochResult] = []
+    best_value, best_epoch, best_metrics = -math.inf, 0, {}
+    best_state: dict[str, Any] | None = None
+    best_outputs: np.ndarray | None = None
+    start_epoch = 1
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        start_epoch = int(state["epoch"]) + 1
+        best_value, best_epoch = float(state["best_value"]), int(state["best_epoch"])
+        best_metrics = dict(state.get("best_metrics_json", {}))
+        best_state = state.get("best_model")
+        history = [EpochResult(**h) for h in state.get("history", [])]
+        logger.info("resuming from %s at epoch %d (best %.4f at epoch %d)", ckpt_path, start_epoch, best_value, best_epoch)
+
+    images_t = torch.from_numpy(train.images)
+    labels_t = torch.from_numpy(train.labels.astype(np.int64) if settings.problem == "classification" else train.labels.astype(np.int64))
+    n = len(train)
+    bs = max(1, min(settings.batch_size, n))
+    t0 = time.perf_counter()
+    stale = 0
+    stopped_early = False
+    for epoch in range(start_epoch, settings.epochs + 1):
+        te = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        # Drop a last batch of one: BatchNorm cannot train on it.
+        n_batches = max(1, n // bs if n % bs == 1 and n > bs else math.ceil(n / bs))
+        for b in range(n_batches):
+            idx = order[b * bs : (b + 1) * bs]
+            x = images_t[idx]
+            y = labels_t[idx]
+            if settings.augment:
+                x, y = _flip_batch(x, y, gen, settings.problem)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if settings.problem == "segmentation":
+                x = _pad(x, settings.divisor)
+                y = _pad(y[:, None].float(), settings.divisor)[:, 0].long()
+                target = y[:, None]
+            else:
+                target = y
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", enabled=use_amp):
+                out = model(x)
+            loss = _loss_value(loss_fn, out.float(), target, n_spatial)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, batch {b + 1}")
+            scaler.scale(loss).backward()
+            if settings.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        if scheduler is not None:
+            scheduler.step()
+        train_loss = total / max(1, count)
+        outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor)
+        value, metrics = evaluate(outputs, val)
+        value = float(value) if value is not None and np.isfinite(value) else -math.inf
+        result = EpochResult(epoch, train_loss, value, metrics, time.perf_counter() - te)
+        history.append(result)
+        improved = value > best_value
+        if improved or best_state is None:
+            best_value, best_epoch, best_metrics = value, epoch, metrics
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_outputs = outputs
+            stale = 0
+        else:
+            stale += 1
+        if ckpt_path is not None:
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "generator": gen.get_state(),
+                    "epoch": epoch,
+                    "best_value": best_value,
+                    "best_epoch": best_epoch,
+                    "best_metrics_json": best_metrics,
+                    "best_model": best_state,
+                    "history": [h.__dict__ for h in history],
+                },
+            )
+        logger.debug("epoch %d: loss %.4f, objective %.4f (%.1fs)", epoch, train_loss, value, result.seconds)
+        if on_epoch is not None:
+            on_epoch(result)
+        if settings.patience is not None and stale >= settings.patience:
+            stopped_early = True
+            break
+    if best_outputs is None and best_state is not None:
+        # Resumed after the best epoch: recompute the validation predictions from the best weights.
+        model.load_state_dict(best_state)
+        best_outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor)
+    losses = [h.train_loss for h in history]
+    values = [h.value for h in history]
+    learned = bool(
+        len(history) >= 1
+        and (
+            (len(losses) >= 2 and min(losses[1:]) < 0.97 * losses[0])
+            or (len(values) >= 2 and max(values[1:]) > values[0] + 1e-9)
+        )
+    )
+    return FitResult(
+        best_epoch=best_epoch,
+        best_value=best_value,
+        best_metrics=best_metrics,
+        history=history,
+        seconds=time.perf_counter() - t0,
+        learned=learned,
+        stopped_early=stopped_early,
+        best_state=best_state,
+        best_outputs=best_outputs,
+    )
