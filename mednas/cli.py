@@ -37,6 +37,14 @@ def _maybe_reexec_with_malloc_tuning(argv: Sequence[str]) -> None:
         return
 
 
+def _common() -> argparse.ArgumentParser:
+    # --debug/--quiet work before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only")
+    return common
+
+
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="task YAML file")
     p.add_argument("--preset", action="append", default=[], metavar="FILE",
@@ -51,9 +59,16 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Neural architecture search for medical imaging: MONAI search spaces, Optuna proxy search, clinical objectives.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars; warnings and errors only")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = _common()
+    _orig_add = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _orig_add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("search", help="create or continue a search", description="Create or continue a search. Running the same command again continues the same study.")
     _add_task_args(p)
@@ -65,9 +80,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("validate", help="check a task file and its data")
+    p = sub.add_parser("validate", help="check a task file and its data",
+                       description="Read every case of a task, print the fingerprint summary and split sizes, and list every bad case (exit status 3 if any).")
     _add_task_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("inspect", help="show an image's geometry and values, or the series in a DICOM folder",
+                       description="Print shape, spacing, affine, dtype, min, max, mean and modality of an image file or DICOM series; for a folder of several series, list them.")
+    p.add_argument("path", help="image file (DICOM, NIfTI, NRRD, PNG, JPEG, TIFF) or DICOM folder")
+    p.add_argument("--series", help="series to read from a folder of several (key, number or description)")
+    p.add_argument("--json", action="store_true", help="print JSON (for an image, exactly the keys shape, spacing, affine, dtype, min, max, mean, modality)")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("spaces", help="list the search-space families")
     p.add_argument("pattern", nargs="?", default="*")
@@ -133,9 +157,38 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from mednas import api
+    from mednas.data import new_salt, validate_dataset
+    from mednas.errors import DataError
 
     cfg = api.load_config(args.task, presets=args.preset, overrides=args.overrides)
-    print(f"{args.task}: valid task {cfg.name!r} ({cfg.problem}, {cfg.spatial_dims}D, objective {cfg.objective.name})")
+    report = validate_dataset(cfg, new_salt())
+    if args.json:
+        from mednas.io import dumps_json
+
+        print(dumps_json(report.to_dict()))
+    else:
+        print(f"{args.task}: task {cfg.name!r} ({cfg.problem}, {cfg.spatial_dims}D, objective {cfg.objective.name})")
+        for line in report.summary_lines():
+            print(line)
+        if report.bad:
+            print(f"bad cases ({len(report.bad)}):")
+            for bad in report.bad:
+                print(f"  {bad.line()}")
+    if not report.ok:
+        raise DataError(f"{args.task}: {report.error_line(listed=True)}")
+    if not args.json:
+        print("ok: every case can be used")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from mednas.io import dumps_json, format_summary, inspect_path
+
+    result = inspect_path(args.path, series=args.series)
+    if args.json:
+        print(dumps_json(result.get("image", result)))
+    else:
+        print(format_summary(f"{args.path} [series {args.series}]" if args.series else args.path, result))
     return 0
 
 

@@ -66,6 +66,7 @@ class DataConfig(Strict):
     path: str | None = Field(None, description="Datalist/CSV/npz file or dataset folder (not for `demo`).")
     demo: str | None = Field(None, description="Demo dataset name for `format: demo` (xray-nodule, mri-lesion).")
     n_cases: int | None = Field(None, ge=4, description="Number of demo cases to simulate (`demo` only).")
+    seed: int = Field(0, ge=0, description="Seed of simulated data (`demo`), independent of the search seed so searches compare on the same data.")
     image_key: str = Field("image", description="Datalist/CSV field with the image path.")
     label_key: str = Field("label", description="Datalist/CSV field with the label (class index, class name or mask path).")
     patient_key: str = Field("patient", description="Datalist/CSV field with the patient identifier (hashed on read).")
@@ -79,6 +80,22 @@ class DataConfig(Strict):
     ct_window: tuple[float, float] = Field((-1000.0, 1000.0), description="HU window for `ct` normalisation.")
     split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
     cache_dir: str | None = Field(None, description="Proxy cache folder (default: $MEDNAS_CACHE_DIR or ~/.cache/mednas).")
+    label_threshold: float | None = Field(
+        None, description="Segmentation masks are `label > label_threshold` (e.g. a skull-stripped image as a brain "
+        "mask); unset: label files hold class indices. Binarised masks are materialised once into the cache."
+    )
+    augment_copies: int = Field(
+        0, ge=0, description="Add N augmented copies of every case (MONAI random affine, elastic, bias field, noise), "
+        "made once into the cache, seeded by `data.seed`. For datasets with too few subjects: figures then "
+        "measure robustness to augmentation, not generalisation to new patients."
+    )
+    augment_group: Literal["patient", "copy"] = Field(
+        "patient", description="How augmented copies are split: `patient` keeps every copy with its source patient; "
+        "`copy` makes each copy its own split unit (single-subject data; splits then share the subject)."
+    )
+    augment_spacing: float | None = Field(
+        None, gt=0, description="Resample axes finer than this (mm) before augmenting, so copies stay small; unset: keep."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -147,10 +164,16 @@ class Dice(_Metric):
 
 
 class LesionSensitivity(_Metric):
-    """Fraction of ground-truth lesions (connected components) the prediction overlaps."""
+    """Fraction of ground-truth lesions (connected components) the prediction detects, pooled over cases.
+
+    ``overlap`` says when a lesion counts as detected: ``any`` (one predicted voxel touches it),
+    ``iou>=x`` (IoU of the lesion with the predicted components touching it) or ``fraction>=x`` (share of the
+    lesion's voxels predicted). ``any`` is the classic rule but a model that paints the whole image detects
+    everything; ``iou>=0.1`` still counts a rough hit and refuses such a blob.
+    """
 
     metric: Literal["lesion_sensitivity"]
-    min_overlap: float = Field(0.0, ge=0, lt=1, description="Fraction of a lesion's voxels that must be predicted (0: any voxel).")
+    overlap: str = Field("any", pattern=r"^(any|(iou|fraction)>=(0?\.\d+|1(\.0+)?))$", description="Detection rule: any, iou>=x or fraction>=x.")
 
 
 Term = Annotated[

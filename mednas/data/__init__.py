@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from mednas.data._cases import Case, Dataset, default_cache_root, hash_id, load_dataset, new_salt
-from mednas.data._fingerprint import compute_fingerprint, fingerprint_hash, suggest_normalize, suggest_shapes
+from mednas.data._fingerprint import (
+    compute_fingerprint,
+    describe_case,
+    fingerprint_hash,
+    suggest_normalize,
+    suggest_shapes,
+)
+from mednas.data._layouts import load_layout, materialise_medmnist
 from mednas.data._plan import DataPlan, TestSplitAccessError, plan_data, read_or_create_salt
 from mednas.data._prepare import ArrayData, Preprocessing, file_digest, load_arrays, load_case, prepare_case
 from mednas.data._splits import check_splits, make_splits, splits_hash
+from mednas.data._synth import synthesise
+from mednas.data._validate import BadCase, ValidationReport, validate_cases, validate_dataset
 
 __all__ = [
     "ArrayData",
+    "BadCase",
     "Case",
     "DataPlan",
     "Dataset",
     "Preprocessing",
     "TestSplitAccessError",
+    "ValidationReport",
     "check_splits",
     "compute_fingerprint",
+    "describe_case",
     "fingerprint_hash",
     "default_cache_root",
     "file_digest",
@@ -24,6 +36,8 @@ __all__ = [
     "load_arrays",
     "load_case",
     "load_dataset",
+    "load_layout",
+    "materialise_medmnist",
     "make_splits",
     "new_salt",
     "plan_data",
@@ -32,4 +46,7 @@ __all__ = [
     "splits_hash",
     "suggest_normalize",
     "suggest_shapes",
+    "synthesise",
+    "validate_cases",
+    "validate_dataset",
 ]

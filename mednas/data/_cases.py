@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class Dataset:
         simulated: True for the built-in demo data, so every output can say "simulated data".
         description: The layout's own description, if any.
         root: Folder the layout lives in.
+        augmentation: Set when cases include augmented copies (``data.augment_copies``): how many, how they
+            were grouped for splits, and a note that every output repeats.
     """
 
     cases: tuple[Case, ...]
@@ -79,6 +82,7 @@ class Dataset:
     simulated: bool = False
     description: str = ""
     root: str = ""
+    augmentation: dict[str, Any] | None = None
 
     def by_key(self) -> dict[str, Case]:
         """Map case key -> case."""
@@ -91,8 +95,7 @@ def _label_value(raw: Any, names: Sequence[str], where: str, problem: str, base:
     if problem == "segmentation":
         if not isinstance(raw, str):
             raise DataError(f"{where}: segmentation label must be a mask path, got {raw!r}")
-        path = Path(os.path.expandvars(raw))
-        return str(path if path.is_absolute() else (base / path))
+        return expand_path(raw, base, where)
     if isinstance(raw, bool):
         raw = int(raw)
     if isinstance(raw, float) and raw.is_integer():
@@ -112,28 +115,93 @@ def _label_value(raw: Any, names: Sequence[str], where: str, problem: str, base:
     raise DataError(f"{where}: cannot use label {raw!r}")
 
 
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_path(raw: str, base: Path, where: str) -> str:
+    """Expand ``${VAR}`` and ``~`` in a path from a datalist or sheet, and make it absolute relative to ``base``.
+
+    Raises:
+        DataError: Naming ``where`` when a referenced environment variable is not set.
+    """
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise DataError(f"{where}: environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    path = Path(os.path.expanduser(_VAR.sub(sub, str(raw).strip())))
+    return str(path if path.is_absolute() else base / path)
+
+
+_NOT_DICOM_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npz", ".npy")
+
+
+def _dicom_patient(image: str) -> tuple[str | None, str | None]:
+    """Return ``(raw PatientID or None, problem or None)`` of a DICOM file or series folder; others give (None, None).
+
+    The raw value must be hashed at once by the caller. A folder or file that cannot be read is not an error
+    here: validation reports it with the rest of the case's problems.
+    """
+    path = Path(image)
+    name = path.name.lower()
+    if path.is_file():
+        if name.endswith(_NOT_DICOM_SUFFIXES):
+            return None, None
+        if not name.endswith((".dcm", ".dicom")):
+            try:
+                with open(path, "rb") as fh:
+                    if fh.read(132)[128:132] != b"DICM":
+                        return None, None
+            except OSError:
+                return None, None
+    elif not path.is_dir():
+        return None, None
+    from mednas.io import patient_key
+
+    try:
+        return patient_key(path), None
+    except DataError as exc:
+        return None, str(exc)
+
+
 def _entries_to_cases(
-    entries: Sequence[dict[str, Any]], base: Path, task: TaskConfig, salt: str, source: str
+    entries: Sequence[dict[str, Any]],
+    base: Path,
+    task: TaskConfig,
+    salt: str,
+    source: str,
+    *,
+    item_names: Sequence[str] | None = None,
 ) -> list[Case]:
     cfg = task.data
     cases: list[Case] = []
     for i, entry in enumerate(entries):
-        where = f"{source}: entry {i}"
+        where = f"{source}: {item_names[i] if item_names is not None else f'entry {i}'}"
         if not isinstance(entry, dict):
             raise DataError(f"{where}: expected a mapping, got {type(entry).__name__}")
         raw_image = entry.get(cfg.image_key)
         if raw_image is None:
             raise DataError(f"{where}: missing key {cfg.image_key!r}")
         raw_images = raw_image if isinstance(raw_image, list) else [raw_image]
-        images = []
-        for img in raw_images:
-            p = Path(os.path.expandvars(str(img)))
-            images.append(str(p if p.is_absolute() else base / p))
+        images = [expand_path(str(img), base, where) for img in raw_images]
         label = _label_value(entry.get(cfg.label_key), task.labels.names, where, task.problem, base)
         raw_patient = entry.get(cfg.patient_key)
-        # Without a patient field every image is its own patient (no grouping is possible).
-        patient_source = str(raw_patient) if raw_patient is not None else f"image:{images[0]}"
         extra = {k: v for k, v in entry.items() if k not in (cfg.image_key, cfg.label_key, cfg.patient_key)}
+        dicom_id, problem = (None, None)
+        if raw_patient is None and cfg.dicom_patient_id:
+            # DICOM PatientID groups a patient's series; the raw value is hashed here and kept nowhere.
+            dicom_id, problem = _dicom_patient(images[0])
+            if problem:
+                extra["patient_problem"] = problem
+        # Without a patient field or PatientID every image is its own patient (no grouping is possible).
+        if raw_patient is not None:
+            patient_source = str(raw_patient)
+        elif dicom_id is not None:
+            patient_source = dicom_id
+        else:
+            patient_source = f"image:{images[0]}"
         cases.append(
             Case(
                 key=hash_id(salt, images[0], "c"),
@@ -202,16 +270,22 @@ def load_dataset(task: TaskConfig, salt: str) -> Dataset:
         DataError: With the file and the problem.
     """
     cfg = task.data
+    dataset: Dataset
     if cfg.format == "demo":
         from mednas.data._demo import build_demo
 
         assert cfg.demo is not None
-        folder = build_demo(cfg.demo, default_cache_root(task) / "demo", n_cases=cfg.n_cases, seed=task.search.seed)
-        return _load_datalist(Path(folder) / "datalist.json", task, salt)
-    assert cfg.path is not None
-    path = Path(cfg.path)
-    if cfg.format == "datalist":
-        return _load_datalist(path, task, salt)
-    from mednas.data import _layouts
+        folder = build_demo(cfg.demo, default_cache_root(task) / "demo", n_cases=cfg.n_cases, seed=cfg.seed)
+        dataset = _load_datalist(Path(folder) / "datalist.json", task, salt)
+    elif cfg.format == "datalist":
+        assert cfg.path is not None
+        dataset = _load_datalist(Path(cfg.path), task, salt)
+    else:
+        from mednas.data import _layouts
 
-    return _layouts.load_layout(task, salt)
+        dataset = _layouts.load_layout(task, salt)
+    if cfg.augment_copies or cfg.label_threshold is not None:
+        from mednas.data._synth import synthesise
+
+        dataset = synthesise(dataset, task, salt)
+    return dataset

@@ -67,9 +67,10 @@ DEMO_DATASETS: dict[str, DemoInfo] = {
         modality="CR",
         image_shape=(128, 128),
         description=(
-            "SIMULATED chest radiographs: augmented crops of one real chest radiograph (pydicom-data RG1_UNCR, "
-            "CR) with 1-2 simulated nodules inserted in the lung fields of about 40% of the images. "
-            "Label 1 means a simulated nodule was inserted; the source radiograph itself is not a normal chest."
+            "SIMULATED chest radiographs: augmented crops of one real chest radiograph (pydicom-data "
+            "RG1_UNCR, CR) with 1-2 simulated nodules inserted in the lung fields of about 40% of images. "
+            "Label 1 means a simulated nodule was inserted; the source radiograph itself is not a normal "
+            "chest."
         ),
         version=1,
     ),
@@ -79,7 +80,7 @@ DEMO_DATASETS: dict[str, DemoInfo] = {
         spatial_dims=3,
         labels=("background", "lesion"),
         findings=("lesion",),
-        n_cases=32,
+        n_cases=48,
         modality="MR",
         image_shape=(64, 64, 64),
         description=(
@@ -87,7 +88,7 @@ DEMO_DATASETS: dict[str, DemoInfo] = {
             "with bias field and Rician noise, 64^3 voxels at 3 mm; 80% of cases carry 1-3 simulated "
             "hyper- or hypo-intense ellipsoidal lesions in the white matter, labelled voxel-wise."
         ),
-        version=1,
+        version=2,
     ),
 }
 
@@ -123,19 +124,24 @@ def build_demo(name: str, root: str | Path, *, n_cases: int | None = None, seed:
     """
     if name not in DEMO_DATASETS:
         known = ", ".join(sorted(DEMO_DATASETS))
-        raise ConfigError(f"unknown demo dataset {name!r}{did_you_mean(name, list(DEMO_DATASETS))}; known: {known}")
+        raise ConfigError(
+            f"unknown demo dataset {name!r}{did_you_mean(name, list(DEMO_DATASETS))}; known: {known}"
+        )
     info = DEMO_DATASETS[name]
     n = info.n_cases if n_cases is None else n_cases
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"demo dataset {name!r}: n_cases must be a positive integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"demo dataset {name!r}: seed must be a non-negative integer, got {seed!r}")
+    n, seed = int(n), int(seed)
 
     folder = Path(root) / f"{name}-v{info.version}-n{n}-s{seed}"
     if (folder / "datalist.json").is_file():
         return folder
     if folder.exists():
-        raise DataError(f"{folder}: exists but holds no datalist.json (not a complete demo dataset); delete it")
+        raise DataError(
+            f"{folder}: exists but holds no datalist.json (not a complete demo dataset); delete it"
+        )
 
     start = time.perf_counter()
     logger.info("building demo dataset %s (%d cases, seed %d) in %s", name, n, seed, folder)
@@ -156,6 +162,7 @@ def build_demo(name: str, root: str | Path, *, n_cases: int | None = None, seed:
             "sources": sources,
             "training": cases,
         }
+        (tmp / "NOTICE.txt").write_text(_NOTICE_HEAD.format(name=name) + _NOTICES[name], encoding="utf-8")
         # Written last: its presence marks a complete dataset even if the folder was copied by hand.
         write_json(tmp / "datalist.json", datalist)
     logger.info("built demo dataset %s in %.1f s", name, time.perf_counter() - start)
@@ -244,7 +251,13 @@ def _xray_source() -> _XraySource:
     smooth = ndi.gaussian_filter(image, 5) - 0.5 * ndi.gaussian_filter(image, 50)
     h, w = image.shape
     yy, xx = np.mgrid[:h, :w]
-    box = (yy > 0.06 * h) & (yy < 0.80 * h) & (xx > 0.06 * w) & (xx < 0.94 * w) & (np.abs(xx - w / 2) > 0.08 * w)
+    box = (
+        (yy > 0.06 * h)
+        & (yy < 0.80 * h)
+        & (xx > 0.06 * w)
+        & (xx < 0.94 * w)
+        & (np.abs(xx - w / 2) > 0.08 * w)
+    )
     dark = (smooth < np.percentile(smooth[box], 50)) & box
     labelled = label(dark)
     largest = sorted(regionprops(labelled), key=lambda r: -r.area)[:2]
@@ -301,7 +314,7 @@ def _xray_warp(src: _XraySource, view: _XrayView) -> tuple[np.ndarray, np.ndarra
     c0 = (_XR_OUT - 1) / 2.0
     grid = np.mgrid[:_XR_OUT, :_XR_OUT].reshape(2, -1).astype(np.float64) - c0
     coords = view.matrix @ grid + view.centre[:, None]
-    # Anti-alias once for this view's downsampling factor (about 2-3.6x).
+    # Anti-alias once for this view's downsampling factor (about 3-3.8x).
     source = ndi.gaussian_filter(src.image, 0.4 * view.scale)
     image = ndi.map_coordinates(source, coords, order=1, mode="constant", cval=0.0)
     lungs = ndi.map_coordinates(src.lungs.astype(np.uint8), coords, order=0, mode="constant", cval=0)
@@ -335,7 +348,10 @@ def _xray_pick_nodules(
 
 
 def _xray_render(
-    image: np.ndarray, view: _XrayView, nodules: list[tuple[np.ndarray, float, float]], rng: np.random.Generator
+    image: np.ndarray,
+    view: _XrayView,
+    nodules: list[tuple[np.ndarray, float, float]],
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, list[list[float]]]:
     """Add the nodules to a warped view, then gamma, blur and noise; return uint16 pixels and records."""
     from scipy import ndimage as ndi
@@ -391,7 +407,9 @@ def _build_xray(folder: Path, n_cases: int, seed: int) -> tuple[list[dict[str, A
             "package": "pydicom-data",
             "version": _package_version("pydicom-data"),
             "file": f"data_store/data/{_XR_SOURCE_FILE}",
-            "licence": "MIT",
+            "origin": "PA chest CR (Philips, 2004), a public DICOM compression test image "
+            "(CompressedSamples RG1)",
+            "licence": "MIT (pydicom-data); notice in NOTICE.txt",
         }
     ]
     return cases, sources
@@ -462,7 +480,9 @@ def _mri_warp(rng: np.random.Generator, src: _MriSource) -> tuple[np.ndarray, np
 
     grid = np.indices(_MR_SHAPE, dtype=np.float64).reshape(3, -1)
     world = src.out_affine[:3, :3] @ grid + src.out_affine[:3, 3:4]
-    matrix = _rotation(np.radians(rng.uniform(-4.0, 4.0, size=3))) @ np.diag(1.0 + rng.uniform(-0.04, 0.04, 3))
+    matrix = _rotation(np.radians(rng.uniform(-4.0, 4.0, size=3))) @ np.diag(
+        1.0 + rng.uniform(-0.04, 0.04, 3)
+    )
     shift = rng.uniform(-3.0, 3.0, size=3)
     moved = matrix @ (world - src.centre[:, None]) + (src.centre + shift)[:, None]
     # Smooth displacement: coarse 8^3 noise upsampled by a quadratic spline (C1, 3x cheaper than cubic),
@@ -491,8 +511,8 @@ def _mri_insert_lesions(
     records: list[list[float]] = []
     centres: list[tuple[np.ndarray, float]] = []
     for _ in range(int(rng.integers(1, 4))):
-        radius = float(rng.uniform(2.0, 6.0))
-        axes = np.clip(radius * rng.uniform(0.75, 1.3, size=3), 1.5, 7.0)
+        radius = float(rng.uniform(3.0, 7.0))
+        axes = np.clip(radius * rng.uniform(0.75, 1.3, size=3), 2.0, 8.5)
         ok = (wm > 0.5) & (depth > axes.max() + 2.0)
         for c, r in centres:
             ok &= np.sqrt(((grid - c[:, None, None, None]) ** 2).sum(0)) > r + axes.max() + 1.0
@@ -502,7 +522,7 @@ def _mri_insert_lesions(
         centre = candidates[rng.integers(len(candidates))].astype(np.float64)
         rot = _rotation(rng.uniform(-math.pi, math.pi, size=3))
         hyper = rng.random() < 0.5  # enhancing metastasis-like vs T1-hypointense MS-like
-        contrast = float(rng.uniform(0.25, 0.7) if hyper else -rng.uniform(0.2, 0.5))
+        contrast = float(rng.uniform(0.45, 0.9) if hyper else -rng.uniform(0.35, 0.6))
         half = int(math.ceil(axes.max() * 1.5)) + 1
         lo = np.maximum(centre.astype(int) - half, 0)
         hi = np.minimum(centre.astype(int) + half + 1, _MR_SHAPE)
@@ -520,7 +540,16 @@ def _mri_insert_lesions(
 def _mri_acquire(rng: np.random.Generator, t1: np.ndarray) -> np.ndarray:
     """Apply a smooth multiplicative bias field, intensity scaling and Rician noise; return int16."""
     xyz = np.indices(_MR_SHAPE, dtype=np.float64) / (np.array(_MR_SHAPE)[:, None, None, None] - 1) * 2 - 1
-    terms = [xyz[0], xyz[1], xyz[2], xyz[0] * xyz[1], xyz[1] * xyz[2], xyz[0] * xyz[2], xyz[0] ** 2, xyz[1] ** 2]
+    terms = [
+        xyz[0],
+        xyz[1],
+        xyz[2],
+        xyz[0] * xyz[1],
+        xyz[1] * xyz[2],
+        xyz[0] * xyz[2],
+        xyz[0] ** 2,
+        xyz[1] ** 2,
+    ]
     coefs = rng.normal(0.0, 0.07, size=len(terms))
     bias = np.exp(sum(c * t for c, t in zip(coefs, terms)))
     scale = 1000.0 * rng.uniform(0.8, 1.25)
@@ -567,13 +596,58 @@ def _build_mri(folder: Path, n_cases: int, seed: int) -> tuple[list[dict[str, An
         {
             "package": "nilearn",
             "version": _package_version("nilearn"),
-            "file": "nilearn/datasets/data/mni_icbm152_*_tal_nlin_sym_09a_converted.nii.gz",
-            "licence": "MNI ICBM152 2009 template: permissive copyright notice of the McConnell Brain "
-            "Imaging Centre (nilearn's own description says 'unknown'); see docs/demo-data.md",
+            "file": "nilearn/datasets/data/mni_icbm152_{t1,wm}_tal_nlin_sym_09a_converted.nii.gz",
+            "origin": "ICBM 2009a nonlinear MNI152 T1 template and white-matter map "
+            "(McConnell Brain Imaging Centre)",
+            "licence": "MNI ICBM152 permissive notice (keep it with copies); notice in NOTICE.txt",
         }
     ]
     return cases, sources
 
+
+_NOTICE_HEAD = """\
+mednas demo dataset {name}: SIMULATED findings inserted into real anatomy. Not patient data, not for
+clinical use; results on it say that a pipeline works, not that a model would work on patients.
+See docs/demo-data.md in mednas. The images are derived from the source below, whose notice follows.
+
+"""
+
+_NOTICES = {
+    "xray-nodule": """\
+Source: RG1_UNCR.dcm from pydicom-data (https://github.com/pydicom/pydicom-data), MIT License:
+
+MIT License
+
+Copyright (c) 2020 Dicom in Python
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+associated documentation files (the "Software"), to deal in the Software without restriction, including
+without limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is furnished to do so, subject to the
+following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or substantial
+portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT NOT
+LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO
+EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER
+IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR
+THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+""",
+    "mri-lesion": """\
+Source: the ICBM 2009a nonlinear MNI152 T1 template and white-matter probability map, as shipped in
+nilearn (https://nilearn.github.io), files nilearn/datasets/data/mni_icbm152_*_tal_nlin_sym_09a_converted.
+The template's notice, from the ICBM 2009 distribution
+(https://www.bic.mni.mcgill.ca/ServicesAtlases/ICBM152NLin2009):
+
+Copyright (C) 1993-2004 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute,
+McGill University. Permission to use, copy, modify, and distribute this software and its documentation
+for any purpose and without fee is hereby granted, provided that the above copyright notice appear in all
+copies. The authors and McGill University make no representations about the suitability of this software
+for any purpose. It is provided "as is" without express or implied warranty.
+""",
+}
 
 _BUILDERS: dict[str, Callable[[Path, int, int], tuple[list[dict[str, Any]], list[dict[str, str]]]]] = {
     "xray-nodule": _build_xray,

@@ -20,48 +20,92 @@ from mednas.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_fingerprint", "fingerprint_hash", "suggest_normalize", "suggest_shapes"]
+__all__ = ["compute_fingerprint", "describe_case", "fingerprint_hash", "suggest_normalize", "suggest_shapes"]
 
 
-def _case_record(case: Case, problem: str, n_classes: int) -> dict[str, Any]:
-    from mednas.io import read_image
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    return {
+        "p00_5": float(np.percentile(values, 0.5)),
+        "p50": float(np.percentile(values, 50)),
+        "p99_5": float(np.percentile(values, 99.5)),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+    }
 
-    img = read_image(case.images[0])
-    arr = img.array
+
+def _modality_code(value: Any) -> str | None:
+    text = str(value or "").strip().upper()
+    if not text:
+        return None
+    return "MR" if text in ("MRI", "MR") else text
+
+
+def describe_case(
+    case: Case,
+    image: Any,
+    *,
+    label: np.ndarray | None = None,
+    n_classes: int = 2,
+    channels: int | None = None,
+    modality: str | None = None,
+) -> dict[str, Any]:
+    """Summarise one case that has already been read (so validation and fingerprint share one pass).
+
+    Args:
+        case: The case (its salted ``key`` and ``patient`` name the record).
+        image: The first channel's :class:`~mednas.io.MedImage`.
+        label: The segmentation label map ``(*spatial)`` with class indices, or ``None``.
+        n_classes: Number of classes.
+        channels: Total input channels of the case (default: the image's).
+        modality: Modality to use when neither the image nor the case states one (the layout's).
+
+    Returns:
+        Shape, spacing, orientation, dtype, modality, intensity percentiles inside the foreground (voxels above
+        the 5th percentile, and for segmentation inside the label), and label counts. No paths, no raw IDs.
+    """
+    arr = image.array
     fg = arr[arr > np.percentile(arr, 5)] if arr.size else arr
     if fg.size == 0:
         fg = arr.ravel()
     rec: dict[str, Any] = {
         "case": case.key,
         "patient": case.patient,
-        "shape": list(img.spatial_shape),
-        "spacing": [round(s, 4) for s in img.spacing],
-        "orientation": img.orientation,
-        "channels": img.channels + len(case.images) - 1,
-        "modality": img.meta.get("modality"),
-        "intensity": {
-            "min": float(arr.min()),
-            "max": float(arr.max()),
-            "p00_5": float(np.percentile(fg, 0.5)),
-            "p50": float(np.percentile(fg, 50)),
-            "p99_5": float(np.percentile(fg, 99.5)),
-            "mean": float(fg.mean()),
-            "std": float(fg.std()),
-        },
+        "shape": list(image.spatial_shape),
+        "spacing": [round(s, 4) for s in image.spacing],
+        "orientation": image.orientation,
+        "channels": channels if channels is not None else image.channels,
+        "dtype": str(arr.dtype),
+        "modality": _modality_code(image.meta.get("modality") or case.extra.get("modality") or modality),
+        "intensity": {"min": float(arr.min()), "max": float(arr.max()), **_percentiles(fg)},
     }
-    if problem == "segmentation" and isinstance(case.label, str):
+    if label is not None:
         from scipy import ndimage
 
-        lab = read_image(case.label).array[0]
-        counts = np.bincount(np.clip(np.round(lab).astype(np.int64).ravel(), 0, None), minlength=n_classes)
+        lab = np.round(label).astype(np.int64)
+        counts = np.bincount(np.clip(lab.ravel(), 0, None), minlength=n_classes)
         rec["label_voxels"] = counts.tolist()
         fgmask = lab > 0
         rec["n_components"] = int(ndimage.label(fgmask)[1]) if fgmask.any() else 0
-        if tuple(lab.shape) != tuple(arr.shape[1:]):
-            rec["problem"] = "label shape differs from image shape"
+        rec["foreground_fraction"] = float(fgmask.mean()) if fgmask.size else 0.0
+        if fgmask.any() and fgmask.shape == arr.shape[1:]:
+            rec["intensity_in_label"] = _percentiles(arr[0][fgmask])
     elif isinstance(case.label, int):
         rec["label"] = case.label
     return rec
+
+
+def _case_record(case: Case, problem: str, n_classes: int, modality: str | None = None) -> dict[str, Any]:
+    from mednas.io import read_image
+
+    img = read_image(case.images[0])
+    label = None
+    if problem == "segmentation" and isinstance(case.label, str):
+        label = read_image(case.label).array[0]
+        if tuple(label.shape) != tuple(img.spatial_shape):
+            raise DataError(f"{case.label}: label shape {list(label.shape)} differs from image shape {list(img.spatial_shape)}")
+    return describe_case(
+        case, img, label=label, n_classes=n_classes, channels=img.channels + len(case.images) - 1, modality=modality
+    )
 
 
 def suggest_normalize(modality: str | None, intensity_min: float) -> str:
@@ -74,9 +118,30 @@ def suggest_normalize(modality: str | None, intensity_min: float) -> str:
     return "percentile"
 
 
-def suggest_shapes(median_shape: Sequence[int], spatial_dims: int) -> dict[str, list[int]]:
-    """Suggest full and proxy shapes: full = median shape rounded to a multiple of 16; proxy = half of it."""
-    full = [max(16, int(round(s / 16.0)) * 16) for s in median_shape[:spatial_dims]]
+def suggest_shapes(
+    median_shape: Sequence[int], spatial_dims: int, median_spacing: Sequence[float] | None = None
+) -> dict[str, list[int]]:
+    """Suggest full and proxy shapes from the median case.
+
+    Full = the median shape, shrunk (towards isotropic voxels when the spacing is known, never enlarging an axis)
+    to at most 128^3 voxels (3D) or 256^2 pixels (2D), rounded to a multiple of 16; proxy = half of it, rounded
+    to a multiple of 8. Every axis is at least 16.
+    """
+    shape = np.asarray(median_shape[:spatial_dims], dtype=float)
+    budget = float(128**3 if spatial_dims == 3 else 256**2)
+    target = shape
+    if np.prod(shape) > budget:
+        if median_spacing is not None and len(median_spacing) >= spatial_dims:
+            extent = shape * np.asarray(median_spacing[:spatial_dims], dtype=float)
+            target = np.minimum(shape, extent / (np.prod(extent) / budget) ** (1.0 / spatial_dims))
+            if np.prod(target) < budget:  # axes capped at their own size leave room for the others
+                free = target < shape
+                if free.any():
+                    grow = (budget / np.prod(target)) ** (1.0 / int(free.sum()))
+                    target = np.where(free, np.minimum(shape, target * grow), target)
+        else:
+            target = shape * (budget / np.prod(shape)) ** (1.0 / spatial_dims)
+    full = [max(16, int(round(s / 16.0)) * 16) for s in target]
     proxy = [max(16, int(round(s / 2 / 8.0)) * 8) for s in full]
     return {"full": full, "proxy": proxy}
 
@@ -88,21 +153,34 @@ def compute_fingerprint(
     spatial_dims: int,
     label_names: Sequence[str],
     progress: Callable[[int, int], None] | None = None,
+    records: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Read every case once and summarise it.
+    """Summarise every case: geometry, intensities, class balance, label sanity, and what they suggest.
+
+    Args:
+        dataset: The cases.
+        problem: ``classification`` or ``segmentation``.
+        spatial_dims: 2 or 3.
+        label_names: Class names.
+        progress: ``(done, total)`` callback while reading.
+        records: Per-case records made by :func:`describe_case` in an earlier pass (validation); when given, no
+            case is read again.
 
     Returns:
-        ``{"cases": [...], "summary": {...}, "suggestions": {...}, "simulated": bool, "hash": str}``. Case
-        records name cases and patients only by their salted keys.
+        ``{"cases": [...], "summary": {...}, "suggestions": {...}, "simulated": bool, "hash": str}`` (and
+        ``"augmentation"`` when the cases include augmented copies). Case records name cases and patients only by
+        their salted keys.
 
     Raises:
         DataError: For the first unreadable case (use ``mednas validate`` to list all of them).
     """
-    records = []
-    for i, case in enumerate(dataset.cases):
-        records.append(_case_record(case, problem, len(label_names)))
-        if progress:
-            progress(i + 1, len(dataset.cases))
+    if records is None:
+        records = []
+        for i, case in enumerate(dataset.cases):
+            records.append(_case_record(case, problem, len(label_names), dataset.modality))
+            if progress:
+                progress(i + 1, len(dataset.cases))
+    records = list(records)
     if not records:
         raise DataError("the dataset has no cases")
     shapes = np.array([r["shape"][:spatial_dims] for r in records])
@@ -112,33 +190,72 @@ def compute_fingerprint(
     if modality == "unknown" and dataset.modality:
         modality = dataset.modality
     median_shape = [int(v) for v in np.median(shapes, axis=0)]
+    median_spacing = [float(v) for v in np.median(spacings, axis=0)]
     summary: dict[str, Any] = {
         "n_cases": len(records),
         "n_patients": len({r["patient"] for r in records}),
         "median_shape": median_shape,
         "min_shape": shapes.min(axis=0).tolist(),
         "max_shape": shapes.max(axis=0).tolist(),
-        "median_spacing": [float(v) for v in np.median(spacings, axis=0)],
+        "median_spacing": median_spacing,
+        "min_spacing": spacings.min(axis=0).tolist(),
+        "max_spacing": spacings.max(axis=0).tolist(),
         "modality": modality,
+        "modalities": dict(modalities),
         "orientations": dict(Counter(r["orientation"] for r in records)),
         "intensity_min": float(min(r["intensity"]["min"] for r in records)),
         "intensity_max": float(max(r["intensity"]["max"] for r in records)),
+        "intensity_foreground": {
+            k: float(np.median([r["intensity"][k] for r in records])) for k in ("p00_5", "p50", "p99_5", "mean", "std")
+        },
     }
     if problem == "classification":
         counts = Counter(r.get("label") for r in records)
         summary["class_counts"] = {label_names[k]: int(counts.get(k, 0)) for k in range(len(label_names))}
+        summary["class_fraction"] = {n: round(c / len(records), 4) for n, c in summary["class_counts"].items()}
+        summary["label_sanity"] = {"unlabelled_cases": int(sum(1 for r in records if r.get("label") is None))}
     else:
-        totals = np.sum([r.get("label_voxels", [0] * len(label_names)) for r in records], axis=0)
+        totals = np.sum([r.get("label_voxels", [0] * len(label_names))[: len(label_names)] for r in records], axis=0)
         summary["label_voxels"] = {label_names[k]: int(totals[k]) for k in range(len(label_names))}
-        summary["cases_with_finding"] = int(sum(1 for r in records if sum(r.get("label_voxels", [0])[1:]) > 0))
+        total = max(int(totals.sum()), 1)
+        summary["label_fraction"] = {label_names[k]: round(int(totals[k]) / total, 6) for k in range(len(label_names))}
+        with_finding = [r for r in records if sum(r.get("label_voxels", [0])[1:]) > 0]
+        summary["cases_with_finding"] = len(with_finding)
         summary["components_per_case"] = float(np.mean([r.get("n_components", 0) for r in records]))
-    suggestions = {
-        "normalize": suggest_normalize(None if modality == "unknown" else modality, summary["intensity_min"]),
-        **suggest_shapes(median_shape, spatial_dims),
+        present = Counter(k for r in records for k, v in enumerate(r.get("label_voxels", [])) if v > 0)
+        summary["label_sanity"] = {
+            "all_background_cases": len(records) - len(with_finding),
+            "cases_per_class": {label_names[k]: int(present.get(k, 0)) for k in range(len(label_names))},
+            "median_foreground_fraction": float(np.median([r.get("foreground_fraction", 0.0) for r in records])),
+        }
+        in_label = [r["intensity_in_label"] for r in records if "intensity_in_label" in r]
+        if in_label:
+            summary["intensity_in_label"] = {
+                k: float(np.median([v[k] for v in in_label])) for k in ("p00_5", "p50", "p99_5", "mean", "std")
+            }
+    norm_modality = None if modality == "unknown" else modality
+    normalize = suggest_normalize(norm_modality, summary["intensity_min"])
+    suggestions: dict[str, Any] = {
+        "normalize": normalize,
+        "normalize_reason": _normalize_reason(normalize, norm_modality),
+        **suggest_shapes(median_shape, spatial_dims, median_spacing),
     }
-    out = {"cases": records, "summary": summary, "suggestions": suggestions, "simulated": dataset.simulated}
+    if normalize == "ct":
+        source = summary.get("intensity_in_label") or summary["intensity_foreground"]
+        suggestions["ct_window"] = [float(np.floor(source["p00_5"])), float(np.ceil(source["p99_5"]))]
+    out: dict[str, Any] = {"cases": records, "summary": summary, "suggestions": suggestions, "simulated": dataset.simulated}
+    if dataset.augmentation:
+        out["augmentation"] = dataset.augmentation
     out["hash"] = fingerprint_hash(out)
     return out
+
+
+def _normalize_reason(normalize: str, modality: str | None) -> str:
+    if normalize == "ct":
+        return f"modality {modality}: clip to an HU window, scale to 0-1" if modality else "values reach -900 or below (CT-like): HU window"
+    if normalize == "zscore":
+        return f"modality {modality}: z-score on the foreground (voxels > 0)"
+    return f"modality {modality or 'unknown'}: 0.5-99.5 percentile range to 0-1"
 
 
 def fingerprint_hash(fp: dict[str, Any]) -> str:

@@ -18,9 +18,9 @@ import numpy as np
 
 from mednas.config import TaskConfig
 from mednas.data._cases import Dataset, default_cache_root, load_dataset, new_salt
-from mednas.data._fingerprint import compute_fingerprint
 from mednas.data._prepare import ArrayData, Preprocessing, load_arrays
 from mednas.data._splits import check_splits, make_splits
+from mednas.data._validate import validate_cases, with_finding_strata
 from mednas.errors import DataError
 from mednas.io._atomic import read_json, write_json
 from mednas.rundir import RunDir
@@ -134,7 +134,8 @@ def plan_data(
         progress: ``(stage, done, total)`` callback for long reads.
 
     Raises:
-        DataError: For unreadable data or a saved split that no longer matches the data.
+        DataError: For data that validation rejects (one line: how many bad cases, and the first), or a saved
+            split that no longer matches the data.
     """
     dataset = load_dataset(task, salt)
     keys = {c.key for c in dataset.cases}
@@ -145,14 +146,15 @@ def plan_data(
             logger.warning("fingerprint.json does not match the dataset's cases; recomputing it")
             fp = None
     if fp is None:
-        fp = compute_fingerprint(
-            dataset,
-            problem=task.problem,
-            spatial_dims=task.spatial_dims,
-            label_names=task.labels.names,
-            progress=(lambda d, t: progress("fingerprint", d, t)) if progress else None,
+        # One pass reads every case: validation (refuse bad data) and the fingerprint come from it together.
+        report = validate_cases(
+            dataset, task, progress=(lambda d, t: progress("validate", d, t)) if progress else None
         )
+        if not report.ok or report.fingerprint is None:
+            raise DataError(report.error_line())
+        fp = report.fingerprint
         write_json(run_dir.fingerprint, fp)
+    dataset = with_finding_strata(dataset, fp)
     if run_dir.splits.exists():
         splits = read_json(run_dir.splits)
         check_splits(splits, dataset.cases)

@@ -23,21 +23,26 @@ from mednas.io._atomic import (
 )
 from mednas.io._dicom import SeriesInfo, list_series
 from mednas.io._image import MedImage
+from mednas.io._inspect import IMAGE_KEYS, format_summary, inspect_path, summarise_image
 from mednas.io._nifti import write_nifti
 from mednas.io._phi import IDENTIFYING_TAGS, patient_key, scrub
 from mednas.io._readers import read_image
 
 __all__ = [
     "IDENTIFYING_TAGS",
+    "IMAGE_KEYS",
     "MedImage",
     "SeriesInfo",
     "atomic_dir",
     "dumps_json",
+    "format_summary",
+    "inspect_path",
     "list_series",
     "patient_key",
     "read_image",
     "read_json",
     "scrub",
+    "summarise_image",
     "write_bytes",
     "write_json",
     "write_nifti",

@@ -41,7 +41,7 @@ def _classification_terms(task: TaskConfig, truth: np.ndarray, score: np.ndarray
     return out
 
 
-def segmentation_case_stats(task: TaskConfig, masks: np.ndarray, labels: np.ndarray, min_overlap: float = 0.0) -> np.ndarray:
+def segmentation_case_stats(task: TaskConfig, masks: np.ndarray, labels: np.ndarray, overlap: str = "any") -> np.ndarray:
     """Per-case ``[dice, lesions, detected, false-positive lesions, lesion-wise dice sum]`` rows, ``(N, 5)``.
 
     Dice is over the finding classes taken together (1.0 when prediction and truth are both empty).
@@ -49,7 +49,6 @@ def segmentation_case_stats(task: TaskConfig, masks: np.ndarray, labels: np.ndar
     from mednas.metrics._segmentation import dice, lesion_analysis
 
     findings = task.labels.finding_indices
-    overlap = "any" if min_overlap <= 0 else f"fraction>={min_overlap:g}"
     rows = []
     for pred, gt in zip(masks, labels):
         res = lesion_analysis(pred, gt, label=findings, overlap=overlap)
@@ -80,11 +79,11 @@ def _combine(task: TaskConfig, values: dict[str, float]) -> float:
     return acc / total
 
 
-def _lesion_overlap(task: TaskConfig) -> float:
+def _lesion_overlap(task: TaskConfig) -> str:
     for t in task.objective.terms:
         if t.metric == "lesion_sensitivity":
-            return float(t.min_overlap)
-    return 0.0
+            return str(t.overlap)
+    return "any"
 
 
 def evaluate_objective(task: TaskConfig, outputs: np.ndarray, val: Any) -> tuple[float, dict[str, float]]:

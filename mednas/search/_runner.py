@@ -97,8 +97,8 @@ def _fail_dead_local_trials(study: Any) -> int:
             continue
         pid = int(t.user_attrs.get("pid", -1))
         if pid > 0 and pid != os.getpid() and not _pid_alive(pid):
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker process died (killed or crashed)")
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             retry_of = t.user_attrs.get("retry_of", t.number)
             study.enqueue_trial(t.params, user_attrs={"retry_of": retry_of, "retried_from": t.number}, skip_if_exists=False)
             logger.warning("trial %d: its worker (pid %d) is gone; marked failed and queued for retry", t.number, pid)
@@ -161,6 +161,20 @@ class _TrialObjective:
         trial.set_user_attr("family", family)
         trial.set_user_attr("spec_hash", spec.hash)
         log(f"spec {spec.class_name} {spec.hash} (family {family}), seed {seed}")
+        twin = self._completed_twin(trial, spec.hash)
+        if twin is not None:
+            # The sampler proposed an architecture that was already trained: reuse its score, don't retrain.
+            previous = self.run_dir.read_json(self.run_dir.trial_dir(twin.number) / "metrics.json")
+            record.update({k: previous[k] for k in ("params", "macs", "macs_proxy", "activation_mb", "objective", "values",
+                                                     "metrics", "operating_point", "best_epoch", "learned") if k in previous})
+            record.update(state="complete", duplicate_of=twin.number, seconds=0.0)
+            for key in ("params", "macs", "learned", "threshold"):
+                if key in twin.user_attrs:
+                    trial.set_user_attr(key, twin.user_attrs[key])
+            trial.set_user_attr("duplicate_of", twin.number)
+            write_json(tdir / "metrics.json", record)
+            log(f"same architecture as trial {twin.number}: its score is reused, nothing trained")
+            return float(twin.values[0])
         t0 = time.perf_counter()
         try:
             cost_proxy = estimate_cost(spec, self.ctx.input_shape, batch_size=task.training.batch_size)
@@ -248,6 +262,14 @@ class _TrialObjective:
         log(f"complete: {task.objective.name} = {value:.4f} (best epoch {fit_result.best_epoch}, {record['seconds']:.1f}s)"
             + ("" if fit_result.learned else "; flagged: never started learning"))
         return value
+
+    def _completed_twin(self, trial: Any, spec_hash: str) -> Any:
+        from optuna.trial import TrialState
+
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("spec_hash") == spec_hash and t.values and "duplicate_of" not in t.user_attrs:
+                return t
+        return None
 
     def _write_partial_history(self, trial: Any, record: dict[str, Any]) -> None:
         frozen = trial.study._storage.get_trial(trial._trial_id)

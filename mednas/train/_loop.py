@@ -202,7 +202,7 @@ def _make_optimizer(model: Any, s: FitSettings) -> Any:
 
 def _loss_value(loss_fn: Any, out: Any, y: Any, n_spatial: int) -> Any:
     # DynUNet with deep supervision returns (B, heads, C, *S) in training: weight heads 1, 1/2, 1/4, ...
-    if out.ndim == y.ndim + 2 and n_spatial and out.ndim == n_spatial + 3:
+    if n_spatial and out.ndim == n_spatial + 3:
         heads = out.unbind(dim=1)
         weights = [0.5**i for i in range(len(heads))]
         return sum(w * loss_fn(h, y) for w, h in zip(weights, heads)) / sum(weights)

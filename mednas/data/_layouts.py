@@ -1,0 +1,424 @@
+"""Dataset layouts besides MONAI datalists: Decathlon / nnU-Net raw folders, CSV sheets, class folders, MedMNIST.
+
+Each layout is turned into the same list of :class:`~mednas.data.Case` objects, patients named by salted hashes,
+so everything downstream (validation, fingerprint, splits, proxy cache) reads ordinary image files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mednas.config import TaskConfig
+from mednas.data._cases import Case, Dataset, _entries_to_cases, default_cache_root, hash_id
+from mednas.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_layout", "materialise_medmnist"]
+
+#: Bump when :func:`materialise_medmnist` changes what it writes, so stale cache folders are not used.
+MEDMNIST_VERSION = 1
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz", ".nrrd", ".nhdr")
+# nnU-Net channel names that mean MR; "CT" is the one nnU-Net normalises differently.
+_MR_NAMES = {"MR", "MRI", "T1", "T1W", "T1C", "T1GD", "T1CE", "T2", "T2W", "FLAIR", "ADC", "DWI", "PD", "SWI"}
+
+
+def load_layout(task: TaskConfig, salt: str) -> Dataset:
+    """List the cases of a ``decathlon``, ``csv``, ``folders`` or ``medmnist`` dataset.
+
+    Args:
+        task: The validated task (``task.data.path`` is absolute, ``${VAR}`` already expanded).
+        salt: The run's salt for case and patient names.
+
+    Returns:
+        The dataset, cases sorted by their salted key.
+
+    Raises:
+        DataError: One line naming the file and the problem (missing file, bad column, unknown class...).
+
+    Example:
+        >>> dataset = load_layout(load_task("tasks/real-pyradiomics-lesion.yaml"), salt)  # doctest: +SKIP
+        >>> len(dataset.cases)
+        3
+    """
+    fmt = task.data.format
+    assert task.data.path is not None
+    path = Path(task.data.path)
+    if fmt == "decathlon":
+        return _load_decathlon(path, task, salt)
+    if fmt == "csv":
+        return _load_csv(path, task, salt)
+    if fmt == "folders":
+        return _load_folders(path, task, salt)
+    if fmt == "medmnist":
+        return _load_medmnist(path, task, salt)
+    raise DataError(f"data.format {fmt!r} is not a file layout")
+
+
+# --------------------------------------------------------------------------------------------- decathlon
+
+
+def _modality_name(name: Any) -> str | None:
+    text = str(name or "").strip().upper()
+    if text == "CT":
+        return "CT"
+    if text in _MR_NAMES or text.startswith("MR"):
+        return "MR"
+    return None
+
+
+def _decathlon_labels(raw: Any, where: str) -> dict[int, str]:
+    """Class index -> name from MSD v1 (``{"0": "background"}``) or nnU-Net v2 (``{"background": 0}``) labels."""
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(f"{where}: 'labels' must be a mapping of class indices and names")
+    out: dict[int, str] = {}
+    for key, value in raw.items():
+        if str(key).strip().lstrip("-").isdigit():
+            index, name = int(key), str(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            index, name = value, str(key)
+        elif isinstance(value, list):
+            raise DataError(f"{where}: region-based label {key!r} ({value}) is not supported; give one index per class")
+        else:
+            raise DataError(f"{where}: cannot read label entry {key!r}: {value!r}")
+        out[index] = name
+    return out
+
+
+def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
+    if task.problem != "segmentation":
+        raise DataError(f"{path}: the decathlon layout holds segmentation masks; the task is {task.problem}")
+    root = path.parent if path.is_file() else path
+    meta_path = path if path.is_file() else path / "dataset.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{meta_path}: dataset.json not found (expected a Decathlon / nnU-Net raw folder)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{meta_path}: not valid JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: expected a JSON object")
+    where = str(meta_path)
+    labels = _decathlon_labels(meta.get("labels"), where)
+    names = task.labels.names
+    if sorted(labels) != list(range(len(names))):
+        raise DataError(
+            f"{where}: declares classes {sorted(labels)} but the task's labels.names has {len(names)} "
+            f"({', '.join(names)})"
+        )
+    renamed = [f"{i}: {labels[i]!r} vs {names[i]!r}" for i in range(len(names)) if labels[i].lower() != names[i].lower()]
+    if renamed:
+        logger.warning("%s: class names differ from the task's (%s); the task's names are used", where, "; ".join(renamed))
+    channel_map = meta.get("channel_names", meta.get("modality")) or {}
+    if not isinstance(channel_map, dict):
+        raise DataError(f"{where}: 'channel_names'/'modality' must map channel indices to names")
+    channels = [channel_map[k] for k in sorted(channel_map, key=lambda k: int(k))] if channel_map else []
+    modalities = {_modality_name(c) for c in channels} - {None}
+    modality = modalities.pop() if len(modalities) == 1 else None
+    cfg = task.data
+    if "channel_names" in meta or "file_ending" in meta:
+        # nnU-Net v2: imagesTr/<case>_<XXXX><ending>, labelsTr/<case><ending>.
+        ending = str(meta.get("file_ending", ".nii.gz"))
+        n_channels = max(1, len(channels))
+        if n_channels != task.in_channels:
+            raise DataError(f"{where}: {n_channels} channels (channel_names) but the task has in_channels={task.in_channels}")
+        entries = _nnunet_v2_entries(root, meta, ending, n_channels, where, cfg.image_key, cfg.label_key)
+    else:
+        training = meta.get("training")
+        if not isinstance(training, list) or not training:
+            raise DataError(f"{where}: no 'training' list (MSD) and no 'channel_names' (nnU-Net v2)")
+        entries = []
+        for i, item in enumerate(training):
+            if not isinstance(item, dict) or "image" not in item or "label" not in item:
+                raise DataError(f"{where}: training[{i}] must have 'image' and 'label'")
+            entry = {cfg.image_key: item["image"], cfg.label_key: item["label"]}
+            if cfg.patient_key in item:
+                entry[cfg.patient_key] = item[cfg.patient_key]
+            entries.append(entry)
+        declared = meta.get("numTraining")
+        if isinstance(declared, int) and declared != len(entries):
+            logger.warning("%s: numTraining says %d, the training list has %d cases", where, declared, len(entries))
+    if not any(cfg.patient_key in e for e in entries):
+        logger.info("%s: no patient field: each case is its own patient (DICOM PatientID where available)", where)
+    cases = _entries_to_cases(entries, root, task, salt, where)
+    return Dataset(
+        cases=tuple(cases),
+        modality=modality,
+        description=str(meta.get("description", meta.get("name", ""))),
+        root=str(root),
+    )
+
+
+def _nnunet_v2_entries(
+    root: Path, meta: dict[str, Any], ending: str, n_channels: int, where: str, image_key: str, label_key: str
+) -> list[dict[str, Any]]:
+    custom = meta.get("dataset")
+    if isinstance(custom, dict) and custom:
+        entries = []
+        for name, item in sorted(custom.items()):
+            if not isinstance(item, dict) or "images" not in item or "label" not in item:
+                raise DataError(f"{where}: dataset[{name!r}] must have 'images' and 'label'")
+            entries.append({image_key: list(item["images"]), label_key: item["label"]})
+        return entries
+    labels_dir = root / "labelsTr"
+    if not labels_dir.is_dir():
+        raise DataError(f"{labels_dir}: folder not found (nnU-Net v2 layout needs imagesTr/ and labelsTr/)")
+    label_files = sorted(p for p in labels_dir.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
+    if not label_files:
+        raise DataError(f"{labels_dir}: no label files ending in {ending!r}")
+    entries = []
+    for label in label_files:
+        case_id = label.name[: -len(ending)]
+        images = [f"imagesTr/{case_id}_{c:04d}{ending}" for c in range(n_channels)]
+        entries.append({image_key: images, label_key: f"labelsTr/{label.name}"})
+    declared = meta.get("numTraining")
+    if isinstance(declared, int) and declared != len(entries):
+        logger.warning("%s: numTraining says %d, labelsTr holds %d cases", where, declared, len(entries))
+    return entries
+
+
+# --------------------------------------------------------------------------------------------------- csv
+
+
+def _load_csv(path: Path, task: TaskConfig, salt: str) -> Dataset:
+    cfg = task.data
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: CSV file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the CSV file ({type(exc).__name__})") from None
+    try:
+        dialect = csv.Sniffer().sniff(text.splitlines()[0] if text.strip() else ",", delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel  # type: ignore[assignment]
+    reader = csv.DictReader(text.splitlines(), dialect=dialect)
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    if not columns:
+        raise DataError(f"{path}: empty CSV file (expected a header row with {cfg.image_key!r} and {cfg.label_key!r})")
+    from mednas._registry import did_you_mean
+
+    for key, what in ((cfg.image_key, "image_key"), (cfg.label_key, "label_key")):
+        if key not in columns:
+            raise DataError(
+                f"{path}: no column {key!r} (data.{what}){did_you_mean(key, columns)}; columns: {', '.join(columns)}"
+            )
+    entries: list[dict[str, Any]] = []
+    rows: list[str] = []
+    try:
+        for row in reader:
+            clean = {str(k).strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k is not None}
+            if not any(clean.values()):
+                continue  # blank line
+            line = f"row {reader.line_num}"
+            if not clean.get(cfg.image_key):
+                raise DataError(f"{path}: {line}: column {cfg.image_key!r} is empty")
+            entry: dict[str, Any] = {k: (v if v != "" else None) for k, v in clean.items()}
+            image = entry[cfg.image_key]
+            # Several channels: paths separated by ';' (one row per case).
+            entry[cfg.image_key] = [p.strip() for p in image.split(";")] if ";" in image else image
+            entries.append(entry)
+            rows.append(line)
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: {exc}") from None
+    if not entries:
+        raise DataError(f"{path}: no rows below the header")
+    if cfg.patient_key not in columns:
+        logger.info("%s: no %r column: each row is its own patient (DICOM PatientID where available)", path, cfg.patient_key)
+    cases = _entries_to_cases(entries, path.parent, task, salt, str(path), item_names=rows)
+    modalities = {str(c.extra.get("modality")) for c in cases if c.extra.get("modality")}
+    return Dataset(
+        cases=tuple(cases),
+        modality=_modality_name(modalities.pop()) if len(modalities) == 1 else None,
+        description=f"CSV sheet {path.name}",
+        root=str(path.parent),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- folders
+
+
+def _load_folders(path: Path, task: TaskConfig, salt: str) -> Dataset:
+    if task.problem != "classification":
+        raise DataError(f"{path}: the folders layout (one folder per class) is for classification; the task is {task.problem}")
+    if not path.is_dir():
+        raise DataError(f"{path}: {'not a folder' if path.exists() else 'folder not found'} (data.format folders)")
+    names = task.labels.names
+    folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    from mednas._registry import did_you_mean
+
+    for folder in folders:
+        if folder.name not in names:
+            raise DataError(
+                f"{folder}: folder name {folder.name!r} is not a class in labels.names"
+                f"{did_you_mean(folder.name, list(names))} ({', '.join(names)})"
+            )
+    present = {f.name for f in folders}
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise DataError(f"{path}: no folder for class{'es' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
+    entries: list[dict[str, Any]] = []
+    skipped = 0
+    cfg = task.data
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        images = [p for p in files if p.name.lower().endswith(_IMAGE_SUFFIXES) or "." not in p.name]
+        skipped += len(files) - len(images)
+        if not images:
+            raise DataError(f"{folder}: class folder holds no images")
+        for image in images:
+            entries.append({cfg.image_key: str(image), cfg.label_key: folder.name})
+    if skipped:
+        # File names can hold patient names: counts only.
+        logger.info("%s: skipped %d file%s that are not images", path, skipped, "" if skipped == 1 else "s")
+    logger.warning(
+        "%s: the folders layout has no patient ids: each image is its own patient unless it is DICOM with a "
+        "PatientID; if one patient has several images, use a CSV with a %r column instead", path, cfg.patient_key
+    )
+    cases = _entries_to_cases(entries, path, task, salt, str(path))
+    return Dataset(cases=tuple(cases), description=f"class folders in {path.name}", root=str(path))
+
+
+# ---------------------------------------------------------------------------------------------- medmnist
+
+
+def _load_medmnist(path: Path, task: TaskConfig, salt: str) -> Dataset:
+    if task.problem != "classification":
+        raise DataError(f"{path}: MedMNIST files hold class labels; the task is {task.problem}")
+    folder = materialise_medmnist(path, default_cache_root(task) / "medmnist", spatial_dims=task.spatial_dims)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    names = task.labels.names
+    cases = []
+    for item in manifest["cases"]:
+        label = int(item["label"])
+        if not 0 <= label < len(names):
+            raise DataError(
+                f"{path}: {item['split']}_labels[{item['index']}] = {label} is outside the declared classes 0..{len(names) - 1}"
+            )
+        image = str(folder / item["image"])
+        source = f"medmnist:{manifest['digest']}:{item['split']}:{item['index']}"
+        cases.append(
+            Case(
+                key=hash_id(salt, source, "c"),
+                # MedMNIST has no patient ids: each image is its own patient.
+                patient=hash_id(salt, source, "p"),
+                images=(image,),
+                label=label,
+                display_name=f"{path.name}:{item['split']}[{item['index']}]",
+                extra={"medmnist_split": item["split"]},
+            )
+        )
+    logger.warning(
+        "%s: MedMNIST has no patient ids: each image is treated as its own patient, so images of one patient "
+        "may fall into different splits", path
+    )
+    return Dataset(
+        cases=tuple(sorted(cases, key=lambda c: c.key)),
+        description=f"MedMNIST {path.name} ({len(cases)} images)",
+        root=str(path.parent),
+    )
+
+
+def materialise_medmnist(npz: str | os.PathLike[str], cache: str | os.PathLike[str], *, spatial_dims: int) -> Path:
+    """Write the images of a MedMNIST ``.npz`` file once as PNG (2D) or NIfTI (3D) files, with a manifest.
+
+    The folder is ``cache/<content hash>``: keyed by the file's bytes and the layout version, built under a
+    temporary name and renamed into place, so concurrent builders end with one complete copy and a changed file
+    gets a new folder. mednas never downloads MedMNIST: ``npz`` is a file the user has.
+
+    Args:
+        npz: File with ``train_images``, ``train_labels`` (and optionally ``val_*``, ``test_*``): images
+            ``(N, H, W)`` or ``(N, H, W, C)`` for 2D, ``(N, D, H, W)`` for 3D; labels ``(N,)`` or ``(N, 1)``.
+        cache: Parent folder of the materialised copies.
+        spatial_dims: 2 or 3 (decides how ``(N, A, B, C)`` arrays are read).
+
+    Returns:
+        The folder holding ``manifest.json`` and ``images/``.
+
+    Raises:
+        DataError: Naming the file, for a missing file, missing keys, multi-label labels or odd shapes.
+    """
+    from mednas.data._prepare import file_digest
+    from mednas.io import atomic_dir, write_json
+
+    npz = Path(npz)
+    if not npz.is_file():
+        raise DataError(f"{npz}: MedMNIST file not found")
+    if not npz.name.lower().endswith(".npz"):
+        raise DataError(f"{npz}: a MedMNIST file must be an .npz archive")
+    digest = hashlib.sha256(f"{file_digest(npz)}:{spatial_dims}:{MEDMNIST_VERSION}".encode()).hexdigest()[:20]
+    folder = Path(cache) / digest
+    if (folder / "manifest.json").is_file():
+        return folder
+    arrays = _read_npz(npz, spatial_dims)
+    logger.info("materialising %s into the cache (%d images, once)", npz.name, sum(len(a[1]) for a in arrays.values()))
+    with atomic_dir(folder) as tmp:
+        (tmp / "images").mkdir()
+        items = []
+        for split, (images, labels) in arrays.items():
+            for i in range(len(images)):
+                rel = f"images/{split}_{i:06d}{'.png' if spatial_dims == 2 and images.dtype == np.uint8 else '.nii.gz'}"
+                _write_medmnist_image(images[i], tmp / rel, spatial_dims)
+                items.append({"split": split, "index": i, "image": rel, "label": int(labels[i])})
+        write_json(tmp / "manifest.json", {"source": npz.name, "digest": digest, "spatial_dims": spatial_dims, "cases": items})
+    return folder
+
+
+def _read_npz(npz: Path, spatial_dims: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    try:
+        archive = np.load(npz, allow_pickle=False)
+    except Exception as exc:  # zipfile/ValueError/OSError on a corrupt archive
+        raise DataError(f"{npz}: cannot read the .npz archive: {' '.join(str(exc).split())}") from None
+    with archive:
+        keys = set(archive.files)
+        if "train_images" not in keys or "train_labels" not in keys:
+            raise DataError(f"{npz}: not a MedMNIST file: needs 'train_images' and 'train_labels' (has {', '.join(sorted(keys))})")
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for split in ("train", "val", "test"):
+            if f"{split}_images" not in keys:
+                continue
+            if f"{split}_labels" not in keys:
+                raise DataError(f"{npz}: has {split}_images but no {split}_labels")
+            try:
+                images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+            except Exception as exc:  # truncated member
+                raise DataError(f"{npz}: cannot read {split} arrays: {' '.join(str(exc).split())}") from None
+            labels = np.asarray(labels)
+            if labels.ndim == 2 and labels.shape[1] == 1:
+                labels = labels[:, 0]
+            if labels.ndim != 1:
+                raise DataError(f"{npz}: {split}_labels has shape {labels.shape}: multi-label MedMNIST sets are not supported")
+            if len(labels) != len(images):
+                raise DataError(f"{npz}: {split}_images has {len(images)} images but {split}_labels {len(labels)} labels")
+            ok = (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))) if spatial_dims == 2 else images.ndim == 4
+            if not ok:
+                want = "(N, H, W) or (N, H, W, C)" if spatial_dims == 2 else "(N, D, H, W)"
+                raise DataError(f"{npz}: {split}_images has shape {images.shape}; a {spatial_dims}D task needs {want}")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise DataError(f"{npz}: {split}_labels must be integers, found {labels.dtype}")
+            out[split] = (images, labels)
+    return out
+
+
+def _write_medmnist_image(image: np.ndarray, path: Path, spatial_dims: int) -> None:
+    if path.suffix == ".png":
+        from skimage import io as skio
+
+        skio.imsave(path, image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image, check_contrast=False)
+        return
+    from mednas.io import MedImage, write_nifti
+
+    if spatial_dims == 2:
+        array = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)  # (C, H, W)
+        array = np.swapaxes(array, 1, 2)  # (C, X=columns, Y=rows), as the raster reader gives PNGs
+    else:
+        array = np.transpose(image, (2, 1, 0))[None]  # (D, H, W) -> (1, X=W, Y=H, Z=D)
+    write_nifti(MedImage(np.ascontiguousarray(array), np.eye(4)), path)
