@@ -7,6 +7,7 @@ traceback. Heavy imports happen inside the subcommands so ``mednas --help`` is i
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -119,6 +120,10 @@ def _print_search_summary(summary: dict[str, Any], run_dir: Any) -> None:
     print(f"\nmednas search: {summary.get('task')} -> {run_dir}")
     if summary.get("simulated_data"):
         print("  data: SIMULATED (demo data built on real anatomy; see docs/demo-data.md)")
+    augmentation = (summary.get("data") or {}).get("augmentation")
+    if augmentation:
+        note = augmentation.get("note") if isinstance(augmentation, dict) else None
+        print(f"  data: AUGMENTED COPIES: {note or json.dumps(augmentation)}")
     print(f"  trials: {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
           f"{n.get('failed', 0)} failed; families sampled: {', '.join(f'{k} x{v}' for k, v in summary.get('families', {}).items())}")
     best = summary.get("best")
@@ -249,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mednas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `mednas ... | head`: the reader went away; exit quietly like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

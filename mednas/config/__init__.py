@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from mednas.config._load import apply_overrides, config_hash, deep_merge, load_task, load_yaml, resolve_preset, task_to_dict
+from mednas.config._load import (
+    apply_overrides,
+    config_hash,
+    deep_merge,
+    load_task,
+    load_yaml,
+    resolve_preset,
+    task_to_dict,
+)
 from mednas.config._models import (
     BudgetConfig,
     DataConfig,
     LabelsConfig,
     ObjectiveConfig,
     PrivacyConfig,
-    PrunerConfig,
     ProxyConfig,
+    PrunerConfig,
     SearchConfig,
     SplitConfig,
     TaskConfig,

@@ -6,7 +6,7 @@ to a default. The documentation in ``docs/task-reference.md`` is generated from 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -77,7 +77,9 @@ class DataConfig(Strict):
     normalize: Literal["auto", "zscore", "percentile", "ct", "none"] = Field(
         "auto", description="Intensity normalisation: `auto` follows the fingerprint (CT: HU window; MR: z-score on the foreground; else percentiles)."
     )
-    ct_window: tuple[float, float] = Field((-1000.0, 1000.0), description="HU window for `ct` normalisation.")
+    ct_window: tuple[float, float] | None = Field(
+        None, description="HU window for `ct` normalisation; unset: the fingerprint's suggestion (0.5-99.5% of the labelled or body intensities), else -1000..1000."
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
     cache_dir: str | None = Field(None, description="Proxy cache folder (default: $MEDNAS_CACHE_DIR or ~/.cache/mednas).")
     label_threshold: float | None = Field(
@@ -177,7 +179,7 @@ class LesionSensitivity(_Metric):
 
 
 Term = Annotated[
-    Union[SensitivityAtSpecificity, SpecificityAtSensitivity, AUROC, Dice, LesionSensitivity],
+    SensitivityAtSpecificity | SpecificityAtSensitivity | AUROC | Dice | LesionSensitivity,
     Field(discriminator="metric"),
 ]
 

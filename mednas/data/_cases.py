@@ -30,6 +30,11 @@ def new_salt() -> str:
     return secrets.token_hex(16)
 
 
+def order_key(value: str) -> str:
+    """Unsalted digest used only to order patients in memory (see :attr:`Case.order`); never write it."""
+    return hashlib.sha256(f"order\x00{value}".encode()).hexdigest()
+
+
 def hash_id(salt: str, value: str, prefix: str) -> str:
     """Return ``prefix-<12 hex>``: a salted SHA-256 of ``value`` that cannot be reversed without the salt."""
     digest = hashlib.sha256(f"{salt}\x00{value}".encode()).hexdigest()[:12]
@@ -47,6 +52,8 @@ class Case:
         label: Class index (classification) or absolute mask path (segmentation); ``None`` when unlabelled.
         display_name: The source file name; shown only where the task's privacy settings allow.
         extra: Further datalist fields that are not identifying (e.g. simulated lesion positions).
+        order: Salt-independent sort key of the patient (an unsalted digest, held in memory only and never
+            written), so that a seeded split is the same in every run directory regardless of the salt.
     """
 
     key: str
@@ -55,6 +62,7 @@ class Case:
     label: int | str | None
     display_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    order: str = field(default="", compare=False, hash=False, repr=False)
 
     def strata(self) -> int:
         """Label used to stratify splits: the class index, or lesion presence recorded by the layout (1/0)."""
@@ -210,6 +218,7 @@ def _entries_to_cases(
                 label=label,
                 display_name=Path(images[0]).name,
                 extra=extra,
+                order=order_key(patient_source),
             )
         )
     keys = [c.key for c in cases]

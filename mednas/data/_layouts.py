@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mednas.config import TaskConfig
-from mednas.data._cases import Case, Dataset, _entries_to_cases, default_cache_root, hash_id
+from mednas.data._cases import Case, Dataset, _entries_to_cases, default_cache_root, hash_id, order_key
 from mednas.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -314,6 +314,7 @@ def _load_medmnist(path: Path, task: TaskConfig, salt: str) -> Dataset:
                 label=label,
                 display_name=f"{path.name}:{item['split']}[{item['index']}]",
                 extra={"medmnist_split": item["split"]},
+                order=order_key(source),
             )
         )
     logger.warning(

@@ -169,7 +169,7 @@ def plan_data(
         in_channels=task.in_channels,
         n_classes=task.n_classes,
         normalize=normalize,
-        ct_window=tuple(task.data.ct_window),  # type: ignore[arg-type]
+        ct_window=tuple(task.data.ct_window or fp["suggestions"].get("ct_window") or (-1000.0, 1000.0)),  # type: ignore[arg-type]
     )
     full, proxy = _resolve_shapes(task, fp)
     if any(p > f for p, f in zip(proxy, full)):

@@ -47,13 +47,18 @@ def make_splits(cases: Sequence[Case], cfg: SplitConfig, seed: int) -> dict[str,
         DataError: If there are too few patients for the requested splits.
     """
     strata = _patient_strata(cases)
-    patients = sorted(strata)
+    # Order patients by a salt-independent key so the same data and seed give the same split in any run.
+    order: dict[str, str] = {}
+    for case in cases:
+        key = case.order or case.patient
+        order[case.patient] = min(order.get(case.patient, key), key)
+    patients = sorted(strata, key=lambda p: (order[p], p))
     if len(patients) < 3:
         raise DataError(f"need at least 3 patients for train/val/test splits, found {len(patients)}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5911]))
     groups: dict[int, list[str]] = defaultdict(list)
     for p in patients:
-        groups[strata[p] if cfg.stratify else 0].append(p)
+        groups[strata[p] if cfg.stratify else 0].append(p)  # keeps the salt-independent order
     assignment: dict[str, str] = {}
     fold_of: dict[str, int] = {}
     for stratum in sorted(groups):
@@ -85,7 +90,8 @@ def make_splits(cases: Sequence[Case], cfg: SplitConfig, seed: int) -> dict[str,
         f"patient-grouped{', label-stratified' if cfg.stratify else ''}"
         + (f", {cfg.folds}-fold (validation fold {cfg.fold})" if cfg.folds else "")
     )
-    out["n_patients"] = {s: len({c.patient for c in cases if c.key in set(out[s])}) for s in SPLITS}
+    members = {s: set(out[s]) for s in SPLITS}
+    out["n_patients"] = {s: len({c.patient for c in cases if c.key in members[s]}) for s in SPLITS}
     out["hash"] = splits_hash(out)
     return out
 

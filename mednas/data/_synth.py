@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mednas.config import TaskConfig
-from mednas.data._cases import Case, Dataset, default_cache_root, hash_id
+from mednas.data._cases import Case, Dataset, default_cache_root, hash_id, order_key
 from mednas.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -90,9 +90,10 @@ def synthesise(dataset: Dataset, task: TaskConfig, salt: str) -> Dataset:
     for item in manifest["cases"]:
         source = sources[item["source"]]
         copy = int(item["copy"])
-        patient = source.patient
+        patient, order = source.patient, source.order
         if cfg.augment_group == "copy" and cfg.augment_copies:
             patient = hash_id(salt, f"{source.patient}#copy{copy}", "p")
+            order = order_key(f"{source.order}#copy{copy}")
         cases.append(
             Case(
                 key=hash_id(salt, f"{source.key}#copy{copy}", "c"),
@@ -101,6 +102,7 @@ def synthesise(dataset: Dataset, task: TaskConfig, salt: str) -> Dataset:
                 label=str(folder / item["label"]) if item.get("label") else source.label,
                 display_name=f"{source.display_name}#copy{copy}" if copy else source.display_name,
                 extra={**source.extra, "source_case": source.key, "copy": copy},
+                order=order,
             )
         )
     augmentation = None

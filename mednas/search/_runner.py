@@ -376,14 +376,18 @@ def run_search(
     """
     import optuna
 
+    from mednas.errors import MednasError
     from mednas.train import select_device
 
     rd = RunDir(run_dir)
     n_target = n_trials or task.search.n_trials
     timeout = timeout if timeout is not None else task.search.timeout
     dev = select_device(device or task.device)
+    created = not rd.root.exists()
     chash = prepare_run(task, rd, dev)
     handler = _setup_file_logging(rd)
+    bar: _Progress | None = None
+    started = False
     try:
         url = storage or rd.default_storage()
         name = study_name or task.name
@@ -405,6 +409,7 @@ def run_search(
 
         failures_in_row = 0
         t_start = time.monotonic()
+        started = True
 
         def after_trial(study: Any, frozen: Any) -> None:
             nonlocal failures_in_row
@@ -434,7 +439,18 @@ def run_search(
         bar.close()
         summary = write_summary(task, rd, study, plan=plan)
         return SearchResult(rd.root, summary)
+    except MednasError:
+        if created and not started:
+            # Refused before any trial ran (bad data, bad storage): leave no half-made run directory behind.
+            logging.getLogger("mednas").removeHandler(handler)
+            handler.close()
+            import shutil
+
+            shutil.rmtree(rd.root, ignore_errors=True)
+        raise
     finally:
+        if bar is not None:
+            bar.close()
         logging.getLogger("mednas").removeHandler(handler)
         handler.close()
         del optuna

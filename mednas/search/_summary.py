@@ -70,7 +70,9 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if plan is not None:
+        augmentation = getattr(plan.dataset, "augmentation", None)
         summary["data"] = {
+            "augmentation": augmentation or None,
             "n_cases": len(plan.dataset.cases),
             "splits": {s: len(plan.splits.get(s, [])) for s in ("train", "val", "test")},
             "split_hash": plan.splits.get("hash"),

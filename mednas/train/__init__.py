@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from mednas.train._loop import EpochResult, FitResult, FitSettings, TrainingDiverged, fit, predict, select_device
+from mednas.train._loop import (
+    EpochResult,
+    FitResult,
+    FitSettings,
+    TrainingDiverged,
+    fit,
+    predict,
+    select_device,
+)
 from mednas.train._losses import make_loss
 from mednas.train._seed import derive_seed, seed_everything
 

@@ -76,7 +76,7 @@ def test_registry_describes_both_datasets() -> None:
         ("background", "lesion"),
         ("lesion",),
     )
-    assert (xray.n_cases, mri.n_cases) == (240, 32)
+    assert (xray.n_cases, mri.n_cases) == (240, 48)
 
 
 def test_folder_name_and_second_call_reuses_the_build(

@@ -120,3 +120,16 @@ def test_threshold_needs_a_segmentation_task(tmp_path: Path, cache_dir: Path) ->
                             "label_threshold": 0}))
     with pytest.raises(ConfigError, match="data.label_threshold applies to segmentation tasks only"):
         load_dataset(task, "salt")
+
+
+def test_bad_source_leaves_nothing_half_written(tmp_path: Path, cache_dir: Path) -> None:
+    sheet = _sheet(tmp_path, n=3, augment_copies=2)
+    (tmp_path / "labels" / "v1.nii.gz").write_bytes(b"")
+    from mednas.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        load_dataset(config(sheet), "salt")
+    message = str(info.value)
+    assert message.startswith("1 source case(s) for the derived data cannot be read: first: ")
+    assert f"{tmp_path / 'labels' / 'v1.nii.gz'}: file is empty (0 bytes)" in message and "\n" not in message
+    assert not list((cache_dir / "synth").iterdir())  # the temporary folder was removed

@@ -116,8 +116,8 @@ def test_test_split_is_never_read_during_search(tmp_path: Path, tiny_cls_datalis
     test_keys = set(json.loads((tmp_path / "run" / "splits.json").read_text())["test"])
     assert test_keys and loaded
     assert not test_keys & set(loaded)
-    from mednas.data import TestSplitAccessError, plan_data, read_or_create_salt
     from mednas.config import load_task
+    from mednas.data import TestSplitAccessError, plan_data, read_or_create_salt
     from mednas.rundir import RunDir
 
     rd = RunDir(tmp_path / "run")
