@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from mednas.api import load_config, search
+from mednas.api import calibrate_proxy, load_config, retrain, search
 from mednas.errors import ConfigError, DataError, MednasError, RunDirError
 from mednas.spec import ArchSpec, build
 
@@ -25,6 +25,8 @@ __all__ = [
     "RunDirError",
     "__version__",
     "build",
+    "calibrate_proxy",
     "load_config",
+    "retrain",
     "search",
 ]

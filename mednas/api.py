@@ -15,7 +15,7 @@ from typing import Any
 
 from mednas.config import TaskConfig, load_task
 
-__all__ = ["default_run_dir", "load_config", "search"]
+__all__ = ["calibrate_proxy", "default_run_dir", "load_config", "retrain", "search"]
 
 
 def load_config(
@@ -79,6 +79,97 @@ def search(
         study_name=study_name,
         n_trials=n_trials,
         timeout=timeout,
+        device=device,
+        show_progress=show_progress,
+    )
+
+
+def retrain(
+    run_dir: str | os.PathLike[str],
+    top_k: int = 3,
+    *,
+    epochs: int | None = None,
+    patch: Sequence[int] | None = None,
+    device: str | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    show_progress: bool = True,
+) -> Any:
+    """Retrain a search's top-k candidates at full fidelity, test them once, and measure proxy fidelity.
+
+    Args:
+        run_dir: Run directory of a search.
+        top_k: Candidates to retrain (by proxy objective; the Pareto front for several objectives).
+        epochs: Maximum epochs (default: the task's ``training.epochs``; early stopping after
+            ``training.patience`` epochs without improvement).
+        patch: Patch size for patch training with sliding-window validation (default: ``training.patch``).
+        device: ``auto``, ``cpu``, ``cuda``.
+        storage: Optuna storage URL the search used (default: SQLite in the run directory).
+        study_name: Study name (default: the search's).
+        show_progress: Progress bar on stderr.
+
+    Returns:
+        :class:`mednas.retrain.RetrainResult` with ``candidates`` (each ``retrain/<n>/metrics.json``),
+        ``fidelity`` (``summary.json["proxy_fidelity"]``) and ``summary``.
+
+    Example:
+        >>> result = mednas.api.retrain("runs/demo-xray-nodule", top_k=3)  # doctest: +SKIP
+        >>> result.fidelity["kendall_tau"]  # doctest: +SKIP
+    """
+    from mednas.retrain import run_retrain
+
+    return run_retrain(run_dir, top_k=top_k, epochs=epochs, patch=list(patch) if patch else None, device=device,
+                       storage=storage, study_name=study_name, show_progress=show_progress)
+
+
+def calibrate_proxy(
+    task: str | os.PathLike[str] | TaskConfig | dict[str, Any],
+    *,
+    presets: Sequence[str | os.PathLike[str]] = (),
+    overrides: Sequence[str] = (),
+    run_dir: str | os.PathLike[str] | None = None,
+    n_specs: int = 8,
+    grid: Sequence[tuple[float, int]] | str | None = None,
+    min_tau: float = 0.6,
+    full_epochs: int | None = None,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> Any:
+    """Train random specs at a grid of proxy settings and at full fidelity; recommend the cheapest good proxy.
+
+    Args:
+        task: Task file, mapping or config.
+        presets: Preset files/names merged under the task.
+        overrides: ``key=value`` overrides.
+        run_dir: Where ``calibration.json`` goes (default ``runs/<task name>-calibration``).
+        n_specs: Random specs to train.
+        grid: ``(scale, epochs)`` pairs or ``"0.25x2,0.5x5"`` (default: scales 0.25, 0.5 x epochs 2, 5; the
+            task's own proxy is always added).
+        min_tau: Kendall tau the recommended setting must reach.
+        full_epochs: Maximum full-fidelity epochs (default: ``training.epochs``).
+        device: ``auto``, ``cpu``, ``cuda``.
+        show_progress: Progress bar on stderr.
+
+    Returns:
+        :class:`mednas.retrain.CalibrationResult` with ``run_dir`` and ``record`` (``calibration.json``).
+
+    Example:
+        >>> result = mednas.api.calibrate_proxy("tasks/demo-xray-nodule.yaml", n_specs=6)  # doctest: +SKIP
+        >>> result.record["recommendation"]["message"]  # doctest: +SKIP
+    """
+    from mednas.retrain import calibrate_proxy as run_calibration
+    from mednas.retrain import parse_grid
+
+    cfg = load_config(task, presets=presets, overrides=overrides)
+    if isinstance(grid, str):
+        grid = parse_grid(grid)
+    return run_calibration(
+        cfg,
+        run_dir if run_dir is not None else Path("runs") / f"{cfg.name}-calibration",
+        n_specs=n_specs,
+        grid=grid,
+        min_tau=min_tau,
+        full_epochs=full_epochs,
         device=device,
         show_progress=show_progress,
     )

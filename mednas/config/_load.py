@@ -25,7 +25,7 @@ __all__ = ["apply_overrides", "config_hash", "deep_merge", "load_task", "load_ya
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Keys that may change between runs of one study without changing what is searched.
-_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "device", "data.cache_dir", "description")
+_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "search.keep_weights", "training.patch", "device", "data.cache_dir", "description")
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -118,6 +118,23 @@ def resolve_preset(preset: str, task_path: Path | None = None) -> Path:
     raise ConfigError(f"preset {preset!r} not found{did_you_mean(preset, known)}; known: {', '.join(known) or 'none'}")
 
 
+_OBJECTIVE_SECTIONS = ("operating_point", "constraints", "secondary", "latency", "bootstrap")
+
+
+def _expand_objective_shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite ``objective: {metric: m, ...}`` as ``objective: {terms: [{metric: m, ...}], ...}`` before merging.
+
+    Applied to presets, so that a task's own objective (shorthand or terms) replaces a preset's terms while
+    the preset's constraints or secondary objectives still merge in.
+    """
+    objective = data.get("objective")
+    if isinstance(objective, dict) and "metric" in objective and "terms" not in objective:
+        outer = {k: v for k, v in objective.items() if k in _OBJECTIVE_SECTIONS}
+        term = {k: v for k, v in objective.items() if k not in _OBJECTIVE_SECTIONS}
+        data = {**data, "objective": {"terms": [term], **outer}}
+    return data
+
+
 def _expand_vars(value: str, key: str, source: str) -> str:
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -149,7 +166,7 @@ def _format_loc(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
             del parts[i]
     # `objective: {metric: ...}` is shorthand for one term: report keys where the user wrote them.
     objective = data.get("objective")
-    if parts[:3] == ["objective", "terms", 0] and isinstance(objective, Mapping) and "terms" not in objective:
+    if parts[:3] == ["objective", "terms", 0] and isinstance(objective, Mapping) and "metric" in objective:
         parts = ["objective", *parts[3:]]
     out = ""
     for part in parts:
@@ -215,7 +232,7 @@ def load_task(
     merged: dict[str, Any] = {}
     for preset in presets:
         preset_path = resolve_preset(str(preset), task_path)
-        merged = deep_merge(merged, load_yaml(preset_path))
+        merged = deep_merge(merged, _expand_objective_shorthand(load_yaml(preset_path)))
     merged = deep_merge(merged, data)
     merged = apply_overrides(merged, overrides)
     _resolve_paths(merged, base_dir, source)

@@ -134,9 +134,30 @@ class LabelsConfig(Strict):
 
 # ---------------------------------------------------------------------------------------------- objective
 
+#: Direction of every metric mednas computes: +1 higher is better, -1 lower is better.
+METRIC_DIRECTIONS: dict[str, int] = {
+    # classification (finding vs no finding)
+    "sensitivity_at_specificity": 1, "specificity_at_sensitivity": 1, "auroc": 1, "auprc": 1,
+    "sensitivity": 1, "specificity": 1, "ppv": 1, "npv": 1, "fbeta": 1, "weighted_balanced_accuracy": 1,
+    "expected_cost": -1, "net_benefit": 1, "brier": -1, "ece": -1,
+    # segmentation
+    "dice": 1, "lesion_sensitivity": 1, "lesion_dice": 1, "false_positive_lesions_per_case": -1,
+    # static and measured cost
+    "params": -1, "macs": -1, "activation_mb": -1, "latency_ms": -1,
+}
+#: Losses by problem (see mednas.train.make_loss); `auto` resolves to the first of each list.
+LOSS_CHOICES: dict[str, list[str]] = {
+    "classification": ["weighted_ce", "ce", "focal"],
+    "segmentation": ["dice_ce", "dice", "dice_focal", "focal", "tversky"],
+}
+CLASSIFICATION_METRICS = frozenset(list(METRIC_DIRECTIONS)[:14])
+SEGMENTATION_METRICS = frozenset(["dice", "lesion_sensitivity", "lesion_dice", "false_positive_lesions_per_case"])
+COST_METRICS = frozenset(["params", "macs", "activation_mb", "latency_ms"])
+STATIC_COST_METRICS = frozenset(["params", "macs", "activation_mb"])
+
 
 class _Metric(Strict):
-    weight: float = Field(1.0, description="Weight of this term in a weighted sum.")
+    weight: float = Field(1.0, gt=0, description="Weight of this term in a weighted sum.")
 
 
 class SensitivityAtSpecificity(_Metric):
@@ -159,6 +180,63 @@ class AUROC(_Metric):
     metric: Literal["auroc"]
 
 
+class AUPRC(_Metric):
+    """Area under the precision-recall curve (average precision) of the finding score; suits rare findings."""
+
+    metric: Literal["auprc"]
+
+
+class FBeta(_Metric):
+    """F-beta of the finding at the operating threshold (beta > 1 weighs sensitivity more)."""
+
+    metric: Literal["fbeta"]
+    beta: float = Field(2.0, gt=0)
+
+
+class WeightedBalancedAccuracy(_Metric):
+    """``w * sensitivity + (1 - w) * specificity`` at the operating threshold (sensitivity-weighted accuracy)."""
+
+    metric: Literal["weighted_balanced_accuracy"]
+    sensitivity_weight: float = Field(0.7, gt=0, lt=1)
+
+
+class ExpectedCost(_Metric):
+    """Mean cost per case at the operating threshold, from a declared 2x2 cost matrix (lower is better).
+
+    ``cost_matrix[true][predicted]`` with 0 = no finding, 1 = finding, e.g. ``[[0, 1], [10, 0]]``: a missed
+    finding costs ten false alarms. Enters a weighted sum with a negative sign.
+    """
+
+    metric: Literal["expected_cost"]
+    cost_matrix: list[list[float]] = Field(description="2x2 costs, rows true class, columns predicted.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ExpectedCost:
+        if len(self.cost_matrix) != 2 or any(len(r) != 2 for r in self.cost_matrix):
+            raise ValueError("cost_matrix must be 2x2: [[TN cost, FP cost], [FN cost, TP cost]]")
+        return self
+
+
+class NetBenefit(_Metric):
+    """Net benefit of acting on the model at a threshold probability (decision-curve analysis)."""
+
+    metric: Literal["net_benefit"]
+    threshold_probability: float = Field(0.1, gt=0, lt=1)
+
+
+class Brier(_Metric):
+    """Brier score of the finding probability (calibration and sharpness; lower is better)."""
+
+    metric: Literal["brier"]
+
+
+class ECE(_Metric):
+    """Expected calibration error of the finding probability (equal-width bins; lower is better)."""
+
+    metric: Literal["ece"]
+    n_bins: int = Field(10, ge=2)
+
+
 class Dice(_Metric):
     """Mean Dice over cases of the finding classes (empty prediction on empty truth counts 1)."""
 
@@ -178,26 +256,146 @@ class LesionSensitivity(_Metric):
     overlap: str = Field("any", pattern=r"^(any|(iou|fraction)>=(0?\.\d+|1(\.0+)?))$", description="Detection rule: any, iou>=x or fraction>=x.")
 
 
+class LesionDice(_Metric):
+    """Lesion-wise Dice in the BraTS 2023 manner: a missed lesion and a false-positive lesion each count 0."""
+
+    metric: Literal["lesion_dice"]
+
+
+class FalsePositiveLesions(_Metric):
+    """Predicted lesions touching no ground-truth lesion, per case (lower is better)."""
+
+    metric: Literal["false_positive_lesions_per_case"]
+
+
 Term = Annotated[
-    SensitivityAtSpecificity | SpecificityAtSensitivity | AUROC | Dice | LesionSensitivity,
+    SensitivityAtSpecificity
+    | SpecificityAtSensitivity
+    | AUROC
+    | AUPRC
+    | FBeta
+    | WeightedBalancedAccuracy
+    | ExpectedCost
+    | NetBenefit
+    | Brier
+    | ECE
+    | Dice
+    | LesionSensitivity
+    | LesionDice
+    | FalsePositiveLesions,
     Field(discriminator="metric"),
 ]
 
 
-class ObjectiveConfig(Strict):
-    """What a clinically good model means: one metric, or a weighted sum of metrics, computed on validation.
+class OperatingPointConfig(Strict):
+    """How the decision threshold is chosen on validation (classification); carried to retraining and export.
 
-    ``terms`` with one entry is a single metric; several entries form ``sum(weight * value) / sum(weight)``.
+    Unset ``rule``: follows the first objective term (sensitivity at its specificity floor, specificity at
+    its sensitivity floor, minimum cost for ``expected_cost``), else Youden's index.
     """
 
-    terms: list[Term] = Field(min_length=1, description="Metric terms (see the metric list in the reference).")
+    rule: Literal["sensitivity_at_specificity", "specificity_at_sensitivity", "youden", "fbeta", "min_cost"] | None = Field(
+        None, description="Threshold rule."
+    )
+    target: float | None = Field(None, gt=0, lt=1, description="Floor for the two constrained rules.")
+    beta: float = Field(1.0, gt=0, description="Beta of the `fbeta` rule.")
+    cost_matrix: list[list[float]] | None = Field(None, description="2x2 costs of the `min_cost` rule.")
+
+    @model_validator(mode="after")
+    def _check(self) -> OperatingPointConfig:
+        if self.rule in ("sensitivity_at_specificity", "specificity_at_sensitivity") and self.target is None:
+            raise ValueError(f"rule {self.rule!r} needs a `target`")
+        if self.rule == "min_cost" and self.cost_matrix is None:
+            raise ValueError("rule 'min_cost' needs a `cost_matrix`")
+        return self
+
+
+class ConstraintConfig(Strict):
+    """A limit a candidate must meet: a validation metric, or a static/measured cost.
+
+    Static costs (``params``, ``macs``, ``activation_mb``) and ``latency_ms`` are checked before any training and
+    reject a candidate in milliseconds; metric constraints are evaluated on validation and passed to Optuna's
+    constraints support (infeasible trials are never reported as best).
+    """
+
+    metric: str = Field(description="A metric name (see the list in the reference) or params, macs, activation_mb, latency_ms.")
+    min: float | None = Field(None, description="The metric must be at least this.")
+    max: float | None = Field(None, description="The metric must be at most this.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ConstraintConfig:
+        if self.metric not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric {self.metric!r}{did_you_mean(self.metric, list(METRIC_DIRECTIONS))}")
+        if (self.min is None) == (self.max is None):
+            raise ValueError(f"constraint on {self.metric!r} needs exactly one of `min` or `max`")
+        return self
+
+    def violation(self, value: float) -> float:
+        """Optuna's convention: <= 0 when satisfied, the amount of violation otherwise."""
+        return (self.min - value) if self.min is not None else (value - self.max)  # type: ignore[operator]
+
+    def __str__(self) -> str:
+        return f"{self.metric} >= {self.min:g}" if self.min is not None else f"{self.metric} <= {self.max:g}"
+
+
+class SecondaryObjective(Strict):
+    """A further objective: the study becomes multi-objective (Pareto front in ``summary.json``)."""
+
+    metric: str = Field(description="A metric name or params, macs, activation_mb, latency_ms.")
+    direction: Literal["minimize", "maximize"] | None = Field(None, description="Default: the metric's natural direction.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"metric": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _check(self) -> SecondaryObjective:
+        if self.metric not in METRIC_DIRECTIONS:
+            raise ValueError(f"unknown metric {self.metric!r}{did_you_mean(self.metric, list(METRIC_DIRECTIONS))}")
+        if self.direction is None:
+            object.__setattr__(self, "direction", "maximize" if METRIC_DIRECTIONS[self.metric] > 0 else "minimize")
+        return self
+
+
+class LatencyConfig(Strict):
+    """How ``latency_ms`` is measured (before training, on the trial's device, float32, batch of one)."""
+
+    input_shape: list[int] | None = Field(None, description="Spatial input shape; default: the full training shape.")
+    repeats: int = Field(10, ge=1, description="Timed forward passes (the median is used) after two warm-up passes.")
+
+
+class BootstrapConfig(Strict):
+    """Percentile bootstrap over patients for every reported interval."""
+
+    resamples: int = Field(500, ge=50, description="Bootstrap resamples.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Interval coverage.")
+
+
+class ObjectiveConfig(Strict):
+    """What a clinically good model means, computed on the validation patients.
+
+    ``terms`` with one entry is a single metric; several entries form ``sum(weight * sign * value) / sum(weight)``
+    where ``sign`` is -1 for metrics where lower is better. ``constraints`` exclude candidates; ``secondary``
+    objectives make the study multi-objective.
+    """
+
+    terms: list[Term] = Field(min_length=1, description="Metric terms (see the metric list below).")
+    operating_point: OperatingPointConfig = Field(default_factory=OperatingPointConfig)  # type: ignore[arg-type]
+    constraints: list[ConstraintConfig] = Field(default_factory=list, description="Limits a candidate must meet.")
+    secondary: list[SecondaryObjective] = Field(default_factory=list, description="Further objectives (multi-objective study).")
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)  # type: ignore[arg-type]
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="before")
     @classmethod
     def _single_metric_shorthand(cls, data: Any) -> Any:
-        # `objective: {metric: auroc}` is shorthand for `objective: {terms: [{metric: auroc}]}`.
-        if isinstance(data, dict) and "metric" in data and "terms" not in data:
-            return {"terms": [data]}
+        # `objective: {metric: auroc, ...}` is shorthand for `objective: {terms: [{metric: auroc, ...}]}`; a
+        # shorthand metric (the task's own) replaces terms merged in from a preset underneath it.
+        if isinstance(data, dict) and "metric" in data:
+            outer = {k: data[k] for k in ("operating_point", "constraints", "secondary", "latency", "bootstrap") if k in data}
+            term = {k: v for k, v in data.items() if k not in outer and k != "terms"}
+            return {"terms": [term], **outer}
         return data
 
     @property
@@ -206,7 +404,22 @@ class ObjectiveConfig(Strict):
         if len(self.terms) == 1:
             return self.terms[0].metric
         total = sum(t.weight for t in self.terms)
-        return "+".join(f"{t.weight / total:.2g}*{t.metric}" for t in self.terms)
+        return "+".join(f"{'-' if METRIC_DIRECTIONS[t.metric] < 0 else ''}{t.weight / total:.2g}*{t.metric}" for t in self.terms).replace("+-", "-")
+
+    @property
+    def names(self) -> list[str]:
+        """Objective names in study order: the primary, then the secondary metrics."""
+        return [self.name] + [s.metric for s in self.secondary]
+
+    @property
+    def directions(self) -> list[str]:
+        """Study directions: the primary is maximised, secondary ones as declared."""
+        return ["maximize"] + [str(s.direction) for s in self.secondary]
+
+    @property
+    def multi_objective(self) -> bool:
+        """True when there are secondary objectives."""
+        return bool(self.secondary)
 
 
 # ------------------------------------------------------------------------------------------------- search
@@ -238,13 +451,19 @@ class SearchConfig(Strict):
 
     spaces: list[str] = Field(min_length=1, description="Search-space families (registry keys, see `mednas spaces`).")
     space_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-family bounds, e.g. `{resnet: {max_width: 32}}`.")
-    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler (seeded).")
+    sampler: Literal["tpe", "nsga2", "random"] = Field(
+        "tpe", description="Optuna sampler (seeded): `tpe` (multi-objective TPE when there are secondary objectives), `nsga2`, `random`."
+    )
+    population_size: int = Field(12, ge=2, description="NSGA-II population size.")
+    losses: list[str] | None = Field(None, description="Losses to search over (imbalance handling), e.g. [weighted_ce, focal]; unset: training.loss.")
+    sampling: list[Literal["uniform", "balanced"]] | None = Field(None, description="Batch sampling to search over; unset: training.sampling.")
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)  # type: ignore[arg-type]
     n_trials: int = Field(20, ge=1, description="Finished trials (complete + pruned) the study should reach.")
     timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
     seed: int = Field(0, ge=0, description="Task seed: splits, sampler and per-trial seeds derive from it.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig)  # type: ignore[arg-type]
     max_failures: int = Field(10, ge=1, description="Stop the search after this many failed trials in a row.")
+    keep_weights: int = Field(5, ge=0, description="Keep the proxy weights (`trials/<n>/model.pt`) of this many best trials; others are deleted.")
 
 
 class ProxyConfig(Strict):
@@ -269,7 +488,14 @@ class TrainingConfig(Strict):
     )
     epochs: int = Field(30, ge=1, description="Full-fidelity epochs (retraining).")
     patience: int = Field(8, ge=1, description="Early stopping patience in epochs on the validation objective (retraining).")
+    patch: list[int] | None = Field(
+        None, description="Segmentation retraining on volumes too large to train whole: random patches of this size "
+        "(a third centred on foreground), validation and test by sliding-window inference; unset: whole volumes."
+    )
     augment: bool = Field(True, description="Random flips during training.")
+    sampling: Literal["uniform", "balanced"] = Field(
+        "uniform", description="`balanced`: classes (classification) or cases with findings (segmentation) drawn equally often."
+    )
     amp: bool = Field(True, description="Automatic mixed precision on CUDA (ignored on CPU).")
     grad_clip: float | None = Field(5.0, gt=0, description="Gradient norm clipping.")
 
@@ -304,13 +530,18 @@ class TaskConfig(Strict):
                 shape = getattr(section, key)
                 if shape is not None and len(shape) != self.spatial_dims:
                     raise ValueError(f"{type(section).__name__.removesuffix('Config').lower()}.{key} {shape} must have {self.spatial_dims} entries")
-        seg_only = {"dice", "lesion_sensitivity"}
-        cls_only = {"sensitivity_at_specificity", "specificity_at_sensitivity", "auroc"}
-        for term in self.objective.terms:
-            if self.problem == "classification" and term.metric in seg_only:
-                raise ValueError(f"objective metric {term.metric!r} needs a segmentation task")
-            if self.problem == "segmentation" and term.metric in cls_only:
-                raise ValueError(f"objective metric {term.metric!r} needs a classification task")
+        wrong = SEGMENTATION_METRICS if self.problem == "classification" else CLASSIFICATION_METRICS
+        other = "segmentation" if self.problem == "classification" else "classification"
+        named = [t.metric for t in self.objective.terms] + [c.metric for c in self.objective.constraints]
+        named += [s.metric for s in self.objective.secondary]
+        for metric in named:
+            if metric in wrong:
+                raise ValueError(f"objective metric {metric!r} needs a {other} task")
+        if self.search.losses:
+            allowed = LOSS_CHOICES[self.problem]
+            for loss in self.search.losses:
+                if loss not in allowed:
+                    raise ValueError(f"search.losses: {loss!r} is not a {self.problem} loss{did_you_mean(loss, allowed)}; choose from {', '.join(allowed)}")
         return self
 
     @property

@@ -12,7 +12,15 @@ from mednas.data._fingerprint import (
 )
 from mednas.data._layouts import load_layout, materialise_medmnist
 from mednas.data._plan import DataPlan, TestSplitAccessError, plan_data, read_or_create_salt
-from mednas.data._prepare import ArrayData, Preprocessing, file_digest, load_arrays, load_case, prepare_case
+from mednas.data._prepare import (
+    ArrayData,
+    Preprocessing,
+    file_digest,
+    load_arrays,
+    load_case,
+    normalize_transform,
+    prepare_case,
+)
 from mednas.data._splits import check_splits, make_splits, splits_hash
 from mednas.data._synth import synthesise
 from mednas.data._validate import BadCase, ValidationReport, validate_cases, validate_dataset
@@ -40,6 +48,7 @@ __all__ = [
     "materialise_medmnist",
     "make_splits",
     "new_salt",
+    "normalize_transform",
     "plan_data",
     "prepare_case",
     "read_or_create_salt",

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["ArrayData", "Preprocessing", "load_arrays", "load_case", "prepare_case", "file_digest"]
 
 #: Bump when the preprocessing code changes what it produces, so stale cache entries are not used.
-PREP_VERSION = 1
+PREP_VERSION = 2
 
 _digest_memo: dict[tuple[str, int, int], str] = {}
 _digest_lock = threading.Lock()
@@ -42,8 +42,8 @@ class Preprocessing:
         spatial_dims: 2 or 3.
         in_channels: Channels the network expects.
         n_classes: Classes (segmentation label values must lie in ``0..n_classes-1``).
-        normalize: ``"zscore"`` (on the foreground, voxels > 0 — MR), ``"percentile"`` (0.5-99.5% to 0-1),
-            ``"ct"`` (clip to ``ct_window`` HU and scale to 0-1), ``"none"``.
+        normalize: ``"zscore"`` (non-zero voxels, MR), ``"percentile"`` (0.5-99.5% to 0-1), ``"ct"`` (clip to
+            ``ct_window`` HU and scale to 0-1), ``"none"``; see :func:`normalize_transform`.
         ct_window: HU window for ``"ct"``.
         orientation: Target axis codes for 3D volumes (``"RAS"``); 2D images keep their raster orientation.
     """
@@ -128,24 +128,34 @@ def _reorient(array: np.ndarray, affine: np.ndarray, target: str) -> tuple[np.nd
     return np.ascontiguousarray(out), new_affine
 
 
+def normalize_transform(how: str, ct_window: tuple[float, float]) -> Any:
+    """The MONAI transform for an intensity normalisation, so an exported bundle repeats it exactly.
+
+    ``zscore``: ``NormalizeIntensity(nonzero=True, channel_wise=True)`` (mean/std of non-zero voxels; zeros
+    stay zero); ``percentile``: ``ScaleIntensityRangePercentiles(0.5, 99.5, 0, 1, clip=False)`` per channel;
+    ``ct``: ``ScaleIntensityRange(lo, hi, 0, 1, clip=True)``; ``none``: ``None``.
+    """
+    from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
+
+    if how == "zscore":
+        return NormalizeIntensity(nonzero=True, channel_wise=True)
+    if how == "percentile":
+        return ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=False, channel_wise=True)
+    if how == "ct":
+        lo, hi = ct_window
+        return ScaleIntensityRange(a_min=float(lo), a_max=float(hi), b_min=0.0, b_max=1.0, clip=True)
+    return None
+
+
 def _normalize(image: np.ndarray, how: str, ct_window: tuple[float, float]) -> np.ndarray:
+    import torch
+
+    transform = normalize_transform(how, ct_window)
     image = image.astype(np.float32, copy=False)
-    out = np.empty_like(image)
-    for c in range(image.shape[0]):
-        x = image[c]
-        if how == "zscore":
-            fg = x[x > 0] if np.count_nonzero(x > 0) > 0.05 * x.size else x.ravel()
-            mean, std = float(fg.mean()), float(fg.std())
-            out[c] = (x - mean) / (std if std > 1e-8 else 1.0)
-        elif how == "percentile":
-            lo, hi = np.percentile(x, [0.5, 99.5])
-            out[c] = (x - lo) / (hi - lo if hi - lo > 1e-8 else 1.0)
-        elif how == "ct":
-            lo, hi = ct_window
-            out[c] = (np.clip(x, lo, hi) - lo) / (hi - lo)
-        else:
-            out[c] = x
-    return out
+    if transform is None:
+        return image
+    # MONAI's intensity transforms may work in place: give them a copy, never the caller's array.
+    return np.asarray(transform(torch.from_numpy(np.array(image, dtype=np.float32, copy=True))), dtype=np.float32)
 
 
 def load_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | int | None, np.ndarray]:

@@ -1,7 +1,8 @@
 """The task's clinical objective, composed from the metric functions: one term or a weighted sum.
 
 :func:`evaluate_objective` is cheap and runs after every epoch (it feeds pruning); :func:`objective_report`
-runs once per finished candidate and adds the operating point and 95% bootstrap intervals over patients.
+runs once per finished candidate and adds the operating point, every clinical metric, and percentile-bootstrap
+intervals computed by resampling patients (all metrics from the same resamples, in one pass).
 """
 
 from __future__ import annotations
@@ -14,31 +15,94 @@ from typing import Any
 import numpy as np
 
 from mednas.config import TaskConfig
+from mednas.config._models import METRIC_DIRECTIONS
 
-__all__ = ["evaluate_objective", "objective_report", "segmentation_case_stats"]
+__all__ = [
+    "combine",
+    "constraint_violations",
+    "evaluate_objective",
+    "objective_report",
+    "operating_rule",
+    "segmentation_case_stats",
+]
 
 
-def _finding_truth_score(task: TaskConfig, probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+# ------------------------------------------------------------------------------------------ classification
+
+
+def operating_rule(task: TaskConfig) -> Any:
+    """The :class:`~mednas.metrics.ThresholdRule` of the task (declared, or derived from the first term)."""
+    from mednas.metrics._operating_point import ThresholdRule
+
+    op = task.objective.operating_point
+    if op.rule is not None:
+        cost = tuple(tuple(float(v) for v in row) for row in op.cost_matrix) if op.cost_matrix else None
+        return ThresholdRule(op.rule, target=op.target, beta=op.beta, cost_matrix=cost)  # type: ignore[arg-type]
+    first = task.objective.terms[0]
+    if first.metric == "sensitivity_at_specificity":
+        return ThresholdRule("sensitivity_at_specificity", target=first.min_specificity)
+    if first.metric == "specificity_at_sensitivity":
+        return ThresholdRule("specificity_at_sensitivity", target=first.min_sensitivity)
+    if first.metric == "expected_cost":
+        return ThresholdRule("min_cost", cost_matrix=tuple(tuple(float(v) for v in r) for r in first.cost_matrix))  # type: ignore[arg-type]
+    if first.metric == "fbeta":
+        return ThresholdRule("fbeta", beta=first.beta)
+    return ThresholdRule("youden")
+
+
+def _truth_score(task: TaskConfig, probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from mednas.metrics._classification import finding_score
+
     findings = task.labels.finding_indices
     truth = np.isin(labels, findings).astype(int)
-    score = probs[:, findings].sum(axis=1)
-    return truth, score
+    return truth, finding_score(probs, positive=findings)
 
 
-def _classification_terms(task: TaskConfig, truth: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    from mednas.metrics._classification import auroc, sensitivity_at_specificity, specificity_at_sensitivity
+def _classification_values(
+    task: TaskConfig, truth: np.ndarray, score: np.ndarray, threshold: float, *, full: bool
+) -> dict[str, float]:
+    """Metric values on one (re)sample; ``threshold`` is the operating threshold for threshold-bound metrics."""
+    from mednas.metrics import _classification as C
 
     out: dict[str, float] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for term in task.objective.terms:
-            if term.metric == "sensitivity_at_specificity":
-                out[term.metric] = sensitivity_at_specificity(truth, score, term.min_specificity).sensitivity
-            elif term.metric == "specificity_at_sensitivity":
-                out[term.metric] = specificity_at_sensitivity(truth, score, term.min_sensitivity).specificity
-            elif term.metric == "auroc":
-                out[term.metric] = auroc(truth, score)
+    both = bool(truth.any() and not truth.all())
+    nan = math.nan
+    for term in task.objective.terms:
+        m = term.metric
+        if m == "sensitivity_at_specificity":
+            out[m] = C.sensitivity_at_specificity(truth, score, term.min_specificity).sensitivity if both else nan
+        elif m == "specificity_at_sensitivity":
+            out[m] = C.specificity_at_sensitivity(truth, score, term.min_sensitivity).specificity if both else nan
+        elif m == "auroc":
+            out[m] = C.auroc(truth, score) if both else nan
+        elif m == "auprc":
+            out[m] = C.auprc(truth, score) if truth.any() else nan
+        elif m == "fbeta":
+            out[m] = C.fbeta(truth, score, threshold=threshold, beta=term.beta)
+        elif m == "weighted_balanced_accuracy":
+            out[m] = C.weighted_balanced_accuracy(truth, score, threshold=threshold, weight=term.sensitivity_weight)
+        elif m == "expected_cost":
+            out[m] = C.expected_cost(truth, score, term.cost_matrix, threshold=threshold)
+        elif m == "net_benefit":
+            out[m] = C.net_benefit(truth, score, threshold_probability=term.threshold_probability)
+        elif m == "brier":
+            out[m] = C.brier_score(truth, score)
+        elif m == "ece":
+            out[m] = C.expected_calibration_error(truth, score, n_bins=term.n_bins)
+    if full:
+        if "auroc" not in out:
+            out["auroc"] = C.auroc(truth, score) if both else nan
+        if "auprc" not in out:
+            out["auprc"] = C.auprc(truth, score) if truth.any() else nan
+        if math.isfinite(threshold):
+            for name, fn in (("sensitivity", C.sensitivity), ("specificity", C.specificity), ("ppv", C.ppv), ("npv", C.npv)):
+                out[name] = fn(truth, score, threshold=threshold)
+        out.setdefault("brier", C.brier_score(truth, score))
+        out.setdefault("ece", C.expected_calibration_error(truth, score))
     return out
+
+
+# -------------------------------------------------------------------------------------------- segmentation
 
 
 def segmentation_case_stats(task: TaskConfig, masks: np.ndarray, labels: np.ndarray, overlap: str = "any") -> np.ndarray:
@@ -68,17 +132,6 @@ def _segmentation_values(stats: np.ndarray) -> dict[str, float]:
     }
 
 
-def _combine(task: TaskConfig, values: dict[str, float]) -> float:
-    total = sum(t.weight for t in task.objective.terms)
-    acc = 0.0
-    for t in task.objective.terms:
-        v = values.get(t.metric, math.nan)
-        if not math.isfinite(v):
-            return math.nan
-        acc += t.weight * v
-    return acc / total
-
-
 def _lesion_overlap(task: TaskConfig) -> str:
     for t in task.objective.terms:
         if t.metric == "lesion_sensitivity":
@@ -86,85 +139,159 @@ def _lesion_overlap(task: TaskConfig) -> str:
     return "any"
 
 
-def evaluate_objective(task: TaskConfig, outputs: np.ndarray, val: Any) -> tuple[float, dict[str, float]]:
-    """Score validation predictions by the task's objective.
+# ------------------------------------------------------------------------------------------------- combine
+
+
+def combine(task: TaskConfig, values: dict[str, float]) -> float:
+    """``sum(weight * sign * value) / sum(weight)``; ``sign`` is -1 for lower-is-better metrics; NaN if undefined."""
+    total = sum(t.weight for t in task.objective.terms)
+    acc = 0.0
+    for t in task.objective.terms:
+        v = values.get(t.metric, math.nan)
+        if v is None or not math.isfinite(v):
+            return math.nan
+        acc += t.weight * METRIC_DIRECTIONS[t.metric] * v
+    return acc / total
+
+
+def _threshold(task: TaskConfig, truth: np.ndarray, score: np.ndarray) -> Any:
+    from mednas.metrics._operating_point import choose_threshold
+
+    return choose_threshold(truth, score, operating_rule(task))
+
+
+def evaluate_objective(task: TaskConfig, outputs: np.ndarray, data: Any) -> tuple[float, dict[str, float]]:
+    """Score predictions by the task's objective (cheap: runs after every epoch).
 
     Args:
-        task: The task (objective terms, finding classes).
+        task: The task (objective terms, finding classes, operating-point rule).
         outputs: Classification probabilities ``(N, C)`` or segmentation label maps ``(N, *S)``.
-        val: The validation :class:`~mednas.data.ArrayData` (labels, patients).
+        data: The :class:`~mednas.data.ArrayData` the outputs belong to.
 
     Returns:
         ``(objective, {metric: value})``; the objective is NaN when a term is undefined (one class only).
     """
-    if task.problem == "classification":
-        truth, score = _finding_truth_score(task, outputs, val.labels)
-        values = _classification_terms(task, truth, score)
-    else:
-        stats = segmentation_case_stats(task, outputs, val.labels, _lesion_overlap(task))
-        values = _segmentation_values(stats)
-    return _combine(task, values), values
-
-
-def _ci(
-    fn: Callable[..., float], arrays: Sequence[np.ndarray], groups: Sequence[str], n: int, seed: int
-) -> dict[str, Any]:
-    from mednas.metrics._bootstrap import bootstrap_ci
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est = bootstrap_ci(fn, *arrays, groups=np.asarray(groups), n_resamples=n, seed=seed)
-    d = est.to_dict()
-    return {"value": d["value"], "ci95": [d["low"], d["high"]], "n_resamples": d.get("n_valid", d.get("n_resamples"))}
+        if task.problem == "classification":
+            truth, score = _truth_score(task, outputs, data.labels)
+            needs_threshold = any(t.metric in ("fbeta", "weighted_balanced_accuracy", "expected_cost") for t in task.objective.terms)
+            thr = _threshold(task, truth, score).threshold if needs_threshold and truth.any() and not truth.all() else math.nan
+            values = _classification_values(task, truth, score, thr, full=False)
+        else:
+            values = _segmentation_values(segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task)))
+    return combine(task, values), values
 
 
-def objective_report(task: TaskConfig, outputs: np.ndarray, val: Any, *, seed: int, n_resamples: int = 500) -> dict[str, Any]:
-    """Metrics with 95% bootstrap intervals over patients, and the operating point (classification).
+# ------------------------------------------------------------------------------------------------- report
+
+
+def _bootstrap_all(
+    fn: Callable[..., dict[str, float]],
+    arrays: Sequence[np.ndarray],
+    groups: Sequence[str],
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict[str, dict[str, Any]]:
+    """Percentile bootstrap over patients of every metric ``fn`` returns, from the same resamples."""
+    from mednas.metrics._bootstrap import patient_resamples
+
+    groups_arr = np.asarray(groups)
+    point = fn(*arrays)
+    uniq, codes = np.unique(groups_arr, return_inverse=True)
+    members = [np.flatnonzero(codes == g) for g in range(len(uniq))]
+    draws = patient_resamples(groups_arr, n_resamples=n_resamples, seed=seed)
+    samples: dict[str, list[float]] = {k: [] for k in point}
+    for draw in draws:
+        idx = np.concatenate([members[g] for g in draw])
+        values = fn(*[a[idx] for a in arrays])
+        for k in samples:
+            v = values.get(k, math.nan)
+            if v is not None and math.isfinite(v):
+                samples[k].append(float(v))
+    alpha = (1.0 - confidence) / 2
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in point.items():
+        s = samples[k]
+        ci = [float(np.percentile(s, 100 * alpha)), float(np.percentile(s, 100 * (1 - alpha)))] if s else [None, None]
+        value = float(v) if v is not None and math.isfinite(v) else None
+        out[k] = {"value": value, "ci95": ci if value is not None else [None, None], "n_resamples": len(s)}
+    return out
+
+
+def objective_report(
+    task: TaskConfig,
+    outputs: np.ndarray,
+    data: Any,
+    *,
+    seed: int,
+    n_resamples: int | None = None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """Every clinical metric with its bootstrap interval over patients, and the operating point.
+
+    Args:
+        task: The task.
+        outputs: Probabilities ``(N, C)`` or label maps ``(N, *S)``.
+        data: The :class:`~mednas.data.ArrayData` the outputs belong to (validation, or test).
+        seed: Bootstrap seed.
+        n_resamples: Bootstrap resamples (default: ``objective.bootstrap.resamples``).
+        threshold: Classification: apply this operating threshold (chosen on validation) instead of choosing
+            one on ``data``; this is how test figures are computed.
 
     Returns:
-        ``{"metrics": {name: {"value", "ci95": [low, high]}}, "operating_point": {...} | None}``; the
-        objective itself appears under the key ``"objective"``.
+        ``{"metrics": {name: {"value", "ci95": [low, high], "n_resamples"}}, "operating_point": {...} | None}``;
+        ``metrics["objective"]`` is the (weighted) objective itself.
     """
-    from mednas.metrics._classification import auprc, auroc, sensitivity, specificity
-    from mednas.metrics._operating_point import ThresholdRule, choose_threshold
+    from mednas.metrics._operating_point import evaluate_threshold
 
-    groups = list(val.patients)
-    metrics: dict[str, Any] = {}
+    n = n_resamples or task.objective.bootstrap.resamples
+    conf = task.objective.bootstrap.confidence
     op_dict: dict[str, Any] | None = None
-    if task.problem == "classification":
-        truth, score = _finding_truth_score(task, outputs, val.labels)
-        first = task.objective.terms[0]
-        if first.metric == "sensitivity_at_specificity":
-            rule = ThresholdRule("sensitivity_at_specificity", first.min_specificity)
-        elif first.metric == "specificity_at_sensitivity":
-            rule = ThresholdRule("specificity_at_sensitivity", first.min_sensitivity)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if task.problem == "classification":
+            truth, score = _truth_score(task, outputs, data.labels)
+            if threshold is None:
+                op = _threshold(task, truth, score) if truth.any() and not truth.all() else None
+            else:
+                op = evaluate_threshold(truth, score, float(threshold))
+                op = type(op)(op.threshold, op.sensitivity, op.specificity, f"{operating_rule(task)} (chosen on validation)", op.reason)
+            op_dict = op.to_dict() if op is not None else None
+            thr = op.threshold if op is not None else math.nan
+
+            def fn(t: np.ndarray, s: np.ndarray) -> dict[str, float]:
+                values = _classification_values(task, t, s, thr, full=True)
+                values["objective"] = combine(task, values)
+                return values
+
+            metrics = _bootstrap_all(fn, [truth, score], data.patients, n_resamples=n, seed=seed, confidence=conf)
         else:
-            rule = ThresholdRule("youden")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            op = choose_threshold(truth, score, rule)
-        op_dict = op.to_dict()
-        thr = op.threshold
+            stats = segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task))
 
-        def objective_fn(t: np.ndarray, s: np.ndarray) -> float:
-            return _combine(task, _classification_terms(task, t, s))
+            def fn_seg(st: np.ndarray) -> dict[str, float]:
+                values = _segmentation_values(st)
+                values["objective"] = combine(task, values)
+                return values
 
-        metrics["objective"] = _ci(objective_fn, [truth, score], groups, n_resamples, seed)
-        for term in task.objective.terms:
-            if term.metric not in metrics:
-                metrics[term.metric] = _ci(lambda t, s, m=term.metric: _classification_terms(task, t, s)[m], [truth, score], groups, n_resamples, seed)
-        metrics.setdefault("auroc", _ci(lambda t, s: auroc(t, s), [truth, score], groups, n_resamples, seed))
-        metrics["auprc"] = _ci(lambda t, s: auprc(t, s), [truth, score], groups, n_resamples, seed)
-        if math.isfinite(thr):
-            metrics["sensitivity"] = _ci(lambda t, s: sensitivity(t, s, threshold=thr), [truth, score], groups, n_resamples, seed)
-            metrics["specificity"] = _ci(lambda t, s: specificity(t, s, threshold=thr), [truth, score], groups, n_resamples, seed)
-    else:
-        stats = segmentation_case_stats(task, outputs, val.labels, _lesion_overlap(task))
-
-        def objective_fn(st: np.ndarray) -> float:
-            return _combine(task, _segmentation_values(st))
-
-        metrics["objective"] = _ci(objective_fn, [stats], groups, n_resamples, seed)
-        for name in ("dice", "lesion_sensitivity", "false_positive_lesions_per_case", "lesion_dice"):
-            metrics[name] = _ci(lambda st, m=name: _segmentation_values(st)[m], [stats], groups, n_resamples, seed)
+            metrics = _bootstrap_all(fn_seg, [stats], data.patients, n_resamples=n, seed=seed, confidence=conf)
     return {"metrics": metrics, "operating_point": op_dict}
+
+
+def constraint_violations(task: TaskConfig, metrics: dict[str, Any], costs: dict[str, float]) -> list[float]:
+    """Optuna constraint values (<= 0 satisfied) for every declared constraint, in order.
+
+    Args:
+        task: The task.
+        metrics: Report metrics (``{name: {"value": ...}}``) on validation.
+        costs: ``params``, ``macs``, ``activation_mb``, ``latency_ms`` of the candidate.
+
+    An undefined metric counts as violated (``+inf`` would break samplers, so a large finite number is used).
+    """
+    out = []
+    for c in task.objective.constraints:
+        value = costs.get(c.metric) if c.metric in costs else (metrics.get(c.metric) or {}).get("value")
+        out.append(float(c.violation(float(value))) if value is not None and math.isfinite(float(value)) else 1e9)
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mednas.search._runner import SearchResult, class_weights_for, prepare_run, proxy_context, run_search
 from mednas.search._study import make_pruner, make_sampler, make_storage, open_study
-from mednas.search._summary import best_trials, build_summary, write_summary
+from mednas.search._summary import best_trials, build_summary, pareto_front, write_summary
 
 __all__ = [
     "SearchResult",
@@ -15,6 +15,7 @@ __all__ = [
     "make_sampler",
     "make_storage",
     "open_study",
+    "pareto_front",
     "prepare_run",
     "proxy_context",
     "run_search",

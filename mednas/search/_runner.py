@@ -26,7 +26,7 @@ from mednas.data import ArrayData, DataPlan, plan_data, read_or_create_salt
 from mednas.io._atomic import write_json, write_text, write_yaml
 from mednas.rundir import RunDir, environment_info
 from mednas.search._study import open_study
-from mednas.search._summary import write_summary
+from mednas.search._summary import pareto_front, write_summary
 
 logger = logging.getLogger("mednas.search")
 
@@ -129,15 +129,23 @@ class _TrialObjective:
         self.class_weights = class_weights_for(task, train.labels)
         self.on_epoch = on_epoch
 
-    def __call__(self, trial: Any) -> float:
+    def __call__(self, trial: Any) -> float | list[float]:
         import optuna
 
-        from mednas.metrics._objective import evaluate_objective, objective_report
+        from mednas.metrics._objective import constraint_violations, evaluate_objective, objective_report
         from mednas.spaces import check_budget, estimate_cost
         from mednas.spec import build
-        from mednas.train import FitSettings, TrainingDiverged, derive_seed, fit, seed_everything
+        from mednas.train import (
+            FitSettings,
+            TrainingDiverged,
+            derive_seed,
+            fit,
+            save_weights,
+            seed_everything,
+        )
 
         task = self.task
+        multi = task.objective.multi_objective
         tdir = self.run_dir.trial_dir(trial.number)
         tdir.mkdir(parents=True, exist_ok=True)
         seed = derive_seed(task.search.seed, trial.number)
@@ -156,41 +164,62 @@ class _TrialObjective:
         family = trial.suggest_categorical("family", list(self.spaces))
         space = self.spaces[family]
         spec = space.sample(trial, self.ctx)
+        # Imbalance handling is part of the search when the task lists choices.
+        loss = trial.suggest_categorical("loss", list(task.search.losses)) if task.search.losses else task.training.loss
+        sampling = trial.suggest_categorical("sampling", list(task.search.sampling)) if task.search.sampling else task.training.sampling
         write_json(tdir / "spec.json", spec.to_dict())
-        record.update(family=family, spec_hash=spec.hash, target=spec.target)
+        record.update(family=family, spec_hash=spec.hash, target=spec.target, loss=loss, sampling=sampling)
         trial.set_user_attr("family", family)
         trial.set_user_attr("spec_hash", spec.hash)
-        log(f"spec {spec.class_name} {spec.hash} (family {family}), seed {seed}")
-        twin = self._completed_twin(trial, spec.hash)
+        log(f"spec {spec.class_name} {spec.hash} (family {family}), loss {loss}, sampling {sampling}, seed {seed}")
+        twin = self._completed_twin(trial, spec.hash, loss, sampling)
         if twin is not None:
-            # The sampler proposed an architecture that was already trained: reuse its score, don't retrain.
+            # The sampler proposed a candidate that was already trained: reuse its score, don't retrain.
             previous = self.run_dir.read_json(self.run_dir.trial_dir(twin.number) / "metrics.json")
-            record.update({k: previous[k] for k in ("params", "macs", "macs_proxy", "activation_mb", "objective", "values",
-                                                     "metrics", "operating_point", "best_epoch", "learned") if k in previous})
+            record.update({k: previous[k] for k in ("params", "macs", "macs_proxy", "activation_mb", "latency_ms", "objective",
+                                                     "values", "metrics", "operating_point", "best_epoch", "learned",
+                                                     "constraints", "feasible") if k in previous})
             record.update(state="complete", duplicate_of=twin.number, seconds=0.0)
-            for key in ("params", "macs", "learned", "threshold"):
+            for key in ("params", "macs", "latency_ms", "learned", "threshold", "constraints", "feasible"):
                 if key in twin.user_attrs:
                     trial.set_user_attr(key, twin.user_attrs[key])
             trial.set_user_attr("duplicate_of", twin.number)
             write_json(tdir / "metrics.json", record)
-            log(f"same architecture as trial {twin.number}: its score is reused, nothing trained")
-            return float(twin.values[0])
+            log(f"same candidate as trial {twin.number}: its score is reused, nothing trained")
+            return list(twin.values) if multi else float(twin.values[0])
         t0 = time.perf_counter()
         try:
             cost_proxy = estimate_cost(spec, self.ctx.input_shape, batch_size=task.training.batch_size)
             full_spec = space.adapt_to_shape(spec, self.plan.full_shape)
             cost_full = estimate_cost(full_spec, self.plan.full_shape, batch_size=task.training.batch_size)
+            cost_one = estimate_cost(full_spec, self.plan.full_shape, batch_size=1)
         except ValueError as exc:
             return self._reject(trial, record, tdir, f"invalid for the input shape: {exc}", log)
-        record.update(params=cost_full.params, macs_proxy=cost_proxy.macs, macs=cost_full.macs,
-                      activation_mb=cost_full.activation_bytes / 2**20)
+        costs: dict[str, float] = {
+            "params": float(cost_full.params),
+            "macs": float(cost_one.macs),  # per image at full resolution
+            "activation_mb": cost_full.activation_bytes / 2**20,  # one training batch at full resolution
+        }
+        record.update(params=cost_full.params, macs_proxy=cost_proxy.macs / task.training.batch_size, macs=cost_one.macs,
+                      activation_mb=costs["activation_mb"])
         trial.set_user_attr("params", cost_full.params)
-        trial.set_user_attr("macs", cost_full.macs)
+        trial.set_user_attr("macs", cost_one.macs)
         b = task.search.budget
-        reason = check_budget(cost_full, max_params=b.max_params, max_macs=b.max_macs, max_activation_mb=b.max_activation_mb)
+        reason = check_budget(cost_full, max_params=b.max_params, max_activation_mb=b.max_activation_mb)
+        if not reason and b.max_macs is not None and cost_one.macs > b.max_macs:
+            reason = f"MACs {cost_one.macs:.3g} > budget {b.max_macs:.3g}"
+        reason = reason or self._static_violation(costs)
         if reason:
             return self._reject(trial, record, tdir, reason, log)
-        log(f"params {cost_full.params:,}, MACs full {cost_full.macs:.3g}, proxy {cost_proxy.macs:.3g}")
+        if self.needs_latency:
+            costs["latency_ms"] = self._latency_ms(full_spec)
+            record["latency_ms"] = costs["latency_ms"]
+            trial.set_user_attr("latency_ms", costs["latency_ms"])
+            reason = self._static_violation(costs, ("latency_ms",))
+            if reason:
+                return self._reject(trial, record, tdir, reason, log)
+        log(f"params {cost_full.params:,}, MACs/image full {cost_one.macs:.3g}, proxy {record['macs_proxy']:.3g}"
+            + (f", latency {costs['latency_ms']:.2f} ms" if "latency_ms" in costs else ""))
 
         divisor = tuple(int(k) for k in space.required_divisor(spec))
         settings = FitSettings(
@@ -201,7 +230,7 @@ class _TrialObjective:
             optimizer=task.training.optimizer,
             lr=task.training.lr,
             weight_decay=task.training.weight_decay,
-            loss=task.training.loss,
+            loss=loss,
             seed=seed,
             device=self.device,
             augment=task.training.augment,
@@ -211,6 +240,7 @@ class _TrialObjective:
             schedule="none",
             divisor=divisor,
             class_weights=self.class_weights,
+            sampling=sampling,
         )
 
         def evaluate(outputs: np.ndarray, val: ArrayData) -> tuple[float, dict[str, Any]]:
@@ -219,9 +249,14 @@ class _TrialObjective:
         def on_epoch(result: Any) -> None:
             log(f"epoch {result.epoch}/{settings.epochs}: loss {result.train_loss:.4f}, objective {result.value:.4f} ({result.seconds:.1f}s)")
             value = result.value if math.isfinite(result.value) else 0.0
-            trial.report(value, result.epoch)
             if self.on_epoch:
                 self.on_epoch(trial.number, result.epoch, settings.epochs)
+            if multi:
+                # Optuna cannot prune multi-objective studies: prune on the primary clinical metric ourselves.
+                if self._mo_should_prune(trial, result.epoch, value):
+                    raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (primary objective {value:.4f} below the median)")
+                return
+            trial.report(value, result.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
 
@@ -242,12 +277,17 @@ class _TrialObjective:
             return self._fail(trial, record, tdir, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", log, t0)
         report = objective_report(task, fit_result.best_outputs, self.val, seed=seed)
         value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
+        values = [value] + [self._secondary_value(m.metric, report["metrics"], costs) for m in task.objective.secondary]
+        violations = constraint_violations(task, report["metrics"], costs)
+        feasible = all(v <= 0 for v in violations)
         record.update(
             state="complete",
             objective={"name": task.objective.name, "value": value},
-            values=[value],
+            values=values,
             metrics=report["metrics"],
             operating_point=report.get("operating_point"),
+            constraints=[{"constraint": str(c), "violation": v} for c, v in zip(task.objective.constraints, violations)],
+            feasible=feasible,
             best_epoch=fit_result.best_epoch,
             epochs=len(fit_result.history),
             history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value} for h in fit_result.history],
@@ -256,18 +296,82 @@ class _TrialObjective:
             divisor=list(divisor),
         )
         trial.set_user_attr("learned", fit_result.learned)
+        trial.set_user_attr("constraints", violations)
+        trial.set_user_attr("feasible", feasible)
         if report.get("operating_point"):
             trial.set_user_attr("threshold", report["operating_point"].get("threshold"))
+        if task.search.keep_weights and fit_result.best_state is not None:
+            # Proxy weights of the leading trials let `mednas export` work before any retraining.
+            save_weights(tdir / "model.pt", fit_result.best_state)
+            record["weights"] = "model.pt"
         write_json(tdir / "metrics.json", record)
         log(f"complete: {task.objective.name} = {value:.4f} (best epoch {fit_result.best_epoch}, {record['seconds']:.1f}s)"
-            + ("" if fit_result.learned else "; flagged: never started learning"))
-        return value
+            + ("" if fit_result.learned else "; flagged: never started learning")
+            + ("" if feasible else "; violates " + ", ".join(str(c) for c, v in zip(task.objective.constraints, violations) if v > 0)))
+        return values if multi else value
 
-    def _completed_twin(self, trial: Any, spec_hash: str) -> Any:
+    @property
+    def needs_latency(self) -> bool:
+        o = self.task.objective
+        return any(c.metric == "latency_ms" for c in o.constraints) or any(m.metric == "latency_ms" for m in o.secondary)
+
+    def _static_violation(self, costs: dict[str, float], only: tuple[str, ...] = ("params", "macs", "activation_mb")) -> str | None:
+        for c in self.task.objective.constraints:
+            if c.metric in only and c.metric in costs and c.violation(costs[c.metric]) > 0:
+                return f"{c.metric} {costs[c.metric]:.4g} violates the constraint {c}"
+        return None
+
+    def _latency_ms(self, spec: Any) -> float:
+        """Median forward time (ms) of one float32 input of the declared shape on the trial's device."""
+        import torch
+
+        from mednas.spec import build
+
+        shape = tuple(self.task.objective.latency.input_shape or self.plan.full_shape)
+        model = build(spec).to(self.device).eval()
+        x = torch.randn(1, self.task.in_channels, *shape, device=self.device)
+        times = []
+        with torch.inference_mode():
+            for i in range(self.task.objective.latency.repeats + 2):
+                if self.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                model(x)
+                if self.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if i >= 2:
+                    times.append((time.perf_counter() - t) * 1000)
+        return float(np.median(times))
+
+    @staticmethod
+    def _secondary_value(metric: str, metrics: dict[str, Any], costs: dict[str, float]) -> float:
+        if metric in costs:
+            return float(costs[metric])
+        value = (metrics.get(metric) or {}).get("value")
+        return float(value) if value is not None and math.isfinite(value) else 0.0
+
+    def _mo_should_prune(self, trial: Any, epoch: int, value: float) -> bool:
+        """Median pruning on the primary objective for multi-objective studies (Optuna's pruners can't)."""
+        from optuna.trial import TrialState
+
+        cfg = self.task.search.pruner
+        history = dict(trial.user_attrs.get("primary_history", {}))
+        history[str(epoch)] = value
+        trial.set_user_attr("primary_history", history)
+        if cfg.name == "none" or epoch <= cfg.warmup_epochs:
+            return False
+        others = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                  if str(epoch) in t.user_attrs.get("primary_history", {})]
+        if len([t for t in others if t.state == TrialState.COMPLETE]) < max(1, cfg.startup_trials):
+            return False
+        return value < float(np.median([t.user_attrs["primary_history"][str(epoch)] for t in others]))
+
+    def _completed_twin(self, trial: Any, spec_hash: str, loss: str, sampling: str) -> Any:
         from optuna.trial import TrialState
 
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("spec_hash") == spec_hash and t.values and "duplicate_of" not in t.user_attrs:
+            if (t.user_attrs.get("spec_hash") == spec_hash and t.values and "duplicate_of" not in t.user_attrs
+                    and t.params.get("loss", loss) == loss and t.params.get("sampling", sampling) == sampling):
                 return t
         return None
 
@@ -294,6 +398,20 @@ class _TrialObjective:
 
 class _TrialFailed(Exception):
     """A candidate failed; Optuna records the trial as FAIL and the search continues."""
+
+
+def _drop_weights_outside_top(study: Any, rd: RunDir, keep: int) -> None:
+    """Delete proxy weights of trials that are no longer among the ``keep`` best (or on the Pareto front)."""
+    from mednas.search._summary import best_trials
+
+    keepers = {t.number for t in best_trials(study, keep)} if keep else set()
+    for path in rd.root.glob("trials/*/model.pt"):
+        try:
+            number = int(path.parent.name)
+        except ValueError:
+            continue
+        if number not in keepers:
+            path.unlink(missing_ok=True)
 
 
 def _setup_file_logging(run_dir: RunDir) -> logging.Handler:
@@ -341,7 +459,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            if k in ("n_trials", "timeout", "max_failures", "cache_dir", "description") or (prefix == "" and k == "device"):
+            if k in ("n_trials", "timeout", "max_failures", "keep_weights", "cache_dir", "description") or (prefix == "" and k == "device"):
                 continue
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
@@ -416,6 +534,7 @@ def run_search(
             from optuna.trial import TrialState
 
             failures_in_row = failures_in_row + 1 if frozen.state == TrialState.FAIL else 0
+            _drop_weights_outside_top(study, rd, task.search.keep_weights)
             write_summary(task, rd, study, plan=plan)
             bar.trial_done(frozen)
             if _count_finished(study) >= n_target:
@@ -473,11 +592,12 @@ class _Progress:
     def _update_best(self) -> None:
         if self.bar is None:
             return
-        try:
-            best = self.study.best_trial
-            self.bar.set_postfix_str(f"best {best.value:.4f} (trial {best.number})", refresh=True)
-        except ValueError:
-            pass
+        from mednas.search._summary import best_trials
+
+        best = best_trials(self.study, 1)
+        if best:
+            extra = f", Pareto front {len(pareto_front(self.study))}" if len(self.study.directions) > 1 else ""
+            self.bar.set_postfix_str(f"best {best[0].values[0]:.4f} (trial {best[0].number}){extra}", refresh=True)
 
     def _maybe_refresh(self) -> None:
         now = time.monotonic()

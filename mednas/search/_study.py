@@ -81,23 +81,35 @@ def _redact(url: str) -> str:
     return url
 
 
+def _constraints_func(frozen: Any) -> list[float]:
+    # Set by the trial runner; trials without it (pruned, failed) count as feasible to Optuna's samplers.
+    return list(frozen.user_attrs.get("constraints", []))
+
+
 def make_sampler(task: TaskConfig, n_existing: int) -> Any:
-    """Seeded sampler. The seed also depends on how many trials exist, so a resumed study draws new points."""
+    """Seeded sampler. The seed also depends on how many trials exist, so a resumed study draws new points.
+
+    With constraints, Optuna's ``constraints_func`` support steers TPE and NSGA-II away from infeasible regions.
+    TPE with several directions is Optuna's multi-objective TPE.
+    """
     import optuna
 
     from mednas.train import derive_seed
 
     _quiet_optuna()
-
     seed = derive_seed(task.search.seed, n_existing, 0x5A)
+    constraints = _constraints_func if task.objective.constraints else None
     if task.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if task.search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=task.search.population_size, constraints_func=constraints)
     return optuna.samplers.TPESampler(
         seed=seed,
         n_startup_trials=8,
         multivariate=True,
         group=True,  # families have disjoint parameters: TPE models each group separately
         constant_liar=True,  # several workers don't all sample the same point
+        constraints_func=constraints,
     )
 
 
@@ -129,7 +141,7 @@ def open_study(task: TaskConfig, storage_url: str, study_name: str, *, config_ha
         study_name=study_name,
         sampler=make_sampler(task, n_existing),
         pruner=make_pruner(task),
-        directions=["maximize"],
+        directions=task.objective.directions,
         load_if_exists=True,
     )
     attrs = study.user_attrs

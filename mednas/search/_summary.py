@@ -13,7 +13,7 @@ from typing import Any
 from mednas.config import TaskConfig
 from mednas.rundir import RunDir
 
-__all__ = ["best_trials", "build_summary", "write_summary"]
+__all__ = ["best_trials", "build_summary", "pareto_front", "write_summary"]
 
 
 def _metrics_file(rd: RunDir, number: int) -> dict[str, Any]:
@@ -24,13 +24,48 @@ def _metrics_file(rd: RunDir, number: int) -> dict[str, Any]:
         return {}
 
 
-def best_trials(study: Any, k: int = 1) -> list[Any]:
-    """The ``k`` best complete trials, candidates that never started learning ranked after the rest."""
+def _feasible(t: Any) -> bool:
+    return t.user_attrs.get("feasible", True) is not False
+
+
+def _signs(study: Any) -> list[float]:
+    return [1.0 if d.name == "MAXIMIZE" else -1.0 for d in study.directions]
+
+
+def pareto_front(study: Any) -> list[Any]:
+    """Non-dominated complete trials that meet every constraint and started learning, best primary first.
+
+    A trial that merely repeats an earlier one's architecture (``duplicate_of``) is left out.
+    """
     from optuna.trial import TrialState
 
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
-    sign = -1.0 if study.directions[0].name == "MAXIMIZE" else 1.0
-    complete.sort(key=lambda t: (t.user_attrs.get("learned") is False, sign * t.values[0], t.number))
+    signs = _signs(study)
+    pool = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values and _feasible(t) and t.user_attrs.get("learned") is not False and "duplicate_of" not in t.user_attrs]
+    scored = [(t, [s * v for s, v in zip(signs, t.values)]) for t in pool]
+
+    def dominated(a: list[float]) -> bool:
+        return any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a)) for _, b in scored)
+
+    front = [t for t, a in scored if not dominated(a)]
+    return sorted(front, key=lambda t: (-signs[0] * t.values[0], t.number))
+
+
+def best_trials(study: Any, k: int = 1) -> list[Any]:
+    """The ``k`` best complete trials by the primary objective.
+
+    Trials that violate a constraint are never included; trials that never started learning come after all
+    others. Multi-objective studies list their Pareto front first (by the primary objective), then the rest.
+    """
+    from optuna.trial import TrialState
+
+    signs = _signs(study)
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values and _feasible(t)]
+    complete.sort(key=lambda t: (t.user_attrs.get("learned") is False, -signs[0] * t.values[0], t.number))
+    if len(study.directions) > 1:
+        front = pareto_front(study)
+        numbers = {t.number for t in front}
+        complete = front + [t for t in complete if t.number not in numbers]
     return complete[:k]
 
 
@@ -46,7 +81,7 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
         "task": task.name,
         "problem": task.problem,
         "spatial_dims": task.spatial_dims,
-        "objective": {"names": [task.objective.name], "directions": [d.name.lower() for d in study.directions]},
+        "objective": {"names": task.objective.names, "directions": [d.name.lower() for d in study.directions]},
         "n_trials": {
             "complete": states.get(TrialState.COMPLETE, 0),
             "pruned": states.get(TrialState.PRUNED, 0) - infeasible,
@@ -78,6 +113,17 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
             "split_hash": plan.splits.get("hash"),
             "fingerprint_hash": plan.fingerprint.get("hash"),
         }
+    if task.objective.constraints:
+        summary["constraints"] = [str(c) for c in task.objective.constraints]
+        summary["n_trials"]["infeasible_after_training"] = sum(
+            1 for t in trials if t.state == TrialState.COMPLETE and not _feasible(t)
+        )
+    if len(study.directions) > 1:
+        summary["pareto_front"] = [
+            {"trial": t.number, "values": list(t.values), "spec_hash": t.user_attrs.get("spec_hash"),
+             "family": t.user_attrs.get("family"), "params": t.user_attrs.get("params")}
+            for t in pareto_front(study)
+        ]
     best = best_trials(study, 1)
     if best:
         t = best[0]
@@ -93,6 +139,9 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
             "learned": t.user_attrs.get("learned"),
             "metrics": rec.get("metrics", {}),
             "operating_point": rec.get("operating_point"),
+            "loss": rec.get("loss"),
+            "sampling": rec.get("sampling"),
+            "constraints": rec.get("constraints"),
         }
     previous = rd.read_json(rd.summary) if rd.summary.exists() else {}
     # Keys other steps own (retrain's proxy_fidelity, export's bundle) survive a summary rewrite.

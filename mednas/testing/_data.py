@@ -86,7 +86,8 @@ def tiny_task(kind: str, datalist: str | Path, **overrides: Any) -> dict[str, An
     Args:
         kind: ``"classification"`` or ``"segmentation"``.
         datalist: Path from :func:`tiny_classification_data` / :func:`tiny_segmentation_data`.
-        **overrides: Top-level sections to replace (merged shallowly per section).
+        **overrides: Top-level sections: ``objective`` replaces the default objective; other mappings merge
+            shallowly into their section.
     """
     from mednas.testing._conformance import TINY_OPTIONS as OPTIONS
 
@@ -118,7 +119,7 @@ def tiny_task(kind: str, datalist: str | Path, **overrides: Any) -> dict[str, An
             "training": {"shape": [24, 24, 24], "batch_size": 2, "epochs": 3, "augment": False},
         }
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(task.get(key), dict):
+        if isinstance(value, dict) and isinstance(task.get(key), dict) and key != "objective":
             task[key] = {**task[key], **value}
         else:
             task[key] = value

@@ -9,6 +9,7 @@ from mednas.train._loop import (
     TrainingDiverged,
     fit,
     predict,
+    save_weights,
     select_device,
 )
 from mednas.train._losses import make_loss
@@ -23,6 +24,7 @@ __all__ = [
     "fit",
     "make_loss",
     "predict",
+    "save_weights",
     "seed_everything",
     "select_device",
 ]

@@ -22,7 +22,7 @@ from mednas.data import ArrayData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochResult", "FitResult", "FitSettings", "TrainingDiverged", "fit", "predict", "select_device"]
+__all__ = ["EpochResult", "FitResult", "FitSettings", "TrainingDiverged", "fit", "predict", "save_weights", "select_device"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,6 +51,12 @@ class FitSettings:
         schedule: ``"cosine"`` or ``"none"`` learning-rate schedule.
         divisor: Pad inputs so each spatial size is a multiple of this (networks that downsample by it).
         class_weights: Per-class loss weights (classification CE), or None.
+        patch: Segmentation: train on one random patch of this spatial size per case and batch, and predict
+            by sliding-window inference (None: whole inputs). See :mod:`mednas.train._patches`.
+        patch_overlap: Overlap of neighbouring sliding windows (fraction of the patch).
+        patch_foreground: Probability that a training patch is centred on a random foreground voxel.
+        sampling: ``"uniform"`` (each case once per epoch) or ``"balanced"`` (cases drawn with replacement so
+            each class, or cases with and without findings for segmentation, come equally often).
     """
 
     problem: str
@@ -70,6 +76,10 @@ class FitSettings:
     schedule: str = "none"
     divisor: int | tuple[int, ...] = 1
     class_weights: tuple[float, ...] | None = None
+    patch: tuple[int, ...] | None = None
+    patch_overlap: float = 0.25
+    patch_foreground: float = 0.33
+    sampling: str = "uniform"
 
 
 @dataclass
@@ -149,11 +159,14 @@ def _crop(y: Any, shape: tuple[int, ...]) -> Any:
     return y[index]
 
 
-def predict(model: Any, images: np.ndarray, *, problem: str, batch_size: int, device: str, divisor: int | tuple[int, ...] = 1) -> np.ndarray:
+def predict(model: Any, images: np.ndarray, *, problem: str, batch_size: int, device: str, divisor: int | tuple[int, ...] = 1,
+            patch: tuple[int, ...] | None = None, overlap: float = 0.25) -> np.ndarray:
     """Run the model in eval mode.
 
     Args:
         images: ``(N, C, *spatial)`` float32.
+        patch: Segmentation: sliding-window inference with windows of this size (None: whole inputs).
+        overlap: Overlap of neighbouring windows.
 
     Returns:
         Classification: class probabilities ``(N, n_classes)``; segmentation: label maps ``(N, *spatial)`` uint8.
@@ -168,7 +181,13 @@ def predict(model: Any, images: np.ndarray, *, problem: str, batch_size: int, de
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(images[start : start + batch_size]).to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", enabled=amp):
-                logits = model(_pad(x, divisor))
+                if patch is not None and problem == "segmentation":
+                    from mednas.train._patches import sliding_window_logits
+
+                    logits = sliding_window_logits(lambda p: _crop(model(_pad(p, divisor)), tuple(p.shape[2:])), x, patch,
+                                                   overlap=overlap)
+                else:
+                    logits = model(_pad(x, divisor))
             logits = logits.float()
             if problem == "classification":
                 outs.append(torch.softmax(logits, dim=1).cpu().numpy())
@@ -189,6 +208,19 @@ def _flip_batch(x: Any, y: Any, gen: Any, problem: str) -> tuple[Any, Any]:
     return x, y
 
 
+def _balanced_weights(train: ArrayData, problem: str) -> Any:
+    """Per-case sampling weights that make each class (or finding / no finding) equally likely."""
+    import torch
+
+    if problem == "classification":
+        groups = train.labels.astype(np.int64)
+    else:
+        groups = (train.labels.reshape(len(train), -1) > 0).any(axis=1).astype(np.int64)
+    counts = np.bincount(groups)
+    weights = 1.0 / counts[groups]
+    return torch.as_tensor(weights, dtype=torch.float64)
+
+
 def _make_optimizer(model: Any, s: FitSettings) -> Any:
     import torch
 
@@ -207,6 +239,12 @@ def _loss_value(loss_fn: Any, out: Any, y: Any, n_spatial: int) -> Any:
         weights = [0.5**i for i in range(len(heads))]
         return sum(w * loss_fn(h, y) for w, h in zip(weights, heads)) / sum(weights)
     return loss_fn(out, y)
+
+
+def save_weights(path: str | os.PathLike[str], state_dict: dict[str, Any]) -> Path:
+    """Write a ``state_dict`` atomically (``torch.save``; load it with ``torch.load(..., weights_only=True)``)."""
+    _save_checkpoint(Path(path), state_dict)
+    return Path(path)
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -296,13 +334,16 @@ def fit(
     labels_t = torch.from_numpy(train.labels.astype(np.int64) if settings.problem == "classification" else train.labels.astype(np.int64))
     n = len(train)
     bs = max(1, min(settings.batch_size, n))
+    sample_weights = _balanced_weights(train, settings.problem) if settings.sampling == "balanced" else None
     t0 = time.perf_counter()
-    stale = 0
-    stopped_early = False
-    for epoch in range(start_epoch, settings.epochs + 1):
+    # A resumed run keeps counting epochs without improvement, and does not train on past an early stop.
+    stale = start_epoch - 1 - best_epoch if start_epoch > 1 else 0
+    stopped_early = settings.patience is not None and start_epoch > 1 and stale >= settings.patience
+    last_epoch = start_epoch - 1 if stopped_early else settings.epochs
+    for epoch in range(start_epoch, last_epoch + 1):
         te = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=gen)
+        order = torch.multinomial(sample_weights, n, replacement=True, generator=gen) if sample_weights is not None else torch.randperm(n, generator=gen)
         total, count = 0.0, 0
         # Drop a last batch of one: BatchNorm cannot train on it.
         n_batches = max(1, n // bs if n % bs == 1 and n > bs else math.ceil(n / bs))
@@ -310,6 +351,10 @@ def fit(
             idx = order[b * bs : (b + 1) * bs]
             x = images_t[idx]
             y = labels_t[idx]
+            if settings.patch is not None and settings.problem == "segmentation":
+                from mednas.train._patches import random_patches
+
+                x, y = random_patches(x, y, settings.patch, gen, foreground=settings.patch_foreground)
             if settings.augment:
                 x, y = _flip_batch(x, y, gen, settings.problem)
             x = x.to(device, non_blocking=True)
@@ -337,7 +382,8 @@ def fit(
         if scheduler is not None:
             scheduler.step()
         train_loss = total / max(1, count)
-        outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor)
+        outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor,
+                          patch=settings.patch, overlap=settings.patch_overlap)
         value, metrics = evaluate(outputs, val)
         value = float(value) if value is not None and np.isfinite(value) else -math.inf
         result = EpochResult(epoch, train_loss, value, metrics, time.perf_counter() - te)
@@ -375,7 +421,8 @@ def fit(
     if best_outputs is None and best_state is not None:
         # Resumed after the best epoch: recompute the validation predictions from the best weights.
         model.load_state_dict(best_state)
-        best_outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor)
+        best_outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor,
+                          patch=settings.patch, overlap=settings.patch_overlap)
     losses = [h.train_loss for h in history]
     values = [h.value for h in history]
     learned = bool(

@@ -1,0 +1,465 @@
+"""Retrain the search's best candidates at full fidelity, test them once, and measure the proxy's fidelity.
+
+For each of the top-k trials (by proxy objective; from the Pareto front in a multi-objective study) the spec
+is rebuilt for the full input shape and trained with early stopping on the validation objective; the operating
+point is chosen on validation and the held-out test split is evaluated once, at that operating point, with
+bootstrap intervals over patients. Each candidate writes ``retrain/<n>/`` (see docs/run-directory.md) and keeps
+a per-epoch checkpoint, so a killed retrain continues the candidate it was training and skips finished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mednas.config import TaskConfig
+from mednas.data import ArrayData, DataPlan
+from mednas.errors import RunDirError
+from mednas.retrain._fidelity import proxy_fidelity
+from mednas.retrain._full import PATCH_OVERLAP, FullFidelity, fit_spec, full_fidelity, space_for
+from mednas.rundir import RunDir
+
+logger = logging.getLogger("mednas.retrain")
+
+__all__ = ["RetrainResult", "run_retrain", "select_candidates"]
+
+
+@dataclass
+class RetrainResult:
+    """What :func:`run_retrain` returns.
+
+    Args:
+        run_dir: The run directory.
+        candidates: Each candidate's ``retrain/<n>/metrics.json`` record, in the proxy's order.
+        fidelity: The ``proxy_fidelity`` record.
+        summary: The updated ``summary.json``.
+    """
+
+    run_dir: Path
+    candidates: list[dict[str, Any]]
+    fidelity: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def select_candidates(study: Any, k: int) -> list[Any]:
+    """Return the ``k`` trials to retrain, best proxy objective first.
+
+    Single objective: the best complete trials (:func:`mednas.search.best_trials`: trials that violate a
+    constraint are left out, candidates that never started learning come last). Several objectives: the Pareto
+    front (:func:`mednas.search.pareto_front`), ordered by the first objective, at most ``k``. A trial that
+    re-used the score of an identical architecture (``duplicate_of``) is skipped: that architecture is
+    retrained once.
+    """
+    from optuna.trial import TrialState
+
+    from mednas.search import best_trials, pareto_front
+
+    if len(study.directions) > 1:
+        ranked = pareto_front(study)
+        if len(ranked) < k:
+            logger.info("the Pareto front has %d trials (fewer than --top-k %d): retraining all of them", len(ranked), k)
+    else:
+        n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        ranked = best_trials(study, max(1, n_complete))
+    chosen: list[Any] = []
+    seen: set[str] = set()
+    for t in ranked:
+        spec_hash = t.user_attrs.get("spec_hash")
+        if "duplicate_of" in t.user_attrs or (spec_hash and spec_hash in seen):
+            continue
+        if spec_hash:
+            seen.add(spec_hash)
+        chosen.append(t)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def _open_run_study(rd: RunDir, task: TaskConfig, storage: str | None, study_name: str | None) -> Any:
+    import optuna
+
+    from mednas.config import config_hash
+    from mednas.search import make_storage
+
+    if storage is None and not rd.study_db.exists():
+        raise RunDirError(f"{rd.root}: study.db is missing; pass the --storage (and --study-name) the search used")
+    url = storage or rd.default_storage()
+    summary = rd.read_json(rd.summary) if rd.summary.exists() else {}
+    name = study_name or (summary.get("study") or {}).get("name") or task.name
+    try:
+        study = optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        raise RunDirError(f"{rd.root}: no study named {name!r} in its storage; pass the --storage/--study-name the search used") from None
+    recorded = study.user_attrs.get("config_hash")
+    if recorded and recorded != config_hash(task):
+        raise RunDirError(f"{rd.root}: study {name!r} was created from a different configuration than resolved.yaml "
+                          f"(hash {recorded}, run {config_hash(task)}); pass the right --storage/--study-name")
+    return study
+
+
+def _load_spec(rd: RunDir, task: TaskConfig, plan: DataPlan, trial: Any) -> Any:
+    """The trial's spec from ``trials/<n>/spec.json``, or re-sampled from its parameters (another machine's trial)."""
+    from mednas.spec import ArchSpec
+
+    path = rd.trial_dir(trial.number) / "spec.json"
+    if path.exists():
+        return ArchSpec.from_dict(rd.read_json(path))
+    from mednas.search import proxy_context
+    from mednas.testing import ReplayTrial
+
+    family = trial.params.get("family")
+    if not family:
+        raise RunDirError(f"{rd.root}: trial {trial.number} has no spec.json and no recorded family")
+    replay = ReplayTrial(trial.params)
+    replay.suggest_categorical("family", [family])
+    return space_for(task, family).sample(replay, proxy_context(task, plan))
+
+
+class _Log:
+    """A candidate's ``log.txt`` (appended across sessions, rewritten atomically) mirrored to the logger."""
+
+    def __init__(self, rd: RunDir, path: Path) -> None:
+        self.rd, self.path = rd, path
+        self.lines = path.read_text().splitlines() if path.exists() else []
+
+    def __call__(self, msg: str, level: int = logging.INFO) -> None:
+        self.lines.append(f"{time.strftime('%H:%M:%S')} {msg}")
+        self.rd.write_text(self.path, "\n".join(self.lines) + "\n")
+        logger.log(level, "%s", msg)
+
+
+def run_retrain(
+    run_dir: str | os.PathLike[str],
+    *,
+    top_k: int = 3,
+    epochs: int | None = None,
+    patch: list[int] | tuple[int, ...] | None = None,
+    device: str | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    show_progress: bool = True,
+) -> RetrainResult:
+    """Retrain the top-k candidates of a search at full fidelity, test them once, and record proxy fidelity.
+
+    Args:
+        run_dir: A run directory written by ``mednas search``.
+        top_k: How many candidates to retrain.
+        epochs: Maximum epochs (default: the task's ``training.epochs``).
+        patch: Patch size for patch training with sliding-window validation (default: ``training.patch``).
+        device: ``auto``, ``cpu`` or ``cuda[:N]`` (default: the task's).
+        storage: Optuna storage URL the search used (default: ``study.db`` in the run directory).
+        study_name: Study name (default: the one in ``summary.json``, else the task name).
+        show_progress: Progress bar on stderr (``MEDNAS_NO_PROGRESS=1`` also disables it).
+
+    Returns:
+        The candidates' records, the fidelity record and the updated summary.
+
+    Raises:
+        RunDirError: For a directory without a search, or a study with no completed trial.
+
+    Example:
+        >>> result = run_retrain("runs/demo-xray-nodule", top_k=3)  # doctest: +SKIP
+        >>> result.fidelity["kendall_tau"]  # doctest: +SKIP
+    """
+    from mednas.config import load_task, load_yaml
+    from mednas.data import plan_data, read_or_create_salt
+    from mednas.train import select_device
+
+    if top_k < 1:
+        from mednas.errors import ConfigError
+
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    rd = RunDir(run_dir)
+    rd.require(rd.resolved, rd.splits, step="retrain")
+    task = load_task(load_yaml(rd.resolved))
+    dev = select_device(device or task.device)
+    study = _open_run_study(rd, task, storage, study_name)
+    candidates = select_candidates(study, top_k)
+    if not candidates:
+        raise RunDirError(f"{rd.root}: no completed trial to retrain (run `mednas search` first)")
+    salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared"))
+    bar = _Progress(len(candidates), enabled=show_progress)
+    try:
+        plan = plan_data(task, rd, salt=salt, progress=bar.stage)
+        full = full_fidelity(task, plan.full_shape, epochs=epochs, patch=patch)
+        if task.training.patch and full.patch is None and patch is None:
+            logger.info("training.patch covers the whole input %s: training on whole inputs", list(full.shape))
+        logger.info("retrain %s: top %d of %s, %s, up to %d epochs (patience %d)%s, device %s", task.name, len(candidates),
+                    rd.root, "x".join(map(str, full.shape)), full.epochs, full.patience,
+                    f", patches {'x'.join(map(str, full.patch))}" if full.patch else "", dev)
+        data = _Arrays(plan, full.shape, bar)
+        records = []
+        for i, trial in enumerate(candidates):
+            bar.candidate(i, trial.number)
+            records.append(_retrain_one(task, rd, plan, study, trial, full, data, dev, bar))
+    finally:
+        bar.close()
+    fidelity = _fidelity(task, study, candidates, records)
+    if fidelity.get("warning"):
+        logger.warning("%s", fidelity["warning"])
+    summary = _update_summary(rd, task, full, candidates, records, fidelity, top_k)
+    return RetrainResult(rd.root, records, fidelity, summary)
+
+
+class _Arrays:
+    """Full-shape arrays, loaded once; the test split only when a finished candidate is evaluated."""
+
+    def __init__(self, plan: DataPlan, shape: tuple[int, ...], bar: _Progress) -> None:
+        self.plan, self.shape, self.bar = plan, shape, bar
+        self._train: ArrayData | None = None
+        self._val: ArrayData | None = None
+        self._test: ArrayData | None = None
+
+    def train_val(self) -> tuple[ArrayData, ArrayData]:
+        if self._train is None or self._val is None:
+            self._train = self.plan.arrays("train", self.shape, progress=lambda d, t: self.bar.stage("full-size train", d, t))
+            self._val = self.plan.arrays("val", self.shape, progress=lambda d, t: self.bar.stage("full-size val", d, t))
+            logger.info("full fidelity %s: %d train / %d val cases", list(self.shape), len(self._train), len(self._val))
+        return self._train, self._val
+
+    def test(self) -> ArrayData:
+        if self._test is None:
+            # The only place mednas reads the held-out test split: after training, once per candidate's final model.
+            self._test = self.plan.arrays("test", self.shape, allow_test=True)
+        return self._test
+
+
+def _same_budget(record: dict[str, Any], full: FullFidelity, seed: int) -> bool:
+    wanted = full.to_dict()
+    return all(record.get(k) == v for k, v in wanted.items()) and record.get("seed") == seed
+
+
+def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial: Any, full: FullFidelity,
+                 data: _Arrays, device: str, bar: _Progress) -> dict[str, Any]:
+    from mednas.io._atomic import read_json
+    from mednas.train import TrainingDiverged, derive_seed
+
+    n = trial.number
+    cdir = rd.retrain_dir(n)
+    metrics_path, ckpt = cdir / "metrics.json", cdir / "checkpoint.pt"
+    seed = derive_seed(task.search.seed, n)
+    previous = read_json(metrics_path) if metrics_path.exists() else None
+    if previous is not None and previous.get("state") == "complete" and _same_budget(previous, full, seed):
+        ckpt.unlink(missing_ok=True)
+        logger.info("trial %d: already retrained (val %s = %.4f); skipped", n, task.objective.name, previous["val"]["objective"])
+        bar.done(previous["val"]["objective"], n)
+        return previous
+    cdir.mkdir(parents=True, exist_ok=True)
+    log = _Log(rd, cdir / "log.txt")
+    if previous is not None and not _same_budget(previous, full, seed):
+        if ckpt.exists():
+            log("settings changed since the last session (shape, patch, epochs or patience): starting this candidate afresh")
+        ckpt.unlink(missing_ok=True)
+    spec = _load_spec(rd, task, plan, trial)
+    adapted = space_for(task, spec.family).adapt_to_shape(spec, full.net_shape)
+    rd.write_json(cdir / "spec.json", adapted.to_dict())
+    proxy_rec = _trial_record(rd, n)
+    record: dict[str, Any] = {
+        "trial": n, "state": "running", "reason": None, "seed": seed, **full.to_dict(),
+        "family": spec.family, "target": spec.target, "spec_hash": spec.hash,
+        "preprocessing": _preprocessing(plan),
+        "proxy": {"value": float(trial.values[0]), "values": list(trial.values), "learned": trial.user_attrs.get("learned"),
+                  "seconds": proxy_rec.get("seconds"), "shape": list(plan.proxy_shape), "epochs": task.proxy.epochs},
+    }
+    resumed = ckpt.exists()
+    log(f"{'resuming' if resumed else 'retraining'} trial {n}: {spec.class_name} {spec.hash} (family {spec.family}) at "
+        f"{'x'.join(map(str, full.shape))}, up to {full.epochs} epochs, patience {full.patience}, seed {seed}")
+    train, val = data.train_val()
+
+    def on_epoch(result: Any) -> None:
+        log(f"epoch {result.epoch}/{full.epochs}: loss {result.train_loss:.4f}, {task.objective.name} {result.value:.4f} "
+            f"({result.seconds:.1f}s)")
+        bar.epoch(result.epoch, full.epochs, result.value)
+
+    t0 = time.perf_counter()
+    try:
+        rd.write_json(metrics_path, record)
+        fit_result, model, _, divisor = fit_spec(task, spec, train, val, shape=full.shape, epochs=full.epochs,
+                                                       seed=seed, device=device, full=full, checkpoint=ckpt, on_epoch=on_epoch)
+    except TrainingDiverged as exc:
+        ckpt.unlink(missing_ok=True)  # resuming would diverge again: a re-run starts afresh
+        return _failed(rd, record, metrics_path, f"diverged: {exc}", log, t0, bar)
+    except Exception as exc:  # noqa: BLE001 - one broken candidate must not stop the others
+        log(traceback.format_exc(), logging.DEBUG)
+        return _failed(rd, record, metrics_path, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}", log, t0, bar)
+    result = _finish(task, rd, cdir, record, fit_result, model, divisor, full, data, device, seed)
+    ckpt.unlink(missing_ok=True)
+    log(f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch {result['best_epoch']} of "
+        f"{result['epochs']}{', stopped early' if result['stopped_early'] else ''}), test {task.objective.name} "
+        f"{result['test']['metrics']['objective']['value']:.4f}; {result['seconds']:.1f}s"
+        + ("" if result["learned"] else "; flagged: never started learning"))
+    bar.done(result["val"]["objective"], n)
+    return result
+
+
+def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fit_result: Any, model: Any,
+            divisor: tuple[int, ...], full: FullFidelity, data: _Arrays, device: str, seed: int) -> dict[str, Any]:
+    """Write the best weights, the validation report and the one test evaluation; return the record."""
+    from mednas.metrics._objective import objective_report
+    from mednas.train import predict
+    from mednas.train._loop import save_weights
+
+    save_weights(cdir / "model.pt", fit_result.best_state)
+    _, val = data.train_val()
+    val_report = objective_report(task, fit_result.best_outputs, val, seed=seed)
+    op = val_report.get("operating_point")
+    threshold = op.get("threshold") if op else None
+    if threshold is not None and not math.isfinite(float(threshold)):
+        threshold = None
+    test = data.test()
+    outputs = predict(model, test.images, problem=task.problem, batch_size=task.training.batch_size, device=device,
+                      divisor=divisor, patch=full.patch, overlap=PATCH_OVERLAP)
+    test_report = objective_report(task, outputs, test, seed=seed, threshold=threshold)
+    value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
+    record.update(
+        state="complete",
+        divisor=list(divisor),
+        params=int(sum(p.numel() for p in model.parameters())),
+        val={"objective": value, "metrics": val_report["metrics"]},
+        operating_point=op,
+        test={"metrics": test_report["metrics"], "operating_point": test_report.get("operating_point"),
+              "n_cases": len(test), "threshold_from": "validation" if threshold is not None else None},
+        best_epoch=fit_result.best_epoch,
+        epochs=len(fit_result.history),
+        stopped_early=fit_result.stopped_early,
+        history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value, "seconds": h.seconds}
+                 for h in fit_result.history],
+        # Summed over epochs (and sessions, for a resumed candidate): the cost of training it at full fidelity.
+        seconds=float(sum(h.seconds for h in fit_result.history)),
+        learned=fit_result.learned,
+        weights="model.pt",
+    )
+    rd.write_json(cdir / "metrics.json", record)
+    return record
+
+
+def _failed(rd: RunDir, record: dict[str, Any], path: Path, reason: str, log: Callable[..., None], t0: float,
+            bar: _Progress) -> dict[str, Any]:
+    record.update(state="failed", reason=reason, seconds=time.perf_counter() - t0)
+    rd.write_json(path, record)
+    log(f"failed: {reason} (a re-run retries it)", logging.WARNING)
+    bar.done(None, record["trial"])
+    return record
+
+
+def _trial_record(rd: RunDir, number: int) -> dict[str, Any]:
+    path = rd.trial_dir(number) / "metrics.json"
+    try:
+        return rd.read_json(path) if path.exists() else {}
+    except RunDirError:
+        return {}
+
+
+def _preprocessing(plan: DataPlan) -> dict[str, Any]:
+    p = plan.prep
+    return {"problem": p.problem, "spatial_dims": p.spatial_dims, "in_channels": p.in_channels, "n_classes": p.n_classes,
+            "normalize": p.normalize, "ct_window": list(p.ct_window), "orientation": getattr(p, "orientation", None)}
+
+
+def _fidelity(task: TaskConfig, study: Any, candidates: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    trials = [t.number for t in candidates]
+    proxy = [float(t.values[0]) for t in candidates]
+    full = [r["val"]["objective"] if r.get("state") == "complete" else None for r in records]
+    learned = [t.user_attrs.get("learned") is not False and r.get("learned") is not False for t, r in zip(candidates, records)]
+    maximize = study.directions[0].name == "MAXIMIZE"
+    record = proxy_fidelity(trials, proxy, full, learned, maximize=maximize)
+    record["objective"] = task.objective.name
+    return record
+
+
+def _update_summary(rd: RunDir, task: TaskConfig, full: FullFidelity, candidates: list[Any], records: list[dict[str, Any]],
+                    fidelity: dict[str, Any], top_k: int) -> dict[str, Any]:
+    complete = [r for r in records if r.get("state") == "complete"]
+    best = max(complete, key=lambda r: (r.get("learned") is not False, r["val"]["objective"]), default=None)
+    proxy_s = sum(float(r["proxy"].get("seconds") or 0.0) for r in complete)
+    full_s = sum(float(r.get("seconds") or 0.0) for r in complete)
+    results = []
+    for r in records:
+        row: dict[str, Any] = {"trial": r["trial"], "state": r["state"], "family": r.get("family"), "params": r.get("params"),
+                               "proxy": r["proxy"]["value"], "learned": r.get("learned")}
+        if r.get("state") == "complete":
+            row["val"] = r["val"]["metrics"].get("objective")
+            row["test"] = r["test"]["metrics"].get("objective")
+            row["seconds"] = r.get("seconds")
+        else:
+            row["reason"] = r.get("reason")
+        results.append(row)
+    summary = rd.read_json(rd.summary) if rd.summary.exists() else {"task": task.name}
+    summary["retrain"] = {
+        "top_k": top_k,
+        "candidates": [t.number for t in candidates],
+        "best": best["trial"] if best else None,
+        "shape": list(full.shape),
+        "patch": full.to_dict()["patch"],
+        "max_epochs": full.epochs,
+        "patience": full.patience,
+        "results": results,
+        "failed": [r["trial"] for r in records if r.get("state") != "complete"],
+        "cost": {"proxy_seconds": proxy_s, "full_seconds": full_s,
+                 "full_over_proxy": (full_s / proxy_s) if proxy_s > 0 else None},
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    summary["proxy_fidelity"] = fidelity
+    rd.write_json(rd.summary, summary)
+    return summary
+
+
+class _Progress:
+    """A tqdm bar on stderr: candidate i of k, its epoch, the best full-fidelity objective so far."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.enabled = enabled and os.environ.get("MEDNAS_NO_PROGRESS") != "1"
+        self.bar: Any = None
+        self.total = total
+        self.best: tuple[float, int] | None = None
+        self.prefix = "retrain"
+        self._last = 0.0
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="retrain", unit="candidate", file=sys.stderr, dynamic_ncols=True, leave=True,
+                            mininterval=0.5 if sys.stderr.isatty() else 5.0)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.bar is not None and (force or now - self._last >= self.bar.mininterval):
+            self._last = now
+            self.bar.refresh()
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"retrain [{name} {done}/{total}]" if total else f"retrain [{name}]", refresh=False)
+            self._refresh()
+
+    def candidate(self, i: int, trial: int) -> None:
+        self.prefix = f"retrain [candidate {i + 1}/{self.total}: trial {trial}"
+        if self.bar is not None:
+            self.bar.set_description_str(self.prefix + "]", refresh=False)
+            self._refresh(True)
+
+    def epoch(self, epoch: int, epochs: int, value: float) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"{self.prefix} epoch {epoch}/{epochs}, objective {value:.4f}]", refresh=False)
+            self._refresh()
+
+    def done(self, value: float | None, trial: int) -> None:
+        if value is not None and math.isfinite(value) and (self.best is None or value > self.best[0]):
+            self.best = (value, trial)
+        if self.bar is not None:
+            if self.best:
+                self.bar.set_postfix_str(f"best {self.best[0]:.4f} (trial {self.best[1]})", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str("retrain", refresh=False)
+            self.bar.close()
+            self.bar = None
