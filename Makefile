@@ -48,7 +48,7 @@ demo: $(VENV)/.installed-demo
 	$(VENV)/bin/mednas search $(DEMO_TASK) --preset $(DEMO_PRESET) --run-dir $(DEMO_RUN_DIR)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m "not slow and not gpu and not postgres and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "slow and not gpu" $(PYTEST_ARGS)

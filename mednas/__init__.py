@@ -11,7 +11,10 @@ Example:
 
 from __future__ import annotations
 
-from mednas.api import calibrate_proxy, load_config, retrain, search
+# The export package is bound before the api's export() replaces the attribute: imported later for the first
+# time, it would overwrite mednas.export (the function) with itself.
+import mednas.export  # noqa: F401
+from mednas.api import calibrate_proxy, export, load, load_config, predict, retrain, search
 from mednas.errors import ConfigError, DataError, MednasError, RunDirError
 from mednas.spec import ArchSpec, build
 
@@ -26,7 +29,10 @@ __all__ = [
     "__version__",
     "build",
     "calibrate_proxy",
+    "export",
+    "load",
     "load_config",
+    "predict",
     "retrain",
     "search",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 
 from mednas.config import TaskConfig, load_task
 
-__all__ = ["calibrate_proxy", "default_run_dir", "load_config", "retrain", "search"]
+__all__ = ["calibrate_proxy", "default_run_dir", "export", "load", "load_config", "predict", "retrain", "search"]
 
 
 def load_config(
@@ -51,6 +51,10 @@ def search(
     timeout: float | None = None,
     device: str | None = None,
     show_progress: bool = True,
+    workers: int = 1,
+    gpus: Sequence[int] | None = None,
+    trials_per_gpu: int = 1,
+    worker: bool = False,
 ) -> Any:
     """Create or continue a search.
 
@@ -65,6 +69,10 @@ def search(
         timeout: Seconds after which no new trial starts.
         device: ``auto``, ``cpu``, ``cuda``.
         show_progress: Progress bar on stderr.
+        workers: Local worker processes sharing the study (CPU: the cores are split between them).
+        gpus: GPU indices to pack ``trials_per_gpu`` concurrent trials onto.
+        trials_per_gpu: Concurrent proxy trials per GPU.
+        worker: Internal: this process is a worker started by another search.
 
     Returns:
         :class:`mednas.search.SearchResult` with ``run_dir`` and ``summary``.
@@ -81,6 +89,10 @@ def search(
         timeout=timeout,
         device=device,
         show_progress=show_progress,
+        workers=workers,
+        gpus=list(gpus) if gpus else None,
+        trials_per_gpu=trials_per_gpu,
+        worker=worker,
     )
 
 
@@ -93,6 +105,7 @@ def retrain(
     device: str | None = None,
     storage: str | None = None,
     study_name: str | None = None,
+    n_resamples: int = 500,
     show_progress: bool = True,
 ) -> Any:
     """Retrain a search's top-k candidates at full fidelity, test them once, and measure proxy fidelity.
@@ -106,6 +119,7 @@ def retrain(
         device: ``auto``, ``cpu``, ``cuda``.
         storage: Optuna storage URL the search used (default: SQLite in the run directory).
         study_name: Study name (default: the search's).
+        n_resamples: Bootstrap resamples (over patients) for the validation and test intervals.
         show_progress: Progress bar on stderr.
 
     Returns:
@@ -119,7 +133,7 @@ def retrain(
     from mednas.retrain import run_retrain
 
     return run_retrain(run_dir, top_k=top_k, epochs=epochs, patch=list(patch) if patch else None, device=device,
-                       storage=storage, study_name=study_name, show_progress=show_progress)
+                       storage=storage, study_name=study_name, n_resamples=n_resamples, show_progress=show_progress)
 
 
 def calibrate_proxy(
@@ -173,3 +187,91 @@ def calibrate_proxy(
         device=device,
         show_progress=show_progress,
     )
+
+
+def export(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    formats: str | Sequence[str] | None = None,
+    schema: str | os.PathLike[str] | None = None,
+    license_file: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Export the run's best candidate as a verified MONAI bundle (atomically; nothing is written on failure).
+
+    The source is the best retrained candidate, or, where none was retrained, the best proxy candidate, which
+    the metadata, model card, summary and CLI output flag as "proxy candidate, not retrained".
+
+    Args:
+        run_dir: Run directory of a search (and, ideally, a retrain).
+        out: Bundle folder (default ``RUN_DIR/bundle``); an earlier mednas bundle there is replaced.
+        formats: ``"onnx,torchscript"`` (default), or one of them; the state dict is always written.
+        schema: MONAI's ``meta_schema_20240725.json`` to check the metadata against offline (default
+            ``$MEDNAS_BUNDLE_SCHEMA``; never downloaded).
+        license_file: Text of the bundle's ``LICENSE``.
+
+    Returns:
+        :class:`mednas.export.ExportResult` (``path``, ``source``, ``trial``, ``conversions`` with each format's
+        ``max_abs_diff``, ``checks``, ``metadata``).
+
+    Example:
+        >>> result = mednas.export("runs/demo-xray-nodule")  # doctest: +SKIP
+        >>> result.conversions["onnx"]["max_abs_diff"]  # doctest: +SKIP
+        4.7e-07
+    """
+    from mednas.export import export_bundle
+
+    return export_bundle(run_dir, out, formats=formats, schema=schema, license_file=license_file)
+
+
+def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str = "cpu") -> Any:
+    """Verify a bundle's checksums and load it; the returned model predicts from image paths.
+
+    Args:
+        bundle: A folder written by :func:`export`.
+        backend: ``torch`` (state dict, ``weights_only=True``), ``torchscript`` or ``onnx`` (ONNX Runtime).
+        device: Torch device.
+
+    Returns:
+        :class:`mednas.export.BundleModel`: ``model(path)`` gives a :class:`mednas.export.Prediction` with
+        ``label``, ``probabilities`` (classification) or ``mask`` (segmentation, on the input's grid and affine);
+        ``model([p1, p2])`` gives a list.
+
+    Example:
+        >>> model = mednas.load("runs/demo-mri-lesion/bundle")  # doctest: +SKIP
+        >>> model("scan.nii.gz").mask.affine  # doctest: +SKIP
+    """
+    from mednas.export import load_bundle
+
+    return load_bundle(bundle, backend=backend, device=device)
+
+
+def predict(
+    bundle: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+) -> Any:
+    """Run a bundle on images and write the results into ``out``.
+
+    Classification writes ``predictions.csv`` (case, probability per class, finding score, threshold, decision,
+    label); segmentation writes ``<name>_seg.nii.gz`` per input (the input's shape and affine; DICOM series:
+    that series' geometry) and a ``predictions.csv`` of volumes.
+
+    Args:
+        bundle: A folder written by :func:`export` (its checksums are verified first).
+        inputs: DICOM series folders, NIfTI, NRRD, PNG/JPEG files.
+        out: Output folder (created).
+        backend: ``torch``, ``torchscript`` or ``onnx``.
+        device: Torch device.
+
+    Returns:
+        ``(predictions, files written)``.
+    """
+    from mednas.export import load_bundle, predict_to_dir
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    model = load_bundle(bundle, backend=backend, device=device)
+    return predict_to_dir(model, items, out)

@@ -16,11 +16,8 @@ from typing import Any
 
 # Steadier, faster large CPU steps with glibc (see docs/benchmarks.md): must be set before the process starts,
 # so long-running commands re-execute themselves once with these set.
-_MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "17179869184",
-    "MALLOC_TRIM_THRESHOLD_": "17179869184",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
+from mednas._malloc import MALLOC_ENV as _MALLOC_ENV
+
 _HEAVY = {"search", "retrain", "calibrate-proxy"}
 
 
@@ -44,6 +41,13 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only")
     return common
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU indices like 0,1, got {text!r}") from None
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +83,38 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, help="finished trials (complete + pruned) the study should reach")
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default 1)")
+    p.add_argument("--gpus", type=_gpu_list, help="GPU indices to pack trials onto, e.g. 0,1")
+    p.add_argument("--trials-per-gpu", type=int, default=1, help="concurrent proxy trials per GPU (with --gpus)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("retrain", help="retrain the best candidates at full fidelity, test them, measure proxy fidelity",
+                       description="Retrain the top-k candidates of a search at full resolution (early stopping on the "
+                       "validation objective, cosine schedule), choose each operating point on validation, evaluate "
+                       "once on the held-out test split, and record Kendall tau between proxy and full rankings. "
+                       "A killed retrain continues the candidate it was training; finished candidates are skipped.")
+    p.add_argument("run_dir", help="run directory of a search")
+    p.add_argument("--top-k", type=int, default=3, help="candidates to retrain (default 3; the Pareto front for several objectives)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the task's training.epochs)")
+    p.add_argument("--patch", type=int, nargs="+", metavar="N", help="train on random patches of this size with sliding-window validation (default: training.patch)")
+    p.add_argument("--storage", help="Optuna storage URL the search used (default: SQLite in the run directory)")
+    p.add_argument("--study-name", help="study name (default: the search's)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
+    p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser("calibrate-proxy", help="measure which proxy setting ranks candidates like full training",
+                       description="Train random specs from the task's search spaces at a grid of proxy settings "
+                       "(resolution scale x epochs, plus the task's own proxy) and at full fidelity; print Kendall tau "
+                       "and cost per setting and recommend the cheapest setting that reaches --min-tau. Never reads the test split.")
+    _add_task_args(p)
+    p.add_argument("--run-dir", help="where calibration.json goes (default: runs/<task name>-calibration)")
+    p.add_argument("--specs", type=int, default=8, metavar="M", help="random specs to train (default 8)")
+    p.add_argument("--grid", metavar="SCALExEPOCHS,...", help="proxy settings, e.g. 0.25x2,0.5x5 (default: scales 0.25 and 0.5 x epochs 2 and 5)")
+    p.add_argument("--min-tau", type=float, default=0.6, help="Kendall tau the recommended setting must reach (default 0.6)")
+    p.add_argument("--full-epochs", type=int, help="maximum full-fidelity epochs (default: the task's training.epochs)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("validate", help="check a task file and its data",
                        description="Read every case of a task, print the fingerprint summary and split sizes, and list every bad case (exit status 3 if any).")
@@ -93,6 +128,32 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", help="series to read from a folder of several (key, number or description)")
     p.add_argument("--json", action="store_true", help="print JSON (for an image, exactly the keys shape, spacing, affine, dtype, min, max, mean, modality)")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("export", help="write the best candidate as a verified MONAI bundle",
+                       description="Write the best retrained candidate (or, where none was retrained, the best proxy "
+                       "candidate, flagged as such) as a MONAI bundle: inference.json, metadata, state dict, TorchScript "
+                       "and ONNX checked against PyTorch (max |diff| <= 1e-4), model card, search record, checksums. "
+                       "Built in a temporary folder and renamed into place only once every check passed.")
+    p.add_argument("run_dir", help="run directory of a search (and retrain)")
+    p.add_argument("--out", help="bundle folder (default: RUN_DIR/bundle; an earlier mednas bundle there is replaced)")
+    p.add_argument("--format", default="onnx,torchscript", metavar="FORMATS",
+                   help="exported formats besides the state dict: onnx,torchscript (default), onnx, or torchscript")
+    p.add_argument("--schema", metavar="FILE", help="MONAI's meta_schema_20240725.json to check the metadata against, "
+                   "offline (default: $MEDNAS_BUNDLE_SCHEMA; without it the schema's required fields are checked)")
+    p.add_argument("--license", metavar="FILE", help="text for the bundle's LICENSE (default: a notice that no licence was chosen)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="run an exported bundle on images",
+                       description="Verify a bundle's checksums, load it (weights_only) and predict. Classification "
+                       "writes OUT/predictions.csv (probabilities, decision at the exported threshold); segmentation "
+                       "writes OUT/<name>_seg.nii.gz on each input's own grid and affine, and OUT/predictions.csv.")
+    p.add_argument("bundle", help="bundle folder written by mednas export")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM series folder, NIfTI, NRRD, PNG or JPEG file")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--backend", choices=["torch", "torchscript", "onnx"], default="torch",
+                   help="run the state dict in PyTorch (default), the TorchScript module, or the ONNX model")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("spaces", help="list the search-space families")
     p.add_argument("pattern", nargs="?", default="*")
@@ -155,8 +216,103 @@ def _cmd_search(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         device=args.device,
         show_progress=not args.quiet,
+        workers=args.workers,
+        gpus=args.gpus,
+        trials_per_gpu=args.trials_per_gpu,
+        worker=args.worker,
     )
-    _print_search_summary(result.summary, result.run_dir)
+    if not args.worker:
+        _print_search_summary(result.summary, result.run_dir)
+    return 0
+
+
+def _fmt_value(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.1f}s" if s < 10 else f"{s:.0f}s"
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print(indent + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _print_retrain(result: Any) -> None:
+    s = result.summary
+    r = s.get("retrain", {})
+    fid = result.fidelity
+    name = fid.get("objective") or (s.get("objective") or {}).get("names", ["objective"])[0]
+    patch = r.get("patch")
+    print(f"\nmednas retrain: {s.get('task')} -> {result.run_dir}")
+    print(f"  full fidelity: {'x'.join(map(str, r.get('shape', [])))}"
+          + (f" (patches {'x'.join(map(str, patch['size']))}, sliding-window validation)" if patch else "")
+          + f", up to {r.get('max_epochs')} epochs, early stopping after {r.get('patience')}; objective {name}")
+    rows = []
+    for c in result.candidates:
+        if c.get("state") != "complete":
+            rows.append([str(c["trial"]), c.get("family") or "", "", _fmt_value(c["proxy"]["value"]), f"{c['state']}: {c.get('reason')}", "", ""])
+            continue
+        test = c["test"]["metrics"]
+        extra = ""
+        if "sensitivity" in test and "specificity" in test:
+            extra = f"sens {_fmt_ci(test['sensitivity'])}, spec {_fmt_ci(test['specificity'])}"
+        elif "dice" in test:
+            extra = f"dice {_fmt_ci(test['dice'])}"
+        flag = "" if c.get("learned") is not False else " (never learned)"
+        rows.append([str(c["trial"]), c.get("family") or "", f"{c.get('params') or 0:,}", _fmt_value(c["proxy"]["value"]),
+                     _fmt_ci(c["val"]["metrics"].get("objective")) + flag, _fmt_ci(test.get("objective")), extra])
+    _print_table(["trial", "family", "params", "proxy (val)", "full val (95% CI)", "test (95% CI)", "test metrics at the val operating point"], rows)
+    if r.get("best") is not None:
+        print(f"  best at full fidelity: trial {r['best']} ({result.run_dir}/retrain/{r['best']}/model.pt)")
+    cost = r.get("cost") or {}
+    if cost.get("full_over_proxy"):
+        print(f"  cost: {_fmt_seconds(cost['full_seconds'])} full-fidelity training vs {_fmt_seconds(cost['proxy_seconds'])} proxy "
+              f"({cost['full_over_proxy']:.1f}x)")
+    if fid.get("kendall_tau") is not None:
+        print(f"  proxy fidelity over {fid['n']} candidates: Kendall tau {fid['kendall_tau']:.2f}, Spearman "
+              f"{fid['spearman']:.2f}, top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
+    else:
+        print(f"  proxy fidelity: Kendall tau n/a ({fid.get('reason')}); top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
+    print(f"    ({fid['ceiling']['note']})")
+    if fid.get("n_not_learning"):
+        print(f"    {fid['n_not_learning']} candidate(s) never started learning (trials "
+              f"{', '.join(map(str, fid['not_learning']))}): flagged, not ranked")
+    if fid.get("warning"):
+        print(f"  WARNING: {fid['warning']}")
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from mednas import api
+
+    result = api.retrain(args.run_dir, top_k=args.top_k, epochs=args.epochs, patch=args.patch, device=args.device,
+                         storage=args.storage, study_name=args.study_name, show_progress=not args.quiet)
+    _print_retrain(result)
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from mednas import api
+
+    result = api.calibrate_proxy(args.task, presets=args.preset, overrides=args.overrides, run_dir=args.run_dir,
+                                 n_specs=args.specs, grid=args.grid, min_tau=args.min_tau, full_epochs=args.full_epochs,
+                                 device=args.device, show_progress=not args.quiet)
+    rec = result.record
+    full = rec["full"]
+    print(f"\nmednas calibrate-proxy: {rec['task']}, {len(rec['specs'])} random specs -> {result.run_dir}/calibration.json")
+    print(f"  full fidelity: {'x'.join(map(str, full['shape']))}, up to {full['max_epochs']} epochs: {_fmt_seconds(full['seconds'])} in all"
+          + (f"; {full['n_not_learning']} spec(s) never learned (left out of tau)" if full.get("n_not_learning") else ""))
+    rows = []
+    for row in rec["settings"]:
+        rows.append([row["setting"], "x".join(map(str, row["shape"])), str(row["epochs"]),
+                     _fmt_value(row["kendall_tau"], 2), _fmt_value(row["spearman"], 2), _fmt_value(row["top1_regret"], 3),
+                     _fmt_seconds(row["seconds"]), f"{row['cost_fraction']:.0%}" if row["cost_fraction"] is not None else "n/a",
+                     str(row["n_not_learning"])])
+    _print_table(["setting", "shape", "epochs", "tau", "rho", "regret", "cost", "of full", "not learning"], rows)
+    print(f"  {rec['ceiling']['note']}")
+    print(f"  {rec['recommendation']['message']}")
     return 0
 
 
@@ -194,6 +350,60 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(dumps_json(result.get("image", result)))
     else:
         print(format_summary(f"{args.path} [series {args.series}]" if args.series else args.path, result))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mednas import api
+
+    result = api.export(args.run_dir, args.out, formats=args.format, schema=args.schema, license_file=args.license)
+    m = result.metadata["mednas"]
+    print(f"\nmednas export: {m['task']['name']} -> {result.path}")
+    source = ("PROXY CANDIDATE, NOT RETRAINED (short low-resolution proxy weights; run `mednas retrain` first "
+              "for a model worth validating)" if result.is_proxy else "retrained at full fidelity")
+    print(f"  source: trial {result.trial}, {m['spec']['target']} ({m['params']:,} parameters), {source}")
+    p = m["pipeline"]
+    print(f"  inputs resized to {'x'.join(map(str, p['shape']))} ({p['resize_mode']}), normalisation {p['normalize']}"
+          + (f", reoriented to {p['orientation']}" if p.get("orientation") else "")
+          + (f", sliding windows {'x'.join(map(str, p['patch']))}" if p.get("patch") else ""))
+    if p.get("threshold") is not None:
+        op = m.get("operating_point") or {}
+        print(f"  operating threshold {p['threshold']:.4f} on the finding score ({op.get('rule')}, chosen on validation)")
+    for split, metrics in (m.get("metrics") or {}).items():
+        shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in sorted(metrics.items())
+                          if k in ("objective", "auroc", "sensitivity", "specificity", "dice", "lesion_sensitivity"))
+        print(f"  {split}: {shown}")
+    for fmt, conv in result.conversions.items():
+        print(f"  {fmt} ({conv['method']}): max |diff| from eager PyTorch {conv['max_abs_diff']:.2e} over "
+              f"{conv['n_inputs']} inputs (tolerance {conv['tolerance']:.0e}), {conv['seconds']:.1f}s")
+    chk = result.checks
+    agreement = chk.get("pipeline_agreement") or {}
+    print(f"  checks: metadata ({chk.get('metadata')}), network in/out (monai.bundle verify_net_in_out), "
+          f"mednas predict = inference.json (max |diff| {agreement.get('max_abs_diff', float('nan')):.1e}), checksums")
+    if m["data"].get("simulated"):
+        print("  data: SIMULATED (the model card says so)")
+    if m["data"].get("augmentation"):
+        print("  data: AUGMENTED COPIES (the model card says so)")
+    print(f"  {len(result.files)} files in {result.seconds:.1f}s; model card: {result.path}/docs/README.md")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mednas import api
+
+    preds, files = api.predict(args.bundle, args.inputs, args.out, backend=args.backend, device=args.device)
+    model_note = preds[0].source if preds else ""
+    print(f"\nmednas predict: {len(preds)} input(s) -> {args.out} ({args.backend}; model: {model_note})")
+    for pred in preds:
+        if pred.mask is not None:
+            counts = {int(v): int(n) for v, n in zip(*np.unique(pred.mask.array, return_counts=True))}
+            print(f"  {pred.case}: mask {'x'.join(map(str, pred.mask.spatial_shape))}, voxels per label {counts}")
+        else:
+            decision = "" if pred.decision is None else f", {'FINDING' if pred.decision else 'no finding'} at {pred.threshold:.4f}"
+            print(f"  {pred.case}: {pred.label} (finding score {pred.finding_score:.4f}{decision})")
+    print(f"  wrote {', '.join(f.name for f in files)}")
     return 0
 
 

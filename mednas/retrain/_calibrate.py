@@ -181,7 +181,6 @@ def calibrate_proxy(
     from mednas.data import plan_data, read_or_create_salt
     from mednas.io._atomic import write_yaml
     from mednas.rundir import environment_info
-    from mednas.spaces import SPACES
     from mednas.train import derive_seed, select_device
 
     rd = RunDir(run_dir)
@@ -193,8 +192,10 @@ def calibrate_proxy(
     try:
         plan = plan_data(task, rd, salt=read_or_create_salt(rd), progress=bar.stage)
         write_yaml(rd.resolved, task_to_dict(task))
-        min_size = max([8] + [SPACES.get(n).min_input_size for n in task.search.spaces
-                              if task.problem in SPACES.get(n).problems])
+        # Small scales are raised to the largest minimum input size among the task's families, so every family
+        # can be sampled and trained at every setting.
+        families = [space_for(task, n) for n in task.search.spaces]
+        min_size = max([8] + [sp.min_input_size for sp in families if task.problem in sp.problems])
         settings = _settings(task, plan, grid, min_size)
         sample_shape = tuple(min(s.shape[a] for s in settings) for a in range(task.spatial_dims))
         specs = _sample_specs(task, plan, sample_shape, n_specs)
@@ -328,8 +329,9 @@ def _recommend(rows: list[dict[str, Any]], min_tau: float, *, complete: bool) ->
         }
     scored = [r for r in rows if r["kendall_tau"] is not None]
     if not scored:
-        return {"setting": None, "message": "no setting could be scored (too few specs learned at full fidelity); "
-                                            "use more --specs or more full epochs"}
+        why = next((r["reason"] for r in rows if r["reason"]), "too few specs learned at full fidelity")
+        return {"setting": None, "message": f"no setting could be scored: {why}; use more --specs, more full-fidelity "
+                                            "epochs or a harder objective"}
     top = max(scored, key=lambda r: r["kendall_tau"])
     return {
         "setting": None, "best_tau_setting": top["setting"], "kendall_tau": top["kendall_tau"],

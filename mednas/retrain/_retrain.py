@@ -145,6 +145,7 @@ def run_retrain(
     device: str | None = None,
     storage: str | None = None,
     study_name: str | None = None,
+    n_resamples: int = 500,
     show_progress: bool = True,
 ) -> RetrainResult:
     """Retrain the top-k candidates of a search at full fidelity, test them once, and record proxy fidelity.
@@ -157,6 +158,7 @@ def run_retrain(
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (default: the task's).
         storage: Optuna storage URL the search used (default: ``study.db`` in the run directory).
         study_name: Study name (default: the one in ``summary.json``, else the task name).
+        n_resamples: Bootstrap resamples (over patients) for the validation and test intervals.
         show_progress: Progress bar on stderr (``MEDNAS_NO_PROGRESS=1`` also disables it).
 
     Returns:
@@ -199,7 +201,7 @@ def run_retrain(
         records = []
         for i, trial in enumerate(candidates):
             bar.candidate(i, trial.number)
-            records.append(_retrain_one(task, rd, plan, study, trial, full, data, dev, bar))
+            records.append(_retrain_one(task, rd, plan, study, trial, full, data, dev, bar, n_resamples))
     finally:
         bar.close()
     fidelity = _fidelity(task, study, candidates, records)
@@ -238,7 +240,7 @@ def _same_budget(record: dict[str, Any], full: FullFidelity, seed: int) -> bool:
 
 
 def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial: Any, full: FullFidelity,
-                 data: _Arrays, device: str, bar: _Progress) -> dict[str, Any]:
+                 data: _Arrays, device: str, bar: _Progress, n_resamples: int) -> dict[str, Any]:
     from mednas.io._atomic import read_json
     from mednas.train import TrainingDiverged, derive_seed
 
@@ -290,7 +292,7 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
     except Exception as exc:  # noqa: BLE001 - one broken candidate must not stop the others
         log(traceback.format_exc(), logging.DEBUG)
         return _failed(rd, record, metrics_path, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}", log, t0, bar)
-    result = _finish(task, rd, cdir, record, fit_result, model, divisor, full, data, device, seed)
+    result = _finish(task, rd, cdir, record, fit_result, model, divisor, full, data, device, seed, n_resamples)
     ckpt.unlink(missing_ok=True)
     log(f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch {result['best_epoch']} of "
         f"{result['epochs']}{', stopped early' if result['stopped_early'] else ''}), test {task.objective.name} "
@@ -301,7 +303,8 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
 
 
 def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fit_result: Any, model: Any,
-            divisor: tuple[int, ...], full: FullFidelity, data: _Arrays, device: str, seed: int) -> dict[str, Any]:
+            divisor: tuple[int, ...], full: FullFidelity, data: _Arrays, device: str, seed: int,
+            n_resamples: int) -> dict[str, Any]:
     """Write the best weights, the validation report and the one test evaluation; return the record."""
     from mednas.metrics._objective import objective_report
     from mednas.train import predict
@@ -309,15 +312,17 @@ def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fi
 
     save_weights(cdir / "model.pt", fit_result.best_state)
     _, val = data.train_val()
-    val_report = objective_report(task, fit_result.best_outputs, val, seed=seed)
+    t_report = time.perf_counter()
+    val_report = objective_report(task, fit_result.best_outputs, val, seed=seed, n_resamples=n_resamples)
+    report_seconds = time.perf_counter() - t_report
     op = val_report.get("operating_point")
-    threshold = op.get("threshold") if op else None
-    if threshold is not None and not math.isfinite(float(threshold)):
-        threshold = None
+    # Classification: the validation threshold, unchanged, even when it is +inf (no validation case could be called
+    # positive within the specificity floor); choosing a threshold on test would flatter the test figures.
+    threshold = float(op["threshold"]) if op and op.get("threshold") is not None else None
     test = data.test()
     outputs = predict(model, test.images, problem=task.problem, batch_size=task.training.batch_size, device=device,
                       divisor=divisor, patch=full.patch, overlap=PATCH_OVERLAP)
-    test_report = objective_report(task, outputs, test, seed=seed, threshold=threshold)
+    test_report = objective_report(task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold)
     value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
     record.update(
         state="complete",
@@ -332,8 +337,9 @@ def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fi
         stopped_early=fit_result.stopped_early,
         history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value, "seconds": h.seconds}
                  for h in fit_result.history],
-        # Summed over epochs (and sessions, for a resumed candidate): the cost of training it at full fidelity.
-        seconds=float(sum(h.seconds for h in fit_result.history)),
+        # Training and validation summed over epochs (and sessions, for a resumed candidate) plus the validation
+        # report: what a proxy trial's `seconds` counts too, so the two compare. The test evaluation is not in it.
+        seconds=float(sum(h.seconds for h in fit_result.history)) + report_seconds,
         learned=fit_result.learned,
         weights="model.pt",
     )

@@ -7,10 +7,10 @@ completed trial; a trial that raises or diverges is recorded as failed with its 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
-import socket
 import sys
 import time
 import traceback
@@ -25,6 +25,7 @@ from mednas.config import TaskConfig, config_hash, task_to_dict
 from mednas.data import ArrayData, DataPlan, plan_data, read_or_create_salt
 from mednas.io._atomic import write_json, write_text, write_yaml
 from mednas.rundir import RunDir, environment_info
+from mednas.search._recovery import Heartbeat, host_tag, recover_stale_trials, retry_of
 from mednas.search._study import open_study
 from mednas.search._summary import pareto_front, write_summary
 
@@ -63,48 +64,6 @@ def proxy_context(task: TaskConfig, plan: DataPlan) -> Any:
         input_shape=plan.proxy_shape,
         full_shape=plan.full_shape,
     )
-
-
-def _host_tag() -> str:
-    import hashlib
-
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fail_dead_local_trials(study: Any) -> int:
-    """Fail RUNNING trials whose worker on this host is gone (a SIGKILLed search), and enqueue a retry.
-
-    Heartbeats catch dead workers on other machines after the grace period; on this host the process table
-    tells at once, so a re-run after a kill continues immediately.
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    host = _host_tag()
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host:
-            continue
-        pid = int(t.user_attrs.get("pid", -1))
-        if pid > 0 and pid != os.getpid() and not _pid_alive(pid):
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker process died (killed or crashed)")
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            retry_of = t.user_attrs.get("retry_of", t.number)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": retry_of, "retried_from": t.number}, skip_if_exists=False)
-            logger.warning("trial %d: its worker (pid %d) is gone; marked failed and queued for retry", t.number, pid)
-            n += 1
-    del optuna
-    return n
 
 
 class _TrialObjective:
@@ -150,11 +109,13 @@ class _TrialObjective:
         tdir.mkdir(parents=True, exist_ok=True)
         seed = derive_seed(task.search.seed, trial.number)
         trial.set_user_attr("seed", seed)
-        trial.set_user_attr("host", _host_tag())
+        trial.set_user_attr("host", host_tag())
         trial.set_user_attr("pid", os.getpid())
         record: dict[str, Any] = {"trial": trial.number, "seed": seed, "state": "running"}
-        if "retry_of" in trial.user_attrs:
-            record["retry_of"] = trial.user_attrs["retry_of"]
+        original = retry_of(trial)
+        if original is not None:
+            record["retry_of"] = original
+            trial.set_user_attr("retry_of", original)
         log_lines: list[str] = []
 
         def log(msg: str) -> None:
@@ -260,11 +221,31 @@ class _TrialObjective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
 
-        seed_everything(seed)
         try:
-            model = build(spec)
-            fit_result = fit(model, self.train, self.val, settings, evaluate, on_epoch=on_epoch)
+            with Heartbeat(trial):
+                try:
+                    seed_everything(seed)
+                    fit_result = fit(build(spec), self.train, self.val, settings, evaluate, on_epoch=on_epoch)
+                except Exception as exc:
+                    if not _is_out_of_memory(exc) or settings.batch_size < 2:
+                        raise
+                    # Out of GPU memory: retry once with half the batch, then give up as infeasible.
+                    _free_gpu_memory()
+                    half = max(1, settings.batch_size // 2)
+                    log(f"out of memory at batch size {settings.batch_size}; retrying with {half}")
+                    record["oom_retry_batch_size"] = half
+                    settings = dataclasses.replace(settings, batch_size=half)
+                    seed_everything(seed)
+                    try:
+                        fit_result = fit(build(spec), self.train, self.val, settings, evaluate, on_epoch=on_epoch)
+                    except Exception as exc2:
+                        if not _is_out_of_memory(exc2):
+                            raise
+                        _free_gpu_memory()
+                        return self._reject(trial, record, tdir, f"out of GPU memory at batch size {half * 2} and {half}", log)
         except optuna.TrialPruned as exc:
+            if record.get("state") == "infeasible":
+                raise  # rejected inside the training block (out of memory twice); already recorded
             record.update(state="pruned", reason=str(exc), seconds=time.perf_counter() - t0)
             self._write_partial_history(trial, record)
             write_json(tdir / "metrics.json", record)
@@ -396,6 +377,24 @@ class _TrialObjective:
         raise _TrialFailed(reason)
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class _TrialFailed(Exception):
     """A candidate failed; Optuna records the trial as FAIL and the search continues."""
 
@@ -466,6 +465,12 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def _count_busy(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
+
+
 def run_search(
     task: TaskConfig,
     run_dir: str | os.PathLike[str],
@@ -476,6 +481,10 @@ def run_search(
     timeout: float | None = None,
     device: str | None = None,
     show_progress: bool = True,
+    workers: int = 1,
+    gpus: list[int] | None = None,
+    trials_per_gpu: int = 1,
+    worker: bool = False,
 ) -> SearchResult:
     """Create or continue the run's study until it has ``n_trials`` finished (complete + pruned) trials.
 
@@ -488,24 +497,37 @@ def run_search(
         timeout: Seconds after which no new trial starts (default: ``task.search.timeout``).
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (default: ``task.device``).
         show_progress: Show a progress bar on stderr.
+        workers: Local worker processes sharing the study (this process is one of them).
+        gpus: GPU indices; ``trials_per_gpu`` workers are packed onto each (overrides ``workers``).
+        trials_per_gpu: Concurrent proxy trials per GPU.
+        worker: This process was started by another ``mednas search`` as a worker: spawn nothing.
 
     Returns:
         The run directory and the summary written to ``summary.json``.
     """
-    import optuna
-
     from mednas.errors import MednasError
+    from mednas.search._workers import plan_slots, spawn_workers, stop_workers
     from mednas.train import select_device
 
     rd = RunDir(run_dir)
     n_target = n_trials or task.search.n_trials
     timeout = timeout if timeout is not None else task.search.timeout
+    slots = plan_slots(workers, gpus, trials_per_gpu, device or task.device) if not worker else []
+    if slots and len(slots) > 1:
+        device = slots[0].device
+        os.environ.update({k: v for k, v in slots[0].env.items() if k == "CUDA_VISIBLE_DEVICES"})
+    threads = os.environ.get("MEDNAS_TORCH_THREADS") or (slots[0].env.get("MEDNAS_TORCH_THREADS") if len(slots) > 1 else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
     dev = select_device(device or task.device)
     created = not rd.root.exists()
-    chash = prepare_run(task, rd, dev)
+    chash = prepare_run(task, rd, dev) if not worker else config_hash(task)
     handler = _setup_file_logging(rd)
     bar: _Progress | None = None
     started = False
+    procs: list[Any] = []
     try:
         url = storage or rd.default_storage()
         name = study_name or task.name
@@ -514,16 +536,21 @@ def run_search(
         salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared"))
         if salt != salt_candidate:
             logger.info("using the shared study's salt")
-        _fail_dead_local_trials(study)
-        logger.info("search %s: %s, run dir %s, device %s", task.name, task.objective.name, rd.root, dev)
+        recover_stale_trials(study)
+        logger.info("search %s: %s, run dir %s, device %s%s", task.name, task.objective.name, rd.root, dev,
+                    f", {len(slots)} workers" if len(slots) > 1 else "")
 
-        bar = _Progress(n_target, _count_finished(study), enabled=show_progress, study=study)
+        bar = _Progress(n_target, _count_finished(study), enabled=show_progress and not worker, study=study)
         plan = plan_data(task, rd, salt=salt, progress=bar.stage)
         bar.stage("proxy cache", 0, 0)
         train = plan.arrays("train", plan.proxy_shape, subset=task.proxy.subset, seed=task.search.seed, progress=lambda d, t: bar.stage("proxy cache (train)", d, t))
         val = plan.arrays("val", plan.proxy_shape, progress=lambda d, t: bar.stage("proxy cache (val)", d, t))
         logger.info("proxy %s (full %s): %d train / %d val cases", list(plan.proxy_shape), list(plan.full_shape), len(train), len(val))
         objective = _TrialObjective(task, plan, rd, train, val, dev, on_epoch=bar.epoch)
+        if len(slots) > 1:
+            # The plan and the proxy cache exist now: workers only read them.
+            procs = spawn_workers(slots, task_file=rd.resolved, run_dir=rd.root, storage=url, study_name=name,
+                                  n_trials=n_target, timeout=timeout)
 
         failures_in_row = 0
         t_start = time.monotonic()
@@ -534,27 +561,47 @@ def run_search(
             from optuna.trial import TrialState
 
             failures_in_row = failures_in_row + 1 if frozen.state == TrialState.FAIL else 0
+            recover_stale_trials(study)
             _drop_weights_outside_top(study, rd, task.search.keep_weights)
             write_summary(task, rd, study, plan=plan)
             bar.trial_done(frozen)
-            if _count_finished(study) >= n_target:
-                study.stop()
-            elif failures_in_row >= task.search.max_failures:
-                logger.error("%d trials failed in a row; stopping (see trials/*/log.txt)", failures_in_row)
-                study.stop()
 
         write_summary(task, rd, study, plan=plan)
-        while _count_finished(study) < n_target:
-            remaining = n_target - _count_finished(study)
-            left = None if timeout is None else timeout - (time.monotonic() - t_start)
-            if left is not None and left <= 0:
-                logger.info("timeout reached")
-                break
-            before = len(study.trials)
-            study.optimize(objective, n_trials=remaining, timeout=left, callbacks=[after_trial],
-                           catch=(_TrialFailed,), gc_after_trial=True, show_progress_bar=False)
-            if failures_in_row >= task.search.max_failures or len(study.trials) == before:
-                break
+        from optuna.storages import fail_stale_trials
+        from optuna.trial import TrialState
+
+        def work() -> None:
+            # One trial per optimize() call: every worker checks the shared count before starting one, so the
+            # study ends at the target instead of each worker running its own quota. When the remaining trials
+            # are running elsewhere, wait: if their worker dies, its retry appears here and is picked up.
+            while _count_finished(study) < n_target:
+                left = None if timeout is None else timeout - (time.monotonic() - t_start)
+                if left is not None and left <= 0:
+                    logger.info("timeout reached")
+                    return
+                if _count_busy(study) < n_target or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(_TrialFailed,),
+                                   gc_after_trial=True, show_progress_bar=False)
+                    if failures_in_row >= task.search.max_failures:
+                        logger.error("%d trials failed in a row; stopping (see trials/*/log.txt)", failures_in_row)
+                        return
+                    continue
+                time.sleep(2.0)
+                fail_stale_trials(study)
+                recover_stale_trials(study)
+                write_summary(task, rd, study, plan=plan)
+                bar.trial_done(None)
+
+        work()
+        if procs:
+            bar.stage("waiting for workers", 0, 0)
+            codes = stop_workers(procs, wait=True, timeout=None if timeout is None else timeout + 600)
+            bad = [slots[i + 1].index for i, c in enumerate(codes) if c != 0]
+            if bad:
+                logger.warning("worker(s) %s exited with an error; see %s", bad, rd.root / "workers")
+            recover_stale_trials(study)
+            work()  # trials of workers that died are retried here
+        recover_stale_trials(study)
         bar.close()
         summary = write_summary(task, rd, study, plan=plan)
         return SearchResult(rd.root, summary)
@@ -568,11 +615,12 @@ def run_search(
             shutil.rmtree(rd.root, ignore_errors=True)
         raise
     finally:
+        if procs:
+            stop_workers([p for p in procs if p.poll() is None], wait=False)
         if bar is not None:
             bar.close()
         logging.getLogger("mednas").removeHandler(handler)
         handler.close()
-        del optuna
 
 
 class _Progress:
@@ -616,10 +664,9 @@ class _Progress:
             self._maybe_refresh()
 
     def trial_done(self, frozen: Any) -> None:
-        from optuna.trial import TrialState
-
-        if self.bar is not None and frozen.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            self.bar.update(1)
+        # Other workers finish trials too: show the study's count, not this process's.
+        if self.bar is not None:
+            self.bar.n = min(self.bar.total, _count_finished(self.study))
         self._update_best()
 
     def close(self) -> None:

@@ -57,6 +57,8 @@ class FitSettings:
         patch_foreground: Probability that a training patch is centred on a random foreground voxel.
         sampling: ``"uniform"`` (each case once per epoch) or ``"balanced"`` (cases drawn with replacement so
             each class, or cases with and without findings for segmentation, come equally often).
+        channels_last: On CUDA, use the channels-last memory format for 2D networks (faster convolutions on
+            tensor cores); ignored on the CPU and in 3D.
     """
 
     problem: str
@@ -80,6 +82,7 @@ class FitSettings:
     patch_overlap: float = 0.25
     patch_foreground: float = 0.33
     sampling: str = "uniform"
+    channels_last: bool = True
 
 
 @dataclass
@@ -331,7 +334,17 @@ def fit(
         logger.info("resuming from %s at epoch %d (best %.4f at epoch %d)", ckpt_path, start_epoch, best_value, best_epoch)
 
     images_t = torch.from_numpy(train.images)
-    labels_t = torch.from_numpy(train.labels.astype(np.int64) if settings.problem == "classification" else train.labels.astype(np.int64))
+    labels_t = torch.from_numpy(train.labels.astype(np.int64))
+    channels_last = device.startswith("cuda") and settings.channels_last and n_spatial == 2
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.startswith("cuda"):
+        # Proxy data is small: keep it on the GPU when it fits (no per-batch copies), else pin it for async copies.
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        if images_t.numel() * 4 + labels_t.numel() * 8 < 0.25 * free:
+            images_t, labels_t = images_t.to(device), labels_t.to(device)
+        else:
+            images_t, labels_t = images_t.pin_memory(), labels_t.pin_memory()
     n = len(train)
     bs = max(1, min(settings.batch_size, n))
     sample_weights = _balanced_weights(train, settings.problem) if settings.sampling == "balanced" else None
@@ -358,6 +371,8 @@ def fit(
             if settings.augment:
                 x, y = _flip_batch(x, y, gen, settings.problem)
             x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             if settings.problem == "segmentation":
                 x = _pad(x, settings.divisor)

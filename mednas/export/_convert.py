@@ -1,0 +1,211 @@
+"""TorchScript and ONNX versions of a network, each checked against eager PyTorch before it is kept.
+
+The comparison runs several float32 inputs of the network's input shape through eager PyTorch, the TorchScript
+module and ONNX Runtime, and records the largest absolute difference of the raw outputs; above
+:data:`TOLERANCE` the export fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mednas.errors import MednasError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMATS", "INSTALL_HINT", "TOLERANCE", "Conversion", "check_onnx_available", "compare_outputs",
+           "export_onnx", "export_torchscript", "sample_inputs"]
+
+#: Largest absolute difference from eager PyTorch (float32) an exported format may show.
+TOLERANCE = 1e-4
+FORMATS = ("torchscript", "onnx")
+INSTALL_HINT = 'pip install "mednas[export]"'
+_N_INPUTS = 3
+
+
+@dataclass
+class Conversion:
+    """One exported format and how it compared with eager PyTorch.
+
+    Args:
+        format: ``"torchscript"`` or ``"onnx"``.
+        file: Path inside the bundle.
+        method: ``script``/``trace`` (TorchScript), ``dynamo``/``torchscript`` exporter (ONNX).
+        max_abs_diff: Largest absolute difference of the raw outputs over all inputs.
+        n_inputs: Inputs compared.
+        seconds: Time to convert and compare.
+        details: Extra facts (ONNX opset, batch axis).
+    """
+
+    format: str
+    file: str
+    method: str
+    max_abs_diff: float
+    n_inputs: int
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form recorded in the metadata."""
+        return {"file": self.file, "method": self.method, "max_abs_diff": float(self.max_abs_diff),
+                "n_inputs": self.n_inputs, "tolerance": TOLERANCE, "seconds": round(self.seconds, 3), **self.details}
+
+
+def check_onnx_available() -> None:
+    """Raise a one-line error naming the install command when ONNX export or ONNX Runtime is missing."""
+    missing = []
+    for module in ("onnx", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise MednasError(f"ONNX export needs {' and '.join(missing)}: {INSTALL_HINT} (or export --format torchscript)")
+
+
+def sample_inputs(in_channels: int, window: Sequence[int], *, seed: int = 0) -> list[Any]:
+    """Return :data:`_N_INPUTS` float32 test batches ``(2, C, *window)``: noise at two scales and a sparse image.
+
+    The inputs are synthetic on purpose: the check is about arithmetic, and no patient data enters the bundle.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, int(in_channels), *[int(s) for s in window])
+    noise = torch.randn(shape, generator=g)
+    wide = torch.randn(shape, generator=g) * 3.0 + 1.0
+    sparse = torch.rand(shape, generator=g) * (torch.rand(shape, generator=g) > 0.7)
+    return [noise, wide, sparse][:_N_INPUTS]
+
+
+def compare_outputs(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
+    """Return the largest absolute difference between matching outputs (``inf`` on a shape mismatch)."""
+    worst = 0.0
+    for a, b in zip(reference, outputs):
+        if a.shape != b.shape:
+            return float("inf")
+        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0)
+    return worst
+
+
+def _eager(model: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        return [model(x).detach().float().numpy() for x in inputs]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' progress prints and deprecation chatter (they are not the user's to act on)."""
+    quiet_loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in quiet_loggers]
+    for lg in quiet_loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(quiet_loggers, levels):
+            lg.setLevel(level)
+
+
+def export_torchscript(model: Any, example: Any, path: Path) -> Conversion:
+    """Script the network (trace it where scripting fails), save it, and compare it with eager PyTorch.
+
+    Args:
+        model: The network in eval mode, on CPU.
+        example: One input batch (for tracing).
+        path: Destination (``models/model.ts``).
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    with _quiet():
+        try:
+            module = torch.jit.script(model)
+            method = "script"
+        except Exception as exc:  # noqa: BLE001 - many MONAI blocks are traceable but not scriptable
+            logger.debug("torch.jit.script failed (%s); tracing instead", str(exc).splitlines()[0] if str(exc) else exc)
+            with torch.no_grad():
+                module = torch.jit.trace(model, example, check_trace=False)
+            method = "trace"
+        torch.jit.save(module.eval(), str(path))
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    inputs = sample_inputs(example.shape[1], example.shape[2:])
+    diff = compare_outputs(_eager(model, inputs), _eager(loaded, inputs))
+    return Conversion("torchscript", "models/model.ts", method, diff, len(inputs), time.perf_counter() - t0)
+
+
+def export_onnx(model: Any, example: Any, path: Path) -> Conversion:
+    """Export the network to one ONNX file (weights inside) with a dynamic batch axis, and compare it in ONNX Runtime.
+
+    Uses PyTorch's default (dynamo) exporter, which needs ``onnxscript``; without it, or where it fails, the
+    TorchScript-based exporter.
+    """
+    import torch
+
+    check_onnx_available()
+    t0 = time.perf_counter()
+    method = "dynamo"
+    error: Exception | None = None
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        method = "torchscript"
+    if method == "dynamo":
+        try:
+            with _quiet():
+                batch = torch.export.Dim("batch", min=1, max=1024)
+                torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["pred"],
+                                  dynamo=True, external_data=False, dynamic_shapes=({0: batch},), verbose=False)
+        except Exception as exc:  # noqa: BLE001 - fall back to the older exporter, say why in the log
+            error = exc
+            method = "torchscript"
+            logger.info("the dynamo ONNX exporter failed (%s); using the TorchScript-based exporter",
+                        (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+    if method == "torchscript":
+        try:
+            with _quiet():
+                torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["pred"],
+                                  dynamo=False, dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}})
+        except Exception as exc:
+            raise MednasError(f"ONNX export failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
+                              + (f" (dynamo exporter: {str(error).splitlines()[0][:120]})" if error else "")) from exc
+    for extra in path.parent.glob(path.name + ".data"):
+        extra.unlink()  # weights are inside the file; a stray external-data file would not be checksummed
+    import onnx
+
+    model_proto = onnx.load(str(path))
+    onnx.checker.check_model(model_proto)
+    opset = max((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    session = onnx_session(path)
+    inputs = sample_inputs(example.shape[1], example.shape[2:])
+    outputs = [session.run(None, {"image": x.numpy()})[0] for x in inputs]
+    diff = compare_outputs(_eager(model, inputs), outputs)
+    return Conversion("onnx", "models/model.onnx", method, diff, len(inputs), time.perf_counter() - t0,
+                      {"opset": opset, "input": "image", "output": "pred", "dynamic_axes": {"image": [0], "pred": [0]}})
+
+
+def onnx_session(path: str | os.PathLike[str]) -> Any:
+    """An ONNX Runtime CPU session using as many threads as torch does."""
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,135 @@
+"""The bundle's ``docs/README.md``: a model card a clinical validation team reads before running the model.
+
+It states what the model is for, what data it saw (and loudly when that data was simulated or augmented), its
+metrics with 95% intervals per split, the operating point, how the architecture was searched, and its limits.
+Everything comes from the metadata the bundle carries; no case or patient is named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["model_card"]
+
+
+def _ci(m: Any) -> str:
+    if not isinstance(m, dict) or m.get("value") is None:
+        return "n/a"
+    ci = m.get("ci95") or [None, None]
+    if ci[0] is None or ci[1] is None:
+        return f"{m['value']:.3f}"
+    return f"{m['value']:.3f} ({ci[0]:.3f}-{ci[1]:.3f})"
+
+
+def _metrics_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    splits = [s for s in ("val", "test") if metrics.get(s)]
+    if not splits:
+        return ["No metrics were recorded."]
+    names = sorted({n for s in splits for n in metrics[s]})
+    head = {"val": "validation (95% CI)", "test": "held-out test (95% CI)"}
+    lines = ["| metric | " + " | ".join(head[s] for s in splits) + " |", "|---|" + "---|" * len(splits)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(_ci(metrics[s].get(name)) for s in splits) + " |")
+    return lines
+
+
+def model_card(meta: dict[str, Any]) -> str:
+    """Return the model card's Markdown from the bundle's ``metadata.json``."""
+    m = meta["mednas"]
+    p = m["pipeline"]
+    proxy = m["source"] == "proxy"
+    shape = "x".join(map(str, p["shape"]))
+    lines: list[str] = [f"# {m['task']['name']}: {m['spec']['target'].rsplit('.', 1)[-1]} found by mednas", ""]
+    if proxy:
+        lines += ["> **PROXY CANDIDATE, NOT RETRAINED.** These are the weights of a short, low-resolution proxy "
+                  f"training ({shape}) from the architecture search. They were never retrained at full fidelity or "
+                  "evaluated on the held-out test split. Run `mednas retrain` and export again before any validation.", ""]
+    if m["data"].get("simulated"):
+        lines += ["> **SIMULATED data.** The model was trained and evaluated on simulated images; its metrics say "
+                  "nothing about performance on patients.", ""]
+    if m["data"].get("augmentation"):
+        note = m["data"]["augmentation"].get("note") if isinstance(m["data"]["augmentation"], dict) else None
+        lines += [f"> **AUGMENTED COPIES.** The dataset was enlarged with augmented copies of its cases ({note or 'see metadata'}); "
+                  "the metrics are computed over patients but are optimistic compared with independent data.", ""]
+    task = m["task"]
+    lines += ["## Intended use", "", meta.get("intended_use", ""), "",
+              f"- Problem: {p['problem']}, {p['spatial_dims']}D, {p['in_channels']} input channel(s).",
+              f"- Classes: {', '.join(p['class_names'])}; finding class(es): "
+              f"{', '.join(p['class_names'][i] for i in p['finding_indices'])}.",
+              "- For research and validation studies only. Not a medical device; not for diagnosis or treatment decisions.",
+              ""]
+    lines += ["## Data", ""]
+    d = m["data"]
+    splits = d.get("splits") or {}
+    lines += [f"- {d.get('n_cases', 'n/a')} cases, split by patient: "
+              + ", ".join(f"{k} {v}" for k, v in splits.items()) + ".",
+              f"- Data fingerprint hash `{d.get('fingerprint_hash')}`, split hash `{d.get('split_hash')}` (identify the "
+              "exact data and split without naming any case).",
+              f"- Simulated data: {'**yes (SIMULATED data)**' if d.get('simulated') else 'no'}."
+              + (" Augmented copies: **yes**." if d.get("augmentation") else ""), ""]
+    lines += ["## Preprocessing and inference", "",
+              "- Read with MONAI's `LoadImaged` (DICOM series folders, NIfTI, NRRD, PNG/JPEG), channel first"
+              + (f", reoriented to {p['orientation']}" if p.get("orientation") else "") + ".",
+              f"- Intensity normalisation `{p['normalize']}`"
+              + (f" (window {p['ct_window'][0]:g} to {p['ct_window'][1]:g} HU)" if p["normalize"] == "ct" else "") + ".",
+              f"- Resized to {shape} ({p['resize_mode']} interpolation), the resolution the weights were trained at.",
+              ]
+    if p["problem"] == "classification":
+        lines.append("- Output: softmax probabilities; the finding score is the summed probability of the finding classes.")
+    else:
+        lines.append("- Output: softmax probabilities"
+                     + (f" from sliding windows of {'x'.join(map(str, p['patch']))}" if p.get("patch") else "")
+                     + ", resampled back onto the input's own grid, then argmax: a label map with the input's shape and affine.")
+    lines.append("")
+    lines += ["## Operating point", ""]
+    op = m.get("operating_point")
+    if p["problem"] == "classification" and op and op.get("threshold") is not None:
+        lines += [f"A case is called a finding when its finding score is >= **{op['threshold']:.4f}**. The threshold was "
+                  f"chosen on the validation patients by the rule `{op.get('rule')}`"
+                  + (f" (validation sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f})"
+                     if op.get("sensitivity") is not None and op.get("specificity") is not None else "")
+                  + ("" if proxy else " and applied unchanged to the held-out test split") + ".", ""]
+    elif p["problem"] == "classification":
+        lines += ["No operating threshold could be chosen on validation; predictions report probabilities only.", ""]
+    else:
+        lines += ["Segmentation: each voxel takes the class of highest probability (argmax).", ""]
+    lines += ["## Performance", "",
+              "95% percentile-bootstrap intervals, resampling patients. "
+              + ("Validation metrics of the proxy training (low resolution, few epochs); no test evaluation."
+                 if proxy else "Validation after full-fidelity retraining; test evaluated once at the validation operating point."),
+              ""]
+    lines += _metrics_table(m.get("metrics") or {})
+    cal = m.get("calibration") or {}
+    if cal:
+        lines += ["", "Calibration (lower is better): " + "; ".join(
+            f"{split}: Brier {_ci(v.get('brier'))}, ECE {_ci(v.get('ece'))}" for split, v in cal.items())]
+    lines += ["", "## How it was searched", ""]
+    s = m.get("search") or {}
+    n = s.get("n_trials") or {}
+    prx = s.get("proxy") or {}
+    lines += [f"- Objective: {', '.join((task.get('objective') or {}).get('names') or [])} "
+              f"({', '.join((task.get('objective') or {}).get('directions') or [])}).",
+              f"- {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
+              f"{n.get('failed', 0)} failed trials over families {', '.join(sorted((s.get('families') or {}).keys()))}.",
+              f"- Proxy: {'x'.join(map(str, prx.get('shape') or []))} for {prx.get('epochs')} epochs"
+              + (f" on {prx.get('subset'):.0%} of training patients" if prx.get("subset") not in (None, 1.0) else "") + ".",
+              f"- Exported: trial {m['trial']} ({m['source']}), {m['spec']['target']}, "
+              f"{m.get('params', 0):,} parameters, spec hash `{m['spec']['hash']}`. Every trial is in `search_record.json`."]
+    fid = m.get("proxy_fidelity")
+    if fid:
+        tau = fid.get("kendall_tau")
+        lines.append(f"- Proxy fidelity: Kendall tau {tau:.2f} over {fid.get('n')} retrained candidates."
+                     if tau is not None else f"- Proxy fidelity: Kendall tau n/a ({fid.get('reason')}).")
+    lines += ["", "## Limitations", ""]
+    lims = list(m.get("limitations") or [])
+    lines += [f"- {x}" for x in lims]
+    lines += ["", "## Files", "",
+              "- `configs/inference.json`: MONAI bundle config (network, preprocessing, inferer, postprocessing); "
+              "runs with MONAI alone (`python -m monai.bundle run --config_file configs/inference.json "
+              "--bundle_root . --input_dir DIR`; the evaluator needs pytorch-ignite).",
+              "- `configs/metadata.json`: MONAI metadata plus the `mednas` section (all figures above).",
+              "- `models/model.pt` (state dict; `torch.load(..., weights_only=True)`), `models/model.ts` (TorchScript), "
+              "`models/model.onnx` (ONNX, weights inside): see metadata for the measured differences from PyTorch.",
+              "- `search_record.json`: every trial of the search; `checksums.sha256`: `sha256sum -c checksums.sha256`.",
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""Full-fidelity retraining on tiny data: candidate choice, run-directory records, one test evaluation at the
+validation threshold, skipping finished candidates, resuming an interrupted one, the low-fidelity warning."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mednas import api
+from mednas.spec import ArchSpec, build
+
+CONTRACT_FILES = {"spec.json", "metrics.json", "model.pt", "log.txt"}
+
+
+def test_top_k_follows_the_proxy_ranking(retrained: SimpleNamespace) -> None:
+    import optuna
+
+    from mednas.search import best_trials
+
+    study = optuna.load_study(study_name="tiny-cls", storage=f"sqlite:///{retrained.run_dir / 'study.db'}")
+    expected = [t.number for t in best_trials(study, 3)]
+    summary = retrained.result.summary
+    assert summary["retrain"]["candidates"] == expected == [c["trial"] for c in retrained.result.candidates]
+    assert summary["retrain"]["top_k"] == 3 and summary["retrain"]["shape"] == [32, 32]
+    assert summary["retrain"]["best"] in expected
+
+
+def test_files_follow_the_run_directory_contract(retrained: SimpleNamespace) -> None:
+    for n in retrained.result.summary["retrain"]["candidates"]:
+        cdir = retrained.run_dir / "retrain" / str(n)
+        assert {p.name for p in cdir.iterdir()} == CONTRACT_FILES  # the checkpoint is gone once complete
+        spec = ArchSpec.from_dict(json.loads((cdir / "spec.json").read_text()))
+        net = build(spec)
+        net.load_state_dict(torch.load(cdir / "model.pt", weights_only=True))
+        rec = json.loads((cdir / "metrics.json").read_text())
+        assert rec["trial"] == n and rec["state"] == "complete" and rec["reason"] is None
+        assert rec["shape"] == [32, 32] and rec["patch"] is None and rec["params"] == sum(p.numel() for p in net.parameters())
+        assert rec["preprocessing"]["problem"] == "classification" and rec["preprocessing"]["n_classes"] == 2
+        proxy = json.loads((retrained.run_dir / "trials" / str(n) / "metrics.json").read_text())
+        assert rec["proxy"]["value"] == pytest.approx(proxy["objective"]["value"])
+        assert isinstance(rec["val"]["objective"], float) and "objective" in rec["val"]["metrics"]
+        assert "threshold" in rec["operating_point"]  # null when no validation case could be called positive
+        for m in rec["test"]["metrics"].values():
+            assert len(m["ci95"]) == 2
+        assert rec["epochs"] == len(rec["history"]) <= 3 and 1 <= rec["best_epoch"] <= rec["epochs"]
+        assert rec["seed"] > 0 and rec["seconds"] > 0 and isinstance(rec["learned"], bool)
+        assert "retraining trial" in (cdir / "log.txt").read_text()
+
+
+def test_summary_holds_retrain_and_fidelity(retrained: SimpleNamespace) -> None:
+    on_disk = json.loads((retrained.run_dir / "summary.json").read_text())
+    assert on_disk == retrained.result.summary
+    fid = on_disk["proxy_fidelity"]
+    assert {"kendall_tau", "spearman", "top1_regret", "n", "warning"} <= set(fid)
+    assert on_disk["best"] == retrained.search.summary["best"]  # the search's keys survive the merge
+
+
+def test_test_split_is_evaluated_once_at_the_validation_threshold(retrained: SimpleNamespace) -> None:
+    test_keys = set(retrained.splits["test"])
+    test_loads = [keys for keys in retrained.loads if set(keys) & test_keys]
+    assert len(test_loads) == 1 and set(test_loads[0]) == test_keys  # read once, for all candidates
+    on_test = [r for r in retrained.reports if set(r["keys"]) == test_keys]
+    on_val = [r for r in retrained.reports if set(r["keys"]) == set(retrained.splits["val"])]
+    assert len(on_test) == len(on_val) == 3  # one validation report and one test evaluation per candidate
+    for rec, test_call, val_call in zip(retrained.result.candidates, on_test, on_val):
+        assert val_call.get("threshold") is None  # the operating point is chosen on validation ...
+        assert test_call["threshold"] is not None
+        assert test_call["threshold"] == pytest.approx(rec["operating_point"]["threshold"])  # ... and applied to test
+        assert rec["test"]["operating_point"]["threshold"] == pytest.approx(rec["operating_point"]["threshold"])
+
+
+def test_rerun_skips_finished_candidates(retrained: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mednas.retrain._retrain as retrain_mod
+
+    def no_training(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a finished candidate was trained again")
+
+    monkeypatch.setattr(retrain_mod, "fit_spec", no_training)
+    before = {n: (retrained.run_dir / "retrain" / str(n) / "metrics.json").read_text()
+              for n in retrained.result.summary["retrain"]["candidates"]}
+    again = api.retrain(retrained.run_dir, top_k=3, n_resamples=100, show_progress=False)
+    assert [c["trial"] for c in again.candidates] == list(before)
+    for n, text in before.items():
+        assert (retrained.run_dir / "retrain" / str(n) / "metrics.json").read_text() == text
+
+
+def test_interrupted_candidate_resumes_from_its_checkpoint(searched_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mednas.retrain._retrain as retrain_mod
+
+    run_dir = searched_copy
+    seen: list[int] = []
+    real_epoch = retrain_mod._Progress.epoch
+
+    def interrupt(self, epoch, epochs, value):  # noqa: ANN001, ANN202
+        seen.append(epoch)
+        if "candidate 2/" in self.prefix and epoch == 3:
+            raise KeyboardInterrupt  # what Ctrl-C does mid-candidate; SIGKILL is tested through the CLI
+        real_epoch(self, epoch, epochs, value)
+
+    monkeypatch.setattr(retrain_mod._Progress, "epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        api.retrain(run_dir, top_k=2, epochs=6, n_resamples=50, show_progress=False)
+    first = json.loads((run_dir / "summary.json").read_text())["best"]["trial"]
+    cands = sorted(p.name for p in (run_dir / "retrain").iterdir())
+    assert len(cands) == 2
+    done = json.loads((run_dir / "retrain" / str(first) / "metrics.json").read_text())
+    assert done["state"] == "complete"
+    second = next(int(c) for c in cands if int(c) != first)
+    assert (run_dir / "retrain" / str(second) / "checkpoint.pt").exists()
+    assert json.loads((run_dir / "retrain" / str(second) / "metrics.json").read_text())["state"] == "running"
+
+    seen.clear()
+    calls: list[int] = []
+    real_fit = retrain_mod.fit_spec
+
+    def counting_fit(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(retrain_mod, "fit_spec", counting_fit)
+    result = api.retrain(run_dir, top_k=2, epochs=6, n_resamples=50, show_progress=False)
+    assert len(calls) == 1  # the finished candidate was skipped
+    assert seen == [4, 5, 6]  # the interrupted one continued after its last checkpointed epoch
+    rec = json.loads((run_dir / "retrain" / str(second) / "metrics.json").read_text())
+    assert rec["state"] == "complete" and [h["epoch"] for h in rec["history"]] == [1, 2, 3, 4, 5, 6]
+    assert not (run_dir / "retrain" / str(second) / "checkpoint.pt").exists()
+    assert "resuming trial" in (run_dir / "retrain" / str(second) / "log.txt").read_text()
+    assert result.summary["retrain"]["candidates"] == [first, second]
+
+
+def _fake_fit(values: dict[int, float]):  # noqa: ANN202
+    """A stand-in for full training: builds the net, returns chosen validation objectives, trains nothing."""
+    from mednas.retrain._full import space_for
+    from mednas.train import EpochResult, FitResult, predict
+
+    def fake(task, spec, train, val, *, shape, epochs, seed, device, full=None, checkpoint=None, on_epoch=None):  # noqa: ANN001, ANN202
+        space = space_for(task, spec.family)
+        adapted = space.adapt_to_shape(spec, tuple(shape))
+        divisor = tuple(space.required_divisor(adapted))
+        model = build(adapted)
+        outputs = predict(model, val.images, problem=task.problem, batch_size=8, device="cpu", divisor=divisor)
+        value = values[seed]
+        history = [EpochResult(1, 1.0, value * 0.5, {}, 0.01), EpochResult(2, 0.5, value, {}, 0.01)]
+        result = FitResult(2, value, {}, history, 0.02, True, best_state=model.state_dict(), best_outputs=outputs)
+        return result, model, adapted, divisor
+
+    return fake
+
+
+def test_low_fidelity_is_warned_stored_and_printed(searched_copy: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import mednas.retrain._retrain as retrain_mod
+    from mednas.cli import _print_retrain
+    from mednas.train import derive_seed
+
+    run_dir = searched_copy
+    real_select = retrain_mod.select_candidates
+    values: dict[int, float] = {}
+
+    def with_proxy_scores(study, k):  # noqa: ANN001, ANN202
+        # Distinct proxy scores, best first, as the search ranks them; full-fidelity scores in the opposite
+        # order (keyed by the candidate's derived seed, which the fake training sees): the proxy is exactly wrong.
+        trials = real_select(study, k)
+        for i, t in enumerate(trials):
+            values[derive_seed(0, t.number)] = 0.5 + 0.1 * i
+        return [SimpleNamespace(number=t.number, values=[0.9 - 0.1 * i], user_attrs={"learned": True}, params=t.params)
+                for i, t in enumerate(trials)]
+
+    monkeypatch.setattr(retrain_mod, "select_candidates", with_proxy_scores)
+    monkeypatch.setattr(retrain_mod, "fit_spec", _fake_fit(values))
+    with caplog.at_level(logging.WARNING, logger="mednas"):
+        result = api.retrain(run_dir, top_k=3, n_resamples=50, show_progress=False)
+    fid = result.fidelity
+    assert fid["n"] == 3 and fid["kendall_tau"] == pytest.approx(-1.0) and fid["spearman"] == pytest.approx(-1.0)
+    assert fid["top1_regret"] == pytest.approx(0.2)
+    assert fid["warning"] and "calibrate-proxy" in fid["warning"]
+    assert result.summary["retrain"]["best"] == result.candidates[-1]["trial"]
+    assert any("low proxy fidelity" in r.getMessage() for r in caplog.records)
+    assert json.loads((run_dir / "summary.json").read_text())["proxy_fidelity"]["warning"] == fid["warning"]
+    _print_retrain(result)
+    out = capsys.readouterr().out
+    assert "WARNING: low proxy fidelity" in out and "Kendall tau" in out and "0.73-0.84" in out
+    assert "full val (95% CI)" in out and "test (95% CI)" in out
+
+
+def test_selection_skips_duplicates_and_uses_the_pareto_front() -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    from mednas.retrain import select_candidates
+
+    dist = {"family": CategoricalDistribution(["resnet"])}
+
+    def add(study: Any, values: list[float], **attrs: Any) -> None:
+        study.add_trial(create_trial(values=values, params={"family": "resnet"}, distributions=dist,
+                                     user_attrs={"learned": True, **attrs}))
+
+    single = optuna.create_study(direction="maximize")
+    add(single, [0.7], spec_hash="a")
+    add(single, [0.9], spec_hash="b")
+    add(single, [0.9], spec_hash="b", duplicate_of=1)  # same architecture as trial 1: retrained once
+    add(single, [0.95], spec_hash="c", learned=False)  # never learned: ranked last
+    add(single, [0.8], spec_hash="d")
+    assert [t.number for t in select_candidates(single, 3)] == [1, 4, 0]
+    assert [t.number for t in select_candidates(single, 10)] == [1, 4, 0, 3]
+
+    multi = optuna.create_study(directions=["maximize", "minimize"])
+    add(multi, [0.9, 100.0], spec_hash="a")   # front
+    add(multi, [0.8, 10.0], spec_hash="b")    # front
+    add(multi, [0.7, 50.0], spec_hash="c")    # dominated by 1
+    add(multi, [0.85, 20.0], spec_hash="d")   # front
+    assert [t.number for t in select_candidates(multi, 5)] == [0, 3, 1]
+    assert [t.number for t in select_candidates(multi, 2)] == [0, 3]
+
+
+def test_missing_run_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    from mednas.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="not a run directory"):
+        api.retrain(tmp_path / "nothing", show_progress=False)
+
+
+def test_seeds_are_derived_and_recorded(retrained: SimpleNamespace) -> None:
+    from mednas.train import derive_seed
+
+    for rec in retrained.result.candidates:
+        assert rec["seed"] == derive_seed(0, rec["trial"])
+    assert np.isfinite([c["val"]["objective"] for c in retrained.result.candidates]).all()
