@@ -11,10 +11,11 @@ Example:
 
 from __future__ import annotations
 
-# The export package is bound before the api's export() replaces the attribute: imported later for the first
-# time, it would overwrite mednas.export (the function) with itself.
-import mednas.export  # noqa: F401
-from mednas.api import calibrate_proxy, export, load, load_config, predict, retrain, search
+# `export` is the mednas.export subpackage, which is callable: mednas.export(run_dir) runs mednas.api.export, and
+# `from mednas.export import load_bundle` still works (a plain function here would be replaced by the package
+# the first time anything imported it).
+from mednas import export
+from mednas.api import calibrate_proxy, load, load_config, predict, retrain, search
 from mednas.errors import ConfigError, DataError, MednasError, RunDirError
 from mednas.spec import ArchSpec, build
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from mednas.config import TaskConfig, load_task
 
-__all__ = ["calibrate_proxy", "default_run_dir", "export", "load", "load_config", "predict", "retrain", "search"]
+__all__ = ["calibrate_proxy", "default_run_dir", "export", "load", "load_config", "predict", "report", "retrain", "search",
+           "status"]
 
 
 def load_config(
@@ -105,7 +106,7 @@ def retrain(
     device: str | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    n_resamples: int = 500,
+    n_resamples: int | None = None,
     show_progress: bool = True,
 ) -> Any:
     """Retrain a search's top-k candidates at full fidelity, test them once, and measure proxy fidelity.
@@ -119,7 +120,8 @@ def retrain(
         device: ``auto``, ``cpu``, ``cuda``.
         storage: Optuna storage URL the search used (default: SQLite in the run directory).
         study_name: Study name (default: the search's).
-        n_resamples: Bootstrap resamples (over patients) for the validation and test intervals.
+        n_resamples: Bootstrap resamples (over patients) for the validation and test intervals (default: the
+            task's ``objective.bootstrap.resamples``).
         show_progress: Progress bar on stderr.
 
     Returns:
@@ -275,3 +277,69 @@ def predict(
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     model = load_bundle(bundle, backend=backend, device=device)
     return predict_to_dir(model, items, out)
+
+
+def report(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    images: bool = True,
+    n_cases: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    plotlyjs: str = "inline",
+) -> Any:
+    """Write the run's HTML report: one file that opens offline, with every figure's interval.
+
+    Args:
+        run_dir: Run directory of a search (retrain and export records are used when present).
+        out: Output file (default ``RUN_DIR/report.html``).
+        images: Embed pictures of validation cases with ground truth and prediction, predicted now from the kept
+            weights (``False``: no weights or data are loaded).
+        n_cases: Number of case pictures (default 8 for 2D, 4 for 3D).
+        storage: Optuna storage URL the search used (default: ``RUN_DIR/study.db``), for parameter importances.
+        study_name: Study name (default: the search's).
+        plotlyjs: ``inline`` (self-contained, ~5 MB) or ``beside`` (``plotly-VERSION.min.js`` next to the file).
+
+    Returns:
+        :class:`mednas.report.ReportResult` (``path``, ``figures``, ``images``, ``notes`` on what was left out and
+        why, ``errors``, ``size_bytes``).
+
+    Example:
+        >>> result = mednas.api.report("runs/demo-xray-nodule")  # doctest: +SKIP
+        >>> result.path  # doctest: +SKIP
+        PosixPath('runs/demo-xray-nodule/report.html')
+    """
+    from mednas.report import write_report
+
+    return write_report(run_dir, out, images=images, n_cases=n_cases, storage=storage, study_name=study_name,
+                        plotlyjs=plotlyjs)
+
+
+def status(
+    run_dir: str | os.PathLike[str],
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+) -> dict[str, Any]:
+    """Return a run's live state: trial counts, every trial, the best so far, elapsed and remaining time.
+
+    Reads the study storage (running trials' epochs included) and the run directory; works while a search runs
+    in another process. Writes nothing.
+
+    Args:
+        run_dir: Run directory of a search.
+        storage: Optuna storage URL the search used (default: ``RUN_DIR/study.db``).
+        study_name: Study name (default: the search's).
+
+    Returns:
+        A JSON-ready mapping (see :func:`mednas.report.read_status`); ``mednas.report.format_status`` renders it
+        as ``mednas status`` prints it.
+
+    Example:
+        >>> s = mednas.api.status("runs/demo-xray-nodule")  # doctest: +SKIP
+        >>> s["counts"], s["best"]["values"]  # doctest: +SKIP
+    """
+    from mednas.report import read_status
+
+    return read_status(run_dir, storage=storage, study_name=study_name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -40,6 +39,8 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only")
+    common.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
+                        help="log JSON lines on stderr (time, level, logger, message, fields); no progress bars")
     return common
 
 
@@ -65,6 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars; warnings and errors only")
+    parser.add_argument("--log-json", action="store_true",
+                        help="log JSON lines on stderr (time, level, logger, message, fields); no progress bars")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = _common()
@@ -154,6 +157,33 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="run the state dict in PyTorch (default), the TorchScript module, or the ONNX model")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("report", help="write the run's HTML report (plots, figures with intervals, cases)",
+                       description="Write RUN_DIR/report.html: one file that opens offline (plotly.js inline) with the "
+                       "optimisation history, Pareto front, parameter importances, proxy-versus-full fidelity, ROC, "
+                       "precision-recall and calibration curves with the operating point, confusion matrix, lesion "
+                       "sensitivity by size, pictures of validation cases with ground truth and prediction, the data "
+                       "fingerprint, splits, task settings and environment. Parts a run lacks (not retrained yet) say so.")
+    p.add_argument("run_dir", help="run directory of a search")
+    p.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/report.html)")
+    p.add_argument("--no-images", action="store_true", help="no case pictures (skips loading weights and data)")
+    p.add_argument("--cases", type=int, metavar="N", help="case pictures to show (default 8 for 2D, 4 for 3D)")
+    p.add_argument("--plotlyjs", choices=["inline", "beside"], default="inline",
+                   help="plotly.js inside the file (default, ~5 MB) or in plotly-VERSION.min.js beside it")
+    p.add_argument("--storage", help="Optuna storage URL the search used, for parameter importances (default: RUN_DIR/study.db)")
+    p.add_argument("--study-name", help="study name (default: the search's)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("status", help="show a run's trials table and best so far (also while it runs)",
+                       description="Print the trials table (number, state, family, parameters, objective, epochs, "
+                       "seconds, reason) and the best candidate so far, read from the study storage and the run "
+                       "directory; works while a search runs in another process or on other machines.")
+    p.add_argument("run_dir", help="run directory of a search")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--all", action="store_true", help="list every trial (default: the latest 30, running ones and the best)")
+    p.add_argument("--storage", help="Optuna storage URL the search used (default: RUN_DIR/study.db)")
+    p.add_argument("--study-name", help="study name (default: the search's)")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("spaces", help="list the search-space families")
     p.add_argument("pattern", nargs="?", default="*")
@@ -277,6 +307,8 @@ def _print_retrain(result: Any) -> None:
     else:
         print(f"  proxy fidelity: Kendall tau n/a ({fid.get('reason')}); top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
     print(f"    ({fid['ceiling']['note']})")
+    if fid.get("note"):
+        print(f"    ({fid['note']})")
     if fid.get("n_not_learning"):
         print(f"    {fid['n_not_learning']} candidate(s) never started learning (trials "
               f"{', '.join(map(str, fid['not_learning']))}): flagged, not ranked")
@@ -375,7 +407,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"  {split}: {shown}")
     for fmt, conv in result.conversions.items():
         print(f"  {fmt} ({conv['method']}): max |diff| from eager PyTorch {conv['max_abs_diff']:.2e} over "
-              f"{conv['n_inputs']} inputs (tolerance {conv['tolerance']:.0e}), {conv['seconds']:.1f}s")
+              f"{conv['n_inputs']} inputs, outputs up to {conv.get('output_max_abs', float('nan')):.3g} "
+              f"(tolerance {conv['tolerance']:.0e}), {conv['seconds']:.1f}s")
     chk = result.checks
     agreement = chk.get("pipeline_agreement") or {}
     print(f"  checks: metadata ({chk.get('metadata')}), network in/out (monai.bundle verify_net_in_out), "
@@ -407,6 +440,33 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mednas import api
+
+    result = api.report(args.run_dir, args.out, images=not args.no_images, n_cases=args.cases, storage=args.storage,
+                        study_name=args.study_name, plotlyjs=args.plotlyjs)
+    print(f"\nmednas report: {result.path} ({result.size_bytes / 2**20:.1f} MB, {len(result.figures)} plots, "
+          f"{result.images} case pictures, {result.seconds:.1f}s)")
+    for note in result.notes:
+        print(f"  left out: {note}")
+    for err in result.errors:
+        print(f"  not drawn (a bug; please report it): {err}")
+    print(f"  open it in a browser: file://{result.path.resolve()}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from mednas import api
+    from mednas.report import format_status
+
+    status = api.status(args.run_dir, storage=args.storage, study_name=args.study_name)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(format_status(status, max_rows=None if args.all else 30))
+    return 0
+
+
 def _cmd_spaces(args: argparse.Namespace) -> int:
     from mednas.spaces import SPACES, list_spaces
 
@@ -420,17 +480,10 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- main
 
 
-def _configure_logging(debug: bool, quiet: bool) -> None:
-    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
-    root = logging.getLogger("mednas")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    handler.setLevel(level)
-    root.propagate = False
-    for noisy in ("optuna", "monai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _configure_logging(debug: bool, quiet: bool, log_json: bool = False) -> None:
+    from mednas._logging import configure_logging
+
+    configure_logging(debug=debug, quiet=quiet, json_lines=log_json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -448,9 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if sys.argv[1:] == argv:
         _maybe_reexec_with_malloc_tuning(argv)
-    _configure_logging(args.debug, args.quiet)
-    if args.quiet:
-        os.environ["MEDNAS_NO_PROGRESS"] = "1"
+    log_json = bool(getattr(args, "log_json", False))
+    _configure_logging(args.debug, args.quiet, log_json)
+    if args.quiet or log_json:
+        os.environ["MEDNAS_NO_PROGRESS"] = "1"  # a bar would break the JSON lines on stderr
     from mednas.errors import MednasError
 
     func: Callable[[argparse.Namespace], int] = args.func

@@ -43,3 +43,13 @@ def test_build_from_json_matches_parameter_count() -> None:
 def test_kwargs_must_be_json_values() -> None:
     with pytest.raises(TypeError, match="JSON values"):
         ArchSpec("monai.networks.nets.BasicUNet", {"x": object()})
+
+
+def test_api_functions_survive_importing_their_subpackages() -> None:
+    import importlib
+
+    import mednas
+
+    for name in ("search", "retrain", "export", "report"):
+        importlib.import_module(f"mednas.{name}")
+        assert callable(getattr(mednas, name)), f"mednas.{name} is no longer callable"

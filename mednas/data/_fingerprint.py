@@ -254,7 +254,7 @@ def _normalize_reason(normalize: str, modality: str | None) -> str:
     if normalize == "ct":
         return f"modality {modality}: clip to an HU window, scale to 0-1" if modality else "values reach -900 or below (CT-like): HU window"
     if normalize == "zscore":
-        return f"modality {modality}: z-score on the foreground (voxels > 0)"
+        return f"modality {modality}: z-score over the non-zero voxels (MONAI NormalizeIntensity, nonzero=True)"
     return f"modality {modality or 'unknown'}: 0.5-99.5 percentile range to 0-1"
 
 

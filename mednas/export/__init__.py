@@ -4,8 +4,8 @@
 used, TorchScript and ONNX checked against PyTorch, metadata, model card, search record, checksums);
 ``load_bundle(bundle)`` verifies and loads one, and the model it returns predicts from image paths.
 
-Names load on first use, so ``import mednas`` stays quick. ``mednas.export`` (the attribute) is the
-:func:`mednas.api.export` function; import this package's names with ``from mednas.export import ...``.
+Names load on first use, so ``import mednas`` stays quick. The package is callable: ``mednas.export(run_dir)``
+is :func:`mednas.api.export`.
 
 Example:
     >>> from mednas.export import export_bundle, load_bundle
@@ -85,3 +85,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+from mednas._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "export")

@@ -224,12 +224,12 @@ def _build(root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], sch
     model.eval()
     torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / "models" / "model.pt")
     pipeline = src.pipeline
-    example = sample_inputs(pipeline.in_channels, pipeline.window)[0]
+    inputs = sample_inputs(pipeline.in_channels, pipeline.window, pipeline.normalize)
     conversions: dict[str, Conversion] = {}
     if "torchscript" in fmts:
-        conversions["torchscript"] = export_torchscript(model, example, root / "models" / "model.ts")
+        conversions["torchscript"] = export_torchscript(model, inputs, root / "models" / "model.ts")
     if "onnx" in fmts:
-        conversions["onnx"] = export_onnx(model, example, root / "models" / "model.onnx")
+        conversions["onnx"] = export_onnx(model, inputs, root / "models" / "model.onnx")
     for fmt, conv in conversions.items():
         logger.info("%s (%s): max |difference| from eager PyTorch %.3g over %d inputs (%.1fs)", fmt, conv.method,
                     conv.max_abs_diff, conv.n_inputs, conv.seconds)
@@ -310,7 +310,7 @@ def _synthetic_input(folder: Path, pipeline: Pipeline) -> Path:
     rng = np.random.default_rng(0)
     shape = tuple(max(8, int(round(s * 1.25)) + 1) for s in pipeline.shape)
     grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    blob = (sum(g**2 for g in grids) < 0.2).astype(np.float32)
+    blob = (np.sum([g**2 for g in grids], axis=0) < 0.2).astype(np.float32)
     image = (rng.normal(100, 20, size=(pipeline.in_channels, *shape)) + 150 * blob).clip(0, 65535)
     if pipeline.spatial_dims == 2:
         from skimage import io as skio
@@ -540,7 +540,8 @@ def _metadata(rd: RunDir, src: ExportSource, pipeline: Pipeline, conversions: di
             "spec": src.spec.to_dict(),
             "task": {"name": task.name, "problem": pipeline.problem, "spatial_dims": pipeline.spatial_dims,
                      "labels": names, "findings": [names[i] for i in pipeline.finding_indices],
-                     "objective": s.get("objective")},
+                     "objective": s.get("objective"),
+                     "objective_terms": [t.model_dump(mode="json", exclude_none=True) for t in task.objective.terms]},
             "pipeline": pipeline.to_dict(),
             "operating_point": op,
             "calibration": calibration,

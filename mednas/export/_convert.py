@@ -59,7 +59,9 @@ class Conversion:
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form recorded in the metadata."""
         return {"file": self.file, "method": self.method, "max_abs_diff": float(self.max_abs_diff),
-                "n_inputs": self.n_inputs, "tolerance": TOLERANCE, "seconds": round(self.seconds, 3), **self.details}
+                "n_inputs": self.n_inputs, "tolerance": TOLERANCE, "seconds": round(self.seconds, 3),
+                "inputs": "synthetic float32 batches of 2 (noise, smooth field, sparse) in the normalised intensity range",
+                **self.details}
 
 
 def check_onnx_available() -> None:
@@ -74,19 +76,30 @@ def check_onnx_available() -> None:
         raise MednasError(f"ONNX export needs {' and '.join(missing)}: {INSTALL_HINT} (or export --format torchscript)")
 
 
-def sample_inputs(in_channels: int, window: Sequence[int], *, seed: int = 0) -> list[Any]:
-    """Return :data:`_N_INPUTS` float32 test batches ``(2, C, *window)``: noise at two scales and a sparse image.
+def sample_inputs(in_channels: int, window: Sequence[int], normalize: str = "zscore", *, seed: int = 0) -> list[Any]:
+    """Return :data:`_N_INPUTS` float32 test batches ``(2, C, *window)`` in the range the preprocessing produces.
 
-    The inputs are synthetic on purpose: the check is about arithmetic, and no patient data enters the bundle.
+    Noise, a smooth random field, and a sparse image, each in ``[0, 1]`` after ``percentile`` or ``ct``
+    normalisation and standard normal after ``zscore`` (or none). The inputs are synthetic on purpose: the check is
+    about arithmetic, and no patient data enters the bundle. They stay in the normalised range because float32
+    rounding grows with the output's magnitude: far-out-of-range inputs drive logits into the hundreds, where one
+    unit in the last place is already ~1e-4.
     """
     import torch
+    import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(seed)
     shape = (2, int(in_channels), *[int(s) for s in window])
-    noise = torch.randn(shape, generator=g)
-    wide = torch.randn(shape, generator=g) * 3.0 + 1.0
-    sparse = torch.rand(shape, generator=g) * (torch.rand(shape, generator=g) > 0.7)
-    return [noise, wide, sparse][:_N_INPUTS]
+    unit = normalize in ("percentile", "ct")
+    noise = torch.rand(shape, generator=g) if unit else torch.randn(shape, generator=g)
+    coarse = torch.randn((2, int(in_channels), *[max(2, int(s) // 8) for s in window]), generator=g)
+    mode = "bilinear" if len(window) == 2 else "trilinear"
+    smooth = F.interpolate(coarse, size=tuple(int(s) for s in window), mode=mode, align_corners=False)
+    if unit:
+        smooth = (smooth - smooth.amin()) / (smooth.amax() - smooth.amin() + 1e-6)
+    mask = torch.rand(shape, generator=g) > 0.7
+    sparse = (torch.rand(shape, generator=g) if unit else torch.randn(shape, generator=g)) * mask
+    return [noise, smooth, sparse][:_N_INPUTS]
 
 
 def compare_outputs(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
@@ -97,6 +110,10 @@ def compare_outputs(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarra
             return float("inf")
         worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0)
     return worst
+
+
+def _magnitude(outputs: Sequence[np.ndarray]) -> float:
+    return float(max((np.abs(o).max() for o in outputs if o.size), default=0.0))
 
 
 def _eager(model: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
@@ -122,16 +139,17 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def export_torchscript(model: Any, example: Any, path: Path) -> Conversion:
+def export_torchscript(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
     """Script the network (trace it where scripting fails), save it, and compare it with eager PyTorch.
 
     Args:
         model: The network in eval mode, on CPU.
-        example: One input batch (for tracing).
+        inputs: Test batches from :func:`sample_inputs` (the first also serves for tracing).
         path: Destination (``models/model.ts``).
     """
     import torch
 
+    example = inputs[0]
     t0 = time.perf_counter()
     with _quiet():
         try:
@@ -144,19 +162,26 @@ def export_torchscript(model: Any, example: Any, path: Path) -> Conversion:
             method = "trace"
         torch.jit.save(module.eval(), str(path))
         loaded = torch.jit.load(str(path), map_location="cpu")
-    inputs = sample_inputs(example.shape[1], example.shape[2:])
-    diff = compare_outputs(_eager(model, inputs), _eager(loaded, inputs))
-    return Conversion("torchscript", "models/model.ts", method, diff, len(inputs), time.perf_counter() - t0)
+    reference = _eager(model, inputs)
+    diff = compare_outputs(reference, _eager(loaded, inputs))
+    return Conversion("torchscript", "models/model.ts", method, diff, len(inputs), time.perf_counter() - t0,
+                      {"output_max_abs": _magnitude(reference)})
 
 
-def export_onnx(model: Any, example: Any, path: Path) -> Conversion:
+def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
     """Export the network to one ONNX file (weights inside) with a dynamic batch axis, and compare it in ONNX Runtime.
 
     Uses PyTorch's default (dynamo) exporter, which needs ``onnxscript``; without it, or where it fails, the
     TorchScript-based exporter.
+
+    Args:
+        model: The network in eval mode, on CPU.
+        inputs: Test batches from :func:`sample_inputs` (the first also serves as the export example).
+        path: Destination (``models/model.onnx``).
     """
     import torch
 
+    example = inputs[0]
     check_onnx_available()
     t0 = time.perf_counter()
     method = "dynamo"
@@ -192,11 +217,12 @@ def export_onnx(model: Any, example: Any, path: Path) -> Conversion:
     onnx.checker.check_model(model_proto)
     opset = max((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
     session = onnx_session(path)
-    inputs = sample_inputs(example.shape[1], example.shape[2:])
     outputs = [session.run(None, {"image": x.numpy()})[0] for x in inputs]
-    diff = compare_outputs(_eager(model, inputs), outputs)
+    reference = _eager(model, inputs)
+    diff = compare_outputs(reference, outputs)
     return Conversion("onnx", "models/model.onnx", method, diff, len(inputs), time.perf_counter() - t0,
-                      {"opset": opset, "input": "image", "output": "pred", "dynamic_axes": {"image": [0], "pred": [0]}})
+                      {"opset": opset, "input": "image", "output": "pred", "dynamic_axes": {"image": [0], "pred": [0]},
+                       "output_max_abs": _magnitude(reference)})
 
 
 def onnx_session(path: str | os.PathLike[str]) -> Any:

@@ -56,7 +56,6 @@ def model_card(meta: dict[str, Any]) -> str:
               f"- Problem: {p['problem']}, {p['spatial_dims']}D, {p['in_channels']} input channel(s).",
               f"- Classes: {', '.join(p['class_names'])}; finding class(es): "
               f"{', '.join(p['class_names'][i] for i in p['finding_indices'])}.",
-              "- For research and validation studies only. Not a medical device; not for diagnosis or treatment decisions.",
               ""]
     lines += ["## Data", ""]
     d = m["data"]
@@ -107,8 +106,10 @@ def model_card(meta: dict[str, Any]) -> str:
     s = m.get("search") or {}
     n = s.get("n_trials") or {}
     prx = s.get("proxy") or {}
+    terms = "; ".join(", ".join(f"{k} {v}" for k, v in t.items()) for t in task.get("objective_terms") or [])
     lines += [f"- Objective: {', '.join((task.get('objective') or {}).get('names') or [])} "
-              f"({', '.join((task.get('objective') or {}).get('directions') or [])}).",
+              f"({', '.join((task.get('objective') or {}).get('directions') or [])})"
+              + (f"; terms: {terms}" if terms else "") + ", computed on the validation patients.",
               f"- {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
               f"{n.get('failed', 0)} failed trials over families {', '.join(sorted((s.get('families') or {}).keys()))}.",
               f"- Proxy: {'x'.join(map(str, prx.get('shape') or []))} for {prx.get('epochs')} epochs"

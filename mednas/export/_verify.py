@@ -186,12 +186,12 @@ def verify_net_in_out(bundle: str | os.PathLike[str], device: str = "cpu") -> No
 
 @contextlib.contextmanager
 def quiet_monai() -> Iterator[None]:
-    """Keep MONAI's input summaries and hash notices out of mednas's output (failures still raise)."""
+    """Keep MONAI's input summaries, hash and GPU-decoder notices out of mednas's output (failures still raise)."""
     names = ("monai.bundle", "monai.bundle.scripts", "monai.apps", "monai.apps.utils", "monai.data.nvimgcodec_pydicom_plugin")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.WARNING)
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

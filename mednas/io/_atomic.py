@@ -16,9 +16,20 @@ from typing import Any
 import yaml
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; finished files get the usual permissions.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _tmp_path(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
     return Path(tmp)
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "evaluate_objective",
     "objective_report",
     "operating_rule",
+    "prediction_record",
     "segmentation_case_stats",
 ]
 
@@ -295,3 +296,30 @@ def constraint_violations(task: TaskConfig, metrics: dict[str, Any], costs: dict
         value = costs.get(c.metric) if c.metric in costs else (metrics.get(c.metric) or {}).get("value")
         out.append(float(c.violation(float(value))) if value is not None and math.isfinite(float(value)) else 1e9)
     return out
+
+
+def prediction_record(task: TaskConfig, outputs: np.ndarray, data: Any, *, split: str) -> dict[str, Any]:
+    """Per-case results for curves and plots (``predictions.json``): salted case/patient keys only.
+
+    Classification: labels, finding scores and class probabilities (ROC, PR and calibration curves, confusion
+    matrix). Segmentation: per-case Dice and lesion counts, and every ground-truth lesion's size and whether it
+    was detected (sensitivity by lesion size).
+    """
+    record: dict[str, Any] = {"split": split, "cases": list(data.keys), "patients": list(data.patients)}
+    if task.problem == "classification":
+        truth, score = _truth_score(task, outputs, data.labels)
+        record.update(labels=[int(v) for v in data.labels], finding=[int(v) for v in truth],
+                      scores=[float(v) for v in score], probabilities=np.round(outputs.astype(float), 6).tolist())
+        return record
+    from mednas.metrics._segmentation import dice, lesion_analysis
+
+    findings = task.labels.finding_indices
+    overlap = _lesion_overlap(task)
+    cases, lesions = [], []
+    for pred, gt in zip(outputs, data.labels):
+        res = lesion_analysis(pred, gt, label=findings, overlap=overlap)
+        cases.append({"dice": dice(pred, gt, label=findings), "lesions": res.n_lesions, "detected": res.n_detected,
+                      "false_positives": res.n_false_positives})
+        lesions += [{"size_voxels": r.size_voxels, "detected": bool(r.detected), "dice": float(r.dice)} for r in res.lesions]
+    record.update(per_case=cases, lesions=lesions, overlap=overlap)
+    return record

@@ -2,7 +2,8 @@
 
 ``run_retrain`` trains the top-k specs at full resolution, tests them once and writes ``retrain/<n>/`` and the
 ``retrain`` and ``proxy_fidelity`` keys of ``summary.json``; ``calibrate_proxy`` measures which proxy setting
-ranks random candidates like full training on the user's data.
+ranks random candidates like full training on the user's data. The package is callable:
+``mednas.retrain(run_dir)`` is :func:`mednas.api.retrain`.
 
 Example:
     >>> from mednas.retrain import proxy_fidelity
@@ -33,3 +34,8 @@ __all__ = [
     "select_candidates",
     "top1_regret",
 ]
+
+
+from mednas._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "retrain")

@@ -105,8 +105,31 @@ def _settings(task: TaskConfig, plan: DataPlan, grid: Sequence[tuple[float, int]
     return sorted(unique.values(), key=lambda s: (math.prod(s.shape) * s.epochs, s.epochs))
 
 
-def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_specs: int) -> list[Any]:
-    """Draw ``n_specs`` distinct, within-budget specs with seeded :class:`~mednas.testing.RandomTrial`."""
+@dataclass(frozen=True)
+class _Candidate:
+    """A sampled spec with the loss and batch sampling the search would pair it with."""
+
+    spec: Any
+    loss: str | None = None
+    sampling: str | None = None
+
+    @property
+    def hash(self) -> str:
+        extra = [v for v in (self.loss, self.sampling) if v]
+        return ":".join([self.spec.hash, *extra])
+
+    def to_dict(self, index: int) -> dict[str, Any]:
+        s = self.spec
+        return {"index": index, "family": s.family, "target": s.target, "spec_hash": s.hash, "loss": self.loss,
+                "sampling": self.sampling, "kwargs": dict(s.kwargs)}
+
+
+def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_specs: int) -> list[_Candidate]:
+    """Draw ``n_specs`` distinct, within-budget candidates with seeded :class:`~mednas.testing.RandomTrial`.
+
+    Like a search trial, each draws a family, the family's architecture and, where the task searches them, a
+    loss (``search.losses``) and a batch sampling (``search.sampling``).
+    """
     from mednas.errors import ConfigError
     from mednas.spaces import SpaceContext, check_budget, estimate_cost
     from mednas.testing import RandomTrial
@@ -117,9 +140,11 @@ def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_sp
     spaces = {name: space_for(task, name) for name in task.search.spaces}
     spaces = {name: sp for name, sp in spaces.items() if sp.supports(ctx) is None}
     if not spaces:
-        raise ConfigError(f"search.spaces: no family can take the smallest calibration shape {list(shape)}; use larger --scales")
+        raise ConfigError(f"search.spaces: no family can take the smallest calibration shape {list(shape)}; use larger --grid scales")
     b = task.search.budget
-    specs: list[Any] = []
+    losses = list(getattr(task.search, "losses", None) or [])
+    samplings = list(getattr(task.search, "sampling", None) or [])
+    out: list[_Candidate] = []
     seen: set[str] = set()
     for attempt in range(max(50, 20 * n_specs)):
         trial = RandomTrial(derive_seed(task.search.seed, attempt, _SPEC_TAG))
@@ -128,18 +153,22 @@ def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_sp
             spec = spaces[family].sample(trial, ctx)
             full_spec = spaces[family].adapt_to_shape(spec, plan.full_shape)
             cost = estimate_cost(full_spec, plan.full_shape, batch_size=task.training.batch_size)
+            per_image = estimate_cost(full_spec, plan.full_shape, batch_size=1)
         except ValueError:
             continue
-        if spec.hash in seen or check_budget(cost, max_params=b.max_params, max_macs=b.max_macs,
-                                             max_activation_mb=b.max_activation_mb):
+        candidate = _Candidate(spec, trial.suggest_categorical("loss", losses) if losses else None,
+                               trial.suggest_categorical("sampling", samplings) if samplings else None)
+        over = check_budget(cost, max_params=b.max_params, max_activation_mb=b.max_activation_mb) or (
+            b.max_macs is not None and per_image.macs > b.max_macs)
+        if candidate.hash in seen or over:
             continue
-        seen.add(spec.hash)
-        specs.append(spec)
-        if len(specs) == n_specs:
+        seen.add(candidate.hash)
+        out.append(candidate)
+        if len(out) == n_specs:
             break
-    if len(specs) < n_specs:
-        logger.warning("only %d distinct specs within budget could be sampled (asked for %d)", len(specs), n_specs)
-    return specs
+    if len(out) < n_specs:
+        logger.warning("only %d distinct specs within budget could be sampled (asked for %d)", len(out), n_specs)
+    return out
 
 
 def calibrate_proxy(
@@ -231,18 +260,18 @@ def calibrate_proxy(
                                 progress=lambda d, t, lb=label: bar.stage(f"{lb}: train", d, t))
             val = plan.arrays("val", shape, progress=lambda d, t, lb=label: bar.stage(f"{lb}: val", d, t))
             for i in pending:
-                spec = specs[i]
+                cand = specs[i]
                 bar.run(label, i, len(specs))
                 try:
-                    fr, _, _, _ = fit_spec(task, spec, train, val, shape=shape, epochs=epochs, seed=seeds[i], device=dev,
-                                           full=full if setting is None else None,
+                    fr, _, _, _ = fit_spec(task, cand.spec, train, val, shape=shape, epochs=epochs, seed=seeds[i], device=dev,
+                                           full=full if setting is None else None, loss=cand.loss, sampling=cand.sampling,
                                            on_epoch=lambda r, e=epochs: bar.epoch(r.epoch, e))
                     value = float(fr.best_value) if math.isfinite(fr.best_value) else None
-                    runs[_run_key(spec, setting)] = {"value": value, "learned": fr.learned, "epochs": len(fr.history),
+                    runs[_run_key(cand, setting)] = {"value": value, "learned": fr.learned, "epochs": len(fr.history),
                                                      "seconds": float(sum(h.seconds for h in fr.history))}
                 except Exception as exc:  # noqa: BLE001 - a spec that breaks at one setting is recorded, not fatal
-                    logger.warning("spec %d (%s) at %s failed: %s", i, spec.class_name, label, exc)
-                    runs[_run_key(spec, setting)] = {"value": None, "learned": False, "epochs": 0, "seconds": 0.0,
+                    logger.warning("spec %d (%s) at %s failed: %s", i, cand.spec.class_name, label, exc)
+                    runs[_run_key(cand, setting)] = {"value": None, "learned": False, "epochs": 0, "seconds": 0.0,
                                                      "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
                 bar.advance()
                 record()
@@ -295,8 +324,7 @@ def _assemble(task: TaskConfig, plan: DataPlan, specs: list[Any], settings: list
         "min_tau": min_tau,
         "full": {**full.to_dict(), "seconds": full_seconds, "values": full_values,
                  "n_not_learning": sum(1 for r in full_runs if r and not r["learned"])},
-        "specs": [{"index": i, "family": s.family, "target": s.target, "spec_hash": s.hash, "kwargs": dict(s.kwargs)}
-                  for i, s in enumerate(specs)],
+        "specs": [s.to_dict(i) for i, s in enumerate(specs)],
         "settings": rows,
         "recommendation": recommendation,
         "ceiling": {"kendall_tau": list(SEED_NOISE_TAU),

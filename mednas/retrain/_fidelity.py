@@ -102,8 +102,8 @@ def proxy_fidelity(
         The ``proxy_fidelity`` record of ``summary.json``: ``kendall_tau``, ``kendall_p``, ``spearman``,
         ``top1_regret`` (None with a ``reason`` when undefined), ``n`` (candidates in tau), ``n_candidates``,
         ``n_not_learning``, ``not_learning`` (trial numbers), ``top1_trial`` (proxy's choice),
-        ``best_full_trial``, ``ceiling`` (the seed-noise range and what it means) and ``warning`` (None, or
-        the low-fidelity warning with advice).
+        ``best_full_trial``, ``ceiling`` (the seed-noise range and what it means), ``note`` (for fewer than 6
+        candidates: how coarse tau is) and ``warning`` (None, or the low-fidelity warning with advice).
     """
     if not (len(trials) == len(proxy) == len(full) == len(learned)):
         raise ValueError("trials, proxy, full and learned must have the same length")
@@ -139,9 +139,17 @@ def proxy_fidelity(
             record["top1_regret"] = top1_regret(values, first, maximize=maximize)
         elif reason is None:
             record["reason"] = "regret needs at least 2 retrained candidates"
+    if tau is not None and len(ranked) < 6:
+        record["note"] = coarse_note(len(ranked))
     if tau is not None and tau < LOW_TAU:
         record["warning"] = low_tau_warning(tau, len(ranked))
     return record
+
+
+def coarse_note(n: int) -> str:
+    """Return how coarse Kendall tau is over ``n`` candidates (one swapped pair moves it by ``4 / (n (n - 1))``)."""
+    return (f"tau over {n} candidates moves in steps of {4 / (n * (n - 1)):.2f} (one swapped pair): retrain more "
+            "candidates (--top-k) for a figure that can tell a good proxy from a poor one")
 
 
 def low_tau_warning(tau: float, n: int) -> str:
@@ -153,4 +161,5 @@ def low_tau_warning(tau: float, n: int) -> str:
         "give the proxy more epochs (proxy.epochs) or a larger input (proxy.scale / proxy.shape), measure which "
         "proxy settings rank like full training with `mednas calibrate-proxy TASK.yaml`, and retrain more "
         "candidates (--top-k) before trusting the winner."
+        + (f" With {n} candidates one swapped pair moves tau by {4 / (n * (n - 1)):.2f}, so this figure is coarse." if n < 6 else "")
     )

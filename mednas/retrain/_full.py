@@ -99,6 +99,8 @@ def fit_spec(
     full: FullFidelity | None = None,
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[Any], None] | None = None,
+    loss: str | None = None,
+    sampling: str | None = None,
 ) -> tuple[Any, Any, Any, tuple[int, ...]]:
     """Train ``spec`` at one fidelity and return ``(fit result, model with best weights, adapted spec, divisor)``.
 
@@ -115,6 +117,8 @@ def fit_spec(
             (constant learning rate, no early stopping).
         checkpoint: Per-epoch checkpoint to resume from and write.
         on_epoch: Called with each :class:`~mednas.train.EpochResult`.
+        loss: Loss registry key (default: ``training.loss``; the search may have sampled another).
+        sampling: ``uniform`` or ``balanced`` batches (default: ``training.sampling``).
     """
     from mednas.metrics._objective import evaluate_objective
     from mednas.search import class_weights_for
@@ -133,7 +137,7 @@ def fit_spec(
         optimizer=task.training.optimizer,
         lr=task.training.lr,
         weight_decay=task.training.weight_decay,
-        loss=task.training.loss,
+        loss=loss or task.training.loss,
         seed=seed,
         device=device,
         augment=task.training.augment,
@@ -145,6 +149,7 @@ def fit_spec(
         class_weights=class_weights_for(task, train.labels),
         patch=full.patch if full is not None else None,
         patch_overlap=PATCH_OVERLAP,
+        sampling=sampling or task.training.sampling,
     )
 
     def evaluate(outputs: np.ndarray, data: ArrayData) -> tuple[float, dict[str, Any]]:

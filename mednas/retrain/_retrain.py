@@ -55,8 +55,8 @@ def select_candidates(study: Any, k: int) -> list[Any]:
     Single objective: the best complete trials (:func:`mednas.search.best_trials`: trials that violate a
     constraint are left out, candidates that never started learning come last). Several objectives: the Pareto
     front (:func:`mednas.search.pareto_front`), ordered by the first objective, at most ``k``. A trial that
-    re-used the score of an identical architecture (``duplicate_of``) is skipped: that architecture is
-    retrained once.
+    re-used the score of an identical candidate (``duplicate_of``: same architecture, loss and sampling) is
+    skipped: that candidate is retrained once.
     """
     from optuna.trial import TrialState
 
@@ -70,13 +70,14 @@ def select_candidates(study: Any, k: int) -> list[Any]:
         n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         ranked = best_trials(study, max(1, n_complete))
     chosen: list[Any] = []
-    seen: set[str] = set()
+    seen: set[tuple[Any, ...]] = set()
     for t in ranked:
         spec_hash = t.user_attrs.get("spec_hash")
-        if "duplicate_of" in t.user_attrs or (spec_hash and spec_hash in seen):
+        key = (spec_hash, t.params.get("loss"), t.params.get("sampling"))
+        if "duplicate_of" in t.user_attrs or (spec_hash and key in seen):
             continue
         if spec_hash:
-            seen.add(spec_hash)
+            seen.add(key)
         chosen.append(t)
         if len(chosen) == k:
             break
@@ -145,7 +146,7 @@ def run_retrain(
     device: str | None = None,
     storage: str | None = None,
     study_name: str | None = None,
-    n_resamples: int = 500,
+    n_resamples: int | None = None,
     show_progress: bool = True,
 ) -> RetrainResult:
     """Retrain the top-k candidates of a search at full fidelity, test them once, and record proxy fidelity.
@@ -158,7 +159,8 @@ def run_retrain(
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (default: the task's).
         storage: Optuna storage URL the search used (default: ``study.db`` in the run directory).
         study_name: Study name (default: the one in ``summary.json``, else the task name).
-        n_resamples: Bootstrap resamples (over patients) for the validation and test intervals.
+        n_resamples: Bootstrap resamples (over patients) for the validation and test intervals (default: the
+            task's ``objective.bootstrap.resamples``).
         show_progress: Progress bar on stderr (``MEDNAS_NO_PROGRESS=1`` also disables it).
 
     Returns:
@@ -240,7 +242,7 @@ def _same_budget(record: dict[str, Any], full: FullFidelity, seed: int) -> bool:
 
 
 def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial: Any, full: FullFidelity,
-                 data: _Arrays, device: str, bar: _Progress, n_resamples: int) -> dict[str, Any]:
+                 data: _Arrays, device: str, bar: _Progress, n_resamples: int | None) -> dict[str, Any]:
     from mednas.io._atomic import read_json
     from mednas.train import TrainingDiverged, derive_seed
 
@@ -267,13 +269,16 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
     record: dict[str, Any] = {
         "trial": n, "state": "running", "reason": None, "seed": seed, **full.to_dict(),
         "family": spec.family, "target": spec.target, "spec_hash": spec.hash,
+        "loss": trial.params.get("loss") or task.training.loss,
+        "sampling": trial.params.get("sampling") or task.training.sampling,
         "preprocessing": _preprocessing(plan),
         "proxy": {"value": float(trial.values[0]), "values": list(trial.values), "learned": trial.user_attrs.get("learned"),
                   "seconds": proxy_rec.get("seconds"), "shape": list(plan.proxy_shape), "epochs": task.proxy.epochs},
     }
     resumed = ckpt.exists()
     log(f"{'resuming' if resumed else 'retraining'} trial {n}: {spec.class_name} {spec.hash} (family {spec.family}) at "
-        f"{'x'.join(map(str, full.shape))}, up to {full.epochs} epochs, patience {full.patience}, seed {seed}")
+        f"{'x'.join(map(str, full.shape))}, up to {full.epochs} epochs, patience {full.patience}, loss {record['loss']}, "
+        f"sampling {record['sampling']}, seed {seed}")
     train, val = data.train_val()
 
     def on_epoch(result: Any) -> None:
@@ -285,7 +290,8 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
     try:
         rd.write_json(metrics_path, record)
         fit_result, model, _, divisor = fit_spec(task, spec, train, val, shape=full.shape, epochs=full.epochs,
-                                                       seed=seed, device=device, full=full, checkpoint=ckpt, on_epoch=on_epoch)
+                                                       seed=seed, device=device, full=full, checkpoint=ckpt, on_epoch=on_epoch,
+                                                       loss=record["loss"], sampling=record["sampling"])
     except TrainingDiverged as exc:
         ckpt.unlink(missing_ok=True)  # resuming would diverge again: a re-run starts afresh
         return _failed(rd, record, metrics_path, f"diverged: {exc}", log, t0, bar)
@@ -304,7 +310,7 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
 
 def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fit_result: Any, model: Any,
             divisor: tuple[int, ...], full: FullFidelity, data: _Arrays, device: str, seed: int,
-            n_resamples: int) -> dict[str, Any]:
+            n_resamples: int | None) -> dict[str, Any]:
     """Write the best weights, the validation report and the one test evaluation; return the record."""
     from mednas.metrics._objective import objective_report
     from mednas.train import predict

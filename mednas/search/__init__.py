@@ -21,3 +21,7 @@ __all__ = [
     "run_search",
     "write_summary",
 ]
+
+from mednas._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "search")

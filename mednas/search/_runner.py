@@ -91,7 +91,12 @@ class _TrialObjective:
     def __call__(self, trial: Any) -> float | list[float]:
         import optuna
 
-        from mednas.metrics._objective import constraint_violations, evaluate_objective, objective_report
+        from mednas.metrics._objective import (
+            constraint_violations,
+            evaluate_objective,
+            objective_report,
+            prediction_record,
+        )
         from mednas.spaces import check_budget, estimate_cost
         from mednas.spec import build
         from mednas.train import (
@@ -281,6 +286,7 @@ class _TrialObjective:
         trial.set_user_attr("feasible", feasible)
         if report.get("operating_point"):
             trial.set_user_attr("threshold", report["operating_point"].get("threshold"))
+        write_json(tdir / "predictions.json", prediction_record(task, fit_result.best_outputs, self.val, split="val"))
         if task.search.keep_weights and fit_result.best_state is not None:
             # Proxy weights of the leading trials let `mednas export` work before any retraining.
             save_weights(tdir / "model.pt", fit_result.best_state)
@@ -563,10 +569,10 @@ def run_search(
             failures_in_row = failures_in_row + 1 if frozen.state == TrialState.FAIL else 0
             recover_stale_trials(study)
             _drop_weights_outside_top(study, rd, task.search.keep_weights)
-            write_summary(task, rd, study, plan=plan)
+            write_summary(task, rd, study, plan=plan, target=n_target)
             bar.trial_done(frozen)
 
-        write_summary(task, rd, study, plan=plan)
+        write_summary(task, rd, study, plan=plan, target=n_target)
         from optuna.storages import fail_stale_trials
         from optuna.trial import TrialState
 
@@ -589,7 +595,7 @@ def run_search(
                 time.sleep(2.0)
                 fail_stale_trials(study)
                 recover_stale_trials(study)
-                write_summary(task, rd, study, plan=plan)
+                write_summary(task, rd, study, plan=plan, target=n_target)
                 bar.trial_done(None)
 
         work()
@@ -603,7 +609,7 @@ def run_search(
             work()  # trials of workers that died are retried here
         recover_stale_trials(study)
         bar.close()
-        summary = write_summary(task, rd, study, plan=plan)
+        summary = write_summary(task, rd, study, plan=plan, target=n_target)
         return SearchResult(rd.root, summary)
     except MednasError:
         if created and not started:
@@ -624,52 +630,210 @@ def run_search(
 
 
 class _Progress:
-    """A tqdm bar: trial n of N, best so far, current trial's epoch, elapsed and remaining."""
+    """Live progress of a search: trial n of N, best so far, current trial's epoch, elapsed and remaining.
+
+    On a terminal it is a tqdm bar on stderr (log lines print above it); every finished trial is also logged
+    (``mednas.search``, INFO) with structured fields (``trial``, ``state``, ``value``, ``best``, ``finished``,
+    ``total``, ``elapsed_s``, ``remaining_s``), so ``--log-json``, ``search.log`` and runs without a terminal
+    see the same progress. The remaining time is the finished trials' pace in this session (trials finished by
+    other workers included) times the trials still to go.
+    """
+
+    _FORMAT = "{desc}: {n_fmt}/{total_fmt} trials |{bar}| "  # + best, elapsed, remaining (set on each refresh)
 
     def __init__(self, total: int, done: int, *, enabled: bool, study: Any) -> None:
         self.enabled = enabled and os.environ.get("MEDNAS_NO_PROGRESS") != "1"
-        self.bar = None
+        self.bar: Any = None
         self.study = study
+        self.total = total
+        self.done = min(done, total)
+        self._t0 = time.monotonic()
+        self._t_ready = self._t0  # end of data preparation: the pace is measured from here
+        self._trials_started: float | None = None
+        self._done_at_start = self.done
+        self._best = ""
+        self._last = 0.0
+        self._swapped: list[tuple[logging.Handler, logging.Handler]] = []
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=min(done, total), desc="search", unit="trial", file=sys.stderr,
-                            dynamic_ncols=True, leave=True, mininterval=0.5 if sys.stderr.isatty() else 5.0)
-            self._update_best()
+            self.bar = tqdm(total=total, initial=self.done, desc="search", file=sys.stderr, dynamic_ncols=True,
+                            leave=True, bar_format=self._FORMAT, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+            self._redirect_console_logging()
+        self._update_best()
+        self._set_postfix()
+
+    # -- estimates
+
+    def elapsed(self) -> float:
+        """Seconds since this search session started."""
+        return time.monotonic() - self._t0
+
+    def remaining(self) -> float | None:
+        """Estimated seconds until ``total`` trials have finished (None until one finished in this session)."""
+        finished = self.done - self._done_at_start
+        if self.done >= self.total:
+            return 0.0
+        if finished <= 0 or self._trials_started is None:
+            return None
+        pace = (time.monotonic() - self._trials_started) / finished
+        return pace * (self.total - self.done)
+
+    def _mark_trials_started(self) -> None:
+        if self._trials_started is None:
+            self._trials_started = self._t_ready
+
+    # -- display
+
+    def _redirect_console_logging(self) -> None:
+        """Route the console handlers of the ``mednas`` logger through ``tqdm.write`` so lines print above the bar."""
+        bar_cls = type(self.bar)
+
+        class _AboveBar(logging.StreamHandler):  # type: ignore[type-arg]
+            def emit(self, record: logging.LogRecord) -> None:
+                try:
+                    bar_cls.write(self.format(record), file=self.stream)
+                    self.flush()
+                except Exception:  # noqa: BLE001 - logging must never break the search
+                    self.handleError(record)
+
+        root = logging.getLogger("mednas")
+        for h in list(root.handlers):
+            if type(h) is logging.StreamHandler and getattr(h, "stream", None) in (sys.stderr, sys.stdout):
+                new = _AboveBar(h.stream)
+                new.setFormatter(h.formatter)
+                new.setLevel(h.level)
+                for f in h.filters:
+                    new.addFilter(f)
+                root.handlers[root.handlers.index(h)] = new
+                self._swapped.append((h, new))
+
+    def _restore_console_logging(self) -> None:
+        root = logging.getLogger("mednas")
+        for old, new in self._swapped:
+            if new in root.handlers:
+                root.handlers[root.handlers.index(new)] = old
+        self._swapped = []
 
     def _update_best(self) -> None:
-        if self.bar is None:
-            return
         from mednas.search._summary import best_trials
 
-        best = best_trials(self.study, 1)
+        try:
+            best = best_trials(self.study, 1)
+        except Exception:  # noqa: BLE001 - a storage hiccup must not stop the search; the next trial retries
+            return
         if best:
             extra = f", Pareto front {len(pareto_front(self.study))}" if len(self.study.directions) > 1 else ""
-            self.bar.set_postfix_str(f"best {best[0].values[0]:.4f} (trial {best[0].number}){extra}", refresh=True)
+            self._best_trial: Any = best[0]
+            self._best = f"best {best[0].values[0]:.4f} (trial {best[0].number}){extra}"
 
-    def _maybe_refresh(self) -> None:
+    def _set_postfix(self) -> None:
+        if self.bar is None:
+            return
+        remaining = self.remaining()
+        parts = [p for p in (self._best, f"{self.duration(self.elapsed())} elapsed",
+                             f"~{self.duration(remaining)} left" if remaining is not None and self.done < self.total else "") if p]
+        # In the format itself, not tqdm's postfix (which tqdm prefixes with ", ").
+        self.bar.bar_format = self._FORMAT + ", ".join(parts).replace("{", "{{").replace("}", "}}")
+
+    def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self.bar is not None and now - getattr(self, "_last", 0.0) >= self.bar.mininterval:
+        if self.bar is not None and (force or now - self._last >= self.bar.mininterval):
             self._last = now
+            self._set_postfix()
             self.bar.refresh()
 
+    # -- events
+
     def stage(self, name: str, done: int, total: int) -> None:
+        """Show a preparation stage (validation, fingerprint, proxy cache)."""
+        self._t_ready = time.monotonic()
         if self.bar is not None:
             self.bar.set_description_str(f"search [{name} {done}/{total}]" if total else f"search [{name}]", refresh=False)
             self._maybe_refresh()
 
     def epoch(self, trial: int, epoch: int, epochs: int) -> None:
+        """Show the running trial's epoch."""
+        self._mark_trials_started()
+        logger.debug("trial %d: epoch %d/%d", trial, epoch, epochs, extra={"trial": trial, "epoch": epoch, "epochs": epochs})
         if self.bar is not None:
             self.bar.set_description_str(f"search [trial {trial} epoch {epoch}/{epochs}]", refresh=False)
             self._maybe_refresh()
 
     def trial_done(self, frozen: Any) -> None:
-        # Other workers finish trials too: show the study's count, not this process's.
-        if self.bar is not None:
-            self.bar.n = min(self.bar.total, _count_finished(self.study))
+        """Count finished trials (the study's: other workers finish trials too) and log the one that ended here."""
+        if frozen is None and self.bar is None:
+            return  # a waiting worker's poll, with nothing to show: spare the storage the queries
+        self._mark_trials_started()
+        import contextlib
+
+        with contextlib.suppress(Exception):  # a storage hiccup: keep the previous count
+            self.done = min(self.total, _count_finished(self.study))
         self._update_best()
+        if self.bar is not None:
+            self.bar.n = self.done
+        if frozen is not None:
+            self._log_trial(frozen)
+        self._maybe_refresh(force=frozen is not None)
+
+    def _log_trial(self, frozen: Any) -> None:
+        from optuna.trial import TrialState
+
+        attrs = frozen.user_attrs
+        value = float(frozen.values[0]) if frozen.values else None
+        if frozen.state == TrialState.COMPLETE:
+            state = "complete" if attrs.get("feasible", True) is not False else "complete (violates a constraint)"
+            values = ", ".join(f"{v:.4f}" for v in frozen.values or [])
+            what = f"objective {values}" + (f", {attrs['params']:,} parameters" if attrs.get("params") else "")
+            if "duplicate_of" in attrs:
+                what += f" (same candidate as trial {attrs['duplicate_of']})"
+            elif attrs.get("learned") is False:
+                what += "; flagged: never started learning"
+        elif frozen.state == TrialState.PRUNED and "infeasible" in attrs:
+            state, what = "infeasible", str(attrs["infeasible"])
+        elif frozen.state == TrialState.PRUNED:
+            history = frozen.intermediate_values or attrs.get("primary_history") or {}
+            epochs = len(history)
+            last = history[max(history, key=int)] if history else None
+            state = "pruned"
+            what = f"at epoch {epochs}" + (f" (objective {last:.4f})" if isinstance(last, (int, float)) else "")
+            value = float(last) if isinstance(last, (int, float)) else None
+        elif frozen.state == TrialState.FAIL:
+            state, what = "failed", str(attrs.get("fail_reason") or "see its log.txt")
+        else:
+            state, what = frozen.state.name.lower(), ""
+        remaining = self.remaining()
+        best = getattr(self, "_best_trial", None)
+        fields = {
+            "event": "trial", "trial": frozen.number, "state": state.split(" ")[0], "family": attrs.get("family"),
+            "value": value, "values": list(frozen.values) if frozen.values and state.startswith("complete") else None,
+            "best": float(best.values[0]) if best is not None else None, "best_trial": best.number if best is not None else None,
+            "finished": self.done, "total": self.total, "elapsed_s": round(self.elapsed(), 1),
+            "remaining_s": round(remaining, 1) if remaining is not None else None,
+        }
+        tail = f"{self.done}/{self.total} finished, {self.duration(self.elapsed())} elapsed" + (
+            f", ~{self.duration(remaining)} left" if remaining is not None and self.done < self.total else "")
+        logger.info("trial %d %s%s; %s%s", frozen.number, state, f": {what}" if what else "",
+                    f"{self._best}; " if self._best else "", tail, extra=fields)
 
     def close(self) -> None:
+        """Close the bar and give console logging back its handlers."""
+        self._restore_console_logging()
         if self.bar is not None:
+            self._set_postfix()
             self.bar.set_description_str("search", refresh=False)
             self.bar.close()
+            self.bar = None
+
+
+    @staticmethod
+    def duration(seconds: float | None) -> str:
+        """Format seconds as ``42s``, ``3m05s`` or ``2h04m``."""
+        if seconds is None or not math.isfinite(seconds):
+            return "?"
+        s = int(round(max(0.0, seconds)))
+        if s < 60:
+            return f"{s}s"
+        if s < 3600:
+            return f"{s // 60}m{s % 60:02d}s"
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"

@@ -69,7 +69,7 @@ def best_trials(study: Any, k: int = 1) -> list[Any]:
     return complete[:k]
 
 
-def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None) -> dict[str, Any]:
+def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None) -> dict[str, Any]:
     """Assemble the summary (see DESIGN.md for the keys the checks rely on)."""
     from optuna.trial import TrialState
 
@@ -89,7 +89,7 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
             "failed": states.get(TrialState.FAIL, 0),
             "running": states.get(TrialState.RUNNING, 0),
             "waiting": states.get(TrialState.WAITING, 0),
-            "target": task.search.n_trials,
+            "target": target or task.search.n_trials,
         },
         "families": dict(sorted(families.items())),
         "proxy": {
@@ -148,11 +148,13 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
     for key in ("proxy_fidelity", "retrain", "export"):
         if key in previous:
             summary[key] = previous[key]
+    if target is None and isinstance(previous.get("n_trials"), dict) and previous["n_trials"].get("target"):
+        summary["n_trials"]["target"] = previous["n_trials"]["target"]
     return summary
 
 
-def write_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None) -> dict[str, Any]:
+def write_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None) -> dict[str, Any]:
     """Build the summary and write ``summary.json`` atomically."""
-    summary = build_summary(task, rd, study, plan)
+    summary = build_summary(task, rd, study, plan, target)
     rd.write_json(rd.summary, summary)
     return summary

@@ -67,7 +67,15 @@ def test_retrained_export_records_both_splits(seg_bundle: SimpleNamespace) -> No
     assert meta["eval_metrics"]["test_dice"] == m["metrics"]["test"]["dice"]["value"]
 
 
-@pytest.mark.parametrize("which", ["cls_bundle", "seg_bundle"])
+def test_export_ran_monais_checks(cls_bundle: SimpleNamespace, seg_bundle: SimpleNamespace) -> None:
+    for b in (cls_bundle, seg_bundle):
+        checks = b.result.checks
+        assert checks["metadata"].startswith("MONAI schema") or checks["metadata"].startswith("required fields")
+        assert "verify_net_in_out passed" in checks["net_in_out"]
+        assert checks["pipeline_agreement"]["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.parametrize("which", [pytest.param("cls_bundle", marks=pytest.mark.slow), "seg_bundle"])
 def test_monai_verify_commands_pass(which: str, request: pytest.FixtureRequest, schema: Path) -> None:
     bundle = request.getfixturevalue(which).path
     meta, config = str(bundle / "configs" / "metadata.json"), str(bundle / "configs" / "inference.json")
@@ -126,7 +134,8 @@ def test_no_identifying_values_in_bundle(cls_bundle: SimpleNamespace, seg_bundle
         secrets |= {r["patient"] for r in fingerprint["cases"]}
         secrets |= {Path(e["image"]).name for e in entries} | {e["patient"] for e in entries}
         secrets |= {str(datalist.parent), (run_dir / ".salt").read_text().strip()}
-        texts = {p: p.read_text(errors="replace") for p in b.path.rglob("*") if p.suffix in ("", ".json", ".md", ".sha256")}
+        texts = {p: p.read_text(errors="replace") for p in b.path.rglob("*")
+                 if p.is_file() and p.suffix in ("", ".json", ".md", ".sha256")}
         for path, text in texts.items():
             leaked = [s for s in secrets if s in text]
             assert not leaked, f"{path.name} contains {leaked[:3]}"
@@ -138,7 +147,7 @@ def test_failed_export_writes_nothing(cls_run: SimpleNamespace, tmp_path: Path, 
     import mednas.export._bundle as bundle_mod
     from mednas.export import Conversion
 
-    def diverging(model, example, path):  # noqa: ANN001, ANN202
+    def diverging(model, inputs, path):  # noqa: ANN001, ANN202
         path.write_bytes(b"not really onnx")
         return Conversion("onnx", "models/model.onnx", "dynamo", 0.5, 3, 0.0)
 

@@ -11,7 +11,7 @@ import pytest
 from mednas import api
 from mednas.errors import ConfigError
 from mednas.retrain import ProxySetting, parse_grid
-from mednas.retrain._calibrate import _assemble, _recommend, _run_key
+from mednas.retrain._calibrate import _assemble, _Candidate, _recommend, _run_key
 from mednas.testing import tiny_task
 
 
@@ -24,7 +24,7 @@ def test_parse_grid() -> None:
 
 
 def _fake_calibration(full: list[float], proxies: dict[ProxySetting, tuple[list[float], float]]) -> dict:
-    specs = [SimpleNamespace(hash=f"h{i}", family="resnet", target="monai.networks.nets.ResNet", kwargs={})
+    specs = [_Candidate(SimpleNamespace(hash=f"h{i}", family="resnet", target="monai.networks.nets.ResNet", kwargs={}))
              for i in range(len(full))]
     runs = {_run_key(s, None): {"value": v, "learned": True, "seconds": 10.0, "epochs": 3} for s, v in zip(specs, full)}
     for setting, (values, seconds) in proxies.items():
@@ -73,7 +73,7 @@ def test_non_learners_at_the_proxy_rank_last() -> None:
     # Mark spec 1 as a proxy non-learner with a high but meaningless score: ranked last, tau becomes 1/3.
     runs = rec["runs"]
     runs[_run_key(SimpleNamespace(hash="h1"), s)]["learned"] = False
-    specs = [SimpleNamespace(hash=f"h{i}", family="resnet", target="x", kwargs={}) for i in range(3)]
+    specs = [_Candidate(SimpleNamespace(hash=f"h{i}", family="resnet", target="x", kwargs={})) for i in range(3)]
     fidelity = SimpleNamespace(to_dict=lambda: {"shape": [32, 32], "patch": None, "max_epochs": 3, "patience": 8})
     again = _assemble(SimpleNamespace(name="t"), SimpleNamespace(splits={}), specs, [s], fidelity, runs, 0.6, {})  # type: ignore[arg-type]
     row = again["settings"][0]

@@ -16,6 +16,7 @@ def test_known_tau_rho_and_regret() -> None:
     assert rec["top1_trial"] == 10 and rec["best_full_trial"] == 11
     assert rec["n"] == 4 and rec["n_not_learning"] == 0 and rec["warning"] is None and rec["reason"] is None
     assert rec["ceiling"]["kendall_tau"] == list(SEED_NOISE_TAU)
+    assert "steps of 0.33" in rec["note"]  # four candidates: one swapped pair moves tau by 1/3
 
 
 def test_perfect_agreement_has_no_regret() -> None:

@@ -43,6 +43,7 @@ def test_files_follow_the_run_directory_contract(retrained: SimpleNamespace) -> 
         assert rec["trial"] == n and rec["state"] == "complete" and rec["reason"] is None
         assert rec["shape"] == [32, 32] and rec["patch"] is None and rec["params"] == sum(p.numel() for p in net.parameters())
         assert rec["preprocessing"]["problem"] == "classification" and rec["preprocessing"]["n_classes"] == 2
+        assert rec["loss"] == "auto" and rec["sampling"] == "uniform"  # the trial's (the task's: none searched)
         proxy = json.loads((retrained.run_dir / "trials" / str(n) / "metrics.json").read_text())
         assert rec["proxy"]["value"] == pytest.approx(proxy["objective"]["value"])
         assert isinstance(rec["val"]["objective"], float) and "objective" in rec["val"]["metrics"]
@@ -140,7 +141,7 @@ def _fake_fit(values: dict[int, float]):  # noqa: ANN202
     from mednas.retrain._full import space_for
     from mednas.train import EpochResult, FitResult, predict
 
-    def fake(task, spec, train, val, *, shape, epochs, seed, device, full=None, checkpoint=None, on_epoch=None):  # noqa: ANN001, ANN202
+    def fake(task, spec, train, val, *, shape, epochs, seed, device, full=None, checkpoint=None, on_epoch=None, **_):  # noqa: ANN001, ANN003, ANN202
         space = space_for(task, spec.family)
         adapted = space.adapt_to_shape(spec, tuple(shape))
         divisor = tuple(space.required_divisor(adapted))
@@ -235,3 +236,12 @@ def test_seeds_are_derived_and_recorded(retrained: SimpleNamespace) -> None:
     for rec in retrained.result.candidates:
         assert rec["seed"] == derive_seed(0, rec["trial"])
     assert np.isfinite([c["val"]["objective"] for c in retrained.result.candidates]).all()
+
+
+def test_mednas_retrain_is_callable_after_its_package_is_imported(tmp_path: Path) -> None:
+    import mednas
+    import mednas.retrain  # replaces the attribute with the package, which must still retrain when called
+    from mednas.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="not a run directory"):
+        mednas.retrain(tmp_path / "nothing", show_progress=False)

@@ -11,7 +11,13 @@ import pytest
 from mednas import api
 from mednas.config import load_task
 from mednas.data import ArrayData
-from mednas.metrics._objective import combine, constraint_violations, evaluate_objective, objective_report, operating_rule
+from mednas.metrics._objective import (
+    combine,
+    constraint_violations,
+    evaluate_objective,
+    objective_report,
+    operating_rule,
+)
 from mednas.testing import tiny_task
 
 
