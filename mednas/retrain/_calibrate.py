@@ -213,6 +213,12 @@ def calibrate_proxy(
     from mednas.train import derive_seed, select_device
 
     rd = RunDir(run_dir)
+    if rd.resolved.exists():
+        from mednas.config import load_task, load_yaml
+        from mednas.errors import RunDirError
+
+        if config_hash(load_task(load_yaml(rd.resolved))) != config_hash(task):
+            raise RunDirError(f"{rd.root} holds a run of a different configuration; use another --run-dir")
     rd.root.mkdir(parents=True, exist_ok=True)
     dev = select_device(device or task.device)
     grid = list(grid) if grid else [(s, e) for s in DEFAULT_SCALES for e in DEFAULT_EPOCHS]
@@ -220,7 +226,8 @@ def calibrate_proxy(
     bar = _Progress(enabled=show_progress)
     try:
         plan = plan_data(task, rd, salt=read_or_create_salt(rd), progress=bar.stage)
-        write_yaml(rd.resolved, task_to_dict(task))
+        if not rd.resolved.exists():
+            write_yaml(rd.resolved, task_to_dict(task))
         # Small scales are raised to the largest minimum input size among the task's families, so every family
         # can be sampled and trained at every setting.
         families = [space_for(task, n) for n in task.search.spaces]

@@ -115,3 +115,10 @@ def test_calibration_on_tiny_data_never_reads_the_test_split(tmp_path: Path, tin
     monkeypatch.setattr(cal_mod, "fit_spec", no_training)
     again = api.calibrate_proxy(task, run_dir=tmp_path / "cal", n_specs=3, grid="0.5x1", show_progress=False)
     assert again.record["settings"] == rec["settings"]
+
+    # Another configuration in the same directory is refused before anything is trained.
+    from mednas.errors import RunDirError
+
+    other = tiny_task("classification", tiny_cls_datalist, training={"epochs": 3})
+    with pytest.raises(RunDirError, match="different configuration"):
+        api.calibrate_proxy(other, run_dir=tmp_path / "cal", n_specs=3, grid="0.5x1", show_progress=False)
