@@ -107,6 +107,7 @@ def retrain(
     storage: str | None = None,
     study_name: str | None = None,
     n_resamples: int | None = None,
+    seeds: int = 2,
     show_progress: bool = True,
 ) -> Any:
     """Retrain a search's top-k candidates at full fidelity, test them once, and measure proxy fidelity.
@@ -122,6 +123,8 @@ def retrain(
         study_name: Study name (default: the search's).
         n_resamples: Bootstrap resamples (over patients) for the validation and test intervals (default: the
             task's ``objective.bootstrap.resamples``).
+        seeds: Full-fidelity trainings per candidate with different seeds (default 2): candidates are ranked by
+            the seed mean and ``proxy_fidelity.seed_ceiling_tau`` records how far full training agrees with itself.
         show_progress: Progress bar on stderr.
 
     Returns:
@@ -135,7 +138,8 @@ def retrain(
     from mednas.retrain import run_retrain
 
     return run_retrain(run_dir, top_k=top_k, epochs=epochs, patch=list(patch) if patch else None, device=device,
-                       storage=storage, study_name=study_name, n_resamples=n_resamples, show_progress=show_progress)
+                       storage=storage, study_name=study_name, n_resamples=n_resamples, seeds=seeds,
+                       show_progress=show_progress)
 
 
 def calibrate_proxy(
@@ -148,6 +152,8 @@ def calibrate_proxy(
     grid: Sequence[tuple[float, int]] | str | None = None,
     min_tau: float = 0.6,
     full_epochs: int | None = None,
+    full_seeds: int = 1,
+    proxy_seeds: int = 1,
     device: str | None = None,
     show_progress: bool = True,
 ) -> Any:
@@ -163,6 +169,8 @@ def calibrate_proxy(
             task's own proxy is always added).
         min_tau: Kendall tau the recommended setting must reach.
         full_epochs: Maximum full-fidelity epochs (default: ``training.epochs``).
+        full_seeds: Full-fidelity trainings per spec with different seeds (2 or more measure the seed-noise ceiling).
+        proxy_seeds: Trainings per spec at each proxy setting (2 or more rank by the proxy seed mean).
         device: ``auto``, ``cpu``, ``cuda``.
         show_progress: Progress bar on stderr.
 
@@ -186,6 +194,8 @@ def calibrate_proxy(
         grid=grid,
         min_tau=min_tau,
         full_epochs=full_epochs,
+        full_seeds=full_seeds,
+        proxy_seeds=proxy_seeds,
         device=device,
         show_progress=show_progress,
     )

@@ -99,6 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        "A killed retrain continues the candidate it was training; finished candidates are skipped.")
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--top-k", type=int, default=3, help="candidates to retrain (default 3; the Pareto front for several objectives)")
+    p.add_argument("--seeds", type=int, default=2, metavar="S",
+                   help="full-fidelity trainings per candidate with different seeds (default 2): ranks by the seed mean "
+                        "and measures the seed-noise ceiling of proxy fidelity; 1 halves the cost")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the task's training.epochs)")
     p.add_argument("--patch", type=int, nargs="+", metavar="N", help="train on random patches of this size with sliding-window validation (default: training.patch)")
     p.add_argument("--storage", help="Optuna storage URL the search used (default: SQLite in the run directory)")
@@ -116,6 +119,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", metavar="SCALExEPOCHS,...", help="proxy settings, e.g. 0.25x2,0.5x5 (default: scales 0.25 and 0.5 x epochs 2 and 5)")
     p.add_argument("--min-tau", type=float, default=0.6, help="Kendall tau the recommended setting must reach (default 0.6)")
     p.add_argument("--full-epochs", type=int, help="maximum full-fidelity epochs (default: the task's training.epochs)")
+    p.add_argument("--full-seeds", type=int, default=1, metavar="S",
+                   help="full-fidelity trainings per spec with different seeds (default 1; 2 or more measure the "
+                        "seed-noise ceiling that bounds every proxy's tau)")
+    p.add_argument("--proxy-seeds", type=int, default=1, metavar="S",
+                   help="trainings per spec at each proxy setting (default 1; 2 or more rank by the proxy seed mean)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -270,6 +278,12 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: s
         print(indent + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def _fmt_tau_ci(tau: float | None, ci: list[float] | None) -> str:
+    if tau is None:
+        return "n/a"
+    return f"{tau:.2f}" + (f" ({ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
+
+
 def _print_retrain(result: Any) -> None:
     s = result.summary
     r = s.get("retrain", {})
@@ -281,9 +295,11 @@ def _print_retrain(result: Any) -> None:
           + (f" (patches {'x'.join(map(str, patch['size']))}, sliding-window validation)" if patch else "")
           + f", up to {r.get('max_epochs')} epochs, early stopping after {r.get('patience')}; objective {name}")
     rows = []
+    multi = any(c.get("seeds") for c in result.candidates)
     for c in result.candidates:
         if c.get("state") != "complete":
-            rows.append([str(c["trial"]), c.get("family") or "", "", _fmt_value(c["proxy"]["value"]), f"{c['state']}: {c.get('reason')}", "", ""])
+            rows.append([str(c["trial"]), c.get("family") or "", "", _fmt_value(c["proxy"]["value"]), f"{c['state']}: {c.get('reason')}",
+                         *([""] if multi else []), "", ""])
             continue
         test = c["test"]["metrics"]
         extra = ""
@@ -291,10 +307,18 @@ def _print_retrain(result: Any) -> None:
             extra = f"sens {_fmt_ci(test['sensitivity'])}, spec {_fmt_ci(test['specificity'])}"
         elif "dice" in test:
             extra = f"dice {_fmt_ci(test['dice'])}"
-        flag = "" if c.get("learned") is not False else " (never learned)"
+        flag = "" if c.get("learned_majority", c.get("learned")) is not False else " (never learned)"
+        seeds = ""
+        if c.get("seeds"):
+            vals = [_fmt_value(v) if v is not None else "failed" for v in (s["val"] for s in c["seeds"])]
+            seeds = (f"{_fmt_value(c.get('val_mean'))} +- {_fmt_value(c.get('val_sd'))} ({', '.join(vals)})"
+                     if c.get("val_sd") is not None else ", ".join(vals))
         rows.append([str(c["trial"]), c.get("family") or "", f"{c.get('params') or 0:,}", _fmt_value(c["proxy"]["value"]),
-                     _fmt_ci(c["val"]["metrics"].get("objective")) + flag, _fmt_ci(test.get("objective")), extra])
-    _print_table(["trial", "family", "params", "proxy (val)", "full val (95% CI)", "test (95% CI)", "test metrics at the val operating point"], rows)
+                     _fmt_ci(c["val"]["metrics"].get("objective")) + flag, *([seeds] if multi else []),
+                     _fmt_ci(test.get("objective")), extra])
+    _print_table(["trial", "family", "params", "proxy (val)", "full val (95% CI)",
+                  *(["full val seed mean +- sd (each seed)"] if multi else []), "test (95% CI)",
+                  "test metrics at the val operating point"], rows)
     if r.get("best") is not None:
         print(f"  best at full fidelity: trial {r['best']} ({result.run_dir}/retrain/{r['best']}/model.pt)")
     cost = r.get("cost") or {}
@@ -302,10 +326,25 @@ def _print_retrain(result: Any) -> None:
         print(f"  cost: {_fmt_seconds(cost['full_seconds'])} full-fidelity training vs {_fmt_seconds(cost['proxy_seconds'])} proxy "
               f"({cost['full_over_proxy']:.1f}x)")
     if fid.get("kendall_tau") is not None:
-        print(f"  proxy fidelity over {fid['n']} candidates: Kendall tau {fid['kendall_tau']:.2f}, Spearman "
-              f"{fid['spearman']:.2f}, top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
+        ci = fid.get("kendall_tau_interval")
+        print(f"  proxy fidelity over {fid['n']} candidates: Kendall tau {fid['kendall_tau']:.2f}"
+              + (f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
+              + (" against the full seed mean" if (fid.get("seeds") or 1) > 1 else "")
+              + f", Spearman {fid['spearman']:.2f}, top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
     else:
         print(f"  proxy fidelity: Kendall tau n/a ({fid.get('reason')}); top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
+    if fid.get("seed_ceiling_tau") is not None:
+        ratio = fid.get("tau_over_ceiling")
+        print(f"  seed-noise ceiling: full training agrees with itself across {fid['seeds']} seeds at Kendall tau "
+              f"{fid['seed_ceiling_tau']:.2f}" + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else ""))
+    elif fid.get("seed_ceiling_reason"):
+        print(f"  seed-noise ceiling: not measured ({fid['seed_ceiling_reason']})")
+    if fid.get("regret_in_seed_sd") is not None:
+        print(f"  top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations ({_fmt_value(fid.get('seed_sd'), 4)}): "
+              + ("within seed noise" if fid.get("regret_within_seed_noise") else "larger than seed noise"))
+    if fid.get("top3_contains_best") is not None:
+        print(f"  the proxy's top 3 {'contain' if fid['top3_contains_best'] else 'miss'} the best full-fidelity candidate"
+              + (f" ({fid['top3_note']})" if fid.get("top3_note") else ""))
     print(f"    ({fid['ceiling']['note']})")
     if fid.get("note"):
         print(f"    ({fid['note']})")
@@ -320,7 +359,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from mednas import api
 
     result = api.retrain(args.run_dir, top_k=args.top_k, epochs=args.epochs, patch=args.patch, device=args.device,
-                         storage=args.storage, study_name=args.study_name, show_progress=not args.quiet)
+                         storage=args.storage, study_name=args.study_name, seeds=args.seeds, show_progress=not args.quiet)
     _print_retrain(result)
     return 0
 
@@ -330,19 +369,29 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     result = api.calibrate_proxy(args.task, presets=args.preset, overrides=args.overrides, run_dir=args.run_dir,
                                  n_specs=args.specs, grid=args.grid, min_tau=args.min_tau, full_epochs=args.full_epochs,
-                                 device=args.device, show_progress=not args.quiet)
+                                 full_seeds=args.full_seeds, proxy_seeds=args.proxy_seeds, device=args.device,
+                                 show_progress=not args.quiet)
     rec = result.record
     full = rec["full"]
     print(f"\nmednas calibrate-proxy: {rec['task']}, {len(rec['specs'])} random specs -> {result.run_dir}/calibration.json")
-    print(f"  full fidelity: {'x'.join(map(str, full['shape']))}, up to {full['max_epochs']} epochs: {_fmt_seconds(full['seconds'])} in all"
+    print(f"  full fidelity: {'x'.join(map(str, full['shape']))}, up to {full['max_epochs']} epochs, "
+          f"{rec.get('full_seeds', 1)} seed(s): {_fmt_seconds(full['seconds'])} in all"
           + (f"; {full['n_not_learning']} spec(s) never learned (left out of tau)" if full.get("n_not_learning") else ""))
+    ceiling = rec.get("seed_ceiling") or {}
+    if ceiling.get("kendall_tau") is not None:
+        print(f"  seed-noise ceiling: full-fidelity seeds agree at Kendall tau {_fmt_tau_ci(ceiling['kendall_tau'], ceiling.get('interval'))}"
+              " (no proxy can rank better)")
     rows = []
     for row in rec["settings"]:
+        top3 = row.get("top3_contains_best")
         rows.append([row["setting"], "x".join(map(str, row["shape"])), str(row["epochs"]),
-                     _fmt_value(row["kendall_tau"], 2), _fmt_value(row["spearman"], 2), _fmt_value(row["top1_regret"], 3),
+                     _fmt_tau_ci(row["kendall_tau"], row.get("kendall_tau_interval")), _fmt_value(row.get("kendall_tau_all"), 2),
+                     _fmt_value(row["spearman"], 2), _fmt_value(row["top1_regret"], 3),
+                     "n/a" if top3 is None else ("yes" if top3 else "no"),
                      _fmt_seconds(row["seconds"]), f"{row['cost_fraction']:.0%}" if row["cost_fraction"] is not None else "n/a",
                      str(row["n_not_learning"])])
-    _print_table(["setting", "shape", "epochs", "tau", "rho", "regret", "cost", "of full", "not learning"], rows)
+    _print_table(["setting", "shape", "epochs", "tau (95% CI)", "tau incl. non-learners", "rho", "regret", "top-3 hit",
+                  "cost", "of full", "not learning"], rows)
     print(f"  {rec['ceiling']['note']}")
     print(f"  {rec['recommendation']['message']}")
     return 0

@@ -25,7 +25,7 @@ __all__ = ["apply_overrides", "config_hash", "deep_merge", "load_task", "load_ya
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Keys that may change between runs of one study without changing what is searched.
-_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "search.keep_weights", "training.patch", "device", "data.cache_dir", "description")
+_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "search.keep_weights", "search.reevaluate", "training.patch", "device", "data.cache_dir", "description")
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -446,6 +446,21 @@ class PrunerConfig(Strict):
         return {"name": data} if isinstance(data, str) else data
 
 
+class ReevaluateConfig(Strict):
+    """Re-train the best few proxy candidates with extra seeds and rank them by the seed mean.
+
+    After the study's trials are done, the ``top`` best complete trials that meet every constraint and started
+    learning (ranked by their single-seed value) are proxy-trained again with ``seeds`` further seeds each
+    (same architecture, loss and sampling). Their trials then rank by the mean over all seeds (user attribute
+    ``proxy_mean``), in ``summary.json`` and when ``mednas retrain`` picks its top-k; the extra time is
+    reported as ``summary.json`` ``reevaluation.cost_fraction``. Multi-objective studies re-evaluate the
+    primary objective only (the Pareto front stays as measured; its order uses the mean).
+    """
+
+    top: int = Field(0, ge=0, description="How many of the best proxy candidates to re-evaluate (0: off).")
+    seeds: int = Field(2, ge=1, description="Extra proxy seeds per re-evaluated candidate (its own seed comes first).")
+
+
 class SearchConfig(Strict):
     """The Optuna study: which families, which sampler and pruner, how many trials."""
 
@@ -464,6 +479,13 @@ class SearchConfig(Strict):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)  # type: ignore[arg-type]
     max_failures: int = Field(10, ge=1, description="Stop the search after this many failed trials in a row.")
     keep_weights: int = Field(5, ge=0, description="Keep the proxy weights (`trials/<n>/model.pt`) of this many best trials; others are deleted.")
+    dead_check_epoch: int | None = Field(
+        None, ge=0, description="Proxy epoch at which a candidate that has not started learning (training loss down "
+        "by < 3% since epoch 1 and validation predictions constant, empty or never better than epoch 1) is pruned "
+        "and flagged; unset: max(2, proxy.epochs // 4) when that is before the last epoch, else off; 0: off (the "
+        "end-of-training flag still applies)."
+    )
+    reevaluate: ReevaluateConfig = Field(default_factory=ReevaluateConfig)  # type: ignore[arg-type]
 
 
 class ProxyConfig(Strict):
@@ -537,12 +559,28 @@ class TaskConfig(Strict):
         for metric in named:
             if metric in wrong:
                 raise ValueError(f"objective metric {metric!r} needs a {other} task")
+        check = self.search.dead_check_epoch
+        if check == 1:
+            raise ValueError("search.dead_check_epoch 1: the not-learning check compares with epoch 1, so it needs 2 or later (0: off)")
+        if check is not None and check > self.proxy.epochs:
+            raise ValueError(f"search.dead_check_epoch {check} is after the last proxy epoch ({self.proxy.epochs}); "
+                             "use at most proxy.epochs, or 0 to turn the check off")
         if self.search.losses:
             allowed = LOSS_CHOICES[self.problem]
             for loss in self.search.losses:
                 if loss not in allowed:
                     raise ValueError(f"search.losses: {loss!r} is not a {self.problem} loss{did_you_mean(loss, allowed)}; choose from {', '.join(allowed)}")
         return self
+
+    @property
+    def dead_check_epoch(self) -> int:
+        """The proxy epoch of the not-learning check (0: no check before the end of training)."""
+        check = self.search.dead_check_epoch
+        if check is None:
+            # Automatic: only where it saves training, i.e. before the last epoch.
+            check = max(2, self.proxy.epochs // 4)
+            return check if check < self.proxy.epochs else 0
+        return check
 
     @property
     def n_classes(self) -> int:

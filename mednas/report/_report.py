@@ -301,8 +301,11 @@ class _Page:
             cards.append(("retrained best", f"{(rec.get('val') or {}).get('objective', float('nan')):.3f}",
                           f"trial {rb}, validation at full fidelity; test {_fmt(test_obj.get('value'))}{_ci_span(test_obj.get('ci95'))}"))
             tau = fid.get("kendall_tau")
-            cards.append(("proxy fidelity", f"τ {tau:.2f}" if tau is not None else "n/a",
-                          f"Kendall tau over {fid.get('n')} candidates (seed-noise ceiling {SEED_NOISE[0]}-{SEED_NOISE[1]})"
+            ceil = fid.get("seed_ceiling_tau")
+            ceiling_text = (f"seed-noise ceiling measured here: τ {ceil:.2f}" if ceil is not None
+                            else f"seed-noise ceiling {SEED_NOISE[0]}-{SEED_NOISE[1]} in the pilot")
+            cards.append(("proxy fidelity", f"τ {tau:.2f}" + (f" of {ceil:.2f}" if ceil is not None else "") if tau is not None else "n/a",
+                          f"Kendall tau over {fid.get('n')} candidates ({ceiling_text})"
                           if tau is not None else _e(fid.get("reason") or "")))
         else:
             cards.append(("retrained", "not yet", "run `mednas retrain RUN_DIR`"))
@@ -470,10 +473,28 @@ class _Page:
                           f"{fid['best_full_trial']})" if fid.get("top1_trial") is not None else "") + ".</p>")
         elif fid.get("reason"):
             out.append(f"<p>Kendall tau undefined: {_e(fid['reason'])}.</p>")
-        ceiling = (fid.get("ceiling") or {}).get("note") or (
-            f"seed noise alone limits Kendall tau to about {SEED_NOISE[0]}-{SEED_NOISE[1]}")
-        out.append(f"<p class='lead'>Ceiling: {_e(ceiling)}. With few candidates the tau itself is uncertain: "
-                   "read it together with the scatter.</p>")
+        ceil = fid.get("seed_ceiling_tau")
+        if ceil is not None:
+            ci = fid.get("seed_ceiling_interval")
+            ratio = fid.get("tau_over_ceiling")
+            out.append(f"<p><strong>Seed-noise ceiling τ {ceil:.2f}</strong>"
+                       + (f" (95% interval over candidates {ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
+                       + f": {fid.get('seeds')} full-fidelity trainings of each candidate with different seeds agree this "
+                       "well with each other, so no proxy can rank these candidates better"
+                       + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else "") + ". Full-fidelity "
+                       "scores below are seed means"
+                       + (f"; the top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations"
+                          f" ({'within' if fid.get('regret_within_seed_noise') else 'beyond'} seed noise)"
+                          if fid.get("regret_in_seed_sd") is not None else "")
+                       + (f"; the proxy's top 3 {'contain' if fid.get('top3_contains_best') else 'miss'} the best "
+                          "candidate" if fid.get("top3_contains_best") is not None else "")
+                       + (f" ({_e(fid['top3_note'])})" if fid.get("top3_note") else "") + ".</p>")
+        else:
+            ceiling = (fid.get("ceiling") or {}).get("note") or (
+                f"seed noise alone limits Kendall tau to about {SEED_NOISE[0]}-{SEED_NOISE[1]}")
+            out.append(f"<p class='lead'>Ceiling: {_e(ceiling)} (not measured on this run: "
+                       "<code>mednas retrain RUN_DIR --seeds 2</code> measures it). With few candidates the tau itself "
+                       "is uncertain: read it together with the scatter.</p>")
         if fid.get("warning"):
             out.append(f"<div class='note'>{_e(fid['warning'])}</div>")
         if fid.get("n_not_learning"):
@@ -487,7 +508,8 @@ class _Page:
             points.append({"trial": n, "family": r.get("family"), "learned": r.get("learned"),
                            "proxy": (r.get("proxy") or {}).get("value"),
                            "proxy_ci": (((proxy_rec.get("metrics") or {}).get("objective")) or {}).get("ci95"),
-                           "full": (r.get("val") or {}).get("objective"), "full_ci": val_obj.get("ci95"),
+                           "full": r["val_mean"] if r.get("val_mean") is not None else (r.get("val") or {}).get("objective"),
+                           "full_ci": None if r.get("val_mean") is not None else val_obj.get("ci95"),
                            "test": test_obj.get("value"), "test_ci": test_obj.get("ci95")})
         if points:
             out.append(self.figure("fidelity", _figs().fidelity_figure(points, name=run.names[0]),
@@ -683,7 +705,11 @@ class _Page:
             if r.get("retry_of") is not None:
                 note.append(f"retry of trial {r['retry_of']}")
             if r.get("learned") is False:
-                note.append("never started learning")
+                # A pruned one's reason already says why ("not learning: ..."); a complete one's is in not_learning.
+                why = r.get("not_learning") if state == "complete" else None
+                note.append("never started learning" + (f" ({why})" if why else ""))
+            if r.get("proxy_mean") is not None:
+                note.append(f"mean over {len(r.get('proxy_seed_values') or [])} seeds {_fmt(r['proxy_mean'])}")
             if r.get("feasible") is False:
                 note.append("violates a constraint")
             if r.get("reason"):

@@ -82,6 +82,8 @@ def read_status(
     counts = {s: 0 for s in _STATE_ORDER}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
+    # A subset of complete and pruned: trials flagged as never started learning.
+    counts["not_learning"] = sum(1 for r in rows if r["state"] in ("complete", "pruned") and r.get("learned") is False)
     target = (summary.get("n_trials") or {}).get("target") or ((resolved.get("search") or {}).get("n_trials"))
     finished = counts["complete"] + counts["pruned"] + counts["infeasible"]
     elapsed = _busy_seconds(study, now) if study is not None else sum(r["seconds"] or 0.0 for r in rows)
@@ -132,7 +134,9 @@ def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str
     target = status["target"]
     progress = f"{status['finished']}/{target} finished" if target else f"{status['finished']} finished"
     lines.append(f"  progress: {progress} ({c['complete']} complete, {c['pruned']} pruned, {c['infeasible']} infeasible, "
-                 f"{c['failed']} failed), {c['running']} running"
+                 f"{c['failed']} failed"
+                 + (f"; {c['not_learning']} never started learning" if c.get("not_learning") else "")
+                 + f"), {c['running']} running"
                  + (f", {c['waiting']} waiting" if c.get("waiting") else "")
                  + f"; elapsed {_duration(status['elapsed_s'])}"
                  + (f", ~{_duration(status['remaining_s'])} left" if status.get("remaining_s") else ""))
@@ -280,6 +284,8 @@ def _from_storage(ft: Any, rec: dict[str, Any], epochs_total: int | None, now: _
         "seconds": seconds,
         "reason": reason,
         "learned": attrs.get("learned", rec.get("learned")),
+        "not_learning": attrs.get("not_learning", rec.get("not_learning")),
+        "proxy_mean": rec.get("proxy_mean"),
         "feasible": attrs.get("feasible", rec.get("feasible")),
         "duplicate_of": attrs.get("duplicate_of", rec.get("duplicate_of")),
         "retry_of": attrs.get("retry_of", rec.get("retry_of")),
@@ -307,6 +313,8 @@ def _from_record(number: int, rec: dict[str, Any], epochs_total: int | None) -> 
         "seconds": rec.get("seconds"),
         "reason": rec.get("reason"),
         "learned": rec.get("learned"),
+        "not_learning": rec.get("not_learning"),
+        "proxy_mean": rec.get("proxy_mean"),
         "feasible": rec.get("feasible"),
         "duplicate_of": rec.get("duplicate_of"),
         "retry_of": rec.get("retry_of"),
@@ -353,8 +361,11 @@ def _best(summary: dict[str, Any], trials: dict[int, dict[str, Any]], directions
     sign = 1.0 if directions[0] == "maximize" else -1.0
     pool = [r for r in trials.values() if r["state"] == "complete" and r.get("objective") is not None
             and r.get("feasible") is not False and r.get("duplicate_of") is None]
-    # The search's rule (mednas.search.best_trials): candidates that never learned come last, then the objective.
-    live = min(pool, key=lambda r: (r.get("learned") is False, -sign * r["objective"], r["number"]), default=None)
+    # The search's rule (mednas.search.best_trials): candidates that never learned come last, then the objective
+    # (the seed mean of candidates re-evaluated with extra seeds).
+    live = min(pool, key=lambda r: (r.get("learned") is False,
+                                    -sign * (r["proxy_mean"] if r.get("proxy_mean") is not None else r["objective"]),
+                                    r["number"]), default=None)
     best = summary.get("best")
     if best and (len(directions) > 1 or live is None):
         row = trials.get(int(best["trial"]), {})
@@ -428,6 +439,8 @@ def _note(r: dict[str, Any]) -> str:
         notes.append(f"retry of trial {r['retry_of']}")
     if r.get("learned") is False and r["state"] == "complete":
         notes.append("never started learning")
+    if r.get("proxy_mean") is not None:
+        notes.append(f"seed mean {r['proxy_mean']:.4f}")
     if r.get("reason"):
         notes.append(str(r["reason"]))
     text = "; ".join(notes)

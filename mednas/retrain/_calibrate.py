@@ -4,6 +4,12 @@
 small grid (resolution scale x epochs, plus the task's current proxy) and at full fidelity, and reports per
 setting the Kendall tau against the full-fidelity ranking and the cost. It recommends the cheapest setting that
 reaches a declared tau. Only the training and validation splits are read: the test split stays untouched.
+
+With ``full_seeds`` >= 2 every spec is trained at full fidelity once per seed: the specs are ranked by their seed
+mean, and the agreement between seeds (``seed_ceiling``) is the most any proxy could reach. With ``proxy_seeds``
+>= 2 each proxy setting is trained once per seed too, ranked by the proxy seed mean, and its self-agreement is
+recorded. Every tau carries a percentile bootstrap interval over specs. This is the protocol
+``benchmarks/fidelity.py`` runs.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ from typing import Any
 
 from mednas.config import TaskConfig
 from mednas.data import DataPlan
-from mednas.retrain._fidelity import SEED_NOISE_TAU, rank_agreement, top1_regret
+from mednas.retrain._fidelity import (
+    SEED_NOISE_TAU,
+    bootstrap_tau_interval,
+    rank_agreement,
+    seed_ceiling,
+    top1_regret,
+)
 from mednas.retrain._full import fit_spec, full_fidelity, space_for
 from mednas.rundir import RunDir
 
@@ -179,6 +191,8 @@ def calibrate_proxy(
     grid: Sequence[tuple[float, int]] | None = None,
     min_tau: float = 0.6,
     full_epochs: int | None = None,
+    full_seeds: int = 1,
+    proxy_seeds: int = 1,
     device: str | None = None,
     show_progress: bool = True,
 ) -> CalibrationResult:
@@ -193,13 +207,18 @@ def calibrate_proxy(
             proxy is always added.
         min_tau: The Kendall tau the recommended setting must reach.
         full_epochs: Maximum full-fidelity epochs (default: ``training.epochs``).
+        full_seeds: Full-fidelity trainings per spec with different seeds; 2 or more measure the seed-noise
+            ceiling (``seed_ceiling``) and rank specs by their seed mean.
+        proxy_seeds: Trainings per spec at each proxy setting; 2 or more rank by the proxy seed mean and record
+            each setting's self-agreement (``proxy_self_tau``).
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (default: the task's).
         show_progress: Progress bar on stderr (``MEDNAS_NO_PROGRESS=1`` also disables it).
 
     Returns:
         The run directory and the record written to ``calibration.json``: ``settings`` (one row per setting with
-        ``kendall_tau``, ``spearman``, ``top1_regret``, ``seconds``, ``cost_fraction``), ``full``, ``specs`` and
-        ``recommendation``.
+        ``kendall_tau`` and its ``kendall_tau_interval``, ``kendall_tau_all`` (non-learners included),
+        ``spearman``, ``top1_regret``, ``top3_contains_best``, ``seconds``, ``cost_fraction``), ``full``,
+        ``seed_ceiling``, ``specs`` and ``recommendation``.
 
     Example:
         >>> from mednas import load_config
@@ -208,10 +227,13 @@ def calibrate_proxy(
     """
     from mednas.config import config_hash, task_to_dict
     from mednas.data import plan_data, read_or_create_salt
+    from mednas.errors import ConfigError
     from mednas.io._atomic import write_yaml
     from mednas.rundir import environment_info
     from mednas.train import derive_seed, select_device
 
+    if full_seeds < 1 or proxy_seeds < 1:
+        raise ConfigError(f"--full-seeds and --proxy-seeds must be at least 1, got {full_seeds} and {proxy_seeds}")
     rd = RunDir(run_dir)
     if rd.resolved.exists():
         from mednas.config import load_task, load_yaml
@@ -243,22 +265,29 @@ def calibrate_proxy(
             if old.get("identity") == identity:
                 runs = dict(old.get("runs", {}))
                 logger.info("re-using %d trainings recorded in %s", len(runs), path)
-        bar.start(len(specs) * (len(settings) + 1), len(runs))
-        logger.info("calibrate-proxy %s: %d specs x %d proxy settings + full fidelity (%s, up to %d epochs), device %s",
-                    task.name, len(specs), len(settings), "x".join(map(str, full.shape)), full.epochs, dev)
+        wanted = {_run_key(c, st, k) for c in specs for st in [*settings, None]
+                  for k in range(full_seeds if st is None else proxy_seeds)}
+        bar.start(len(wanted), len(wanted & set(runs)))
+        logger.info("calibrate-proxy %s: %d specs x %d proxy settings (%d seed%s) + full fidelity (%s, up to %d epochs, %d "
+                    "seed%s), device %s", task.name, len(specs), len(settings), proxy_seeds, "" if proxy_seeds == 1 else "s",
+                    "x".join(map(str, full.shape)), full.epochs, full_seeds, "" if full_seeds == 1 else "s", dev)
 
         def record() -> dict[str, Any]:
-            rec = _assemble(task, plan, specs, settings, full, runs, min_tau, identity)
+            rec = _assemble(task, plan, specs, settings, full, runs, min_tau, identity, full_seeds, proxy_seeds)
             rec["env"] = environment_info(dev, task.search.seed)
             rd.write_json(path, rec)
             return rec
 
-        seeds = [derive_seed(task.search.seed, i, _SPEC_TAG) for i in range(len(specs))]
+        def seed_of(i: int, k: int) -> int:
+            # The first seed is the one calibration always used, so earlier records stay valid.
+            return derive_seed(task.search.seed, i, _SPEC_TAG) if k == 0 else derive_seed(task.search.seed, i, _SPEC_TAG, k)
+
         # Cheap settings first, full fidelity last: the table fills in cost order.
         for setting in [*settings, None]:
             shape = setting.shape if setting else full.shape
             epochs = setting.epochs if setting else full.epochs
-            pending = [i for i, s in enumerate(specs) if _run_key(s, setting) not in runs]
+            n_seeds = full_seeds if setting is None else proxy_seeds
+            pending = [(i, k) for k in range(n_seeds) for i, s in enumerate(specs) if _run_key(s, setting, k) not in runs]
             if not pending:
                 continue
             subset = task.proxy.subset if setting else 1.0
@@ -266,19 +295,20 @@ def calibrate_proxy(
             train = plan.arrays("train", shape, subset=subset, seed=task.search.seed,
                                 progress=lambda d, t, lb=label: bar.stage(f"{lb}: train", d, t))
             val = plan.arrays("val", shape, progress=lambda d, t, lb=label: bar.stage(f"{lb}: val", d, t))
-            for i in pending:
+            for i, k in pending:
                 cand = specs[i]
-                bar.run(label, i, len(specs))
+                bar.run(label + (f", seed {k + 1}/{n_seeds}" if n_seeds > 1 else ""), i, len(specs))
                 try:
-                    fr, _, _, _ = fit_spec(task, cand.spec, train, val, shape=shape, epochs=epochs, seed=seeds[i], device=dev,
+                    fr, _, _, _ = fit_spec(task, cand.spec, train, val, shape=shape, epochs=epochs, seed=seed_of(i, k), device=dev,
                                            full=full if setting is None else None, loss=cand.loss, sampling=cand.sampling,
                                            on_epoch=lambda r, e=epochs: bar.epoch(r.epoch, e))
                     value = float(fr.best_value) if math.isfinite(fr.best_value) else None
-                    runs[_run_key(cand, setting)] = {"value": value, "learned": fr.learned, "epochs": len(fr.history),
-                                                     "seconds": float(sum(h.seconds for h in fr.history))}
+                    runs[_run_key(cand, setting, k)] = {"value": value, "learned": fr.learned, "epochs": len(fr.history),
+                                                        "seconds": float(sum(h.seconds for h in fr.history)),
+                                                        "not_learning": getattr(fr, "not_learning_reason", None)}
                 except Exception as exc:  # noqa: BLE001 - a spec that breaks at one setting is recorded, not fatal
                     logger.warning("spec %d (%s) at %s failed: %s", i, cand.spec.class_name, label, exc)
-                    runs[_run_key(cand, setting)] = {"value": None, "learned": False, "epochs": 0, "seconds": 0.0,
+                    runs[_run_key(cand, setting, k)] = {"value": None, "learned": False, "epochs": 0, "seconds": 0.0,
                                                      "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
                 bar.advance()
                 record()
@@ -290,47 +320,101 @@ def calibrate_proxy(
     return CalibrationResult(rd.root, rec)
 
 
-def _run_key(spec: Any, setting: ProxySetting | None) -> str:
-    return f"{spec.hash}|{setting.key if setting else 'full'}"
+def _run_key(spec: Any, setting: ProxySetting | None, k: int = 0) -> str:
+    return f"{spec.hash}|{setting.key if setting else 'full'}" + (f"|s{k}" if k else "")
+
+
+def _seed_mean(rs: list[dict[str, Any] | None]) -> tuple[float | None, bool | None, float]:
+    """Mean value, majority learned flag and summed seconds of one spec's runs at one setting (missing runs skipped)."""
+    done = [r for r in rs if r is not None]
+    vals = [float(r["value"]) for r in done if r.get("value") is not None]
+    flags = [bool(r["learned"]) for r in done if r.get("value") is not None]
+    mean = sum(vals) / len(vals) if vals else None
+    learned = (sum(flags) * 2 >= len(flags)) if flags else None
+    return mean, learned, sum(float(r.get("seconds") or 0.0) for r in done)
 
 
 def _assemble(task: TaskConfig, plan: DataPlan, specs: list[Any], settings: list[ProxySetting], full: Any,
-              runs: dict[str, dict[str, Any]], min_tau: float, identity: dict[str, Any]) -> dict[str, Any]:
+              runs: dict[str, dict[str, Any]], min_tau: float, identity: dict[str, Any], full_seeds: int = 1,
+              proxy_seeds: int = 1) -> dict[str, Any]:
     """Build the ``calibration.json`` record from the trainings done so far."""
-    full_runs = [runs.get(_run_key(s, None)) for s in specs]
-    full_values = [r["value"] if r else None for r in full_runs]
-    full_ok = [i for i, r in enumerate(full_runs) if r and r["value"] is not None and r["learned"]]
-    full_seconds = sum(r["seconds"] for r in full_runs if r)
+    n = len(specs)
+    seed = task.search.seed
+    full_by_seed = [[runs.get(_run_key(s, None, k)) for s in specs] for k in range(full_seeds)]
+    full_stats = [_seed_mean([full_by_seed[k][i] for k in range(full_seeds)]) for i in range(n)]
+    full_values = [m for m, _, _ in full_stats]
+    full_learned = [bool(lr) for _, lr, _ in full_stats]
+    full_ok = [i for i in range(n) if full_values[i] is not None and full_learned[i]]
+    full_seconds = sum(sec for _, _, sec in full_stats)
+    full_trainings = sum(1 for row in full_by_seed for r in row if r)
+    full_complete = all(r for row in full_by_seed for r in row)
+    # The seed-noise ceiling, over the specs that learned at full fidelity.
+    rows_by_seed = [[(full_by_seed[k][i] or {}).get("value") for i in full_ok] for k in range(full_seeds)]
+    ceiling = seed_ceiling(rows_by_seed, seed=seed) if full_seeds >= 2 else None
+    sds = []
+    for i in full_ok:
+        vals = [float(full_by_seed[k][i]["value"]) for k in range(full_seeds)  # type: ignore[index]
+                if full_by_seed[k][i] and full_by_seed[k][i].get("value") is not None]  # type: ignore[union-attr]
+        if len(vals) > 1:
+            m = sum(vals) / len(vals)
+            sds.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)))
+    seed_sd = sum(sds) / len(sds) if sds else None
     rows = []
     for setting in settings:
-        pr = [runs.get(_run_key(s, setting)) for s in specs]
-        seconds = sum(r["seconds"] for r in pr if r)
+        per_seed = [[runs.get(_run_key(s, setting, k)) for s in specs] for k in range(proxy_seeds)]
+        stats_ = [_seed_mean([per_seed[k][i] for k in range(proxy_seeds)]) for i in range(n)]
+        seconds = sum(sec for _, _, sec in stats_)
+        trainings = sum(1 for row in per_seed for r in row if r)
         # Specs that never learned at full fidelity have no meaningful rank and are left out; specs that never
         # learned at the proxy stay in, ranked last, as the search ranks them.
-        idx = [i for i in full_ok if pr[i] is not None and pr[i]["value"] is not None]
-        proxy_scores = _ranks([(bool(pr[i]["learned"]), pr[i]["value"]) for i in idx])
-        tau, p, rho, reason = rank_agreement(proxy_scores, [full_values[i] for i in idx])
-        regret = None
+        idx = [i for i in full_ok if stats_[i][0] is not None]
+        proxy_scores = _ranks([(bool(stats_[i][1]), stats_[i][0]) for i in idx])  # type: ignore[misc]
+        full_idx = [full_values[i] for i in idx]
+        tau, p, rho, reason = rank_agreement(proxy_scores, full_idx)  # type: ignore[arg-type]
+        interval = bootstrap_tau_interval(proxy_scores, full_idx, seed=seed) if tau is not None else None  # type: ignore[arg-type]
+        # With the specs that never learned at full fidelity kept in: how much of tau comes from telling them apart.
+        all_idx = [i for i in range(n) if stats_[i][0] is not None and full_values[i] is not None]
+        tau_all = rank_agreement(_ranks([(bool(stats_[i][1]), stats_[i][0]) for i in all_idx]),  # type: ignore[misc]
+                                 [full_values[i] for i in all_idx])[0]  # type: ignore[misc]
+        regret = top3 = None
         if len(idx) >= 2:
-            first = max(range(len(idx)), key=lambda j: (proxy_scores[j], -idx[j]))
-            regret = top1_regret([full_values[i] for i in idx], first)
+            order = sorted(range(len(idx)), key=lambda j: (-proxy_scores[j], idx[j]))
+            regret = top1_regret(full_idx, order[0])  # type: ignore[arg-type]
+            best = max(range(len(idx)), key=lambda j: full_idx[j])  # type: ignore[arg-type,return-value]
+            top3 = best in order[:3]
+        self_tau = None
+        if proxy_seeds >= 2:
+            self_tau = seed_ceiling([[(per_seed[k][i] or {}).get("value") for i in range(n)] for k in range(proxy_seeds)],
+                                    seed=seed)["kendall_tau"]
         rows.append({
             "setting": setting.label, "scale": setting.scale, "shape": list(setting.shape), "epochs": setting.epochs,
-            "current": setting.current, "kendall_tau": tau, "kendall_p": p, "spearman": rho, "top1_regret": regret,
+            "current": setting.current, "kendall_tau": tau, "kendall_tau_interval": interval, "kendall_p": p,
+            "kendall_tau_all": tau_all, "spearman": rho, "top1_regret": regret,
+            "regret_in_seed_sd": (regret / seed_sd) if regret is not None and seed_sd else None,
+            "top3_contains_best": top3, "proxy_self_tau": self_tau,
             "n": len(idx), "reason": reason,
-            "n_not_learning": sum(1 for r in pr if r and not r["learned"]),
-            "n_done": sum(1 for r in pr if r),
+            "n_not_learning": sum(1 for m, lr, _ in stats_ if m is not None and lr is False),
+            "n_done": sum(1 for row in per_seed for r in row if r),
             "seconds": seconds,
-            "cost_fraction": (seconds / full_seconds) if full_seconds > 0 and all(full_runs) else None,
-            "values": [r["value"] if r else None for r in pr],
+            "cost_fraction": ((seconds / trainings) / (full_seconds / full_trainings))
+            if trainings and full_seconds > 0 and full_complete else None,
+            "values": [m for m, _, _ in stats_],
         })
-    recommendation = _recommend(rows, min_tau, complete=all(full_runs))
+    recommendation = _recommend(rows, min_tau, complete=full_complete,
+                                ceiling=ceiling["kendall_tau"] if ceiling else None)
     return {
         "task": task.name,
         "identity": identity,
         "min_tau": min_tau,
-        "full": {**full.to_dict(), "seconds": full_seconds, "values": full_values,
-                 "n_not_learning": sum(1 for r in full_runs if r and not r["learned"])},
+        "full_seeds": full_seeds,
+        "proxy_seeds": proxy_seeds,
+        "full": {**full.to_dict(), "seconds": full_seconds, "trainings": full_trainings, "values": full_values,
+                 "seed_values": [[(r or {}).get("value") for r in row] for row in full_by_seed],
+                 "seed_sd": seed_sd,
+                 "n_not_learning": sum(1 for i in range(n) if full_values[i] is not None and not full_learned[i]),
+                 "not_learning": [i for i in range(n) if full_values[i] is not None and not full_learned[i]]},
+        "seed_ceiling": ceiling or {"kendall_tau": None, "interval": None, "pairs": [],
+                                    "reason": "one full-fidelity seed per spec: use --full-seeds 2 to measure it"},
         "specs": [s.to_dict(i) for i, s in enumerate(specs)],
         "settings": rows,
         "recommendation": recommendation,
@@ -349,7 +433,7 @@ def _ranks(keys: list[tuple[bool, float]]) -> list[float]:
     return [float(order.index(k)) for k in keys]
 
 
-def _recommend(rows: list[dict[str, Any]], min_tau: float, *, complete: bool) -> dict[str, Any]:
+def _recommend(rows: list[dict[str, Any]], min_tau: float, *, complete: bool, ceiling: float | None = None) -> dict[str, Any]:
     if not complete:
         return {"setting": None, "message": "calibration incomplete: full-fidelity trainings are still missing"}
     good = [r for r in rows if r["kendall_tau"] is not None and r["kendall_tau"] >= min_tau]
@@ -372,7 +456,9 @@ def _recommend(rows: list[dict[str, Any]], min_tau: float, *, complete: bool) ->
         "setting": None, "best_tau_setting": top["setting"], "kendall_tau": top["kendall_tau"],
         "message": f"no setting reached Kendall tau {min_tau:g}; the closest is {top['setting']} (tau "
                    f"{top['kendall_tau']:.2f}). Try more epochs or larger scales in --grid, or more --specs "
-                   f"(seed noise alone limits tau to about {SEED_NOISE_TAU[0]:.2f}-{SEED_NOISE_TAU[1]:.2f})",
+                   + (f"(full training agrees with itself across seeds at tau {ceiling:.2f} here, the most any proxy "
+                      "can reach)" if ceiling is not None else
+                      f"(seed noise alone limits tau to about {SEED_NOISE_TAU[0]:.2f}-{SEED_NOISE_TAU[1]:.2f})"),
     }
 
 

@@ -14,7 +14,15 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOW_TAU", "SEED_NOISE_TAU", "proxy_fidelity", "rank_agreement", "top1_regret"]
+__all__ = [
+    "LOW_TAU",
+    "SEED_NOISE_TAU",
+    "bootstrap_tau_interval",
+    "proxy_fidelity",
+    "rank_agreement",
+    "seed_ceiling",
+    "top1_regret",
+]
 
 #: Kendall tau between two full trainings of the same candidates with different seeds (pilot, 11 candidates).
 SEED_NOISE_TAU: tuple[float, float] = (0.73, 0.84)
@@ -22,6 +30,10 @@ SEED_NOISE_TAU: tuple[float, float] = (0.73, 0.84)
 LOW_TAU = 0.5
 #: Fewer candidates than this make a rank correlation meaningless.
 MIN_CANDIDATES = 3
+#: Bootstrap intervals over candidates need at least this many (fewer give intervals that say nothing).
+MIN_BOOTSTRAP = 4
+#: Resamples for the percentile bootstrap over candidates.
+N_BOOTSTRAP = 1000
 
 CEILING_NOTE = (
     "seed noise alone limits Kendall tau to about {lo:.2f}-{hi:.2f} (two full trainings of the same 11 candidates "
@@ -79,47 +91,179 @@ def top1_regret(full: Sequence[float], first: int, *, maximize: bool = True) -> 
     return float(best - full[first]) if maximize else float(full[first] - best)
 
 
+def bootstrap_tau_interval(
+    a: Sequence[float], b: Sequence[float], *, n_resamples: int = N_BOOTSTRAP, seed: int = 0
+) -> list[float] | None:
+    """Return the 95% percentile bootstrap interval of Kendall tau, resampling candidates with replacement.
+
+    Resamples in which one side is all tied (tau undefined) are skipped. Returns None for fewer than
+    :data:`MIN_BOOTSTRAP` candidates or when fewer than half of the resamples give a tau.
+
+    Example:
+        >>> lo, hi = bootstrap_tau_interval([1, 2, 3, 4, 5, 6], [1, 3, 2, 4, 6, 5])
+        >>> -1.0 <= lo <= 0.6 <= hi <= 1.0
+        True
+    """
+    import numpy as np
+    from scipy import stats
+
+    n = len(a)
+    if n < MIN_BOOTSTRAP:
+        return None
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    taus = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        xa, yb = x[idx], y[idx]
+        if np.ptp(xa) == 0 or np.ptp(yb) == 0:
+            continue
+        t = stats.kendalltau(xa, yb).statistic
+        if math.isfinite(t):
+            taus.append(float(t))
+    if len(taus) < n_resamples // 2:
+        return None
+    return [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))]
+
+
+def seed_ceiling(by_seed: Sequence[Sequence[float | None]], *, maximize: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Agreement between full-fidelity trainings of the same candidates with different seeds.
+
+    No proxy can rank candidates more consistently than full training agrees with itself, so this is the
+    ceiling a proxy's Kendall tau is read against.
+
+    Args:
+        by_seed: One row per seed, each with one score per candidate (None where that training failed).
+        maximize: The objective's direction (tau does not depend on it; kept for symmetry).
+        seed: Seeds the bootstrap.
+
+    Returns:
+        ``kendall_tau`` (mean over seed pairs; None with ``reason`` for fewer than 2 seeds or 3 candidates),
+        ``pairs`` (one ``{"seeds": [i, j], "kendall_tau", "n"}`` per pair) and ``interval`` (bootstrap over
+        candidates of the first pair).
+
+    Example:
+        >>> seed_ceiling([[0.9, 0.8, 0.7, 0.6], [0.8, 0.9, 0.7, 0.6]])["kendall_tau"]
+        0.6666666666666669
+    """
+    del maximize
+    pairs = []
+    interval = None
+    for i in range(len(by_seed)):
+        for j in range(i + 1, len(by_seed)):
+            keep = [c for c in range(len(by_seed[i])) if _finite(by_seed[i][c]) and _finite(by_seed[j][c])]
+            a = [float(by_seed[i][c]) for c in keep]  # type: ignore[arg-type]
+            b = [float(by_seed[j][c]) for c in keep]  # type: ignore[arg-type]
+            tau, _, _, reason = rank_agreement(a, b)
+            pairs.append({"seeds": [i, j], "kendall_tau": tau, "n": len(keep), "reason": reason})
+            if interval is None and tau is not None:
+                interval = bootstrap_tau_interval(a, b, seed=seed)
+    scored = [p["kendall_tau"] for p in pairs if p["kendall_tau"] is not None]
+    reason = None
+    if len(by_seed) < 2:
+        reason = "one full-fidelity seed per candidate: retrain with --seeds 2 or more to measure the seed-noise ceiling"
+    elif not scored:
+        reason = next((p["reason"] for p in pairs if p["reason"]), "no seed pair could be compared")
+    return {"kendall_tau": (sum(scored) / len(scored)) if scored else None, "pairs": pairs, "interval": interval,
+            "reason": reason}
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    done = [float(v) for v in values if _finite(v)]  # type: ignore[arg-type]
+    if not done:
+        return None, None, 0
+    mean = sum(done) / len(done)
+    std = math.sqrt(sum((v - mean) ** 2 for v in done) / (len(done) - 1)) if len(done) > 1 else None
+    return mean, std, len(done)
+
+
 def proxy_fidelity(
     trials: Sequence[int],
     proxy: Sequence[float | None],
-    full: Sequence[float | None],
+    full: Sequence[float | None] | None,
     learned: Sequence[bool],
     *,
     maximize: bool = True,
+    full_seeds: Sequence[Sequence[float | None]] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Compare the proxy and full-fidelity rankings of the retrained candidates.
+    """Compare the proxy and full-fidelity rankings of the retrained candidates, against the seed-noise ceiling.
 
     Args:
         trials: Trial numbers, in the search's order (the proxy's first choice first; candidates that never
             learned on the proxy already last).
-        proxy: Proxy objective of each (validation).
-        full: Full-fidelity validation objective of each (None where retraining failed).
+        proxy: Proxy objective of each (validation; the mean over proxy seeds where the search re-evaluated).
+        full: Full-fidelity validation objective of each (None where retraining failed). Ignored when
+            ``full_seeds`` is given: the seed mean is used.
         learned: False for a candidate that never started learning on the proxy or at full fidelity: such a
-            candidate is counted (``n_not_learning``) and left out of tau and rho, not ranked.
+            candidate is counted (``n_not_learning``) and left out of tau, rho and the ceiling, not ranked.
         maximize: The objective's direction.
+        full_seeds: Per candidate, its full-fidelity validation objective for each seed (None where that
+            training failed). With two or more seeds the record gains the seed-noise ceiling.
+        seed: Seeds the bootstrap intervals over candidates.
 
     Returns:
-        The ``proxy_fidelity`` record of ``summary.json``: ``kendall_tau``, ``kendall_p``, ``spearman``,
-        ``top1_regret`` (None with a ``reason`` when undefined), ``n`` (candidates in tau), ``n_candidates``,
+        The ``proxy_fidelity`` record of ``summary.json``: ``kendall_tau`` (proxy against the full seed mean),
+        ``kendall_tau_interval`` (bootstrap over candidates), ``kendall_p``, ``spearman``, ``seeds``,
+        ``seed_ceiling_tau`` (agreement between full-fidelity seeds; None with ``seed_ceiling_reason`` for one
+        seed), ``seed_ceiling_interval``, ``seed_ceiling_pairs``, ``tau_over_ceiling``, ``top1_regret``,
+        ``seed_sd`` (mean over candidates of the standard deviation across seeds), ``regret_in_seed_sd``,
+        ``regret_within_seed_noise``, ``top3_contains_best`` (with ``top3_note`` when it holds trivially),
+        ``full_mean``/``full_sd`` per candidate, ``n`` (candidates in tau), ``n_candidates``, ``n_retrained``,
         ``n_not_learning``, ``not_learning`` (trial numbers), ``top1_trial`` (proxy's choice),
-        ``best_full_trial``, ``ceiling`` (the seed-noise range and what it means), ``note`` (for fewer than 6
-        candidates: how coarse tau is) and ``warning`` (None, or the low-fidelity warning with advice).
+        ``best_full_trial``, ``ceiling`` (the pilot's seed-noise range), ``note`` (for fewer than 6 candidates:
+        how coarse tau is) and ``warning`` (None, or the low-fidelity warning with advice).
     """
-    if not (len(trials) == len(proxy) == len(full) == len(learned)):
+    n_c = len(trials)
+    if full_seeds is not None:
+        if len(full_seeds) != n_c:
+            raise ValueError("full_seeds must have one row per candidate")
+        stats_ = [_mean_std(row) for row in full_seeds]
+        full = [m for m, _, _ in stats_]
+        sds = [sd for _, sd, _ in stats_]
+        n_seeds = max((len(row) for row in full_seeds), default=1)
+    else:
+        if full is None:
+            raise ValueError("give full or full_seeds")
+        sds = [None] * n_c
+        n_seeds = 1
+    if not (n_c == len(proxy) == len(full) == len(learned)):
         raise ValueError("trials, proxy, full and learned must have the same length")
-    done = [i for i in range(len(trials)) if _finite(full[i])]
+    done = [i for i in range(n_c) if _finite(full[i])]
     not_learning = [int(trials[i]) for i in done if not learned[i]]
     ranked = [i for i in done if learned[i] and _finite(proxy[i])]
     sign = 1.0 if maximize else -1.0
-    tau, p, rho, reason = rank_agreement([sign * float(proxy[i]) for i in ranked],  # type: ignore[arg-type]
-                                         [sign * float(full[i]) for i in ranked])  # type: ignore[arg-type]
+    a = [sign * float(proxy[i]) for i in ranked]  # type: ignore[arg-type]
+    b = [sign * float(full[i]) for i in ranked]  # type: ignore[arg-type]
+    tau, p, rho, reason = rank_agreement(a, b)
+    interval = bootstrap_tau_interval(a, b, seed=seed) if tau is not None else None
+    ceiling: dict[str, Any] = {"kendall_tau": None, "pairs": [], "interval": None,
+                               "reason": "one full-fidelity seed per candidate: retrain with --seeds 2 or more to "
+                                         "measure the seed-noise ceiling"}
+    if full_seeds is not None and n_seeds >= 2:
+        rows = [[(full_seeds[i][k] if k < len(full_seeds[i]) else None) for i in ranked] for k in range(n_seeds)]
+        ceiling = seed_ceiling(rows, maximize=maximize, seed=seed)
+    spread = [sds[i] for i in ranked if sds[i] is not None]
     record: dict[str, Any] = {
         "kendall_tau": tau,
+        "kendall_tau_interval": interval,
         "kendall_p": p,
         "spearman": rho,
+        "seeds": n_seeds,
+        "seed_ceiling_tau": ceiling["kendall_tau"],
+        "seed_ceiling_interval": ceiling["interval"],
+        "seed_ceiling_pairs": ceiling["pairs"],
+        "seed_ceiling_reason": ceiling["reason"],
+        "tau_over_ceiling": (tau / ceiling["kendall_tau"]) if tau is not None and ceiling["kendall_tau"] else None,
         "top1_regret": None,
+        "seed_sd": (sum(spread) / len(spread)) if spread else None,
+        "regret_in_seed_sd": None,
+        "regret_within_seed_noise": None,
+        "top3_contains_best": None,
+        "full_mean": {str(int(trials[i])): full[i] for i in done},
+        "full_sd": {str(int(trials[i])): sds[i] for i in done if sds[i] is not None},
         "n": len(ranked),
-        "n_candidates": len(trials),
+        "n_candidates": n_c,
         "n_retrained": len(done),
         "n_not_learning": len(not_learning),
         "not_learning": not_learning,
@@ -129,20 +273,31 @@ def proxy_fidelity(
         "reason": reason,
         "warning": None,
     }
-    if done:
-        values = [float(full[i]) for i in done]  # type: ignore[arg-type]
-        first = 0  # `done` keeps the search's order: its first entry is the proxy's first choice that retrained
-        best = max(range(len(done)), key=lambda j: sign * values[j])
-        record["top1_trial"] = int(trials[done[first]])
-        record["best_full_trial"] = int(trials[done[best]])
-        if len(done) >= 2:
-            record["top1_regret"] = top1_regret(values, first, maximize=maximize)
+    # Regret and the top-3 hit are read over the candidates that learned (a non-learner is no choice to regret),
+    # falling back to all retrained candidates when none learned.
+    pool = [i for i in done if learned[i]] or done
+    if pool:
+        values = [float(full[i]) for i in pool]  # type: ignore[arg-type]
+        first = 0  # `pool` keeps the search's order: its first entry is the proxy's first choice that retrained
+        best = max(range(len(pool)), key=lambda j: sign * values[j])
+        record["top1_trial"] = int(trials[pool[first]])
+        record["best_full_trial"] = int(trials[pool[best]])
+        record["top3_contains_best"] = best < 3
+        if len(pool) <= 3:
+            record["top3_note"] = (f"holds trivially: only {len(pool)} candidates were retrained; retrain more than 3 "
+                                   "(--top-k) for this to say anything")
+        if len(pool) >= 2:
+            regret = top1_regret(values, first, maximize=maximize)
+            record["top1_regret"] = regret
+            if record["seed_sd"]:
+                record["regret_in_seed_sd"] = regret / record["seed_sd"]
+                record["regret_within_seed_noise"] = regret <= record["seed_sd"]
         elif reason is None:
             record["reason"] = "regret needs at least 2 retrained candidates"
     if tau is not None and len(ranked) < 6:
         record["note"] = coarse_note(len(ranked))
     if tau is not None and tau < LOW_TAU:
-        record["warning"] = low_tau_warning(tau, len(ranked))
+        record["warning"] = low_tau_warning(tau, len(ranked), record["seed_ceiling_tau"])
     return record
 
 
@@ -152,14 +307,20 @@ def coarse_note(n: int) -> str:
             "candidates (--top-k) for a figure that can tell a good proxy from a poor one")
 
 
-def low_tau_warning(tau: float, n: int) -> str:
-    """Return the warning (with advice) for a Kendall tau below :data:`LOW_TAU`."""
+def low_tau_warning(tau: float, n: int, ceiling: float | None = None) -> str:
+    """Return the warning (with advice) for a Kendall tau below :data:`LOW_TAU`, read against the seed ceiling."""
     lo, hi = SEED_NOISE_TAU
+    if ceiling is not None:
+        against = (f"full training agrees with itself across seeds at tau {ceiling:.2f} on these candidates, so the "
+                   f"proxy reaches {tau / ceiling:.0%} of what any ranking could" if ceiling > 0 else
+                   f"full training does not agree with itself across seeds (tau {ceiling:.2f}): the candidates' "
+                   "full-fidelity scores differ by less than seed noise, so no ranking of them can be trusted")
+    else:
+        against = f"seed noise alone limits tau to about {lo:.2f}-{hi:.2f}; measure it here with --seeds 2"
     return (
-        f"low proxy fidelity: Kendall tau {tau:.2f} over {n} retrained candidates (below {LOW_TAU}; seed noise alone "
-        f"limits tau to about {lo:.2f}-{hi:.2f}). The proxy ranking is a weak guide to full-fidelity performance: "
-        "give the proxy more epochs (proxy.epochs) or a larger input (proxy.scale / proxy.shape), measure which "
-        "proxy settings rank like full training with `mednas calibrate-proxy TASK.yaml`, and retrain more "
-        "candidates (--top-k) before trusting the winner."
+        f"low proxy fidelity: Kendall tau {tau:.2f} over {n} retrained candidates (below {LOW_TAU}; {against}). "
+        "The proxy ranking is a weak guide to full-fidelity performance: give the proxy more epochs (proxy.epochs) "
+        "or a larger input (proxy.scale / proxy.shape), measure which proxy settings rank like full training with "
+        "`mednas calibrate-proxy TASK.yaml`, and retrain more candidates (--top-k) before trusting the winner."
         + (f" With {n} candidates one swapped pair moves tau by {4 / (n * (n - 1)):.2f}, so this figure is coarse." if n < 6 else "")
     )

@@ -3,8 +3,10 @@
 For each of the top-k trials (by proxy objective; from the Pareto front in a multi-objective study) the spec
 is rebuilt for the full input shape and trained with early stopping on the validation objective; the operating
 point is chosen on validation and the held-out test split is evaluated once, at that operating point, with
-bootstrap intervals over patients. Each candidate writes ``retrain/<n>/`` (see docs/run-directory.md) and keeps
-a per-epoch checkpoint, so a killed retrain continues the candidate it was training and skips finished ones.
+bootstrap intervals over patients. With ``seeds`` > 1 each candidate is trained once per seed (the first seed in
+``retrain/<n>/``, the others in ``retrain/<n>/seed-<k>/``) and ranked by its seed mean; the agreement between
+seeds is the ceiling any proxy ranking is read against. Each training keeps a per-epoch checkpoint, so a killed
+retrain continues the training it was in and skips finished ones.
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def run_retrain(
     storage: str | None = None,
     study_name: str | None = None,
     n_resamples: int | None = None,
+    seeds: int = 2,
     show_progress: bool = True,
 ) -> RetrainResult:
     """Retrain the top-k candidates of a search at full fidelity, test them once, and record proxy fidelity.
@@ -161,10 +164,14 @@ def run_retrain(
         study_name: Study name (default: the one in ``summary.json``, else the task name).
         n_resamples: Bootstrap resamples (over patients) for the validation and test intervals (default: the
             task's ``objective.bootstrap.resamples``).
+        seeds: Full-fidelity trainings per candidate, with different seeds (default 2): candidates are ranked
+            by the seed mean and the agreement between seeds (``seed_ceiling_tau``) bounds what any proxy can
+            reach. 1 halves the cost and leaves the ceiling unmeasured.
         show_progress: Progress bar on stderr (``MEDNAS_NO_PROGRESS=1`` also disables it).
 
     Returns:
-        The candidates' records, the fidelity record and the updated summary.
+        The candidates' records (the first seed's, with a ``seeds`` list and ``val_mean``/``val_sd``), the
+        fidelity record and the updated summary.
 
     Raises:
         RunDirError: For a directory without a search, or a study with no completed trial.
@@ -177,10 +184,10 @@ def run_retrain(
     from mednas.data import plan_data, read_or_create_salt
     from mednas.train import select_device
 
-    if top_k < 1:
+    if top_k < 1 or seeds < 1:
         from mednas.errors import ConfigError
 
-        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}" if top_k < 1 else f"--seeds must be at least 1, got {seeds}")
     rd = RunDir(run_dir)
     rd.require(rd.resolved, rd.splits, step="retrain")
     task = load_task(load_yaml(rd.resolved))
@@ -190,20 +197,24 @@ def run_retrain(
     if not candidates:
         raise RunDirError(f"{rd.root}: no completed trial to retrain (run `mednas search` first)")
     salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared"))
-    bar = _Progress(len(candidates), enabled=show_progress)
+    bar = _Progress(len(candidates) * seeds, enabled=show_progress)
     try:
         plan = plan_data(task, rd, salt=salt, progress=bar.stage)
         full = full_fidelity(task, plan.full_shape, epochs=epochs, patch=patch)
         if task.training.patch and full.patch is None and patch is None:
             logger.info("training.patch covers the whole input %s: training on whole inputs", list(full.shape))
-        logger.info("retrain %s: top %d of %s, %s, up to %d epochs (patience %d)%s, device %s", task.name, len(candidates),
-                    rd.root, "x".join(map(str, full.shape)), full.epochs, full.patience,
-                    f", patches {'x'.join(map(str, full.patch))}" if full.patch else "", dev)
+        logger.info("retrain %s: top %d of %s, %s, up to %d epochs (patience %d)%s, %d seed%s each, device %s", task.name,
+                    len(candidates), rd.root, "x".join(map(str, full.shape)), full.epochs, full.patience,
+                    f", patches {'x'.join(map(str, full.patch))}" if full.patch else "", seeds, "" if seeds == 1 else "s", dev)
         data = _Arrays(plan, full.shape, bar)
-        records = []
-        for i, trial in enumerate(candidates):
-            bar.candidate(i, trial.number)
-            records.append(_retrain_one(task, rd, plan, study, trial, full, data, dev, bar, n_resamples))
+        # Seed-major: every candidate's first seed before any second seed, so an interrupted retrain has already
+        # ranked all candidates once.
+        runs: list[list[dict[str, Any]]] = [[] for _ in candidates]
+        for k in range(seeds):
+            for i, trial in enumerate(candidates):
+                bar.candidate(i, trial.number, k, seeds)
+                runs[i].append(_retrain_one(task, rd, plan, study, trial, full, data, dev, bar, n_resamples, k))
+        records = [_combine_seeds(rd, task, r) for r in runs]
     finally:
         bar.close()
     fidelity = _fidelity(task, study, candidates, records)
@@ -241,19 +252,32 @@ def _same_budget(record: dict[str, Any], full: FullFidelity, seed: int) -> bool:
     return all(record.get(k) == v for k, v in wanted.items()) and record.get("seed") == seed
 
 
+def seed_dir(rd: RunDir, number: int, k: int) -> Path:
+    """Where seed ``k`` of candidate ``number`` is trained: ``retrain/<n>/`` for the first, ``seed-<k>/`` inside it after."""
+    return rd.retrain_dir(number) if k == 0 else rd.retrain_dir(number) / f"seed-{k}"
+
+
+def _seed(task: TaskConfig, number: int, k: int) -> int:
+    from mednas.train import derive_seed
+
+    # The first seed is the one retraining always used, so runs retrained before --seeds existed stay valid.
+    return derive_seed(task.search.seed, number) if k == 0 else derive_seed(task.search.seed, number, k)
+
+
 def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial: Any, full: FullFidelity,
-                 data: _Arrays, device: str, bar: _Progress, n_resamples: int | None) -> dict[str, Any]:
+                 data: _Arrays, device: str, bar: _Progress, n_resamples: int | None, k: int = 0) -> dict[str, Any]:
     from mednas.io._atomic import read_json
-    from mednas.train import TrainingDiverged, derive_seed
+    from mednas.train import TrainingDiverged
 
     n = trial.number
-    cdir = rd.retrain_dir(n)
+    cdir = seed_dir(rd, n, k)
     metrics_path, ckpt = cdir / "metrics.json", cdir / "checkpoint.pt"
-    seed = derive_seed(task.search.seed, n)
+    seed = _seed(task, n, k)
     previous = read_json(metrics_path) if metrics_path.exists() else None
     if previous is not None and previous.get("state") == "complete" and _same_budget(previous, full, seed):
         ckpt.unlink(missing_ok=True)
-        logger.info("trial %d: already retrained (val %s = %.4f); skipped", n, task.objective.name, previous["val"]["objective"])
+        logger.info("trial %d%s: already retrained (val %s = %.4f); skipped", n, f" seed {k + 1}" if k else "",
+                    task.objective.name, previous["val"]["objective"])
         bar.done(previous["val"]["objective"], n)
         return previous
     cdir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +291,7 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
     rd.write_json(cdir / "spec.json", adapted.to_dict())
     proxy_rec = _trial_record(rd, n)
     record: dict[str, Any] = {
-        "trial": n, "state": "running", "reason": None, "seed": seed, **full.to_dict(),
+        "trial": n, "state": "running", "reason": None, "seed": seed, "seed_index": k, **full.to_dict(),
         "family": spec.family, "target": spec.target, "spec_hash": spec.hash,
         "loss": trial.params.get("loss") or task.training.loss,
         "sampling": trial.params.get("sampling") or task.training.sampling,
@@ -276,7 +300,7 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
                   "seconds": proxy_rec.get("seconds"), "shape": list(plan.proxy_shape), "epochs": task.proxy.epochs},
     }
     resumed = ckpt.exists()
-    log(f"{'resuming' if resumed else 'retraining'} trial {n}: {spec.class_name} {spec.hash} (family {spec.family}) at "
+    log(f"{'resuming' if resumed else 'retraining'} trial {n}{f' (seed {k + 1})' if k else ''}: {spec.class_name} {spec.hash} (family {spec.family}) at "
         f"{'x'.join(map(str, full.shape))}, up to {full.epochs} epochs, patience {full.patience}, loss {record['loss']}, "
         f"sampling {record['sampling']}, seed {seed}")
     train, val = data.train_val()
@@ -362,6 +386,60 @@ def _failed(rd: RunDir, record: dict[str, Any], path: Path, reason: str, log: Ca
     return record
 
 
+def _combine_seeds(rd: RunDir, task: TaskConfig, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the candidate's record: its first seed's, with every seed's outcome, the seed mean and spread.
+
+    With one seed the record is the first seed's as it is. With several, ``retrain/<n>/metrics.json`` gains
+    ``seeds`` (one row per seed), ``val_mean``/``val_sd``/``test_mean`` over the seeds that completed, and
+    ``learned_majority``: False when fewer than half of the completed seeds started learning (``learned`` stays
+    the first seed's own flag).
+    """
+    first = dict(runs[0])
+    if len(runs) == 1:
+        return first
+    rows = []
+    for r in runs:
+        done = r.get("state") == "complete"
+        rows.append({
+            "seed_index": r.get("seed_index", 0), "seed": r.get("seed"), "state": r.get("state"), "reason": r.get("reason"),
+            "val": r["val"]["objective"] if done else None,
+            "test": ((r["test"]["metrics"].get("objective") or {}).get("value") if done else None),
+            "learned": r.get("learned") if done else None, "best_epoch": r.get("best_epoch"), "epochs": r.get("epochs"),
+            "seconds": r.get("seconds"),
+            "dir": str(seed_dir(rd, int(r["trial"]), int(r.get("seed_index", 0))).relative_to(rd.root)),
+        })
+    vals = [row["val"] for row in rows if row["val"] is not None]
+    tests = [row["test"] for row in rows if row["test"] is not None]
+    mean = sum(vals) / len(vals) if vals else None
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 and mean is not None else None
+    learned_flags = [row["learned"] for row in rows if row["learned"] is not None]
+    first.update(
+        seeds=rows,
+        val_mean=mean,
+        val_sd=sd,
+        test_mean=(sum(tests) / len(tests)) if tests else None,
+        seeds_learned=sum(1 for f in learned_flags if f),
+    )
+    if learned_flags:
+        first["learned_majority"] = sum(1 for f in learned_flags if f) * 2 >= len(learned_flags)
+    path = rd.retrain_dir(int(first["trial"])) / "metrics.json"
+    if first.get("state") == "complete" and first != runs[0]:
+        rd.write_json(path, first)
+    return first
+
+
+def _learned(r: dict[str, Any]) -> bool:
+    """Whether a candidate started learning at full fidelity: on most of its seeds, or on its one seed."""
+    return r.get("learned_majority", r.get("learned")) is not False
+
+
+def _val_score(r: dict[str, Any]) -> float | None:
+    """A candidate's full-fidelity validation score: its seed mean, or its one seed's objective."""
+    if r.get("val_mean") is not None:
+        return float(r["val_mean"])
+    return float(r["val"]["objective"]) if r.get("state") == "complete" else None
+
+
 def _trial_record(rd: RunDir, number: int) -> dict[str, Any]:
     path = rd.trial_dir(number) / "metrics.json"
     try:
@@ -378,35 +456,48 @@ def _preprocessing(plan: DataPlan) -> dict[str, Any]:
 
 def _fidelity(task: TaskConfig, study: Any, candidates: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     trials = [t.number for t in candidates]
-    proxy = [float(t.values[0]) for t in candidates]
-    full = [r["val"]["objective"] if r.get("state") == "complete" else None for r in records]
-    learned = [t.user_attrs.get("learned") is not False and r.get("learned") is not False for t, r in zip(candidates, records)]
+    # The search's seed mean where it re-evaluated its best candidates with extra proxy seeds.
+    proxy = [float(t.user_attrs.get("proxy_mean", t.values[0])) for t in candidates]
+    full_seeds = [[row["val"] for row in r["seeds"]] if r.get("seeds") else
+                  [r["val"]["objective"] if r.get("state") == "complete" else None] for r in records]
+    learned = [t.user_attrs.get("learned") is not False and _learned(r) for t, r in zip(candidates, records)]
     maximize = study.directions[0].name == "MAXIMIZE"
-    record = proxy_fidelity(trials, proxy, full, learned, maximize=maximize)
+    record = proxy_fidelity(trials, proxy, None, learned, maximize=maximize, full_seeds=full_seeds, seed=task.search.seed)
     record["objective"] = task.objective.name
+    record["maximize"] = maximize
+    record["proxy_seed_mean"] = [t.number for t in candidates if "proxy_mean" in t.user_attrs]
     return record
 
 
 def _update_summary(rd: RunDir, task: TaskConfig, full: FullFidelity, candidates: list[Any], records: list[dict[str, Any]],
                     fidelity: dict[str, Any], top_k: int) -> dict[str, Any]:
+    sign = 1.0 if fidelity.get("maximize", True) else -1.0
     complete = [r for r in records if r.get("state") == "complete"]
-    best = max(complete, key=lambda r: (r.get("learned") is not False, r["val"]["objective"]), default=None)
+    best = max(complete, key=lambda r: (_learned(r), sign * (_val_score(r) or 0.0)), default=None)
     proxy_s = sum(float(r["proxy"].get("seconds") or 0.0) for r in complete)
-    full_s = sum(float(r.get("seconds") or 0.0) for r in complete)
+    # Every seed's training counts in the full-fidelity cost; the ratio compares one full training with one proxy.
+    trainings = [row for r in complete for row in (r.get("seeds") or [r]) if row.get("state") == "complete"]
+    full_s = sum(float(row.get("seconds") or 0.0) for row in trainings)
+    per_full = full_s / len(trainings) if trainings else 0.0
+    per_proxy = proxy_s / len(complete) if complete else 0.0
     results = []
     for r in records:
         row: dict[str, Any] = {"trial": r["trial"], "state": r["state"], "family": r.get("family"), "params": r.get("params"),
-                               "proxy": r["proxy"]["value"], "learned": r.get("learned")}
+                               "proxy": r["proxy"]["value"], "learned": _learned(r)}
         if r.get("state") == "complete":
             row["val"] = r["val"]["metrics"].get("objective")
             row["test"] = r["test"]["metrics"].get("objective")
             row["seconds"] = r.get("seconds")
+            if r.get("seeds"):
+                row.update(val_mean=r.get("val_mean"), val_sd=r.get("val_sd"), test_mean=r.get("test_mean"),
+                           seed_values=[s["val"] for s in r["seeds"]])
         else:
             row["reason"] = r.get("reason")
         results.append(row)
     summary = rd.read_json(rd.summary) if rd.summary.exists() else {"task": task.name}
     summary["retrain"] = {
         "top_k": top_k,
+        "seeds": max((len(r.get("seeds") or [r]) for r in records), default=1),
         "candidates": [t.number for t in candidates],
         "best": best["trial"] if best else None,
         "shape": list(full.shape),
@@ -415,8 +506,8 @@ def _update_summary(rd: RunDir, task: TaskConfig, full: FullFidelity, candidates
         "patience": full.patience,
         "results": results,
         "failed": [r["trial"] for r in records if r.get("state") != "complete"],
-        "cost": {"proxy_seconds": proxy_s, "full_seconds": full_s,
-                 "full_over_proxy": (full_s / proxy_s) if proxy_s > 0 else None},
+        "cost": {"proxy_seconds": proxy_s, "full_seconds": full_s, "full_trainings": len(trainings),
+                 "full_over_proxy": (per_full / per_proxy) if per_proxy > 0 else None},
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     summary["proxy_fidelity"] = fidelity
@@ -451,8 +542,9 @@ class _Progress:
             self.bar.set_description_str(f"retrain [{name} {done}/{total}]" if total else f"retrain [{name}]", refresh=False)
             self._refresh()
 
-    def candidate(self, i: int, trial: int) -> None:
-        self.prefix = f"retrain [candidate {i + 1}/{self.total}: trial {trial}"
+    def candidate(self, i: int, trial: int, k: int = 0, seeds: int = 1) -> None:
+        n = self.total // max(1, seeds)
+        self.prefix = f"retrain [candidate {i + 1}/{n}: trial {trial}" + (f", seed {k + 1}/{seeds}" if seeds > 1 else "")
         if self.bar is not None:
             self.bar.set_description_str(self.prefix + "]", refresh=False)
             self._refresh(True)

@@ -93,14 +93,12 @@ class _TrialObjective:
 
         from mednas.metrics._objective import (
             constraint_violations,
-            evaluate_objective,
             objective_report,
             prediction_record,
         )
         from mednas.spaces import check_budget, estimate_cost
         from mednas.spec import build
         from mednas.train import (
-            FitSettings,
             TrainingDiverged,
             derive_seed,
             fit,
@@ -144,9 +142,9 @@ class _TrialObjective:
             previous = self.run_dir.read_json(self.run_dir.trial_dir(twin.number) / "metrics.json")
             record.update({k: previous[k] for k in ("params", "macs", "macs_proxy", "activation_mb", "latency_ms", "objective",
                                                      "values", "metrics", "operating_point", "best_epoch", "learned",
-                                                     "constraints", "feasible") if k in previous})
+                                                     "not_learning", "constraints", "feasible") if k in previous})
             record.update(state="complete", duplicate_of=twin.number, seconds=0.0)
-            for key in ("params", "macs", "latency_ms", "learned", "threshold", "constraints", "feasible"):
+            for key in ("params", "macs", "latency_ms", "learned", "not_learning", "threshold", "constraints", "feasible"):
                 if key in twin.user_attrs:
                     trial.set_user_attr(key, twin.user_attrs[key])
             trial.set_user_attr("duplicate_of", twin.number)
@@ -188,41 +186,28 @@ class _TrialObjective:
             + (f", latency {costs['latency_ms']:.2f} ms" if "latency_ms" in costs else ""))
 
         divisor = tuple(int(k) for k in space.required_divisor(spec))
-        settings = FitSettings(
-            problem=task.problem,
-            n_classes=task.n_classes,
-            epochs=task.proxy.epochs,
-            batch_size=task.training.batch_size,
-            optimizer=task.training.optimizer,
-            lr=task.training.lr,
-            weight_decay=task.training.weight_decay,
-            loss=loss,
-            seed=seed,
-            device=self.device,
-            augment=task.training.augment,
-            amp=task.training.amp,
-            grad_clip=task.training.grad_clip,
-            patience=None,
-            schedule="none",
-            divisor=divisor,
-            class_weights=self.class_weights,
-            sampling=sampling,
-        )
-
-        def evaluate(outputs: np.ndarray, val: ArrayData) -> tuple[float, dict[str, Any]]:
-            return evaluate_objective(task, outputs, val)
+        settings = self.fit_settings(loss=loss, sampling=sampling, divisor=divisor, seed=seed)
+        evaluate = self.evaluate
+        check_epoch = task.dead_check_epoch
+        dead: dict[str, str] = {}
 
         def on_epoch(result: Any) -> None:
             log(f"epoch {result.epoch}/{settings.epochs}: loss {result.train_loss:.4f}, objective {result.value:.4f} ({result.seconds:.1f}s)")
             value = result.value if math.isfinite(result.value) else 0.0
             if self.on_epoch:
                 self.on_epoch(trial.number, result.epoch, settings.epochs)
+            # Report first, so the pruned trial's history holds the epoch it was judged on.
+            prune = self._mo_should_prune(trial, result.epoch, value) if multi else None
+            if not multi:
+                trial.report(value, result.epoch)
+            if check_epoch and result.epoch == check_epoch and result.not_learning:
+                dead["reason"] = result.not_learning
+                raise optuna.TrialPruned(f"not learning: {result.not_learning} (checked at epoch {result.epoch})")
             if multi:
                 # Optuna cannot prune multi-objective studies: prune on the primary clinical metric ourselves.
-                if self._mo_should_prune(trial, result.epoch, value):
+                if prune:
                     raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (primary objective {value:.4f} below the median)")
                 return
-            trial.report(value, result.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
 
@@ -252,6 +237,11 @@ class _TrialObjective:
             if record.get("state") == "infeasible":
                 raise  # rejected inside the training block (out of memory twice); already recorded
             record.update(state="pruned", reason=str(exc), seconds=time.perf_counter() - t0)
+            if dead:
+                # Flagged, not merely scored low: left out of ranking and of the proxy-fidelity statistics.
+                record.update(learned=False, not_learning=dead["reason"])
+                trial.set_user_attr("learned", False)
+                trial.set_user_attr("not_learning", dead["reason"])
             self._write_partial_history(trial, record)
             write_json(tdir / "metrics.json", record)
             log(str(exc))
@@ -279,9 +269,12 @@ class _TrialObjective:
             history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value} for h in fit_result.history],
             seconds=time.perf_counter() - t0,
             learned=fit_result.learned,
+            not_learning=fit_result.not_learning_reason,
             divisor=list(divisor),
         )
         trial.set_user_attr("learned", fit_result.learned)
+        if fit_result.not_learning_reason:
+            trial.set_user_attr("not_learning", fit_result.not_learning_reason)
         trial.set_user_attr("constraints", violations)
         trial.set_user_attr("feasible", feasible)
         if report.get("operating_point"):
@@ -293,9 +286,42 @@ class _TrialObjective:
             record["weights"] = "model.pt"
         write_json(tdir / "metrics.json", record)
         log(f"complete: {task.objective.name} = {value:.4f} (best epoch {fit_result.best_epoch}, {record['seconds']:.1f}s)"
-            + ("" if fit_result.learned else "; flagged: never started learning")
+            + ("" if fit_result.learned else f"; flagged: never started learning ({fit_result.not_learning_reason})")
             + ("" if feasible else "; violates " + ", ".join(str(c) for c, v in zip(task.objective.constraints, violations) if v > 0)))
         return values if multi else value
+
+    def fit_settings(self, *, loss: str, sampling: str, divisor: tuple[int, ...], seed: int,
+                     batch_size: int | None = None) -> Any:
+        """The proxy's :class:`~mednas.train.FitSettings` for one candidate (trials and re-evaluations share them)."""
+        from mednas.train import FitSettings
+
+        task = self.task
+        return FitSettings(
+            problem=task.problem,
+            n_classes=task.n_classes,
+            epochs=task.proxy.epochs,
+            batch_size=batch_size or task.training.batch_size,
+            optimizer=task.training.optimizer,
+            lr=task.training.lr,
+            weight_decay=task.training.weight_decay,
+            loss=loss,
+            seed=seed,
+            device=self.device,
+            augment=task.training.augment,
+            amp=task.training.amp,
+            grad_clip=task.training.grad_clip,
+            patience=None,
+            schedule="none",
+            divisor=divisor,
+            class_weights=self.class_weights,
+            sampling=sampling,
+        )
+
+    def evaluate(self, outputs: np.ndarray, val: ArrayData) -> tuple[float, dict[str, Any]]:
+        """The task's objective on validation predictions (higher is better)."""
+        from mednas.metrics._objective import evaluate_objective
+
+        return evaluate_objective(self.task, outputs, val)
 
     @property
     def needs_latency(self) -> bool:
@@ -364,7 +390,9 @@ class _TrialObjective:
 
     def _write_partial_history(self, trial: Any, record: dict[str, Any]) -> None:
         frozen = trial.study._storage.get_trial(trial._trial_id)
-        record["history"] = [{"epoch": int(k), "value": v} for k, v in sorted(frozen.intermediate_values.items())]
+        # Multi-objective studies keep the primary objective's per-epoch values in a user attribute instead.
+        values = frozen.intermediate_values or frozen.user_attrs.get("primary_history") or {}
+        record["history"] = [{"epoch": int(k), "value": v} for k, v in sorted(values.items(), key=lambda kv: int(kv[0]))]
 
     def _reject(self, trial: Any, record: dict[str, Any], tdir: Path, reason: str, log: Callable[[str], None]) -> float:
         import optuna
@@ -608,6 +636,12 @@ def run_search(
             recover_stale_trials(study)
             work()  # trials of workers that died are retried here
         recover_stale_trials(study)
+        if not worker and task.search.reevaluate.top:
+            # The coordinating process only, once the trials are done (its workers have exited by now).
+            from mednas.search._reevaluate import reevaluate_top
+
+            bar.stage("re-evaluating the best candidates", 0, 0)
+            reevaluate_top(study, objective, top=task.search.reevaluate.top, seeds=task.search.reevaluate.seeds)
         bar.close()
         summary = write_summary(task, rd, study, plan=plan, target=n_target)
         return SearchResult(rd.root, summary)
@@ -788,7 +822,7 @@ class _Progress:
             if "duplicate_of" in attrs:
                 what += f" (same candidate as trial {attrs['duplicate_of']})"
             elif attrs.get("learned") is False:
-                what += "; flagged: never started learning"
+                what += "; flagged: never started learning" + (f" ({attrs['not_learning']})" if attrs.get("not_learning") else "")
         elif frozen.state == TrialState.PRUNED and "infeasible" in attrs:
             state, what = "infeasible", str(attrs["infeasible"])
         elif frozen.state == TrialState.PRUNED:
@@ -797,6 +831,8 @@ class _Progress:
             last = history[max(history, key=int)] if history else None
             state = "pruned"
             what = f"at epoch {epochs}" + (f" (objective {last:.4f})" if isinstance(last, (int, float)) else "")
+            if attrs.get("learned") is False:
+                what += f": not learning ({attrs.get('not_learning')})"
             value = float(last) if isinstance(last, (int, float)) else None
         elif frozen.state == TrialState.FAIL:
             state, what = "failed", str(attrs.get("fail_reason") or "see its log.txt")

@@ -6,6 +6,7 @@ report read current numbers even while a search runs in another process.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 from typing import Any
@@ -32,38 +33,73 @@ def _signs(study: Any) -> list[float]:
     return [1.0 if d.name == "MAXIMIZE" else -1.0 for d in study.directions]
 
 
-def pareto_front(study: Any) -> list[Any]:
+def _with_reevaluation(study: Any, trials: list[Any]) -> list[Any]:
+    """Copies of ``trials`` whose user attributes include their re-evaluation (stored on the study)."""
+    from mednas.search._reevaluate import reevaluations
+
+    extra = reevaluations(study)
+    if not extra:
+        return trials
+    out = []
+    for t in trials:
+        r = extra.get(t.number)
+        if r:
+            t = copy.copy(t)
+            t.user_attrs = {**t.user_attrs, "proxy_seed_values": list(r["values"]), "proxy_mean": r["mean"],
+                            "proxy_std": r["std"], "proxy_seeds": list(r.get("seeds") or [])}
+        out.append(t)
+    return out
+
+
+def _primary(t: Any, by_mean: bool = True) -> float:
+    """A trial's primary proxy score: the mean over seeds when it was re-evaluated, else its single value."""
+    mean = t.user_attrs.get("proxy_mean") if by_mean else None
+    return float(mean) if mean is not None else float(t.values[0])
+
+
+def pareto_front(study: Any, *, by_mean: bool = True) -> list[Any]:
     """Non-dominated complete trials that meet every constraint and started learning, best primary first.
 
-    A trial that merely repeats an earlier one's architecture (``duplicate_of``) is left out.
+    A trial that merely repeats an earlier one's architecture (``duplicate_of``) is left out. Dominance uses
+    the measured values; the order uses the seed mean of re-evaluated trials (``proxy_mean``).
     """
     from optuna.trial import TrialState
 
     signs = _signs(study)
     pool = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.values and _feasible(t) and t.user_attrs.get("learned") is not False and "duplicate_of" not in t.user_attrs]
+    pool = _with_reevaluation(study, pool)
     scored = [(t, [s * v for s, v in zip(signs, t.values)]) for t in pool]
 
     def dominated(a: list[float]) -> bool:
         return any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a)) for _, b in scored)
 
     front = [t for t, a in scored if not dominated(a)]
-    return sorted(front, key=lambda t: (-signs[0] * t.values[0], t.number))
+    return sorted(front, key=lambda t: (-signs[0] * _primary(t, by_mean), t.number))
 
 
-def best_trials(study: Any, k: int = 1) -> list[Any]:
+def best_trials(study: Any, k: int = 1, *, by_mean: bool = True) -> list[Any]:
     """The ``k`` best complete trials by the primary objective.
 
     Trials that violate a constraint are never included; trials that never started learning come after all
-    others. Multi-objective studies list their Pareto front first (by the primary objective), then the rest.
+    others. A trial re-evaluated with extra seeds (``search.reevaluate``) ranks by its seed mean, which the
+    returned trial carries as user attributes ``proxy_mean``, ``proxy_std``, ``proxy_seed_values`` and
+    ``proxy_seeds``. Multi-objective studies list their Pareto front first (by the primary objective), then
+    the rest.
+
+    Args:
+        study: The search's study.
+        k: How many trials.
+        by_mean: Rank re-evaluated trials by their seed mean (False: by their first, single-seed value).
     """
     from optuna.trial import TrialState
 
     signs = _signs(study)
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values and _feasible(t)]
-    complete.sort(key=lambda t: (t.user_attrs.get("learned") is False, -signs[0] * t.values[0], t.number))
+    complete = _with_reevaluation(study, complete)
+    complete.sort(key=lambda t: (t.user_attrs.get("learned") is False, -signs[0] * _primary(t, by_mean), t.number))
     if len(study.directions) > 1:
-        front = pareto_front(study)
+        front = pareto_front(study, by_mean=by_mean)
         numbers = {t.number for t in front}
         complete = front + [t for t in complete if t.number not in numbers]
     return complete[:k]
@@ -76,6 +112,9 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state for t in trials)
     infeasible = sum(1 for t in trials if t.state == TrialState.PRUNED and "infeasible" in t.user_attrs)
+    # Flagged as never started learning: pruned at the check epoch, or complete and flagged at the end.
+    not_learning = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                       and t.user_attrs.get("learned") is False)
     families = Counter(t.user_attrs.get("family") or t.params.get("family") for t in trials if t.params.get("family"))
     summary: dict[str, Any] = {
         "task": task.name,
@@ -89,6 +128,7 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
             "failed": states.get(TrialState.FAIL, 0),
             "running": states.get(TrialState.RUNNING, 0),
             "waiting": states.get(TrialState.WAITING, 0),
+            "not_learning": not_learning,
             "target": target or task.search.n_trials,
         },
         "families": dict(sorted(families.items())),
@@ -137,12 +177,17 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
             "params": t.user_attrs.get("params"),
             "macs": t.user_attrs.get("macs"),
             "learned": t.user_attrs.get("learned"),
+            "proxy_mean": t.user_attrs.get("proxy_mean"),
+            "proxy_std": t.user_attrs.get("proxy_std"),
             "metrics": rec.get("metrics", {}),
             "operating_point": rec.get("operating_point"),
             "loss": rec.get("loss"),
             "sampling": rec.get("sampling"),
             "constraints": rec.get("constraints"),
         }
+    reevaluation = _reevaluation_summary(task, study, trials)
+    if reevaluation is not None:
+        summary["reevaluation"] = reevaluation
     previous = rd.read_json(rd.summary) if rd.summary.exists() else {}
     # Keys other steps own (retrain's proxy_fidelity, export's bundle) survive a summary rewrite.
     for key in ("proxy_fidelity", "retrain", "export"):
@@ -151,6 +196,28 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
     if target is None and isinstance(previous.get("n_trials"), dict) and previous["n_trials"].get("target"):
         summary["n_trials"]["target"] = previous["n_trials"]["target"]
     return summary
+
+
+def _reevaluation_summary(task: TaskConfig, study: Any, trials: list[Any]) -> dict[str, Any] | None:
+    """``summary.json`` ``reevaluation``: who was re-evaluated, the means, and what it cost."""
+    from mednas.search._reevaluate import reevaluations
+
+    done = reevaluations(study)
+    cfg = task.search.reevaluate
+    if not cfg.top and not done:
+        return None
+    # The search's own cost: the wall time of every trial that ran (complete, pruned, failed).
+    search_seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                         if t.datetime_start is not None and t.datetime_complete is not None)
+    seconds = sum(float(r.get("seconds") or 0.0) for r in done.values())
+    return {
+        "top": cfg.top,
+        "seeds": cfg.seeds,
+        "trials": [{"trial": n, "values": r["values"], "mean": r["mean"], "std": r["std"]} for n, r in sorted(done.items())],
+        "seconds": seconds,
+        "search_seconds": search_seconds,
+        "cost_fraction": seconds / search_seconds if search_seconds > 0 else None,
+    }
 
 
 def write_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mednas.train._learning import degenerate_predictions, not_learning_reason
 from mednas.train._loop import (
     EpochResult,
     FitResult,
@@ -20,9 +21,11 @@ __all__ = [
     "FitResult",
     "FitSettings",
     "TrainingDiverged",
+    "degenerate_predictions",
     "derive_seed",
     "fit",
     "make_loss",
+    "not_learning_reason",
     "predict",
     "save_weights",
     "seed_everything",

@@ -87,13 +87,18 @@ class FitSettings:
 
 @dataclass
 class EpochResult:
-    """One epoch: training loss, the validation objective and its metrics, time taken."""
+    """One epoch: training loss, the validation objective and its metrics, time taken.
+
+    ``not_learning`` is the reason the run has not started learning as of this epoch (see
+    :func:`mednas.train.not_learning_reason`), or None; callers decide whether to stop on it.
+    """
 
     epoch: int
     train_loss: float
     value: float
     metrics: dict[str, Any]
     seconds: float
+    not_learning: str | None = None
 
 
 @dataclass
@@ -106,11 +111,12 @@ class FitResult:
         best_metrics: Metrics at that epoch.
         history: Every epoch.
         seconds: Wall time of training and validation.
-        learned: False when neither the training loss nor the objective ever improved (a candidate that never
-            started learning: flagged, not ranked).
+        learned: False when the run never started learning (``not_learning_reason`` says why): flagged, not ranked.
         stopped_early: Patience ran out.
         best_state: ``state_dict`` at the best epoch (CPU tensors).
         best_outputs: Validation predictions at the best epoch (probabilities ``(N, C)`` or masks ``(N, *S)``).
+        not_learning_reason: Why the run counts as not learning, judged on the whole history and the last
+            epoch's predictions by :func:`mednas.train.not_learning_reason`; None when ``learned``.
     """
 
     best_epoch: int
@@ -122,6 +128,7 @@ class FitResult:
     stopped_early: bool = False
     best_state: dict[str, Any] | None = field(default=None, repr=False)
     best_outputs: np.ndarray | None = field(default=None, repr=False)
+    not_learning_reason: str | None = None
 
 
 def select_device(device: str = "auto") -> str:
@@ -296,6 +303,7 @@ def fit(
     """
     import torch
 
+    from mednas.train._learning import not_learning_reason
     from mednas.train._losses import make_loss
 
     device = settings.device
@@ -317,6 +325,7 @@ def fit(
     best_value, best_epoch, best_metrics = -math.inf, 0, {}
     best_state: dict[str, Any] | None = None
     best_outputs: np.ndarray | None = None
+    last_outputs: np.ndarray | None = None
     start_epoch = 1
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path is not None and ckpt_path.exists():
@@ -401,7 +410,10 @@ def fit(
                           patch=settings.patch, overlap=settings.patch_overlap)
         value, metrics = evaluate(outputs, val)
         value = float(value) if value is not None and np.isfinite(value) else -math.inf
-        result = EpochResult(epoch, train_loss, value, metrics, time.perf_counter() - te)
+        last_outputs = outputs
+        dead = not_learning_reason([h.train_loss for h in history] + [train_loss], [h.value for h in history] + [value],
+                                   outputs, settings.problem)
+        result = EpochResult(epoch, train_loss, value, metrics, time.perf_counter() - te, not_learning=dead)
         history.append(result)
         improved = value > best_value
         if improved or best_state is None:
@@ -438,23 +450,18 @@ def fit(
         model.load_state_dict(best_state)
         best_outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor,
                           patch=settings.patch, overlap=settings.patch_overlap)
-    losses = [h.train_loss for h in history]
-    values = [h.value for h in history]
-    learned = bool(
-        len(history) >= 1
-        and (
-            (len(losses) >= 2 and min(losses[1:]) < 0.97 * losses[0])
-            or (len(values) >= 2 and max(values[1:]) > values[0] + 1e-9)
-        )
-    )
+    # The whole history and the last predictions (the best epoch's when a resumed run trained no further).
+    reason = not_learning_reason([h.train_loss for h in history], [h.value for h in history],
+                                 last_outputs if last_outputs is not None else best_outputs, settings.problem)
     return FitResult(
         best_epoch=best_epoch,
         best_value=best_value,
         best_metrics=best_metrics,
         history=history,
         seconds=time.perf_counter() - t0,
-        learned=learned,
+        learned=reason is None,
         stopped_early=stopped_early,
         best_state=best_state,
         best_outputs=best_outputs,
+        not_learning_reason=reason,
     )

@@ -57,7 +57,7 @@ def seg_run(tmp_path_factory: pytest.TempPathFactory, tiny_seg_datalist: Path) -
     """A 2-trial tiny 3D segmentation search, its best candidate retrained for 2 epochs."""
     run_dir = tmp_path_factory.mktemp("export-seg") / "run"
     api.search(tiny_task("segmentation", tiny_seg_datalist), run_dir=run_dir, n_trials=2, show_progress=False)
-    result = api.retrain(run_dir, top_k=1, epochs=2, show_progress=False)
+    result = api.retrain(run_dir, top_k=1, epochs=2, seeds=1, show_progress=False)
     return SimpleNamespace(run_dir=run_dir, summary=result.summary, datalist=tiny_seg_datalist)
 
 

@@ -30,7 +30,7 @@ def _fake_calibration(full: list[float], proxies: dict[ProxySetting, tuple[list[
     for setting, (values, seconds) in proxies.items():
         for s, v in zip(specs, values):
             runs[_run_key(s, setting)] = {"value": v, "learned": True, "seconds": seconds / len(specs), "epochs": 1}
-    task = SimpleNamespace(name="t")
+    task = SimpleNamespace(name="t", search=SimpleNamespace(seed=0))
     plan = SimpleNamespace(splits={"train": [1], "val": [1], "test": [1]})
     fidelity = SimpleNamespace(to_dict=lambda: {"shape": [32, 32], "patch": None, "max_epochs": 3, "patience": 8})
     return _assemble(task, plan, specs, list(proxies), fidelity, runs, 0.6, {})  # type: ignore[arg-type]
@@ -75,9 +75,39 @@ def test_non_learners_at_the_proxy_rank_last() -> None:
     runs[_run_key(SimpleNamespace(hash="h1"), s)]["learned"] = False
     specs = [_Candidate(SimpleNamespace(hash=f"h{i}", family="resnet", target="x", kwargs={})) for i in range(3)]
     fidelity = SimpleNamespace(to_dict=lambda: {"shape": [32, 32], "patch": None, "max_epochs": 3, "patience": 8})
-    again = _assemble(SimpleNamespace(name="t"), SimpleNamespace(splits={}), specs, [s], fidelity, runs, 0.6, {})  # type: ignore[arg-type]
+    again = _assemble(SimpleNamespace(name="t", search=SimpleNamespace(seed=0)), SimpleNamespace(splits={}), specs, [s], fidelity, runs, 0.6, {})  # type: ignore[arg-type]
     row = again["settings"][0]
     assert row["n_not_learning"] == 1 and row["kendall_tau"] == pytest.approx(1 / 3)
+
+
+def test_seeds_give_the_ceiling_seed_means_top3_and_intervals() -> None:
+    from scipy import stats
+
+    setting = ProxySetting((8, 8), 2, 0.25)
+    specs = [_Candidate(SimpleNamespace(hash=f"h{i}", family="resnet", target="x", kwargs={})) for i in range(5)]
+    full = [[0.9, 0.8, 0.7, 0.6, 0.5], [0.85, 0.82, 0.6, 0.65, 0.5]]  # seeds disagree on one pair of ten
+    proxy = [[0.5, 0.9, 0.7, 0.6, 0.4], [0.6, 0.8, 0.7, 0.6, 0.4]]
+    runs = {}
+    for k in range(2):
+        for s, v in zip(specs, full[k]):
+            runs[_run_key(s, None, k)] = {"value": v, "learned": True, "seconds": 10.0, "epochs": 3}
+        for s, v in zip(specs, proxy[k]):
+            runs[_run_key(s, setting, k)] = {"value": v, "learned": True, "seconds": 1.0, "epochs": 2}
+    fidelity = SimpleNamespace(to_dict=lambda: {"shape": [32, 32], "patch": None, "max_epochs": 3, "patience": 8})
+    rec = _assemble(SimpleNamespace(name="t", search=SimpleNamespace(seed=0)), SimpleNamespace(splits={}), specs,  # type: ignore[arg-type]
+                    [setting], fidelity, runs, 0.6, {}, full_seeds=2, proxy_seeds=2)
+    assert rec["seed_ceiling"]["kendall_tau"] == pytest.approx(0.8)
+    lo, hi = rec["seed_ceiling"]["interval"]
+    assert -1.0 <= lo <= 0.8 <= hi <= 1.0
+    row = rec["settings"][0]
+    # Proxy seed means 0.55, 0.85, 0.7, 0.6, 0.4 against full seed means 0.875, 0.81, 0.65, 0.625, 0.5: 3 of 10 pairs swapped.
+    assert row["kendall_tau"] == pytest.approx(0.4) and row["kendall_tau_interval"] is not None
+    assert row["top1_regret"] == pytest.approx(0.875 - 0.81)
+    assert row["top3_contains_best"] is False  # the proxy's top three are specs 1, 2, 3; the best is spec 0
+    assert row["proxy_self_tau"] == pytest.approx(stats.kendalltau(proxy[0], proxy[1]).statistic)
+    assert row["cost_fraction"] == pytest.approx(1.0 / 10.0)  # per training: 1 s proxy against 10 s full
+    assert rec["full"]["trainings"] == 10 and rec["full"]["seed_sd"] is not None
+    assert row["regret_in_seed_sd"] == pytest.approx(row["top1_regret"] / rec["full"]["seed_sd"])
 
 
 def test_calibration_on_tiny_data_never_reads_the_test_split(tmp_path: Path, tiny_cls_datalist: Path,

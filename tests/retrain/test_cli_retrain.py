@@ -32,7 +32,7 @@ def _mednas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 def test_sigkill_mid_candidate_resumes_that_candidate(searched_copy: Path) -> None:
     run = searched_copy
-    cmd = [sys.executable, "-m", "mednas", "--quiet", "retrain", str(run), "--top-k", "1", "--epochs", "20"]
+    cmd = [sys.executable, "-m", "mednas", "--quiet", "retrain", str(run), "--top-k", "1", "--epochs", "20", "--seeds", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     try:

@@ -100,7 +100,7 @@ def test_retrain_with_patches_on_tiny_3d(tmp_path: Path, tiny_seg_datalist: Path
     task = tiny_task("segmentation", tiny_seg_datalist, search={"n_trials": 1, "spaces": ["unet"]},
                      training={"epochs": 2, "patch": [16, 16, 16]})
     api.search(task, run_dir=tmp_path / "run", show_progress=False)
-    result = api.retrain(tmp_path / "run", top_k=1, n_resamples=50, show_progress=False)
+    result = api.retrain(tmp_path / "run", top_k=1, n_resamples=50, seeds=1, show_progress=False)
     rec = result.candidates[0]
     assert rec["state"] == "complete", rec.get("reason")
     assert rec["shape"] == [24, 24, 24] and rec["patch"] == {"size": [16, 16, 16], "overlap": 0.25}

@@ -35,7 +35,8 @@ def test_top_k_follows_the_proxy_ranking(retrained: SimpleNamespace) -> None:
 def test_files_follow_the_run_directory_contract(retrained: SimpleNamespace) -> None:
     for n in retrained.result.summary["retrain"]["candidates"]:
         cdir = retrained.run_dir / "retrain" / str(n)
-        assert {p.name for p in cdir.iterdir()} == CONTRACT_FILES  # the checkpoint is gone once complete
+        assert {p.name for p in cdir.iterdir()} == CONTRACT_FILES | {"seed-1"}  # the checkpoint is gone once complete
+        assert {p.name for p in (cdir / "seed-1").iterdir()} == CONTRACT_FILES  # the second seed, same contract
         spec = ArchSpec.from_dict(json.loads((cdir / "spec.json").read_text()))
         net = build(spec)
         net.load_state_dict(torch.load(cdir / "model.pt", weights_only=True))
@@ -69,8 +70,9 @@ def test_test_split_is_evaluated_once_at_the_validation_threshold(retrained: Sim
     assert len(test_loads) == 1 and set(test_loads[0]) == test_keys  # read once, for all candidates
     on_test = [r for r in retrained.reports if set(r["keys"]) == test_keys]
     on_val = [r for r in retrained.reports if set(r["keys"]) == set(retrained.splits["val"])]
-    assert len(on_test) == len(on_val) == 3  # one validation report and one test evaluation per candidate
-    for rec, test_call, val_call in zip(retrained.result.candidates, on_test, on_val):
+    assert len(on_test) == len(on_val) == 6  # one validation report and one test evaluation per candidate and seed
+    # Seed-major order: the first three are each candidate's first seed, whose record the candidate's is.
+    for rec, test_call, val_call in zip(retrained.result.candidates, on_test[:3], on_val[:3]):
         assert val_call.get("threshold") is None  # the operating point is chosen on validation ...
         assert test_call["threshold"] is not None
         assert test_call["threshold"] == pytest.approx(rec["operating_point"]["threshold"])  # ... and applied to test
@@ -107,7 +109,7 @@ def test_interrupted_candidate_resumes_from_its_checkpoint(searched_copy: Path, 
 
     monkeypatch.setattr(retrain_mod._Progress, "epoch", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        api.retrain(run_dir, top_k=2, epochs=6, n_resamples=50, show_progress=False)
+        api.retrain(run_dir, top_k=2, epochs=6, n_resamples=50, seeds=1, show_progress=False)
     first = json.loads((run_dir / "summary.json").read_text())["best"]["trial"]
     cands = sorted(p.name for p in (run_dir / "retrain").iterdir())
     assert len(cands) == 2
@@ -126,7 +128,7 @@ def test_interrupted_candidate_resumes_from_its_checkpoint(searched_copy: Path, 
         return real_fit(*a, **kw)
 
     monkeypatch.setattr(retrain_mod, "fit_spec", counting_fit)
-    result = api.retrain(run_dir, top_k=2, epochs=6, n_resamples=50, show_progress=False)
+    result = api.retrain(run_dir, top_k=2, epochs=6, n_resamples=50, seeds=1, show_progress=False)
     assert len(calls) == 1  # the finished candidate was skipped
     assert seen == [4, 5, 6]  # the interrupted one continued after its last checkpointed epoch
     rec = json.loads((run_dir / "retrain" / str(second) / "metrics.json").read_text())
@@ -178,7 +180,7 @@ def test_low_fidelity_is_warned_stored_and_printed(searched_copy: Path,
     monkeypatch.setattr(retrain_mod, "select_candidates", with_proxy_scores)
     monkeypatch.setattr(retrain_mod, "fit_spec", _fake_fit(values))
     with caplog.at_level(logging.WARNING, logger="mednas"):
-        result = api.retrain(run_dir, top_k=3, n_resamples=50, show_progress=False)
+        result = api.retrain(run_dir, top_k=3, n_resamples=50, seeds=1, show_progress=False)
     fid = result.fidelity
     assert fid["n"] == 3 and fid["kendall_tau"] == pytest.approx(-1.0) and fid["spearman"] == pytest.approx(-1.0)
     assert fid["top1_regret"] == pytest.approx(0.2)
@@ -190,6 +192,52 @@ def test_low_fidelity_is_warned_stored_and_printed(searched_copy: Path,
     out = capsys.readouterr().out
     assert "WARNING: low proxy fidelity" in out and "Kendall tau" in out and "0.73-0.84" in out
     assert "full val (95% CI)" in out and "test (95% CI)" in out
+    assert fid["seeds"] == 1 and fid["seed_ceiling_tau"] is None and "--seeds 2" in fid["seed_ceiling_reason"]
+
+
+def test_two_seeds_give_the_ceiling_seed_mean_tau_top3_and_regret(searched_copy: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import mednas.retrain._retrain as retrain_mod
+    from mednas.cli import _print_retrain
+    from mednas.train import derive_seed
+
+    run_dir = searched_copy
+    real_select = retrain_mod.select_candidates
+    values: dict[int, float] = {}
+    by_seed = [[0.5, 0.6, 0.7], [0.55, 0.7, 0.65]]  # candidates in proxy order; seeds agree on 2 of 3 pairs
+
+    def with_proxy_scores(study, k):  # noqa: ANN001, ANN202
+        trials = real_select(study, k)
+        for i, t in enumerate(trials):
+            values[derive_seed(0, t.number)] = by_seed[0][i]
+            values[derive_seed(0, t.number, 1)] = by_seed[1][i]
+        return [SimpleNamespace(number=t.number, values=[0.9 - 0.1 * i], user_attrs={"learned": True}, params=t.params)
+                for i, t in enumerate(trials)]
+
+    monkeypatch.setattr(retrain_mod, "select_candidates", with_proxy_scores)
+    monkeypatch.setattr(retrain_mod, "fit_spec", _fake_fit(values))
+    result = api.retrain(run_dir, top_k=3, n_resamples=50, seeds=2, show_progress=False)
+    fid = result.fidelity
+    assert fid["seeds"] == 2
+    assert fid["seed_ceiling_tau"] == pytest.approx(1 / 3)  # seed 1 against seed 2
+    assert fid["kendall_tau"] == pytest.approx(-1.0)  # proxy against the seed means 0.525, 0.65, 0.675
+    assert fid["tau_over_ceiling"] == pytest.approx(-3.0)
+    assert fid["top1_regret"] == pytest.approx(0.15)
+    assert fid["seed_sd"] == pytest.approx((0.05 + 0.1 + 0.05) / 3 / 2 ** 0.5)
+    assert fid["regret_in_seed_sd"] == pytest.approx(0.15 / fid["seed_sd"]) and fid["regret_within_seed_noise"] is False
+    assert fid["top3_contains_best"] is True and "trivially" in fid["top3_note"]
+    assert "full training agrees with itself across seeds at tau 0.33" in fid["warning"]
+    first, last = result.candidates[0], result.candidates[-1]
+    assert [s["val"] for s in first["seeds"]] == pytest.approx([0.5, 0.55]) and first["val_mean"] == pytest.approx(0.525)
+    assert result.summary["retrain"]["best"] == last["trial"]  # by seed mean (0.675), not by seed 1's best (0.7)
+    assert result.summary["retrain"]["seeds"] == 2 and result.summary["retrain"]["cost"]["full_trainings"] == 6
+    seed1 = json.loads((run_dir / "retrain" / str(first["trial"]) / "seed-1" / "metrics.json").read_text())
+    assert seed1["seed_index"] == 1 and seed1["seed"] == derive_seed(0, first["trial"], 1) and seed1["state"] == "complete"
+    on_disk = json.loads((run_dir / "retrain" / str(first["trial"]) / "metrics.json").read_text())
+    assert on_disk["val_mean"] == pytest.approx(0.525) and len(on_disk["seeds"]) == 2
+    _print_retrain(result)
+    out = capsys.readouterr().out
+    assert "seed-noise ceiling" in out and "tau 0.33" in out and "seed mean +- sd" in out
 
 
 def test_selection_skips_duplicates_and_uses_the_pareto_front() -> None:
@@ -235,7 +283,12 @@ def test_seeds_are_derived_and_recorded(retrained: SimpleNamespace) -> None:
 
     for rec in retrained.result.candidates:
         assert rec["seed"] == derive_seed(0, rec["trial"])
+        assert [s["seed"] for s in rec["seeds"]] == [rec["seed"], derive_seed(0, rec["trial"], 1)]
+        assert rec["val_mean"] == pytest.approx(np.mean([s["val"] for s in rec["seeds"]]))
     assert np.isfinite([c["val"]["objective"] for c in retrained.result.candidates]).all()
+    fid = retrained.result.fidelity
+    assert fid["seeds"] == 2 and {"seed_ceiling_tau", "kendall_tau", "top3_contains_best", "top1_regret",
+                                  "regret_in_seed_sd"} <= set(fid)
 
 
 def test_mednas_retrain_is_callable_after_its_package_is_imported(tmp_path: Path) -> None:
