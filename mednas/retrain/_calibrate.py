@@ -262,9 +262,15 @@ def calibrate_proxy(
         runs: dict[str, dict[str, Any]] = {}
         if path.exists():
             old = rd.read_json(path)
-            if old.get("identity") == identity:
+            same = old.get("identity") or {}
+            if same == identity:
                 runs = dict(old.get("runs", {}))
                 logger.info("re-using %d trainings recorded in %s", len(runs), path)
+            elif {k: v for k, v in same.items() if k != "full"} == {k: v for k, v in identity.items() if k != "full"}:
+                # Only the full-fidelity settings changed (e.g. --full-epochs): the proxy trainings still hold.
+                runs = {k: v for k, v in old.get("runs", {}).items() if k.split("|")[1] != "full"}
+                logger.info("full-fidelity settings changed: re-using %d proxy trainings recorded in %s, training full "
+                            "fidelity afresh", len(runs), path)
         wanted = {_run_key(c, st, k) for c in specs for st in [*settings, None]
                   for k in range(full_seeds if st is None else proxy_seeds)}
         bar.start(len(wanted), len(wanted & set(runs)))

@@ -139,12 +139,26 @@ def test_calibration_on_tiny_data_never_reads_the_test_split(tmp_path: Path, tin
     assert rec["recommendation"]["message"]
 
     # A re-run with the same settings re-uses every recorded training.
+    real_fit = cal_mod.fit_spec
+
     def no_training(*a, **kw):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("a recorded training was repeated")
 
     monkeypatch.setattr(cal_mod, "fit_spec", no_training)
     again = api.calibrate_proxy(task, run_dir=tmp_path / "cal", n_specs=3, grid="0.5x1", show_progress=False)
     assert again.record["settings"] == rec["settings"]
+
+    # Other full-fidelity settings: the proxy trainings are re-used, only full fidelity is trained again.
+    trained: list[int] = []
+
+    def count_full(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        assert kw.get("full") is not None, "a proxy setting was trained again"
+        trained.append(kw["epochs"])
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(cal_mod, "fit_spec", count_full)
+    third = api.calibrate_proxy(task, run_dir=tmp_path / "cal", n_specs=3, grid="0.5x1", full_epochs=1, show_progress=False)
+    assert trained == [1, 1, 1] and third.record["full"]["max_epochs"] == 1
 
     # Another configuration in the same directory is refused before anything is trained.
     from mednas.errors import RunDirError

@@ -298,3 +298,45 @@ def test_mednas_retrain_is_callable_after_its_package_is_imported(tmp_path: Path
 
     with pytest.raises(RunDirError, match="not a run directory"):
         mednas.retrain(tmp_path / "nothing", show_progress=False)
+
+
+def test_a_dead_candidate_is_flagged_in_its_trial_and_left_out_of_fidelity(tmp_path: Path, tiny_cls_datalist: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network whose output is dead (always 0) is flagged by the search and excluded from tau and regret."""
+    import mednas.retrain._retrain as retrain_mod
+    import mednas.spec
+    from mednas.testing import tiny_task
+    from mednas.train import derive_seed
+
+    class Dead(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x) * 0.0
+
+    real_build, built = mednas.spec.build, []
+
+    def second_is_dead(spec):  # noqa: ANN001, ANN202
+        built.append(spec)
+        return Dead(real_build(spec)) if len(built) == 2 else real_build(spec)
+
+    task = tiny_task("classification", tiny_cls_datalist, search={"n_trials": 3, "pruner": {"name": "none"}, "dead_check_epoch": 0},
+                     training={"shape": [32, 32], "batch_size": 8, "epochs": 3, "patience": 500, "augment": False})
+    with monkeypatch.context() as mp:
+        mp.setattr(mednas.spec, "build", second_is_dead)
+        api.search(task, run_dir=tmp_path / "run", show_progress=False)
+    records = {n: json.loads((tmp_path / "run" / "trials" / str(n) / "metrics.json").read_text()) for n in range(3)}
+    dead = [n for n, r in records.items() if r.get("learned") is False]
+    assert len(dead) == 1 and "predictions constant" in records[dead[0]]["not_learning"]
+
+    values: dict[int, float] = {}
+    for n in range(3):  # full-fidelity scores: the dead trial would be the best if it were ranked
+        for k in range(2):
+            values[derive_seed(0, n) if k == 0 else derive_seed(0, n, k)] = 0.99 if n == dead[0] else 0.5 + 0.1 * n + 0.01 * k
+    monkeypatch.setattr(retrain_mod, "fit_spec", _fake_fit(values))
+    fid = api.retrain(tmp_path / "run", top_k=3, n_resamples=20, seeds=2, show_progress=False).fidelity
+    assert fid["n_candidates"] == 3 and fid["n_not_learning"] == 1 and fid["not_learning"] == dead
+    assert fid["n"] == 2  # tau over the two that learned (null with its reason: fewer than 3)
+    assert fid["best_full_trial"] != dead[0] and fid["top1_trial"] != dead[0]  # no regret against a dead network
