@@ -10,10 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["LOSS_DROP", "PROB_TOLERANCE", "degenerate_predictions", "not_learning_reason"]
+__all__ = ["LOSS_DROP", "LOSS_STILL", "PROB_TOLERANCE", "degenerate_predictions", "not_learning_reason"]
 
 #: The training loss must fall by at least this fraction of the first epoch's loss to count as falling.
 LOSS_DROP = 0.03
+#: A loss that moved by less than this fraction of the first epoch's loss means training had no effect at all
+#: (a learning rate of 0, frozen weights); only then does an objective that never improved count as evidence.
+LOSS_STILL = 0.01
 #: Class probabilities that differ by less than this across all validation cases count as constant.
 PROB_TOLERANCE = 1e-3
 
@@ -61,7 +64,9 @@ def not_learning_reason(
        the first epoch's (3%), **and**
     2. the validation predictions are uninformative: the latest ones are constant across cases
        (classification) or empty on every case (segmentation), **or** the validation objective never rose
-       above its first-epoch value.
+       above its first-epoch value while the loss did not move at all (less than ``LOSS_STILL``, 1%, in
+       either direction: training had no effect). An objective that never rose is no evidence on its own: a
+       network that is already perfect after one epoch cannot rise either.
 
     Args:
         losses: Mean training loss of each epoch so far, first epoch first.
@@ -90,6 +95,7 @@ def not_learning_reason(
     if degenerate:
         return f"{flat} and predictions {degenerate}"
     best_later = max(float(v) for v in values[1:])
-    if not best_later > float(values[0]) + 1e-9:
+    still = max(abs(float(v) - first) for v in losses[1:]) < LOSS_STILL * abs(first)
+    if still and not best_later > float(values[0]) + 1e-9:
         return f"{flat} and objective never improved ({float(values[0]):.4f} at epoch 1, best later {best_later:.4f})"
     return None

@@ -19,8 +19,15 @@ def test_flat_loss_and_constant_probabilities_is_not_learning() -> None:
 
 
 def test_flat_loss_and_objective_never_improving_is_not_learning() -> None:
-    reason = not_learning_reason([0.70, 0.69], [0.25, 0.25], _varied_probs(), "classification")
+    reason = not_learning_reason([0.700, 0.698], [0.25, 0.25], _varied_probs(), "classification")
     assert reason is not None and "objective never improved (0.2500 at epoch 1" in reason
+    # A loss that moved (here 1.4%, below the 3% "falling" bar) with varied predictions: not enough evidence.
+    assert not_learning_reason([0.70, 0.69], [0.25, 0.25], _varied_probs(), "classification") is None
+
+
+def test_a_network_perfect_from_the_first_epoch_is_not_flagged() -> None:
+    # Regression: objective 1.0 at epoch 1 cannot rise; its loss still moved (2.6%), its predictions vary.
+    assert not_learning_reason([0.228, 0.222], [1.0, 1.0], _varied_probs(), "classification") is None
 
 
 def test_slow_learner_is_not_flagged() -> None:
