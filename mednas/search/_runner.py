@@ -182,6 +182,12 @@ class _TrialObjective:
             reason = self._static_violation(costs, ("latency_ms",))
             if reason:
                 return self._reject(trial, record, tdir, reason, log)
+        if multi:
+            # Secondary objectives known before training (params, MACs, latency), as "lower is better": the
+            # multi-objective pruner compares a trial only with trials at least as cheap on all of them.
+            trial.set_user_attr("static_secondary", [
+                (float(costs[m.metric]) * (1.0 if m.direction == "minimize" else -1.0)) if m.metric in costs else None
+                for m in task.objective.secondary])
         log(f"params {cost_full.params:,}, MACs/image full {cost_one.macs:.3g}, proxy {record['macs_proxy']:.3g}"
             + (f", latency {costs['latency_ms']:.2f} ms" if "latency_ms" in costs else ""))
 
@@ -206,7 +212,8 @@ class _TrialObjective:
             if multi:
                 # Optuna cannot prune multi-objective studies: prune on the primary clinical metric ourselves.
                 if prune:
-                    raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (primary objective {value:.4f} below the median)")
+                    raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (primary objective {value:.4f} below the median "
+                                             "of trials at least as cheap on the size/speed objectives)")
                 return
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
@@ -364,7 +371,12 @@ class _TrialObjective:
         return float(value) if value is not None and math.isfinite(value) else 0.0
 
     def _mo_should_prune(self, trial: Any, epoch: int, value: float) -> bool:
-        """Median pruning on the primary objective for multi-objective studies (Optuna's pruners can't)."""
+        """Median pruning on the primary objective for multi-objective studies (Optuna's pruners can't).
+
+        A trial is compared only with trials that are at least as good on every secondary objective known before
+        training (params, MACs, latency): a small network with a modest primary score may be on the Pareto front,
+        and pruning it against bigger networks would empty the front of exactly the trade-offs it exists to show.
+        """
         from optuna.trial import TrialState
 
         cfg = self.task.search.pruner
@@ -373,8 +385,16 @@ class _TrialObjective:
         trial.set_user_attr("primary_history", history)
         if cfg.name == "none" or epoch <= cfg.warmup_epochs:
             return False
+        mine = trial.user_attrs.get("static_secondary") or []
+
+        def at_least_as_cheap(t: Any) -> bool:
+            theirs = t.user_attrs.get("static_secondary")
+            if not mine or not theirs or len(theirs) != len(mine):
+                return True
+            return all(a is None or b is None or b <= a for a, b in zip(mine, theirs))
+
         others = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                  if str(epoch) in t.user_attrs.get("primary_history", {})]
+                  if str(epoch) in t.user_attrs.get("primary_history", {}) and at_least_as_cheap(t)]
         if len([t for t in others if t.state == TrialState.COMPLETE]) < max(1, cfg.startup_trials):
             return False
         return value < float(np.median([t.user_attrs["primary_history"][str(epoch)] for t in others]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -69,13 +70,46 @@ def test_multi_objective_writes_a_pareto_front(tmp_path: Path, tiny_cls_datalist
 def test_multi_objective_prunes_on_the_primary_metric(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     task = tiny_task("classification", tiny_cls_datalist,
                      objective={"metric": "auroc", "secondary": ["macs"]},
-                     search={"n_trials": 6, "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0}},
+                     search={"n_trials": 6, "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0},
+                             "dead_check_epoch": 0},
                      proxy={"shape": [16, 16], "epochs": 3})
     _search(task, tmp_path / "run")
     histories = [json.loads(p.read_text()) for p in (tmp_path / "run").glob("trials/*/metrics.json")]
     pruned = [h for h in histories if h["state"] == "pruned"]
     for h in pruned:
-        assert "primary objective" in h["reason"]
+        assert "primary objective" in h["reason"] and "at least as cheap" in h["reason"]
+    # A trial is pruned only against trials with no more MACs: the cheapest trial so far is never pruned.
+    import optuna
+
+    study = optuna.load_study(study_name="tiny-cls", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            earlier = [o for o in study.trials if o.number < t.number and "static_secondary" in o.user_attrs]
+            assert any(o.user_attrs["static_secondary"][0] <= t.user_attrs["static_secondary"][0] for o in earlier)
+
+
+def test_multi_objective_pruning_compares_with_cheaper_trials_only() -> None:
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from mednas.search._runner import _TrialObjective
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for primary, macs in [(0.9, 100.0), (0.8, 120.0), (0.7, 50.0)]:
+        study.add_trial(create_trial(state=TrialState.COMPLETE, values=[primary, macs],
+                                     user_attrs={"primary_history": {"1": primary}, "static_secondary": [macs]}))
+    runner = _TrialObjective.__new__(_TrialObjective)
+    runner.task = SimpleNamespace(search=SimpleNamespace(pruner=SimpleNamespace(name="median", warmup_epochs=0, startup_trials=1)))
+
+    def judged(value: float, macs: float) -> bool:
+        trial = study.ask()
+        trial.set_user_attr("static_secondary", [macs])
+        return runner._mo_should_prune(trial, 1, value)
+
+    assert judged(0.6, 60.0) is True    # the only cheaper trial (50 MACs) scored 0.7: below its median
+    assert judged(0.75, 60.0) is False  # above it
+    assert judged(0.1, 10.0) is False   # the cheapest network yet: nobody to compare with, never pruned
+    assert judged(0.75, 200.0) is True  # the most expensive: below the median 0.8 of all three
 
 
 def test_latency_is_measured_and_constrained(tmp_path: Path, tiny_cls_datalist: Path) -> None:
