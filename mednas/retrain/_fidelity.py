@@ -155,6 +155,8 @@ def seed_ceiling(by_seed: Sequence[Sequence[float | None]], *, maximize: bool = 
             a = [float(by_seed[i][c]) for c in keep]  # type: ignore[arg-type]
             b = [float(by_seed[j][c]) for c in keep]  # type: ignore[arg-type]
             tau, _, _, reason = rank_agreement(a, b)
+            if reason and "tied" in reason:  # rank_agreement names its sides proxy/full; here both are full seeds
+                reason = "one seed's full-fidelity scores are all tied, so there is no ranking to compare"
             pairs.append({"seeds": [i, j], "kendall_tau": tau, "n": len(keep), "reason": reason})
             if interval is None and tau is not None:
                 interval = bootstrap_tau_interval(a, b, seed=seed)
@@ -296,8 +298,10 @@ def proxy_fidelity(
             record["reason"] = "regret needs at least 2 retrained candidates"
     if tau is not None and len(ranked) < 6:
         record["note"] = coarse_note(len(ranked))
-    if tau is not None and tau < LOW_TAU:
-        record["warning"] = low_tau_warning(tau, len(ranked), record["seed_ceiling_tau"])
+    # Kendall tau is a ratio of pair counts: 0.5 can come out as 0.4999999999; that is not below 0.5.
+    if tau is not None and tau < LOW_TAU - 1e-9:
+        record["warning"] = low_tau_warning(tau, len(ranked), record["seed_ceiling_tau"],
+                                            None if n_seeds < 2 else record["seed_ceiling_reason"])
     return record
 
 
@@ -307,7 +311,7 @@ def coarse_note(n: int) -> str:
             "candidates (--top-k) for a figure that can tell a good proxy from a poor one")
 
 
-def low_tau_warning(tau: float, n: int, ceiling: float | None = None) -> str:
+def low_tau_warning(tau: float, n: int, ceiling: float | None = None, ceiling_reason: str | None = None) -> str:
     """Return the warning (with advice) for a Kendall tau below :data:`LOW_TAU`, read against the seed ceiling."""
     lo, hi = SEED_NOISE_TAU
     if ceiling is not None:
@@ -315,6 +319,8 @@ def low_tau_warning(tau: float, n: int, ceiling: float | None = None) -> str:
                    f"proxy reaches {tau / ceiling:.0%} of what any ranking could" if ceiling > 0 else
                    f"full training does not agree with itself across seeds (tau {ceiling:.2f}): the candidates' "
                    "full-fidelity scores differ by less than seed noise, so no ranking of them can be trusted")
+    elif ceiling_reason:
+        against = f"seed noise alone limits tau to about {lo:.2f}-{hi:.2f}; the ceiling could not be measured here: {ceiling_reason}"
     else:
         against = f"seed noise alone limits tau to about {lo:.2f}-{hi:.2f}; measure it here with --seeds 2"
     return (

@@ -63,3 +63,15 @@ def test_ties_and_direction() -> None:
     rec = proxy_fidelity([0, 1, 2], [0.1, 0.2, 0.3], [1.0, 2.0, 3.5], [True] * 3, maximize=False)
     assert rec["kendall_tau"] == pytest.approx(1.0) and rec["top1_regret"] == 0.0
     assert top1_regret([3.0, 1.0], 0, maximize=False) == pytest.approx(2.0)
+
+
+def test_tau_of_one_half_is_not_below_one_half_and_tied_seeds_are_named() -> None:
+    # scipy gives tau-b 0.49999999999999994 for these ties: that is 0.5, not a low-fidelity warning.
+    half = proxy_fidelity([0, 1, 2], [0.2, 0.2, 0.1], [0.2, 0.1, 0.1], [True] * 3)
+    assert half["kendall_tau"] == pytest.approx(0.5) and half["warning"] is None
+    # Two seeds, but the first seed's scores are all tied: the ceiling is undefined and says why in seed terms.
+    rec = proxy_fidelity([0, 1, 2, 3], [0.9, 0.8, 0.7, 0.6], None, [True] * 4,
+                         full_seeds=[[0.9, 0.5], [0.9, 0.7], [0.9, 0.8], [0.9, 0.6]])
+    assert rec["seeds"] == 2 and rec["seed_ceiling_tau"] is None
+    assert "one seed's full-fidelity scores are all tied" in rec["seed_ceiling_reason"]
+    assert rec["warning"] and "could not be measured here" in rec["warning"] and "--seeds 2" not in rec["warning"]
