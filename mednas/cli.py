@@ -324,7 +324,7 @@ def _print_retrain(result: Any) -> None:
     cost = r.get("cost") or {}
     if cost.get("full_over_proxy"):
         print(f"  cost: {_fmt_seconds(cost['full_seconds'])} full-fidelity training vs {_fmt_seconds(cost['proxy_seconds'])} proxy "
-              f"({cost['full_over_proxy']:.1f}x)")
+              f"; one full training {cost['full_over_proxy']:.1f}x one proxy trial")
     if fid.get("kendall_tau") is not None:
         ci = fid.get("kendall_tau_interval")
         print(f"  proxy fidelity over {fid['n']} candidates: Kendall tau {fid['kendall_tau']:.2f}"
