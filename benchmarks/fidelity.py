@@ -54,6 +54,19 @@ def _machine(load_before: tuple[float, ...], load_after: tuple[float, ...]) -> d
             "torch_threads": torch.get_num_threads(), "loadavg_before": load_before, "loadavg_after": load_after}
 
 
+def _task_args(args: argparse.Namespace) -> list[str]:
+    """``--preset``/``--set`` options passed on to the mednas command."""
+    return [a for p in args.preset for a in ("--preset", p)] + [a for o in args.overrides for a in ("--set", o)]
+
+
+def _emit(result: dict[str, object], out: str | None) -> None:
+    """Print the result as JSON and, with ``--out``, write it there too."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def _fmt(v: object, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
@@ -78,10 +91,7 @@ def protocol(argv: list[str]) -> int:
 
     cmd = [sys.executable, "-m", "mednas", "--quiet", "calibrate-proxy", args.task, "--run-dir", args.run_dir,
            "--specs", str(args.specs), "--full-seeds", str(args.full_seeds), "--proxy-seeds", str(args.proxy_seeds)]
-    for p in args.preset:
-        cmd += ["--preset", p]
-    for o in args.overrides:
-        cmd += ["--set", o]
+    cmd += _task_args(args)
     if args.grid:
         cmd += ["--grid", args.grid]
     if args.full_epochs:
@@ -108,10 +118,7 @@ def protocol(argv: list[str]) -> int:
         "machine": _machine(load_before, load_after),
         "date": time.strftime("%Y-%m-%d"),
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    _emit(result, args.out)
     c = result["seed_ceiling"]
     lines = [
         f"Task `{rec['task']}`: {result['protocol']['specs']} random candidates ({', '.join(result['families'])}), full fidelity "
@@ -159,10 +166,7 @@ def search_retrain(argv: list[str]) -> int:
 
     mednas = [sys.executable, "-m", "mednas", "--quiet"]
     search = [*mednas, "search", args.task, "--run-dir", args.run_dir]
-    for p in args.preset:
-        search += ["--preset", p]
-    for o in args.overrides:
-        search += ["--set", o]
+    search += _task_args(args)
     if args.n_trials:
         search += ["--n-trials", str(args.n_trials)]
     retrain = [*mednas, "retrain", args.run_dir, "--top-k", str(args.top_k), "--seeds", str(args.seeds)]
@@ -200,10 +204,7 @@ def search_retrain(argv: list[str]) -> int:
         "machine": _machine(load_before, load_after),
         "date": time.strftime("%Y-%m-%d"),
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    _emit(result, args.out)
     return 0
 
 

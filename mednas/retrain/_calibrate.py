@@ -29,6 +29,7 @@ from mednas.data import DataPlan
 from mednas.retrain._fidelity import (
     SEED_NOISE_TAU,
     bootstrap_tau_interval,
+    mean_std,
     rank_agreement,
     seed_ceiling,
     top1_regret,
@@ -361,9 +362,9 @@ def _assemble(task: TaskConfig, plan: DataPlan, specs: list[Any], settings: list
     for i in full_ok:
         vals = [float(full_by_seed[k][i]["value"]) for k in range(full_seeds)  # type: ignore[index]
                 if full_by_seed[k][i] and full_by_seed[k][i].get("value") is not None]  # type: ignore[union-attr]
-        if len(vals) > 1:
-            m = sum(vals) / len(vals)
-            sds.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)))
+        sd = mean_std(vals)[1]
+        if sd is not None:
+            sds.append(sd)
     seed_sd = sum(sds) / len(sds) if sds else None
     rows = []
     for setting in settings:

@@ -170,7 +170,8 @@ def seed_ceiling(by_seed: Sequence[Sequence[float | None]], *, maximize: bool = 
             "reason": reason}
 
 
-def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean, sample standard deviation (None for one value) and count of the finite values (None when none)."""
     done = [float(v) for v in values if _finite(v)]  # type: ignore[arg-type]
     if not done:
         return None, None, 0
@@ -220,7 +221,7 @@ def proxy_fidelity(
     if full_seeds is not None:
         if len(full_seeds) != n_c:
             raise ValueError("full_seeds must have one row per candidate")
-        stats_ = [_mean_std(row) for row in full_seeds]
+        stats_ = [mean_std(row) for row in full_seeds]
         full = [m for m, _, _ in stats_]
         sds = [sd for _, sd, _ in stats_]
         n_seeds = max((len(row) for row in full_seeds), default=1)

@@ -25,7 +25,7 @@ from typing import Any
 from mednas.config import TaskConfig
 from mednas.data import ArrayData, DataPlan
 from mednas.errors import RunDirError
-from mednas.retrain._fidelity import proxy_fidelity
+from mednas.retrain._fidelity import mean_std, proxy_fidelity
 from mednas.retrain._full import PATCH_OVERLAP, FullFidelity, fit_spec, full_fidelity, space_for
 from mednas.rundir import RunDir
 
@@ -410,8 +410,7 @@ def _combine_seeds(rd: RunDir, task: TaskConfig, runs: list[dict[str, Any]]) -> 
         })
     vals = [row["val"] for row in rows if row["val"] is not None]
     tests = [row["test"] for row in rows if row["test"] is not None]
-    mean = sum(vals) / len(vals) if vals else None
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 and mean is not None else None
+    mean, sd, _ = mean_std(vals)
     learned_flags = [row["learned"] for row in rows if row["learned"] is not None]
     first.update(
         seeds=rows,
