@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 # Steadier, faster large CPU steps with glibc (see docs/benchmarks.md): must be set before the process starts,
 # so long-running commands re-execute themselves once with these set.
@@ -34,9 +34,16 @@ def _maybe_reexec_with_malloc_tuning(argv: Sequence[str]) -> None:
         return
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with mednas's error form: one line on stderr naming the option, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse's hook
+        self.exit(2, f"mednas: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _common() -> argparse.ArgumentParser:
     # --debug/--quiet work before or after the subcommand.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only")
     common.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
@@ -60,7 +67,7 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mednas",
         description="Neural architecture search for medical imaging: MONAI search spaces, Optuna proxy search, clinical objectives.",
     )
@@ -74,7 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _orig_add = sub.add_parser
 
     def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
-        return _orig_add(name, parents=[common], **kw)
+        return _orig_add(name, parents=[common], **kw)  # the subparsers' class is the parent's: _Parser
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
@@ -572,6 +579,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except RecursionError:
+        if args.debug:
+            raise
+        print("mednas: error: an input is nested too deeply to read (a hostile or broken file?)", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if args.debug:
+            raise
+        print("mednas: error: out of memory (an input declares more data than this machine can hold?)", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: one line and exit 70 (EX_SOFTWARE); --debug shows it
+        if args.debug:
+            raise
+        first = (str(exc).splitlines() or [""])[0][:300]
+        print(f"mednas: internal error: {type(exc).__name__}: {first} (a bug in mednas: rerun with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover
