@@ -18,7 +18,10 @@ fi
 pg_isready -q -h 127.0.0.1 -p 5432
 run_psql() { su postgres -s /bin/sh -c "psql -qAt -h /var/run/postgresql $*"; }
 if [ "$(run_psql "-c \"SELECT 1 FROM pg_roles WHERE rolname='mednas'\"")" != "1" ]; then
-  run_psql "-c \"CREATE ROLE mednas LOGIN PASSWORD 'mednas'\"" >&2
+  run_psql "-c \"CREATE ROLE mednas LOGIN CREATEDB PASSWORD 'mednas'\"" >&2
+else
+  # CREATEDB: the concurrent-start test creates (and drops) a fresh database per repetition.
+  run_psql "-c \"ALTER ROLE mednas CREATEDB\"" >&2
 fi
 if [ "$(run_psql "-c \"SELECT 1 FROM pg_database WHERE datname='mednas_test'\"")" != "1" ]; then
   run_psql "-c \"CREATE DATABASE mednas_test OWNER mednas\"" >&2

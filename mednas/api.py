@@ -56,6 +56,7 @@ def search(
     gpus: Sequence[int] | None = None,
     trials_per_gpu: int = 1,
     worker: bool = False,
+    storage_timeout: float | None = None,
 ) -> Any:
     """Create or continue a search.
 
@@ -74,6 +75,7 @@ def search(
         gpus: GPU indices to pack ``trials_per_gpu`` concurrent trials onto.
         trials_per_gpu: Concurrent proxy trials per GPU.
         worker: Internal: this process is a worker started by another search.
+        storage_timeout: Seconds a PostgreSQL/MySQL server gets to connect and answer (default 10).
 
     Returns:
         :class:`mednas.search.SearchResult` with ``run_dir`` and ``summary``.
@@ -94,6 +96,7 @@ def search(
         gpus=list(gpus) if gpus else None,
         trials_per_gpu=trials_per_gpu,
         worker=worker,
+        storage_timeout=storage_timeout,
     )
 
 
@@ -208,6 +211,7 @@ def export(
     formats: str | Sequence[str] | None = None,
     schema: str | os.PathLike[str] | None = None,
     license_file: str | os.PathLike[str] | None = None,
+    sign_key: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Export the run's best candidate as a verified MONAI bundle (atomically; nothing is written on failure).
 
@@ -221,10 +225,12 @@ def export(
         schema: MONAI's ``meta_schema_20240725.json`` to check the metadata against offline (default
             ``$MEDNAS_BUNDLE_SCHEMA``; never downloaded).
         license_file: Text of the bundle's ``LICENSE``.
+        sign_key: Key file to sign the bundle digest with (HMAC-SHA256, ``signature.json``; default
+            ``$MEDNAS_BUNDLE_KEY`` when set).
 
     Returns:
         :class:`mednas.export.ExportResult` (``path``, ``source``, ``trial``, ``conversions`` with each format's
-        ``max_abs_diff``, ``checks``, ``metadata``).
+        ``max_abs_diff``, ``checks``, ``metadata``, ``digest``: the value to pin with ``expect_digest``).
 
     Example:
         >>> result = mednas.export("runs/demo-xray-nodule")  # doctest: +SKIP
@@ -233,16 +239,19 @@ def export(
     """
     from mednas.export import export_bundle
 
-    return export_bundle(run_dir, out, formats=formats, schema=schema, license_file=license_file)
+    return export_bundle(run_dir, out, formats=formats, schema=schema, license_file=license_file, sign_key=sign_key)
 
 
-def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str = "cpu") -> Any:
+def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str = "cpu", expect_digest: str | None = None,
+         verify_key: str | os.PathLike[str] | None = None) -> Any:
     """Verify a bundle's checksums and load it; the returned model predicts from image paths.
 
     Args:
         bundle: A folder written by :func:`export`.
         backend: ``torch`` (state dict, ``weights_only=True``), ``torchscript`` or ``onnx`` (ONNX Runtime).
         device: Torch device.
+        expect_digest: The digest :func:`export` reported; a bundle with any other digest is refused.
+        verify_key: The key file the bundle was signed with; an unsigned or wrongly signed bundle is refused.
 
     Returns:
         :class:`mednas.export.BundleModel`: ``model(path)`` gives a :class:`mednas.export.Prediction` with
@@ -255,7 +264,7 @@ def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str 
     """
     from mednas.export import load_bundle
 
-    return load_bundle(bundle, backend=backend, device=device)
+    return load_bundle(bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key)
 
 
 def predict(
@@ -265,6 +274,8 @@ def predict(
     *,
     backend: str = "torch",
     device: str = "cpu",
+    expect_digest: str | None = None,
+    verify_key: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Run a bundle on images and write the results into ``out``.
 
@@ -278,14 +289,20 @@ def predict(
         out: Output folder (created).
         backend: ``torch``, ``torchscript`` or ``onnx``.
         device: Torch device.
+        expect_digest: The digest :func:`export` reported; a bundle with any other digest is refused.
+        verify_key: The key file the bundle was signed with; an unsigned or wrongly signed bundle is refused.
 
     Returns:
         ``(predictions, files written)``.
+
+    Raises:
+        mednas.export.PredictionError: After writing the other cases, when a case's output was NaN or infinite
+            (that case gets no label; ``failed.csv`` lists it).
     """
     from mednas.export import load_bundle, predict_to_dir
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    model = load_bundle(bundle, backend=backend, device=device)
+    model = load_bundle(bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key)
     return predict_to_dir(model, items, out)
 
 

@@ -51,6 +51,61 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``, refused in one line like a task key."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _out_dir(text: str) -> str:
+    """An argparse type: an output folder path that is not an existing file."""
+    if os.path.lexists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return text
+
+
+def _out_file(text: str) -> str:
+    """An argparse type: an output file path that is not an existing folder and whose parent is not a file."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder, expected a file name")
+    parent = os.path.dirname(text)
+    if parent and os.path.lexists(parent) and not os.path.isdir(parent):
+        raise argparse.ArgumentTypeError(f"{parent} exists and is not a folder")
+    return text
+
+
+def _tau(text: str) -> float:
+    """An argparse type: a Kendall tau in [-1, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from -1 to 1, got {text!r}") from None
+    if not -1 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from -1 to 1 (a Kendall tau), got {text}")
+    return value
+
+
 def _gpu_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -90,12 +145,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run directory (default: runs/<task name>)")
     p.add_argument("--storage", help="Optuna storage URL: sqlite:///FILE, postgresql://..., journal:///FILE (default: SQLite in the run directory)")
     p.add_argument("--study-name", help="study name (default: the task name)")
-    p.add_argument("--n-trials", type=int, help="finished trials (complete + pruned) the study should reach")
-    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument("--storage-timeout", type=float, metavar="SECONDS",
+                   help="seconds a PostgreSQL/MySQL server gets to connect and answer (default 10, or "
+                        "$MEDNAS_STORAGE_TIMEOUT; a connect_timeout= in the URL wins)")
+    p.add_argument("--n-trials", type=_int_at_least(1), help="finished trials (complete + pruned) the study should reach")
+    p.add_argument("--timeout", type=_positive_float, help="seconds after which no new trial starts")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default 1)")
+    p.add_argument("--workers", type=_int_at_least(1), default=1, help="local worker processes sharing the study (default 1)")
     p.add_argument("--gpus", type=_gpu_list, help="GPU indices to pack trials onto, e.g. 0,1")
-    p.add_argument("--trials-per-gpu", type=int, default=1, help="concurrent proxy trials per GPU (with --gpus)")
+    p.add_argument("--trials-per-gpu", type=_int_at_least(1), default=1, help="concurrent proxy trials per GPU (with --gpus)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_search)
 
@@ -105,12 +163,12 @@ def _build_parser() -> argparse.ArgumentParser:
                        "once on the held-out test split, and record Kendall tau between proxy and full rankings. "
                        "A killed retrain continues the candidate it was training; finished candidates are skipped.")
     p.add_argument("run_dir", help="run directory of a search")
-    p.add_argument("--top-k", type=int, default=3, help="candidates to retrain (default 3; the Pareto front for several objectives)")
-    p.add_argument("--seeds", type=int, default=2, metavar="S",
+    p.add_argument("--top-k", type=_int_at_least(1), default=3, help="candidates to retrain (default 3; the Pareto front for several objectives)")
+    p.add_argument("--seeds", type=_int_at_least(1), default=2, metavar="S",
                    help="full-fidelity trainings per candidate with different seeds (default 2): ranks by the seed mean "
                         "and measures the seed-noise ceiling of proxy fidelity; 1 halves the cost")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: the task's training.epochs)")
-    p.add_argument("--patch", type=int, nargs="+", metavar="N", help="train on random patches of this size with sliding-window validation (default: training.patch)")
+    p.add_argument("--epochs", type=_int_at_least(1), help="maximum epochs (default: the task's training.epochs)")
+    p.add_argument("--patch", type=_int_at_least(1), nargs="+", metavar="N", help="train on random patches of this size with sliding-window validation (default: training.patch)")
     p.add_argument("--storage", help="Optuna storage URL the search used (default: SQLite in the run directory)")
     p.add_argument("--study-name", help="study name (default: the search's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
@@ -121,15 +179,15 @@ def _build_parser() -> argparse.ArgumentParser:
                        "(resolution scale x epochs, plus the task's own proxy) and at full fidelity; print Kendall tau "
                        "and cost per setting and recommend the cheapest setting that reaches --min-tau. Never reads the test split.")
     _add_task_args(p)
-    p.add_argument("--run-dir", help="where calibration.json goes (default: runs/<task name>-calibration)")
-    p.add_argument("--specs", type=int, default=8, metavar="M", help="random specs to train (default 8)")
+    p.add_argument("--run-dir", type=_out_dir, help="where calibration.json goes (default: runs/<task name>-calibration)")
+    p.add_argument("--specs", type=_int_at_least(2), default=8, metavar="M", help="random specs to train (default 8)")
     p.add_argument("--grid", metavar="SCALExEPOCHS,...", help="proxy settings, e.g. 0.25x2,0.5x5 (default: scales 0.25 and 0.5 x epochs 2 and 5)")
-    p.add_argument("--min-tau", type=float, default=0.6, help="Kendall tau the recommended setting must reach (default 0.6)")
-    p.add_argument("--full-epochs", type=int, help="maximum full-fidelity epochs (default: the task's training.epochs)")
-    p.add_argument("--full-seeds", type=int, default=1, metavar="S",
+    p.add_argument("--min-tau", type=_tau, default=0.6, help="Kendall tau the recommended setting must reach (default 0.6)")
+    p.add_argument("--full-epochs", type=_int_at_least(1), help="maximum full-fidelity epochs (default: the task's training.epochs)")
+    p.add_argument("--full-seeds", type=_int_at_least(1), default=1, metavar="S",
                    help="full-fidelity trainings per spec with different seeds (default 1; 2 or more measure the "
                         "seed-noise ceiling that bounds every proxy's tau)")
-    p.add_argument("--proxy-seeds", type=int, default=1, metavar="S",
+    p.add_argument("--proxy-seeds", type=_int_at_least(1), default=1, metavar="S",
                    help="trainings per spec at each proxy setting (default 1; 2 or more rank by the proxy seed mean)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
     p.set_defaults(func=_cmd_calibrate)
@@ -153,12 +211,14 @@ def _build_parser() -> argparse.ArgumentParser:
                        "and ONNX checked against PyTorch (max |diff| <= 1e-4), model card, search record, checksums. "
                        "Built in a temporary folder and renamed into place only once every check passed.")
     p.add_argument("run_dir", help="run directory of a search (and retrain)")
-    p.add_argument("--out", help="bundle folder (default: RUN_DIR/bundle; an earlier mednas bundle there is replaced)")
+    p.add_argument("--out", type=_out_dir, help="bundle folder (default: RUN_DIR/bundle; an earlier mednas bundle there is replaced)")
     p.add_argument("--format", default="onnx,torchscript", metavar="FORMATS",
                    help="exported formats besides the state dict: onnx,torchscript (default), onnx, or torchscript")
     p.add_argument("--schema", metavar="FILE", help="MONAI's meta_schema_20240725.json to check the metadata against, "
                    "offline (default: $MEDNAS_BUNDLE_SCHEMA; without it the schema's required fields are checked)")
     p.add_argument("--license", metavar="FILE", help="text for the bundle's LICENSE (default: a notice that no licence was chosen)")
+    p.add_argument("--sign-key", metavar="FILE", help="key file (>= 16 bytes, e.g. `openssl rand -hex 32`) to sign the "
+                   "bundle digest with (HMAC-SHA256, signature.json; default: $MEDNAS_BUNDLE_KEY when set)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="run an exported bundle on images",
@@ -167,10 +227,13 @@ def _build_parser() -> argparse.ArgumentParser:
                        "writes OUT/<name>_seg.nii.gz on each input's own grid and affine, and OUT/predictions.csv.")
     p.add_argument("bundle", help="bundle folder written by mednas export")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM series folder, NIfTI, NRRD, PNG or JPEG file")
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", required=True, type=_out_dir, help="output folder (created)")
     p.add_argument("--backend", choices=["torch", "torchscript", "onnx"], default="torch",
                    help="run the state dict in PyTorch (default), the TorchScript module, or the ONNX model")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--expect-digest", metavar="HEX", help="refuse the bundle unless its digest (printed by mednas export) "
+                   "is this one")
+    p.add_argument("--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("report", help="write the run's HTML report (plots, figures with intervals, cases)",
@@ -180,9 +243,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        "sensitivity by size, pictures of validation cases with ground truth and prediction, the data "
                        "fingerprint, splits, task settings and environment. Parts a run lacks (not retrained yet) say so.")
     p.add_argument("run_dir", help="run directory of a search")
-    p.add_argument("--out", metavar="FILE", help="output file (default: RUN_DIR/report.html)")
+    p.add_argument("--out", metavar="FILE", type=_out_file, help="output file (default: RUN_DIR/report.html)")
     p.add_argument("--no-images", action="store_true", help="no case pictures (skips loading weights and data)")
-    p.add_argument("--cases", type=int, metavar="N", help="case pictures to show (default 8 for 2D, 4 for 3D)")
+    p.add_argument("--cases", type=_int_at_least(1), metavar="N", help="case pictures to show (default 8 for 2D, 4 for 3D)")
     p.add_argument("--plotlyjs", choices=["inline", "beside"], default="inline",
                    help="plotly.js inside the file (default, ~5 MB) or in plotly-VERSION.min.js beside it")
     p.add_argument("--storage", help="Optuna storage URL the search used, for parameter importances (default: RUN_DIR/study.db)")
@@ -265,6 +328,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         gpus=args.gpus,
         trials_per_gpu=args.trials_per_gpu,
         worker=args.worker,
+        storage_timeout=args.storage_timeout,
     )
     if not args.worker:
         _print_search_summary(result.summary, result.run_dir)
@@ -444,7 +508,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from mednas import api
 
-    result = api.export(args.run_dir, args.out, formats=args.format, schema=args.schema, license_file=args.license)
+    result = api.export(args.run_dir, args.out, formats=args.format, schema=args.schema, license_file=args.license,
+                        sign_key=args.sign_key)
     m = result.metadata["mednas"]
     print(f"\nmednas export: {m['task']['name']} -> {result.path}")
     source = ("PROXY CANDIDATE, NOT RETRAINED (short low-resolution proxy weights; run `mednas retrain` first "
@@ -474,6 +539,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if m["data"].get("augmentation"):
         print("  data: AUGMENTED COPIES (the model card says so)")
     print(f"  {len(result.files)} files in {result.seconds:.1f}s; model card: {result.path}/docs/README.md")
+    print(f"  bundle digest: {result.digest}" + (" (signed: signature.json)" if result.signed else ""))
+    print(f"  pin it: mednas predict {result.path} ... --expect-digest {result.digest}")
     return 0
 
 
@@ -482,7 +549,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from mednas import api
 
-    preds, files = api.predict(args.bundle, args.inputs, args.out, backend=args.backend, device=args.device)
+    preds, files = api.predict(args.bundle, args.inputs, args.out, backend=args.backend, device=args.device,
+                               expect_digest=args.expect_digest, verify_key=args.verify_key)
     model_note = preds[0].source if preds else ""
     print(f"\nmednas predict: {len(preds)} input(s) -> {args.out} ({args.backend}; model: {model_note})")
     for pred in preds:

@@ -6,7 +6,7 @@ Anything raised as a :class:`MednasError` is the user's to fix (a bad key, a cor
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "MednasError", "RunDirError"]
+__all__ = ["ConfigError", "DataError", "MednasError", "RunDirError", "SpecError"]
 
 
 class MednasError(Exception):
@@ -31,3 +31,10 @@ class RunDirError(MednasError):
     """A run directory is missing, incomplete or belongs to a different configuration (exit status 4)."""
 
     exit_code = 4
+
+
+class SpecError(MednasError, ValueError):
+    """An architecture spec names something mednas will not build: a callable that is not an allowed network
+    class, an unknown keyword argument, or a network too large to allocate (exit status 6)."""
+
+    exit_code = 6

@@ -1,16 +1,23 @@
 """The run directory's layout: one place that knows where each record lives.
 
 Every step (search, retrain, export, report) reads and writes one run directory; paths stored inside it are
-relative to it. Writes are atomic (see :mod:`mednas.io._atomic`).
+relative to it. Writes are atomic (see :mod:`mednas.io._atomic`). A run directory is owned: mednas marks the
+ones it creates (``.mednas-run``) and never writes into a folder that is not one (see :func:`claim_run_dir`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
+import errno
+import json
+import logging
 import os
 import platform
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,19 @@ from typing import Any
 from mednas.errors import RunDirError
 from mednas.io._atomic import read_json, write_json, write_text
 
-__all__ = ["RunDir", "environment_info"]
+__all__ = ["MARKER", "RunClaim", "RunDir", "check_run_dir", "claim_run_dir", "environment_info"]
+
+logger = logging.getLogger(__name__)
+
+#: The file that makes a folder a mednas run directory (JSON: ``mednas``, ``created``, ``config_hash``).
+MARKER = ".mednas-run"
+#: The lock file that serialises the preparation of a run directory by concurrent starts.
+LOCK = ".mednas-run.lock"
+#: What ``mednas search`` writes before its first trial: a refused start may remove these, and only these.
+PREPARATION_RECORDS = frozenset({
+    MARKER, LOCK, "resolved.yaml", "env.json", ".salt", "study.db", "study.db-journal", "study.db-wal", "study.db-shm",
+    "search.log", "fingerprint.json", "splits.json",
+})
 
 
 @dataclass(frozen=True)
@@ -37,6 +56,10 @@ class RunDir:
         object.__setattr__(self, "root", Path(root))
 
     # records
+    @property
+    def marker(self) -> Path:
+        return self.root / MARKER
+
     @property
     def resolved(self) -> Path:
         return self.root / "resolved.yaml"
@@ -87,10 +110,33 @@ class RunDir:
         """SQLite storage inside the run directory (Optuna's RDB storage)."""
         return f"sqlite:///{self.study_db.resolve()}"
 
+    def is_run(self) -> bool:
+        """Whether the folder is a mednas run: it has the marker, or is a run of an earlier mednas version."""
+        return self.marker.is_file() or self.is_legacy_run()
+
+    def is_legacy_run(self) -> bool:
+        """A run written before run directories were marked: ``resolved.yaml`` and an ``env.json`` with a
+        ``config_hash`` (what every ``mednas search`` wrote first). An arbitrary folder never qualifies."""
+        if self.marker.exists() or not self.resolved.is_file() or not self.env.is_file():
+            return False
+        try:
+            env = json.loads(self.env.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(env, dict) and "config_hash" in env and "versions" in env
+
     def require(self, *paths: Path, step: str = "this step") -> None:
-        """Raise :class:`RunDirError` naming the first missing record."""
+        """Raise :class:`RunDirError` if the folder is not a mednas run directory, or naming the first missing record.
+
+        A folder without the ``.mednas-run`` marker is accepted only when it holds ``resolved.yaml`` (a run of an
+        earlier mednas version), so no step reads or writes into a folder that is not a mednas run.
+        """
+        if self.root.exists() and not self.root.is_dir():
+            raise RunDirError(f"{self.root}: is a file, not a run directory")
         if not self.root.is_dir():
             raise RunDirError(f"{self.root}: not a run directory (run `mednas search` first)")
+        if not self.marker.is_file() and not self.resolved.is_file():
+            raise RunDirError(f"{self.root}: not a mednas run directory (no {MARKER} marker and no resolved.yaml)")
         for p in paths:
             if not p.exists():
                 raise RunDirError(f"{self.root}: {p.relative_to(self.root)} is missing; {step} needs it")
@@ -112,6 +158,250 @@ class RunDir:
     def rel(self, path: str | os.PathLike[str]) -> str:
         """``path`` relative to the run directory, POSIX style."""
         return Path(os.path.relpath(Path(path).resolve(), self.root.resolve())).as_posix()
+
+
+def check_run_dir(rd: RunDir) -> None:
+    """Refuse, without writing anything, a ``--run-dir`` that mednas must not take: a file, or an existing
+    non-empty folder that is not a mednas run directory (no marker, not a run of an earlier version)."""
+    root = rd.root
+    if root.is_symlink() and not root.exists():
+        raise RunDirError(f"{root}: is a dangling symbolic link, not a run directory; choose another --run-dir")
+    if root.exists() and not root.is_dir():
+        raise RunDirError(f"{root}: is a file, not a run directory; choose another --run-dir")
+    if not root.is_dir() or rd.is_run():
+        return
+    try:
+        # The lock and a marker being written: another start is creating the run right now.
+        entries = [e for e in os.listdir(root) if not e.startswith(MARKER)]
+    except OSError as exc:
+        raise RunDirError(f"{root}: cannot be read ({exc.strerror or exc})") from None
+    if entries:
+        raise RunDirError(f"{root}: exists and is not a mednas run directory (no {MARKER} marker; it holds "
+                          f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}); choose a new or empty --run-dir")
+
+
+class RunClaim:
+    """One process's hold on a run directory (see :func:`claim_run_dir`).
+
+    While it prepares the run, the process holds an exclusive lock on ``.mednas-run.lock``: concurrent starts on
+    one directory prepare it one after the other and then join the same study. For its whole session it also
+    holds a shared lock on the marker, which says "in use": a refused start may clean up only when it created the
+    run and can take that lock exclusively (nobody else joined).
+    """
+
+    def __init__(self, rd: RunDir, *, owner: bool, lock_fd: int, marker_fd: int, made_dirs: list[Path],
+                 existed: bool) -> None:
+        self.rd = rd
+        self.owner = owner  #: this process wrote the marker (it created the run)
+        self.existed = existed  #: the folder existed before (an empty folder the user made, or a run)
+        self._lock_fd: int | None = lock_fd
+        self._marker_fd: int | None = marker_fd
+        self._made_dirs = made_dirs  # folders this process created, deepest last
+
+    def prepared(self) -> None:
+        """End the preparation: let the next waiting start prepare (the run stays marked as in use)."""
+        if self._lock_fd is not None:
+            _close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        """Release every lock."""
+        self.prepared()
+        if self._marker_fd is not None:
+            _close(self._marker_fd)
+            self._marker_fd = None
+
+    def abandon(self, *, wait: float = 60.0) -> bool:
+        """Remove what this refused start created, if it created the run and nobody else joined it.
+
+        Only the preparation records (:data:`PREPARATION_RECORDS`) are removed, and only when the folder holds
+        nothing else; then the folder itself (if this process made it) and the parents it made, if empty.
+        Returns whether anything was removed.
+        """
+        rd = self.rd
+        if not self.owner:
+            self.close()
+            return False
+        try:
+            if self._lock_fd is None:
+                self._lock_fd = _lock(rd.root / LOCK, fcntl_mode="exclusive", deadline=time.monotonic() + wait,
+                                      what=f"{rd.root}: waiting for another mednas process to finish preparing it")
+            if self._marker_fd is not None:
+                _close(self._marker_fd)
+                self._marker_fd = None
+            try:
+                self._marker_fd = _lock(rd.marker, fcntl_mode="exclusive", deadline=0.0, what="")
+            except (BlockingIOError, RunDirError, FileNotFoundError, _Vanished):
+                logger.info("left %s in place: another mednas process has joined the run", rd.root)
+                return False
+            entries = set(os.listdir(rd.root))
+            others = sorted(entries - PREPARATION_RECORDS)
+            if others:
+                logger.info("left %s in place: it holds %s, which this start did not write", rd.root, others[0])
+                return False
+            for name in sorted(entries - {MARKER, LOCK}):
+                with contextlib.suppress(FileNotFoundError):
+                    (rd.root / name).unlink()
+            for name in (MARKER, LOCK):  # the lock last: a start waiting on it re-checks the folder afterwards
+                with contextlib.suppress(FileNotFoundError):
+                    (rd.root / name).unlink()
+            for folder in reversed(self._made_dirs):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            return True
+        except OSError as exc:
+            logger.warning("could not clean up %s: %s", rd.root, exc)
+            return False
+        finally:
+            self.close()
+
+    def __enter__(self) -> RunClaim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def claim_run_dir(rd: RunDir, *, config_hash: str, wait: float = 600.0) -> RunClaim:
+    """Create the run directory (writing its marker by exclusive create) or join it, holding the preparation lock.
+
+    A folder that is not a mednas run is refused (:func:`check_run_dir`); a run of an earlier mednas version
+    (no marker, but ``resolved.yaml`` and ``env.json``) is adopted: its marker is written, with a log line.
+    Concurrent starts wait for each other's preparation (at most ``wait`` seconds) and then join.
+
+    Raises:
+        RunDirError: The path is a file, a folder that is not a run, or the wait ran out.
+    """
+    deadline = time.monotonic() + wait
+    for _attempt in range(20):
+        check_run_dir(rd)
+        existed = rd.root.is_dir()
+        made = [] if existed else _make_dirs(rd.root)
+        try:
+            lock_fd = _lock(rd.root / LOCK, fcntl_mode="exclusive", deadline=deadline,
+                            what=f"{rd.root}: another mednas process is preparing it")
+        except _Vanished:
+            continue  # a refused start removed the folder while this one waited: start over
+        try:
+            owner = False
+            if rd.marker.exists():
+                pass
+            elif rd.is_legacy_run():
+                _write_marker(rd, config_hash, adopted=True)
+                logger.info("adopting %s, a run directory of an earlier mednas version (no %s marker)", rd.root, MARKER)
+            elif all(e.startswith(MARKER) and e != MARKER for e in os.listdir(rd.root)):  # the lock, a stale temp
+                owner = _write_marker(rd, config_hash, adopted=False)
+            else:
+                check_run_dir(rd)  # something not ours appeared meanwhile: refuse with the usual line
+                raise RunDirError(f"{rd.root}: exists and is not a mednas run directory; choose a new or empty --run-dir")
+            try:
+                marker_fd = _lock(rd.marker, fcntl_mode="shared", deadline=0.0, what="")
+            except (BlockingIOError, _Vanished, FileNotFoundError):
+                _close(lock_fd)  # a refused start is removing the folder: wait until it is gone, then start over
+                time.sleep(0.2)
+                continue
+        except BaseException:
+            _close(lock_fd)
+            raise
+        return RunClaim(rd, owner=owner, lock_fd=lock_fd, marker_fd=marker_fd, made_dirs=made if owner else [],
+                        existed=existed)
+    raise RunDirError(f"{rd.root}: could not be claimed (it keeps being removed and re-created by other processes)")
+
+
+class _Vanished(Exception):
+    """The lock file was removed while waiting for it."""
+
+
+def _make_dirs(root: Path) -> list[Path]:
+    """Create ``root`` and missing parents; return those this process created (shallowest first)."""
+    missing: list[Path] = []
+    p = root
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    made = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+            made.append(folder)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise RunDirError(f"{folder}: is a file, not a folder; choose another --run-dir") from None
+        except OSError as exc:
+            raise RunDirError(f"{folder}: cannot be created ({exc.strerror or exc})") from None
+    return made
+
+
+def _lock(path: Path, *, fcntl_mode: str, deadline: float, what: str) -> int:
+    """Open ``path`` and take a flock on it, polling until ``deadline`` (monotonic; 0 = try once).
+
+    Checks afterwards that the locked file is still the one at ``path`` (not removed and re-created meanwhile).
+    """
+    import fcntl
+
+    op = fcntl.LOCK_EX if fcntl_mode == "exclusive" else fcntl.LOCK_SH
+    flags = os.O_RDWR | os.O_CREAT if path.name == LOCK else os.O_RDONLY
+    told = False
+    while True:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            raise _Vanished() from None
+        except OSError as exc:
+            raise RunDirError(f"{path.parent}: cannot be written ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+        except OSError as exc:
+            _close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            if deadline <= 0:
+                raise BlockingIOError(str(path)) from None
+            if time.monotonic() > deadline:
+                raise RunDirError(f"{what} (waited too long; is a process stuck?)") from None
+            if not told and what:
+                logger.info("%s; waiting", what)
+                told = True
+            time.sleep(0.1)
+            continue
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            _close(fd)
+            raise _Vanished()
+        return fd
+
+
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+def _write_marker(rd: RunDir, config_hash: str, *, adopted: bool) -> bool:
+    """Write the marker atomically and exclusively (a temporary file hard-linked to the name); False if it exists."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("mednas")
+    except metadata.PackageNotFoundError:
+        version = None
+    record = {"mednas": version, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "config_hash": config_hash}
+    if adopted:
+        record["adopted"] = True
+    tmp = rd.root / f"{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    try:
+        os.link(tmp, rd.marker)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _git_commit() -> str | None:

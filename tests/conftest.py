@@ -42,3 +42,7 @@ def tiny_seg_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mednas.testing import tiny_segmentation_data
 
     return tiny_segmentation_data(tmp_path_factory.mktemp("tiny-seg"))
+
+
+# Two tiny runs and their bundles, built once per session and shared by tests/export and tests/hostile.
+from tests._bundles import bundle_copy, cls_bundle, cls_run, schema, seg_bundle, seg_run  # noqa: E402, F401

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from mednas.config._models import TaskConfig
@@ -34,20 +33,11 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ConfigError: If the file is missing, not YAML, or not a mapping.
     """
+    from mednas.io._limits import MAX_YAML_BYTES, load_yaml_bounded, read_text_bounded
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({type(exc).__name__})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
+    text = read_text_bounded(path, MAX_YAML_BYTES, ConfigError, "YAML")
+    data = load_yaml_bounded(text, str(path), ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -72,6 +62,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     Raises:
         ConfigError: If an override has no ``=`` or walks into a non-mapping.
     """
+    from mednas.io._limits import load_yaml_bounded
+
     out = copy.deepcopy(dict(data))
     for item in overrides:
         if "=" not in item:
@@ -80,10 +72,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item!r}: empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        # Text that is not YAML stays text; a broken limit (deep nesting, alias expansion) is refused.
+        value = load_yaml_bounded(raw, f"--set {key}", ConfigError, invalid_as_text=True) if raw.strip() else ""
         node: dict[str, Any] = out
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):

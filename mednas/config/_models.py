@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mednas._registry import did_you_mean
@@ -72,6 +72,11 @@ class DataConfig(Strict):
     patient_key: str = Field("patient", description="Datalist/CSV field with the patient identifier (hashed on read).")
     dicom_patient_id: bool = Field(
         True, description="When a case has no patient field and is DICOM, group by its PatientID (stored only hashed)."
+    )
+    blank_patient: Literal["error", "own"] = Field(
+        "error", description="A blank patient cell in a datalist or CSV sheet that has a patient field: `error` refuses "
+        "the dataset naming the rows; `own` makes each such case its own patient (DICOM PatientID where available), "
+        "with a warning."
     )
     series: str | None = Field(None, description="DICOM series to select in folders that hold several.")
     normalize: Literal["auto", "zscore", "percentile", "ct", "none"] = Field(
@@ -461,6 +466,42 @@ class ReevaluateConfig(Strict):
     seeds: int = Field(2, ge=1, description="Extra proxy seeds per re-evaluated candidate (its own seed comes first).")
 
 
+#: Longest list a search-space option may hold (choices such as kernel sizes or block types).
+MAX_OPTION_ITEMS = 64
+
+
+def _space_option_names(family: str) -> set[str] | None:
+    """Option names the registered family ``family`` accepts, or ``None`` when it is not registered.
+
+    The registry holds classes and their ``default_options`` (plain data); loading it imports neither torch
+    nor MONAI, so checking options here keeps a typo from surfacing only when the search starts.
+    """
+    from mednas.spaces import SPACES, list_spaces
+
+    if family not in list_spaces():
+        return None
+    return set(SPACES.get(family).default_options)
+
+
+def _option_value_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a search-space option (a bound, a choice or a short list of them), or ``None``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return None
+    if isinstance(value, list):
+        if len(value) > MAX_OPTION_ITEMS:
+            return f"a list of {len(value)} items; options hold at most {MAX_OPTION_ITEMS}"
+        for item in value:
+            if isinstance(item, list):
+                if len(item) > MAX_OPTION_ITEMS or not all(
+                    x is None or isinstance(x, (bool, int, float, str)) for x in item
+                ):
+                    return "lists inside an option may hold only numbers or strings"
+            elif not (item is None or isinstance(item, (bool, int, float, str))):
+                return f"list items must be numbers, strings or short lists, got {type(item).__name__}"
+        return None
+    return f"expected a number, a string or a list, got {type(value).__name__}"
+
+
 class SearchConfig(Strict):
     """The Optuna study: which families, which sampler and pruner, how many trials."""
 
@@ -486,6 +527,27 @@ class SearchConfig(Strict):
         "end-of-training flag still applies)."
     )
     reevaluate: ReevaluateConfig = Field(default_factory=ReevaluateConfig)  # type: ignore[arg-type]
+
+    @field_validator("space_options")
+    @classmethod
+    def _check_space_options(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for family, options in value.items():
+            known = _space_option_names(family)
+            if known is None:
+                from mednas.spaces import list_spaces
+
+                names = list_spaces()
+                raise ValueError(f"{family}: unknown search space{did_you_mean(family, names)}; known: {', '.join(names)}")
+            for name, option in options.items():
+                if name not in known:
+                    raise ValueError(
+                        f"{family}.{name}: unknown option for search space {family!r}"
+                        f"{did_you_mean(str(name), sorted(known))}; known: {', '.join(sorted(known)) or 'none'}"
+                    )
+                problem = _option_value_problem(option)
+                if problem:
+                    raise ValueError(f"{family}.{name}: {problem}")
+        return value
 
 
 class ProxyConfig(Strict):

@@ -7,7 +7,6 @@ written to the run directory uses :attr:`Case.key` and :attr:`Case.patient`, whi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -182,11 +181,16 @@ def _entries_to_cases(
     source: str,
     *,
     item_names: Sequence[str] | None = None,
+    has_patient_field: bool | None = None,
 ) -> list[Case]:
     cfg = task.data
     cases: list[Case] = []
+    if has_patient_field is None:
+        has_patient_field = any(isinstance(e, dict) and cfg.patient_key in e for e in entries)
+    blank: list[str] = []
     for i, entry in enumerate(entries):
-        where = f"{source}: {item_names[i] if item_names is not None else f'entry {i}'}"
+        name = item_names[i] if item_names is not None else f"entry {i}"
+        where = f"{source}: {name}"
         if not isinstance(entry, dict):
             raise DataError(f"{where}: expected a mapping, got {type(entry).__name__}")
         raw_image = entry.get(cfg.image_key)
@@ -196,6 +200,10 @@ def _entries_to_cases(
         images = [expand_path(str(img), base, where) for img in raw_images]
         label = _label_value(entry.get(cfg.label_key), task.labels.names, where, task.problem, base)
         raw_patient = entry.get(cfg.patient_key)
+        if isinstance(raw_patient, str) and not raw_patient.strip():
+            raw_patient = None
+        if raw_patient is None and has_patient_field:
+            blank.append(name)
         extra = {k: v for k, v in entry.items() if k not in (cfg.image_key, cfg.label_key, cfg.patient_key)}
         dicom_id, problem = (None, None)
         if raw_patient is None and cfg.dicom_patient_id:
@@ -221,19 +229,35 @@ def _entries_to_cases(
                 order=order_key(patient_source),
             )
         )
+    if blank:
+        _blank_patients(blank, len(entries), source, cfg.patient_key, cfg.blank_patient)
     keys = [c.key for c in cases]
     if len(set(keys)) != len(keys):
         raise DataError(f"{source}: the same image is listed more than once")
     return sorted(cases, key=lambda c: c.key)
 
 
+def _blank_patients(names: Sequence[str], total: int, source: str, key: str, policy: str) -> None:
+    """Refuse blank patient cells (or, with ``data.blank_patient: own``, warn that each is its own patient)."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    if policy == "own":
+        logger.warning(
+            "%s: %d of %d cases have a blank %r (%s): each is its own patient (data.blank_patient: own)",
+            source, len(names), total, key, shown,
+        )
+        return
+    raise DataError(
+        f"{source}: {len(names)} of {total} cases have a blank {key!r} field ({shown}); fill them in, or set "
+        "data.blank_patient: own to make each such case its own patient"
+    )
+
+
 def _load_datalist(path: Path, task: TaskConfig, salt: str) -> Dataset:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: datalist not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid JSON datalist ({exc})") from None
+    from mednas.io._limits import load_json_bounded
+
+    if not path.exists():
+        raise DataError(f"{path}: datalist not found")
+    data = load_json_bounded(path, what="JSON datalist")
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with a 'training' list")
     entries: list[dict[str, Any]] = []

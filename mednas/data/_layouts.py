@@ -98,12 +98,11 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
         raise DataError(f"{path}: the decathlon layout holds segmentation masks; the task is {task.problem}")
     root = path.parent if path.is_file() else path
     meta_path = path if path.is_file() else path / "dataset.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{meta_path}: dataset.json not found (expected a Decathlon / nnU-Net raw folder)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{meta_path}: not valid JSON ({' '.join(str(exc).split())})") from None
+    from mednas.io._limits import load_json_bounded
+
+    if not meta_path.exists():
+        raise DataError(f"{meta_path}: dataset.json not found (expected a Decathlon / nnU-Net raw folder)")
+    meta = load_json_bounded(meta_path)
     if not isinstance(meta, dict):
         raise DataError(f"{meta_path}: expected a JSON object")
     where = str(meta_path)
@@ -190,14 +189,12 @@ def _nnunet_v2_entries(
 
 def _load_csv(path: Path, task: TaskConfig, salt: str) -> Dataset:
     cfg = task.data
+    from mednas.io._limits import max_list_bytes, read_text_bounded
+
+    text = read_text_bounded(path, max_list_bytes(), DataError, "CSV")
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: CSV file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the CSV file ({type(exc).__name__})") from None
-    try:
-        dialect = csv.Sniffer().sniff(text.splitlines()[0] if text.strip() else ",", delimiters=",;\t")
+        # Only the start of the header row: sniffing a forged megabyte-long line is slow.
+        dialect = csv.Sniffer().sniff(text[:65536].splitlines()[0] if text.strip() else ",", delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel  # type: ignore[assignment]
     reader = csv.DictReader(text.splitlines(), dialect=dialect)
@@ -233,7 +230,9 @@ def _load_csv(path: Path, task: TaskConfig, salt: str) -> Dataset:
         raise DataError(f"{path}: no rows below the header")
     if cfg.patient_key not in columns:
         logger.info("%s: no %r column: each row is its own patient (DICOM PatientID where available)", path, cfg.patient_key)
-    cases = _entries_to_cases(entries, path.parent, task, salt, str(path), item_names=rows)
+    cases = _entries_to_cases(
+        entries, path.parent, task, salt, str(path), item_names=rows, has_patient_field=cfg.patient_key in columns
+    )
     modalities = {str(c.extra.get("modality")) for c in cases if c.extra.get("modality")}
     return Dataset(
         cases=tuple(cases),

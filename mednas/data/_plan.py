@@ -35,26 +35,30 @@ class TestSplitAccessError(RuntimeError):
 
 
 def read_or_create_salt(run_dir: RunDir, shared: str | None = None) -> str:
-    """Return the run's salt: ``shared`` (from a shared study) if given, else ``.salt``, created once atomically."""
+    """Return the run's salt: ``shared`` (from a shared study) if given, else ``.salt``, created once atomically.
+
+    ``.salt`` is written by exclusive create (a private temporary file hard-linked to the name), so processes
+    starting together agree on one salt and none ever reads a half-written one.
+    """
     path = run_dir.salt
-    if shared:
-        if not path.exists():
-            run_dir.root.mkdir(parents=True, exist_ok=True)
-            path.write_text(shared)
-        return shared
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
+    if not shared:
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    salt = new_salt()
+    salt = shared or new_salt()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with open(path, "x") as fh:  # exclusive create: two processes agree on one salt
+        with os.fdopen(fd, "w") as fh:
             fh.write(salt)
-        os.chmod(path, 0o600)
+        os.link(tmp, path)
     except FileExistsError:
         pass
-    return path.read_text().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return shared or path.read_text().strip()
 
 
 @dataclass

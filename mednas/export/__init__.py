@@ -29,19 +29,38 @@ if TYPE_CHECKING:
     )
     from mednas.export._convert import FORMATS, INSTALL_HINT, TOLERANCE, Conversion
     from mednas.export._pipeline import Pipeline
-    from mednas.export._predict import BACKENDS, BundleModel, Prediction, load_bundle, predict_to_dir
+    from mednas.export._predict import (
+        BACKENDS,
+        BundleModel,
+        Prediction,
+        PredictionError,
+        load_bundle,
+        predict_to_dir,
+    )
     from mednas.export._record import scrub_text, search_record
     from mednas.export._source import PROXY_FLAG, ExportSource, resolve_source
-    from mednas.export._verify import CHECKSUMS, SCHEMA_ENV, BundleError, verify_checksums, write_checksums
+    from mednas.export._verify import (
+        CHECKSUMS,
+        KEY_ENV,
+        SCHEMA_ENV,
+        SIGNATURE,
+        BundleError,
+        bundle_digest,
+        sign_bundle,
+        verify_checksums,
+        verify_signature,
+        write_checksums,
+    )
 
 _WHERE = {
     "_bundle": ("BUNDLE_VERSION", "ExportResult", "export_bundle", "inference_config", "parse_formats"),
     "_convert": ("FORMATS", "INSTALL_HINT", "TOLERANCE", "Conversion"),
     "_pipeline": ("Pipeline",),
-    "_predict": ("BACKENDS", "BundleModel", "Prediction", "load_bundle", "predict_to_dir"),
+    "_predict": ("BACKENDS", "BundleModel", "Prediction", "PredictionError", "load_bundle", "predict_to_dir"),
     "_record": ("scrub_text", "search_record"),
     "_source": ("PROXY_FLAG", "ExportSource", "resolve_source"),
-    "_verify": ("CHECKSUMS", "SCHEMA_ENV", "BundleError", "verify_checksums", "write_checksums"),
+    "_verify": ("CHECKSUMS", "KEY_ENV", "SCHEMA_ENV", "SIGNATURE", "BundleError", "bundle_digest", "sign_bundle",
+                "verify_checksums", "verify_signature", "write_checksums"),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
@@ -51,8 +70,10 @@ __all__ = [
     "CHECKSUMS",
     "FORMATS",
     "INSTALL_HINT",
+    "KEY_ENV",
     "PROXY_FLAG",
     "SCHEMA_ENV",
+    "SIGNATURE",
     "TOLERANCE",
     "BundleError",
     "BundleModel",
@@ -61,6 +82,8 @@ __all__ = [
     "ExportSource",
     "Pipeline",
     "Prediction",
+    "PredictionError",
+    "bundle_digest",
     "export_bundle",
     "inference_config",
     "load_bundle",
@@ -69,7 +92,9 @@ __all__ = [
     "resolve_source",
     "scrub_text",
     "search_record",
+    "sign_bundle",
     "verify_checksums",
+    "verify_signature",
     "write_checksums",
 ]
 

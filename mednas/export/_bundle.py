@@ -24,16 +24,21 @@ from mednas.export._convert import (
     FORMATS,
     TOLERANCE,
     Conversion,
+    all_finite,
     check_onnx_available,
+    eager_outputs,
     export_onnx,
     export_torchscript,
 )
 from mednas.export._pipeline import Pipeline, config_entry
 from mednas.export._source import PROXY_FLAG, ExportSource, resolve_source
 from mednas.export._verify import (
+    KEY_ENV,
     SCHEMA_URL,
+    bundle_digest,
     check_metadata,
     find_schema,
+    sign_bundle,
     verify_checksums,
     verify_net_in_out,
     write_checksums,
@@ -61,6 +66,9 @@ class ExportResult:
         metadata: ``configs/metadata.json``.
         seconds: Wall time of the export.
         files: Files in the bundle (relative).
+        digest: The bundle digest (SHA-256 over every file's path and SHA-256; ``sha256sum checksums.sha256``): the
+            value a validation team pins (``mednas predict --expect-digest``).
+        signed: True when ``signature.json`` holds an HMAC-SHA256 of the digest (``--sign-key``).
     """
 
     path: Path
@@ -71,6 +79,8 @@ class ExportResult:
     metadata: dict[str, Any]
     seconds: float
     files: list[str] = field(default_factory=list)
+    digest: str = ""
+    signed: bool = False
 
     @property
     def is_proxy(self) -> bool:
@@ -100,6 +110,7 @@ def export_bundle(
     formats: str | Sequence[str] | None = None,
     schema: str | os.PathLike[str] | None = None,
     license_file: str | os.PathLike[str] | None = None,
+    sign_key: str | os.PathLike[str] | None = None,
 ) -> ExportResult:
     """Export the run's best candidate as a MONAI bundle.
 
@@ -110,6 +121,8 @@ def export_bundle(
         schema: MONAI's ``meta_schema_20240725.json`` to check the metadata against (default
             ``$MEDNAS_BUNDLE_SCHEMA``; without one, the schema's required fields are checked).
         license_file: Text for the bundle's ``LICENSE`` (default: a notice that the terms are the data owner's).
+        sign_key: Key file (at least 16 bytes; default ``$MEDNAS_BUNDLE_KEY`` when set): ``signature.json`` gets an
+            HMAC-SHA256 of the bundle digest, which ``mednas predict --verify-key`` checks.
 
     Returns:
         An :class:`ExportResult`; ``summary.json`` gains the ``export`` key.
@@ -130,6 +143,10 @@ def export_bundle(
         check_onnx_available()
     schema_path = find_schema(schema)
     license_text = _license_text(license_file)
+    key = sign_key if sign_key is not None else (os.environ.get(KEY_ENV) or None)
+    key_where = "--sign-key" if sign_key is not None else f"${KEY_ENV}"
+    if key is not None and not Path(key).is_file():
+        raise MednasError(f"{key}: signing key file not found ({key_where})")
     rd = RunDir(run_dir)
     src = resolve_source(rd.root)
     dest = Path(out) if out is not None else rd.bundle
@@ -138,15 +155,18 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         meta, conversions, checks = _build(tmp, rd, src, fmts, schema_path, license_text)
+        digest = bundle_digest(tmp)
+        if key is not None:
+            sign_bundle(tmp, key, where=key_where)
         files = sorted(q.relative_to(tmp).as_posix() for q in tmp.rglob("*") if q.is_file())
         _replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0
-    _update_summary(rd, dest, src, conversions, checks, seconds)
-    logger.info("exported trial %d (%s) to %s in %.1fs", src.trial, src.label, dest, seconds)
-    return ExportResult(dest, src.kind, src.trial, conversions, checks, meta, seconds, files)
+    _update_summary(rd, dest, src, conversions, checks, seconds, digest)
+    logger.info("exported trial %d (%s) to %s in %.1fs; bundle digest %s", src.trial, src.label, dest, seconds, digest)
+    return ExportResult(dest, src.kind, src.trial, conversions, checks, meta, seconds, files, digest, key is not None)
 
 
 def _license_text(license_file: str | os.PathLike[str] | None) -> str:
@@ -217,14 +237,22 @@ def _build(root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], sch
     (root / "docs").mkdir()
     model = build(src.spec)
     try:
+        # weights_only=True: a pickle with code in it is refused, never run; the message gives no advice to disable it.
         state = torch.load(src.weights, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, zip errors...
+        raise RunDirError(f"{src.weights}: not a plain state dict of tensors (torch.load with weights_only=True "
+                          "refused it)") from None
+    try:
         model.load_state_dict(state)
-    except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        raise RunDirError(f"{src.weights}: weights do not load into {src.spec.class_name}: {' '.join(str(exc).split())[:200]}") from exc
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RunDirError(f"{src.weights}: weights do not load into {src.spec.class_name}: {' '.join(str(exc).split())[:200]}") from None
     model.eval()
     torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / "models" / "model.pt")
     pipeline = src.pipeline
     inputs = sample_inputs(pipeline.in_channels, pipeline.window, pipeline.normalize)
+    if not all_finite(eager_outputs(model, inputs)):
+        raise RunDirError(f"{src.weights}: the network gives NaN or infinite outputs on the export's test inputs "
+                          "(corrupt or diverged weights); nothing was written")
     conversions: dict[str, Conversion] = {}
     if "torchscript" in fmts:
         conversions["torchscript"] = export_torchscript(model, inputs, root / "models" / "model.ts")
@@ -234,8 +262,9 @@ def _build(root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], sch
         logger.info("%s (%s): max |difference| from eager PyTorch %.3g over %d inputs (%.1fs)", fmt, conv.method,
                     conv.max_abs_diff, conv.n_inputs, conv.seconds)
         if not np.isfinite(conv.max_abs_diff) or conv.max_abs_diff > TOLERANCE:
-            raise MednasError(f"{fmt} export differs from eager PyTorch by {conv.max_abs_diff:.3g} (tolerance {TOLERANCE:g} "
-                              "in float32); nothing was written")
+            how = ("gives NaN or infinite outputs, or outputs of another shape, where eager PyTorch does not"
+                   if not np.isfinite(conv.max_abs_diff) else f"differs from eager PyTorch by {conv.max_abs_diff:.3g}")
+            raise MednasError(f"{fmt} export {how} (tolerance {TOLERANCE:g} in float32); nothing was written")
     write_json(root / "configs" / "inference.json", inference_config(src.spec.to_dict(), pipeline))
     agreement = _pipeline_check(root, model, pipeline)
     params = int(sum(p.numel() for p in model.parameters()))
@@ -572,7 +601,7 @@ def _retrain_brief(summary: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _update_summary(rd: RunDir, dest: Path, src: ExportSource, conversions: dict[str, dict[str, Any]],
-                    checks: dict[str, Any], seconds: float) -> None:
+                    checks: dict[str, Any], seconds: float, digest: str) -> None:
     if not rd.summary.exists():
         return
     summary = rd.read_json(rd.summary)
@@ -584,6 +613,7 @@ def _update_summary(rd: RunDir, dest: Path, src: ExportSource, conversions: dict
         "formats": sorted(conversions),
         "max_abs_diff": {k: v["max_abs_diff"] for k, v in conversions.items()},
         "metadata_check": checks.get("metadata"),
+        "digest": digest,
         "seconds": round(seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -24,7 +24,7 @@ from mednas.errors import MednasError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "INSTALL_HINT", "TOLERANCE", "Conversion", "check_onnx_available", "compare_outputs",
+__all__ = ["FORMATS", "INSTALL_HINT", "TOLERANCE", "Conversion", "all_finite", "check_onnx_available", "compare_outputs",
            "export_onnx", "export_torchscript", "sample_inputs"]
 
 #: Largest absolute difference from eager PyTorch (float32) an exported format may show.
@@ -103,17 +103,33 @@ def sample_inputs(in_channels: int, window: Sequence[int], normalize: str = "zsc
 
 
 def compare_outputs(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
-    """Return the largest absolute difference between matching outputs (``inf`` on a shape mismatch)."""
+    """Return the largest absolute difference between matching outputs.
+
+    ``inf`` on a shape mismatch, a different number of outputs, or any NaN or infinite value on either side: a
+    non-finite output is a failed check, never a difference of 0.
+    """
+    if len(reference) != len(outputs):
+        return float("inf")
     worst = 0.0
     for a, b in zip(reference, outputs):
-        if a.shape != b.shape:
+        if a.shape != b.shape or not (np.isfinite(a).all() and np.isfinite(b).all()):
             return float("inf")
         worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0)
     return worst
 
 
+def all_finite(outputs: Sequence[np.ndarray]) -> bool:
+    """True when every value of every output is finite."""
+    return all(bool(np.isfinite(o).all()) for o in outputs)
+
+
 def _magnitude(outputs: Sequence[np.ndarray]) -> float:
     return float(max((np.abs(o).max() for o in outputs if o.size), default=0.0))
+
+
+def eager_outputs(model: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
+    """The network's eager PyTorch outputs on the test inputs (what exported formats are compared against)."""
+    return _eager(model, inputs)
 
 
 def _eager(model: Any, inputs: Sequence[Any]) -> list[np.ndarray]:

@@ -133,4 +133,26 @@ def model_card(meta: dict[str, Any]) -> str:
               "`models/model.onnx` (ONNX, weights inside): see metadata for the measured differences from PyTorch.",
               "- `search_record.json`: every trial of the search; `checksums.sha256`: `sha256sum -c checksums.sha256`.",
               ""]
+    lines += _pinning()
     return "\n".join(lines)
+
+
+def _pinning() -> list[str]:
+    """How a validation team makes sure the bundle it runs is the bundle it validated."""
+    return [
+        "## Pinning this bundle", "",
+        "`checksums.sha256` detects accidents (a truncated copy, a flipped bit), not attacks: whoever can change a "
+        "file can recompute the listing. What cannot be recomputed is the **bundle digest** once you hold it from a "
+        "source you trust: one SHA-256 over the sorted relative path and SHA-256 of every file, printed by "
+        "`mednas export` (and recorded in the run's `summary.json`), never stored in the bundle itself.", "",
+        "1. Get the digest from the team that exported the model through a channel other than the bundle (a signed "
+        "e-mail, the validation protocol, a ticket).",
+        "2. Check it without mednas: `sha256sum -c checksums.sha256 && sha256sum checksums.sha256` must print that "
+        "digest (and no file may be added under `configs/` or `models/`); or let mednas do both: "
+        "`mednas predict BUNDLE INPUT... --out DIR --expect-digest DIGEST` (Python: "
+        "`mednas.load(BUNDLE, expect_digest=DIGEST)`) refuses any other bundle before loading it.",
+        "3. Where both teams share a secret key, `mednas export --sign-key KEYFILE` writes `signature.json` (an "
+        "HMAC-SHA256 of the digest) and `mednas predict --verify-key KEYFILE` refuses an unsigned or differently "
+        "signed bundle.", "",
+        "Re-pin after every re-export: any change to any file, the weights included, changes the digest.", "",
+    ]

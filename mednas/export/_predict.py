@@ -1,7 +1,9 @@
 """Run an exported bundle on new images: ``mednas.load(bundle)(path)`` and ``mednas predict``.
 
-Loading verifies ``checksums.sha256`` first and reads the weights with ``torch.load(..., weights_only=True)``; the
-network is rebuilt from its recorded MONAI class and arguments. Images are read with :func:`mednas.io.read_image`
+Loading verifies ``checksums.sha256`` first (and, when asked, the pinned digest and the HMAC signature), checks the
+recorded architecture against the allowed network classes before importing anything it names, and reads the weights
+with ``torch.load(..., weights_only=True)``; the network is rebuilt from its recorded MONAI class and arguments. A
+NaN or infinite network output fails its case: it never becomes a label. Images are read with :func:`mednas.io.read_image`
 (DICOM series folders, NIfTI, NRRD, PNG/JPEG/TIFF) and go through the transforms the bundle records
 (:class:`~mednas.export._pipeline.Pipeline`), the same table its ``inference.json`` was written from, so
 ``mednas predict`` and MONAI running the bundle agree. Masks come back on the input's own grid and affine.
@@ -22,16 +24,35 @@ import numpy as np
 
 from mednas.errors import DataError, MednasError
 from mednas.export._pipeline import Pipeline, instantiate
-from mednas.export._verify import BundleError, verify_checksums
+from mednas.export._verify import BundleError, bundle_digest, check_digest, verify_checksums, verify_signature
 from mednas.io import MedImage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "BundleModel", "Prediction", "load_bundle", "predict_to_dir"]
+__all__ = ["BACKENDS", "BundleModel", "Prediction", "PredictionError", "load_bundle", "predict_to_dir"]
 
 BACKENDS = ("torch", "torchscript", "onnx")
 _REQUIRED = ("configs/metadata.json", "configs/inference.json", "models/model.pt")
 _BACKEND_FILE = {"torch": "models/model.pt", "torchscript": "models/model.ts", "onnx": "models/model.onnx"}
+
+
+class PredictionError(MednasError):
+    """A case has no answer: the model's output for it was NaN or infinite (exit status 7).
+
+    Attributes:
+        failures: ``(case, reason)`` of every failed case (from :func:`predict_to_dir`; one for a single case).
+        predictions: The cases that did get an answer.
+        files: Files written for them.
+    """
+
+    exit_code = 7
+
+    def __init__(self, message: str, failures: list[tuple[str, str]] | None = None,
+                 predictions: list[Prediction] | None = None, files: list[Path] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+        self.predictions = predictions or []
+        self.files = files or []
 
 
 @dataclass
@@ -80,6 +101,8 @@ class BundleModel:
         self._pre = _compose(self.pipeline.preprocessing(loader=False))
         self._inferer = instantiate(*self.pipeline.inferer())
         self._post = _compose(self.pipeline.postprocessing(self._pre))
+        #: The bundle digest (set by :func:`load_bundle`).
+        self.digest: str | None = None
 
     @property
     def is_proxy(self) -> bool:
@@ -132,7 +155,12 @@ class BundleModel:
         data = self._pre({"image": tensor})
         with torch.no_grad():
             data["pred"] = self._inferer(data["image"][None], self._network)[0]
-        return self._post(data)
+        _require_finite(data["pred"], where, "network output")
+        out = self._post(data)
+        for key in ("pred", "finding_score"):
+            if key in out and self.pipeline.problem == "classification":
+                _require_finite(out[key], where, "probability" if key == "pred" else "finding score")
+        return out
 
     def _conform(self, image: MedImage, where: str) -> np.ndarray:
         p = self.pipeline
@@ -163,6 +191,15 @@ class BundleModel:
         return Prediction(case=case, mask=MedImage(mask, np.asarray(image.affine, dtype=float), meta), source=self.source)
 
 
+def _require_finite(value: Any, where: str, what: str) -> None:
+    array = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value, dtype=np.float64)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        kinds = sorted({"NaN" if np.isnan(v) else "infinite" for v in array[bad].reshape(-1)[:1000]})
+        raise PredictionError(f"{where}: {what} has {int(bad.sum())} {' and '.join(kinds)} value(s); no prediction "
+                              "for this case (the bundle's weights may be corrupt)", [(where, f"non-finite {what}")])
+
+
 def _label(probs: np.ndarray, p: Pipeline, decision: bool | None) -> str:
     findings = list(p.finding_indices)
     others = [i for i in range(len(probs)) if i not in findings]
@@ -178,57 +215,99 @@ def _compose(entries: list[tuple[str, dict[str, Any]]]) -> Any:
     return Compose([instantiate(name, kwargs) for name, kwargs in entries])
 
 
-def load_bundle(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str = "cpu") -> BundleModel:
-    """Verify a bundle's checksums and load it for prediction.
+def load_bundle(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str = "cpu",
+                expect_digest: str | None = None, verify_key: str | os.PathLike[str] | None = None) -> BundleModel:
+    """Verify a bundle (checksums, then digest and signature when asked) and load it for prediction.
 
     Args:
         bundle: The bundle folder (what ``mednas export`` wrote).
         backend: ``torch`` (the state dict in the recorded MONAI class), ``torchscript`` or ``onnx`` (ONNX Runtime).
         device: Torch device for the ``torch`` and ``torchscript`` backends.
+        expect_digest: The bundle digest ``mednas export`` printed (64 hex digits); any other bundle is refused.
+        verify_key: Key file the bundle was signed with (``mednas export --sign-key``); an unsigned bundle or a
+            wrong signature is refused.
 
     Returns:
         A :class:`BundleModel`.
 
     Raises:
-        BundleError: One line, for a missing, changed or unlisted file, or a folder that is not a mednas bundle.
+        BundleError: One line, for a missing, changed or unlisted file, a digest or signature mismatch, an
+            architecture that is not an allowed network class, weights that are not a plain state dict, or a folder
+            that is not a mednas bundle.
 
     Example:
         >>> model = load_bundle("runs/demo/bundle")  # doctest: +SKIP
         >>> model("chest.png").label  # doctest: +SKIP
         'nodule'
     """
-    import torch
-
     from mednas.io import read_json
-    from mednas.spec import ArchSpec, build
+    from mednas.spec import load_spec
 
     if backend not in BACKENDS:
         raise MednasError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     root = Path(bundle)
-    verify_checksums(root, required=(*_REQUIRED, _BACKEND_FILE[backend]))
-    meta = read_json(root / "configs" / "metadata.json")
-    if not isinstance(meta, dict) or "mednas" not in meta:
+    digests = verify_checksums(root, required=(*_REQUIRED, _BACKEND_FILE[backend]))
+    digest = bundle_digest(root, digests)
+    if expect_digest is not None:
+        check_digest(root, digest, expect_digest)
+    if verify_key is not None:
+        verify_signature(root, digest, verify_key)
+    meta_file = root / "configs" / "metadata.json"
+    meta = read_json(meta_file)
+    if not isinstance(meta, dict) or not isinstance(meta.get("mednas"), dict):
         raise BundleError(f"{root}: configs/metadata.json has no mednas section; not a bundle mednas exported")
     info = meta["mednas"]
+    # Before anything the bundle names is imported or built, whichever backend runs.
+    spec = load_spec(info.get("spec"), meta_file, error=BundleError)
+    try:
+        Pipeline.from_dict(info["pipeline"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise BundleError(f"{meta_file}: mednas.pipeline is not a valid pipeline record ({type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:120]}); refusing the bundle") from None
+    network = _load_network(root, spec, backend, device)
     if info.get("source") == "proxy":
         logger.warning("%s holds a %s: short low-resolution proxy weights, never retrained or tested", root,
                        info.get("source_label", "proxy candidate"))
+    model = BundleModel(root, meta, network, backend)
+    model.digest = digest
+    return model
+
+
+def _load_network(root: Path, spec: Any, backend: str, device: str) -> Any:
+    """Load the backend's model file; anything but a plain state dict / TorchScript / ONNX model is one line."""
+    import torch
+
+    from mednas.spec import build
+
+    info_file = _BACKEND_FILE[backend]
+    path = root / info_file
     if backend == "onnx":
         from mednas.export._convert import check_onnx_available, onnx_session
 
         check_onnx_available()
-        network: Any = _OnnxNetwork(onnx_session(root / "models" / "model.onnx"))
-    elif backend == "torchscript":
-        network = torch.jit.load(str(root / "models" / "model.ts"), map_location=device).eval()
-    else:
         try:
-            network = build(ArchSpec.from_dict(info["spec"]))
-            state = torch.load(root / "models" / "model.pt", map_location=device, weights_only=True)
-            network.load_state_dict(state)
-        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-            raise BundleError(f"{root}: cannot load the network: {' '.join(str(exc).split())[:200]}") from exc
-        network = network.to(device).eval()
-    return BundleModel(root, meta, network, backend)
+            return _OnnxNetwork(onnx_session(path))
+        except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types for a corrupt file
+            raise BundleError(f"{path}: not a valid ONNX model; refusing the bundle") from None
+    if backend == "torchscript":
+        try:
+            return torch.jit.load(str(path), map_location=device).eval()
+        except Exception:  # noqa: BLE001 - RuntimeError, pickle errors, zip errors for a corrupt archive
+            raise BundleError(f"{path}: not a valid TorchScript archive; refusing the bundle") from None
+    network = build(spec)
+    try:
+        # weights_only=True: tensors and plain containers only; a pickle with code in it is refused, never run.
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, zip errors...
+        raise BundleError(f"{path}: not a plain state dict of tensors (torch.load with weights_only=True refused it); "
+                          "refusing the bundle") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleError(f"{path}: not a plain state dict of tensors; refusing the bundle")
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path}: weights do not fit {spec.class_name}: {' '.join(str(exc).split())[:200]}") from None
+    return network.to(device).eval()
 
 
 class _OnnxNetwork:
@@ -264,8 +343,15 @@ def predict_to_dir(model: BundleModel, inputs: Sequence[str | os.PathLike[str]],
     label, model source). Segmentation writes ``<name>_seg.nii.gz`` per input on the input's grid and affine, and
     ``predictions.csv`` with each mask's file and per-class voxel counts and volumes (mL).
 
+    A case whose network output, probabilities or finding score hold a NaN or infinite value gets no row and no
+    mask: the other cases are written, the failed ones are listed in ``failed.csv`` (case, reason), and then
+    :class:`PredictionError` is raised naming the first of them (``mednas predict`` exits with status 7).
+
     Returns:
         The predictions and the files written.
+
+    Raises:
+        PredictionError: After writing the good cases, when any case failed.
     """
     from mednas.io import write_nifti, write_text
 
@@ -281,8 +367,13 @@ def predict_to_dir(model: BundleModel, inputs: Sequence[str | os.PathLike[str]],
         writer.writerow(["case", *[f"p_{n}" for n in p.class_names], "finding_score", "threshold", "decision", "label", "model"])
     else:
         writer.writerow(["case", "mask", *[f"voxels_{n}" for n in p.class_names], *[f"ml_{n}" for n in p.class_names[1:]], "model"])
+    failures: list[tuple[str, str]] = []
     for item in inputs:
-        pred = model.predict_one(item)
+        try:
+            pred = model.predict_one(item)
+        except PredictionError as exc:
+            failures.append((os.fspath(item) if not isinstance(item, MedImage) else "image", str(exc)))
+            continue
         preds.append(pred)
         if p.problem == "classification":
             writer.writerow([pred.case, *[f"{pred.probabilities[n]:.6f}" for n in p.class_names], f"{pred.finding_score:.6f}",
@@ -297,4 +388,16 @@ def predict_to_dir(model: BundleModel, inputs: Sequence[str | os.PathLike[str]],
             writer.writerow([pred.case, path.name, *[int(c) for c in counts], *[f"{c * voxel_ml:.4f}" for c in counts[1:]],
                              pred.source])
     written.append(write_text(out / "predictions.csv", buf.getvalue()))
+    failed_csv = out / "failed.csv"
+    if failures:
+        fbuf = io.StringIO()
+        fwriter = csv.writer(fbuf, lineterminator="\n")
+        fwriter.writerow(["case", "reason"])
+        fwriter.writerows(failures)
+        written.append(write_text(failed_csv, fbuf.getvalue()))
+        first = failures[0][1]
+        more = f" ({len(failures)} of {len(failures) + len(preds)} cases failed, listed in {failed_csv})" if len(failures) > 1 \
+            else f" (listed in {failed_csv})"
+        raise PredictionError(f"{first}{more}", failures, preds, written)
+    failed_csv.unlink(missing_ok=True)  # from an earlier run into the same folder
     return preds, written

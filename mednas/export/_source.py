@@ -116,9 +116,9 @@ def _proxy(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: 
             f"{rd.root}: trials/{n}/model.pt is missing: the search keeps proxy weights for its best "
             "search.keep_weights trials only; run `mednas retrain` to train the candidate at full fidelity"
         )
+    spec = _spec(tdir / "spec.json")  # checked before anything else is said or done
     logger.warning("no retrained candidate in %s: exporting the best proxy trial %d (%s)", rd.root, n, PROXY_FLAG)
     record = rd.read_json(tdir / "metrics.json")
-    spec = _spec(tdir / "spec.json")
     shape = tuple(int(s) for s in (summary.get("proxy") or {}).get("shape") or ())
     if not shape:
         raise RunDirError(f"{rd.summary}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at")
@@ -130,12 +130,15 @@ def _proxy(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: 
 
 
 def _spec(path: Path) -> ArchSpec:
+    """Read and fully check a spec (allowed network class, signature, size) before anything builds it."""
     from mednas.io import read_json
+    from mednas.spec import load_spec
 
     try:
-        return ArchSpec.from_dict(read_json(path))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RunDirError(f"{path}: not a valid architecture spec ({exc})") from None
+        data = read_json(path)
+    except (ValueError, TypeError) as exc:
+        raise RunDirError(f"{path}: not a valid architecture spec ({' '.join(str(exc).split())[:200]})") from None
+    return load_spec(data, path, error=RunDirError)
 
 
 def _preprocessing(task: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:

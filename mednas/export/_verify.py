@@ -1,6 +1,11 @@
-"""Checks that make a bundle trustworthy: checksums of every file, MONAI's metadata schema, the network's in/out.
+"""Checks that make a bundle trustworthy: checksums of every file, its digest and signature, MONAI's metadata schema,
+the network's in/out.
 
-``checksums.sha256`` is in ``sha256sum`` format (``sha256sum -c checksums.sha256`` checks it too). The metadata
+``checksums.sha256`` is in ``sha256sum`` format (``sha256sum -c checksums.sha256`` checks it too). It checks the files
+against itself, so it detects accidents, not attacks: whoever edits a file can recompute it. What an attacker cannot
+recompute is the **bundle digest** (:func:`bundle_digest`: one SHA-256 over the sorted relative paths and the SHA-256
+of each listed file, computed from the files) once a validation team has pinned it (``--expect-digest``), or an
+HMAC-SHA256 of that digest under a key the team holds (``signature.json``, :func:`sign_bundle`). The metadata
 schema is MONAI's ``meta_schema_20240725.json``; mednas does not ship a copy (its licence is not stated where it
 is published) and never downloads it: pass its path (``--schema`` or ``$MEDNAS_BUNDLE_SCHEMA``) to check against
 it, otherwise the schema's required fields and ``network_data_format`` are checked by mednas itself.
@@ -10,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
+import json
 import logging
 import os
 import re
@@ -23,18 +30,29 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKSUMS",
+    "KEY_ENV",
+    "SIGNATURE",
     "SCHEMA_ENV",
     "SCHEMA_URL",
     "BundleError",
+    "bundle_digest",
+    "check_digest",
     "check_metadata",
     "find_schema",
     "sha256_file",
+    "sign_bundle",
+    "verify_signature",
     "verify_checksums",
     "verify_net_in_out",
     "write_checksums",
 ]
 
 CHECKSUMS = "checksums.sha256"
+SIGNATURE = "signature.json"
+#: Path of a key file that ``mednas export`` signs bundles with when ``--sign-key`` is not given.
+KEY_ENV = "MEDNAS_BUNDLE_KEY"
+_MIN_KEY_BYTES = 16
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SCHEMA_ENV = "MEDNAS_BUNDLE_SCHEMA"
 SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 #: The schema's required top-level fields (MONAI meta_schema_20240725).
@@ -62,7 +80,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    return sorted(rel for p in root.rglob("*") if p.is_file() and (rel := p.relative_to(root).as_posix()) not in (CHECKSUMS, SIGNATURE))
 
 
 def write_checksums(root: str | os.PathLike[str]) -> Path:
@@ -115,6 +133,91 @@ def verify_checksums(root: str | os.PathLike[str], *, required: Iterable[str] = 
         if rel.split("/", 1)[0] in _GUARDED and rel not in digests:
             raise BundleError(f"{root / rel}: not listed in {CHECKSUMS} (added after export); refusing the bundle")
     return digests
+
+
+def bundle_digest(root: str | os.PathLike[str], digests: dict[str, str] | None = None) -> str:
+    """Return the bundle's digest: SHA-256 over ``"<sha256>  <relative path>\\n"`` for every file, sorted by path.
+
+    It equals ``sha256sum checksums.sha256`` of the listing ``mednas export`` writes, so a validation team can
+    check it without mednas. Computed from the files, never read from the listing.
+
+    Args:
+        root: The bundle folder.
+        digests: Relative path -> SHA-256 of the files to cover, as :func:`verify_checksums` returns them after
+            hashing each file (default: every file except ``checksums.sha256`` and ``signature.json``, hashed now).
+    """
+    root = Path(root)
+    if digests is None:
+        digests = {rel: sha256_file(root / rel) for rel in _files(root)}
+    text = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(digests))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_digest(root: str | os.PathLike[str], digest: str, expect: str) -> None:
+    """Refuse a bundle whose digest is not the pinned one.
+
+    Raises:
+        BundleError: One line naming the bundle, for a malformed or different ``expect``.
+    """
+    want = expect.strip().lower()
+    if not _HEX64.match(want):
+        raise BundleError(f"--expect-digest: {expect!r} is not a SHA-256 digest (64 hex digits)")
+    if not hmac.compare_digest(want, digest):
+        raise BundleError(f"{root}: bundle digest {digest} is not the expected {want}; refusing the bundle")
+
+
+def _read_key(path: str | os.PathLike[str], where: str) -> bytes:
+    key_path = Path(path)
+    try:
+        key = key_path.read_bytes().strip()
+    except OSError as exc:
+        raise MednasError(f"{key_path}: cannot read the key file ({where}): {exc.strerror or exc}") from None
+    if len(key) < _MIN_KEY_BYTES:
+        raise MednasError(f"{key_path}: a signing key needs at least {_MIN_KEY_BYTES} bytes ({where}); "
+                          "make one with: openssl rand -hex 32 > KEYFILE")
+    return key
+
+
+def _hmac(key: bytes, digest: str) -> str:
+    return hmac.new(key, digest.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def sign_bundle(root: str | os.PathLike[str], key_file: str | os.PathLike[str], *, where: str = "--sign-key") -> Path:
+    """Write ``signature.json``: an HMAC-SHA256 of the bundle digest under the key in ``key_file``.
+
+    Returns:
+        The signature file.
+    """
+    from mednas.io import write_json
+
+    root = Path(root)
+    key = _read_key(key_file, where)
+    digest = bundle_digest(root)
+    record = {"algorithm": "HMAC-SHA256", "digest": digest, "hmac": _hmac(key, digest),
+              "key_id": hashlib.sha256(key).hexdigest()[:16],
+              "note": "hmac = HMAC-SHA256(key, digest as ASCII hex); digest = sha256sum of checksums.sha256"}
+    return write_json(root / SIGNATURE, record)
+
+
+def verify_signature(root: str | os.PathLike[str], digest: str, key_file: str | os.PathLike[str]) -> None:
+    """Refuse a bundle without a ``signature.json`` that the key in ``key_file`` made for this digest.
+
+    Raises:
+        BundleError: One line naming the signature file, for a missing, malformed or wrong signature.
+    """
+    root = Path(root)
+    key = _read_key(key_file, "--verify-key")
+    path = root / SIGNATURE
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; the bundle is not signed, refusing it (--verify-key)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        mac = str(record["hmac"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raise BundleError(f"{path}: not a mednas signature; refusing the bundle") from None
+    if not hmac.compare_digest(mac, _hmac(key, digest)):
+        raise BundleError(f"{path}: signature does not match this bundle under {Path(key_file)} (wrong key, or files "
+                          "changed after signing); refusing the bundle")
 
 
 def find_schema(schema: str | os.PathLike[str] | None = None) -> Path | None:

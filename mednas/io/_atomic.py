@@ -96,9 +96,27 @@ def write_yaml(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file."""
+    """Read a JSON file, bounded in size (``$MEDNAS_MAX_LIST_BYTES``) and nesting depth.
+
+    Raises:
+        DataError: If the file is larger or nested deeper than the limits (a forged run-directory or bundle file).
+        json.JSONDecodeError: If it is not JSON (callers name the file).
+    """
+    from mednas.errors import DataError
+    from mednas.io._limits import MAX_DEPTH, _json_depth_ok, max_list_bytes
+
+    limit = max_list_bytes()
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        text = fh.read(limit + 1)
+    if len(text) > limit:
+        raise DataError(f"{path}: JSON file is larger than the limit of {limit} bytes (MEDNAS_MAX_LIST_BYTES)")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path}: JSON is nested more than {MAX_DEPTH} levels deep") from None
+    if not _json_depth_ok(data, MAX_DEPTH):
+        raise DataError(f"{path}: JSON is nested more than {MAX_DEPTH} levels deep")
+    return data
 
 
 @contextlib.contextmanager

@@ -38,6 +38,10 @@ def read_nifti(path: Path) -> MedImage:
 
     try:
         img: Any = nib.load(str(path))  # Nifti1Image or Nifti2Image, chosen by nibabel from the header
+    except Exception as exc:  # nibabel and gzip raise many types on corrupt files
+        raise DataError(f"{path}: cannot read NIfTI: {one_line(exc)}") from exc
+    _check_size(img, path)
+    try:
         data = np.asanyarray(img.dataobj)
         affine = np.array(img.affine, dtype=np.float64)
         on_disk = img.get_data_dtype()
@@ -71,6 +75,26 @@ def read_nifti(path: Path) -> MedImage:
         "units": units,
     }
     return MedImage(array=data, affine=affine, meta=scrub(meta))
+
+
+def _check_size(img: Any, path: Path) -> None:
+    """Refuse a header that declares more voxels than the file can hold, before nibabel allocates them."""
+    from mednas.io._limits import DEFLATE_MAX_RATIO, check_declared_size
+
+    try:
+        shape = tuple(int(d) for d in img.header.get_data_shape())
+        itemsize = int(img.get_data_dtype().itemsize)
+        offset = int(img.header.get_data_offset())
+        slope, _ = img.header.get_slope_inter()
+    except Exception as exc:  # noqa: BLE001 - a corrupt header
+        raise DataError(f"{path}: cannot read NIfTI header: {one_line(exc)}") from exc
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        check_declared_size(path, shape, itemsize, available=size, ratio=DEFLATE_MAX_RATIO, what="NIfTI header")
+    else:
+        check_declared_size(path, shape, itemsize, available=max(size - offset, 0), ratio=1, what="NIfTI header")
+    if slope is not None and itemsize < 8:  # scaled data comes out of nibabel as float64
+        check_declared_size(path, shape, 8, what="NIfTI header (scaled to float64)")
 
 
 def write_nifti(image: MedImage, path: str | os.PathLike[str]) -> Path:

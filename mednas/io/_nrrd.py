@@ -51,6 +51,7 @@ def read_nrrd(path: Path) -> MedImage:
     """
     import nrrd
 
+    _check_size(path)
     try:
         data, header = nrrd.read(str(path), index_order="F")
     except Exception as exc:  # pynrrd raises NRRDError, ValueError, OSError, zlib errors...
@@ -83,6 +84,40 @@ def read_nrrd(path: Path) -> MedImage:
         "space": space,
     }
     return MedImage(array=array, affine=affine, meta=scrub(meta))
+
+
+def _check_size(path: Path) -> None:
+    """Read the header alone and refuse ``sizes`` that the data cannot hold, before pynrrd allocates them."""
+    import nrrd
+
+    from mednas.io._limits import DEFLATE_MAX_RATIO, check_declared_size
+
+    try:
+        with open(path, "rb") as fh:
+            header = nrrd.read_header(fh)
+            header_end = fh.tell()
+        sizes = [int(v) for v in np.atleast_1d(header["sizes"])]
+        itemsize = int(nrrd.reader._determine_datatype(header).itemsize)
+    except DataError:
+        raise
+    except Exception as exc:  # pynrrd raises NRRDError, ValueError, KeyError, UnicodeDecodeError on corrupt headers
+        raise DataError(f"{path}: cannot read NRRD header: {one_line(exc)}") from exc
+    encoding = str(header.get("encoding", "raw")).lower()
+    data_file = header.get("datafile", header.get("data file"))
+    available: int | None = None
+    if data_file is None:
+        available = max(path.stat().st_size - header_end, 0)
+    elif isinstance(data_file, str) and not data_file.startswith("LIST"):
+        candidate = Path(data_file) if Path(data_file).is_absolute() else path.parent / data_file
+        available = candidate.stat().st_size if candidate.is_file() else None
+    ratio: float | None = None
+    if encoding == "raw":
+        ratio = 1
+    elif encoding in ("gzip", "gz"):
+        ratio = DEFLATE_MAX_RATIO
+    elif encoding in ("ascii", "text", "txt"):
+        itemsize, ratio = 1, 0.5  # at least a digit and a separator per value
+    check_declared_size(path, sizes, itemsize, available=available, ratio=ratio, what="NRRD header")
 
 
 def _affine(

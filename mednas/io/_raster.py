@@ -43,6 +43,7 @@ def read_raster(path: Path, fmt: str) -> MedImage:
         else:
             import skimage.io
 
+            _check_raster_header(path, fmt)
             pixels = np.asarray(skimage.io.imread(str(path)))
             axes = {2: "YX", 3: "YXS"}.get(pixels.ndim, "")
     except DataError:
@@ -63,11 +64,41 @@ def read_raster(path: Path, fmt: str) -> MedImage:
     return MedImage(array=array, affine=np.eye(4), meta=scrub(meta))
 
 
+def _check_raster_header(path: Path, fmt: str) -> None:
+    """Refuse a PNG/JPEG whose header declares more pixels than allowed, before any is decoded.
+
+    Pillow's own decompression-bomb check only warns below twice its limit; here it is an error.
+    """
+    import warnings
+
+    from PIL import Image
+
+    from mednas.io._limits import DEFLATE_MAX_RATIO, check_declared_size
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+                bands = len(im.getbands())
+                bits = 16 if im.mode.startswith("I;16") else (32 if im.mode in ("I", "F") else 8)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise DataError(f"{path}: {fmt.upper()} header declares too many pixels: {one_line(exc)}") from None
+    ratio = DEFLATE_MAX_RATIO if fmt == "png" else None
+    check_declared_size(path, (width, height, bands), bits // 8, available=path.stat().st_size, ratio=ratio,
+                        what=f"{fmt.upper()} header")
+
+
 def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
     import tifffile
 
+    from mednas.io._limits import check_declared_size
+
     with tifffile.TiffFile(str(path)) as tif:
         series = tif.series[0]
+        uncompressed = all(int(getattr(page, "compression", 1)) == 1 for page in tif.pages[:1])
+        check_declared_size(path, tuple(series.shape), series.dtype.itemsize, available=path.stat().st_size,
+                            ratio=1 if uncompressed else None, what="TIFF header")
         return np.asarray(series.asarray()), str(series.axes)
 
 

@@ -81,13 +81,21 @@ def read_image(path: str | os.PathLike[str], *, series: str | None = None) -> Me
         if series is not None:
             raise DataError(f"{path}: series={series!r} applies to DICOM folders only, and this is a file")
         image = _read_file(path)
+    from mednas.io._limits import check_geometry
+
+    check_geometry(image.affine, image.spatial_dims, path)
     _check_finite(image, path)
     return image
 
 
 def _read_file(path: Path) -> MedImage:
+    import stat
+
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise DataError(f"{path}: not a regular file")
+        size = info.st_size
         with open(path, "rb") as fh:
             head = fh.read(512)
     except OSError as exc:

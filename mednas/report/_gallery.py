@@ -135,11 +135,18 @@ def _load_validation(run: Any, model: _Model) -> tuple[Any, Any] | str:
 def _predict(task: Any, model: _Model, data: Any) -> np.ndarray:
     import torch
 
-    from mednas.spec import ArchSpec, build
+    from mednas.errors import RunDirError
+    from mednas.io import read_json
+    from mednas.spec import build, load_spec
     from mednas.train import predict
 
-    net = build(ArchSpec.from_json(model.spec.read_text()))
-    net.load_state_dict(torch.load(model.weights, map_location="cpu", weights_only=True))
+    net = build(load_spec(read_json(model.spec), model.spec, error=RunDirError))
+    try:
+        state = torch.load(model.weights, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a pickle with code in it is refused by weights_only, never run
+        raise RunDirError(f"{model.weights}: not a plain state dict of tensors (torch.load with weights_only=True "
+                          "refused it)") from None
+    net.load_state_dict(state)
     return predict(net, data.images, problem=task.problem, batch_size=max(1, min(16, task.training.batch_size)),
                    device="cpu", divisor=model.divisor, patch=model.patch)
 

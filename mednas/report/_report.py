@@ -159,6 +159,7 @@ class _Run:
             import yaml
 
             resolved = yaml.safe_load(rd.resolved.read_text()) or {}
+        _check_specs(rd)
         trials = {int(d.name): _read_optional(rd, d / "metrics.json")
                   for d in (rd.root / "trials").glob("*") if d.name.isdigit()} if (rd.root / "trials").is_dir() else {}
         retrain = {int(d.name): _read_optional(rd, d / "metrics.json")
@@ -216,6 +217,22 @@ class _Run:
             else:  # {"val": {...}, "test": {...}}
                 out.update({k: v for k, v in rec.items() if isinstance(v, dict) and ("scores" in v or "per_case" in v)})
         return out
+
+
+def _check_specs(rd: RunDir) -> None:
+    """Refuse the report when any recorded spec names something other than an allowed network class.
+
+    Checked as strings (nothing is imported), before any part is drawn, with or without case pictures: an edited
+    ``spec.json`` is a hostile run directory, not a part that failed to draw.
+    """
+    from mednas.spec import ArchSpec, SpecError
+
+    for folder in (rd.root / "trials", rd.root / "retrain"):
+        for path in sorted(folder.rglob("spec.json")) if folder.is_dir() else []:
+            try:
+                ArchSpec.from_dict(rd.read_json(path))
+            except SpecError as exc:
+                raise RunDirError(f"{path}: {exc}") from None
 
 
 def _read_optional(rd: RunDir, path: Path) -> dict[str, Any]:

@@ -237,7 +237,10 @@ def _load_study(url: str, name: str) -> Any:
     else:
         if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
             raise FileNotFoundError(url[len("sqlite:///"):])
-        storage = optuna.storages.RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+        from mednas.search._study import storage_engine_kwargs  # bounded waits on a silent server
+
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=storage_engine_kwargs(url), skip_table_creation=True,
+                                             skip_compatibility_check=True)
     return optuna.load_study(study_name=name, storage=storage)
 
 

@@ -108,13 +108,23 @@ def _open_run_study(rd: RunDir, task: TaskConfig, storage: str | None, study_nam
     return study
 
 
+def _check_specs(rd: RunDir, candidates: list[Any]) -> None:
+    """Refuse the retrain, before anything is written, when a candidate's recorded spec is not an allowed network."""
+    from mednas.spec import load_spec
+
+    for trial in candidates:
+        path = rd.trial_dir(trial.number) / "spec.json"
+        if path.exists():
+            load_spec(rd.read_json(path), path, error=RunDirError)
+
+
 def _load_spec(rd: RunDir, task: TaskConfig, plan: DataPlan, trial: Any) -> Any:
     """The trial's spec from ``trials/<n>/spec.json``, or re-sampled from its parameters (another machine's trial)."""
-    from mednas.spec import ArchSpec
+    from mednas.spec import load_spec
 
     path = rd.trial_dir(trial.number) / "spec.json"
     if path.exists():
-        return ArchSpec.from_dict(rd.read_json(path))
+        return load_spec(rd.read_json(path), path, error=RunDirError)
     from mednas.search import proxy_context
     from mednas.testing import ReplayTrial
 
@@ -196,6 +206,7 @@ def run_retrain(
     candidates = select_candidates(study, top_k)
     if not candidates:
         raise RunDirError(f"{rd.root}: no completed trial to retrain (run `mednas search` first)")
+    _check_specs(rd, candidates)
     salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared"))
     bar = _Progress(len(candidates) * seeds, enabled=show_progress)
     try:

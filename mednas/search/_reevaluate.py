@@ -97,7 +97,8 @@ def reevaluate_top(study: Any, objective: Any, *, top: int, seeds: int) -> list[
 
 
 def _reevaluate_trial(t: Any, objective: Any, wanted: list[int], *, progress: str) -> dict[str, Any]:
-    from mednas.spec import ArchSpec, build
+    from mednas.errors import RunDirError
+    from mednas.spec import build, load_spec
     from mednas.train import fit, seed_everything
 
     task, rd = objective.task, objective.run_dir
@@ -105,7 +106,7 @@ def _reevaluate_trial(t: Any, objective: Any, wanted: list[int], *, progress: st
     path = tdir / "reevaluation.json"
     previous = rd.read_json(path) if path.exists() else {}
     runs: dict[str, dict[str, Any]] = {str(r["seed"]): r for r in previous.get("runs", []) if "seed" in r}
-    spec = ArchSpec.from_dict(rd.read_json(tdir / "spec.json"))
+    spec = load_spec(rd.read_json(tdir / "spec.json"), tdir / "spec.json", error=RunDirError)
     rec = rd.read_json(tdir / "metrics.json")
     loss = rec.get("loss") or t.params.get("loss") or task.training.loss
     sampling = rec.get("sampling") or t.params.get("sampling") or task.training.sampling

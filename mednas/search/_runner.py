@@ -23,10 +23,11 @@ import numpy as np
 
 from mednas.config import TaskConfig, config_hash, task_to_dict
 from mednas.data import ArrayData, DataPlan, plan_data, read_or_create_salt
+from mednas.data._cases import new_salt
 from mednas.io._atomic import write_json, write_text, write_yaml
-from mednas.rundir import RunDir, environment_info
+from mednas.rundir import RunDir, check_run_dir, claim_run_dir, environment_info
 from mednas.search._recovery import Heartbeat, host_tag, recover_stale_trials, retry_of
-from mednas.search._study import open_study
+from mednas.search._study import make_storage, open_study
 from mednas.search._summary import pareto_front, write_summary
 
 logger = logging.getLogger("mednas.search")
@@ -485,16 +486,31 @@ def _count_finished(study: Any) -> int:
 
 
 def prepare_run(task: TaskConfig, run_dir: RunDir, device: str) -> str:
-    """Create or check the run directory: resolved.yaml (refusing a different config) and env.json."""
-    from mednas.config import load_yaml
-    from mednas.errors import RunDirError
+    """Check the run directory (refusing a different config) and write resolved.yaml and env.json.
 
-    run_dir.root.mkdir(parents=True, exist_ok=True)
+    Called with the run directory claimed (:func:`mednas.rundir.claim_run_dir`); :func:`check_config` runs first,
+    before anything is written.
+    """
+    chash = check_config(task, run_dir)
+    write_yaml(run_dir.resolved, task_to_dict(task))
+    write_json(run_dir.env, environment_info(device, task.search.seed) | {"config_hash": chash})
+    return chash
+
+
+def check_config(task: TaskConfig, run_dir: RunDir) -> str:
+    """Return the task's config hash; refuse a run directory that holds a run of another configuration."""
+    from mednas.config import load_yaml
+    from mednas.errors import MednasError, RunDirError
+
     chash = config_hash(task)
     if run_dir.resolved.exists():
         from mednas.config import load_task
 
-        previous = load_task(load_yaml(run_dir.resolved) | {})
+        try:
+            previous = load_task(load_yaml(run_dir.resolved) | {})
+        except MednasError as exc:
+            raise RunDirError(f"{run_dir.resolved}: not a valid resolved task ({str(exc).splitlines()[0]}); "
+                              "use another --run-dir") from None
         if config_hash(previous) != chash:
             old, new = task_to_dict(previous), task_to_dict(task)
             diffs = _diff_keys(old, new)
@@ -502,9 +518,6 @@ def prepare_run(task: TaskConfig, run_dir: RunDir, device: str) -> str:
                 f"{run_dir.root} holds a run of a different configuration (differs in {', '.join(diffs[:4]) or 'settings'}); "
                 "use another --run-dir, or the same settings to continue"
             )
-    data = task_to_dict(task)
-    write_yaml(run_dir.resolved, data)
-    write_json(run_dir.env, environment_info(device, task.search.seed) | {"config_hash": chash})
     return chash
 
 
@@ -539,6 +552,7 @@ def run_search(
     gpus: list[int] | None = None,
     trials_per_gpu: int = 1,
     worker: bool = False,
+    storage_timeout: float | None = None,
 ) -> SearchResult:
     """Create or continue the run's study until it has ``n_trials`` finished (complete + pruned) trials.
 
@@ -555,6 +569,12 @@ def run_search(
         gpus: GPU indices; ``trials_per_gpu`` workers are packed onto each (overrides ``workers``).
         trials_per_gpu: Concurrent proxy trials per GPU.
         worker: This process was started by another ``mednas search`` as a worker: spawn nothing.
+        storage_timeout: Seconds a PostgreSQL/MySQL server gets to connect and answer (default 10; a
+            ``connect_timeout=`` in the URL wins).
+
+    Raises:
+        RunDirError: ``run_dir`` is a file, a folder that is not a mednas run, or a run of another configuration.
+        ConfigError: The storage cannot be opened (nothing is written then) or holds a study of another config.
 
     Returns:
         The run directory and the summary written to ``summary.json``.
@@ -564,6 +584,13 @@ def run_search(
     from mednas.train import select_device
 
     rd = RunDir(run_dir)
+    url = storage or rd.default_storage()
+    name = study_name or task.name
+    # Nothing is written before the run directory and the storage have been checked: a refused start leaves
+    # no trace (no run directory if there was none). First of all, so that a bad storage is reported at once.
+    check_run_dir(rd)
+    chash = check_config(task, rd)
+    shared_storage = make_storage(storage, timeout=storage_timeout) if storage else None
     n_target = n_trials or task.search.n_trials
     timeout = timeout if timeout is not None else task.search.timeout
     slots = plan_slots(workers, gpus, trials_per_gpu, device or task.device) if not worker else []
@@ -576,26 +603,31 @@ def run_search(
 
         torch.set_num_threads(int(threads))
     dev = select_device(device or task.device)
-    created = not rd.root.exists()
-    chash = prepare_run(task, rd, dev) if not worker else config_hash(task)
-    handler = _setup_file_logging(rd)
+    claim = claim_run_dir(rd, config_hash=chash)
+    handler: logging.Handler | None = None
     bar: _Progress | None = None
     started = False
     procs: list[Any] = []
     try:
-        url = storage or rd.default_storage()
-        name = study_name or task.name
-        salt_candidate = read_or_create_salt(rd)
-        study = open_study(task, url, name, config_hash=chash, salt=salt_candidate)
-        salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared"))
-        if salt != salt_candidate:
+        if not worker:
+            prepare_run(task, rd, dev)
+        else:
+            rd.require(rd.resolved, step="a search worker")
+        existing_salt = rd.salt.read_text().strip() if rd.salt.is_file() else ""
+        salt_candidate = existing_salt or new_salt()
+        study = open_study(task, url, name, config_hash=chash, salt=salt_candidate, storage=shared_storage,
+                           timeout=storage_timeout)
+        salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared") or salt_candidate)
+        if existing_salt and salt != existing_salt:
             logger.info("using the shared study's salt")
+        handler = _setup_file_logging(rd)
         recover_stale_trials(study)
         logger.info("search %s: %s, run dir %s, device %s%s", task.name, task.objective.name, rd.root, dev,
                     f", {len(slots)} workers" if len(slots) > 1 else "")
 
         bar = _Progress(n_target, _count_finished(study), enabled=show_progress and not worker, study=study)
         plan = plan_data(task, rd, salt=salt, progress=bar.stage)
+        claim.prepared()  # fingerprint and splits exist: the next start on this run directory may go on
         bar.stage("proxy cache", 0, 0)
         train = plan.arrays("train", plan.proxy_shape, subset=task.proxy.subset, seed=task.search.seed, progress=lambda d, t: bar.stage("proxy cache (train)", d, t))
         val = plan.arrays("val", plan.proxy_shape, progress=lambda d, t: bar.stage("proxy cache (val)", d, t))
@@ -666,21 +698,25 @@ def run_search(
         summary = write_summary(task, rd, study, plan=plan, target=n_target)
         return SearchResult(rd.root, summary)
     except MednasError:
-        if created and not started:
-            # Refused before any trial ran (bad data, bad storage): leave no half-made run directory behind.
-            logging.getLogger("mednas").removeHandler(handler)
-            handler.close()
-            import shutil
-
-            shutil.rmtree(rd.root, ignore_errors=True)
+        if claim.owner and not started:
+            # Refused before any trial ran (bad data, a study of another configuration): remove what this process
+            # created, and only if nobody else has joined the run meanwhile.
+            if handler is not None:
+                logging.getLogger("mednas").removeHandler(handler)
+                handler.close()
+            if bar is not None:
+                bar.close()
+            claim.abandon()
         raise
     finally:
+        claim.close()
         if procs:
             stop_workers([p for p in procs if p.poll() is None], wait=False)
         if bar is not None:
             bar.close()
-        logging.getLogger("mednas").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("mednas").removeHandler(handler)
+            handler.close()
 
 
 class _Progress:

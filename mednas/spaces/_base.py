@@ -69,6 +69,9 @@ class BaseSearchSpace(abc.ABC):
 
     #: Registry key, set by the ``@SPACES.register`` decorator's name.
     name: ClassVar[str] = ""
+    #: The MONAI network class this family samples (``"monai.networks.nets.DynUNet"``); a spec may name
+    #: only the classes of registered families (see :func:`mednas.spec.allowed_targets`).
+    network: ClassVar[str] = ""
     #: Which problems this family can solve.
     problems: ClassVar[tuple[Problem, ...]] = ()
     #: Smallest spatial size (per axis) this family accepts.

@@ -31,6 +31,7 @@ class DenseNetSpace(BaseSearchSpace):
             ``max_dropout``: largest dropout after each dense layer.
     """
 
+    network: ClassVar[str] = "monai.networks.nets.DenseNet"
     problems: ClassVar[tuple[Problem, ...]] = ("classification",)
     #: Stem (/4) and three unpadded 2x2 average pools need ceil(n / 4) >= 8, i.e. n >= 29.
     min_input_size: ClassVar[int] = 29

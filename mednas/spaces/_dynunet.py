@@ -44,6 +44,7 @@ class DynUNetSpace(BaseSearchSpace):
             ``max_deep_supr_num``: most deep-supervision heads.
     """
 
+    network: ClassVar[str] = "monai.networks.nets.DynUNet"
     problems: ClassVar[tuple[Problem, ...]] = ("segmentation",)
     #: Three levels (two halvings) down to a 4-voxel map need 16 voxels (with the default options).
     min_input_size: ClassVar[int] = 16

@@ -39,6 +39,7 @@ class EfficientNetSpace(BaseSearchSpace):
             ``max_dropout``: largest dropout before the classifier.
     """
 
+    network: ClassVar[str] = "monai.networks.nets.EfficientNet"
     problems: ClassVar[tuple[Problem, ...]] = ("classification",)
     #: The stride-2 stem and one stride-2 stage leave a 2-voxel map at 8 voxels.
     min_input_size: ClassVar[int] = 8

@@ -42,6 +42,7 @@ class ResNetSpace(BaseSearchSpace):
         'ResNet'
     """
 
+    network: ClassVar[str] = "monai.networks.nets.ResNet"
     problems: ClassVar[tuple[Problem, ...]] = ("classification",)
     #: Three stride-2 stages leave a 2-voxel map at 16 voxels (stem without downsampling).
     min_input_size: ClassVar[int] = 16

@@ -39,6 +39,7 @@ class SegResNetSpace(BaseSearchSpace):
             ``upsample_modes``: any of ``"nontrainable"``, ``"deconv"``, ``"pixelshuffle"``.
     """
 
+    network: ClassVar[str] = "monai.networks.nets.SegResNet"
     problems: ClassVar[tuple[Problem, ...]] = ("segmentation",)
     #: Three levels (two halvings) down to a 4-voxel map need 16 voxels (with the default options).
     min_input_size: ClassVar[int] = 16

@@ -37,6 +37,7 @@ class UNetSpace(BaseSearchSpace):
             ``min_feature_size``: smallest feature map per axis, in voxels.
     """
 
+    network: ClassVar[str] = "monai.networks.nets.UNet"
     problems: ClassVar[tuple[Problem, ...]] = ("segmentation",)
     #: Three levels (two halvings) down to a 4-voxel map need 16 voxels (with the default options).
     min_input_size: ClassVar[int] = 16

@@ -26,7 +26,7 @@ __all__ = ["EpochResult", "FitResult", "FitSettings", "TrainingDiverged", "fit",
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss (or the validation output) became NaN or infinite; the message says at which epoch."""
 
 
 @dataclass(frozen=True)
@@ -394,7 +394,7 @@ def fit(
                 out = model(x)
             loss = _loss_value(loss_fn, out.float(), target, n_spatial)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, batch {b + 1}")
+                raise TrainingDiverged(f"non-finite loss at epoch {epoch} (loss became {loss.item()}, batch {b + 1})")
             scaler.scale(loss).backward()
             if settings.grad_clip:
                 scaler.unscale_(optimizer)
@@ -408,6 +408,8 @@ def fit(
         train_loss = total / max(1, count)
         outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor,
                           patch=settings.patch, overlap=settings.patch_overlap)
+        if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
+            raise TrainingDiverged(f"non-finite validation output at epoch {epoch} (NaN or infinite probabilities)")
         value, metrics = evaluate(outputs, val)
         value = float(value) if value is not None and np.isfinite(value) else -math.inf
         last_outputs = outputs

@@ -61,17 +61,21 @@ def mednas_subprocess(*args: str | os.PathLike[str], cwd: str | os.PathLike[str]
 
 
 def assert_refused(outcome: Outcome, *names: str, code: int | None = None) -> str:
-    """Assert a clean refusal: non-zero exit (``code`` if given), one ``mednas: error:`` line naming every
-    one of ``names``, no traceback. Returns the line."""
+    """Assert a clean refusal: non-zero exit (``code`` if given), one ``mednas: error:`` line, the last on stderr,
+    naming every one of ``names``; no traceback, at most a few log lines before it. Returns the error line."""
     assert outcome.code != 0, f"accepted (exit 0); stdout: {outcome.out[-500:]!r}"
     if code is not None:
         assert outcome.code == code, f"exit {outcome.code}, expected {code}: {outcome.err[-800:]}"
     assert outcome.code != 70, f"an internal error, not a refusal: {outcome.err[-800:]}"
     assert "Traceback" not in outcome.err, outcome.err[-2000:]
     lines = outcome.error_lines
-    assert len(lines) == 1, f"{len(lines)} lines on stderr, expected one: {outcome.err[-2000:]}"
-    line = lines[0]
-    assert line.startswith("mednas: error: "), line
+    # Log lines (progress, a warning about the input) may come first; the error itself is one line, the last.
+    assert lines, "nothing on stderr"
+    assert len(lines) <= 6, f"{len(lines)} lines on stderr: {outcome.err[-2000:]}"
+    errors = [line for line in lines if line.startswith("mednas: ")]
+    assert len(errors) == 1, f"{len(errors)} error lines, expected one: {outcome.err[-2000:]}"
+    line = lines[-1]
+    assert line.startswith("mednas: error: "), f"the last line on stderr is not the error: {outcome.err[-2000:]}"
     for name in names:
         assert name in line, f"{name!r} not named in: {line}"
     return line

@@ -87,7 +87,7 @@ def test_retrain_prints_the_table(retrained: SimpleNamespace, tmp_path: Path) ->
 def test_retrain_of_a_non_run_is_one_line(tmp_path: Path) -> None:
     proc = _mednas("retrain", str(tmp_path))
     assert proc.returncode == 4
-    assert proc.stderr.strip().count("\n") == 0 and "resolved.yaml is missing; retrain needs it" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "not a mednas run directory" in proc.stderr
 
 
 def test_calibrate_proxy_prints_settings_and_recommendation(tmp_path: Path, tiny_cls_datalist: Path) -> None:

@@ -81,8 +81,21 @@ def test_callback_exception_stops_training() -> None:
 def test_nan_loss_raises_diverged() -> None:
     data = _toy_cls()
     data.images[0, 0, 0, 0] = np.nan
-    with pytest.raises(TrainingDiverged, match="loss became nan"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at epoch 1 \(loss became nan"):
         fit(_net(), data, data, _settings(batch_size=48), _acc)
+
+
+def test_nan_validation_output_raises_diverged() -> None:
+    """Weights that turn NaN leave a finite-looking loss nowhere to hide: validation probabilities are checked too."""
+    import torch
+
+    net = _net()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(float("nan"))
+    data = _toy_cls()
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        fit(net, data, data, _settings(batch_size=48, lr=0.0), _acc)
 
 
 def test_never_learning_candidate_is_flagged() -> None:
