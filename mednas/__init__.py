@@ -15,7 +15,7 @@ from __future__ import annotations
 # `from mednas.export import load_bundle` still works (a plain function here would be replaced by the package
 # the first time anything imported it).
 from mednas import export
-from mednas.api import calibrate_proxy, load, load_config, predict, retrain, search
+from mednas.api import calibrate_proxy, evaluate, load, load_config, predict, retrain, search
 from mednas.errors import ConfigError, DataError, MednasError, RunDirError
 from mednas.spec import ArchSpec, build
 
@@ -30,6 +30,7 @@ __all__ = [
     "__version__",
     "build",
     "calibrate_proxy",
+    "evaluate",
     "export",
     "load",
     "load_config",

@@ -15,8 +15,8 @@ from typing import Any
 
 from mednas.config import TaskConfig, load_task
 
-__all__ = ["calibrate_proxy", "default_run_dir", "export", "load", "load_config", "predict", "report", "retrain", "search",
-           "status"]
+__all__ = ["calibrate_proxy", "default_run_dir", "evaluate", "export", "load", "load_config", "predict", "report", "retrain",
+           "reveal_splits", "search", "status"]
 
 
 def load_config(
@@ -306,6 +306,53 @@ def predict(
     return predict_to_dir(model, items, out)
 
 
+def evaluate(
+    bundle: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str],
+    split: str | None = None,
+    expect_digest: str | None = None,
+    verify_key: str | os.PathLike[str] | None = None,
+    backend: str = "torch",
+    device: str = "cpu",
+    n_resamples: int = 1000,
+) -> Any:
+    """Validate a frozen bundle on labelled data it never saw; write ``validation.json`` and ``validation.html``.
+
+    Nothing of the run directory is needed. Every figure carries a 95% bootstrap interval over patients: AUROC,
+    AUPRC (Dice and lesion metrics for segmentation), sensitivity, specificity, PPV, NPV, accuracy and balanced
+    accuracy at the bundle's locked operating point, a per-class table and confusion matrix, ECE and a reliability
+    diagram, subgroups by the data's own attributes, the operating point's promise checked, and how many images
+    the model was trained or validated on.
+
+    Args:
+        bundle: A folder written by :func:`export` (checksums verified; digest and signature when given).
+        data: A task-like YAML with a ``data:`` section, or a data file: ``.npz`` (MedMNIST), ``.json`` datalist,
+            ``.csv`` sheet, or a folder.
+        out: Output folder.
+        split: Keep only the cases of this given split (e.g. ``test``: MedMNIST arrays, a ``split`` column).
+        expect_digest: The digest :func:`export` reported; a bundle with any other digest is refused.
+        verify_key: The key file the bundle was signed with.
+        backend: ``torch``, ``torchscript`` or ``onnx``.
+        device: Torch device.
+        n_resamples: Bootstrap resamples over patients.
+
+    Returns:
+        :class:`mednas.evaluation.EvaluationResult` (``path`` of ``validation.json``, ``html``, ``record``,
+        ``failures``: cases whose output was NaN/infinite or unreadable, left out of every metric).
+
+    Example:
+        >>> result = mednas.evaluate("runs/x/bundle", "pneumoniamnist.npz", out="val/", split="test")  # doctest: +SKIP
+        >>> result.record["operating_point"]["status"]  # doctest: +SKIP
+        'failed'
+    """
+    from mednas.evaluation import evaluate_bundle
+
+    return evaluate_bundle(bundle, data, out=out, split=split, expect_digest=expect_digest, verify_key=verify_key,
+                           backend=backend, device=device, n_resamples=n_resamples)
+
+
 def report(
     run_dir: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -370,3 +417,17 @@ def status(
     from mednas.report import read_status
 
     return read_status(run_dir, storage=storage, study_name=study_name)
+
+
+def reveal_splits(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, reveal: bool = False) -> Path:
+    """Write each case's original identifier (file path, or ``file.npz:train[12]``) and split of a run.
+
+    Opt-in and local: refused without ``reveal=True`` and for an ``out`` inside the run directory or a bundle;
+    ``splits.json`` stays hashed. See :func:`mednas.data.reveal_splits`.
+
+    Example:
+        >>> mednas.api.reveal_splits("runs/x", "/secure/splits.csv", reveal=True)  # doctest: +SKIP
+    """
+    from mednas.data import reveal_splits as _reveal
+
+    return _reveal(run_dir, out, reveal=reveal)

@@ -145,7 +145,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="run directory (default: runs/<task name>)")
     p.add_argument("--storage", help="Optuna storage URL: sqlite:///FILE, postgresql://..., journal:///FILE (default: SQLite in the run directory)")
     p.add_argument("--study-name", help="study name (default: the task name)")
-    p.add_argument("--storage-timeout", type=float, metavar="SECONDS",
+    p.add_argument("--storage-timeout", type=_positive_float, metavar="SECONDS",
                    help="seconds a PostgreSQL/MySQL server gets to connect and answer (default 10, or "
                         "$MEDNAS_STORAGE_TIMEOUT; a connect_timeout= in the URL wins)")
     p.add_argument("--n-trials", type=_int_at_least(1), help="finished trials (complete + pruned) the study should reach")
@@ -236,6 +236,28 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key")
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser("evaluate", help="validate an exported bundle on labelled data it never saw",
+                       description="Run a frozen bundle (verified as by predict) on labelled data and write "
+                       "OUT/validation.json and a self-contained OUT/validation.html: AUROC, AUPRC (Dice and lesion "
+                       "metrics for segmentation), sensitivity, specificity, PPV, NPV, accuracy and balanced accuracy at "
+                       "the bundle's locked operating point, per-class table, confusion matrix, ECE and reliability "
+                       "diagram, subgroups, the operating point's promise checked, and overlap with the training images; "
+                       "every figure with a 95% bootstrap interval over patients. Needs nothing of the run directory.")
+    p.add_argument("bundle", help="bundle folder written by mednas export")
+    p.add_argument("data", nargs="?", metavar="DATA.yaml", help="task-like YAML with a data: section (and labels:)")
+    p.add_argument("--data", dest="data_file", metavar="FILE",
+                   help="instead of DATA.yaml: a .npz (MedMNIST), .json datalist, .csv sheet or a folder")
+    p.add_argument("--split", metavar="NAME", help="keep only cases of this given split (e.g. test: MedMNIST's test "
+                   "arrays, a split column)")
+    p.add_argument("--out", required=True, type=_out_dir, help="output folder (created)")
+    p.add_argument("--expect-digest", metavar="HEX", help="refuse the bundle unless its digest is this one")
+    p.add_argument("--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key")
+    p.add_argument("--backend", choices=["torch", "torchscript", "onnx"], default="torch", help="default torch")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--resamples", type=_int_at_least(50), default=1000, metavar="N",
+                   help="bootstrap resamples over patients (default 1000)")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("report", help="write the run's HTML report (plots, figures with intervals, cases)",
                        description="Write RUN_DIR/report.html: one file that opens offline (plotly.js inline) with the "
                        "optimisation history, Pareto front, parameter importances, proxy-versus-full fidelity, ROC, "
@@ -262,6 +284,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL the search used (default: RUN_DIR/study.db)")
     p.add_argument("--study-name", help="study name (default: the search's)")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("splits", help="write a run's splits with original identifiers (--reveal, local only)",
+                       description="Write each case's original identifier (file path relative to the data root, or "
+                       "file.npz:train[12] for MedMNIST), its split and its hashed case key, as CSV or JSON by the "
+                       "extension of --out, so a baseline can be trained on exactly the run's split. Identifiers may "
+                       "identify patients: refused without --reveal and for an --out inside the run directory or a "
+                       "bundle; splits.json itself stays hashed.")
+    p.add_argument("run_dir", help="run directory of a search")
+    p.add_argument("--reveal", action="store_true", help="required: write original identifiers (they may identify patients)")
+    p.add_argument("--out", required=True, metavar="FILE", type=_out_file, help="output .csv or .json, outside the run directory")
+    p.set_defaults(func=_cmd_splits)
 
     p = sub.add_parser("spaces", help="list the search-space families")
     p.add_argument("pattern", nargs="?", default="*")
@@ -386,12 +419,13 @@ def _print_retrain(result: Any) -> None:
                      if c.get("val_sd") is not None else ", ".join(vals))
         rows.append([str(c["trial"]), c.get("family") or "", f"{c.get('params') or 0:,}", _fmt_value(c["proxy"]["value"]),
                      _fmt_ci(c["val"]["metrics"].get("objective")) + flag, *([seeds] if multi else []),
-                     _fmt_ci(test.get("objective")), extra])
+                     _fmt_ci(test.get("objective")) if test else "n/a (no test split)", extra])
     _print_table(["trial", "family", "params", "proxy (val)", "full val (95% CI)",
                   *(["full val seed mean +- sd (each seed)"] if multi else []), "test (95% CI)",
                   "test metrics at the val operating point"], rows)
     if r.get("best") is not None:
         print(f"  best at full fidelity: trial {r['best']} ({result.run_dir}/retrain/{r['best']}/model.pt)")
+        _print_calibration(next((c for c in result.candidates if c.get("trial") == r["best"]), {}).get("calibration"))
     cost = r.get("cost") or {}
     if cost.get("full_over_proxy"):
         print(f"  cost: {_fmt_seconds(cost['full_seconds'])} full-fidelity training vs {_fmt_seconds(cost['proxy_seconds'])} proxy "
@@ -424,6 +458,17 @@ def _print_retrain(result: Any) -> None:
               f"{', '.join(map(str, fid['not_learning']))}): flagged, not ranked")
     if fid.get("warning"):
         print(f"  WARNING: {fid['warning']}")
+
+
+def _print_calibration(cal: dict[str, Any] | None) -> None:
+    """Print a classification model's temperature, validation ECE before/after, and its operating-point warnings."""
+    if not cal:
+        return
+    before, after = cal.get("ece_before"), cal.get("ece_after")
+    print(f"  calibration (validation): temperature {cal['temperature']:.3f}; ECE {_fmt_value(before)} -> {_fmt_value(after)}; "
+          "the operating point is chosen on the calibrated probabilities")
+    for w in cal.get("warnings") or []:
+        print(f"  WARNING: {w}")
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
@@ -522,6 +567,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if p.get("threshold") is not None:
         op = m.get("operating_point") or {}
         print(f"  operating threshold {p['threshold']:.4f} on the finding score ({op.get('rule')}, chosen on validation)")
+    _print_calibration(m.get("temperature_scaling"))
     for split, metrics in (m.get("metrics") or {}).items():
         shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in sorted(metrics.items())
                           if k in ("objective", "auroc", "sensitivity", "specificity", "dice", "lesion_sensitivity"))
@@ -564,6 +610,44 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mednas import api
+    from mednas.errors import ConfigError
+
+    if (args.data is None) == (args.data_file is None):
+        raise ConfigError("evaluate: give either DATA.yaml or --data FILE (see mednas evaluate --help)")
+    result = api.evaluate(args.bundle, args.data if args.data is not None else args.data_file, out=args.out,
+                          split=args.split, expect_digest=args.expect_digest, verify_key=args.verify_key,
+                          backend=args.backend, device=args.device, n_resamples=args.resamples)
+    rec = result.record
+    b = rec["bundle"]
+    print(f"\nmednas evaluate: {b['task']} bundle ({b.get('source_label') or b.get('source')}) on {rec['population']}")
+    print(f"  bundle digest {b['digest']}" + (" (pinned)" if b.get("digest_pinned") else " (not pinned: pass --expect-digest)"))
+    shown = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy", "ece",
+             "dice", "lesion_sensitivity", "false_positive_lesions_per_case")
+    for name in shown:
+        if name in rec["metrics"]:
+            print(f"  {name}: {_fmt_ci(rec['metrics'][name])}")
+    op = rec.get("operating_point")
+    if op:
+        flag = {"failed": "PROMISE FAILED", "uncertain": "PROMISE UNCERTAIN", "held": "promise held"}.get(op.get("status"), "")
+        thr = op.get("threshold")
+        print(f"  operating point {'none' if thr is None else f'{thr:.4f}'} ({op.get('rule')}): {op.get('text')}"
+              + (f"  <-- {flag}" if flag else ""))
+        would = op.get("would_meet_here") or {}
+        if would.get("threshold") is not None:
+            print(f"    the same rule on these data would pick threshold {would['threshold']:.4f} (information only, not applied)")
+    print(f"  overlap with training: {rec['overlap']['text']}")
+    if rec["subgroups"]["attributes"]:
+        print(f"  subgroups by {', '.join(rec['subgroups']['attributes'])} (see the HTML)")
+    print(f"  wrote {result.path} and {result.html} in {result.seconds:.1f}s")
+    if result.failures:
+        print(f"mednas: error: {result.failures[0][1]} ({len(result.failures)} of {rec['data']['n_selected']} cases "
+              f"failed, listed in {result.path.parent / 'failed.csv'}; left out of every metric)", file=sys.stderr)
+        return 7
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from mednas import api
 
@@ -588,6 +672,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
     else:
         print(format_status(status, max_rows=None if args.all else 30))
+    return 0
+
+
+def _cmd_splits(args: argparse.Namespace) -> int:
+    from mednas import api
+
+    path = api.reveal_splits(args.run_dir, args.out, reveal=args.reveal)
+    print(f"mednas splits: {path} (original identifiers: keep this file local)")
     return 0
 
 

@@ -38,13 +38,30 @@ class Strict(BaseModel):
 
 
 class SplitConfig(Strict):
-    """How cases are divided into train, validation and test, always grouped by patient."""
+    """How cases are divided into train, validation and test, always grouped by patient.
 
+    ``policy: auto`` keeps the splits the source defines (MedMNIST's train/val/test arrays, a ``split`` column
+    or field, MONAI datalist ``validation``/``testing`` sections, labelled Decathlon/nnU-Net test cases) and
+    makes a seeded random split where it defines none; ``given`` requires splits from the source; ``random``
+    pools every case and re-splits by patient (an explicit choice). ``data.split: given`` is shorthand for
+    ``data.split: {policy: given}``. A source that gives train and test but no validation has validation
+    carved out of its training patients (fraction ``val``); one that gives no test has no test split.
+    """
+
+    policy: Literal["auto", "given", "random"] = Field(
+        "auto", description="`auto`: the source's own splits where it defines them, else random; `given`: the "
+        "source's splits (an error where it defines none); `random`: pool all cases and re-split by patient."
+    )
     val: float = Field(0.2, gt=0, lt=1, description="Fraction of patients for validation (operating point, pruning).")
     test: float = Field(0.2, ge=0, lt=1, description="Fraction of patients held out for the final test; never read during search.")
     folds: int | None = Field(None, ge=2, description="k-fold cross-validation over train+val patients (None: one split).")
     fold: int = Field(0, ge=0, description="Which fold is the validation fold when `folds` is set.")
     stratify: bool = Field(True, description="Stratify by label (classification) or by lesion presence (segmentation).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_shorthand(cls, data: Any) -> Any:
+        return {"policy": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -86,6 +103,12 @@ class DataConfig(Strict):
         None, description="HU window for `ct` normalisation; unset: the fingerprint's suggestion (0.5-99.5% of the labelled or body intensities), else -1000..1000."
     )
     split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
+    split_key: str = Field("split", description="Datalist/CSV field naming a case's given split (train, val or test; "
+                           "also training/validation/testing).")
+    allow_test_duplicates: bool = Field(
+        False, description="Allow images whose pixel content also occurs in train to be in the test split (counted "
+        "and reported either way); by default such exact duplicates are an error, as they inflate test figures."
+    )
     cache_dir: str | None = Field(None, description="Proxy cache folder (default: $MEDNAS_CACHE_DIR or ~/.cache/mednas).")
     label_threshold: float | None = Field(
         None, description="Segmentation masks are `label > label_threshold` (e.g. a skull-stripped image as a brain "
@@ -512,7 +535,10 @@ class SearchConfig(Strict):
     )
     population_size: int = Field(12, ge=2, description="NSGA-II population size.")
     losses: list[str] | None = Field(None, description="Losses to search over (imbalance handling), e.g. [weighted_ce, focal]; unset: training.loss.")
-    sampling: list[Literal["uniform", "balanced"]] | None = Field(None, description="Batch sampling to search over; unset: training.sampling.")
+    sampling: list[Literal["uniform", "balanced"]] | None = Field(
+        None, description="Batch sampling to search over; unset: training.sampling. Classification: a trial with a "
+        "class-weighted loss trains with uniform batches (one imbalance remedy at a time) unless "
+        "training.stack_imbalance_remedies is true.")
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)  # type: ignore[arg-type]
     n_trials: int = Field(20, ge=1, description="Finished trials (complete + pruned) the study should reach.")
     timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
@@ -580,6 +606,12 @@ class TrainingConfig(Strict):
     sampling: Literal["uniform", "balanced"] = Field(
         "uniform", description="`balanced`: classes (classification) or cases with findings (segmentation) drawn equally often."
     )
+    stack_imbalance_remedies: bool = Field(
+        False, description="Allow a class-weighted loss (`weighted_ce`, `focal`) together with `balanced` sampling "
+        "(classification). Off: the two are not combined, in training settings or in the search (which then "
+        "chooses a weighted loss, balanced sampling or neither), because together they correct the class prior "
+        "twice and push the operating threshold to an extreme."
+    )
     amp: bool = Field(True, description="Automatic mixed precision on CUDA (ignored on CPU).")
     grad_clip: float | None = Field(5.0, gt=0, description="Gradient norm clipping.")
 
@@ -632,7 +664,25 @@ class TaskConfig(Strict):
             for loss in self.search.losses:
                 if loss not in allowed:
                     raise ValueError(f"search.losses: {loss!r} is not a {self.problem} loss{did_you_mean(loss, allowed)}; choose from {', '.join(allowed)}")
+        self._check_imbalance_remedies()
         return self
+
+    def _check_imbalance_remedies(self) -> None:
+        """Refuse settings that always combine a class-weighted loss with balanced sampling (unless allowed)."""
+        if self.problem != "classification" or self.training.stack_imbalance_remedies:
+            return
+        weighted = {"weighted_ce", "focal"}
+        fix = "; set training.stack_imbalance_remedies: true to combine them on purpose"
+        samplings = self.search.sampling or [self.training.sampling]
+        if samplings == ["balanced"]:
+            losses = self.search.losses or [self.training.loss]
+            both = [loss for loss in losses if loss in weighted]
+            if both:
+                where = "search.losses" if self.search.losses else "training.loss"
+                raise ValueError(f"{where}: {', '.join(both)} weights the loss by class while every batch is already "
+                                 "class-balanced (sampling: balanced): the class prior would be corrected twice. Use "
+                                 "`ce` (or `auto`) with balanced sampling, or uniform sampling with the weighted loss"
+                                 + fix)
 
     @property
     def dead_check_epoch(self) -> int:

@@ -7,11 +7,19 @@ from mednas.data._fingerprint import (
     compute_fingerprint,
     describe_case,
     fingerprint_hash,
+    pixel_hash,
     suggest_normalize,
     suggest_shapes,
 )
 from mednas.data._layouts import load_layout, materialise_medmnist
-from mednas.data._plan import DataPlan, TestSplitAccessError, plan_data, read_or_create_salt
+from mednas.data._plan import (
+    DataPlan,
+    TestSplitAccessError,
+    check_families,
+    plan_data,
+    read_or_create_salt,
+    unsupported_families,
+)
 from mednas.data._prepare import (
     ArrayData,
     Preprocessing,
@@ -21,7 +29,15 @@ from mednas.data._prepare import (
     normalize_transform,
     prepare_case,
 )
-from mednas.data._splits import check_splits, make_splits, splits_hash
+from mednas.data._reveal import read_revealed, reveal_splits
+from mednas.data._splits import (
+    check_duplicates,
+    check_splits,
+    describe_duplicates,
+    find_duplicates,
+    make_splits,
+    splits_hash,
+)
 from mednas.data._synth import synthesise
 from mednas.data._validate import BadCase, ValidationReport, validate_cases, validate_dataset
 
@@ -34,9 +50,13 @@ __all__ = [
     "Preprocessing",
     "TestSplitAccessError",
     "ValidationReport",
+    "check_duplicates",
+    "check_families",
     "check_splits",
     "compute_fingerprint",
     "describe_case",
+    "describe_duplicates",
+    "find_duplicates",
     "fingerprint_hash",
     "default_cache_root",
     "file_digest",
@@ -49,13 +69,17 @@ __all__ = [
     "make_splits",
     "new_salt",
     "normalize_transform",
+    "pixel_hash",
     "plan_data",
     "prepare_case",
     "read_or_create_salt",
+    "read_revealed",
+    "reveal_splits",
     "splits_hash",
     "suggest_normalize",
     "suggest_shapes",
     "synthesise",
+    "unsupported_families",
     "validate_cases",
     "validate_dataset",
 ]

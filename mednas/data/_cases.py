@@ -53,6 +53,9 @@ class Case:
         extra: Further datalist fields that are not identifying (e.g. simulated lesion positions).
         order: Salt-independent sort key of the patient (an unsalted digest, held in memory only and never
             written), so that a seeded split is the same in every run directory regardless of the salt.
+        given_split: The split the source assigns (``train``, ``val`` or ``test``), or ``None``.
+        identifier: The case's original identifier (image path relative to the data root, or
+            ``file.npz:train[12]``); held in memory only, written solely by ``mednas splits --reveal``.
     """
 
     key: str
@@ -62,6 +65,8 @@ class Case:
     display_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     order: str = field(default="", compare=False, hash=False, repr=False)
+    given_split: str | None = field(default=None, compare=False, hash=False)
+    identifier: str = field(default="", compare=False, hash=False, repr=False)
 
     def strata(self) -> int:
         """Label used to stratify splits: the class index, or lesion presence recorded by the layout (1/0)."""
@@ -173,6 +178,47 @@ def _dicom_patient(image: str) -> tuple[str | None, str | None]:
         return None, str(exc)
 
 
+#: Names a source may give a split, mapped to mednas's three.
+SPLIT_NAMES = {
+    "train": "train", "training": "train", "tr": "train",
+    "val": "val", "valid": "val", "validation": "val", "tune": "val", "tuning": "val", "dev": "val",
+    "test": "test", "testing": "test", "ts": "test", "holdout": "test",
+}
+
+
+#: A cross-validation fold field (MONAI Auto3DSeg datalists): fold ``data.split.fold`` is val, the others train.
+FOLD_KEY = "fold"
+
+
+def given_split_name(raw: Any, where: str, key: str) -> str | None:
+    """Return ``train``/``val``/``test`` for a source's split value (``None`` for a blank one).
+
+    Raises:
+        DataError: Naming ``where`` for a value that is not a split name.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    name = SPLIT_NAMES.get(str(raw).strip().lower())
+    if name is None:
+        raise DataError(f"{where}: {key} {str(raw)[:40]!r} is not a split (use train, val or test)")
+    return name
+
+
+def _fold_split(raw: Any, fold: int, where: str) -> str:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise DataError(f"{where}: {FOLD_KEY!r} {str(raw)[:40]!r} is not a fold number") from None
+    return "val" if value == fold else "train"
+
+
+def _identifier(image: str, base: Path) -> str:
+    try:
+        return Path(os.path.relpath(image, base)).as_posix()
+    except ValueError:  # another drive (Windows)
+        return Path(image).as_posix()
+
+
 def _entries_to_cases(
     entries: Sequence[dict[str, Any]],
     base: Path,
@@ -204,7 +250,12 @@ def _entries_to_cases(
             raw_patient = None
         if raw_patient is None and has_patient_field:
             blank.append(name)
-        extra = {k: v for k, v in entry.items() if k not in (cfg.image_key, cfg.label_key, cfg.patient_key)}
+        given = given_split_name(entry.get(cfg.split_key), where, repr(cfg.split_key))
+        if given is None and entry.get(FOLD_KEY) is not None:
+            given = _fold_split(entry[FOLD_KEY], cfg.split.fold, where)
+        extra = {
+            k: v for k, v in entry.items() if k not in (cfg.image_key, cfg.label_key, cfg.patient_key, cfg.split_key)
+        }
         dicom_id, problem = (None, None)
         if raw_patient is None and cfg.dicom_patient_id:
             # DICOM PatientID groups a patient's series; the raw value is hashed here and kept nowhere.
@@ -227,6 +278,8 @@ def _entries_to_cases(
                 display_name=Path(images[0]).name,
                 extra=extra,
                 order=order_key(patient_source),
+                given_split=given,
+                identifier=_identifier(images[0], base),
             )
         )
     if blank:
@@ -261,11 +314,22 @@ def _load_datalist(path: Path, task: TaskConfig, salt: str) -> Dataset:
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with a 'training' list")
     entries: list[dict[str, Any]] = []
-    for section in ("training", "validation", "test"):
+    split_key = task.data.split_key
+    for section, split in (("training", "train"), ("validation", "val"), ("testing", "test"), ("test", "test")):
         items = data.get(section) or []
-        if section == "test":
-            # MONAI datalists' "test" lists are often unlabelled; mednas makes its own held-out split.
+        if not isinstance(items, list):
+            raise DataError(f"{path}: {section!r} must be a list")
+        if split == "test":
+            # MONAI datalists' test lists are often unlabelled (plain paths): only labelled entries can test.
             items = [e for e in items if isinstance(e, dict) and task.data.label_key in e]
+        if section != "training" and items:
+            # A section names its entries' split (an entry's own split field wins); then the training
+            # section is the train split.
+            items = [{**e, split_key: e.get(split_key, split)} if isinstance(e, dict) else e for e in items]
+            entries = [
+                {**e, split_key: e.get(split_key, "train")} if isinstance(e, dict) and FOLD_KEY not in e else e
+                for e in entries
+            ]
         entries.extend(items)
     if not entries:
         raise DataError(f"{path}: no labelled cases in 'training', 'validation' or 'test'")

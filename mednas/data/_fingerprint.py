@@ -20,7 +20,7 @@ from mednas.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_fingerprint", "describe_case", "fingerprint_hash", "suggest_normalize", "suggest_shapes"]
+__all__ = ["compute_fingerprint", "describe_case", "fingerprint_hash", "pixel_hash", "suggest_normalize", "suggest_shapes"]
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -38,6 +38,18 @@ def _modality_code(value: Any) -> str | None:
     if not text:
         return None
     return "MR" if text in ("MRI", "MR") else text
+
+
+def pixel_hash(array: np.ndarray) -> str:
+    """Return a digest of an image's decoded pixels (shape, dtype and values), to find exact duplicates.
+
+    Equal digests mean the same pixel content whatever the file name or format; it names no patient.
+    """
+    arr = np.ascontiguousarray(array)
+    h = hashlib.blake2b(digest_size=10)
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.data)
+    return h.hexdigest()
 
 
 def describe_case(
@@ -77,6 +89,7 @@ def describe_case(
         "dtype": str(arr.dtype),
         "modality": _modality_code(image.meta.get("modality") or case.extra.get("modality") or modality),
         "intensity": {"min": float(arr.min()), "max": float(arr.max()), **_percentiles(fg)},
+        "pixels": pixel_hash(arr),
     }
     if label is not None:
         from scipy import ndimage
@@ -121,16 +134,18 @@ def suggest_normalize(modality: str | None, intensity_min: float) -> str:
 def suggest_shapes(
     median_shape: Sequence[int], spatial_dims: int, median_spacing: Sequence[float] | None = None
 ) -> dict[str, list[int]]:
-    """Suggest full and proxy shapes from the median case.
+    """Suggest full and proxy shapes from the median case; never enlarge an axis.
 
-    Full = the median shape, shrunk (towards isotropic voxels when the spacing is known, never enlarging an axis)
-    to at most 128^3 voxels (3D) or 256^2 pixels (2D), rounded to a multiple of 16; proxy = half of it, rounded
-    to a multiple of 8. Every axis is at least 16.
+    Full = the median shape when it fits in 128^3 voxels (3D) or 256^2 pixels (2D) (training pads each input to
+    what the network needs, so no rounding is necessary); a larger median is shrunk (towards isotropic voxels
+    when the spacing is known) to fit and rounded down to a multiple of 8. Proxy = half the full shape rounded to
+    a multiple of 8, at least 16 per axis, at most the full shape.
     """
     shape = np.asarray(median_shape[:spatial_dims], dtype=float)
     budget = float(128**3 if spatial_dims == 3 else 256**2)
-    target = shape
-    if np.prod(shape) > budget:
+    if np.prod(shape) <= budget:
+        full = [int(s) for s in shape]
+    else:
         if median_spacing is not None and len(median_spacing) >= spatial_dims:
             extent = shape * np.asarray(median_spacing[:spatial_dims], dtype=float)
             target = np.minimum(shape, extent / (np.prod(extent) / budget) ** (1.0 / spatial_dims))
@@ -141,8 +156,9 @@ def suggest_shapes(
                     target = np.where(free, np.minimum(shape, target * grow), target)
         else:
             target = shape * (budget / np.prod(shape)) ** (1.0 / spatial_dims)
-    full = [max(16, int(round(s / 16.0)) * 16) for s in target]
-    proxy = [max(16, int(round(s / 2 / 8.0)) * 8) for s in full]
+        full = [int(t) if t < 8 else int(t // 8) * 8 for t in target]
+    full = [max(1, f) for f in full]
+    proxy = [min(f, max(16, int(round(f / 2 / 8.0)) * 8)) for f in full]
     return {"full": full, "proxy": proxy}
 
 

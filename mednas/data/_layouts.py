@@ -145,6 +145,19 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
         declared = meta.get("numTraining")
         if isinstance(declared, int) and declared != len(entries):
             logger.warning("%s: numTraining says %d, the training list has %d cases", where, declared, len(entries))
+        # The Decathlon's test cases (imagesTs) are the given test split where they come with labels; the
+        # original MSD lists bare image paths there (labels withheld), which cannot test anything.
+        tests = [t for t in meta.get("test") or [] if isinstance(t, dict) and "image" in t and "label" in t]
+        if tests:
+            for entry in entries:
+                entry[cfg.split_key] = "train"
+            for item in tests:
+                entry = {cfg.image_key: item["image"], cfg.label_key: item["label"], cfg.split_key: "test"}
+                if cfg.patient_key in item:
+                    entry[cfg.patient_key] = item[cfg.patient_key]
+                entries.append(entry)
+        elif meta.get("test"):
+            logger.info("%s: the 'test' list (imagesTs) has no labels: not used", where)
     if not any(cfg.patient_key in e for e in entries):
         logger.info("%s: no patient field: each case is its own patient (DICOM PatientID where available)", where)
     cases = _entries_to_cases(entries, root, task, salt, where)
@@ -314,6 +327,8 @@ def _load_medmnist(path: Path, task: TaskConfig, salt: str) -> Dataset:
                 display_name=f"{path.name}:{item['split']}[{item['index']}]",
                 extra={"medmnist_split": item["split"]},
                 order=order_key(source),
+                given_split=item["split"],
+                identifier=f"{path.name}:{item['split']}[{item['index']}]",
             )
         )
     logger.warning(

@@ -19,7 +19,13 @@ import numpy as np
 from mednas.config import TaskConfig
 from mednas.data._cases import Dataset, default_cache_root, load_dataset, new_salt
 from mednas.data._prepare import ArrayData, Preprocessing, load_arrays
-from mednas.data._splits import check_splits, make_splits
+from mednas.data._splits import (
+    check_duplicates,
+    check_splits,
+    describe_duplicates,
+    find_duplicates,
+    make_splits,
+)
 from mednas.data._validate import validate_cases, with_finding_strata
 from mednas.errors import DataError
 from mednas.io._atomic import read_json, write_json
@@ -27,7 +33,7 @@ from mednas.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataPlan", "TestSplitAccessError", "plan_data", "read_or_create_salt"]
+__all__ = ["DataPlan", "TestSplitAccessError", "check_families", "plan_data", "read_or_create_salt", "unsupported_families"]
 
 
 class TestSplitAccessError(RuntimeError):
@@ -118,8 +124,38 @@ def _resolve_shapes(task: TaskConfig, fp: dict[str, Any]) -> tuple[tuple[int, ..
     if task.proxy.shape:
         proxy = tuple(task.proxy.shape)
     else:
-        proxy = tuple(max(8, int(round(s * task.proxy.scale))) for s in full)
+        proxy = tuple(min(int(s), max(8, int(round(s * task.proxy.scale)))) for s in full)
     return tuple(int(s) for s in full), tuple(int(s) for s in proxy)
+
+
+def unsupported_families(task: TaskConfig, proxy: tuple[int, ...], full: tuple[int, ...]) -> list[str]:
+    """Return one line per search family of the task that cannot run at the proxy or full shape (with the fix).
+
+    The check is static (the family's problems and minimum input size), so ``validate`` and ``search`` refuse
+    such a task before any case is cached or trained.
+    """
+    from mednas.spaces import SpaceContext, create_space
+
+    ctx = SpaceContext(
+        problem=task.problem, spatial_dims=task.spatial_dims, in_channels=task.in_channels,
+        out_channels=task.n_classes, input_shape=proxy, full_shape=full,
+    )
+    out = []
+    for name in task.search.spaces:
+        reason = create_space(name, **task.search.space_options.get(name, {})).supports(ctx)
+        if reason:
+            out.append(reason)
+    return out
+
+
+def check_families(task: TaskConfig, proxy: tuple[int, ...], full: tuple[int, ...]) -> None:
+    """Raise :class:`ConfigError` naming the first search family that cannot run at the task's shapes."""
+    problems = unsupported_families(task, proxy, full)
+    if problems:
+        from mednas.errors import ConfigError
+
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"search.spaces: {problems[0]}{more}")
 
 
 def plan_data(
@@ -159,13 +195,23 @@ def plan_data(
         fp = report.fingerprint
         write_json(run_dir.fingerprint, fp)
     dataset = with_finding_strata(dataset, fp)
+    full, proxy = _resolve_shapes(task, fp)
+    check_families(task, proxy, full)
     if run_dir.splits.exists():
         splits = read_json(run_dir.splits)
         check_splits(splits, dataset.cases)
+        check_duplicates(find_duplicates(fp.get("cases", []), splits), allow_test=task.data.allow_test_duplicates)
     else:
         splits = make_splits(dataset.cases, task.data.split, task.search.seed)
         check_splits(splits, dataset.cases)
+        splits["duplicates"] = find_duplicates(fp.get("cases", []), splits)
+        check_duplicates(splits["duplicates"], allow_test=task.data.allow_test_duplicates)
         write_json(run_dir.splits, splits)
+        logger.info("splits (%s): %s; exact duplicates %s", splits["method"],
+                    ", ".join(f"{s} {len(splits[s])}" for s in ("train", "val", "test")),
+                    describe_duplicates(splits["duplicates"]))
+        for note in splits.get("notes", []):
+            logger.info("splits: %s", note)
     normalize = task.data.normalize if task.data.normalize != "auto" else fp["suggestions"]["normalize"]
     prep = Preprocessing(
         problem=task.problem,
@@ -175,7 +221,6 @@ def plan_data(
         normalize=normalize,
         ct_window=tuple(task.data.ct_window or fp["suggestions"].get("ct_window") or (-1000.0, 1000.0)),  # type: ignore[arg-type]
     )
-    full, proxy = _resolve_shapes(task, fp)
     if any(p > f for p, f in zip(proxy, full)):
         raise DataError(f"proxy shape {list(proxy)} is larger than the full shape {list(full)}")
     cache_dir = default_cache_root(task) / "proxy"

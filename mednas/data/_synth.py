@@ -103,6 +103,8 @@ def synthesise(dataset: Dataset, task: TaskConfig, salt: str) -> Dataset:
                 display_name=f"{source.display_name}#copy{copy}" if copy else source.display_name,
                 extra={**source.extra, "source_case": source.key, "copy": copy},
                 order=order,
+                given_split=source.given_split,  # copies stay in their source's given split
+                identifier=f"{source.identifier}#copy{copy}" if copy else source.identifier,
             )
         )
     augmentation = None

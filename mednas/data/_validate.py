@@ -67,11 +67,15 @@ class ValidationReport:
     split_method: str = ""
     split_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    split_policy: str = ""
+    duplicates: dict[str, Any] | None = None
+    family_errors: list[str] = field(default_factory=list)
+    shapes: dict[str, list[int]] | None = None
 
     @property
     def ok(self) -> bool:
         """True when every case can be used and splits can be made."""
-        return not self.bad and self.split_error is None
+        return not self.bad and self.split_error is None and not self.family_errors
 
     def error_line(self, *, listed: bool = False) -> str:
         """One line for a :class:`DataError`: how many bad cases, and the first (or "listed above")."""
@@ -81,7 +85,10 @@ class ValidationReport:
             if listed:
                 return f"{head} (listed above)"
             return f"{head}; run `mednas validate TASK.yaml` to list them: first: {self.bad[0].line()}"
-        return f"cannot split the data: {self.split_error}"
+        if self.split_error is not None:
+            return f"cannot split the data: {self.split_error}"
+        more = f" (and {len(self.family_errors) - 1} more)" if len(self.family_errors) > 1 else ""
+        return f"search.spaces: {self.family_errors[0]}{more}"
 
     def summary_lines(self) -> list[str]:
         """Human-readable summary: cases, fingerprint, suggestions, splits (no paths, no identifiers)."""
@@ -121,14 +128,22 @@ class ValidationReport:
             )
             if fp.get("augmentation"):
                 lines.append(f"  AUGMENTED DATA: {fp['augmentation']['note']}")
+        if self.shapes:
+            lines.append(f"  shapes used: full {_dims(self.shapes['full'])}, proxy {_dims(self.shapes['proxy'])}")
         for note in self.notes:
             lines.append(f"note: {note}")
         if self.splits is not None:
             unit = "copies" if by_copy else "patients"
             parts = [f"{s} {v['cases']} cases / {v['patients']} {unit}" for s, v in self.splits.items()]
-            lines.append(f"splits ({self.split_method}): " + ", ".join(parts))
-        elif self.split_error:
-            lines.append(f"splits: cannot be made: {self.split_error}")
+            lines.append(f"splits: policy {self.split_policy} ({self.split_method}): " + ", ".join(parts))
+        if self.splits is not None or self.duplicates is not None:
+            from mednas.data._splits import describe_duplicates
+
+            lines.append(f"exact duplicates: {describe_duplicates(self.duplicates)}")
+        if self.split_error:
+            lines.append(f"splits: cannot be used: {self.split_error}")
+        for problem in self.family_errors:
+            lines.append(f"search family refused: {problem}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +157,12 @@ class ValidationReport:
             "summary": (self.fingerprint or {}).get("summary"),
             "suggestions": (self.fingerprint or {}).get("suggestions"),
             "splits": self.splits,
+            "split_policy": self.split_policy,
+            "split_method": self.split_method,
+            "duplicates": self.duplicates,
             "split_error": self.split_error,
+            "family_errors": self.family_errors,
+            "shapes": self.shapes,
             "notes": self.notes,
         }
 
@@ -172,23 +192,35 @@ def validate_dataset(
         >>> report.ok, [b.line() for b in report.bad]
         (True, [])
     """
-    from mednas.data._splits import make_splits
+    from mednas.data._plan import _resolve_shapes, unsupported_families
+    from mednas.data._splits import check_duplicates, find_duplicates, make_splits
 
     dataset = load_dataset(task, salt)
     report = validate_cases(dataset, task, progress=progress)
     if report.fingerprint is not None:
         dataset = with_finding_strata(dataset, report.fingerprint)
+        full, proxy = _resolve_shapes(task, report.fingerprint)  # as plan_data resolves them
+        report.shapes = {"full": list(full), "proxy": list(proxy)}
+        report.family_errors = unsupported_families(task, proxy, full)
     try:
         splits = make_splits(dataset.cases, task.data.split, task.search.seed)  # as plan_data makes them
     except DataError as exc:
         report.split_error = str(exc)
     else:
+        report.split_policy = str(splits.get("policy", ""))
         report.split_method = str(splits.get("method", ""))
         if dataset.augmentation and dataset.augmentation.get("group") == "copy":
             report.split_method += "; the units are augmented copies, not patients"
         report.splits = {
             s: {"cases": len(splits[s]), "patients": int(splits["n_patients"][s])} for s in ("train", "val", "test")
         }
+        report.notes.extend(f"splits: {n}" for n in splits.get("notes", []))
+        if report.fingerprint is not None:
+            report.duplicates = find_duplicates(report.fingerprint["cases"], splits)
+            try:
+                check_duplicates(report.duplicates, allow_test=task.data.allow_test_duplicates)
+            except DataError as exc:
+                report.split_error = str(exc)
     return report
 
 

@@ -275,6 +275,10 @@ def _build(root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], sch
     exported = {"trial": src.trial, "source": src.kind}
     write_json(root / "search_record.json", search_record(rd, src.summary, exported))
     write_text(root / "LICENSE", license_text)
+    # Content hashes of training/validation images (hashes only) for `mednas evaluate`'s overlap check.
+    from mednas.export._hashes import DATA_HASHES, write_data_hashes
+
+    write_data_hashes(root / DATA_HASHES, rd, src.task)
     write_checksums(root)
     checks: dict[str, Any] = {"pipeline_agreement": agreement}
     checks["metadata"] = check_metadata(root / "configs" / "metadata.json", schema)
@@ -574,6 +578,9 @@ def _metadata(rd: RunDir, src: ExportSource, pipeline: Pipeline, conversions: di
             "pipeline": pipeline.to_dict(),
             "operating_point": op,
             "calibration": calibration,
+            # Temperature scaling fitted on validation (pipeline.temperature applies it), with ECE before/after
+            # and the operating point's warnings; None when nothing could be fitted.
+            "temperature_scaling": src.calibration if pipeline.problem == "classification" else None,
             "metrics": metrics,
             "metrics_note": ("validation metrics of the proxy training (proxy resolution); no test evaluation" if src.is_proxy
                              else "validation after retraining; test evaluated once at the validation operating point"),

@@ -74,7 +74,12 @@ def model_card(meta: dict[str, Any]) -> str:
               f"- Resized to {shape} ({p['resize_mode']} interpolation), the resolution the weights were trained at.",
               ]
     if p["problem"] == "classification":
-        lines.append("- Output: softmax probabilities; the finding score is the summed probability of the finding classes.")
+        t = p.get("temperature")
+        lines.append(("- Output: softmax of the logits divided by the temperature "
+                      f"{t:.4g} (temperature scaling, fitted on validation; `configs/inference.json`, `mednas predict`, "
+                      "`mednas.load` and `mednas evaluate` all apply it)" if t is not None else
+                      "- Output: softmax probabilities, **not calibrated** (no temperature could be fitted)")
+                     + "; the finding score is the summed probability of the finding classes.")
     else:
         lines.append("- Output: softmax probabilities"
                      + (f" from sliding windows of {'x'.join(map(str, p['patch']))}" if p.get("patch") else "")
@@ -90,6 +95,8 @@ def model_card(meta: dict[str, Any]) -> str:
                   + ("" if proxy else " and applied unchanged to the held-out test split") + ".", ""]
     elif p["problem"] == "classification":
         lines += ["No operating threshold could be chosen on validation; predictions report probabilities only.", ""]
+    if p["problem"] == "classification":
+        lines += _calibration_lines(m.get("temperature_scaling"), p.get("threshold"))
     else:
         lines += ["Segmentation: each voxel takes the class of highest probability (argmax).", ""]
     lines += ["## Performance", "",
@@ -135,6 +142,31 @@ def model_card(meta: dict[str, Any]) -> str:
               ""]
     lines += _pinning()
     return "\n".join(lines)
+
+
+def _calibration_lines(cal: dict[str, Any] | None, threshold: float | None) -> list[str]:
+    """The calibration figures, the operating point's warnings, and where the operating point holds."""
+    lines: list[str] = []
+    if cal:
+        def f(v: Any) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        lines += [f"Calibration on the {cal.get('n_cases', 'n/a')} validation cases: temperature **{cal['temperature']:.3f}**; "
+                  f"expected calibration error (ECE, finding score, 10 bins) **{f(cal.get('ece_before'))} before, "
+                  f"{f(cal.get('ece_after'))} after** temperature scaling; negative log-likelihood "
+                  f"{f(cal.get('nll_before'))} before, {f(cal.get('nll_after'))} after. The operating threshold was "
+                  "chosen on the calibrated probabilities. (Both ECE figures are measured on the data the "
+                  "temperature was fitted on, so the one after is optimistic.)", ""]
+        warnings = list(cal.get("warnings") or [])
+        if warnings:
+            lines += ["**Warnings about the operating point:**", ""] + [f"- **WARNING:** {w}" for w in warnings] + [""]
+    else:
+        lines += ["**The probabilities are not calibrated** (no validation predictions to fit a temperature on).", ""]
+    if threshold is not None:
+        lines += ["The operating point was chosen on the validation distribution. Sensitivity and specificity at "
+                  "this threshold hold only where the population, scanners and prevalence match that data: re-check "
+                  "them with `mednas evaluate BUNDLE DATA --out DIR` on the target population before any use.", ""]
+    return lines
 
 
 def _pinning() -> list[str]:

@@ -59,7 +59,10 @@ class Pipeline:
         divisor: Per-axis multiple the network input is padded to (at the end of each axis, with zeros).
         patch: Segmentation trained on patches: sliding-window inference with windows of this size.
         overlap: Overlap of neighbouring windows.
-        threshold: Classification operating threshold on the finding score (``>=`` calls a finding).
+        threshold: Classification operating threshold on the finding score (``>=`` calls a finding), chosen on
+            the calibrated probabilities.
+        temperature: Classification: post-hoc temperature fitted on validation; logits are divided by it before
+            the softmax (``None``: uncalibrated, as in bundles exported before temperature scaling).
     """
 
     problem: str
@@ -77,6 +80,7 @@ class Pipeline:
     patch: tuple[int, ...] | None = None
     overlap: float = 0.25
     threshold: float | None = None
+    temperature: float | None = None
 
     @property
     def window(self) -> tuple[int, ...]:
@@ -112,6 +116,7 @@ class Pipeline:
             patch=tuple(int(p) for p in d["patch"]) if d.get("patch") else None,
             overlap=float(d.get("overlap", 0.25)),
             threshold=None if threshold is None or not math.isfinite(float(threshold)) else float(threshold),
+            temperature=_temperature(d.get("temperature")),
         )
 
     # ------------------------------------------------------------------------------------------------ tables
@@ -157,7 +162,14 @@ class Pipeline:
             preprocessing: What ``Invertd`` inverts: ``"@preprocessing"`` in the config, the Compose in Python.
             save_dir: Segmentation: add ``SaveImaged`` writing masks there (the bundle's config only).
         """
-        steps: list[tuple[str, dict[str, Any]]] = [("monai.transforms.Activationsd", {"keys": "pred", "softmax": True})]
+        steps: list[tuple[str, dict[str, Any]]] = []
+        if self.problem == "classification" and self.temperature is not None and self.temperature != 1.0:
+            # Temperature scaling (fitted on validation): MONAI's own parser evaluates the same expression, so
+            # configs/inference.json gives the calibrated probabilities too.
+            t = float(self.temperature)
+            steps.append(("monai.transforms.Lambdad", {"keys": "pred", "func": Expression(f"lambda x: x / {t!r}",
+                                                                                         lambda x: x / t)}))
+        steps.append(("monai.transforms.Activationsd", {"keys": "pred", "softmax": True}))
         if self.problem == "classification":
             idx = list(self.finding_indices)
             steps.append(("monai.transforms.Lambdad", {
@@ -177,6 +189,16 @@ class Pipeline:
                                                           "output_dtype": "$np.uint8", "resample": False,
                                                           "separate_folder": False, "print_log": False}))
         return steps
+
+
+def _temperature(value: Any) -> float | None:
+    """A recorded temperature, checked: a positive finite number or None."""
+    if value is None:
+        return None
+    t = float(value)
+    if not (math.isfinite(t) and t > 0):
+        raise ValueError(f"pipeline temperature must be a positive finite number, got {value!r}")
+    return t
 
 
 def _grey(x: Any) -> Any:

@@ -42,6 +42,9 @@ class ExportSource:
         summary: ``summary.json``.
         task: The validated task.
         resize_counts: Training cases resized by area averaging / linear interpolation.
+        calibration: Classification: the temperature-scaling record (``temperature``, ``ece_before``,
+            ``ece_after``, ``nll_before``, ``nll_after``, ``warnings``), fitted on validation at retrain or, for a
+            proxy candidate, at export; ``None`` when nothing could be fitted.
     """
 
     kind: str
@@ -55,6 +58,7 @@ class ExportSource:
     summary: dict[str, Any]
     task: Any
     resize_counts: dict[str, int] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
 
     @property
     def is_proxy(self) -> bool:
@@ -104,8 +108,10 @@ def _retrained(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerpri
     metrics = {"val": dict((record.get("val") or {}).get("metrics") or {})}
     if record.get("test"):
         metrics["test"] = dict(record["test"].get("metrics") or {})
-    pipeline, counts = _pipeline(task, fingerprint, prep, shape, record.get("divisor"), patch, op)
-    return ExportSource("retrained", n, spec, cdir / "model.pt", pipeline, metrics, op, record, summary, task, counts)
+    cal = record.get("calibration") if task.problem == "classification" else None
+    pipeline, counts = _pipeline(task, fingerprint, prep, shape, record.get("divisor"), patch, op,
+                                 (cal or {}).get("temperature"))
+    return ExportSource("retrained", n, spec, cdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal)
 
 
 def _proxy(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]) -> ExportSource:
@@ -123,10 +129,47 @@ def _proxy(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: 
     if not shape:
         raise RunDirError(f"{rd.summary}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at")
     op = record.get("operating_point")
+    cal = None
+    if task.problem == "classification":
+        cal, op = _calibrate_proxy(rd, tdir, task, op)
     prep = _preprocessing(task, fingerprint)
-    pipeline, counts = _pipeline(task, fingerprint, prep, shape, record.get("divisor"), None, op)
+    pipeline, counts = _pipeline(task, fingerprint, prep, shape, record.get("divisor"), None, op,
+                                 (cal or {}).get("temperature"))
     metrics = {"val": dict(record.get("metrics") or {})}
-    return ExportSource("proxy", n, spec, tdir / "model.pt", pipeline, metrics, op, record, summary, task, counts)
+    return ExportSource("proxy", n, spec, tdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal)
+
+
+def _calibrate_proxy(rd: RunDir, tdir: Path, task: Any, op: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any]:
+    """Fit the temperature of a proxy candidate on its validation predictions; re-choose the threshold on them.
+
+    The trial's ``predictions.json`` holds its validation probabilities (softmax of the logits, so their log
+    gives the logits up to a constant softmax ignores). Without it (runs from before it was written) the
+    bundle stays uncalibrated and says so.
+    """
+    import numpy as np
+
+    from mednas.metrics import calibration_record, choose_threshold, finding_score, operating_point_warnings
+    from mednas.metrics._objective import operating_rule
+
+    path = tdir / "predictions.json"
+    pred = rd.read_json(path) if path.exists() else None
+    if not pred or not pred.get("probabilities") or not pred.get("labels"):
+        logger.warning("%s: no validation predictions: the bundle's probabilities are not calibrated", tdir)
+        return None, op
+    probs = np.asarray(pred["probabilities"], dtype=np.float64)
+    labels = np.asarray(pred["labels"], dtype=np.int64)
+    if probs.ndim != 2 or len(probs) != len(labels) or probs.shape[1] != task.n_classes:
+        raise RunDirError(f"{path}: probabilities and labels do not match the task's {task.n_classes} classes")
+    cal, calibrated = calibration_record(probs, labels, task.labels.finding_indices)
+    truth = np.isin(labels, task.labels.finding_indices).astype(int)
+    if truth.any() and not truth.all():
+        point = choose_threshold(truth, finding_score(calibrated, positive=list(task.labels.finding_indices)),
+                                 operating_rule(task))
+        op = point.to_dict()
+    cal["fitted_at"] = "export (proxy candidate: validation predictions of the proxy trial)"
+    cal["warnings"] = operating_point_warnings(op, ece_after=cal["ece_after"], truth=truth,
+                                               temperature=cal["temperature"], ece_before=cal["ece_before"])
+    return cal, op
 
 
 def _spec(path: Path) -> ArchSpec:
@@ -163,7 +206,7 @@ def _ras_shape(shape: list[int], codes: str | None) -> list[int]:
 
 
 def _pipeline(task: Any, fingerprint: dict[str, Any], prep: dict[str, Any], shape: tuple[int, ...], divisor: Any,
-              patch: Any, op: dict[str, Any] | None) -> tuple[Pipeline, dict[str, int]]:
+              patch: Any, op: dict[str, Any] | None, temperature: float | None = None) -> tuple[Pipeline, dict[str, int]]:
     dims = int(prep.get("spatial_dims", task.spatial_dims))
     cases = fingerprint.get("cases") or []
     shapes = [_ras_shape(list(c["shape"])[:dims], c.get("orientation")) if dims == 3 else list(c["shape"])[:dims]
@@ -189,5 +232,6 @@ def _pipeline(task: Any, fingerprint: dict[str, Any], prep: dict[str, Any], shap
         patch=tuple(int(p) for p in patch["size"]) if patch else None,
         overlap=float(patch.get("overlap", 0.25)) if patch else 0.25,
         threshold=threshold,
+        temperature=float(temperature) if temperature is not None and task.problem == "classification" else None,
     )
     return pipeline, counts

@@ -40,6 +40,7 @@ from sklearn.metrics import (
 __all__ = [
     "OperatingPoint",
     "UndefinedMetricWarning",
+    "accuracy",
     "auprc",
     "auroc",
     "brier_score",
@@ -49,7 +50,9 @@ __all__ = [
     "finding_score",
     "net_benefit",
     "npv",
+    "per_class_metrics",
     "ppv",
+    "predicted_classes",
     "sensitivity",
     "sensitivity_at_specificity",
     "specificity",
@@ -347,6 +350,69 @@ def fbeta(
     tp, fp, _, fn = _counts(*_binary(y_true, y_score, positive), threshold)
     b2 = beta * beta
     return _ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, "F-beta is undefined: no finding, none called")
+
+
+def accuracy(
+    y_true: np.ndarray | Sequence[Any],
+    y_score: np.ndarray | Sequence[Any],
+    *,
+    threshold: float = 0.5,
+    positive: Positive = None,
+) -> float:
+    """Compute accuracy of the finding decision at a threshold: ``(TP + TN) / N``.
+
+    Example:
+        >>> accuracy([0, 1, 1, 0], [0.2, 0.7, 0.4, 0.1])
+        0.75
+    """
+    tp, fp, tn, fn = _counts(*_binary(y_true, y_score, positive), threshold)
+    return _ratio(tp + tn, tp + fp + tn + fn, "accuracy is undefined: no case")
+
+
+def predicted_classes(probs: np.ndarray, finding_indices: Sequence[int], threshold: float | None) -> np.ndarray:
+    """Return the class each case is called at the operating threshold, ``(N,)``.
+
+    A case whose finding score (summed probability of ``finding_indices``) is ``>= threshold`` takes the most
+    probable finding class, any other case the most probable non-finding class; without a threshold (``None``
+    or not finite), the most probable class. This is what ``mednas predict`` labels a case.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if threshold is None or not math.isfinite(threshold):
+        return p.argmax(axis=1)
+    findings = list(finding_indices)
+    others = [i for i in range(p.shape[1]) if i not in findings] or findings
+    called = p[:, findings].sum(axis=1) >= threshold
+    best_f = np.asarray(findings)[p[:, findings].argmax(axis=1)]
+    best_o = np.asarray(others)[p[:, others].argmax(axis=1)]
+    return np.where(called, best_f, best_o)
+
+
+def per_class_metrics(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Per-class recall (sensitivity), PPV (precision) and count, flat for the bootstrap.
+
+    Args:
+        labels: ``(N,)`` true classes.
+        predicted: ``(N,)`` called classes (:func:`predicted_classes`).
+        n_classes: Number of classes.
+
+    Returns:
+        ``{"class<i>_recall", "class<i>_ppv", "class<i>_n"}`` for every class ``i``; a rate with an empty
+        denominator is ``nan`` (no warning: one class of a bootstrap resample is often empty).
+
+    Example:
+        >>> per_class_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), 2)["class1_recall"]
+        0.5
+    """
+    y = np.asarray(labels, dtype=np.intp)
+    pr = np.asarray(predicted, dtype=np.intp)
+    cm = np.bincount(y * n_classes + pr, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    out: dict[str, float] = {}
+    for i in range(n_classes):
+        tp, n_true, n_called = cm[i, i], cm[i].sum(), cm[:, i].sum()
+        out[f"class{i}_recall"] = float(tp / n_true) if n_true else math.nan
+        out[f"class{i}_ppv"] = float(tp / n_called) if n_called else math.nan
+        out[f"class{i}_n"] = float(n_true)
+    return out
 
 
 def weighted_balanced_accuracy(

@@ -60,9 +60,14 @@ def _truth_score(task: TaskConfig, probs: np.ndarray, labels: np.ndarray) -> tup
 
 
 def _classification_values(
-    task: TaskConfig, truth: np.ndarray, score: np.ndarray, threshold: float, *, full: bool
+    task: TaskConfig, truth: np.ndarray, score: np.ndarray, threshold: float, *, full: bool, fixed: bool = False
 ) -> dict[str, float]:
-    """Metric values on one (re)sample; ``threshold`` is the operating threshold for threshold-bound metrics."""
+    """Metric values on one (re)sample; ``threshold`` is the operating threshold for threshold-bound metrics.
+
+    ``fixed``: the threshold was chosen elsewhere (on validation, applied to test). The two floor metrics are
+    then the rate *at that threshold* (sensitivity at the validation threshold, whatever specificity it
+    reaches here) rather than re-optimised on this data, which would choose a new threshold on test.
+    """
     from mednas.metrics import _classification as C
 
     out: dict[str, float] = {}
@@ -70,7 +75,10 @@ def _classification_values(
     nan = math.nan
     for term in task.objective.terms:
         m = term.metric
-        if m == "sensitivity_at_specificity":
+        if fixed and m in ("sensitivity_at_specificity", "specificity_at_sensitivity"):
+            fn_rate = C.sensitivity if m == "sensitivity_at_specificity" else C.specificity
+            out[m] = fn_rate(truth, score, threshold=threshold) if both and not math.isnan(threshold) else nan
+        elif m == "sensitivity_at_specificity":
             out[m] = C.sensitivity_at_specificity(truth, score, term.min_specificity).sensitivity if both else nan
         elif m == "specificity_at_sensitivity":
             out[m] = C.specificity_at_sensitivity(truth, score, term.min_sensitivity).specificity if both else nan
@@ -96,8 +104,10 @@ def _classification_values(
         if "auprc" not in out:
             out["auprc"] = C.auprc(truth, score) if truth.any() else nan
         if math.isfinite(threshold):
-            for name, fn in (("sensitivity", C.sensitivity), ("specificity", C.specificity), ("ppv", C.ppv), ("npv", C.npv)):
+            for name, fn in (("sensitivity", C.sensitivity), ("specificity", C.specificity), ("ppv", C.ppv), ("npv", C.npv),
+                             ("accuracy", C.accuracy)):
                 out[name] = fn(truth, score, threshold=threshold)
+            out["balanced_accuracy"] = C.weighted_balanced_accuracy(truth, score, threshold=threshold) if both else nan
         out.setdefault("brier", C.brier_score(truth, score))
         out.setdefault("ece", C.expected_calibration_error(truth, score))
     return out
@@ -244,7 +254,9 @@ def objective_report(
 
     Returns:
         ``{"metrics": {name: {"value", "ci95": [low, high], "n_resamples"}}, "operating_point": {...} | None}``;
-        ``metrics["objective"]`` is the (weighted) objective itself.
+        ``metrics["objective"]`` is the (weighted) objective itself. Classification adds ``per_class``:
+        ``{class name: {"recall": {...}, "ppv": {...}, "n": int}}`` with each case called as ``mednas predict``
+        calls it at the operating threshold.
     """
     from mednas.metrics._operating_point import evaluate_threshold
 
@@ -262,13 +274,25 @@ def objective_report(
                 op = type(op)(op.threshold, op.sensitivity, op.specificity, f"{operating_rule(task)} (chosen on validation)", op.reason)
             op_dict = op.to_dict() if op is not None else None
             thr = op.threshold if op is not None else math.nan
+            from mednas.metrics._classification import per_class_metrics, predicted_classes
 
-            def fn(t: np.ndarray, s: np.ndarray) -> dict[str, float]:
-                values = _classification_values(task, t, s, thr, full=True)
+            called = predicted_classes(np.asarray(outputs), task.labels.finding_indices, thr)
+            labels = np.asarray(data.labels).astype(np.int64)
+
+            def fn(t: np.ndarray, s: np.ndarray, y: np.ndarray, c: np.ndarray) -> dict[str, float]:
+                values = _classification_values(task, t, s, thr, full=True, fixed=threshold is not None)
                 values["objective"] = combine(task, values)
+                values.update(per_class_metrics(y, c, task.n_classes))
                 return values
 
-            metrics = _bootstrap_all(fn, [truth, score], data.patients, n_resamples=n, seed=seed, confidence=conf)
+            metrics = _bootstrap_all(fn, [truth, score, labels, called], data.patients, n_resamples=n, seed=seed,
+                                     confidence=conf)
+            per_class = {}
+            for i, name in enumerate(task.labels.names):
+                rec = {k: metrics.pop(f"class{i}_{k}") for k in ("recall", "ppv", "n")}
+                rec["n"] = int(rec["n"]["value"] or 0)
+                per_class[name] = rec
+            return {"metrics": metrics, "operating_point": op_dict, "per_class": per_class}
         else:
             stats = segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task))
 

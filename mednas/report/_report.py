@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ReportResult", "write_report"]
 
-SEED_NOISE = (0.73, 0.84)  # DESIGN principle 7: two full trainings with different seeds agree at tau 0.73-0.84
 _MIN_IMPORTANCE_TRIALS = 5
 
 
@@ -320,7 +319,7 @@ class _Page:
             tau = fid.get("kendall_tau")
             ceil = fid.get("seed_ceiling_tau")
             ceiling_text = (f"seed-noise ceiling measured here: τ {ceil:.2f}" if ceil is not None
-                            else f"seed-noise ceiling {SEED_NOISE[0]}-{SEED_NOISE[1]} in the pilot")
+                            else "seed-noise ceiling not measured on this run")
             cards.append(("proxy fidelity", f"τ {tau:.2f}" + (f" of {ceil:.2f}" if ceil is not None else "") if tau is not None else "n/a",
                           f"Kendall tau over {fid.get('n')} candidates ({ceiling_text})"
                           if tau is not None else _e(fid.get("reason") or "")))
@@ -353,6 +352,12 @@ class _Page:
             out.append(f"<h3>Retrained at full fidelity: trial {rb} ({'x'.join(map(str, rec.get('shape') or []))})</h3>")
             out.append(_metrics_table({"validation": (rec.get("val") or {}).get("metrics") or {},
                                        "test (once, at the validation threshold)": (rec.get("test") or {}).get("metrics") or {}}))
+            out.append("<p>Every test figure is computed at the operating threshold chosen on validation, never "
+                       "re-chosen on test: a floor metric (e.g. sensitivity at a specificity floor) on test is the rate "
+                       "at that threshold, and the specificity row says whether the floor held there.</p>")
+            out.append(_per_class_table({"validation": (rec.get("val") or {}).get("per_class") or {},
+                                         "test": (rec.get("test") or {}).get("per_class") or {}}))
+            out.append(_calibration_html(rec.get("calibration")))
         return "\n".join(out)
 
     def search(self) -> str:
@@ -474,9 +479,9 @@ class _Page:
                 "<strong>Not retrained yet.</strong> The search ranked candidates on a cheap proxy (low resolution, "
                 "few epochs). <code>mednas retrain RUN_DIR --top-k 3</code> retrains the best candidates at full "
                 "resolution, evaluates each once on the held-out test split, and measures how well the proxy ranking "
-                "predicts the full-fidelity one (Kendall tau). Seed noise alone bounds that agreement: two full "
-                f"trainings of the same candidates with different seeds agreed only at tau {SEED_NOISE[0]}-{SEED_NOISE[1]} "
-                "(DESIGN principle 7), so a tau near that range is as good as a ranking gets.", cls="not-retrained")
+                "predicts the full-fidelity one (Kendall tau). Seed noise bounds that agreement: two full "
+                "trainings of the same candidates with different seeds do not rank them identically either. "
+                "<code>--seeds 2</code> measures that ceiling on this run.", cls="not-retrained")
         out = []
         fid = fid or {}
         tau = fid.get("kendall_tau")
@@ -507,11 +512,10 @@ class _Page:
                           "candidate" if fid.get("top3_contains_best") is not None else "")
                        + (f" ({_e(fid['top3_note'])})" if fid.get("top3_note") else "") + ".</p>")
         else:
-            ceiling = (fid.get("ceiling") or {}).get("note") or (
-                f"seed noise alone limits Kendall tau to about {SEED_NOISE[0]}-{SEED_NOISE[1]}")
-            out.append(f"<p class='lead'>Ceiling: {_e(ceiling)} (not measured on this run: "
-                       "<code>mednas retrain RUN_DIR --seeds 2</code> measures it). With few candidates the tau itself "
-                       "is uncertain: read it together with the scatter.</p>")
+            out.append("<p class='lead'>Seed-noise ceiling: not measured on this run (<code>mednas retrain RUN_DIR "
+                       "--seeds 2</code> measures how well full training agrees with itself across seeds, the most any "
+                       "proxy ranking can reach). With few candidates the tau itself is uncertain: read it together "
+                       "with the scatter.</p>")
         if fid.get("warning"):
             out.append(f"<div class='note'>{_e(fid['warning'])}</div>")
         if fid.get("n_not_learning"):
@@ -570,16 +574,19 @@ class _Page:
         sources = []
         best = run.best_trial
         proxy_shape = "x".join(map(str, (run.summary.get("proxy") or {}).get("shape") or []))
-        if best is not None:
+        rb = run.retrained_best
+        retrained_preds = run.predictions(run.rd.retrain_dir(rb)) if rb is not None else {}
+        # The curves describe the model export ships: the retrained one; the proxy trial's only without it.
+        if best is not None and not retrained_preds:
             preds = run.predictions(run.rd.trial_dir(best))
             rec = run.trials.get(best, {})
             if "val" in preds:
-                sources.append({"label": f"search, trial {best}, validation (proxy {proxy_shape})", "short": f"proxy trial {best}, val",
+                sources.append({"label": f"search, trial {best}, validation (proxy {proxy_shape}: "
+                                         "the proxy trial, not retrained)", "short": f"proxy trial {best}, val",
                                 "pred": preds["val"],
                                 "metrics": rec.get("metrics") or {}, "op": rec.get("operating_point"), "split": "val"})
-        rb = run.retrained_best
         if rb is not None:
-            preds = run.predictions(run.rd.retrain_dir(rb))
+            preds = retrained_preds
             rec = run.retrain[rb]
             shape = "x".join(map(str, rec.get("shape") or []))
             if "val" in preds:
@@ -937,6 +944,43 @@ def _metrics_table(columns: dict[str, dict[str, Any]]) -> str:
             cells.append(f"{_fmt(v.get('value'))}{_ci_span(v.get('ci95'))}" if v else "")
         rows.append(cells)
     return _table(["metric", *[f"{c} (95% CI)" for c in columns]], rows)
+
+
+def _per_class_table(columns: dict[str, dict[str, Any]]) -> str:
+    """Per class: recall (sensitivity), PPV (precision) and cases, per split, with 95% intervals."""
+    columns = {k: v for k, v in columns.items() if v}
+    if not columns:
+        return ""
+    names = list(next(iter(columns.values())))
+    rows = []
+    for name in names:
+        cells = [_e(str(name))]
+        for pc in columns.values():
+            c = pc.get(name) or {}
+            for key in ("recall", "ppv"):
+                v = c.get(key) or {}
+                cells.append(f"{_fmt(v.get('value'))}{_ci_span(v.get('ci95'))}" if v.get("value") is not None else "n/a")
+            cells.append(str(c.get("n", "")))
+        rows.append(cells)
+    head = ["class"] + [f"{split} {what}" for split in columns for what in ("recall / sensitivity", "PPV / precision", "n")]
+    return ("<p>Per class, each case called as <code>mednas predict</code> calls it at the operating threshold:</p>"
+            + _table(head, rows))
+
+
+def _calibration_html(cal: dict[str, Any] | None) -> str:
+    """Temperature scaling of the retrained model and the operating point's warnings."""
+    if not cal:
+        return ""
+    def f(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    out = [f"<p>Calibration (temperature scaling on the {cal.get('n_cases')} validation cases): temperature "
+           f"<strong>{cal['temperature']:.3f}</strong>; ECE {f(cal.get('ece_before'))} before, {f(cal.get('ece_after'))} "
+           f"after; NLL {f(cal.get('nll_before'))} before, {f(cal.get('nll_after'))} after. Probabilities, curves and the "
+           "operating point are the calibrated ones. The operating point was chosen on the validation distribution: "
+           "re-check it with <code>mednas evaluate</code> on the target population.</p>"]
+    out += [f"<div class='note'>Warning: {_e(w)}</div>" for w in cal.get("warnings") or []]
+    return "\n".join(out)
 
 
 def _brier_text(sources: list[dict[str, Any]]) -> str:

@@ -175,8 +175,10 @@ def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str
         lines += _table(table, indent="    ")
         fid = status.get("proxy_fidelity") or {}
         if fid.get("kendall_tau") is not None:
+            ceil = fid.get("seed_ceiling_tau")
             lines.append(f"    proxy fidelity: Kendall tau {fid['kendall_tau']:.2f} over {fid.get('n')} candidates "
-                         f"(seed noise alone limits tau to about 0.73-0.84)")
+                         + (f"(seed-noise ceiling measured on this run: tau {ceil:.2f})" if ceil is not None else
+                            "(seed-noise ceiling not measured on this run: `mednas retrain RUN_DIR --seeds 2`)"))
     return "\n".join(lines)
 
 

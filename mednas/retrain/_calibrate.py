@@ -27,8 +27,8 @@ from typing import Any
 from mednas.config import TaskConfig
 from mednas.data import DataPlan
 from mednas.retrain._fidelity import (
-    SEED_NOISE_TAU,
     bootstrap_tau_interval,
+    ceiling_note,
     mean_std,
     rank_agreement,
     seed_ceiling,
@@ -169,8 +169,12 @@ def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_sp
             per_image = estimate_cost(full_spec, plan.full_shape, batch_size=1)
         except ValueError:
             continue
-        candidate = _Candidate(spec, trial.suggest_categorical("loss", losses) if losses else None,
-                               trial.suggest_categorical("sampling", samplings) if samplings else None)
+        if losses or samplings:
+            from mednas.search import suggest_imbalance
+
+            candidate = _Candidate(spec, *suggest_imbalance(trial, task))
+        else:
+            candidate = _Candidate(spec, None, None)
         over = check_budget(cost, max_params=b.max_params, max_activation_mb=b.max_activation_mb) or (
             b.max_macs is not None and per_image.macs > b.max_macs)
         if candidate.hash in seen or over:
@@ -425,9 +429,10 @@ def _assemble(task: TaskConfig, plan: DataPlan, specs: list[Any], settings: list
         "specs": [s.to_dict(i) for i, s in enumerate(specs)],
         "settings": rows,
         "recommendation": recommendation,
-        "ceiling": {"kendall_tau": list(SEED_NOISE_TAU),
-                    "note": "seed noise alone limits Kendall tau to about 0.73-0.84 (two full trainings of the same 11 "
-                            "candidates with different seeds); tau over n specs moves in steps of 4/(n(n-1))"},
+        "ceiling": {"kendall_tau": (ceiling or {}).get("kendall_tau"),
+                    "note": ceiling_note((ceiling or {}).get("kendall_tau")).replace("`mednas retrain RUN_DIR --seeds 2`",
+                                                                                     "--full-seeds 2")
+                            + "; tau over n specs moves in steps of 4/(n(n-1))"},
         "data": {"train": len(plan.splits.get("train", [])), "val": len(plan.splits.get("val", [])), "test_read": False},
         "runs": runs,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -465,7 +470,7 @@ def _recommend(rows: list[dict[str, Any]], min_tau: float, *, complete: bool, ce
                    f"{top['kendall_tau']:.2f}). Try more epochs or larger scales in --grid, or more --specs "
                    + (f"(full training agrees with itself across seeds at tau {ceiling:.2f} here, the most any proxy "
                       "can reach)" if ceiling is not None else
-                      f"(seed noise alone limits tau to about {SEED_NOISE_TAU[0]:.2f}-{SEED_NOISE_TAU[1]:.2f})"),
+                      "(the seed-noise ceiling was not measured: --full-seeds 2 measures it)"),
     }
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mednas.config import TaskConfig
 from mednas.data import ArrayData, DataPlan
 from mednas.errors import RunDirError
@@ -304,8 +306,9 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
     record: dict[str, Any] = {
         "trial": n, "state": "running", "reason": None, "seed": seed, "seed_index": k, **full.to_dict(),
         "family": spec.family, "target": spec.target, "spec_hash": spec.hash,
-        "loss": trial.params.get("loss") or task.training.loss,
-        "sampling": trial.params.get("sampling") or task.training.sampling,
+        # The proxy trial's own record first: sampling is a conditional parameter (absent from the trial's params
+        # when its weighted loss was the imbalance remedy), and `auto` was resolved for its sampling there.
+        **_remedies(task, trial, proxy_rec),
         "preprocessing": _preprocessing(plan),
         "proxy": {"value": float(trial.values[0]), "values": list(trial.values), "learned": trial.user_attrs.get("learned"),
                   "seconds": proxy_rec.get("seconds"), "shape": list(plan.proxy_shape), "epochs": task.proxy.epochs},
@@ -336,8 +339,8 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
     result = _finish(task, rd, cdir, record, fit_result, model, divisor, full, data, device, seed, n_resamples)
     ckpt.unlink(missing_ok=True)
     log(f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch {result['best_epoch']} of "
-        f"{result['epochs']}{', stopped early' if result['stopped_early'] else ''}), test {task.objective.name} "
-        f"{result['test']['metrics']['objective']['value']:.4f}; {result['seconds']:.1f}s"
+        f"{result['epochs']}{', stopped early' if result['stopped_early'] else ''}), {_test_text(task, result)}; "
+        f"{result['seconds']:.1f}s"
         + ("" if result["learned"] else "; flagged: never started learning"))
     bar.done(result["val"]["objective"], n)
     return result
@@ -347,32 +350,64 @@ def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fi
             divisor: tuple[int, ...], full: FullFidelity, data: _Arrays, device: str, seed: int,
             n_resamples: int | None) -> dict[str, Any]:
     """Write the best weights, the validation report and the one test evaluation; return the record."""
-    from mednas.metrics._objective import objective_report
+    from mednas.metrics import (
+        apply_temperature,
+        calibration_record,
+        logits_from_probabilities,
+        operating_point_warnings,
+    )
+    from mednas.metrics._objective import objective_report, prediction_record
     from mednas.train import predict
     from mednas.train._loop import save_weights
 
     save_weights(cdir / "model.pt", fit_result.best_state)
     _, val = data.train_val()
     t_report = time.perf_counter()
-    val_report = objective_report(task, fit_result.best_outputs, val, seed=seed, n_resamples=n_resamples)
+    val_outputs = fit_result.best_outputs
+    calibration = None
+    if task.problem == "classification":
+        # Temperature scaling on validation, before the operating point: the threshold export ships is one on
+        # the calibrated probabilities that predict(), load() and evaluate give.
+        calibration, val_outputs = calibration_record(val_outputs, val.labels, task.labels.finding_indices)
+    val_report = objective_report(task, val_outputs, val, seed=seed, n_resamples=n_resamples)
     report_seconds = time.perf_counter() - t_report
     op = val_report.get("operating_point")
+    if calibration is not None:
+        truth = np.isin(val.labels, task.labels.finding_indices).astype(int)
+        calibration["warnings"] = operating_point_warnings(op, ece_after=calibration["ece_after"], truth=truth,
+                                                           temperature=calibration["temperature"],
+                                                           ece_before=calibration["ece_before"])
     # Classification: the validation threshold, unchanged, even when it is +inf (no validation case could be called
     # positive within the specificity floor); choosing a threshold on test would flatter the test figures.
     threshold = float(op["threshold"]) if op and op.get("threshold") is not None else None
     test = data.test()
-    outputs = predict(model, test.images, problem=task.problem, batch_size=task.training.batch_size, device=device,
-                      divisor=divisor, patch=full.patch, overlap=PATCH_OVERLAP)
-    test_report = objective_report(task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold)
+    predictions = {"val": prediction_record(task, val_outputs, val, split="val")}
+    if len(test):
+        outputs = predict(model, test.images, problem=task.problem, batch_size=task.training.batch_size, device=device,
+                          divisor=divisor, patch=full.patch, overlap=PATCH_OVERLAP)
+        if calibration is not None:
+            outputs = apply_temperature(logits_from_probabilities(outputs), calibration["temperature"])
+        test_report = objective_report(task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold)
+        predictions["test"] = prediction_record(task, outputs, test, split="test")
+        test_record = {"metrics": test_report["metrics"], "operating_point": test_report.get("operating_point"),
+                       "per_class": test_report.get("per_class"), "n_cases": len(test),
+                       "threshold_from": "validation" if threshold is not None else None}
+    else:
+        # The task has no test split (e.g. an external site holds it): nothing is evaluated, and every later step
+        # says so instead of showing a figure (validate with `mednas evaluate` on the held-back data).
+        test_record = {"metrics": {}, "operating_point": None, "per_class": None, "n_cases": 0,
+                       "threshold_from": None, "skipped": "the task has no test split"}
+    # Per-case predictions of the model export ships (salted case keys only): the report's curves and confusion
+    # matrix come from them, not from the proxy trial.
+    rd.write_json(cdir / "predictions.json", predictions)
     value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
     record.update(
         state="complete",
         divisor=list(divisor),
         params=int(sum(p.numel() for p in model.parameters())),
-        val={"objective": value, "metrics": val_report["metrics"]},
+        val={"objective": value, "metrics": val_report["metrics"], "per_class": val_report.get("per_class")},
         operating_point=op,
-        test={"metrics": test_report["metrics"], "operating_point": test_report.get("operating_point"),
-              "n_cases": len(test), "threshold_from": "validation" if threshold is not None else None},
+        test=test_record,
         best_epoch=fit_result.best_epoch,
         epochs=len(fit_result.history),
         stopped_early=fit_result.stopped_early,
@@ -383,9 +418,22 @@ def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fi
         seconds=float(sum(h.seconds for h in fit_result.history)) + report_seconds,
         learned=fit_result.learned,
         weights="model.pt",
+        predictions="predictions.json",
     )
+    if calibration is not None:
+        record.update(calibration=calibration, temperature=calibration["temperature"],
+                      ece_before=calibration["ece_before"], ece_after=calibration["ece_after"])
     rd.write_json(cdir / "metrics.json", record)
     return record
+
+
+def _test_text(task: TaskConfig, result: dict[str, Any]) -> str:
+    """``test <objective> 0.8123`` for the log, or why there is no test figure."""
+    test = result.get("test") or {}
+    value = ((test.get("metrics") or {}).get("objective") or {}).get("value")
+    if value is None:
+        return f"no test figure ({test.get('skipped') or 'not measurable on the test split'})"
+    return f"test {task.objective.name} {value:.4f}"
 
 
 def _failed(rd: RunDir, record: dict[str, Any], path: Path, reason: str, log: Callable[..., None], t0: float,
@@ -448,6 +496,15 @@ def _val_score(r: dict[str, Any]) -> float | None:
     if r.get("val_mean") is not None:
         return float(r["val_mean"])
     return float(r["val"]["objective"]) if r.get("state") == "complete" else None
+
+
+def _remedies(task: TaskConfig, trial: Any, proxy_rec: dict[str, Any]) -> dict[str, str]:
+    """The loss and batch sampling the proxy trial trained with (one imbalance remedy, see ``suggest_imbalance``)."""
+    from mednas.train._losses import resolve_loss
+
+    sampling = proxy_rec.get("sampling") or trial.params.get("sampling") or task.training.sampling
+    loss = proxy_rec.get("loss") or trial.params.get("loss") or task.training.loss
+    return {"loss": resolve_loss(loss, task.problem, sampling), "sampling": sampling}
 
 
 def _trial_record(rd: RunDir, number: int) -> dict[str, Any]:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from mednas.search._runner import SearchResult, class_weights_for, prepare_run, proxy_context, run_search
+from mednas.search._runner import (
+    SearchResult,
+    class_weights_for,
+    prepare_run,
+    proxy_context,
+    run_search,
+    suggest_imbalance,
+)
 from mednas.search._study import make_pruner, make_sampler, make_storage, open_study
 from mednas.search._summary import best_trials, build_summary, pareto_front, write_summary
 
@@ -11,6 +18,7 @@ __all__ = [
     "best_trials",
     "build_summary",
     "class_weights_for",
+    "suggest_imbalance",
     "make_pruner",
     "make_sampler",
     "make_storage",

@@ -32,7 +32,7 @@ from mednas.search._summary import pareto_front, write_summary
 
 logger = logging.getLogger("mednas.search")
 
-__all__ = ["SearchResult", "run_search", "proxy_context", "class_weights_for"]
+__all__ = ["SearchResult", "run_search", "proxy_context", "class_weights_for", "suggest_imbalance"]
 
 
 @dataclass
@@ -51,6 +51,31 @@ def class_weights_for(task: TaskConfig, labels: np.ndarray) -> tuple[float, ...]
     counts[counts == 0] = 1.0
     w = counts.sum() / (len(counts) * counts)
     return tuple(float(v) for v in w / w.mean())
+
+
+def suggest_imbalance(trial: Any, task: TaskConfig) -> tuple[str, str]:
+    """Sample a trial's loss and batch sampling: a class-weighted loss, balanced sampling, or neither.
+
+    ``search.losses`` and ``search.sampling`` are searched when set (else ``training.loss``/``training.sampling``).
+    For classification, a trial whose loss is class-weighted (``weighted_ce``, ``focal``, or ``auto`` with uniform
+    batches) trains with uniform batches and ``sampling`` is not suggested for it (a conditional parameter), so the
+    two remedies are never stacked, unless ``training.stack_imbalance_remedies`` is true. ``auto`` becomes plain
+    cross-entropy under balanced sampling (see :func:`mednas.train._losses.resolve_loss`).
+
+    Returns:
+        ``(loss, sampling)``, the loss resolved (never ``auto`` for classification).
+    """
+    from mednas.train._losses import CLASS_WEIGHTED_LOSSES, resolve_loss
+
+    loss = trial.suggest_categorical("loss", list(task.search.losses)) if task.search.losses else task.training.loss
+    stack = task.training.stack_imbalance_remedies or task.problem != "classification"
+    if task.search.sampling and (stack or resolve_loss(loss, task.problem, "balanced") not in CLASS_WEIGHTED_LOSSES):
+        sampling = trial.suggest_categorical("sampling", list(task.search.sampling))
+    elif task.search.sampling:
+        sampling = "uniform"  # the weighted loss is this trial's remedy
+    else:
+        sampling = task.training.sampling
+    return resolve_loss(loss, task.problem, sampling), sampling
 
 
 def proxy_context(task: TaskConfig, plan: DataPlan) -> Any:
@@ -129,9 +154,8 @@ class _TrialObjective:
         family = trial.suggest_categorical("family", list(self.spaces))
         space = self.spaces[family]
         spec = space.sample(trial, self.ctx)
-        # Imbalance handling is part of the search when the task lists choices.
-        loss = trial.suggest_categorical("loss", list(task.search.losses)) if task.search.losses else task.training.loss
-        sampling = trial.suggest_categorical("sampling", list(task.search.sampling)) if task.search.sampling else task.training.sampling
+        # Imbalance handling is part of the search when the task lists choices (one remedy at a time).
+        loss, sampling = suggest_imbalance(trial, task)
         write_json(tdir / "spec.json", spec.to_dict())
         record.update(family=family, spec_hash=spec.hash, target=spec.target, loss=loss, sampling=sampling)
         trial.set_user_attr("family", family)
@@ -591,6 +615,8 @@ def run_search(
     check_run_dir(rd)
     chash = check_config(task, rd)
     shared_storage = make_storage(storage, timeout=storage_timeout) if storage else None
+    if storage_timeout is not None:
+        os.environ["MEDNAS_STORAGE_TIMEOUT"] = str(storage_timeout)  # the --workers children open it too
     n_target = n_trials or task.search.n_trials
     timeout = timeout if timeout is not None else task.search.timeout
     slots = plan_slots(workers, gpus, trials_per_gpu, device or task.device) if not worker else []

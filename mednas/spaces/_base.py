@@ -95,9 +95,14 @@ class BaseSearchSpace(abc.ABC):
         """Return ``None`` if this family can serve ``ctx``, else the reason it cannot."""
         if ctx.problem not in self.problems:
             return f"search space {self.name!r} does not do {ctx.problem}"
-        small = min(ctx.input_shape)
-        if small < self.min_input_size:
-            return f"search space {self.name!r} needs inputs of at least {self.min_input_size} voxels per axis, proxy shape is {list(ctx.input_shape)}"
+        unit = "pixels" if ctx.spatial_dims == 2 else "voxels"
+        for which, shape, key in (("proxy", ctx.input_shape, "proxy.shape"), ("full", ctx.full_shape, "training.shape")):
+            if min(shape) < self.min_input_size:
+                return (
+                    f"search space {self.name!r} cannot run at the {which} shape {list(shape)}: it needs at least "
+                    f"{self.min_input_size} {unit} per axis; drop the family from search.spaces or change the shape "
+                    f"({key})"
+                )
         return None
 
     @abc.abstractmethod

@@ -8,7 +8,33 @@ from mednas._registry import Registry
 
 LOSSES: Registry[Any] = Registry("loss")
 
-__all__ = ["LOSSES", "make_loss"]
+__all__ = ["CLASS_WEIGHTED_LOSSES", "LOSSES", "make_loss", "resolve_loss", "stacks_imbalance_remedies"]
+
+#: Classification losses that carry inverse-frequency class weights: one remedy for class imbalance.
+CLASS_WEIGHTED_LOSSES = frozenset({"weighted_ce", "focal"})
+
+
+def resolve_loss(name: str, problem: str, sampling: str = "uniform") -> str:
+    """Return the loss ``auto`` stands for, given the batch sampling (other names unchanged).
+
+    ``auto`` is class-weighted cross-entropy for classification, plain cross-entropy when batches are already
+    class-balanced (weighting the loss as well would correct the class prior twice), Dice + CE for segmentation.
+    """
+    if name != "auto":
+        return name
+    if problem != "classification":
+        return "dice_ce"
+    return "ce" if sampling == "balanced" else "weighted_ce"
+
+
+def stacks_imbalance_remedies(loss: str, problem: str, sampling: str) -> bool:
+    """Whether ``loss`` with ``sampling`` applies both class-imbalance remedies (weighted loss and balanced batches).
+
+    Each one alone shifts the model's prior from the data's prevalence to balanced classes; both together push
+    it past balanced, so probabilities of the rare class are inflated and operating thresholds go extreme.
+    """
+    return (problem == "classification" and sampling == "balanced"
+            and resolve_loss(loss, problem, sampling) in CLASS_WEIGHTED_LOSSES)
 
 
 def make_loss(name: str, problem: str, n_classes: int, class_weights: Any = None) -> Any:
@@ -30,8 +56,7 @@ def make_loss(name: str, problem: str, n_classes: int, class_weights: Any = None
     import torch
     from monai import losses
 
-    if name == "auto":
-        name = "weighted_ce" if problem == "classification" else "dice_ce"
+    name = resolve_loss(name, problem)
     if problem == "classification":
         if name == "ce":
             return torch.nn.CrossEntropyLoss()

@@ -53,7 +53,7 @@ def test_records_and_summary_of_a_ct_segmentation_set(tmp_path: Path) -> None:
     sug = fp["suggestions"]
     assert sug["normalize"] == "ct" and "HU window" in sug["normalize_reason"]
     assert sug["ct_window"] == [120.0, 120.0]  # percentiles inside the lesions
-    assert sug["full"] == [16, 16, 16] and sug["proxy"] == [16, 16, 16]
+    assert sug["full"] == [14, 12, 5] and sug["proxy"] == [14, 12, 5]  # never enlarged (issue 14)
 
 
 def test_classification_class_balance(tmp_path: Path) -> None:
@@ -78,8 +78,8 @@ def test_suggested_normalisation(modality: str | None, minimum: float, expected:
 
 
 def test_suggested_shapes_stay_affordable() -> None:
-    # Small volumes: the median shape rounded to 16, proxy half of it.
-    assert suggest_shapes([90, 108, 90], 3, [2.0, 2.0, 2.0]) == {"full": [96, 112, 96], "proxy": [48, 56, 48]}
+    # Small volumes: the median shape itself (never enlarged, not rounded), proxy half of it rounded to 8.
+    assert suggest_shapes([90, 108, 90], 3, [2.0, 2.0, 2.0]) == {"full": [90, 108, 90], "proxy": [48, 56, 48]}
     # A 512 x 512 x 48 CT at 0.57 x 0.57 x 5 mm: shrunk towards isotropic voxels, slices never multiplied.
     big = suggest_shapes([512, 512, 48], 3, [0.57, 0.57, 5.0])
     assert big["full"][2] == 48 and big["full"][0] == big["full"][1] and np.prod(big["full"]) <= 1.1 * 128**3

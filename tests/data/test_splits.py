@@ -40,7 +40,7 @@ def test_no_patient_in_two_splits_and_every_case_placed() -> None:
     assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"] or patients["val"] & patients["test"])
     assert sorted(k for s in SPLITS for k in splits[s]) == sorted(c.key for c in cases)
     assert splits["n_patients"] == {s: len(patients[s]) for s in SPLITS}
-    assert splits["method"] == "patient-grouped, label-stratified"
+    assert splits["method"] == "random, patient-grouped, label-stratified" and splits["policy"] == "random"
 
 
 def test_stratified_by_label() -> None:

@@ -245,7 +245,7 @@ def test_validate_command_exits_3_listing_every_bad_case(
     for path in bad:
         assert sum(line.startswith(f"{path}: ") for line in listed) == 1
     assert "bad cases (3):" in out
-    assert "fingerprint (5 good cases)" in out and "splits (" in out
+    assert "fingerprint (5 good cases)" in out and "splits: policy " in out
     errors = [line for line in err.splitlines() if line.startswith("mednas: error:")]
     assert errors == [f"mednas: error: {task_file}: 3 bad cases of 8 (listed above)"]
 
@@ -283,7 +283,7 @@ def test_good_data_validates_and_counts_all_background_masks(tmp_path: Path, cap
     assert "data: 6 cases, 6 patients, 0 bad" in out
     assert "1 of 6 label masks are all background" in out
     assert "5 case(s) with a finding, 1 all-background" in out
-    assert "splits (patient-grouped, label-stratified): train" in out
+    assert "splits: policy random (random, patient-grouped, label-stratified): train" in out
     assert out.strip().endswith("ok: every case can be used")
     assert main(["validate", str(task_file), "--json"]) == 0
     import json

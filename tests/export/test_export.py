@@ -16,7 +16,8 @@ from mednas.cli import main
 from mednas.errors import MednasError
 
 BUNDLE_FILES = {"configs/inference.json", "configs/metadata.json", "models/model.pt", "models/model.ts",
-                "models/model.onnx", "docs/README.md", "search_record.json", "LICENSE", "checksums.sha256"}
+                "models/model.onnx", "docs/README.md", "search_record.json", "LICENSE", "checksums.sha256",
+                "configs/data_hashes.json"}
 
 
 def _meta(bundle: Path) -> dict:
@@ -46,7 +47,10 @@ def test_proxy_export_is_flagged_everywhere(cls_bundle: SimpleNamespace) -> None
     assert m["pipeline"]["shape"] == cls_bundle.run.summary["proxy"]["shape"]
     assert m["spec"] == json.loads((run_dir / "trials" / str(best) / "spec.json").read_text())
     assert set(m["metrics"]) == {"val"} and "ci95" in m["metrics"]["val"]["auroc"]
-    assert m["operating_point"]["threshold"] == pytest.approx(cls_bundle.run.summary["best"]["operating_point"]["threshold"])
+    # The proxy's threshold, re-chosen on the probabilities calibrated at export: for two classes, the same cut
+    # through the same cases, moved by the temperature (p -> 1 / (1 + ((1 - p) / p) ** (1 / T))).
+    p, t = cls_bundle.run.summary["best"]["operating_point"]["threshold"], m["pipeline"]["temperature"]
+    assert m["operating_point"]["threshold"] == pytest.approx(1 / (1 + ((1 - p) / p) ** (1 / t)), rel=1e-4)
 
 
 def test_retrained_export_records_both_splits(seg_bundle: SimpleNamespace) -> None:

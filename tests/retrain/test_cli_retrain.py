@@ -81,7 +81,11 @@ def test_retrain_prints_the_table(retrained: SimpleNamespace, tmp_path: Path) ->
     for col in ("family", "params", "proxy (val)", "full val (95% CI)", "test (95% CI)"):
         assert col in header
     assert out.count("95% CI ") >= 6  # validation and test intervals for each of three candidates
-    assert "best at full fidelity: trial" in out and "proxy fidelity" in out and "0.73-0.84" in out
+    assert "best at full fidelity: trial" in out and "proxy fidelity" in out and "0.73-0.84" not in out
+    assert "seed-noise ceiling" in out and "not measured on this run" in out
+    # The exported model's calibration and its operating point's warnings (five validation cases: too few).
+    assert "calibration (validation): temperature" in out and "ECE" in out
+    assert "WARNING: only" in out and "decided the threshold" in out
 
 
 def test_retrain_of_a_non_run_is_one_line(tmp_path: Path) -> None:

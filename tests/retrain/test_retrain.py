@@ -16,7 +16,7 @@ import torch
 from mednas import api
 from mednas.spec import ArchSpec, build
 
-CONTRACT_FILES = {"spec.json", "metrics.json", "model.pt", "log.txt"}
+CONTRACT_FILES = {"spec.json", "metrics.json", "model.pt", "log.txt", "predictions.json"}
 
 
 def test_top_k_follows_the_proxy_ranking(retrained: SimpleNamespace) -> None:
@@ -44,7 +44,7 @@ def test_files_follow_the_run_directory_contract(retrained: SimpleNamespace) -> 
         assert rec["trial"] == n and rec["state"] == "complete" and rec["reason"] is None
         assert rec["shape"] == [32, 32] and rec["patch"] is None and rec["params"] == sum(p.numel() for p in net.parameters())
         assert rec["preprocessing"]["problem"] == "classification" and rec["preprocessing"]["n_classes"] == 2
-        assert rec["loss"] == "auto" and rec["sampling"] == "uniform"  # the trial's (the task's: none searched)
+        assert rec["loss"] == "weighted_ce" and rec["sampling"] == "uniform"  # the task's auto, resolved: none searched
         proxy = json.loads((retrained.run_dir / "trials" / str(n) / "metrics.json").read_text())
         assert rec["proxy"]["value"] == pytest.approx(proxy["objective"]["value"])
         assert isinstance(rec["val"]["objective"], float) and "objective" in rec["val"]["metrics"]
@@ -54,6 +54,46 @@ def test_files_follow_the_run_directory_contract(retrained: SimpleNamespace) -> 
         assert rec["epochs"] == len(rec["history"]) <= 3 and 1 <= rec["best_epoch"] <= rec["epochs"]
         assert rec["seed"] > 0 and rec["seconds"] > 0 and isinstance(rec["learned"], bool)
         assert "retraining trial" in (cdir / "log.txt").read_text()
+
+
+def test_retrain_calibrates_and_writes_per_case_predictions(retrained: SimpleNamespace) -> None:
+    from mednas.metrics import expected_calibration_error
+
+    splits = retrained.splits
+    for n in retrained.result.summary["retrain"]["candidates"]:
+        cdir = retrained.run_dir / "retrain" / str(n)
+        rec = json.loads((cdir / "metrics.json").read_text())
+        cal = rec["calibration"]
+        assert rec["temperature"] == cal["temperature"] > 0 and cal["fitted_on"] == "validation"
+        assert (rec["ece_before"], rec["ece_after"]) == (cal["ece_before"], cal["ece_after"])
+        assert cal["nll_after"] <= cal["nll_before"] + 1e-9 and isinstance(cal["warnings"], list)
+        assert cal["n_cases"] == len(_split_keys(splits, "val"))
+        preds = json.loads((cdir / "predictions.json").read_text())
+        assert set(preds) == {"val", "test"}
+        for split in ("val", "test"):
+            p = preds[split]
+            assert p["split"] == split and sorted(p["cases"]) == sorted(_split_keys(splits, split))
+            assert all(c.startswith("c-") for c in p["cases"])  # salted hashes, never identifiers
+            assert len(p["labels"]) == len(p["probabilities"]) == len(p["cases"])
+            assert np.allclose(np.sum(p["probabilities"], axis=1), 1.0, atol=1e-5)
+        # The stored validation probabilities are the calibrated ones (their ECE is the one recorded after).
+        stored = np.asarray(preds["val"]["probabilities"])
+        assert expected_calibration_error(np.asarray(preds["val"]["finding"]), stored[:, 1]) == pytest.approx(
+            cal["ece_after"], abs=1e-5)
+        if cal["temperature"] >= 19.9:  # five validation cases: a flat likelihood, warned about
+            assert any("edge of its range" in w for w in cal["warnings"])
+        # The operating point was chosen on the calibrated scores: it reproduces on them.
+        op = rec["operating_point"]
+        if op.get("threshold") is not None and op.get("sensitivity") is not None:
+            truth = np.asarray(preds["val"]["finding"])
+            called = np.asarray(preds["val"]["scores"]) >= op["threshold"]
+            if truth.any():
+                assert called[truth == 1].mean() == pytest.approx(op["sensitivity"], abs=1e-6)
+
+
+def _split_keys(splits: dict[str, Any], split: str) -> list[str]:
+    s = splits.get("splits", splits)[split]
+    return [c if isinstance(c, str) else c.get("key") for c in (s if isinstance(s, list) else s.get("cases", []))]
 
 
 def test_summary_holds_retrain_and_fidelity(retrained: SimpleNamespace) -> None:
@@ -190,7 +230,7 @@ def test_low_fidelity_is_warned_stored_and_printed(searched_copy: Path,
     assert json.loads((run_dir / "summary.json").read_text())["proxy_fidelity"]["warning"] == fid["warning"]
     _print_retrain(result)
     out = capsys.readouterr().out
-    assert "WARNING: low proxy fidelity" in out and "Kendall tau" in out and "0.73-0.84" in out
+    assert "WARNING: low proxy fidelity" in out and "Kendall tau" in out and "not measured on this run" in out
     assert "full val (95% CI)" in out and "test (95% CI)" in out
     assert fid["seeds"] == 1 and fid["seed_ceiling_tau"] is None and "--seeds 2" in fid["seed_ceiling_reason"]
 

@@ -124,16 +124,18 @@ def test_latency_is_measured_and_constrained(tmp_path: Path, tiny_cls_datalist: 
 
 def test_losses_and_sampling_are_searched(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     task = tiny_task("classification", tiny_cls_datalist,
-                     search={"n_trials": 4, "losses": ["weighted_ce", "focal"], "sampling": ["uniform", "balanced"]})
+                     search={"n_trials": 4, "losses": ["ce", "weighted_ce", "focal"], "sampling": ["uniform", "balanced"]})
     _search(task, tmp_path / "run")
     import optuna
 
     study = optuna.load_study(study_name="tiny-cls", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     for t in study.trials:
-        assert t.params["loss"] in ("weighted_ce", "focal")
-        assert t.params["sampling"] in ("uniform", "balanced")
+        assert t.params["loss"] in ("ce", "weighted_ce", "focal")
+        # Sampling is searched only where the loss is not already class-weighted (one remedy at a time).
+        assert (t.params.get("sampling") in ("uniform", "balanced")) == (t.params["loss"] == "ce")
     recs = [json.loads(p.read_text()) for p in (tmp_path / "run").glob("trials/*/metrics.json")]
-    assert {r["loss"] for r in recs} <= {"weighted_ce", "focal"}
+    assert {r["loss"] for r in recs} <= {"ce", "weighted_ce", "focal"}
+    assert not any(r["loss"] != "ce" and r["sampling"] == "balanced" for r in recs)
 
 
 # ----------------------------------------------------------------------------------- objective arithmetic
