@@ -423,8 +423,8 @@ def build_task(args: argparse.Namespace, npz: Path, tmp: Path, notes: list[str])
             "training": {"shape": [28, 28], "batch_size": 64, "lr": 0.003, "epochs": args.epochs},
         }
     task["name"] = str(task["name"]) + ("-quick" if args.quick else "")
-    # mednas's own cache ($MEDNAS_CACHE_DIR or ~/.cache/mednas), as a user's run has it: the first run pays for
-    # writing the images once, later runs re-use them.
+    # mednas's own cache ($MEDNAS_CACHE_DIR, else RUN_DIR/cache), as a user's run has it: the first run builds
+    # the proxy arrays once, later steps of the run re-use them.
     task.setdefault("training", {})["epochs"] = args.epochs
     if args.quick:
         from mednas.testing._conformance import TINY_OPTIONS

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mednas._threads import configure_threads
 from mednas.config import TaskConfig, load_task
 
 __all__ = ["calibrate_proxy", "default_run_dir", "evaluate", "export", "load", "load_config", "predict", "report", "retrain",
@@ -57,6 +58,7 @@ def search(
     trials_per_gpu: int = 1,
     worker: bool = False,
     storage_timeout: float | None = None,
+    threads: int | None = None,
 ) -> Any:
     """Create or continue a search.
 
@@ -76,6 +78,8 @@ def search(
         trials_per_gpu: Concurrent proxy trials per GPU.
         worker: Internal: this process is a worker started by another search.
         storage_timeout: Seconds a PostgreSQL/MySQL server gets to connect and answer (default 10).
+        threads: CPU threads per process (default: the task's ``training.threads``, else the CPUs this process may
+            use divided by the local workers, fewer when the machine is busy at start).
 
     Returns:
         :class:`mednas.search.SearchResult` with ``run_dir`` and ``summary``.
@@ -97,6 +101,7 @@ def search(
         trials_per_gpu=trials_per_gpu,
         worker=worker,
         storage_timeout=storage_timeout,
+        threads=threads,
     )
 
 
@@ -112,6 +117,7 @@ def retrain(
     n_resamples: int | None = None,
     seeds: int = 2,
     show_progress: bool = True,
+    threads: int | None = None,
 ) -> Any:
     """Retrain a search's top-k candidates at full fidelity, test them once, and measure proxy fidelity.
 
@@ -129,6 +135,8 @@ def retrain(
         seeds: Full-fidelity trainings per candidate with different seeds (default 2): candidates are ranked by
             the seed mean and ``proxy_fidelity.seed_ceiling_tau`` records how far full training agrees with itself.
         show_progress: Progress bar on stderr.
+        threads: CPU threads (default: the task's ``training.threads``, else the CPUs this process may use, fewer
+            when the machine is busy at start).
 
     Returns:
         :class:`mednas.retrain.RetrainResult` with ``candidates`` (each ``retrain/<n>/metrics.json``),
@@ -142,7 +150,7 @@ def retrain(
 
     return run_retrain(run_dir, top_k=top_k, epochs=epochs, patch=list(patch) if patch else None, device=device,
                        storage=storage, study_name=study_name, n_resamples=n_resamples, seeds=seeds,
-                       show_progress=show_progress)
+                       show_progress=show_progress, threads=threads)
 
 
 def calibrate_proxy(
@@ -159,6 +167,7 @@ def calibrate_proxy(
     proxy_seeds: int = 1,
     device: str | None = None,
     show_progress: bool = True,
+    threads: int | None = None,
 ) -> Any:
     """Train random specs at a grid of proxy settings and at full fidelity; recommend the cheapest good proxy.
 
@@ -176,6 +185,8 @@ def calibrate_proxy(
         proxy_seeds: Trainings per spec at each proxy setting (2 or more rank by the proxy seed mean).
         device: ``auto``, ``cpu``, ``cuda``.
         show_progress: Progress bar on stderr.
+        threads: CPU threads (default: the task's ``training.threads``, else the CPUs this process may use, fewer
+            when the machine is busy at start).
 
     Returns:
         :class:`mednas.retrain.CalibrationResult` with ``run_dir`` and ``record`` (``calibration.json``).
@@ -190,6 +201,7 @@ def calibrate_proxy(
     cfg = load_config(task, presets=presets, overrides=overrides)
     if isinstance(grid, str):
         grid = parse_grid(grid)
+    configure_threads(threads, task_threads=cfg.training.threads)
     return run_calibration(
         cfg,
         run_dir if run_dir is not None else Path("runs") / f"{cfg.name}-calibration",
@@ -212,6 +224,7 @@ def export(
     schema: str | os.PathLike[str] | None = None,
     license_file: str | os.PathLike[str] | None = None,
     sign_key: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
 ) -> Any:
     """Export the run's best candidate as a verified MONAI bundle (atomically; nothing is written on failure).
 
@@ -227,6 +240,7 @@ def export(
         license_file: Text of the bundle's ``LICENSE``.
         sign_key: Key file to sign the bundle digest with (HMAC-SHA256, ``signature.json``; default
             ``$MEDNAS_BUNDLE_KEY`` when set).
+        threads: CPU threads for torch/OpenMP/MKL (default: the CPUs this process may use, fewer when the machine is busy).
 
     Returns:
         :class:`mednas.export.ExportResult` (``path``, ``source``, ``trial``, ``conversions`` with each format's
@@ -239,6 +253,7 @@ def export(
     """
     from mednas.export import export_bundle
 
+    configure_threads(threads)
     return export_bundle(run_dir, out, formats=formats, schema=schema, license_file=license_file, sign_key=sign_key)
 
 
@@ -276,6 +291,7 @@ def predict(
     device: str = "cpu",
     expect_digest: str | None = None,
     verify_key: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
 ) -> Any:
     """Run a bundle on images and write the results into ``out``.
 
@@ -291,6 +307,7 @@ def predict(
         device: Torch device.
         expect_digest: The digest :func:`export` reported; a bundle with any other digest is refused.
         verify_key: The key file the bundle was signed with; an unsigned or wrongly signed bundle is refused.
+        threads: CPU threads for torch/OpenMP/MKL (default: the CPUs this process may use, fewer when the machine is busy).
 
     Returns:
         ``(predictions, files written)``.
@@ -301,6 +318,7 @@ def predict(
     """
     from mednas.export import load_bundle, predict_to_dir
 
+    configure_threads(threads)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     model = load_bundle(bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key)
     return predict_to_dir(model, items, out)
@@ -317,6 +335,7 @@ def evaluate(
     backend: str = "torch",
     device: str = "cpu",
     n_resamples: int = 1000,
+    threads: int | None = None,
 ) -> Any:
     """Validate a frozen bundle on labelled data it never saw; write ``validation.json`` and ``validation.html``.
 
@@ -337,6 +356,7 @@ def evaluate(
         backend: ``torch``, ``torchscript`` or ``onnx``.
         device: Torch device.
         n_resamples: Bootstrap resamples over patients.
+        threads: CPU threads for torch/OpenMP/MKL (default: the CPUs this process may use, fewer when the machine is busy).
 
     Returns:
         :class:`mednas.evaluation.EvaluationResult` (``path`` of ``validation.json``, ``html``, ``record``,
@@ -349,6 +369,7 @@ def evaluate(
     """
     from mednas.evaluation import evaluate_bundle
 
+    configure_threads(threads)
     return evaluate_bundle(bundle, data, out=out, split=split, expect_digest=expect_digest, verify_key=verify_key,
                            backend=backend, device=device, n_resamples=n_resamples)
 
@@ -362,6 +383,7 @@ def report(
     storage: str | None = None,
     study_name: str | None = None,
     plotlyjs: str = "inline",
+    threads: int | None = None,
 ) -> Any:
     """Write the run's HTML report: one file that opens offline, with every figure's interval.
 
@@ -374,6 +396,8 @@ def report(
         storage: Optuna storage URL the search used (default: ``RUN_DIR/study.db``), for parameter importances.
         study_name: Study name (default: the search's).
         plotlyjs: ``inline`` (self-contained, ~5 MB) or ``beside`` (``plotly-VERSION.min.js`` next to the file).
+        threads: CPU threads for predicting the case pictures (default: the CPUs this process may use, fewer when
+            the machine is busy).
 
     Returns:
         :class:`mednas.report.ReportResult` (``path``, ``figures``, ``images``, ``notes`` on what was left out and
@@ -386,6 +410,8 @@ def report(
     """
     from mednas.report import write_report
 
+    if images:
+        configure_threads(threads)
     return write_report(run_dir, out, images=images, n_cases=n_cases, storage=storage, study_name=study_name,
                         plotlyjs=plotlyjs)
 

@@ -115,10 +115,17 @@ def _gpu_list(text: str) -> list[int]:
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="task YAML file")
-    p.add_argument("--preset", action="append", default=[], metavar="FILE",
-                   help="preset merged under the task (a file, or a name in configs/); repeatable")
+    p.add_argument("--preset", action="append", default=[], metavar="NAME|FILE",
+                   help="preset merged under the task: a shipped name (quick-cpu, gpu-day, objectives/screening, ...; "
+                        "works from any folder) or a YAML file; repeatable")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="override any key, e.g. --set search.n_trials=12; repeatable")
+
+
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_int_at_least(1), metavar="N",
+                   help="CPU threads for torch/OpenMP/MKL per process (default: the task's training.threads, else the "
+                   "CPUs this process may use divided by the local workers, fewer when the machine is busy at start)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -155,6 +162,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=_gpu_list, help="GPU indices to pack trials onto, e.g. 0,1")
     p.add_argument("--trials-per-gpu", type=_int_at_least(1), default=1, help="concurrent proxy trials per GPU (with --gpus)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    _add_threads_arg(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("retrain", help="retrain the best candidates at full fidelity, test them, measure proxy fidelity",
@@ -172,6 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL the search used (default: SQLite in the run directory)")
     p.add_argument("--study-name", help="study name (default: the search's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
+    _add_threads_arg(p)
     p.set_defaults(func=_cmd_retrain)
 
     p = sub.add_parser("calibrate-proxy", help="measure which proxy setting ranks candidates like full training",
@@ -190,6 +199,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-seeds", type=_int_at_least(1), default=1, metavar="S",
                    help="trainings per spec at each proxy setting (default 1; 2 or more rank by the proxy seed mean)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
+    _add_threads_arg(p)
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("validate", help="check a task file and its data",
@@ -219,6 +229,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", metavar="FILE", help="text for the bundle's LICENSE (default: a notice that no licence was chosen)")
     p.add_argument("--sign-key", metavar="FILE", help="key file (>= 16 bytes, e.g. `openssl rand -hex 32`) to sign the "
                    "bundle digest with (HMAC-SHA256, signature.json; default: $MEDNAS_BUNDLE_KEY when set)")
+    _add_threads_arg(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="run an exported bundle on images",
@@ -234,6 +245,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-digest", metavar="HEX", help="refuse the bundle unless its digest (printed by mednas export) "
                    "is this one")
     p.add_argument("--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key")
+    _add_threads_arg(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="validate an exported bundle on labelled data it never saw",
@@ -256,6 +268,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--resamples", type=_int_at_least(50), default=1000, metavar="N",
                    help="bootstrap resamples over patients (default 1000)")
+    _add_threads_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("report", help="write the run's HTML report (plots, figures with intervals, cases)",
@@ -272,12 +285,15 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="plotly.js inside the file (default, ~5 MB) or in plotly-VERSION.min.js beside it")
     p.add_argument("--storage", help="Optuna storage URL the search used, for parameter importances (default: RUN_DIR/study.db)")
     p.add_argument("--study-name", help="study name (default: the search's)")
+    _add_threads_arg(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("status", help="show a run's trials table and best so far (also while it runs)",
                        description="Print the trials table (number, state, family, parameters, objective, epochs, "
                        "seconds, reason) and the best candidate so far, read from the study storage and the run "
-                       "directory; works while a search runs in another process or on other machines.")
+                       "directory; works while a search runs in another process or on other machines. Says whether a "
+                       "search is running (with the time left) or why it stopped (n_trials reached, timeout reached, "
+                       "interrupted, failed; or not recorded, for a search that was killed).")
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--all", action="store_true", help="list every trial (default: the latest 30, running ones and the best)")
@@ -362,6 +378,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         trials_per_gpu=args.trials_per_gpu,
         worker=args.worker,
         storage_timeout=args.storage_timeout,
+        threads=args.threads,
     )
     if not args.worker:
         _print_search_summary(result.summary, result.run_dir)
@@ -475,7 +492,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from mednas import api
 
     result = api.retrain(args.run_dir, top_k=args.top_k, epochs=args.epochs, patch=args.patch, device=args.device,
-                         storage=args.storage, study_name=args.study_name, seeds=args.seeds, show_progress=not args.quiet)
+                         storage=args.storage, study_name=args.study_name, seeds=args.seeds, show_progress=not args.quiet,
+                         threads=args.threads)
     _print_retrain(result)
     return 0
 
@@ -486,7 +504,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     result = api.calibrate_proxy(args.task, presets=args.preset, overrides=args.overrides, run_dir=args.run_dir,
                                  n_specs=args.specs, grid=args.grid, min_tau=args.min_tau, full_epochs=args.full_epochs,
                                  full_seeds=args.full_seeds, proxy_seeds=args.proxy_seeds, device=args.device,
-                                 show_progress=not args.quiet)
+                                 show_progress=not args.quiet, threads=args.threads)
     rec = result.record
     full = rec["full"]
     print(f"\nmednas calibrate-proxy: {rec['task']}, {len(rec['specs'])} random specs -> {result.run_dir}/calibration.json")
@@ -554,7 +572,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mednas import api
 
     result = api.export(args.run_dir, args.out, formats=args.format, schema=args.schema, license_file=args.license,
-                        sign_key=args.sign_key)
+                        sign_key=args.sign_key, threads=args.threads)
     m = result.metadata["mednas"]
     print(f"\nmednas export: {m['task']['name']} -> {result.path}")
     source = ("PROXY CANDIDATE, NOT RETRAINED (short low-resolution proxy weights; run `mednas retrain` first "
@@ -571,7 +589,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for split, metrics in (m.get("metrics") or {}).items():
         shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in sorted(metrics.items())
                           if k in ("objective", "auroc", "sensitivity", "specificity", "dice", "lesion_sensitivity"))
-        print(f"  {split}: {shown}")
+        print(f"  {split}: {shown}" if shown else f"  {split}: no figures (the task has no {split} split; check the "
+              "bundle with `mednas evaluate` on held-out data)")
     for fmt, conv in result.conversions.items():
         print(f"  {fmt} ({conv['method']}): max |diff| from eager PyTorch {conv['max_abs_diff']:.2e} over "
               f"{conv['n_inputs']} inputs, outputs up to {conv.get('output_max_abs', float('nan')):.3g} "
@@ -596,7 +615,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from mednas import api
 
     preds, files = api.predict(args.bundle, args.inputs, args.out, backend=args.backend, device=args.device,
-                               expect_digest=args.expect_digest, verify_key=args.verify_key)
+                               expect_digest=args.expect_digest, verify_key=args.verify_key, threads=args.threads)
     model_note = preds[0].source if preds else ""
     print(f"\nmednas predict: {len(preds)} input(s) -> {args.out} ({args.backend}; model: {model_note})")
     for pred in preds:
@@ -618,7 +637,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("evaluate: give either DATA.yaml or --data FILE (see mednas evaluate --help)")
     result = api.evaluate(args.bundle, args.data if args.data is not None else args.data_file, out=args.out,
                           split=args.split, expect_digest=args.expect_digest, verify_key=args.verify_key,
-                          backend=args.backend, device=args.device, n_resamples=args.resamples)
+                          backend=args.backend, device=args.device, n_resamples=args.resamples, threads=args.threads)
     rec = result.record
     b = rec["bundle"]
     print(f"\nmednas evaluate: {b['task']} bundle ({b.get('source_label') or b.get('source')}) on {rec['population']}")
@@ -652,7 +671,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from mednas import api
 
     result = api.report(args.run_dir, args.out, images=not args.no_images, n_cases=args.cases, storage=args.storage,
-                        study_name=args.study_name, plotlyjs=args.plotlyjs)
+                        study_name=args.study_name, plotlyjs=args.plotlyjs, threads=args.threads)
     print(f"\nmednas report: {result.path} ({result.size_bytes / 2**20:.1f} MB, {len(result.figures)} plots, "
           f"{result.images} case pictures, {result.seconds:.1f}s)")
     for note in result.notes:
@@ -716,6 +735,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     if sys.argv[1:] == argv:
+        if getattr(args, "threads", None):
+            # Before torch (and the re-executed process) starts: OpenMP and MKL read these once, at load.
+            os.environ.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
         _maybe_reexec_with_malloc_tuning(argv)
     log_json = bool(getattr(args, "log_json", False))
     _configure_logging(args.debug, args.quiet, log_json)

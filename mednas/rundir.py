@@ -37,6 +37,7 @@ LOCK = ".mednas-run.lock"
 PREPARATION_RECORDS = frozenset({
     MARKER, LOCK, "resolved.yaml", "env.json", ".salt", "study.db", "study.db-journal", "study.db-wal", "study.db-shm",
     "search.log", "fingerprint.json", "splits.json",
+    "cache",  # derived data (demo data, augmented copies) when no cache folder is chosen: see default_cache_root
 })
 
 
@@ -240,8 +241,14 @@ class RunClaim:
                 logger.info("left %s in place: it holds %s, which this start did not write", rd.root, others[0])
                 return False
             for name in sorted(entries - {MARKER, LOCK}):
+                path = rd.root / name
+                if path.is_dir() and not path.is_symlink():
+                    import shutil
+
+                    shutil.rmtree(path, ignore_errors=True)
+                    continue
                 with contextlib.suppress(FileNotFoundError):
-                    (rd.root / name).unlink()
+                    path.unlink()
             for name in (MARKER, LOCK):  # the lock last: a start waiting on it re-checks the folder afterwards
                 with contextlib.suppress(FileNotFoundError):
                     (rd.root / name).unlink()
@@ -439,7 +446,10 @@ def environment_info(device: str, seed: int) -> dict[str, Any]:
     try:
         import torch
 
+        from mednas._threads import current_threads
+
         info["torch_threads"] = torch.get_num_threads()
+        info["threads"] = current_threads()  # intra-op, inter-op, OpenMP/MKL variables and why (ThreadPlan)
         if device.startswith("cuda") and torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     except Exception:  # noqa: BLE001 - environment reporting must never fail a run

@@ -16,10 +16,14 @@ def _isolated_mednas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
     torch.set_num_threads(1)
     cache = tmp_path_factory.mktemp("mednas-cache")
-    old = {k: os.environ.get(k) for k in ("MEDNAS_CACHE_DIR", "MEDNAS_NO_PROGRESS", "OMP_NUM_THREADS")}
+    old = {k: os.environ.get(k) for k in ("MEDNAS_CACHE_DIR", "MEDNAS_NO_PROGRESS", "OMP_NUM_THREADS",
+                                          "MEDNAS_TORCH_THREADS")}
     os.environ["MEDNAS_CACHE_DIR"] = str(cache)
     os.environ["MEDNAS_NO_PROGRESS"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"  # for the subprocesses tests start
+    # One thread decided for every mednas command the tests run, as a parent mednas decides for its workers: no
+    # command measures the machine's load, so no "this machine is busy" line joins the output a test reads.
+    os.environ["MEDNAS_TORCH_THREADS"] = "1"
     yield cache
     for k, v in old.items():
         if v is None:

@@ -42,6 +42,7 @@ def test_bad_key_is_one_line_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()  # nothing half-written
 
 
+@pytest.mark.slow  # 14 s building the demo MRI; `mednas validate` runs fast in tests/data/test_validate.py
 def test_validate_task_file() -> None:
     proc = _run("validate", "tasks/demo-mri-lesion.yaml")
     assert proc.returncode == 0, proc.stderr
@@ -68,6 +69,9 @@ def test_search_prints_best(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     assert "sensitivity_at_specificity" in proc.stdout and "95% CI" in proc.stdout
 
 
+# Slow (21 s, two processes and a kill): the kill's recovery is covered fast by tests/scaleout/test_recovery.py
+# (a dead local worker's trial is failed and retried at once) and the search command by test_search_prints_best.
+@pytest.mark.slow
 def test_sigkill_mid_trial_loses_no_completed_trial(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     # Long enough trials that the kill lands inside one.
     task = _task_file(tmp_path, tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 40},

@@ -9,7 +9,9 @@ from mednas.config._load import (
     load_task,
     load_yaml,
     resolve_preset,
+    shipped_presets,
     task_to_dict,
+    with_settings,
 )
 from mednas.config._models import (
     BudgetConfig,
@@ -45,5 +47,7 @@ __all__ = [
     "load_task",
     "load_yaml",
     "resolve_preset",
+    "shipped_presets",
     "task_to_dict",
+    "with_settings",
 ]

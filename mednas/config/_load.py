@@ -20,11 +20,12 @@ from pydantic import ValidationError
 from mednas.config._models import TaskConfig
 from mednas.errors import ConfigError
 
-__all__ = ["apply_overrides", "config_hash", "deep_merge", "load_task", "load_yaml", "resolve_preset", "task_to_dict"]
+__all__ = ["apply_overrides", "config_hash", "deep_merge", "load_task", "load_yaml", "resolve_preset", "shipped_presets",
+           "task_to_dict", "with_settings"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Keys that may change between runs of one study without changing what is searched.
-_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "search.keep_weights", "search.reevaluate", "training.patch", "device", "data.cache_dir", "description")
+_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "search.keep_weights", "search.reevaluate", "training.patch", "training.threads", "device", "data.cache_dir", "description")
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -88,24 +89,71 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
 
 
 def resolve_preset(preset: str, task_path: Path | None = None) -> Path:
-    """Find a preset given as a path or a bare name (``quick-cpu`` -> ``configs/quick-cpu.yaml``).
+    """Find a preset given as a file path or by name (``quick-cpu``, ``objectives/screening``).
 
-    Bare names are looked up in ``./configs``, then in ``configs/`` beside the task file's parent folder.
+    A value ending in ``.yaml``/``.yml``, or naming an existing file, is a path (relative to the working
+    directory). A name is looked up in ``./configs``, then in ``configs/`` beside the task file's folder (a
+    project's own presets), then among the presets shipped inside mednas (:func:`shipped_presets`), so the
+    shipped names work from any working directory.
+
+    Raises:
+        ConfigError: An unknown name (the known ones listed on the same line), or a path to a missing file
+            that looks like a shipped preset's (naming the preset to use instead).
     """
     candidate = Path(preset)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    shipped = shipped_presets()
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        if not candidate.exists() and candidate.parent.name in ("configs", "objectives"):
+            # `--preset configs/quick-cpu.yaml` outside the repository: point to the name that works anywhere.
+            name = f"objectives/{candidate.stem}" if candidate.parent.name == "objectives" else candidate.stem
+            if name in shipped:
+                raise ConfigError(f"{preset}: file not found; the shipped preset of that name is --preset {name}")
         return candidate
+    if not _PRESET_NAME.fullmatch(preset):
+        raise ConfigError(f"preset {preset!r}: neither a YAML file nor a preset name (letters, digits, '-', '_', "
+                          "and '/' between folder and name)")
     roots = [Path.cwd() / "configs"]
     if task_path is not None:
         roots.append(task_path.resolve().parent.parent / "configs")
     for root in roots:
         for ext in (".yaml", ".yml"):
-            if (root / f"{preset}{ext}").exists():
+            if (root / f"{preset}{ext}").is_file():
                 return root / f"{preset}{ext}"
-    known = sorted({p.stem for r in roots if r.is_dir() for p in r.glob("*.y*ml")})
+    if preset in shipped:
+        return shipped[preset]
+    by_stem = [name for name in shipped if name.rsplit("/", 1)[-1] == preset]
+    if len(by_stem) == 1:  # `screening` for `objectives/screening`
+        return shipped[by_stem[0]]
+    known = sorted(set(shipped) | {p.stem for r in roots if r.is_dir() for p in r.glob("*.y*ml")})
     from mednas._registry import did_you_mean
 
     raise ConfigError(f"preset {preset!r} not found{did_you_mean(preset, known)}; known: {', '.join(known) or 'none'}")
+
+
+_PRESET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+
+
+def shipped_presets() -> dict[str, Path]:
+    """Return the presets shipped with mednas (package data ``mednas/configs``), by name.
+
+    Names are file paths below that folder without the extension: ``quick-cpu``, ``gpu-day``,
+    ``objectives/screening``.
+
+    Example:
+        >>> sorted(shipped_presets())[:2]
+        ['gpu-day', 'objectives/cost-weighted']
+    """
+    from importlib.resources import files
+
+    # An installed package is a folder on disk (mednas is not zip-safe), so the resource is a real path.
+    root = Path(str(files("mednas") / "configs"))
+    if not root.is_dir():
+        return {}
+    out: dict[str, Path] = {}
+    for path in sorted(root.rglob("*.y*ml")):
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            out.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
+    return out
 
 
 _OBJECTIVE_SECTIONS = ("operating_point", "constraints", "secondary", "latency", "bootstrap")
@@ -230,6 +278,35 @@ def load_task(
         return TaskConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source, merged)) from None
+
+
+def with_settings(task: TaskConfig, values: Mapping[str, Any]) -> TaskConfig:
+    """Return ``task`` with dotted keys set to ``values`` (validated again), e.g. what the command line chose.
+
+    Args:
+        task: A validated task.
+        values: ``{"search.n_trials": 30, "search.timeout": 600.0, "device": "cpu"}``; ``None`` is a value
+            (``search.timeout: null`` means no timeout).
+
+    Raises:
+        ConfigError: A value the task schema refuses.
+
+    Example:
+        >>> task = load_task("tasks/demo-xray-nodule.yaml")  # doctest: +SKIP
+        >>> with_settings(task, {"search.n_trials": 30}).search.n_trials  # doctest: +SKIP
+        30
+    """
+    data = task_to_dict(task)
+    for dotted, value in values.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        return TaskConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, "<command line>", data)) from None
 
 
 def task_to_dict(task: TaskConfig) -> dict[str, Any]:

@@ -109,7 +109,8 @@ class DataConfig(Strict):
         False, description="Allow images whose pixel content also occurs in train to be in the test split (counted "
         "and reported either way); by default such exact duplicates are an error, as they inflate test figures."
     )
-    cache_dir: str | None = Field(None, description="Proxy cache folder (default: $MEDNAS_CACHE_DIR or ~/.cache/mednas).")
+    cache_dir: str | None = Field(None, description="Folder for derived data: proxy cache, demo data, augmented copies "
+                                  "(default: $MEDNAS_CACHE_DIR, else RUN_DIR/cache; never the home directory unless named).")
     label_threshold: float | None = Field(
         None, description="Segmentation masks are `label > label_threshold` (e.g. a skull-stripped image as a brain "
         "mask); unset: label files hold class indices. Binarised masks are materialised once into the cache."
@@ -614,6 +615,11 @@ class TrainingConfig(Strict):
     )
     amp: bool = Field(True, description="Automatic mixed precision on CUDA (ignored on CPU).")
     grad_clip: float | None = Field(5.0, gt=0, description="Gradient norm clipping.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch, OpenMP and MKL in each process (`--threads` wins); unset: the "
+        "CPUs this process may use (affinity mask, cgroup quota) divided by the local workers, fewer when other work "
+        "keeps the machine busy at start. Not part of the run's identity."
+    )
 
 
 class PrivacyConfig(Strict):

@@ -11,7 +11,7 @@ from mednas.data._fingerprint import (
     suggest_normalize,
     suggest_shapes,
 )
-from mednas.data._layouts import load_layout, materialise_medmnist
+from mednas.data._layouts import load_layout
 from mednas.data._plan import (
     DataPlan,
     TestSplitAccessError,
@@ -65,7 +65,6 @@ __all__ = [
     "load_case",
     "load_dataset",
     "load_layout",
-    "materialise_medmnist",
     "make_splits",
     "new_salt",
     "normalize_transform",

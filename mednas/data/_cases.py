@@ -21,7 +21,7 @@ from mednas.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Case", "Dataset", "hash_id", "load_dataset", "new_salt"]
+__all__ = ["Case", "Dataset", "default_cache_root", "hash_id", "load_dataset", "new_salt"]
 
 
 def new_salt() -> str:
@@ -343,22 +343,51 @@ def _load_datalist(path: Path, task: TaskConfig, salt: str) -> Dataset:
     )
 
 
-def default_cache_root(task: TaskConfig) -> Path:
-    """Folder for derived data (demo datasets, proxy cache): ``data.cache_dir``, ``$MEDNAS_CACHE_DIR``, or ~/.cache."""
+def default_cache_root(task: TaskConfig, run_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Folder for derived data (proxy cache, demo data, augmented copies), chosen by the user or beside the run.
+
+    In order: ``data.cache_dir``; ``$MEDNAS_CACHE_DIR``; ``RUN_DIR/cache`` when a run directory is given; else a
+    private temporary folder that is removed when the process ends (``mednas validate`` and ``mednas evaluate``
+    without a cache setting). Nothing goes into the home directory unless the user names it.
+    """
     if task.data.cache_dir:
         return Path(task.data.cache_dir)
     env = os.environ.get("MEDNAS_CACHE_DIR")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mednas"
+    if run_dir is not None:
+        # Absolute and canonical: demo case names hash their image paths, and `retrain runs/x` must find the same
+        # cases as `search --run-dir /abs/runs/x` did.
+        return Path(run_dir).resolve() / "cache"
+    return _process_cache()
 
 
-def load_dataset(task: TaskConfig, salt: str) -> Dataset:
+_process_cache_dir: Path | None = None
+
+
+def _process_cache() -> Path:
+    """A temporary cache folder for this process, made on first use and removed at exit."""
+    global _process_cache_dir
+    if _process_cache_dir is None or not _process_cache_dir.is_dir():
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="mednas-cache-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        logger.debug("no run directory and no data.cache_dir: derived data go to a temporary folder removed at exit")
+        _process_cache_dir = folder
+    return _process_cache_dir
+
+
+def load_dataset(task: TaskConfig, salt: str, *, run_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """List the task's cases from its data layout.
 
     Args:
         task: The validated task.
         salt: The run's salt for hashing case and patient names.
+        run_dir: The run directory, if any: derived data (demo data, augmented copies) go to its ``cache/``
+            unless ``data.cache_dir`` or ``$MEDNAS_CACHE_DIR`` say otherwise (see :func:`default_cache_root`).
 
     Returns:
         The dataset, cases sorted by their salted key.
@@ -372,7 +401,7 @@ def load_dataset(task: TaskConfig, salt: str) -> Dataset:
         from mednas.data._demo import build_demo
 
         assert cfg.demo is not None
-        folder = build_demo(cfg.demo, default_cache_root(task) / "demo", n_cases=cfg.n_cases, seed=cfg.seed)
+        folder = build_demo(cfg.demo, default_cache_root(task, run_dir) / "demo", n_cases=cfg.n_cases, seed=cfg.seed)
         dataset = _load_datalist(Path(folder) / "datalist.json", task, salt)
     elif cfg.format == "datalist":
         assert cfg.path is not None
@@ -384,5 +413,5 @@ def load_dataset(task: TaskConfig, salt: str) -> Dataset:
     if cfg.augment_copies or cfg.label_threshold is not None:
         from mednas.data._synth import synthesise
 
-        dataset = synthesise(dataset, task, salt)
+        dataset = synthesise(dataset, task, salt, cache_root=default_cache_root(task, run_dir))
     return dataset

@@ -1,31 +1,30 @@
 """Dataset layouts besides MONAI datalists: Decathlon / nnU-Net raw folders, CSV sheets, class folders, MedMNIST.
 
 Each layout is turned into the same list of :class:`~mednas.data.Case` objects, patients named by salted hashes,
-so everything downstream (validation, fingerprint, splits, proxy cache) reads ordinary image files.
+so everything downstream (validation, fingerprint, splits, proxy cache) reads images through
+:func:`mednas.io.read_image` (MedMNIST images as references into the user's ``.npz``, never copied out).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mednas.config import TaskConfig
-from mednas.data._cases import Case, Dataset, _entries_to_cases, default_cache_root, hash_id, order_key
+from mednas.data._cases import Case, Dataset, _entries_to_cases, hash_id, order_key
 from mednas.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_layout", "materialise_medmnist"]
+__all__ = ["load_layout"]
 
-#: Bump when :func:`materialise_medmnist` changes what it writes, so stale cache folders are not used.
-MEDMNIST_VERSION = 1
+#: Part of a MedMNIST case's salted name; fixed, so case keys (and saved splits) survive changes to how images are read.
+_MEDMNIST_KEY_VERSION = 1
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz", ".nrrd", ".nhdr")
 # nnU-Net channel names that mean MR; "CT" is the one nnU-Net normalises differently.
 _MR_NAMES = {"MR", "MRI", "T1", "T1W", "T1C", "T1GD", "T1CE", "T2", "T2W", "FLAIR", "ADC", "DWI", "PD", "SWI"}
@@ -303,34 +302,49 @@ def _load_folders(path: Path, task: TaskConfig, salt: str) -> Dataset:
 
 
 def _load_medmnist(path: Path, task: TaskConfig, salt: str) -> Dataset:
+    """List a MedMNIST archive's images as cases that reference the archive (``file.npz:train[12]``).
+
+    Nothing is written: the proxy cache and every reader slice the arrays where the user keeps the file.
+    """
+    from mednas.data._prepare import file_digest
+    from mednas.io import member_reference
+
     if task.problem != "classification":
         raise DataError(f"{path}: MedMNIST files hold class labels; the task is {task.problem}")
-    folder = materialise_medmnist(path, default_cache_root(task) / "medmnist", spatial_dims=task.spatial_dims)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    if not path.is_file():
+        raise DataError(f"{path}: MedMNIST file not found")
+    if not path.name.lower().endswith(".npz"):
+        raise DataError(f"{path}: a MedMNIST file must be an .npz archive")
+    arrays = _read_npz(path, task.spatial_dims)
+    # Case names hash the archive's bytes exactly as when the images were copied out as PNG files (version 1), so
+    # runs made then keep their case keys, splits and fingerprint.
+    digest = hashlib.sha256(f"{file_digest(path)}:{task.spatial_dims}:{_MEDMNIST_KEY_VERSION}".encode()).hexdigest()[:20]
+    archive = path.resolve()
     names = task.labels.names
     cases = []
-    for item in manifest["cases"]:
-        label = int(item["label"])
-        if not 0 <= label < len(names):
+    for split, (_, labels) in arrays.items():
+        bad = np.flatnonzero((labels < 0) | (labels >= len(names)))
+        if bad.size:
             raise DataError(
-                f"{path}: {item['split']}_labels[{item['index']}] = {label} is outside the declared classes 0..{len(names) - 1}"
+                f"{path}: {split}_labels[{bad[0]}] = {int(labels[bad[0]])} is outside the declared classes 0..{len(names) - 1}"
             )
-        image = str(folder / item["image"])
-        source = f"medmnist:{manifest['digest']}:{item['split']}:{item['index']}"
-        cases.append(
-            Case(
-                key=hash_id(salt, source, "c"),
-                # MedMNIST has no patient ids: each image is its own patient.
-                patient=hash_id(salt, source, "p"),
-                images=(image,),
-                label=label,
-                display_name=f"{path.name}:{item['split']}[{item['index']}]",
-                extra={"medmnist_split": item["split"]},
-                order=order_key(source),
-                given_split=item["split"],
-                identifier=f"{path.name}:{item['split']}[{item['index']}]",
+        for index, label in enumerate(labels.tolist()):
+            source = f"medmnist:{digest}:{split}:{index}"
+            name = f"{path.name}:{split}[{index}]"
+            cases.append(
+                Case(
+                    key=hash_id(salt, source, "c"),
+                    # MedMNIST has no patient ids: each image is its own patient.
+                    patient=hash_id(salt, source, "p"),
+                    images=(member_reference(archive, split, index),),
+                    label=int(label),
+                    display_name=name,
+                    extra={"medmnist_split": split},
+                    order=order_key(source),
+                    given_split=split,
+                    identifier=name,
+                )
             )
-        )
     logger.warning(
         "%s: MedMNIST has no patient ids: each image is treated as its own patient, so images of one patient "
         "may fall into different splits", path
@@ -342,98 +356,36 @@ def _load_medmnist(path: Path, task: TaskConfig, salt: str) -> Dataset:
     )
 
 
-def materialise_medmnist(npz: str | os.PathLike[str], cache: str | os.PathLike[str], *, spatial_dims: int) -> Path:
-    """Write the images of a MedMNIST ``.npz`` file once as PNG (2D) or NIfTI (3D) files, with a manifest.
-
-    The folder is ``cache/<content hash>``: keyed by the file's bytes and the layout version, built under a
-    temporary name and renamed into place, so concurrent builders end with one complete copy and a changed file
-    gets a new folder. mednas never downloads MedMNIST: ``npz`` is a file the user has.
-
-    Args:
-        npz: File with ``train_images``, ``train_labels`` (and optionally ``val_*``, ``test_*``): images
-            ``(N, H, W)`` or ``(N, H, W, C)`` for 2D, ``(N, D, H, W)`` for 3D; labels ``(N,)`` or ``(N, 1)``.
-        cache: Parent folder of the materialised copies.
-        spatial_dims: 2 or 3 (decides how ``(N, A, B, C)`` arrays are read).
-
-    Returns:
-        The folder holding ``manifest.json`` and ``images/``.
-
-    Raises:
-        DataError: Naming the file, for a missing file, missing keys, multi-label labels or odd shapes.
-    """
-    from mednas.data._prepare import file_digest
-    from mednas.io import atomic_dir, write_json
-
-    npz = Path(npz)
-    if not npz.is_file():
-        raise DataError(f"{npz}: MedMNIST file not found")
-    if not npz.name.lower().endswith(".npz"):
-        raise DataError(f"{npz}: a MedMNIST file must be an .npz archive")
-    digest = hashlib.sha256(f"{file_digest(npz)}:{spatial_dims}:{MEDMNIST_VERSION}".encode()).hexdigest()[:20]
-    folder = Path(cache) / digest
-    if (folder / "manifest.json").is_file():
-        return folder
-    arrays = _read_npz(npz, spatial_dims)
-    logger.info("materialising %s into the cache (%d images, once)", npz.name, sum(len(a[1]) for a in arrays.values()))
-    with atomic_dir(folder) as tmp:
-        (tmp / "images").mkdir()
-        items = []
-        for split, (images, labels) in arrays.items():
-            for i in range(len(images)):
-                rel = f"images/{split}_{i:06d}{'.png' if spatial_dims == 2 and images.dtype == np.uint8 else '.nii.gz'}"
-                _write_medmnist_image(images[i], tmp / rel, spatial_dims)
-                items.append({"split": split, "index": i, "image": rel, "label": int(labels[i])})
-        write_json(tmp / "manifest.json", {"source": npz.name, "digest": digest, "spatial_dims": spatial_dims, "cases": items})
-    return folder
-
-
 def _read_npz(npz: Path, spatial_dims: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    try:
-        archive = np.load(npz, allow_pickle=False)
-    except Exception as exc:  # zipfile/ValueError/OSError on a corrupt archive
-        raise DataError(f"{npz}: cannot read the .npz archive: {' '.join(str(exc).split())}") from None
-    with archive:
-        keys = set(archive.files)
-        if "train_images" not in keys or "train_labels" not in keys:
-            raise DataError(f"{npz}: not a MedMNIST file: needs 'train_images' and 'train_labels' (has {', '.join(sorted(keys))})")
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for split in ("train", "val", "test"):
-            if f"{split}_images" not in keys:
-                continue
-            if f"{split}_labels" not in keys:
-                raise DataError(f"{npz}: has {split}_images but no {split}_labels")
-            try:
-                images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
-            except Exception as exc:  # truncated member
-                raise DataError(f"{npz}: cannot read {split} arrays: {' '.join(str(exc).split())}") from None
-            labels = np.asarray(labels)
-            if labels.ndim == 2 and labels.shape[1] == 1:
-                labels = labels[:, 0]
-            if labels.ndim != 1:
-                raise DataError(f"{npz}: {split}_labels has shape {labels.shape}: multi-label MedMNIST sets are not supported")
-            if len(labels) != len(images):
-                raise DataError(f"{npz}: {split}_images has {len(images)} images but {split}_labels {len(labels)} labels")
-            ok = (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))) if spatial_dims == 2 else images.ndim == 4
-            if not ok:
-                want = "(N, H, W) or (N, H, W, C)" if spatial_dims == 2 else "(N, D, H, W)"
-                raise DataError(f"{npz}: {split}_images has shape {images.shape}; a {spatial_dims}D task needs {want}")
-            if not np.issubdtype(labels.dtype, np.integer):
-                raise DataError(f"{npz}: {split}_labels must be integers, found {labels.dtype}")
-            out[split] = (images, labels)
+    from mednas.io import npz_arrays
+
+    archive = npz_arrays(npz)
+    keys = set(archive)
+    if "train_images" not in keys or "train_labels" not in keys:
+        raise DataError(f"{npz}: not a MedMNIST file: needs 'train_images' and 'train_labels' (has {', '.join(sorted(keys))})")
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split in ("train", "val", "test"):
+        if f"{split}_images" not in keys:
+            continue
+        if f"{split}_labels" not in keys:
+            raise DataError(f"{npz}: has {split}_images but no {split}_labels")
+        images, labels = archive[f"{split}_images"], archive[f"{split}_labels"]
+        assert images is not None and labels is not None  # MedMNIST members are always read
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise DataError(f"{npz}: {split}_labels has shape {labels.shape}: multi-label MedMNIST sets are not supported")
+        if len(labels) != len(images):
+            raise DataError(f"{npz}: {split}_images has {len(images)} images but {split}_labels {len(labels)} labels")
+        if spatial_dims == 2:
+            ok = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))
+        else:
+            # (N, D, H, 1|3) would read as 2D images with channels (see mednas.io.read_npz_member).
+            ok = images.ndim == 4 and images.shape[-1] not in (1, 3)
+        if not ok:
+            want = "(N, H, W) or (N, H, W, C)" if spatial_dims == 2 else "(N, D, H, W) with W > 3"
+            raise DataError(f"{npz}: {split}_images has shape {images.shape}; a {spatial_dims}D task needs {want}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{npz}: {split}_labels must be integers, found {labels.dtype}")
+        out[split] = (images, labels)
     return out
-
-
-def _write_medmnist_image(image: np.ndarray, path: Path, spatial_dims: int) -> None:
-    if path.suffix == ".png":
-        from skimage import io as skio
-
-        skio.imsave(path, image.squeeze(-1) if image.ndim == 3 and image.shape[-1] == 1 else image, check_contrast=False)
-        return
-    from mednas.io import MedImage, write_nifti
-
-    if spatial_dims == 2:
-        array = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)  # (C, H, W)
-        array = np.swapaxes(array, 1, 2)  # (C, X=columns, Y=rows), as the raster reader gives PNGs
-    else:
-        array = np.transpose(image, (2, 1, 0))[None]  # (D, H, W) -> (1, X=W, Y=H, Z=D)
-    write_nifti(MedImage(np.ascontiguousarray(array), np.eye(4)), path)

@@ -177,7 +177,7 @@ def plan_data(
         DataError: For data that validation rejects (one line: how many bad cases, and the first), or a saved
             split that no longer matches the data.
     """
-    dataset = load_dataset(task, salt)
+    dataset = load_dataset(task, salt, run_dir=run_dir.root)
     keys = {c.key for c in dataset.cases}
     fp = None
     if run_dir.fingerprint.exists():
@@ -223,5 +223,5 @@ def plan_data(
     )
     if any(p > f for p, f in zip(proxy, full)):
         raise DataError(f"proxy shape {list(proxy)} is larger than the full shape {list(full)}")
-    cache_dir = default_cache_root(task) / "proxy"
+    cache_dir = default_cache_root(task, run_dir.root) / "proxy"
     return DataPlan(task, dataset, splits, fp, prep, full, proxy, cache_dir)

@@ -1,8 +1,9 @@
 """Preprocess cases once and cache them: read, reorient, normalise intensities, resize to a target shape.
 
-The cache is keyed by the content hash of the source files and the preprocessing settings, so no proxy trial
-re-reads DICOM or re-resamples a volume, concurrent builders end with one valid entry (atomic rename of
-identical content), and another machine rebuilds the same entry from the same data.
+The cache holds one entry per set of cases at one shape (all images in one memory-mapped array), keyed by the
+content hash of the source files and the preprocessing settings, so no proxy trial re-reads DICOM or re-resamples
+a volume, concurrent builders end with one valid entry (atomic rename of identical content), and another machine
+rebuilds the same entry from the same data.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,7 +70,7 @@ class ArrayData:
     """Preprocessed cases in memory.
 
     Args:
-        images: ``(N, C, *spatial)`` float32.
+        images: ``(N, C, *spatial)`` float32; from the cache a copy-on-write memory map of the entry's file.
         labels: ``(N,)`` int64 class indices, or ``(N, *spatial)`` uint8 label maps.
         keys: Case keys (salted hashes), in row order.
         patients: Patient keys, in row order.
@@ -89,8 +91,18 @@ class ArrayData:
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, or of a folder's files (names and contents, sorted). Memoised per mtime."""
+    """SHA-256 of a file's bytes, or of a folder's files (names and contents, sorted). Memoised per mtime.
+
+    A MedMNIST member reference (``file.npz:train[12]``) digests the archive's bytes and the row it names.
+    """
     p = Path(path)
+    if not p.exists():
+        from mednas.io import parse_member
+
+        member = parse_member(path)
+        if member is not None:
+            npz, split, index = member
+            return hashlib.sha256(f"{file_digest(npz)}:{split}[{index}]".encode()).hexdigest()
     if p.is_dir():
         h = hashlib.sha256()
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
@@ -101,7 +113,7 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         st = p.stat()
     except FileNotFoundError:
         raise DataError(f"{p}: file not found") from None
-    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    memo_key = (os.path.abspath(p), st.st_size, st.st_mtime_ns)
     with _digest_lock:
         if memo_key in _digest_memo:
             return _digest_memo[memo_key]
@@ -242,41 +254,98 @@ def prepare_case(case: Case, shape: Sequence[int], prep: Preprocessing) -> tuple
     return _resize(image, label, shape, prep.n_classes)
 
 
-def cache_key(case: Case, shape: Sequence[int], prep: Preprocessing) -> str:
-    """Content-addressed key of a preprocessed case: source bytes + settings + code version."""
+def source_key(case: Case) -> str:
+    """Content key of a case's sources: the bytes of its images and mask (or MedMNIST row) and its class label."""
     sources = [file_digest(p) for p in case.images]
     if isinstance(case.label, str):
         sources.append(file_digest(case.label))
+    payload = json.dumps({"src": sources, "label": case.label if isinstance(case.label, int) else None}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def cache_key(rows: Sequence[str], shape: Sequence[int], prep: Preprocessing) -> str:
+    """Key of one cache entry: the cases' content keys (as a set, with repeats), the shape, settings and code version."""
     payload = json.dumps(
-        {"v": PREP_VERSION, "src": sources, "label": case.label if isinstance(case.label, int) else None,
-         "shape": list(shape), "prep": prep.to_dict()},
+        {"v": PREP_VERSION, "rows": sorted(rows), "shape": [int(s) for s in shape], "prep": prep.to_dict()},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def _cache_get(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+#: Files of one cache entry: all images in one array, all labels in another, and what they hold.
+_IMAGES, _LABELS, _INDEX = "images.npy", "labels.npy", "index.json"
+
+
+def _label_layout(prep: Preprocessing, n: int, shape: tuple[int, ...]) -> tuple[tuple[int, ...], Any]:
+    if prep.problem == "segmentation":
+        return (n, *shape), np.uint8
+    return (n,), np.int64
+
+
+def _open_entry(folder: Path, rows: Sequence[str], shape: tuple[int, ...], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Memory-map a complete entry, or return ``None`` when it is missing or does not hold what its index says."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return z["image"], z["label"]
-    except (FileNotFoundError, OSError, ValueError, KeyError, EOFError):
+        index = json.loads((folder / _INDEX).read_text())
+        # Copy-on-write: pages are shared between processes until someone writes (torch.from_numpy needs a
+        # writable array; nothing ever reaches the file).
+        images = np.load(folder / _IMAGES, mmap_mode="c", allow_pickle=False)
+        labels = np.load(folder / _LABELS, allow_pickle=False)
+    except (FileNotFoundError, OSError, ValueError, EOFError):
         return None
+    stored = index.get("rows") if isinstance(index, dict) else None
+    n = len(rows)
+    if (
+        not isinstance(stored, list)
+        or sorted(stored) != sorted(rows)
+        or images.shape != (n, prep.in_channels, *shape)
+        or images.dtype != np.float32
+        or labels.shape != _label_layout(prep, n, shape)[0]
+    ):
+        return None
+    return images, labels, [str(r) for r in stored]
 
 
-def _cache_put(path: Path, image: np.ndarray, label: np.ndarray) -> None:
-    import tempfile
+def _build_entry(
+    folder: Path,
+    cases: Sequence[Case],
+    rows: Sequence[str],
+    shape: tuple[int, ...],
+    prep: Preprocessing,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Read every case once and write the entry under a temporary name, then rename it into place."""
+    import shutil
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, image=image, label=label)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic; concurrent builders write identical bytes
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from mednas.io import atomic_dir, write_json
+
+    if _open_entry(folder, rows, shape, prep) is not None:
+        return  # another process finished it meanwhile
+    if folder.exists():  # renamed into place complete, so broken since (a disk error, a truncated copy): rebuild
+        aside = folder.with_name(f".{folder.name}.{os.getpid()}.stale")
+        try:
+            os.rename(folder, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        except OSError:
+            pass  # another process moved it first
+    n = len(cases)
+    label_shape, label_dtype = _label_layout(prep, n, shape)
+    with atomic_dir(folder) as tmp:
+        images = np.lib.format.open_memmap(tmp / _IMAGES, mode="w+", dtype=np.float32, shape=(n, prep.in_channels, *shape))
+        labels = np.zeros(label_shape, dtype=label_dtype)
+        for i, case in enumerate(cases):
+            image, label = prepare_case(case, shape, prep)
+            images[i] = image
+            labels[i] = -1 if label is None else label
+            if progress:
+                progress(i + 1, n)
+        images.flush()
+        del images
+        np.save(tmp / _LABELS, labels, allow_pickle=False)
+        for name in (_IMAGES, _LABELS):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        write_json(tmp / _INDEX, {"version": PREP_VERSION, "n": n, "shape": list(shape), "prep": prep.to_dict(),
+                                  "rows": list(rows)})
 
 
 def load_arrays(
@@ -287,41 +356,53 @@ def load_arrays(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> ArrayData:
-    """Return the cases preprocessed to ``shape``, from the cache where present, building missing entries.
+    """Return the cases preprocessed to ``shape``, from the cache where present, else building the entry in one pass.
+
+    One entry holds a whole set of cases at one shape: ``<cache_dir>/<key>/`` with ``images.npy`` ``(N, C,
+    *shape)`` float32, ``labels.npy`` and ``index.json`` (the content key of each row). The key is the cases'
+    content (source bytes and labels, in any order), the shape and the preprocessing settings, so a resumed or
+    parallel run re-uses it without reading a source image again. The entry is built under a temporary name and
+    renamed into place, so concurrent builders end with one valid entry; it is read with memory mapping.
 
     Args:
-        cases: Cases to load, in the order wanted.
+        cases: Cases to load, in the order wanted (the rows follow it).
         shape: Target spatial shape.
         prep: Preprocessing settings.
         cache_dir: Cache folder (``None``: no caching).
-        progress: Called with ``(done, total)`` after each case.
+        progress: Called with ``(done, total)`` while an entry is built (once with ``(total, total)`` on a hit).
     """
-    images, labels = [], []
-    hits = 0
-    for i, case in enumerate(cases):
-        entry = None
-        path = None
-        if cache_dir is not None:
-            path = Path(cache_dir) / f"{cache_key(case, shape, prep)}.npz"
-            entry = _cache_get(path)
-            hits += entry is not None
-        if entry is None:
+    shape = tuple(int(s) for s in shape)
+    n = len(cases)
+    keys, patients = [c.key for c in cases], [c.patient for c in cases]
+    if n == 0 or cache_dir is None:
+        label_shape, label_dtype = _label_layout(prep, n, shape)
+        images = np.zeros((n, prep.in_channels, *shape), np.float32)
+        labels = np.zeros(label_shape, dtype=label_dtype)
+        for i, case in enumerate(cases):
             image, label = prepare_case(case, shape, prep)
-            label_arr = np.asarray(-1 if label is None else label)
-            if path is not None:
-                _cache_put(path, image, label_arr)
-            entry = (image, label_arr)
-        images.append(entry[0])
-        labels.append(entry[1])
-        if progress:
-            progress(i + 1, len(cases))
-    logger.debug("loaded %d cases at %s (%d from cache)", len(cases), list(shape), hits)
-    label_arr = np.stack(labels) if labels else np.zeros((0,), dtype=np.int64)
-    if prep.problem == "classification":
-        label_arr = label_arr.astype(np.int64)
-    return ArrayData(
-        images=np.stack(images) if images else np.zeros((0, prep.in_channels, *shape), np.float32),
-        labels=label_arr,
-        keys=[c.key for c in cases],
-        patients=[c.patient for c in cases],
-    )
+            images[i], labels[i] = image, -1 if label is None else label
+            if progress:
+                progress(i + 1, n)
+        return ArrayData(images=images, labels=labels, keys=keys, patients=patients)
+    rows = [source_key(c) for c in cases]
+    folder = Path(cache_dir) / cache_key(rows, shape, prep)
+    entry = _open_entry(folder, rows, shape, prep)
+    if entry is None:
+        t0 = time.perf_counter()
+        _build_entry(folder, cases, rows, shape, prep, progress)
+        entry = _open_entry(folder, rows, shape, prep)
+        if entry is None:
+            raise DataError(f"{folder}: the proxy cache entry just built cannot be read back")
+        logger.debug("cached %d cases at %s in %.1f s (one entry, %s)", n, "x".join(map(str, shape)),
+                    time.perf_counter() - t0, folder.name)
+    elif progress:
+        progress(n, n)
+    images, labels, stored = entry
+    if stored != rows:
+        # Same cases, another order (another run's salt sharing data.cache_dir): pick rows by content key.
+        where: dict[str, list[int]] = {}
+        for i, r in enumerate(stored):
+            where.setdefault(r, []).append(i)
+        take = np.array([where[r].pop() for r in rows], dtype=np.int64)
+        images, labels = images[take], labels[take]
+    return ArrayData(images=images, labels=labels, keys=keys, patients=patients)

@@ -64,7 +64,7 @@ def reveal_splits(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     _refuse_inside(out_path, rd.root)
     task = load_task(load_yaml(rd.resolved))
     splits = read_json(rd.splits)
-    dataset = load_dataset(task, rd.salt.read_text().strip())
+    dataset = load_dataset(task, rd.salt.read_text().strip(), run_dir=rd.root)
     by_key = dataset.by_key()
     rows: list[dict[str, str]] = []
     for split in _SPLITS:

@@ -33,7 +33,7 @@ AUGMENTATION_NOTE = (
 )
 
 
-def synthesise(dataset: Dataset, task: TaskConfig, salt: str) -> Dataset:
+def synthesise(dataset: Dataset, task: TaskConfig, salt: str, *, cache_root: Path | None = None) -> Dataset:
     """Replace each case by its derived files: the (resampled, binarised) original plus ``augment_copies`` copies.
 
     Copies are made with MONAI transforms: a random affine with elastic deformation (image bilinear, mask nearest),
@@ -46,6 +46,7 @@ def synthesise(dataset: Dataset, task: TaskConfig, salt: str) -> Dataset:
         dataset: The layout's cases.
         task: The task (``data.augment_*``, ``data.label_threshold``, ``data.seed``).
         salt: The run's salt for naming the derived cases and patients.
+        cache_root: Folder for derived data (default: :func:`~mednas.data.default_cache_root` of the task).
 
     Returns:
         A dataset whose cases point into ``<cache>/synth/<content hash>/``, with :attr:`Dataset.augmentation` set
@@ -82,7 +83,7 @@ def synthesise(dataset: Dataset, task: TaskConfig, salt: str) -> Dataset:
         "problem": task.problem,
     }
     key = hashlib.sha256(json.dumps({"settings": settings, "sources": digests}, sort_keys=True).encode()).hexdigest()[:20]
-    folder = default_cache_root(task) / "synth" / key
+    folder = (cache_root if cache_root is not None else default_cache_root(task)) / "synth" / key
     if not (folder / "manifest.json").is_file():
         _build(folder, sources, dataset, task)
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -63,7 +63,7 @@ def write_data_hashes(path: Path, rd: Any, task: Any) -> dict[str, Any]:
         wanted = [k for split in ("train", "val") for k in splits.get(split) or []]
         by_key = None
         if not all(known.get(k) for k in wanted):  # a run from before the fingerprint held pixel hashes
-            by_key = load_dataset(task, read_or_create_salt(rd)).by_key()
+            by_key = load_dataset(task, read_or_create_salt(rd), run_dir=rd.root).by_key()
         for split in ("train", "val"):
             keys = splits.get(split) or []
             if by_key is None:

@@ -25,6 +25,7 @@ from mednas.io._dicom import SeriesInfo, list_series
 from mednas.io._image import MedImage
 from mednas.io._inspect import IMAGE_KEYS, format_summary, inspect_path, summarise_image
 from mednas.io._nifti import write_nifti
+from mednas.io._npz import member_reference, npz_arrays, parse_member, read_npz_member
 from mednas.io._phi import IDENTIFYING_TAGS, patient_key, scrub
 from mednas.io._readers import read_image
 
@@ -38,9 +39,13 @@ __all__ = [
     "format_summary",
     "inspect_path",
     "list_series",
+    "member_reference",
+    "npz_arrays",
+    "parse_member",
     "patient_key",
     "read_image",
     "read_json",
+    "read_npz_member",
     "scrub",
     "summarise_image",
     "write_bytes",

@@ -33,8 +33,12 @@ def _tmp_path(path: Path) -> Path:
     return Path(tmp)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, sync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
+
+    ``sync=False`` skips the fsync: readers still never see half a file, but after a power loss the file may
+    hold an older version (for progress logs rewritten often, where a sync per line costs more than the line).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(path)
@@ -42,7 +46,8 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -50,9 +55,9 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike[str], text: str, *, sync: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`write_bytes` for ``sync``)."""
+    return write_bytes(path, text.encode("utf-8"), sync=sync)
 
 
 def _json_default(obj: Any) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mednas.errors import DataError
 from mednas.io._image import MedImage
+from mednas.io._npz import parse_member
 
 __all__ = ["SUPPORTED_SUFFIXES", "read_image", "sniff_format"]
 
@@ -51,7 +52,8 @@ def read_image(path: str | os.PathLike[str], *, series: str | None = None) -> Me
     Args:
         path: A folder (a DICOM series, searched recursively), or a file: ``.nii``/``.nii.gz``, ``.nrrd``/
             ``.nhdr``, ``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.dcm``, or any file that starts
-            with the DICOM preamble (extension-less and UID-named files included).
+            with the DICOM preamble (extension-less and UID-named files included), or one image of a MedMNIST
+            archive named ``/data/file.npz:train[12]`` (see :func:`mednas.io.member_reference`).
         series: For a folder holding several DICOM series, which one: SeriesInstanceUID, the ``series_key``
             that :func:`list_series` shows, SeriesNumber, or SeriesDescription (case-insensitive).
 
@@ -70,6 +72,14 @@ def read_image(path: str | os.PathLike[str], *, series: str | None = None) -> Me
         >>> image.array.shape, image.orientation
         ((1, 256, 256, 25), 'LAS')
     """
+    member = parse_member(path) if not Path(path).exists() else None
+    if member is not None:
+        # An image inside a MedMNIST archive (``file.npz:train[12]``): sliced from the array, never copied out.
+        from mednas.io._npz import read_npz_member
+
+        image = read_npz_member(*member)
+        _check_finite(image, Path(path))
+        return image
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")

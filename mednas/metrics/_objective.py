@@ -222,13 +222,182 @@ def _bootstrap_all(
             v = values.get(k, math.nan)
             if v is not None and math.isfinite(v):
                 samples[k].append(float(v))
+    return _intervals(point, samples, confidence)
+
+
+def _intervals(point: dict[str, float], samples: dict[str, Any], confidence: float) -> dict[str, dict[str, Any]]:
+    """``{name: {value, ci95, n_resamples}}``: percentile intervals of each metric's finite resample values."""
     alpha = (1.0 - confidence) / 2
     out: dict[str, dict[str, Any]] = {}
     for k, v in point.items():
         s = samples[k]
-        ci = [float(np.percentile(s, 100 * alpha)), float(np.percentile(s, 100 * (1 - alpha)))] if s else [None, None]
+        ci = [float(np.percentile(s, 100 * alpha)), float(np.percentile(s, 100 * (1 - alpha)))] if len(s) else [None, None]
         value = float(v) if v is not None and math.isfinite(v) else None
         out[k] = {"value": value, "ci95": ci if value is not None else [None, None], "n_resamples": len(s)}
+    return out
+
+
+#: Bound on the (resamples x cases) weight matrix the vectorised classification bootstrap holds at once.
+_CHUNK_ELEMENTS = 2_000_000
+
+
+def _bootstrap_classification(
+    task: TaskConfig,
+    point: dict[str, float],
+    arrays: Sequence[np.ndarray],
+    groups: Sequence[str],
+    *,
+    threshold: float,
+    fixed: bool,
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict[str, dict[str, Any]] | None:
+    """The classification report's intervals, every resample at once (see :mod:`mednas.metrics._resampled`).
+
+    Gives the numbers :func:`_bootstrap_all` gives with the report's per-resample function (the same patient
+    draws, each metric computed on case multiplicities instead of copied cases), in milliseconds instead of
+    seconds. Returns None when a metric of ``point`` has no vectorised form here; the caller then falls back.
+    """
+    from mednas.metrics._bootstrap import _group_codes, patient_resamples
+    from mednas.metrics._resampled import case_weights
+
+    codes, n_groups = _group_codes(np.asarray(groups))
+    draws = patient_resamples(np.asarray(groups), n_resamples=n_resamples, seed=seed)
+    n_cases = max(1, codes.shape[0])
+    chunk = max(1, _CHUNK_ELEMENTS // n_cases)
+    parts: list[dict[str, np.ndarray]] = []
+    for lo in range(0, n_resamples, chunk):
+        weights = case_weights(draws[lo : lo + chunk], codes, n_groups)
+        stats = _resampled_classification_values(task, arrays, weights, threshold, fixed)
+        if stats is None or any(k not in stats for k in point):
+            return None
+        parts.append(stats)
+    samples = {}
+    for k in point:
+        s = np.concatenate([p[k] for p in parts])
+        samples[k] = s[np.isfinite(s)]
+    return _intervals(point, samples, confidence)
+
+
+def _resampled_classification_values(
+    task: TaskConfig, arrays: Sequence[np.ndarray], weights: np.ndarray, thr: float, fixed: bool
+) -> dict[str, np.ndarray] | None:
+    """:func:`_classification_values` (``full=True``), the objective and the per-class rates of every resample.
+
+    ``arrays`` are the report's ``(truth, score, labels, called)``; ``weights`` ``(B, N)`` case multiplicities.
+    Returns ``{metric: (B,) values}`` (``nan`` where undefined), or None for a metric without a vectorised form.
+    """
+    from mednas.metrics._resampled import confusion_counts, resampled_curves
+
+    truth, score, labels, called = (np.asarray(a) for a in arrays)
+    t = truth.astype(bool)
+    total = weights.sum(axis=1)
+    pos = weights @ t.astype(float)
+    neg = total - pos
+    both = (pos > 0) & (neg > 0)
+    nan = np.full(weights.shape[0], math.nan)
+    clipped = np.clip(score.astype(float), 0.0, 1.0)
+
+    def rate(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), math.nan)
+
+    cache: dict[str, Any] = {}
+
+    def curves() -> Any:
+        if "curves" not in cache:
+            cache["curves"] = resampled_curves(weights, t, score.astype(float))
+        return cache["curves"]
+
+    def counts() -> tuple[np.ndarray, ...] | None:
+        if math.isnan(thr):
+            return None
+        if "counts" not in cache:
+            cache["counts"] = confusion_counts(weights, t, score >= thr)
+        return cache["counts"]
+
+    def ece(n_bins: int) -> np.ndarray:
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        bins = np.searchsorted(edges[1:-1], clipped)
+        gaps = np.zeros((t.shape[0], n_bins))
+        gaps[np.arange(t.shape[0]), bins] = t.astype(float) - clipped
+        return np.abs(weights @ gaps).sum(axis=1) / total
+
+    out: dict[str, np.ndarray] = {}
+    for term in task.objective.terms:
+        m = term.metric
+        if fixed and m in ("sensitivity_at_specificity", "specificity_at_sensitivity"):
+            c = counts()
+            if c is None:
+                out[m] = nan
+                continue
+            tp, fp, tn, fn = c
+            out[m] = np.where(both, rate(tp, tp + fn) if m == "sensitivity_at_specificity" else rate(tn, tn + fp), math.nan)
+        elif m == "sensitivity_at_specificity":
+            out[m] = curves().sensitivity_at_specificity(term.min_specificity)
+        elif m == "specificity_at_sensitivity":
+            out[m] = curves().specificity_at_sensitivity(term.min_sensitivity)
+        elif m == "auroc":
+            out[m] = curves().auroc()
+        elif m == "auprc":
+            out[m] = curves().average_precision()
+        elif m in ("fbeta", "weighted_balanced_accuracy", "expected_cost"):
+            c = counts()
+            if c is None:
+                return None  # undefined threshold: the per-resample functions decide what that means
+            tp, fp, tn, fn = c
+            if m == "fbeta":
+                b2 = term.beta * term.beta
+                out[m] = rate((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
+            elif m == "weighted_balanced_accuracy":
+                w = term.sensitivity_weight
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out[m] = np.where(both, w * tp / pos + (1 - w) * tn / neg, math.nan)
+            else:
+                cost = np.asarray(term.cost_matrix, dtype=float)
+                if cost.shape != (2, 2):
+                    return None
+                out[m] = (tn * cost[0, 0] + fp * cost[0, 1] + fn * cost[1, 0] + tp * cost[1, 1]) / total
+        elif m == "net_benefit":
+            pt = term.threshold_probability
+            tp, fp, _, _ = confusion_counts(weights, t, score >= pt)
+            out[m] = tp / total - fp / total * pt / (1 - pt)
+        elif m == "brier":
+            out[m] = weights @ (clipped - t) ** 2 / total
+        elif m == "ece":
+            out[m] = ece(term.n_bins)
+        else:
+            return None
+    if "auroc" not in out:
+        out["auroc"] = curves().auroc()
+    if "auprc" not in out:
+        out["auprc"] = curves().average_precision()
+    if math.isfinite(thr):
+        tp, fp, tn, fn = counts()  # type: ignore[misc]
+        out["sensitivity"], out["specificity"] = rate(tp, tp + fn), rate(tn, tn + fp)
+        out["ppv"], out["npv"] = rate(tp, tp + fp), rate(tn, tn + fn)
+        out["accuracy"] = rate(tp + tn, tp + fp + tn + fn)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["balanced_accuracy"] = np.where(both, 0.5 * tp / pos + (1 - 0.5) * tn / neg, math.nan)
+    out.setdefault("brier", weights @ (clipped - t) ** 2 / total)
+    out.setdefault("ece", ece(10))
+    terms = task.objective.terms
+    acc = np.zeros(weights.shape[0])
+    for term in terms:
+        acc = acc + term.weight * METRIC_DIRECTIONS[term.metric] * out[term.metric]
+    out["objective"] = acc / sum(term.weight for term in terms)
+    y = labels.astype(np.intp)
+    c_ = called.astype(np.intp)
+    k = task.n_classes
+    cols = np.concatenate([(y[:, None] == np.arange(k)) & (c_[:, None] == np.arange(k)),
+                           y[:, None] == np.arange(k), c_[:, None] == np.arange(k)], axis=1).astype(float)
+    per = weights @ cols
+    for i in range(k):
+        tp_i, n_true, n_called = per[:, i], per[:, k + i], per[:, 2 * k + i]
+        out[f"class{i}_recall"] = rate(tp_i, n_true)
+        out[f"class{i}_ppv"] = rate(tp_i, n_called)
+        out[f"class{i}_n"] = n_true
     return out
 
 
@@ -285,8 +454,11 @@ def objective_report(
                 values.update(per_class_metrics(y, c, task.n_classes))
                 return values
 
-            metrics = _bootstrap_all(fn, [truth, score, labels, called], data.patients, n_resamples=n, seed=seed,
-                                     confidence=conf)
+            arrays = [truth, score, labels, called]
+            metrics = _bootstrap_classification(task, fn(*arrays), arrays, data.patients, threshold=thr,
+                                                fixed=threshold is not None, n_resamples=n, seed=seed, confidence=conf)
+            if metrics is None:  # a metric without a vectorised form: one call per resample
+                metrics = _bootstrap_all(fn, arrays, data.patients, n_resamples=n, seed=seed, confidence=conf)
             per_class = {}
             for i, name in enumerate(task.labels.names):
                 rec = {k: metrics.pop(f"class{i}_{k}") for k in ("recall", "ppv", "n")}

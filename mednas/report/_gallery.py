@@ -117,10 +117,11 @@ def _load_validation(run: Any, model: _Model) -> tuple[Any, Any] | str:
         task = load_task(load_yaml(rd.resolved) | {})
         salt = rd.salt.read_text().strip()
         # plan_data rewrites the fingerprint when the data changed: check first, so the report never writes records.
-        keys = {c.key for c in load_dataset(task, salt).cases}
+        keys = {c.key for c in load_dataset(task, salt, run_dir=rd.root).cases}
         if keys != {c.get("case") for c in run.fingerprint.get("cases") or []}:
             return ("The cases found now do not match the run's fingerprint.json (the data moved or changed; demo data "
-                    "live under $MEDNAS_CACHE_DIR, which may point elsewhere than during the search): no pictures.")
+                    "live in the run's cache/, data.cache_dir or $MEDNAS_CACHE_DIR, which may point elsewhere than during the "
+                    "search): no pictures.")
         plan = plan_data(task, rd, salt=salt)
         cap = _MAX_CLASSIFICATION if task.problem == "classification" else _MAX_SEGMENTATION
         cases = plan.cases("val")[:cap]

@@ -40,9 +40,17 @@ def read_status(
 
     Returns:
         ``{"run_dir", "task", "study", "storage", "source", "objective", "counts", "target", "finished",
-        "elapsed_s", "remaining_s", "best", "trials": [...], "retrain": [...], "simulated_data", "updated"}``;
-        each trial has ``number``, ``state``, ``family``, ``params``, ``objective``, ``ci95``, ``epoch``,
-        ``epochs``, ``seconds``, ``reason``, ``learned``, ``sampled`` (the Optuna parameters).
+        "running", "stopped", "elapsed_s", "remaining_s", "best", "trials": [...], "retrain": [...],
+        "simulated_data", "updated"}``; each trial has ``number``, ``state``, ``family``, ``params``,
+        ``objective``, ``ci95``, ``epoch``, ``epochs``, ``seconds``, ``reason``, ``learned``, ``sampled`` (the
+        Optuna parameters), ``lost`` (a running trial whose worker is gone).
+
+        ``running`` says whether a search is working on the run: a ``mednas search`` process on this host holds
+        the run directory, or a running trial's worker is alive (its process on this host, or on another host one
+        that cannot be shown dead). When it is not, ``stopped`` is ``summary.json``'s record of why the last
+        session ended (``reason``: ``n_trials reached``, ``timeout reached``, ``interrupted`` or ``failed``;
+        ``at``; ``detail``), or ``{"reason": "unknown", ...}`` for a search that was killed or crashed; and
+        ``remaining_s`` is None.
 
     Raises:
         RunDirError: If ``run_dir`` is not a run directory.
@@ -63,6 +71,7 @@ def read_status(
     source = "records"
     study = None
     storage_error = None
+    journal = url is not None and (url.startswith("journal://") or url.endswith((".log", ".journal")))
     if url and name:
         try:
             study = _load_study(url, name)
@@ -75,6 +84,7 @@ def read_status(
         source = "storage"
         for ft in study.get_trials(deepcopy=False):
             trials[ft.number] = _from_storage(ft, records.get(ft.number, {}), epochs_total, now)
+            trials[ft.number]["lost"] = _lost(ft, journal) if trials[ft.number]["state"] == "running" else False
     for number, rec in records.items():
         if number not in trials:
             trials[number] = _from_record(number, rec, epochs_total)
@@ -86,8 +96,19 @@ def read_status(
     counts["not_learning"] = sum(1 for r in rows if r["state"] in ("complete", "pruned") and r.get("learned") is False)
     target = (summary.get("n_trials") or {}).get("target") or ((resolved.get("search") or {}).get("n_trials"))
     finished = counts["complete"] + counts["pruned"] + counts["infeasible"]
+    # Without the storage a record saying "running" may be a dead worker's: only the run directory's lock tells.
+    live_trials = [r for r in rows if r["state"] == "running" and r.get("lost") is False]
+    running = bool(live_trials) or _held_by_a_search(rd)
+    for r in rows:
+        if r["state"] == "running" and not running:
+            r["lost"] = True  # nothing works on the run: this trial's worker is gone (retried on continuing)
     elapsed = _busy_seconds(study, now) if study is not None else sum(r["seconds"] or 0.0 for r in rows)
-    remaining = _remaining(rows, target, finished, counts["running"])
+    remaining = _remaining(rows, target, finished, len(live_trials)) if running else None
+    stopped = None
+    if not running:
+        stopped = summary.get("stopped") if isinstance(summary.get("stopped"), dict) else None
+        stopped = stopped or {"reason": "unknown", "detail": "no search process is alive and none recorded how it "
+                              "ended (killed, crashed, or a run of an earlier mednas)"}
     objective = summary.get("objective") or {}
     return {
         "run_dir": str(rd.root),
@@ -100,6 +121,8 @@ def read_status(
         "counts": counts,
         "target": target,
         "finished": finished,
+        "running": running,
+        "stopped": stopped,
         "elapsed_s": elapsed,
         "remaining_s": remaining,
         "best": _best(summary, trials, objective.get("directions") or ["maximize"]),
@@ -139,7 +162,8 @@ def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str
                  + f"), {c['running']} running"
                  + (f", {c['waiting']} waiting" if c.get("waiting") else "")
                  + f"; elapsed {_duration(status['elapsed_s'])}"
-                 + (f", ~{_duration(status['remaining_s'])} left" if status.get("remaining_s") else ""))
+                 + (f", ~{_duration(status['remaining_s'])} left" if status.get("running", True) and status.get("remaining_s") else ""))
+    lines.append(f"  search: {_search_state(status)}")
     best = status.get("best")
     if best:
         ci = best.get("ci95")
@@ -328,6 +352,48 @@ def _from_record(number: int, rec: dict[str, Any], epochs_total: int | None) -> 
     }
 
 
+def _held_by_a_search(rd: RunDir) -> bool:
+    """Whether a ``mednas search`` process on this host holds the run (its shared lock on the marker).
+
+    Probed with a non-blocking exclusive lock, released at once; a lock held by a process that died is
+    released by the kernel, so a killed search reads as not running.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): only the trials' workers tell
+        return False
+    import errno
+
+    try:
+        fd = os.open(rd.marker, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _lost(ft: Any, journal: bool) -> bool:
+    """Whether a RUNNING trial's worker is gone: its process on this host has exited, or (journal storage, where
+    mednas keeps the heartbeat) its last heartbeat is older than the grace period. Elsewhere: not known, alive."""
+    import time
+
+    from mednas.search._recovery import HEARTBEAT_GRACE, _pid_alive, host_tag
+
+    attrs = ft.user_attrs
+    pid = int(attrs.get("pid", -1) or -1)
+    if attrs.get("host") == host_tag() and pid > 0:
+        return not _pid_alive(pid)
+    beat = attrs.get("heartbeat")
+    return journal and beat is not None and time.time() - float(beat) > HEARTBEAT_GRACE
+
+
 def _busy_seconds(study: Any, now: _dt.datetime) -> float:
     """Wall-clock time during which at least one trial ran (sessions days apart don't count the gap)."""
     spans = sorted((t.datetime_start, t.datetime_complete or now) for t in study.get_trials(deepcopy=False)
@@ -436,8 +502,23 @@ def _epochs_cell(r: dict[str, Any]) -> str:
     return f"{r['epoch']}/{r['epochs']}" if r.get("epochs") else str(r["epoch"])
 
 
+def _search_state(status: dict[str, Any]) -> str:
+    """``running`` or ``stopped (timeout reached) at 2026-12-02 06:31:02+00:00``: the line under the progress."""
+    if status.get("running", True):
+        return "running"
+    stopped = status.get("stopped") or {}
+    reason = stopped.get("reason") or "unknown"
+    if reason == "unknown":
+        return "stopped (how is not recorded: killed or crashed?); run the same `mednas search` command to continue"
+    detail = f": {stopped['detail']}" if stopped.get("detail") and reason in ("failed", "interrupted") else ""
+    at = str(stopped.get("at") or "").replace("T", " ")
+    return f"stopped ({reason}{detail})" + (f" at {at}" if at else "")
+
+
 def _note(r: dict[str, Any]) -> str:
     notes = []
+    if r.get("lost"):
+        notes.append("its worker is gone; retried when the search continues")
     if r.get("duplicate_of") is not None:
         notes.append(f"same as trial {r['duplicate_of']}")
     if r.get("retry_of") is not None:

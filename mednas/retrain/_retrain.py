@@ -163,6 +163,7 @@ def run_retrain(
     n_resamples: int | None = None,
     seeds: int = 2,
     show_progress: bool = True,
+    threads: int | None = None,
 ) -> RetrainResult:
     """Retrain the top-k candidates of a search at full fidelity, test them once, and record proxy fidelity.
 
@@ -180,6 +181,8 @@ def run_retrain(
             by the seed mean and the agreement between seeds (``seed_ceiling_tau``) bounds what any proxy can
             reach. 1 halves the cost and leaves the ceiling unmeasured.
         show_progress: Progress bar on stderr (``MEDNAS_NO_PROGRESS=1`` also disables it).
+        threads: CPU threads (default: the task's ``training.threads``, else the CPUs this process may use, fewer
+            when the machine is busy at start).
 
     Returns:
         The candidates' records (the first seed's, with a ``seeds`` list and ``val_mean``/``val_sd``), the
@@ -192,6 +195,7 @@ def run_retrain(
         >>> result = run_retrain("runs/demo-xray-nodule", top_k=3)  # doctest: +SKIP
         >>> result.fidelity["kendall_tau"]  # doctest: +SKIP
     """
+    from mednas._threads import configure_threads
     from mednas.config import load_task, load_yaml
     from mednas.data import plan_data, read_or_create_salt
     from mednas.train import select_device
@@ -203,6 +207,7 @@ def run_retrain(
     rd = RunDir(run_dir)
     rd.require(rd.resolved, rd.splits, step="retrain")
     task = load_task(load_yaml(rd.resolved))
+    configure_threads(threads, task_threads=task.training.threads)
     dev = select_device(device or task.device)
     study = _open_run_study(rd, task, storage, study_name)
     candidates = select_candidates(study, top_k)

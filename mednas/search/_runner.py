@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from mednas.config import TaskConfig, config_hash, task_to_dict
+from mednas.config import TaskConfig, config_hash, task_to_dict, with_settings
 from mednas.data import ArrayData, DataPlan, plan_data, read_or_create_salt
 from mednas.data._cases import new_salt
 from mednas.io._atomic import write_json, write_text, write_yaml
 from mednas.rundir import RunDir, check_run_dir, claim_run_dir, environment_info
 from mednas.search._recovery import Heartbeat, host_tag, recover_stale_trials, retry_of
 from mednas.search._study import make_storage, open_study
-from mednas.search._summary import pareto_front, write_summary
+from mednas.search._summary import clear_stop, pareto_front, record_stop, write_summary
 
 logger = logging.getLogger("mednas.search")
 
@@ -115,6 +115,14 @@ class _TrialObjective:
         self.on_epoch = on_epoch
 
     def __call__(self, trial: Any) -> float | list[float]:
+        t_call = time.perf_counter()
+        log = _TrialLog(self.run_dir.trial_dir(trial.number) / "log.txt")
+        try:
+            return self._trial(trial, log, t_call)
+        finally:
+            log.flush()
+
+    def _trial(self, trial: Any, log: _TrialLog, t_call: float) -> float | list[float]:
         import optuna
 
         from mednas.metrics._objective import (
@@ -145,12 +153,6 @@ class _TrialObjective:
         if original is not None:
             record["retry_of"] = original
             trial.set_user_attr("retry_of", original)
-        log_lines: list[str] = []
-
-        def log(msg: str) -> None:
-            log_lines.append(f"{time.strftime('%H:%M:%S')} {msg}")
-            write_text(tdir / "log.txt", "\n".join(log_lines) + "\n")
-
         family = trial.suggest_categorical("family", list(self.spaces))
         space = self.spaces[family]
         spec = space.sample(trial, self.ctx)
@@ -178,10 +180,14 @@ class _TrialObjective:
             return list(twin.values) if multi else float(twin.values[0])
         t0 = time.perf_counter()
         try:
-            cost_proxy = estimate_cost(spec, self.ctx.input_shape, batch_size=task.training.batch_size)
+            bs = task.training.batch_size
+            cost_proxy = estimate_cost(spec, self.ctx.input_shape, batch_size=bs)
             full_spec = space.adapt_to_shape(spec, self.plan.full_shape)
-            cost_full = estimate_cost(full_spec, self.plan.full_shape, batch_size=task.training.batch_size)
-            cost_one = estimate_cost(full_spec, self.plan.full_shape, batch_size=1)
+            same = full_spec.hash == spec.hash and tuple(self.plan.full_shape) == tuple(self.ctx.input_shape)
+            # Each estimate runs the network once on the meta device; MACs and activations scale with the batch.
+            cost_full = cost_proxy if same else estimate_cost(full_spec, self.plan.full_shape, batch_size=bs)
+            cost_one = dataclasses.replace(cost_full, macs=cost_full.macs // bs, activation_bytes=cost_full.activation_bytes // bs,
+                                           batch_size=1)
         except ValueError as exc:
             return self._reject(trial, record, tdir, f"invalid for the input shape: {exc}", log)
         costs: dict[str, float] = {
@@ -222,7 +228,17 @@ class _TrialObjective:
         check_epoch = task.dead_check_epoch
         dead: dict[str, str] = {}
 
+        marks: list[float] = []  # [start of epoch 1, end of each epoch's callback...] for the record's timing
+
         def on_epoch(result: Any) -> None:
+            if not marks:
+                marks.append(time.perf_counter() - result.seconds)
+            try:
+                _on_epoch(result)
+            finally:
+                marks.append(time.perf_counter())
+
+        def _on_epoch(result: Any) -> None:
             log(f"epoch {result.epoch}/{settings.epochs}: loss {result.train_loss:.4f}, objective {result.value:.4f} ({result.seconds:.1f}s)")
             value = result.value if math.isfinite(result.value) else 0.0
             if self.on_epoch:
@@ -275,6 +291,7 @@ class _TrialObjective:
                 trial.set_user_attr("learned", False)
                 trial.set_user_attr("not_learning", dead["reason"])
             self._write_partial_history(trial, record)
+            record["timing"] = _timing(t_call, marks)
             write_json(tdir / "metrics.json", record)
             log(str(exc))
             raise
@@ -316,6 +333,7 @@ class _TrialObjective:
             # Proxy weights of the leading trials let `mednas export` work before any retraining.
             save_weights(tdir / "model.pt", fit_result.best_state)
             record["weights"] = "model.pt"
+        record["timing"] = _timing(t_call, marks)
         write_json(tdir / "metrics.json", record)
         log(f"complete: {task.objective.name} = {value:.4f} (best epoch {fit_result.best_epoch}, {record['seconds']:.1f}s)"
             + ("" if fit_result.learned else f"; flagged: never started learning ({fit_result.not_learning_reason})")
@@ -456,6 +474,71 @@ class _TrialObjective:
         raise _TrialFailed(reason)
 
 
+class _TrialLog:
+    """A trial's ``log.txt``: rewritten atomically on every line, synced to disk once, when the trial ends.
+
+    A sync per line cost more than a short epoch on a busy disk; readers (``tail``, tests that watch a trial's
+    progress) still see every line at once and never half a file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = []
+
+    def __call__(self, msg: str) -> None:
+        self.lines.append(f"{time.strftime('%H:%M:%S')} {msg}")
+        write_text(self.path, "\n".join(self.lines) + "\n", sync=False)
+
+    def flush(self) -> None:
+        """Write and sync every line so far (nothing when there is none)."""
+        if self.lines:
+            write_text(self.path, "\n".join(self.lines) + "\n")
+
+
+_gc_frozen = False
+
+
+def _freeze_long_lived() -> None:
+    """Move every live object to the garbage collector's permanent generation for the trials that follow.
+
+    With torch, MONAI and Optuna imported, the full collection Optuna runs after every trial (``gc_after_trial``,
+    which frees cycles that hold a trial's tensors) walked about 300,000 long-lived objects, 0.2 s a trial on the
+    CPU machine; frozen, it walks only what trials made since (a few ms). Left alone when something else in
+    the process froze objects already; :func:`_thaw_long_lived` undoes it when the search ends.
+    """
+    import gc
+
+    global _gc_frozen
+    if _gc_frozen or gc.get_freeze_count():
+        return
+    gc.collect()
+    gc.freeze()
+    _gc_frozen = True
+
+
+def _thaw_long_lived() -> None:
+    import gc
+
+    global _gc_frozen
+    if _gc_frozen:
+        gc.unfreeze()
+        _gc_frozen = False
+
+
+def _timing(t_call: float, marks: list[float]) -> dict[str, Any]:
+    """Where a trial's wall time went: before the first epoch, each epoch (with its callback), after the last.
+
+    ``after_last_epoch_s`` runs until the trial record is written (the write itself and Optuna's bookkeeping
+    afterwards are not in it).
+    """
+    now = time.perf_counter()
+    if not marks:
+        return {"before_first_epoch_s": round(now - t_call, 4), "epochs_s": [], "after_last_epoch_s": 0.0}
+    return {"before_first_epoch_s": round(marks[0] - t_call, 4),
+            "epochs_s": [round(b - a, 4) for a, b in zip(marks, marks[1:])],
+            "after_last_epoch_s": round(now - marks[-1], 4)}
+
+
 def _is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
@@ -509,16 +592,65 @@ def _count_finished(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def prepare_run(task: TaskConfig, run_dir: RunDir, device: str) -> str:
+def prepare_run(task: TaskConfig, run_dir: RunDir, device: str, *, settings: dict[str, Any] | None = None) -> str:
     """Check the run directory (refusing a different config) and write resolved.yaml and env.json.
+
+    ``resolved.yaml`` holds the settings this session runs with: the task after presets and ``--set``, with
+    ``settings`` (dotted keys: what the command line chose, e.g. ``{"search.n_trials": 30}``) applied over it.
+    Only keys outside the run's identity (see :func:`mednas.config.config_hash`) may be given, so a session
+    that continues the run with another ``--n-trials`` keeps the study and updates the record.
 
     Called with the run directory claimed (:func:`mednas.rundir.claim_run_dir`); :func:`check_config` runs first,
     before anything is written.
     """
     chash = check_config(task, run_dir)
-    write_yaml(run_dir.resolved, task_to_dict(task))
+    effective = with_settings(task, settings) if settings else task
+    if config_hash(effective) != chash:
+        raise ValueError(f"prepare_run: {sorted(settings or {})} must not change the run's identity")
+    write_yaml(run_dir.resolved, task_to_dict(effective))
     write_json(run_dir.env, environment_info(device, task.search.seed) | {"config_hash": chash})
     return chash
+
+
+def _session_settings(n_trials: int, timeout: float | None, device: str, threads: int | None) -> dict[str, Any]:
+    """The command-line choices ``resolved.yaml`` records over the task (all outside the run's identity)."""
+    settings: dict[str, Any] = {"search.n_trials": n_trials, "search.timeout": timeout, "device": device}
+    if threads is not None:
+        settings["training.threads"] = threads  # --threads (an explicit choice; the automatic one is in the log)
+    return settings
+
+
+def _stop_of(exc: BaseException) -> tuple[str, str]:
+    """The ``summary.json`` stop reason and detail for a session that ended with ``exc``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", "KeyboardInterrupt (Ctrl-C)"
+    if isinstance(exc, SystemExit):
+        return "interrupted", f"exit {exc.code}" + (" (SIGTERM)" if exc.code == 128 + 15 else "")
+    from mednas.errors import MednasError
+
+    # mednas's own errors are written to be free of identifying values; another exception's text may hold a file
+    # name (of a patient), so only its type is recorded (the log has the rest).
+    first = (str(exc).splitlines() or [""])[0][:200] if isinstance(exc, MednasError) else ""
+    return "failed", f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _exit_on_sigterm() -> Any:
+    """Turn SIGTERM into ``SystemExit(143)`` for this search, so that it records ``interrupted`` as it ends.
+
+    Only in the main thread and where nobody installed a handler before. The running trial stays RUNNING in
+    the storage (SystemExit passes through Optuna), so continuing the run retries it. Returns the undo.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check_config(task: TaskConfig, run_dir: RunDir) -> str:
@@ -549,7 +681,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            if k in ("n_trials", "timeout", "max_failures", "keep_weights", "cache_dir", "description") or (prefix == "" and k == "device"):
+            if k in ("n_trials", "timeout", "max_failures", "keep_weights", "cache_dir", "description", "threads") or (prefix == "" and k == "device"):
                 continue
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
@@ -577,6 +709,7 @@ def run_search(
     trials_per_gpu: int = 1,
     worker: bool = False,
     storage_timeout: float | None = None,
+    threads: int | None = None,
 ) -> SearchResult:
     """Create or continue the run's study until it has ``n_trials`` finished (complete + pruned) trials.
 
@@ -595,6 +728,8 @@ def run_search(
         worker: This process was started by another ``mednas search`` as a worker: spawn nothing.
         storage_timeout: Seconds a PostgreSQL/MySQL server gets to connect and answer (default 10; a
             ``connect_timeout=`` in the URL wins).
+        threads: CPU threads per process (default: ``training.threads``, else the usable CPUs divided by the
+            local workers, fewer on a busy machine; see :func:`mednas._threads.plan_threads`).
 
     Raises:
         RunDirError: ``run_dir`` is a file, a folder that is not a mednas run, or a run of another configuration.
@@ -603,6 +738,7 @@ def run_search(
     Returns:
         The run directory and the summary written to ``summary.json``.
     """
+    from mednas._threads import configure_threads
     from mednas.errors import MednasError
     from mednas.search._workers import plan_slots, spawn_workers, stop_workers
     from mednas.train import select_device
@@ -619,24 +755,27 @@ def run_search(
         os.environ["MEDNAS_STORAGE_TIMEOUT"] = str(storage_timeout)  # the --workers children open it too
     n_target = n_trials or task.search.n_trials
     timeout = timeout if timeout is not None else task.search.timeout
-    slots = plan_slots(workers, gpus, trials_per_gpu, device or task.device) if not worker else []
+    # Threads before torch starts work: the usable CPUs shared by every local worker (workers inherit the choice).
+    n_local = 1 if worker else (len(gpus) * trials_per_gpu if gpus else workers)
+    tplan = configure_threads(threads, task_threads=task.training.threads, workers=n_local, announce=not worker)
+    slots = plan_slots(workers, gpus, trials_per_gpu, device or task.device, threads=tplan.threads) if not worker else []
     if slots and len(slots) > 1:
         device = slots[0].device
         os.environ.update({k: v for k, v in slots[0].env.items() if k == "CUDA_VISIBLE_DEVICES"})
-    threads = os.environ.get("MEDNAS_TORCH_THREADS") or (slots[0].env.get("MEDNAS_TORCH_THREADS") if len(slots) > 1 else None)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     dev = select_device(device or task.device)
     claim = claim_run_dir(rd, config_hash=chash)
     handler: logging.Handler | None = None
     bar: _Progress | None = None
     started = False
+    prepared = False  # this process wrote resolved.yaml: it records how the session ends (summary.json `stopped`)
+    ended_by: BaseException | None = None
+    stop: tuple[str, str | None] | None = None
     procs: list[Any] = []
+    undo_sigterm = _exit_on_sigterm() if not worker else (lambda: None)
     try:
         if not worker:
-            prepare_run(task, rd, dev)
+            prepare_run(task, rd, dev, settings=_session_settings(n_target, timeout, dev, threads))
+            prepared = True
         else:
             rd.require(rd.resolved, step="a search worker")
         existing_salt = rd.salt.read_text().strip() if rd.salt.is_file() else ""
@@ -648,7 +787,8 @@ def run_search(
             logger.info("using the shared study's salt")
         handler = _setup_file_logging(rd)
         recover_stale_trials(study)
-        logger.info("search %s: %s, run dir %s, device %s%s", task.name, task.objective.name, rd.root, dev,
+        logger.info("search %s: %s, run dir %s, device %s, %d CPU thread(s)%s%s", task.name, task.objective.name, rd.root,
+                    dev, tplan.threads, f" ({tplan.source}{', lowered: machine busy' if tplan.reduced else ''})",
                     f", {len(slots)} workers" if len(slots) > 1 else "")
 
         bar = _Progress(n_target, _count_finished(study), enabled=show_progress and not worker, study=study)
@@ -682,29 +822,34 @@ def run_search(
         from optuna.storages import fail_stale_trials
         from optuna.trial import TrialState
 
-        def work() -> None:
+        def work() -> tuple[str, str | None]:
             # One trial per optimize() call: every worker checks the shared count before starting one, so the
             # study ends at the target instead of each worker running its own quota. When the remaining trials
             # are running elsewhere, wait: if their worker dies, its retry appears here and is picked up.
+            # Returns why it stopped (summary.json `stopped`).
             while _count_finished(study) < n_target:
                 left = None if timeout is None else timeout - (time.monotonic() - t_start)
                 if left is not None and left <= 0:
                     logger.info("timeout reached")
-                    return
+                    return "timeout reached", f"{timeout:g} s"
                 if _count_busy(study) < n_target or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                     study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(_TrialFailed,),
                                    gc_after_trial=True, show_progress_bar=False)
                     if failures_in_row >= task.search.max_failures:
                         logger.error("%d trials failed in a row; stopping (see trials/*/log.txt)", failures_in_row)
-                        return
+                        return "failed", f"{failures_in_row} trials failed in a row"
                     continue
                 time.sleep(2.0)
                 fail_stale_trials(study)
                 recover_stale_trials(study)
                 write_summary(task, rd, study, plan=plan, target=n_target)
                 bar.trial_done(None)
+            return "n_trials reached", None
 
-        work()
+        if prepared:
+            clear_stop(rd)  # the previous session's end; a refused start (above) leaves it in place
+        _freeze_long_lived()  # the collection after every trial (gc_after_trial) then skips them
+        stop = work()
         if procs:
             bar.stage("waiting for workers", 0, 0)
             codes = stop_workers(procs, wait=True, timeout=None if timeout is None else timeout + 600)
@@ -712,7 +857,7 @@ def run_search(
             if bad:
                 logger.warning("worker(s) %s exited with an error; see %s", bad, rd.root / "workers")
             recover_stale_trials(study)
-            work()  # trials of workers that died are retried here
+            stop = work()  # trials of workers that died are retried here
         recover_stale_trials(study)
         if not worker and task.search.reevaluate.top:
             # The coordinating process only, once the trials are done (its workers have exited by now).
@@ -722,8 +867,12 @@ def run_search(
             reevaluate_top(study, objective, top=task.search.reevaluate.top, seeds=task.search.reevaluate.seeds)
         bar.close()
         summary = write_summary(task, rd, study, plan=plan, target=n_target)
+        if prepared and stop is not None:
+            logger.info("search stopped: %s (%s)", stop[0], stop[1] or f"{_count_finished(study)} finished")
+            summary = record_stop(rd, *stop)
         return SearchResult(rd.root, summary)
-    except MednasError:
+    except MednasError as exc:
+        ended_by = exc
         if claim.owner and not started:
             # Refused before any trial ran (bad data, a study of another configuration): remove what this process
             # created, and only if nobody else has joined the run meanwhile.
@@ -734,7 +883,20 @@ def run_search(
                 bar.close()
             claim.abandon()
         raise
+    except BaseException as exc:  # Ctrl-C, SIGTERM (see _exit_on_sigterm), a bug: recorded below, then raised
+        ended_by = exc
+        raise
     finally:
+        _thaw_long_lived()
+        undo_sigterm()
+        refused = isinstance(ended_by, MednasError) and not started  # nothing ran; the run may be gone
+        if prepared and ended_by is not None and not refused:
+            try:
+                reason, detail = _stop_of(ended_by)
+                (logger.warning if reason == "interrupted" else logger.error)("search stopped: %s (%s)", reason, detail)
+                record_stop(rd, reason, detail)
+            except Exception:  # noqa: BLE001 - never hide why the search ended behind a failed record
+                logger.warning("could not record how the search ended in %s", rd.summary, exc_info=True)
         claim.close()
         if procs:
             stop_workers([p for p in procs if p.poll() is None], wait=False)

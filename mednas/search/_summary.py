@@ -14,7 +14,10 @@ from typing import Any
 from mednas.config import TaskConfig
 from mednas.rundir import RunDir
 
-__all__ = ["best_trials", "build_summary", "pareto_front", "write_summary"]
+__all__ = ["STOP_REASONS", "best_trials", "build_summary", "clear_stop", "pareto_front", "record_stop", "write_summary"]
+
+#: Why a search session ended, as ``summary.json`` ``stopped.reason`` records it.
+STOP_REASONS = ("n_trials reached", "timeout reached", "interrupted", "failed")
 
 
 def _metrics_file(rd: RunDir, number: int) -> dict[str, Any]:
@@ -190,7 +193,9 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
         summary["reevaluation"] = reevaluation
     previous = rd.read_json(rd.summary) if rd.summary.exists() else {}
     # Keys other steps own (retrain's proxy_fidelity, export's bundle) survive a summary rewrite.
-    for key in ("proxy_fidelity", "retrain", "export"):
+    # `stopped` too: a --workers child or a joining process may rewrite the summary after the session's end was
+    # recorded; the next session clears it when it starts (clear_stop).
+    for key in ("proxy_fidelity", "retrain", "export", "stopped"):
         if key in previous:
             summary[key] = previous[key]
     if target is None and isinstance(previous.get("n_trials"), dict) and previous["n_trials"].get("target"):
@@ -225,3 +230,37 @@ def write_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
     summary = build_summary(task, rd, study, plan, target)
     rd.write_json(rd.summary, summary)
     return summary
+
+
+def record_stop(rd: RunDir, reason: str, detail: str | None = None) -> dict[str, Any]:
+    """Record in ``summary.json`` why the search session ended: ``stopped: {reason, at[, detail]}``.
+
+    Args:
+        rd: The run directory.
+        reason: One of :data:`STOP_REASONS`.
+        detail: A line on what happened (``5 trials failed in a row``, ``SIGTERM``), or None.
+
+    Returns:
+        The summary as written.
+    """
+    import datetime as _dt
+
+    if reason not in STOP_REASONS:
+        raise ValueError(f"stop reason {reason!r} is not one of {STOP_REASONS}")
+    summary = rd.read_json(rd.summary) if rd.summary.exists() else {}
+    stopped: dict[str, Any] = {"reason": reason, "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    if detail:
+        stopped["detail"] = detail
+    summary["stopped"] = stopped
+    rd.write_json(rd.summary, summary)
+    return summary
+
+
+def clear_stop(rd: RunDir) -> None:
+    """Forget the previous session's ``stopped`` record (a new session is starting)."""
+    if not rd.summary.exists():
+        return
+    summary = rd.read_json(rd.summary)
+    if isinstance(summary, dict) and "stopped" in summary:
+        del summary["stopped"]
+        rd.write_json(rd.summary, summary)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mednas._malloc import MALLOC_ENV
+from mednas._threads import plan_threads, thread_env
 from mednas.errors import ConfigError
 
 logger = logging.getLogger("mednas.search")
@@ -32,14 +33,20 @@ class WorkerSlot:
     env: dict[str, str]
 
 
-def plan_slots(workers: int, gpus: list[int] | None, trials_per_gpu: int, device: str) -> list[WorkerSlot]:
+def plan_slots(workers: int, gpus: list[int] | None, trials_per_gpu: int, device: str, *,
+               threads: int | None = None, task_threads: int | None = None) -> list[WorkerSlot]:
     """Assign worker slots: slot 0 is the parent process itself.
+
+    Every slot gets the same CPU threads (:func:`mednas._threads.plan_threads`): ``threads`` or ``task_threads``
+    per process when given, else the usable CPUs divided by the slots (fewer on a busy machine).
 
     Args:
         workers: Worker processes on the CPU (or on the default device) when ``gpus`` is empty.
         gpus: GPU indices to pack trials onto.
         trials_per_gpu: Concurrent trials per listed GPU.
         device: The device the task asked for (``auto``, ``cpu``, ``cuda``).
+        threads: ``--threads``: CPU threads per process.
+        task_threads: The task's ``training.threads``.
 
     Raises:
         ConfigError: For contradictory options.
@@ -49,16 +56,15 @@ def plan_slots(workers: int, gpus: list[int] | None, trials_per_gpu: int, device
             raise ConfigError("--gpus needs a CUDA device, but --device cpu was given")
         if trials_per_gpu < 1:
             raise ConfigError("--trials-per-gpu must be at least 1")
+        env = thread_env(plan_threads(threads, task_threads=task_threads, workers=len(gpus) * trials_per_gpu).threads)
         slots = []
         for g in gpus:
             for _ in range(trials_per_gpu):
-                slots.append(WorkerSlot(len(slots), "cuda", {"CUDA_VISIBLE_DEVICES": str(g)}))
+                slots.append(WorkerSlot(len(slots), "cuda", {**env, "CUDA_VISIBLE_DEVICES": str(g)}))
         return slots
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
-    env = {"OMP_NUM_THREADS": str(threads), "MEDNAS_TORCH_THREADS": str(threads)}
+    env = thread_env(plan_threads(threads, task_threads=task_threads, workers=workers).threads)
     return [WorkerSlot(i, device, env) for i in range(workers)]
 
 

@@ -22,7 +22,7 @@ SCRIPT = ROOT / "benchmarks" / "real_data.py"
 MODELS = ("mednas", "resnet18", "efficientnet_b0", "densenet121")
 METRICS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the benchmark script may take up to 300 s
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh ``MEDNAS_CACHE_DIR`` for this test only (materialised and augmented copies land here)."""
+    """A fresh ``MEDNAS_CACHE_DIR`` for this test only (proxy cache, demo data and augmented copies land here)."""
     path = tmp_path / "cache"
     monkeypatch.setenv("MEDNAS_CACHE_DIR", str(path))
     return path

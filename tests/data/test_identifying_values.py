@@ -115,7 +115,7 @@ def test_no_identifying_value_in_any_output_of_a_full_search(
 
     run_files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert len(run_files) >= 8 and any(p.name == "study.db" for p in run_files)
-    assert list(cache_dir.rglob("*.npz")), "the proxy cache was written and is searched too"
+    assert list(cache_dir.rglob("*.npy")), "the proxy cache was written and is searched too"
     hits = _scan(run_dir, forbidden) + _scan(cache_dir, forbidden)
     text = {"stdout": out, "stderr": err, "logs": log.getvalue()}
     assert log.getvalue().strip(), "the logs were captured"

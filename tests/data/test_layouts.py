@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mednas.data import load_dataset, new_salt, validate_dataset
+from mednas.data import load_dataset, validate_dataset
 from mednas.errors import DataError
 from mednas.io import MedImage, read_image, write_nifti
 from mednas.testing import FAKE_IDENTIFYING, write_dicom_series
@@ -221,31 +221,42 @@ def _npz(path: Path, shape: tuple[int, ...], n: tuple[int, int, int] = (6, 2, 2)
     return path
 
 
-def test_medmnist_2d_materialised_once_as_png(tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_medmnist_2d_is_read_in_place_never_written_out(tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     npz = _npz(tmp_path / "pneumoniamnist.npz", (28, 28))
     task = config(cls_task({"format": "medmnist", "path": str(npz)}))
     with caplog.at_level(logging.WARNING, logger="mednas"):
         dataset = load_dataset(task, SALT)
     assert "each image is treated as its own patient" in caplog.text
     assert len(dataset.cases) == 10 and len({c.patient for c in dataset.cases}) == 10
-    folders = list((cache_dir / "medmnist").iterdir())
-    assert len(folders) == 1
-    pngs = sorted(folders[0].glob("images/*.png"))
-    assert len(pngs) == 10
+    assert not cache_dir.exists()  # no copy of the images anywhere
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pneumoniamnist.npz"]
     with np.load(npz) as z:
         original = z["val_images"][1]
-    case = next(c for c in dataset.cases if c.images[0].endswith("val_000001.png"))
+    case = next(c for c in dataset.cases if c.identifier == "pneumoniamnist.npz:val[1]")
+    assert case.images == (f"{npz.resolve()}:val[1]",) and case.given_split == "val"
     np.testing.assert_array_equal(read_image(case.images[0]).array[0].T, original)  # (X, Y) = (columns, rows)
     assert case.label == 1
-    # Built once: a second listing reuses the folder; a changed file gets a new one.
-    stamp = (folders[0] / "manifest.json").stat().st_mtime_ns
-    load_dataset(task, new_salt())
-    assert (folders[0] / "manifest.json").stat().st_mtime_ns == stamp
+    # The image reads as the same picture saved as a PNG would (dtype, axes, values): pixel hashes are unchanged.
+    from PIL import Image
+
+    Image.fromarray(original).save(tmp_path / "same.png")
+    as_png = read_image(tmp_path / "same.png").array
+    assert read_image(case.images[0]).array.dtype == as_png.dtype
+    np.testing.assert_array_equal(read_image(case.images[0]).array, as_png)
+    # Case keys depend on the file's content and the salt only; a changed file is read afresh.
+    assert [c.key for c in load_dataset(task, SALT).cases] == [c.key for c in dataset.cases]
     _npz(npz, (28, 28), (4, 2, 2))
     assert len(load_dataset(task, SALT).cases) == 8
-    assert len(list((cache_dir / "medmnist").iterdir())) == 2
-    assert not [p for p in (cache_dir / "medmnist").iterdir() if p.name.startswith(".")]  # no half-built folder
+    assert not cache_dir.exists()
     assert validate_dataset(task, SALT).ok
+
+
+def test_medmnist_references_name_the_problem(tmp_path: Path) -> None:
+    npz = _npz(tmp_path / "m.npz", (8, 8))
+    with pytest.raises(DataError, match=r"m.npz:val\[7\]: val_images has 2 images, no row 7"):
+        read_image(f"{npz}:val[7]")
+    with pytest.raises(DataError, match=r"gone.npz: file not found"):
+        read_image(f"{tmp_path / 'gone.npz'}:train[0]")
 
 
 def test_medmnist_3d_and_rgb(tmp_path: Path, cache_dir: Path) -> None:
@@ -253,16 +264,18 @@ def test_medmnist_3d_and_rgb(tmp_path: Path, cache_dir: Path) -> None:
     task = config(seg_task({"format": "medmnist", "path": str(npz)}, names=("a", "b", "c")) | {
         "problem": "classification", "objective": {"metric": "auroc"}, "search": {"spaces": ["resnet"]}})
     dataset = load_dataset(task, SALT)
-    case = next(c for c in dataset.cases if c.images[0].endswith("train_000002.nii.gz"))
+    case = next(c for c in dataset.cases if c.identifier == "organmnist3d.npz:train[2]")
     with np.load(npz) as z:
         original = z["train_images"][2]
     np.testing.assert_array_equal(np.transpose(read_image(case.images[0]).array[0], (2, 1, 0)), original)
     assert case.label == 2
+    assert validate_dataset(task, SALT).ok
 
     rgb = _npz(tmp_path / "dermamnist.npz", (12, 12, 3))
     task = config(cls_task({"format": "medmnist", "path": str(rgb)}))
     image = read_image(load_dataset(task, SALT).cases[0].images[0])
     assert image.array.shape == (3, 12, 12)
+    assert not cache_dir.exists()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 
 import mednas
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # `monai.bundle run` may take up to 600 s
 
 
 def _run_bundle(bundle: Path, inputs: Path, out: Path) -> None:

@@ -24,6 +24,9 @@ import yaml
 from mednas.testing import tiny_task
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Proxy epochs of the live search: enough that a poll every 0.3 s sees a trial running with an epoch reported
+#: (a tiny epoch takes well under 0.1 s once the framework's per-trial overhead is small).
+LIVE_EPOCHS = 8
 
 
 @dataclass
@@ -60,8 +63,8 @@ def live_cls_run(tmp_path_factory: pytest.TempPathFactory, tiny_cls_datalist: Pa
 
     base = tmp_path_factory.mktemp("live-cls")
     task = base / "task.yaml"
-    # No pruning, so every trial runs its 3 epochs and a poll sees it running; fewer bootstrap resamples: faster.
-    spec = tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 3},
+    # No pruning, so every trial runs all its epochs and a poll sees it running; fewer bootstrap resamples: faster.
+    spec = tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": LIVE_EPOCHS},
                      search={"pruner": {"name": "none"}},
                      objective={"metric": "sensitivity_at_specificity", "min_specificity": 0.8, "bootstrap": {"resamples": 100}})
     task.write_text(yaml.safe_dump(spec))
@@ -80,7 +83,9 @@ def live_cls_run(tmp_path_factory: pytest.TempPathFactory, tiny_cls_datalist: Pa
             if proc.poll() is None:
                 live.snapshots.append(snap)
             # The command itself, once a trial has finished and another is running: the live case users watch.
-            if snap["finished"] >= 1 and snap["counts"]["running"] and len(live.texts) < 5:
+            # (Once the running trial has reported an epoch, so the text can show it: epochs only go up.)
+            if (snap["finished"] >= 1 and snap["counts"]["running"] and len(live.texts) < 5
+                    and any(r["state"] == "running" and r.get("epoch") for r in snap["trials"])):
                 text = _status_cli(run)
                 if proc.poll() is None:
                     live.texts.append(text)

@@ -12,7 +12,7 @@ import pytest
 
 from mednas.errors import RunDirError
 from mednas.report import format_status, read_status
-from tests.report.conftest import LiveRun, _status_cli
+from tests.report.conftest import LIVE_EPOCHS, LiveRun, _status_cli
 
 
 def test_status_shows_live_numbers_while_a_search_runs(live_cls_run: LiveRun) -> None:
@@ -33,14 +33,18 @@ def test_status_shows_live_numbers_while_a_search_runs(live_cls_run: LiveRun) ->
     live = [t for t in live_cls_run.texts if re.search(r"^\s+\d+\s+running\s", t, re.M)]
     assert live, live_cls_run.texts  # a table row of the running trial, with its epoch
     assert "best so far: trial" in live[0] and re.search(r"[12]/3 finished", live[0])
-    assert any(re.search(r"^\s+\d+\s+running\s.*\s[123]/3\s", t, re.M) for t in live), live  # its epoch, live
+    assert any(re.search(rf"^\s+\d+\s+running\s.*\s\d/{LIVE_EPOCHS}\s", t, re.M) for t in live), live  # its epoch, live
+    # While a trial runs, the search is running (its worker is alive) and no stop is reported.
+    assert all(s["running"] and s["stopped"] is None for s in running)
+    assert all("search: running" in t and "stopped" not in t for t in live)
 
 
 def test_status_after_the_search(live_cls_run: LiveRun) -> None:
     status = read_status(live_cls_run.run_dir)
     c = status["counts"]
     assert c["complete"] + c["pruned"] + c["infeasible"] == 3 and c["running"] == 0
-    assert status["source"] == "storage" and status["remaining_s"] == 0.0
+    assert status["source"] == "storage" and status["remaining_s"] is None
+    assert status["running"] is False and status["stopped"]["reason"] == "n_trials reached"
     best = status["best"]
     rows = {r["number"]: r for r in status["trials"]}
     assert rows[best["trial"]]["state"] == "complete"
@@ -48,9 +52,10 @@ def test_status_after_the_search(live_cls_run: LiveRun) -> None:
     for row in status["trials"]:
         assert row["sampled"] and "family" in row["sampled"]  # Optuna's parameters, from the storage
         if row["state"] == "complete":
-            assert row["params"] > 0 and row["epoch"] == row["epochs"] == 3 and row["seconds"] > 0
+            assert row["params"] > 0 and row["epoch"] == row["epochs"] == LIVE_EPOCHS and row["seconds"] > 0
     text = format_status(status)
     assert "3/3 finished" in text and f"best so far: trial {best['trial']}" in text
+    assert "search: stopped (n_trials reached" in text and " left" not in text
     out = json.loads(_status_cli(live_cls_run.run_dir, "--json"))
     assert out["counts"] == c and out["best"]["trial"] == best["trial"]
 
@@ -65,6 +70,21 @@ def test_status_without_storage_reads_the_records(live_cls_run: LiveRun, tmp_pat
     bad = read_status(copy, storage="postgresql://me:secret@127.0.0.1:1/nowhere")
     assert bad["source"] == "records" and bad["storage_error"]
     assert "secret" not in format_status(bad) and "me:***@" in format_status(bad)
+
+
+def test_status_of_a_killed_search_says_it_is_not_running(live_cls_run: LiveRun, tmp_path: Path) -> None:
+    # A search killed with SIGKILL records nothing: no process holds the run and no stop is recorded.
+    copy = tmp_path / "run"
+    shutil.copytree(live_cls_run.run_dir, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    del summary["stopped"]
+    summary["n_trials"]["target"] = 5
+    (copy / "summary.json").write_text(json.dumps(summary))
+    status = read_status(copy)
+    assert status["running"] is False and status["stopped"]["reason"] == "unknown" and status["remaining_s"] is None
+    text = format_status(status)
+    assert "3/5 finished" in text and "search: stopped (how is not recorded: killed or crashed?)" in text
+    assert " left" not in text
 
 
 def test_status_refuses_a_folder_that_is_no_run(tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ def _mednas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
                           timeout=timeout, env=_env())
 
 
+# Slow (15-20 s, a subprocess and a kill): resuming from the checkpoint is covered fast in-process by
+# tests/retrain/test_retrain.py::test_interrupted_candidate_resumes_from_its_checkpoint.
+@pytest.mark.slow
 def test_sigkill_mid_candidate_resumes_that_candidate(searched_copy: Path) -> None:
     run = searched_copy
     cmd = [sys.executable, "-m", "mednas", "--quiet", "retrain", str(run), "--top-k", "1", "--epochs", "20", "--seeds", "1"]

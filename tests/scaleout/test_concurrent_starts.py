@@ -51,6 +51,7 @@ def _search(task: Path, run: Path, n_trials: int, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # five processes, each given 540 s
 @pytest.mark.parametrize("repetition", [1, 2, 3])
 def test_five_searches_started_together_on_one_new_run_dir(tmp_path: Path, tiny_cls_datalist: Path,
                                                            repetition: int) -> None:
@@ -111,7 +112,8 @@ def _drop_database(url: str, name: str) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("repetition", [1, 2])
+@pytest.mark.timeout(900)  # three processes, each given 540 s
+@pytest.mark.parametrize("repetition", [1, pytest.param(2, marks=pytest.mark.slow)])  # the repeat: `make test-slow`
 def test_three_searches_started_together_on_a_fresh_postgresql_database(tmp_path: Path, tiny_cls_datalist: Path,
                                                                         repetition: int) -> None:
     import optuna

@@ -126,12 +126,13 @@ def test_proxy_cache_race_ends_with_one_valid_entry(tmp_path: Path, tiny_cls_dat
     for p in procs:
         p.join(timeout=120)
         assert p.exitcode == 0
-    entries = list(cache.glob("*.npz"))
-    assert len(entries) == 1
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and entries[0].is_dir()
     assert not list(cache.glob(".*"))  # no temporary files left
-    with np.load(entries[0]) as z:
-        expected, label = prepare_case(case, (16, 16), prep)
-        assert np.array_equal(z["image"], expected) and int(z["label"]) == label
+    assert sorted(p.name for p in entries[0].iterdir()) == ["images.npy", "index.json", "labels.npy"]
+    expected, label = prepare_case(case, (16, 16), prep)
+    assert np.array_equal(np.load(entries[0] / "images.npy")[0], expected)
+    assert int(np.load(entries[0] / "labels.npy")[0]) == label
 
 
 def _build_entry(case, prep, cache, start) -> None:  # noqa: ANN001

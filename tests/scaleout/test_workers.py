@@ -98,11 +98,17 @@ def _run_with_a_kill(tmp_path: Path, datalist: Path, storage: str, workers: int,
     assert summary["n_trials"]["running"] == 0
 
 
+# Slow (70 s on 2 busy cores): worker recovery is covered fast by tests/scaleout/test_recovery.py, and --workers end
+# to end by tests/scaleout/test_throughput_benchmark.py.
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_two_workers_on_a_journal_file_survive_a_killed_worker(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     _run_with_a_kill(tmp_path, tiny_cls_datalist, f"journal:///{tmp_path / 'study.journal'}", workers=2, n_target=5)
 
 
 @pytest.mark.postgres
+@pytest.mark.slow  # as above; PostgreSQL itself stays in `make test` through tests/scaleout/test_concurrent_starts.py
+@pytest.mark.timeout(900)
 def test_three_workers_on_postgresql_survive_a_killed_worker(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     url = os.environ.get("MEDNAS_TEST_POSTGRES_URL")
     if not url:
