@@ -25,33 +25,12 @@ _EXTRA_CSS = """
 .promise .status { font-weight: 700; letter-spacing: 0.04em; margin-right: 8px; }
 .s { color: var(--muted); font-size: 12px; }
 """
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="mednas {version}">
-<title>{title}</title>
-<style>{css}</style>
-<script type="text/javascript">{plotly}</script>
-</head>
-<body>
-<header class="top"><span class="brand">mednas external validation</span><span>{subtitle}</span><nav>{nav}</nav></header>
-<main>
-{body}
-</main>
-<footer>Written by mednas {version} on {generated} by <code>mednas evaluate</code>. Cases are counted, never named.
-This file needs no network: plotly.js {plotly_version} is inline.</footer>
-<script type="application/json" id="mednas-report-meta">{meta}</script>
-<script>{sort_script}</script>
-<script>
-// A plot drawn while its grid had one column keeps that width when the second column arrives: fit them once laid out.
-window.addEventListener('load', function () {{
-  document.querySelectorAll('.js-plotly-plot').forEach(function (gd) {{ Plotly.Plots.resize(gd); }});
-}});
+# A plot drawn while its grid had one column keeps that width when the second column arrives: fit them once laid out.
+_RESIZE = """<script>
+window.addEventListener('load', function () {
+  document.querySelectorAll('.js-plotly-plot').forEach(function (gd) { Plotly.Plots.resize(gd); });
+});
 </script>
-</body>
-</html>
 """
 
 
@@ -109,7 +88,7 @@ def render_html(record: dict[str, Any], curves: dict[str, Any]) -> str:
     import plotly
     from plotly.offline import get_plotlyjs
 
-    from mednas.report._template import CSS, SORT_SCRIPT
+    from mednas.report._template import CSS, PAGE, SORT_SCRIPT
 
     page = _Page(record)
     page.add("overview", "Overview", _overview(record))
@@ -133,11 +112,15 @@ def render_html(record: dict[str, Any], curves: dict[str, Any]) -> str:
                      for sid, title, content in page.sections)
     meta = {"figures": page.figure_ids, "images": 0, "population": record["population"],
             "promise": (record.get("operating_point") or {}).get("status"), "mednas": mednas_version}
-    return _PAGE.format(
+    return PAGE.format(
         version=_e(mednas_version), title=_e(f"mednas validation: {b.get('task')} on {record['data']['name']}"),
-        css=CSS + _EXTRA_CSS, plotly=get_plotlyjs(), subtitle=_e(f"{b.get('task')} bundle on {record['data']['name']}"),
-        nav=nav, body=body, generated=time.strftime("%Y-%m-%d %H:%M"), plotly_version=_e(plotly.__version__),
-        meta=json.dumps(meta).replace("</", "<\\/"), sort_script=SORT_SCRIPT)
+        css=CSS + _EXTRA_CSS, plotly=f'<script type="text/javascript">{get_plotlyjs()}</script>',
+        brand="mednas external validation", subtitle=_e(f"{b.get('task')} bundle on {record['data']['name']}"),
+        nav=nav, body=body,
+        footer=(f"Written by mednas {_e(mednas_version)} on {time.strftime('%Y-%m-%d %H:%M')} by <code>mednas evaluate"
+                "</code>. Cases are counted, never named.\nThis file needs no network: plotly.js "
+                f"{_e(plotly.__version__)} is inline."),
+        meta=json.dumps(meta).replace("</", "<\\/"), sort_script=SORT_SCRIPT, scripts=_RESIZE)
 
 
 # --------------------------------------------------------------------------------------------- sections

@@ -882,10 +882,12 @@ class _Page:
                 "mednas": mednas_version, "plotly": plotly.__version__}
         task = str(self.run.summary.get("task") or "run")
         text = PAGE.format(
-            version=_e(mednas_version), title=_e(f"mednas report: {task}"), css=CSS, plotly=script, task=_e(task),
-            nav=nav, body=body, generated=time.strftime("%Y-%m-%d %H:%M"), run_name=_e(self.run.rd.root.resolve().name),
-            plotly_version=_e(plotly.__version__), plotly_where=where,
-            meta=json.dumps(meta).replace("</", "<\\/"), sort_script=SORT_SCRIPT)
+            version=_e(mednas_version), title=_e(f"mednas report: {task}"), css=CSS, plotly=script,
+            brand="mednas report", subtitle=_e(task), nav=nav, body=body,
+            footer=(f"Written by mednas {_e(mednas_version)} on {time.strftime('%Y-%m-%d %H:%M')} from the run directory "
+                    f"<code>{_e(self.run.rd.root.resolve().name)}</code>. Cases appear only as\nsalted keys. This file "
+                    f"needs no network: plotly.js {_e(plotly.__version__)} is {where}."),
+            meta=json.dumps(meta).replace("</", "<\\/"), sort_script=SORT_SCRIPT, scripts="")
         return text, extra
 
 

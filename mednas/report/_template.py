@@ -105,14 +105,13 @@ PAGE = """<!DOCTYPE html>
 {plotly}
 </head>
 <body>
-<header class="top"><span class="brand">mednas report</span><span>{task}</span><nav>{nav}</nav></header>
+<header class="top"><span class="brand">{brand}</span><span>{subtitle}</span><nav>{nav}</nav></header>
 <main>
 {body}
 </main>
-<footer>Written by mednas {version} on {generated} from the run directory <code>{run_name}</code>. Cases appear only as
-salted keys. This file needs no network: plotly.js {plotly_version} is {plotly_where}.</footer>
+<footer>{footer}</footer>
 <script type="application/json" id="mednas-report-meta">{meta}</script>
 <script>{sort_script}</script>
-</body>
+{scripts}</body>
 </html>
 """
