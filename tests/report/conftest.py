@@ -26,7 +26,7 @@ from mednas.testing import tiny_task
 ROOT = Path(__file__).resolve().parents[2]
 #: Proxy epochs of the live search: enough that a poll every 0.3 s sees a trial running with an epoch reported
 #: (a tiny epoch takes well under 0.1 s once the framework's per-trial overhead is small).
-LIVE_EPOCHS = 8
+LIVE_EPOCHS = 12  # long enough for a poll to catch a running trial with an epoch, also on a busy machine
 
 
 @dataclass

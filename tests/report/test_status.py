@@ -33,7 +33,7 @@ def test_status_shows_live_numbers_while_a_search_runs(live_cls_run: LiveRun) ->
     live = [t for t in live_cls_run.texts if re.search(r"^\s+\d+\s+running\s", t, re.M)]
     assert live, live_cls_run.texts  # a table row of the running trial, with its epoch
     assert "best so far: trial" in live[0] and re.search(r"[12]/3 finished", live[0])
-    assert any(re.search(rf"^\s+\d+\s+running\s.*\s\d/{LIVE_EPOCHS}\s", t, re.M) for t in live), live  # its epoch, live
+    assert any(re.search(rf"^\s+\d+\s+running\s.*\s\d+/{LIVE_EPOCHS}\s", t, re.M) for t in live), live  # its epoch, live
     # While a trial runs, the search is running (its worker is alive) and no stop is reported.
     assert all(s["running"] and s["stopped"] is None for s in running)
     assert all("search: running" in t and "stopped" not in t for t in live)
