@@ -7,7 +7,15 @@ is one process multiplying matrices with as many BLAS threads as there are usabl
 seconds before the loaded measurements start, as a job that is already running would (the load average sees
 it). The script prints per-epoch and per-trial seconds, quiet and loaded, and the slowdown.
 
-    python benchmarks/contention.py [--n-trials 4] [--epochs 6] [--modes mednas,torch] [--out FILE]
+Two loaded settings, because Linux shares a busy CPU differently between them (``kernel.sched_autogroup_enabled``,
+on by default in desktop and server distributions): ``loaded`` starts the job in its own session, as another
+user's job, a job in another terminal or a ``nohup``/``setsid`` job is (the scheduler then shares the CPUs
+between the two sessions); ``loaded-same-session`` starts it in the benchmark's own session, as ``job &`` followed
+by ``mednas search`` in one shell would (the scheduler then shares them thread by thread: one training thread
+beside the job's two gets a third of the machine).
+
+    python benchmarks/contention.py [--n-trials 4] [--epochs 6] [--modes mednas,torch] \
+        [--loads quiet,loaded,loaded-same-session] [--out FILE]
 """
 
 from __future__ import annotations
@@ -79,9 +87,17 @@ def _search(mode: str, args: argparse.Namespace, work: Path, label: str) -> dict
            "epoch_median_s": round(statistics.median(epochs), 3) if epochs else None,
            "epochs_timed": len(epochs), "threads": threads, "busy_warning": busy_note,
            "loadavg_after": os.getloadavg()[0]}
-    print(f"  {label:6s} {mode:14s} torch threads {threads.get('torch')}: epoch median {out['epoch_median_s']}s, "
+    print(f"  {label:19s} {mode:14s} torch threads {threads.get('torch')}: epoch median {out['epoch_median_s']}s, "
           f"trial median {out['trial_median_s']}s ({len(trials)} trials, wall {wall:.0f}s)", flush=True)
     return out
+
+
+def _autogroup() -> str | None:
+    """Whether the kernel groups by session when it shares a busy CPU (``/proc/sys/kernel/sched_autogroup_enabled``)."""
+    try:
+        return {"1": "on", "0": "off"}.get(Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip())
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=4, help="trials per measurement (default 4)")
     parser.add_argument("--epochs", type=int, default=6, help="proxy epochs per trial (default 6)")
     parser.add_argument("--modes", default="mednas,torch", help="comma list of mednas, torch, torch-passive")
-    parser.add_argument("--loads", default="quiet,loaded", help="comma list of quiet, loaded")
+    parser.add_argument("--loads", default="quiet,loaded",
+                        help="comma list of quiet, loaded (job in its own session), loaded-same-session")
     parser.add_argument("--warmup", type=float, default=70.0, help="seconds the load runs before the loaded measurements")
     parser.add_argument("--timeout", type=float, help="--timeout for each search (caps a very slow measurement)")
     parser.add_argument("--out", help="write the results as JSON here")
@@ -103,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": {"usable_cpus": cpus, "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
                               "command": "mednas search tasks/demo-xray-nodule.yaml --preset configs/quick-cpu.yaml "
                                          f"--n-trials {args.n_trials} --set proxy.epochs={args.epochs} --set search.pruner.name=none",
-                              "load": f"one process: numpy {cpus}-thread matmul loop, started {args.warmup:.0f}s before",
+                              "load": f"one process: numpy {cpus}-thread matmul loop, started {args.warmup:.0f}s before "
+                                      "(loaded: in its own session; loaded-same-session: in the benchmark's)",
                               "runs": []}
     print(f"contention: {cpus} usable CPUs; busy now {busy_cpus(0.5):.2f} CPUs; load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="mednas-contention-") as tmp:
@@ -112,27 +130,31 @@ def main(argv: list[str] | None = None) -> int:
             result["quiet_busy_cpus_at_start"] = round(busy_cpus(0.5) or 0.0, 2)
             for mode in modes:
                 result["runs"].append(_search(mode, args, work, "quiet"))
-        if "loaded" in loads:
-            hog = subprocess.Popen([sys.executable, "-c", HOG], env=_clean_env({"OPENBLAS_NUM_THREADS": str(cpus),
-                                                                                 "OMP_NUM_THREADS": str(cpus)}))
+        for label in [x for x in loads if x != "quiet"]:
+            if label not in ("loaded", "loaded-same-session"):
+                raise SystemExit(f"--loads: unknown load {label!r} (quiet, loaded, loaded-same-session)")
+            hog = subprocess.Popen([sys.executable, "-c", HOG], start_new_session=label == "loaded",
+                                   env=_clean_env({"OPENBLAS_NUM_THREADS": str(cpus), "OMP_NUM_THREADS": str(cpus)}))
             try:
                 time.sleep(args.warmup)
-                result["loaded_busy_cpus_at_start"] = round(busy_cpus(0.5) or 0.0, 2)
-                result["loaded_loadavg_at_start"] = os.getloadavg()[0]
+                result[f"{label}_busy_cpus_at_start"] = round(busy_cpus(0.5) or 0.0, 2)
+                result[f"{label}_loadavg_at_start"] = os.getloadavg()[0]
                 for mode in modes:
-                    result["runs"].append(_search(mode, args, work, "loaded"))
+                    result["runs"].append(_search(mode, args, work, label))
             finally:
                 hog.terminate()
                 hog.wait()
+    result["autogroup"] = _autogroup()
     by = {(r["load"], r["mode"]): r for r in result["runs"]}
     result["slowdown"] = {}
-    for mode in modes:
-        q, ld = by.get(("quiet", mode)), by.get(("loaded", mode))
-        if q and ld and q["epoch_median_s"] and ld["epoch_median_s"]:
-            s = {"epoch": round(ld["epoch_median_s"] / q["epoch_median_s"], 2),
-                 "trial": round(ld["trial_median_s"] / q["trial_median_s"], 2) if q["trial_median_s"] and ld["trial_median_s"] else None}
-            result["slowdown"][mode] = s
-            print(f"  slowdown {mode}: per epoch x{s['epoch']}, per trial x{s['trial']}")
+    for label in [x for x in loads if x != "quiet"]:
+        for mode in modes:
+            q, ld = by.get(("quiet", mode)), by.get((label, mode))
+            if q and ld and q["epoch_median_s"] and ld["epoch_median_s"]:
+                s = {"epoch": round(ld["epoch_median_s"] / q["epoch_median_s"], 2),
+                     "trial": round(ld["trial_median_s"] / q["trial_median_s"], 2) if q["trial_median_s"] and ld["trial_median_s"] else None}
+                result["slowdown"][f"{label}/{mode}"] = s
+                print(f"  slowdown {label} {mode}: per epoch x{s['epoch']}, per trial x{s['trial']}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -9,8 +9,17 @@ median over repeats), split into before the first epoch, per epoch and after the
 (timed from outside, around ``mednas.train.fit``'s epoch callback, so older versions of mednas can be measured
 too; a trial also records the same split as ``timing`` in its ``metrics.json``).
 
+The measured trial is not a study's first: ``--history N`` (default 20) finished trials are added first, their
+parameters drawn by the search's own sampler through the search spaces, with made-up scores and per-epoch values
+(nothing is trained for them), so the sampler (TPE after its 8 random start-up trials) and the pruner do the work
+they do in the middle of a search. ``--history 0`` measures a study's first trial.
+
+An epoch's wall time varies by a few percent from run to run on a shared machine, and the bare loop and the
+trial see different moments of it; the per-repeat shares are printed with their range, and the fixed part
+(before the first epoch plus after the last, which does not depend on the epochs) separately.
+
     OMP_NUM_THREADS=1 python benchmarks/overhead.py [TASK ...] [--preset FILE] [--set KEY=VALUE ...]
-        [--repeats 3] [--epochs N] [--quick] [--out FILE]
+        [--repeats 5] [--epochs N] [--quick] [--out FILE]
 
 Without TASK it measures the x-ray demo (quick-cpu preset) and ``tasks/real-pneumoniamnist.yaml`` (skipped when
 its data is absent). ``--quick`` is a seconds-long smoke run (small demo data, 2 epochs, one repeat). One torch
@@ -42,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tasks", nargs="*", help="task files (default: the x-ray demo and PneumoniaMNIST)")
     parser.add_argument("--preset", action="append", default=[], help="preset merged under every task given")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop; medians are reported")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each loop; medians are reported (default 5)")
     parser.add_argument("--epochs", type=int, help="proxy epochs (default: the task's proxy.epochs)")
+    parser.add_argument("--history", type=int,
+                        help="finished trials in the study before the measured one (default 20, 0 with --quick; see above)")
     parser.add_argument("--family", help="search-space family of the spec (default: the task's first)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small demo data, 2 epochs, 1 repeat")
@@ -79,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for task_file, presets, overrides in jobs:
         try:
-            res = measure(task_file, presets, overrides, repeats=args.repeats, epochs=args.epochs, family=args.family)
+            res = measure(task_file, presets, overrides, repeats=args.repeats, epochs=args.epochs, family=args.family,
+                          history=args.history if args.history is not None else (0 if args.quick else 20))
         except Exception as exc:  # noqa: BLE001 - a task whose data is absent is skipped, the others still run
             if args.tasks or args.quick:
                 raise
@@ -106,13 +118,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _line(res: dict[str, Any]) -> str:
     o = res["overhead"]
+    lo, hi = o.get("share_pct_range", [o["share_pct"], o["share_pct"]])
     return (f"{res['task']}: framework {o['share_pct']:.1f}% of a {res['trial']['wall_s']:.2f}s trial "
-            f"(bare loop {res['bare']['wall_s']:.2f}s); before first epoch {o['before_first_epoch_s']:+.3f}s, "
+            f"(repeats {lo:.1f}..{hi:.1f}%; counted part by part {o.get('accounted_share_pct', float('nan')):.1f}%, "
+            f"of which fixed {o.get('fixed_share_pct', float('nan')):.1f}%; "
+            f"bare loop {res['bare']['wall_s']:.2f}s); before first epoch {o['before_first_epoch_s']:+.3f}s, "
             f"per epoch {o['per_epoch_s']:+.3f}s, after last epoch {o['after_last_epoch_s']:+.3f}s")
 
 
 def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats: int, epochs: int | None,
-            family: str | None) -> dict[str, Any]:
+            family: str | None, history: int = 0) -> dict[str, Any]:
     """Median bare-loop and trial timings of one task (see the module docstring)."""
     from mednas.config import load_task
     from mednas.data import plan_data, read_or_create_salt
@@ -130,7 +145,7 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
         train = plan.arrays("train", plan.proxy_shape, subset=task.proxy.subset, seed=task.search.seed)
         val = plan.arrays("val", plan.proxy_shape)
         # Untimed warm-up: imports and first-call costs are paid once per search process, not per trial.
-        spec = _trial_once(task, plan, rd, train, val, -1)["spec"]
+        spec = _trial_once(task, plan, rd, train, val, -1, history)["spec"]
         _bare_once(task, spec, train, val)
         from mednas.search import _runner
 
@@ -139,7 +154,7 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
         trials, bares = [], []
         for i in range(repeats):
             # Alternate the two, so a change of machine load hits both alike.
-            t = _trial_once(task, plan, rd, train, val, i)
+            t = _trial_once(task, plan, rd, train, val, i, history)
             t.pop("spec")
             t.pop("recorded_timing")
             trials.append(t)
@@ -155,8 +170,18 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
     def paired(fn: Any) -> float:
         return statistics.median(fn(t, b) for t, b in pairs)
 
+    shares = sorted(100 * (t["wall_s"] - b["wall_s"]) / t["wall_s"] for t, b in pairs)
     overhead = {
-        "share_pct": round(100 * paired(lambda t, b: (t["wall_s"] - b["wall_s"]) / t["wall_s"]), 2),
+        "share_pct": round(statistics.median(shares), 2),
+        "share_pct_range": [round(shares[0], 2), round(shares[-1], 2)],
+        # Counted part by part instead of as a difference of two noisy walls: the fixed parts plus the epoch
+        # callbacks' own time (the training loops themselves run the same operations; their difference is noise).
+        "accounted_share_pct": round(100 * paired(lambda t, b: (t["before_first_epoch_s"] - b["before_first_epoch_s"]
+                                                                 + t["after_last_epoch_s"] - b["after_last_epoch_s"]
+                                                                 + t["callbacks_s"]) / t["wall_s"]), 2),
+        "callbacks_per_epoch_s": round(paired(lambda t, b: t["callbacks_s"] / len(t["epochs_s"])), 4),
+        "fixed_share_pct": round(100 * paired(lambda t, b: (t["before_first_epoch_s"] - b["before_first_epoch_s"]
+                                                              + t["after_last_epoch_s"] - b["after_last_epoch_s"]) / t["wall_s"]), 2),
         "seconds": round(paired(lambda t, b: t["wall_s"] - b["wall_s"]), 3),
         "before_first_epoch_s": round(paired(lambda t, b: t["before_first_epoch_s"] - b["before_first_epoch_s"]), 3),
         "per_epoch_s": round(paired(lambda t, b: (sum(t["epochs_s"]) - sum(b["epochs_s"])) / len(t["epochs_s"])), 3),
@@ -165,13 +190,13 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
     return {
         "task": task.name, "spec": {"target": spec["target"], "hash": spec["hash"]},
         "proxy_shape": list(plan.proxy_shape), "train_cases": len(train), "val_cases": len(val),
-        "batch_size": task.training.batch_size, "epochs": n, "repeats": repeats,
+        "batch_size": task.training.batch_size, "epochs": n, "repeats": repeats, "history_trials": history,
         "trial": _rounded(trial), "bare": _rounded(bare), "overhead": overhead,
         "trial_state": trials[-1]["state"],
     }
 
 
-def _trial_once(task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int) -> dict[str, Any]:
+def _trial_once(task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int, history: int = 0) -> dict[str, Any]:
     import optuna
 
     from mednas.search._runner import _TrialObjective
@@ -183,30 +208,61 @@ def _trial_once(task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int) -> 
     study = optuna.create_study(storage=rd.default_storage(), study_name=f"overhead-{i}" if i >= 0 else "overhead-warmup", sampler=make_sampler(task, 0),
                                 pruner=make_pruner(task), directions=task.objective.directions)
     objective = _TrialObjective(task, plan, rd, train, val, "cpu")
+    _add_history(study, task, objective, history)
+    number = history
     marks: list[float] = []
-    with _epoch_marks(marks):
+    callbacks: list[float] = []
+    with _epoch_marks(marks, callbacks):
         t0 = time.perf_counter()
         # As run_search calls it (one trial per call, a full garbage collection after it).
         study.optimize(objective, n_trials=1, gc_after_trial=True, show_progress_bar=False)
-        write_summary(task, rd, study, plan=plan, target=1)  # what a search does after every trial
+        write_summary(task, rd, study, plan=plan, target=history + 1)  # what a search does after every trial
         t_end = time.perf_counter()
-    record = json.loads((rd.trial_dir(0) / "metrics.json").read_text())
-    spec = json.loads((rd.trial_dir(0) / "spec.json").read_text())
+    record = json.loads((rd.trial_dir(number) / "metrics.json").read_text())
+    spec = json.loads((rd.trial_dir(number) / "spec.json").read_text())
     if record["state"] not in ("complete", "pruned") or len(marks) < 2:
         raise RuntimeError(f"the trial did not train: {record['state']} ({record.get('reason')})")
     import shutil
 
-    shutil.rmtree(rd.trial_dir(0))
+    shutil.rmtree(rd.trial_dir(number))
     return {"wall_s": t_end - t0, "before_first_epoch_s": marks[0] - t0,
             "epochs_s": [b - a for a, b in zip(marks, marks[1:])], "after_last_epoch_s": t_end - marks[-1],
-            "state": record["state"], "recorded_timing": record.get("timing"),
+            "callbacks_s": sum(callbacks), "state": record["state"], "recorded_timing": record.get("timing"),
             "spec": {**spec, "hash": record["spec_hash"], "loss": record["loss"], "sampling": record["sampling"],
                      "seed": record["seed"], "divisor": record.get("divisor")}}
 
 
+def _add_history(study: Any, task: Any, objective: Any, n: int) -> None:
+    """Finish ``n`` trials whose parameters the sampler draws through the search spaces; nothing is trained.
+
+    Their scores and per-epoch values are made up (seeded), low enough that the measured trial is not pruned
+    (the benchmark needs all its epochs), so the pruner compares but does not stop it.
+    """
+    import numpy as np
+
+    from mednas.search._runner import suggest_imbalance
+
+    rng = np.random.default_rng(0)
+    multi = task.objective.multi_objective
+    for _ in range(n):
+        trial = study.ask()
+        family = trial.suggest_categorical("family", list(objective.spaces))
+        spec = objective.spaces[family].sample(trial, objective.ctx)
+        suggest_imbalance(trial, task)
+        trial.set_user_attr("family", family)
+        trial.set_user_attr("spec_hash", spec.hash)
+        value = float(rng.uniform(0.0, 0.05))
+        if not multi:
+            for epoch in range(1, task.proxy.epochs + 1):
+                trial.report(value * epoch / task.proxy.epochs, epoch)
+        study.tell(trial, [value] * len(task.objective.directions) if multi else value)
+
+
 @contextlib.contextmanager
-def _epoch_marks(marks: list[float]) -> Iterator[None]:
-    """Wrap ``mednas.train.fit`` so ``marks`` gets the start of epoch 1 and the end of every epoch's callback.
+def _epoch_marks(marks: list[float], callbacks: list[float] | None = None) -> Iterator[None]:
+    """Wrap ``mednas.train.fit`` so ``marks`` gets the start of epoch 1 and the end of every epoch's callback,
+    and ``callbacks`` the seconds each epoch's callback took (the trial's per-epoch bookkeeping: its log line,
+    Optuna's ``report`` and ``should_prune``).
 
     Measured from outside, so the same script times versions of mednas that do not record ``timing`` yet.
     """
@@ -216,13 +272,16 @@ def _epoch_marks(marks: list[float]) -> Iterator[None]:
 
     def fit(*args: Any, on_epoch: Any = None, **kwargs: Any) -> Any:
         def callback(result: Any) -> None:
+            t_in = time.perf_counter()
             if not marks:
-                marks.append(time.perf_counter() - result.seconds)
+                marks.append(t_in - result.seconds)
             try:
                 if on_epoch is not None:
                     on_epoch(result)
             finally:
                 marks.append(time.perf_counter())
+                if callbacks is not None:
+                    callbacks.append(marks[-1] - t_in)
 
         return real(*args, on_epoch=callback, **kwargs)
 
@@ -293,8 +352,9 @@ def _bare_once(task: Any, spec_d: dict[str, Any], train: Any, val: Any) -> dict[
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("wall_s", "before_first_epoch_s", "after_last_epoch_s"):
-        out[key] = statistics.median(r[key] for r in runs)
+    for key in ("wall_s", "before_first_epoch_s", "after_last_epoch_s", "callbacks_s"):
+        if all(key in r for r in runs):
+            out[key] = statistics.median(r[key] for r in runs)
     n = min(len(r["epochs_s"]) for r in runs)
     out["epochs_s"] = [statistics.median(r["epochs_s"][k] for r in runs) for k in range(n)]
     return out

@@ -111,7 +111,11 @@ class DataPlan:
             raise TestSplitAccessError("the held-out test split must not be read during search or proxy calibration")
         cases = self.cases(split)
         if subset < 1.0 and cases:
-            patients = sorted({c.patient for c in cases})
+            # In a salt-independent order, so the same seed keeps the same patients in every run directory.
+            first = {}
+            for c in cases:
+                first.setdefault(c.patient, (c.order or c.patient, c.patient))
+            patients = [p for _, p in sorted(first.values())]
             rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B5E7]))
             keep_n = max(2, int(round(len(patients) * subset)))
             keep = set(rng.choice(patients, size=min(keep_n, len(patients)), replace=False).tolist())

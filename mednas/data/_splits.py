@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mednas.config import SplitConfig
-from mednas.data._cases import Case
+from mednas.data._cases import Case, order_key
 from mednas.errors import DataError
 
 __all__ = ["check_duplicates", "check_splits", "describe_duplicates", "find_duplicates", "make_splits", "splits_hash"]
@@ -33,6 +33,11 @@ def _patient_strata(cases: Sequence[Case]) -> dict[str, int]:
 
 def _allocate(n: int, frac: float, minimum: int) -> int:
     return min(n, max(minimum, int(round(n * frac))))
+
+
+def case_order(case: Case) -> tuple[str, str, str]:
+    """Salt-independent sort key of a case: its patient's unsalted digest, then its own (ties: the salted key)."""
+    return (case.order or case.patient, order_key(case.identifier) if case.identifier else "", case.key)
 
 
 def make_splits(cases: Sequence[Case], cfg: SplitConfig, seed: int) -> dict[str, Any]:
@@ -79,7 +84,9 @@ def make_splits(cases: Sequence[Case], cfg: SplitConfig, seed: int) -> dict[str,
         assignment = {}
         _divide(patients, strata, cfg, rng, assignment, test=cfg.test)
     out: dict[str, Any] = {s: [] for s in SPLITS}
-    for case in sorted(cases, key=lambda c: c.key):
+    # Cases in a salt-independent order too: the arrays follow this order, so with the same data and seed every
+    # run directory trains on the same batches and gets the same scores.
+    for case in sorted(cases, key=case_order):
         out[assignment[case.patient]].append(case.key)
     wanted = ("train", "val") + (("test",) if policy == "random" and cfg.test > 0 else ())
     for split in wanted:
