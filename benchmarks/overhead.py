@@ -147,7 +147,7 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
         # Untimed warm-up: imports and first-call costs are paid once per search process, not per trial.
         spec = _trial_once(task, plan, rd, train, val, -1, history)["spec"]
         _bare_once(task, spec, train, val)
-        from mednas.search import _runner
+        from mednas.study import _runner
 
         if hasattr(_runner, "_freeze_long_lived"):
             _runner._freeze_long_lived()  # as run_search does before its trials
@@ -199,9 +199,9 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
 def _trial_once(task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int, history: int = 0) -> dict[str, Any]:
     import optuna
 
-    from mednas.search._runner import _TrialObjective
-    from mednas.search._study import make_pruner, make_sampler
-    from mednas.search._summary import write_summary
+    from mednas.study._runner import _TrialObjective
+    from mednas.study._study import make_pruner, make_sampler
+    from mednas.study._summary import write_summary
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A fresh study per repeat (same sampler seed, so the same spec), else the second would reuse the first's score.
@@ -240,7 +240,7 @@ def _add_history(study: Any, task: Any, objective: Any, n: int) -> None:
     """
     import numpy as np
 
-    from mednas.search._runner import suggest_imbalance
+    from mednas.study._runner import suggest_imbalance
 
     rng = np.random.default_rng(0)
     multi = task.objective.multi_objective
@@ -297,8 +297,8 @@ def _bare_once(task: Any, spec_d: dict[str, Any], train: Any, val: Any) -> dict[
     import numpy as np
     import torch
 
-    from mednas.search import class_weights_for
     from mednas.spec import ArchSpec, build
+    from mednas.study import class_weights_for
     from mednas.train._losses import make_loss
 
     t0 = time.perf_counter()

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from mednas.data import plan_data, read_or_create_salt
     from mednas.metrics._objective import evaluate_objective
     from mednas.rundir import RunDir
-    from mednas.search import class_weights_for, proxy_context
     from mednas.spaces import create_space, estimate_cost
     from mednas.spec import build
+    from mednas.study import class_weights_for, proxy_context
     from mednas.testing import RandomTrial
     from mednas.train import FitSettings, fit, seed_everything
 

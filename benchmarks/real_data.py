@@ -447,7 +447,7 @@ def run_mednas(args: argparse.Namespace, task_dict: dict[str, Any], data: dict[s
     import mednas.api
     from mednas.config import load_task
     from mednas.data import plan_data, read_or_create_salt
-    from mednas.retrain._retrain import seed_dir
+    from mednas.retraining._retrain import seed_dir
     from mednas.rundir import RunDir
     from mednas.spec import ArchSpec, build
     from mednas.train import predict as mednas_predict

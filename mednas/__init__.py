@@ -11,11 +11,21 @@ Example:
 
 from __future__ import annotations
 
-# `export` is the mednas.export subpackage, which is callable: mednas.export(run_dir) runs mednas.api.export, and
-# `from mednas.export import load_bundle` still works (a plain function here would be replaced by the package
-# the first time anything imported it).
-from mednas import export
-from mednas.api import calibrate_proxy, evaluate, load, load_config, predict, retrain, search
+# Verbs are functions (mednas.search, mednas.retrain, mednas.export, mednas.report, ...); packages are nouns
+# (mednas.study, mednas.retraining, mednas.bundle, mednas.reporting), so importing one never hides the other.
+from mednas.api import (
+    calibrate_proxy,
+    evaluate,
+    export,
+    load,
+    load_config,
+    predict,
+    report,
+    retrain,
+    reveal_splits,
+    search,
+    status,
+)
 from mednas.errors import ConfigError, DataError, MednasError, RunDirError
 from mednas.spec import ArchSpec, build
 
@@ -35,6 +45,9 @@ __all__ = [
     "load",
     "load_config",
     "predict",
+    "report",
     "retrain",
+    "reveal_splits",
     "search",
+    "status",
 ]

@@ -43,7 +43,7 @@ class JsonFormatter(logging.Formatter):
     """Format a record as one JSON line with its structured fields.
 
     Example:
-        >>> record = logging.LogRecord("mednas.search", logging.INFO, "", 0, "trial %d done", (3,), None)
+        >>> record = logging.LogRecord("mednas.study", logging.INFO, "", 0, "trial %d done", (3,), None)
         >>> record.trial = 3
         >>> line = json.loads(JsonFormatter().format(record))
         >>> line["message"], line["trial"], line["level"]

@@ -82,9 +82,9 @@ def search(
             use divided by the local workers, fewer when the machine is busy at start).
 
     Returns:
-        :class:`mednas.search.SearchResult` with ``run_dir`` and ``summary``.
+        :class:`mednas.study.SearchResult` with ``run_dir`` and ``summary``.
     """
-    from mednas.search import run_search
+    from mednas.study import run_search
 
     cfg = load_config(task, presets=presets, overrides=overrides)
     return run_search(
@@ -139,14 +139,14 @@ def retrain(
             when the machine is busy at start).
 
     Returns:
-        :class:`mednas.retrain.RetrainResult` with ``candidates`` (each ``retrain/<n>/metrics.json``),
+        :class:`mednas.retraining.RetrainResult` with ``candidates`` (each ``retrain/<n>/metrics.json``),
         ``fidelity`` (``summary.json["proxy_fidelity"]``) and ``summary``.
 
     Example:
         >>> result = mednas.api.retrain("runs/demo-xray-nodule", top_k=3)  # doctest: +SKIP
         >>> result.fidelity["kendall_tau"]  # doctest: +SKIP
     """
-    from mednas.retrain import run_retrain
+    from mednas.retraining import run_retrain
 
     return run_retrain(run_dir, top_k=top_k, epochs=epochs, patch=list(patch) if patch else None, device=device,
                        storage=storage, study_name=study_name, n_resamples=n_resamples, seeds=seeds,
@@ -189,14 +189,14 @@ def calibrate_proxy(
             when the machine is busy at start).
 
     Returns:
-        :class:`mednas.retrain.CalibrationResult` with ``run_dir`` and ``record`` (``calibration.json``).
+        :class:`mednas.retraining.CalibrationResult` with ``run_dir`` and ``record`` (``calibration.json``).
 
     Example:
         >>> result = mednas.api.calibrate_proxy("tasks/demo-xray-nodule.yaml", n_specs=6)  # doctest: +SKIP
         >>> result.record["recommendation"]["message"]  # doctest: +SKIP
     """
-    from mednas.retrain import calibrate_proxy as run_calibration
-    from mednas.retrain import parse_grid
+    from mednas.retraining import calibrate_proxy as run_calibration
+    from mednas.retraining import parse_grid
 
     cfg = load_config(task, presets=presets, overrides=overrides)
     if isinstance(grid, str):
@@ -243,7 +243,7 @@ def export(
         threads: CPU threads for torch/OpenMP/MKL (default: the CPUs this process may use, fewer when the machine is busy).
 
     Returns:
-        :class:`mednas.export.ExportResult` (``path``, ``source``, ``trial``, ``conversions`` with each format's
+        :class:`mednas.bundle.ExportResult` (``path``, ``source``, ``trial``, ``conversions`` with each format's
         ``max_abs_diff``, ``checks``, ``metadata``, ``digest``: the value to pin with ``expect_digest``).
 
     Example:
@@ -251,7 +251,7 @@ def export(
         >>> result.conversions["onnx"]["max_abs_diff"]  # doctest: +SKIP
         4.7e-07
     """
-    from mednas.export import export_bundle
+    from mednas.bundle import export_bundle
 
     configure_threads(threads)
     return export_bundle(run_dir, out, formats=formats, schema=schema, license_file=license_file, sign_key=sign_key)
@@ -269,7 +269,7 @@ def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str 
         verify_key: The key file the bundle was signed with; an unsigned or wrongly signed bundle is refused.
 
     Returns:
-        :class:`mednas.export.BundleModel`: ``model(path)`` gives a :class:`mednas.export.Prediction` with
+        :class:`mednas.bundle.BundleModel`: ``model(path)`` gives a :class:`mednas.bundle.Prediction` with
         ``label``, ``probabilities`` (classification) or ``mask`` (segmentation, on the input's grid and affine);
         ``model([p1, p2])`` gives a list.
 
@@ -277,7 +277,7 @@ def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str 
         >>> model = mednas.load("runs/demo-mri-lesion/bundle")  # doctest: +SKIP
         >>> model("scan.nii.gz").mask.affine  # doctest: +SKIP
     """
-    from mednas.export import load_bundle
+    from mednas.bundle import load_bundle
 
     return load_bundle(bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key)
 
@@ -313,10 +313,10 @@ def predict(
         ``(predictions, files written)``.
 
     Raises:
-        mednas.export.PredictionError: After writing the other cases, when a case's output was NaN or infinite
+        mednas.bundle.PredictionError: After writing the other cases, when a case's output was NaN or infinite
             (that case gets no label; ``failed.csv`` lists it).
     """
-    from mednas.export import load_bundle, predict_to_dir
+    from mednas.bundle import load_bundle, predict_to_dir
 
     configure_threads(threads)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -400,7 +400,7 @@ def report(
             the machine is busy).
 
     Returns:
-        :class:`mednas.report.ReportResult` (``path``, ``figures``, ``images``, ``notes`` on what was left out and
+        :class:`mednas.reporting.ReportResult` (``path``, ``figures``, ``images``, ``notes`` on what was left out and
         why, ``errors``, ``size_bytes``).
 
     Example:
@@ -408,7 +408,7 @@ def report(
         >>> result.path  # doctest: +SKIP
         PosixPath('runs/demo-xray-nodule/report.html')
     """
-    from mednas.report import write_report
+    from mednas.reporting import write_report
 
     if images:
         configure_threads(threads)
@@ -433,14 +433,14 @@ def status(
         study_name: Study name (default: the search's).
 
     Returns:
-        A JSON-ready mapping (see :func:`mednas.report.read_status`); ``mednas.report.format_status`` renders it
+        A JSON-ready mapping (see :func:`mednas.reporting.read_status`); ``mednas.reporting.format_status`` renders it
         as ``mednas status`` prints it.
 
     Example:
         >>> s = mednas.api.status("runs/demo-xray-nodule")  # doctest: +SKIP
         >>> s["counts"], s["best"]["values"]  # doctest: +SKIP
     """
-    from mednas.report import read_status
+    from mednas.reporting import read_status
 
     return read_status(run_dir, storage=storage, study_name=study_name)
 

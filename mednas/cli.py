@@ -684,7 +684,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from mednas import api
-    from mednas.report import format_status
+    from mednas.reporting import format_status
 
     status = api.status(args.run_dir, storage=args.storage, study_name=args.study_name)
     if args.json:

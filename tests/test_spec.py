@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,9 +48,13 @@ def test_kwargs_must_be_json_values() -> None:
 
 def test_api_functions_survive_importing_their_subpackages() -> None:
     import importlib
+    import inspect
 
     import mednas
 
-    for name in ("search", "retrain", "export", "report"):
-        importlib.import_module(f"mednas.{name}")
-        assert callable(getattr(mednas, name)), f"mednas.{name} is no longer callable"
+    # Verbs are functions, packages nouns: importing a package never replaces a verb (no callable modules).
+    for verb, package in (("search", "study"), ("retrain", "retraining"), ("export", "bundle"), ("report", "reporting")):
+        importlib.import_module(f"mednas.{package}")
+        assert inspect.isfunction(getattr(mednas, verb)), f"mednas.{verb} is no longer a function"
+        assert not callable(importlib.import_module(f"mednas.{package}")), f"mednas.{package} is callable"
+    assert not (Path(mednas.__file__).parent / "_callable.py").exists()

@@ -139,7 +139,7 @@ def test_environment_and_parent_choices_are_kept(clean_env: pytest.MonkeyPatch) 
 
 
 def test_workers_share_the_cpus(clean_env: pytest.MonkeyPatch) -> None:
-    from mednas.search._workers import plan_slots
+    from mednas.study._workers import plan_slots
 
     clean_env.setattr(_threads, "usable_cpus", lambda: 8)
     clean_env.setattr(_threads, "busy_cpus", lambda: 0.0)

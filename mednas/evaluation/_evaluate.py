@@ -1,6 +1,6 @@
 """``mednas evaluate``: run a frozen bundle on labelled data it never saw and say how its promises hold.
 
-The bundle is loaded by :func:`mednas.export.load_bundle` (checksums, pinned digest, signature, allowed network
+The bundle is loaded by :func:`mednas.bundle.load_bundle` (checksums, pinned digest, signature, allowed network
 class, ``weights_only``), so evaluation sees exactly what ``mednas predict`` sees. Nothing of the run directory
 is read. Writes ``validation.json`` and one self-contained ``validation.html``.
 """
@@ -94,8 +94,8 @@ def evaluate_bundle(
         >>> result.record["operating_point"]["status"]  # doctest: +SKIP
         'failed'
     """
+    from mednas.bundle import load_bundle
     from mednas.evaluation._data import read_eval_data
-    from mednas.export import load_bundle
 
     t0 = time.perf_counter()
     if n_resamples < 50:
@@ -155,8 +155,8 @@ def _read_case(case: Any) -> tuple[Any, list[np.ndarray]]:
 
 def _predict_all(model: Any, ev: Any) -> dict[str, Any]:
     """Predict every case; a NaN/infinite output or an unreadable image fails that case, never the evaluation."""
-    from mednas.export import PredictionError
-    from mednas.export._hashes import image_content_hash
+    from mednas.bundle import PredictionError
+    from mednas.bundle._hashes import image_content_hash
     from mednas.io import read_image
 
     p = model.pipeline
@@ -284,7 +284,7 @@ def _record(model: Any, ev: Any, outputs: dict[str, Any], bundle: Path, expect_d
 
 
 def _overlap(bundle: Path, hashes: list[str]) -> dict[str, Any]:
-    from mednas.export._hashes import HASH_METHOD, read_data_hashes
+    from mednas.bundle._hashes import HASH_METHOD, read_data_hashes
 
     own = Counter(hashes)
     base: dict[str, Any] = {"n_hashed": len(hashes), "method": HASH_METHOD,

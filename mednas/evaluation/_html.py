@@ -1,6 +1,6 @@
 """``validation.html``: one self-contained page of an external validation, with the promise flag on top.
 
-Uses the run report's style, plotly figures and curve helpers (:mod:`mednas.report`), so the two pages read alike;
+Uses the run report's style, plotly figures and curve helpers (:mod:`mednas.reporting`), so the two pages read alike;
 plotly.js is inline, so the file opens offline and can be sent as it is.
 """
 
@@ -88,7 +88,7 @@ def render_html(record: dict[str, Any], curves: dict[str, Any]) -> str:
     import plotly
     from plotly.offline import get_plotlyjs
 
-    from mednas.report._template import CSS, PAGE, SORT_SCRIPT
+    from mednas.reporting._template import CSS, PAGE, SORT_SCRIPT
 
     page = _Page(record)
     page.add("overview", "Overview", _overview(record))
@@ -176,8 +176,8 @@ def _overview(record: dict[str, Any]) -> str:
 
 
 def _classification_figures(page: _Page, record: dict[str, Any], curves: dict[str, Any]) -> str:
-    from mednas.report import _curves as C
-    from mednas.report import _figures as F
+    from mednas.reporting import _curves as C
+    from mednas.reporting import _figures as F
 
     finding, scores, patients = curves["finding"], curves["score"], curves["patients"]
     m = record["metrics"]
@@ -232,7 +232,7 @@ def _class_tables(page: _Page, record: dict[str, Any]) -> str:
 
 
 def _segmentation_figures(page: _Page, record: dict[str, Any], curves: dict[str, Any]) -> str:
-    from mednas.report import _figures as F
+    from mednas.reporting import _figures as F
 
     dice = record["metrics"].get("dice") or {}
     fig = F.dice_figure([{"label": "this data", "values": curves["dice"], "cases": [f"case {i + 1}" for i in range(len(curves["dice"]))],

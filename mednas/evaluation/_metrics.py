@@ -76,7 +76,7 @@ def classification_results(y: np.ndarray, score: np.ndarray, pred: np.ndarray, p
         n_resamples: Bootstrap resamples.
         seed: Bootstrap seed.
     """
-    from mednas.report._curves import calibration_bins
+    from mednas.reporting._curves import calibration_bins
 
     n_classes = len(class_names)
     metrics = _bootstrap(_cls_values(n_classes, findings, True), [y, score, pred], patients, n_resamples, seed)

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 import mednas
-from tests.report.conftest import read_meta
-from tests.report.test_browser import CHROMIUM, _open_in_chromium
+from tests.reporting.conftest import read_meta
+from tests.reporting.test_browser import CHROMIUM, _open_in_chromium
 
 pytestmark = pytest.mark.browser
 

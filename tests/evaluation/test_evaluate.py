@@ -106,7 +106,7 @@ def test_overlap_with_training_counts_the_images_put_in(cls_bundle: SimpleNamesp
 
 def test_a_bundle_without_hashes_says_not_recorded(cls_bundle: SimpleNamespace, shifted_site: Path, bundle_copy,
                                                    tmp_path: Path) -> None:
-    from mednas.export import write_checksums
+    from mednas.bundle import write_checksums
 
     old = bundle_copy(cls_bundle.path)
     (old / "configs" / "data_hashes.json").unlink()
@@ -135,7 +135,7 @@ def test_split_filter_and_task_like_yaml(cls_bundle: SimpleNamespace, tmp_path: 
 
 def test_a_nan_output_is_a_failed_case_never_a_label(cls_bundle: SimpleNamespace, tmp_path: Path, capsys,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from mednas.export._predict import BundleModel
+    from mednas.bundle._predict import BundleModel
     from mednas.io import MedImage, write_nifti
 
     root = tmp_path / "d"
@@ -174,7 +174,7 @@ def test_nan_weights_fail_every_case_in_one_line(cls_bundle: SimpleNamespace, sh
                                                   tmp_path: Path, capsys) -> None:
     import torch
 
-    from mednas.export import write_checksums
+    from mednas.bundle import write_checksums
 
     broken = bundle_copy(cls_bundle.path)
     state = torch.load(broken / "models" / "model.pt", weights_only=True)
@@ -271,8 +271,8 @@ def test_medmnist_file_and_its_test_arrays(cls_bundle: SimpleNamespace, tmp_path
 
 def test_hashes_from_the_fingerprint_equal_hashes_of_the_images_read_again(cls_bundle: SimpleNamespace,
                                                                            tmp_path: Path) -> None:
+    from mednas.bundle._hashes import write_data_hashes
     from mednas.config import load_task, load_yaml
-    from mednas.export._hashes import write_data_hashes
     from mednas.rundir import RunDir
 
     run = Path(shutil.copytree(cls_bundle.run.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("bundle")))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mednas
-from mednas.export import SIGNATURE, bundle_digest, sign_bundle, write_checksums
+from mednas.bundle import SIGNATURE, bundle_digest, sign_bundle, write_checksums
 from mednas.io import read_json, write_json
 from tests.hostile._harness import assert_refused, assert_unchanged, mednas_cli, snapshot
 
@@ -55,7 +55,7 @@ def _edit_spec(bundle: Path, **kwargs: object) -> None:
 @pytest.fixture
 def no_proxy_warning() -> Iterator[None]:
     """Keep the (correct) "proxy candidate" warning off stderr, so the refusal is the only line."""
-    loggers = [logging.getLogger(n) for n in ("mednas.export._predict", "mednas.export._source")]
+    loggers = [logging.getLogger(n) for n in ("mednas.bundle._predict", "mednas.bundle._source")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -244,7 +244,7 @@ def test_infinite_weights_in_a_segmentation_bundle_write_no_mask(
 
 
 def test_parity_check_treats_non_finite_as_failure() -> None:
-    from mednas.export._convert import compare_outputs
+    from mednas.bundle._convert import compare_outputs
 
     ok = [np.ones((2, 3), np.float32)]
     nan = [np.full((2, 3), np.nan, np.float32)]

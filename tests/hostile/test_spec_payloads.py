@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import mednas
-from mednas.export import write_checksums
+from mednas.bundle import write_checksums
 from mednas.io import read_json, write_json
 from tests.hostile._harness import assert_refused, assert_unchanged, mednas_cli, snapshot
 

@@ -81,13 +81,13 @@ def test_storage_timeout_flag_and_url_parameter(tmp_path: Path, task_file: Path,
 
 
 def test_status_and_retrain_on_a_silent_server_are_bounded(tmp_path: Path, silent_server: int) -> None:
-    from mednas.search import make_storage
+    from mednas.study import make_storage
 
     t0 = time.monotonic()
     with pytest.raises(Exception) as err:
         make_storage(f"postgresql://u:secret@127.0.0.1:{silent_server}/db", timeout=2)
     assert time.monotonic() - t0 < 8 and "secret" not in str(err.value)
-    from mednas.report._status import _load_study
+    from mednas.reporting._status import _load_study
 
     os.environ["MEDNAS_STORAGE_TIMEOUT"] = "2"
     try:

@@ -57,7 +57,7 @@ def test_five_searches_started_together_on_one_new_run_dir(tmp_path: Path, tiny_
                                                            repetition: int) -> None:
     import optuna
 
-    from mednas.search import make_storage
+    from mednas.study import make_storage
 
     task = _task_file(tmp_path, tiny_cls_datalist)
     run = tmp_path / "runs" / "together"
@@ -118,7 +118,7 @@ def test_three_searches_started_together_on_a_fresh_postgresql_database(tmp_path
                                                                         repetition: int) -> None:
     import optuna
 
-    from mednas.search import make_storage
+    from mednas.study import make_storage
 
     url = os.environ.get("MEDNAS_TEST_POSTGRES_URL")
     if not url:
@@ -149,7 +149,7 @@ def test_three_searches_started_together_on_a_fresh_postgresql_database(tmp_path
 
 _OPEN_AT = """
 import sys, time
-from mednas.search import make_storage
+from mednas.study import make_storage
 url, at = sys.argv[1], float(sys.argv[2])
 time.sleep(max(0.0, at - time.time()))  # all six open the storage at the same instant
 make_storage(url)

@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from mednas import api
-from mednas.search import make_storage
-from mednas.search._recovery import MAX_RETRY, Heartbeat, host_tag, recover_stale_trials
+from mednas.study import make_storage
+from mednas.study._recovery import MAX_RETRY, Heartbeat, host_tag, recover_stale_trials
 from mednas.testing import tiny_task
 
 

@@ -30,7 +30,7 @@ def _task_file(tmp_path: Path, datalist: Path, epochs: int = 30) -> Path:
 def _running_trials(storage: str, study: str) -> list:  # noqa: ANN202
     import optuna
 
-    from mednas.search import make_storage
+    from mednas.study import make_storage
 
     try:
         s = optuna.load_study(study_name=study, storage=make_storage(storage))
@@ -56,7 +56,7 @@ def _kill_a_worker_mid_trial(storage: str, study: str, parent: subprocess.Popen,
 def _check_study(storage: str, study: str, n_target: int, killed: int) -> None:
     import optuna
 
-    from mednas.search import make_storage
+    from mednas.study import make_storage
 
     s = optuna.load_study(study_name=study, storage=make_storage(storage))
     trials = s.get_trials(deepcopy=False)

@@ -1,0 +1,641 @@
+"""Retrain the search's best candidates at full fidelity, test them once, and measure the proxy's fidelity.
+
+For each of the top-k trials (by proxy objective; from the Pareto front in a multi-objective study) the spec
+is rebuilt for the full input shape and trained with early stopping on the validation objective; the operating
+point is chosen on validation and the held-out test split is evaluated once, at that operating point, with
+bootstrap intervals over patients. With ``seeds`` > 1 each candidate is trained once per seed (the first seed in
+``retrain/<n>/``, the others in ``retrain/<n>/seed-<k>/``) and ranked by its seed mean; the agreement between
+seeds is the ceiling any proxy ranking is read against. Each training keeps a per-epoch checkpoint, so a killed
+retrain continues the training it was in and skips finished ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mednas.config import TaskConfig
+from mednas.data import ArrayData, DataPlan
+from mednas.errors import RunDirError
+from mednas.retraining._fidelity import mean_std, proxy_fidelity
+from mednas.retraining._full import PATCH_OVERLAP, FullFidelity, fit_spec, full_fidelity, space_for
+from mednas.rundir import RunDir
+
+logger = logging.getLogger("mednas.retraining")
+
+__all__ = ["RetrainResult", "run_retrain", "select_candidates"]
+
+
+@dataclass
+class RetrainResult:
+    """What :func:`run_retrain` returns.
+
+    Args:
+        run_dir: The run directory.
+        candidates: Each candidate's ``retrain/<n>/metrics.json`` record, in the proxy's order.
+        fidelity: The ``proxy_fidelity`` record.
+        summary: The updated ``summary.json``.
+    """
+
+    run_dir: Path
+    candidates: list[dict[str, Any]]
+    fidelity: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def select_candidates(study: Any, k: int) -> list[Any]:
+    """Return the ``k`` trials to retrain, best proxy objective first.
+
+    Single objective: the best complete trials (:func:`mednas.study.best_trials`: trials that violate a
+    constraint are left out, candidates that never started learning come last). Several objectives: the Pareto
+    front (:func:`mednas.study.pareto_front`), ordered by the first objective, at most ``k``. A trial that
+    re-used the score of an identical candidate (``duplicate_of``: same architecture, loss and sampling) is
+    skipped: that candidate is retrained once.
+    """
+    from optuna.trial import TrialState
+
+    from mednas.study import best_trials, pareto_front
+
+    if len(study.directions) > 1:
+        ranked = pareto_front(study)
+        if len(ranked) < k:
+            logger.info("the Pareto front has %d trials (fewer than --top-k %d): retraining all of them", len(ranked), k)
+    else:
+        n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        ranked = best_trials(study, max(1, n_complete))
+    chosen: list[Any] = []
+    seen: set[tuple[Any, ...]] = set()
+    for t in ranked:
+        spec_hash = t.user_attrs.get("spec_hash")
+        key = (spec_hash, t.params.get("loss"), t.params.get("sampling"))
+        if "duplicate_of" in t.user_attrs or (spec_hash and key in seen):
+            continue
+        if spec_hash:
+            seen.add(key)
+        chosen.append(t)
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def _open_run_study(rd: RunDir, task: TaskConfig, storage: str | None, study_name: str | None) -> Any:
+    import optuna
+
+    from mednas.config import config_hash
+    from mednas.study import make_storage
+
+    if storage is None and not rd.study_db.exists():
+        raise RunDirError(f"{rd.root}: study.db is missing; pass the --storage (and --study-name) the search used")
+    url = storage or rd.default_storage()
+    summary = rd.read_json(rd.summary) if rd.summary.exists() else {}
+    name = study_name or (summary.get("study") or {}).get("name") or task.name
+    try:
+        study = optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        raise RunDirError(f"{rd.root}: no study named {name!r} in its storage; pass the --storage/--study-name the search used") from None
+    recorded = study.user_attrs.get("config_hash")
+    if recorded and recorded != config_hash(task):
+        raise RunDirError(f"{rd.root}: study {name!r} was created from a different configuration than resolved.yaml "
+                          f"(hash {recorded}, run {config_hash(task)}); pass the right --storage/--study-name")
+    return study
+
+
+def _check_specs(rd: RunDir, candidates: list[Any]) -> None:
+    """Refuse the retrain, before anything is written, when a candidate's recorded spec is not an allowed network."""
+    from mednas.spec import load_spec
+
+    for trial in candidates:
+        path = rd.trial_dir(trial.number) / "spec.json"
+        if path.exists():
+            load_spec(rd.read_json(path), path, error=RunDirError)
+
+
+def _load_spec(rd: RunDir, task: TaskConfig, plan: DataPlan, trial: Any) -> Any:
+    """The trial's spec from ``trials/<n>/spec.json``, or re-sampled from its parameters (another machine's trial)."""
+    from mednas.spec import load_spec
+
+    path = rd.trial_dir(trial.number) / "spec.json"
+    if path.exists():
+        return load_spec(rd.read_json(path), path, error=RunDirError)
+    from mednas.study import proxy_context
+    from mednas.testing import ReplayTrial
+
+    family = trial.params.get("family")
+    if not family:
+        raise RunDirError(f"{rd.root}: trial {trial.number} has no spec.json and no recorded family")
+    replay = ReplayTrial(trial.params)
+    replay.suggest_categorical("family", [family])
+    return space_for(task, family).sample(replay, proxy_context(task, plan))
+
+
+class _Log:
+    """A candidate's ``log.txt`` (appended across sessions, rewritten atomically) mirrored to the logger."""
+
+    def __init__(self, rd: RunDir, path: Path) -> None:
+        self.rd, self.path = rd, path
+        self.lines = path.read_text().splitlines() if path.exists() else []
+
+    def __call__(self, msg: str, level: int = logging.INFO) -> None:
+        self.lines.append(f"{time.strftime('%H:%M:%S')} {msg}")
+        self.rd.write_text(self.path, "\n".join(self.lines) + "\n")
+        logger.log(level, "%s", msg)
+
+
+def run_retrain(
+    run_dir: str | os.PathLike[str],
+    *,
+    top_k: int = 3,
+    epochs: int | None = None,
+    patch: list[int] | tuple[int, ...] | None = None,
+    device: str | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_resamples: int | None = None,
+    seeds: int = 2,
+    show_progress: bool = True,
+    threads: int | None = None,
+) -> RetrainResult:
+    """Retrain the top-k candidates of a search at full fidelity, test them once, and record proxy fidelity.
+
+    Args:
+        run_dir: A run directory written by ``mednas search``.
+        top_k: How many candidates to retrain.
+        epochs: Maximum epochs (default: the task's ``training.epochs``).
+        patch: Patch size for patch training with sliding-window validation (default: ``training.patch``).
+        device: ``auto``, ``cpu`` or ``cuda[:N]`` (default: the task's).
+        storage: Optuna storage URL the search used (default: ``study.db`` in the run directory).
+        study_name: Study name (default: the one in ``summary.json``, else the task name).
+        n_resamples: Bootstrap resamples (over patients) for the validation and test intervals (default: the
+            task's ``objective.bootstrap.resamples``).
+        seeds: Full-fidelity trainings per candidate, with different seeds (default 2): candidates are ranked
+            by the seed mean and the agreement between seeds (``seed_ceiling_tau``) bounds what any proxy can
+            reach. 1 halves the cost and leaves the ceiling unmeasured.
+        show_progress: Progress bar on stderr (``MEDNAS_NO_PROGRESS=1`` also disables it).
+        threads: CPU threads (default: the task's ``training.threads``, else the CPUs this process may use, fewer
+            when the machine is busy at start).
+
+    Returns:
+        The candidates' records (the first seed's, with a ``seeds`` list and ``val_mean``/``val_sd``), the
+        fidelity record and the updated summary.
+
+    Raises:
+        RunDirError: For a directory without a search, or a study with no completed trial.
+
+    Example:
+        >>> result = run_retrain("runs/demo-xray-nodule", top_k=3)  # doctest: +SKIP
+        >>> result.fidelity["kendall_tau"]  # doctest: +SKIP
+    """
+    from mednas._threads import configure_threads
+    from mednas.config import load_task, load_yaml
+    from mednas.data import plan_data, read_or_create_salt
+    from mednas.train import select_device
+
+    if top_k < 1 or seeds < 1:
+        from mednas.errors import ConfigError
+
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}" if top_k < 1 else f"--seeds must be at least 1, got {seeds}")
+    rd = RunDir(run_dir)
+    rd.require(rd.resolved, rd.splits, step="retrain")
+    task = load_task(load_yaml(rd.resolved))
+    configure_threads(threads, task_threads=task.training.threads)
+    dev = select_device(device or task.device)
+    study = _open_run_study(rd, task, storage, study_name)
+    candidates = select_candidates(study, top_k)
+    if not candidates:
+        raise RunDirError(f"{rd.root}: no completed trial to retrain (run `mednas search` first)")
+    _check_specs(rd, candidates)
+    salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared"))
+    bar = _Progress(len(candidates) * seeds, enabled=show_progress)
+    try:
+        plan = plan_data(task, rd, salt=salt, progress=bar.stage)
+        full = full_fidelity(task, plan.full_shape, epochs=epochs, patch=patch)
+        if task.training.patch and full.patch is None and patch is None:
+            logger.info("training.patch covers the whole input %s: training on whole inputs", list(full.shape))
+        logger.info("retrain %s: top %d of %s, %s, up to %d epochs (patience %d)%s, %d seed%s each, device %s", task.name,
+                    len(candidates), rd.root, "x".join(map(str, full.shape)), full.epochs, full.patience,
+                    f", patches {'x'.join(map(str, full.patch))}" if full.patch else "", seeds, "" if seeds == 1 else "s", dev)
+        data = _Arrays(plan, full.shape, bar)
+        # Seed-major: every candidate's first seed before any second seed, so an interrupted retrain has already
+        # ranked all candidates once.
+        runs: list[list[dict[str, Any]]] = [[] for _ in candidates]
+        for k in range(seeds):
+            for i, trial in enumerate(candidates):
+                bar.candidate(i, trial.number, k, seeds)
+                runs[i].append(_retrain_one(task, rd, plan, study, trial, full, data, dev, bar, n_resamples, k))
+        records = [_combine_seeds(rd, task, r) for r in runs]
+    finally:
+        bar.close()
+    fidelity = _fidelity(task, study, candidates, records)
+    if fidelity.get("warning"):
+        logger.warning("%s", fidelity["warning"])
+    summary = _update_summary(rd, task, full, candidates, records, fidelity, top_k)
+    return RetrainResult(rd.root, records, fidelity, summary)
+
+
+class _Arrays:
+    """Full-shape arrays, loaded once; the test split only when a finished candidate is evaluated."""
+
+    def __init__(self, plan: DataPlan, shape: tuple[int, ...], bar: _Progress) -> None:
+        self.plan, self.shape, self.bar = plan, shape, bar
+        self._train: ArrayData | None = None
+        self._val: ArrayData | None = None
+        self._test: ArrayData | None = None
+
+    def train_val(self) -> tuple[ArrayData, ArrayData]:
+        if self._train is None or self._val is None:
+            self._train = self.plan.arrays("train", self.shape, progress=lambda d, t: self.bar.stage("full-size train", d, t))
+            self._val = self.plan.arrays("val", self.shape, progress=lambda d, t: self.bar.stage("full-size val", d, t))
+            logger.info("full fidelity %s: %d train / %d val cases", list(self.shape), len(self._train), len(self._val))
+        return self._train, self._val
+
+    def test(self) -> ArrayData:
+        if self._test is None:
+            # The only place mednas reads the held-out test split: after training, once per candidate's final model.
+            self._test = self.plan.arrays("test", self.shape, allow_test=True)
+        return self._test
+
+
+def _same_budget(record: dict[str, Any], full: FullFidelity, seed: int) -> bool:
+    wanted = full.to_dict()
+    return all(record.get(k) == v for k, v in wanted.items()) and record.get("seed") == seed
+
+
+def seed_dir(rd: RunDir, number: int, k: int) -> Path:
+    """Where seed ``k`` of candidate ``number`` is trained: ``retrain/<n>/`` for the first, ``seed-<k>/`` inside it after."""
+    return rd.retrain_dir(number) if k == 0 else rd.retrain_dir(number) / f"seed-{k}"
+
+
+def _seed(task: TaskConfig, number: int, k: int) -> int:
+    from mednas.train import derive_seed
+
+    # The first seed is the one retraining always used, so runs retrained before --seeds existed stay valid.
+    return derive_seed(task.search.seed, number) if k == 0 else derive_seed(task.search.seed, number, k)
+
+
+def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial: Any, full: FullFidelity,
+                 data: _Arrays, device: str, bar: _Progress, n_resamples: int | None, k: int = 0) -> dict[str, Any]:
+    from mednas.io._atomic import read_json
+    from mednas.train import TrainingDiverged
+
+    n = trial.number
+    cdir = seed_dir(rd, n, k)
+    metrics_path, ckpt = cdir / "metrics.json", cdir / "checkpoint.pt"
+    seed = _seed(task, n, k)
+    previous = read_json(metrics_path) if metrics_path.exists() else None
+    if previous is not None and previous.get("state") == "complete" and _same_budget(previous, full, seed):
+        ckpt.unlink(missing_ok=True)
+        logger.info("trial %d%s: already retrained (val %s = %.4f); skipped", n, f" seed {k + 1}" if k else "",
+                    task.objective.name, previous["val"]["objective"])
+        bar.done(previous["val"]["objective"], n)
+        return previous
+    cdir.mkdir(parents=True, exist_ok=True)
+    log = _Log(rd, cdir / "log.txt")
+    if previous is not None and not _same_budget(previous, full, seed):
+        if ckpt.exists():
+            log("settings changed since the last session (shape, patch, epochs or patience): starting this candidate afresh")
+        ckpt.unlink(missing_ok=True)
+    spec = _load_spec(rd, task, plan, trial)
+    adapted = space_for(task, spec.family).adapt_to_shape(spec, full.net_shape)
+    rd.write_json(cdir / "spec.json", adapted.to_dict())
+    proxy_rec = _trial_record(rd, n)
+    record: dict[str, Any] = {
+        "trial": n, "state": "running", "reason": None, "seed": seed, "seed_index": k, **full.to_dict(),
+        "family": spec.family, "target": spec.target, "spec_hash": spec.hash,
+        # The proxy trial's own record first: sampling is a conditional parameter (absent from the trial's params
+        # when its weighted loss was the imbalance remedy), and `auto` was resolved for its sampling there.
+        **_remedies(task, trial, proxy_rec),
+        "preprocessing": _preprocessing(plan),
+        "proxy": {"value": float(trial.values[0]), "values": list(trial.values), "learned": trial.user_attrs.get("learned"),
+                  "seconds": proxy_rec.get("seconds"), "shape": list(plan.proxy_shape), "epochs": task.proxy.epochs},
+    }
+    resumed = ckpt.exists()
+    log(f"{'resuming' if resumed else 'retraining'} trial {n}{f' (seed {k + 1})' if k else ''}: {spec.class_name} {spec.hash} (family {spec.family}) at "
+        f"{'x'.join(map(str, full.shape))}, up to {full.epochs} epochs, patience {full.patience}, loss {record['loss']}, "
+        f"sampling {record['sampling']}, seed {seed}")
+    train, val = data.train_val()
+
+    def on_epoch(result: Any) -> None:
+        log(f"epoch {result.epoch}/{full.epochs}: loss {result.train_loss:.4f}, {task.objective.name} {result.value:.4f} "
+            f"({result.seconds:.1f}s)")
+        bar.epoch(result.epoch, full.epochs, result.value)
+
+    t0 = time.perf_counter()
+    try:
+        rd.write_json(metrics_path, record)
+        fit_result, model, _, divisor = fit_spec(task, spec, train, val, shape=full.shape, epochs=full.epochs,
+                                                       seed=seed, device=device, full=full, checkpoint=ckpt, on_epoch=on_epoch,
+                                                       loss=record["loss"], sampling=record["sampling"])
+    except TrainingDiverged as exc:
+        ckpt.unlink(missing_ok=True)  # resuming would diverge again: a re-run starts afresh
+        return _failed(rd, record, metrics_path, f"diverged: {exc}", log, t0, bar)
+    except Exception as exc:  # noqa: BLE001 - one broken candidate must not stop the others
+        log(traceback.format_exc(), logging.DEBUG)
+        return _failed(rd, record, metrics_path, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}", log, t0, bar)
+    result = _finish(task, rd, cdir, record, fit_result, model, divisor, full, data, device, seed, n_resamples)
+    ckpt.unlink(missing_ok=True)
+    log(f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch {result['best_epoch']} of "
+        f"{result['epochs']}{', stopped early' if result['stopped_early'] else ''}), {_test_text(task, result)}; "
+        f"{result['seconds']:.1f}s"
+        + ("" if result["learned"] else "; flagged: never started learning"))
+    bar.done(result["val"]["objective"], n)
+    return result
+
+
+def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fit_result: Any, model: Any,
+            divisor: tuple[int, ...], full: FullFidelity, data: _Arrays, device: str, seed: int,
+            n_resamples: int | None) -> dict[str, Any]:
+    """Write the best weights, the validation report and the one test evaluation; return the record."""
+    from mednas.metrics import (
+        apply_temperature,
+        calibration_record,
+        logits_from_probabilities,
+        operating_point_warnings,
+    )
+    from mednas.metrics._objective import objective_report, prediction_record
+    from mednas.train import predict
+    from mednas.train._loop import save_weights
+
+    save_weights(cdir / "model.pt", fit_result.best_state)
+    _, val = data.train_val()
+    t_report = time.perf_counter()
+    val_outputs = fit_result.best_outputs
+    calibration = None
+    if task.problem == "classification":
+        # Temperature scaling on validation, before the operating point: the threshold export ships is one on
+        # the calibrated probabilities that predict(), load() and evaluate give.
+        calibration, val_outputs = calibration_record(val_outputs, val.labels, task.labels.finding_indices)
+    val_report = objective_report(task, val_outputs, val, seed=seed, n_resamples=n_resamples)
+    report_seconds = time.perf_counter() - t_report
+    op = val_report.get("operating_point")
+    if calibration is not None:
+        truth = np.isin(val.labels, task.labels.finding_indices).astype(int)
+        calibration["warnings"] = operating_point_warnings(op, ece_after=calibration["ece_after"], truth=truth,
+                                                           temperature=calibration["temperature"],
+                                                           ece_before=calibration["ece_before"])
+    # Classification: the validation threshold, unchanged, even when it is +inf (no validation case could be called
+    # positive within the specificity floor); choosing a threshold on test would flatter the test figures.
+    threshold = float(op["threshold"]) if op and op.get("threshold") is not None else None
+    test = data.test()
+    predictions = {"val": prediction_record(task, val_outputs, val, split="val")}
+    if len(test):
+        outputs = predict(model, test.images, problem=task.problem, batch_size=task.training.batch_size, device=device,
+                          divisor=divisor, patch=full.patch, overlap=PATCH_OVERLAP)
+        if calibration is not None:
+            outputs = apply_temperature(logits_from_probabilities(outputs), calibration["temperature"])
+        test_report = objective_report(task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold)
+        predictions["test"] = prediction_record(task, outputs, test, split="test")
+        test_record = {"metrics": test_report["metrics"], "operating_point": test_report.get("operating_point"),
+                       "per_class": test_report.get("per_class"), "n_cases": len(test),
+                       "threshold_from": "validation" if threshold is not None else None}
+    else:
+        # The task has no test split (e.g. an external site holds it): nothing is evaluated, and every later step
+        # says so instead of showing a figure (validate with `mednas evaluate` on the held-back data).
+        test_record = {"metrics": {}, "operating_point": None, "per_class": None, "n_cases": 0,
+                       "threshold_from": None, "skipped": "the task has no test split"}
+    # Per-case predictions of the model export ships (salted case keys only): the report's curves and confusion
+    # matrix come from them, not from the proxy trial.
+    rd.write_json(cdir / "predictions.json", predictions)
+    value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
+    record.update(
+        state="complete",
+        divisor=list(divisor),
+        params=int(sum(p.numel() for p in model.parameters())),
+        val={"objective": value, "metrics": val_report["metrics"], "per_class": val_report.get("per_class")},
+        operating_point=op,
+        test=test_record,
+        best_epoch=fit_result.best_epoch,
+        epochs=len(fit_result.history),
+        stopped_early=fit_result.stopped_early,
+        history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value, "seconds": h.seconds}
+                 for h in fit_result.history],
+        # Training and validation summed over epochs (and sessions, for a resumed candidate) plus the validation
+        # report: what a proxy trial's `seconds` counts too, so the two compare. The test evaluation is not in it.
+        seconds=float(sum(h.seconds for h in fit_result.history)) + report_seconds,
+        learned=fit_result.learned,
+        weights="model.pt",
+        predictions="predictions.json",
+    )
+    if calibration is not None:
+        record.update(calibration=calibration, temperature=calibration["temperature"],
+                      ece_before=calibration["ece_before"], ece_after=calibration["ece_after"])
+    rd.write_json(cdir / "metrics.json", record)
+    return record
+
+
+def _test_text(task: TaskConfig, result: dict[str, Any]) -> str:
+    """``test <objective> 0.8123`` for the log, or why there is no test figure."""
+    test = result.get("test") or {}
+    value = ((test.get("metrics") or {}).get("objective") or {}).get("value")
+    if value is None:
+        return f"no test figure ({test.get('skipped') or 'not measurable on the test split'})"
+    return f"test {task.objective.name} {value:.4f}"
+
+
+def _failed(rd: RunDir, record: dict[str, Any], path: Path, reason: str, log: Callable[..., None], t0: float,
+            bar: _Progress) -> dict[str, Any]:
+    record.update(state="failed", reason=reason, seconds=time.perf_counter() - t0)
+    rd.write_json(path, record)
+    log(f"failed: {reason} (a re-run retries it)", logging.WARNING)
+    bar.done(None, record["trial"])
+    return record
+
+
+def _combine_seeds(rd: RunDir, task: TaskConfig, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the candidate's record: its first seed's, with every seed's outcome, the seed mean and spread.
+
+    With one seed the record is the first seed's as it is. With several, ``retrain/<n>/metrics.json`` gains
+    ``seeds`` (one row per seed), ``val_mean``/``val_sd``/``test_mean`` over the seeds that completed, and
+    ``learned_majority``: False when fewer than half of the completed seeds started learning (``learned`` stays
+    the first seed's own flag).
+    """
+    first = dict(runs[0])
+    if len(runs) == 1:
+        return first
+    rows = []
+    for r in runs:
+        done = r.get("state") == "complete"
+        rows.append({
+            "seed_index": r.get("seed_index", 0), "seed": r.get("seed"), "state": r.get("state"), "reason": r.get("reason"),
+            "val": r["val"]["objective"] if done else None,
+            "test": ((r["test"]["metrics"].get("objective") or {}).get("value") if done else None),
+            "learned": r.get("learned") if done else None, "best_epoch": r.get("best_epoch"), "epochs": r.get("epochs"),
+            "seconds": r.get("seconds"),
+            "dir": str(seed_dir(rd, int(r["trial"]), int(r.get("seed_index", 0))).relative_to(rd.root)),
+        })
+    vals = [row["val"] for row in rows if row["val"] is not None]
+    tests = [row["test"] for row in rows if row["test"] is not None]
+    mean, sd, _ = mean_std(vals)
+    learned_flags = [row["learned"] for row in rows if row["learned"] is not None]
+    first.update(
+        seeds=rows,
+        val_mean=mean,
+        val_sd=sd,
+        test_mean=(sum(tests) / len(tests)) if tests else None,
+        seeds_learned=sum(1 for f in learned_flags if f),
+    )
+    if learned_flags:
+        first["learned_majority"] = sum(1 for f in learned_flags if f) * 2 >= len(learned_flags)
+    path = rd.retrain_dir(int(first["trial"])) / "metrics.json"
+    if first.get("state") == "complete" and first != runs[0]:
+        rd.write_json(path, first)
+    return first
+
+
+def _learned(r: dict[str, Any]) -> bool:
+    """Whether a candidate started learning at full fidelity: on most of its seeds, or on its one seed."""
+    return r.get("learned_majority", r.get("learned")) is not False
+
+
+def _val_score(r: dict[str, Any]) -> float | None:
+    """A candidate's full-fidelity validation score: its seed mean, or its one seed's objective."""
+    if r.get("val_mean") is not None:
+        return float(r["val_mean"])
+    return float(r["val"]["objective"]) if r.get("state") == "complete" else None
+
+
+def _remedies(task: TaskConfig, trial: Any, proxy_rec: dict[str, Any]) -> dict[str, str]:
+    """The loss and batch sampling the proxy trial trained with (one imbalance remedy, see ``suggest_imbalance``)."""
+    from mednas.train._losses import resolve_loss
+
+    sampling = proxy_rec.get("sampling") or trial.params.get("sampling") or task.training.sampling
+    loss = proxy_rec.get("loss") or trial.params.get("loss") or task.training.loss
+    return {"loss": resolve_loss(loss, task.problem, sampling), "sampling": sampling}
+
+
+def _trial_record(rd: RunDir, number: int) -> dict[str, Any]:
+    path = rd.trial_dir(number) / "metrics.json"
+    try:
+        return rd.read_json(path) if path.exists() else {}
+    except RunDirError:
+        return {}
+
+
+def _preprocessing(plan: DataPlan) -> dict[str, Any]:
+    p = plan.prep
+    return {"problem": p.problem, "spatial_dims": p.spatial_dims, "in_channels": p.in_channels, "n_classes": p.n_classes,
+            "normalize": p.normalize, "ct_window": list(p.ct_window), "orientation": getattr(p, "orientation", None)}
+
+
+def _fidelity(task: TaskConfig, study: Any, candidates: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    trials = [t.number for t in candidates]
+    # The search's seed mean where it re-evaluated its best candidates with extra proxy seeds.
+    proxy = [float(t.user_attrs.get("proxy_mean", t.values[0])) for t in candidates]
+    full_seeds = [[row["val"] for row in r["seeds"]] if r.get("seeds") else
+                  [r["val"]["objective"] if r.get("state") == "complete" else None] for r in records]
+    learned = [t.user_attrs.get("learned") is not False and _learned(r) for t, r in zip(candidates, records)]
+    maximize = study.directions[0].name == "MAXIMIZE"
+    record = proxy_fidelity(trials, proxy, None, learned, maximize=maximize, full_seeds=full_seeds, seed=task.search.seed)
+    record["objective"] = task.objective.name
+    record["maximize"] = maximize
+    record["proxy_seed_mean"] = [t.number for t in candidates if "proxy_mean" in t.user_attrs]
+    return record
+
+
+def _update_summary(rd: RunDir, task: TaskConfig, full: FullFidelity, candidates: list[Any], records: list[dict[str, Any]],
+                    fidelity: dict[str, Any], top_k: int) -> dict[str, Any]:
+    sign = 1.0 if fidelity.get("maximize", True) else -1.0
+    complete = [r for r in records if r.get("state") == "complete"]
+    best = max(complete, key=lambda r: (_learned(r), sign * (_val_score(r) or 0.0)), default=None)
+    proxy_s = sum(float(r["proxy"].get("seconds") or 0.0) for r in complete)
+    # Every seed's training counts in the full-fidelity cost; the ratio compares one full training with one proxy.
+    trainings = [row for r in complete for row in (r.get("seeds") or [r]) if row.get("state") == "complete"]
+    full_s = sum(float(row.get("seconds") or 0.0) for row in trainings)
+    per_full = full_s / len(trainings) if trainings else 0.0
+    per_proxy = proxy_s / len(complete) if complete else 0.0
+    results = []
+    for r in records:
+        row: dict[str, Any] = {"trial": r["trial"], "state": r["state"], "family": r.get("family"), "params": r.get("params"),
+                               "proxy": r["proxy"]["value"], "learned": _learned(r)}
+        if r.get("state") == "complete":
+            row["val"] = r["val"]["metrics"].get("objective")
+            row["test"] = r["test"]["metrics"].get("objective")
+            row["seconds"] = r.get("seconds")
+            if r.get("seeds"):
+                row.update(val_mean=r.get("val_mean"), val_sd=r.get("val_sd"), test_mean=r.get("test_mean"),
+                           seed_values=[s["val"] for s in r["seeds"]])
+        else:
+            row["reason"] = r.get("reason")
+        results.append(row)
+    summary = rd.read_json(rd.summary) if rd.summary.exists() else {"task": task.name}
+    summary["retrain"] = {
+        "top_k": top_k,
+        "seeds": max((len(r.get("seeds") or [r]) for r in records), default=1),
+        "candidates": [t.number for t in candidates],
+        "best": best["trial"] if best else None,
+        "shape": list(full.shape),
+        "patch": full.to_dict()["patch"],
+        "max_epochs": full.epochs,
+        "patience": full.patience,
+        "results": results,
+        "failed": [r["trial"] for r in records if r.get("state") != "complete"],
+        "cost": {"proxy_seconds": proxy_s, "full_seconds": full_s, "full_trainings": len(trainings),
+                 "full_over_proxy": (per_full / per_proxy) if per_proxy > 0 else None},
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    summary["proxy_fidelity"] = fidelity
+    rd.write_json(rd.summary, summary)
+    return summary
+
+
+class _Progress:
+    """A tqdm bar on stderr: candidate i of k, its epoch, the best full-fidelity objective so far."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.enabled = enabled and os.environ.get("MEDNAS_NO_PROGRESS") != "1"
+        self.bar: Any = None
+        self.total = total
+        self.best: tuple[float, int] | None = None
+        self.prefix = "retrain"
+        self._last = 0.0
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="retrain", unit="candidate", file=sys.stderr, dynamic_ncols=True, leave=True,
+                            mininterval=0.5 if sys.stderr.isatty() else 5.0)
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.bar is not None and (force or now - self._last >= self.bar.mininterval):
+            self._last = now
+            self.bar.refresh()
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"retrain [{name} {done}/{total}]" if total else f"retrain [{name}]", refresh=False)
+            self._refresh()
+
+    def candidate(self, i: int, trial: int, k: int = 0, seeds: int = 1) -> None:
+        n = self.total // max(1, seeds)
+        self.prefix = f"retrain [candidate {i + 1}/{n}: trial {trial}" + (f", seed {k + 1}/{seeds}" if seeds > 1 else "")
+        if self.bar is not None:
+            self.bar.set_description_str(self.prefix + "]", refresh=False)
+            self._refresh(True)
+
+    def epoch(self, epoch: int, epochs: int, value: float) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"{self.prefix} epoch {epoch}/{epochs}, objective {value:.4f}]", refresh=False)
+            self._refresh()
+
+    def done(self, value: float | None, trial: int) -> None:
+        if value is not None and math.isfinite(value) and (self.best is None or value > self.best[0]):
+            self.best = (value, trial)
+        if self.bar is not None:
+            if self.best:
+                self.bar.set_postfix_str(f"best {self.best[0]:.4f} (trial {self.best[1]})", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str("retrain", refresh=False)
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,148 @@
+"""Crashed and preempted workers: find their trials, fail them, and retry each a bounded number of times.
+
+RDB storages (SQLite, PostgreSQL, MySQL) use Optuna's own heartbeats and retry callback. The journal-file
+storage has no heartbeat in Optuna, so mednas keeps one in a user attribute while a trial runs. On any storage,
+a RUNNING trial whose worker process on this host no longer exists is failed at once (a SIGKILLed search
+continues immediately when re-run). A retried trial carries ``retry_of`` (the original trial number).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+logger = logging.getLogger("mednas.study")
+
+__all__ = ["Heartbeat", "MAX_RETRY", "host_tag", "recover_stale_trials", "retry_of"]
+
+#: Retries of one original trial before it is left failed.
+MAX_RETRY = 2
+#: Seconds between heartbeats, and how long one may be missing, for storages without Optuna heartbeats.
+HEARTBEAT_INTERVAL = 10.0
+HEARTBEAT_GRACE = 60.0
+
+
+def host_tag() -> str:
+    """A short hash of this host's name (trials record it; the name itself is not written)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _has_optuna_heartbeat(study: Any) -> bool:
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = study._storage
+    return isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)
+
+
+def retry_of(frozen: Any) -> int | None:
+    """The original trial number a trial retries (mednas's or Optuna's retry bookkeeping), else None."""
+    if "retry_of" in frozen.user_attrs:
+        return int(frozen.user_attrs["retry_of"])
+    system = getattr(frozen, "system_attrs", None)
+    if system is None and hasattr(frozen, "_trial_id"):  # a live Trial: read its stored system attributes
+        system = frozen.study._storage.get_trial_system_attrs(frozen._trial_id)
+    if system and "failed_trial" in system:
+        return int(system["failed_trial"])
+    return None
+
+
+def _retry(study: Any, frozen: Any, reason: str) -> bool:
+    from optuna.trial import TrialState
+
+    try:
+        study._storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
+        if not study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
+            return False
+    except Exception:  # noqa: BLE001 - another worker failed it first (UpdateFinishedTrialError and kin)
+        return False
+    count = int(frozen.user_attrs.get("retry_count", 0))
+    original = retry_of(frozen)
+    original = frozen.number if original is None else original
+    if count >= MAX_RETRY:
+        logger.warning("trial %d: %s; not retried (retried %d times already)", frozen.number, reason, count)
+        return True
+    study.enqueue_trial(
+        frozen.params,
+        user_attrs={"retry_of": original, "retried_from": frozen.number, "retry_count": count + 1},
+        skip_if_exists=False,
+    )
+    logger.warning("trial %d: %s; failed and queued for retry (of trial %d)", frozen.number, reason, original)
+    return True
+
+
+def recover_stale_trials(study: Any, *, grace: float = HEARTBEAT_GRACE) -> int:
+    """Fail and retry RUNNING trials whose worker is gone; return how many were recovered.
+
+    A trial is stale when its worker process on this host no longer exists, or (on storages without Optuna
+    heartbeats) when its ``heartbeat`` attribute is older than ``grace`` seconds.
+    """
+    from optuna.trial import TrialState
+
+    host = host_tag()
+    optuna_heartbeat = _has_optuna_heartbeat(study)
+    now = time.time()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = int(t.user_attrs.get("pid", -1))
+        if t.user_attrs.get("host") == host and pid > 0 and pid != os.getpid() and not _pid_alive(pid):
+            n += _retry(study, t, f"its worker (pid {pid}) died (killed or crashed)")
+            continue
+        if optuna_heartbeat:
+            continue  # Optuna fails and retries these itself (RetryHeartbeatStaleTrialCallback)
+        beat = t.user_attrs.get("heartbeat")
+        if beat is None and t.datetime_start is not None:
+            beat = t.datetime_start.timestamp()
+        if beat is not None and now - float(beat) > grace:
+            n += _retry(study, t, f"no heartbeat for {now - float(beat):.0f} s (worker lost)")
+    return n
+
+
+class Heartbeat:
+    """Record ``heartbeat`` (a timestamp) on a running trial every few seconds, in a daemon thread.
+
+    Only needed for storages without Optuna heartbeats (the journal file); harmless elsewhere.
+
+    Example:
+        >>> with Heartbeat(trial):  # doctest: +SKIP
+        ...     train()
+    """
+
+    def __init__(self, trial: Any, interval: float = HEARTBEAT_INTERVAL) -> None:
+        self.trial = trial
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.trial.set_user_attr("heartbeat", time.time())
+            except Exception:  # noqa: BLE001 - a missed beat must never kill the trial
+                logger.debug("heartbeat not recorded", exc_info=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.trial.set_user_attr("heartbeat", time.time())
+        if not _has_optuna_heartbeat(self.trial.study):
+            self._thread = threading.Thread(target=self._beat, name="mednas-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 1)
