@@ -16,7 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-TUNED = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184", "MALLOC_TOP_PAD_": "1073741824"}
+TUNED = {
+    "MALLOC_MMAP_THRESHOLD_": "17179869184",
+    "MALLOC_TRIM_THRESHOLD_": "17179869184",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
 
 CHILD = r"""
 import json, sys, time, torch
@@ -39,8 +43,13 @@ print(json.dumps(times[2:]))
 def _run(env_extra: dict[str, str], shape: int, steps: int, batch: int) -> list[float]:
     env = {k: v for k, v in os.environ.items() if k not in TUNED}
     env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(shape), str(steps), str(batch)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(shape), str(steps), str(batch)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -53,11 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import statistics
 
-    result: dict[str, object] = {"shape": [args.shape] * 3, "batch": args.batch, "steps": args.steps, "cpus": os.cpu_count()}
+    result: dict[str, object] = {
+        "shape": [args.shape] * 3,
+        "batch": args.batch,
+        "steps": args.steps,
+        "cpus": os.cpu_count(),
+    }
     for name, env in (("default", {}), ("tuned", TUNED), ("default_again", {})):
         times = _run(env, args.shape, args.steps, args.batch)
-        result[name] = {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
-                        "max_s": round(max(times), 4)}
+        result[name] = {
+            "median_s": round(statistics.median(times), 4),
+            "min_s": round(min(times), 4),
+            "max_s": round(max(times), 4),
+        }
     default = min(result["default"]["median_s"], result["default_again"]["median_s"])  # type: ignore[index]
     result["speedup_median"] = round(default / result["tuned"]["median_s"], 2)  # type: ignore[index]
     text = json.dumps(result, indent=2)

@@ -50,13 +50,21 @@ def _run(cmd: list[str]) -> float:
 def _machine(load_before: tuple[float, ...], load_after: tuple[float, ...]) -> dict[str, object]:
     import torch
 
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "loadavg_before": load_before, "loadavg_after": load_after}
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+    }
 
 
 def _task_args(args: argparse.Namespace) -> list[str]:
     """``--preset``/``--set`` options passed on to the mednas command."""
-    return [a for p in args.preset for a in ("--preset", p)] + [a for o in args.overrides for a in ("--set", o)]
+    return [a for p in args.preset for a in ("--preset", p)] + [
+        a for o in args.overrides for a in ("--set", o)
+    ]
 
 
 def _emit(result: dict[str, object], out: str | None) -> None:
@@ -76,21 +84,43 @@ def _ci(tau: float | None, ci: list[float] | None) -> str:
 
 
 def protocol(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fidelity.py protocol", description="random candidates x proxy settings x full seeds")
+    parser = argparse.ArgumentParser(
+        prog="fidelity.py protocol", description="random candidates x proxy settings x full seeds"
+    )
     parser.add_argument("task")
     parser.add_argument("--preset", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--specs", type=int, default=8, help="random candidates (default 8)")
-    parser.add_argument("--full-seeds", type=int, default=2, help="full-fidelity seeds per candidate (default 2)")
-    parser.add_argument("--proxy-seeds", type=int, default=2, help="seeds per candidate at each proxy setting (default 2)")
+    parser.add_argument(
+        "--full-seeds", type=int, default=2, help="full-fidelity seeds per candidate (default 2)"
+    )
+    parser.add_argument(
+        "--proxy-seeds", type=int, default=2, help="seeds per candidate at each proxy setting (default 2)"
+    )
     parser.add_argument("--grid", help="proxy settings SCALExEPOCHS,... (default: calibrate-proxy's)")
-    parser.add_argument("--full-epochs", type=int, help="full-fidelity maximum epochs (default: training.epochs)")
+    parser.add_argument(
+        "--full-epochs", type=int, help="full-fidelity maximum epochs (default: training.epochs)"
+    )
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args(argv)
 
-    cmd = [sys.executable, "-m", "mednas", "--quiet", "calibrate-proxy", args.task, "--run-dir", args.run_dir,
-           "--specs", str(args.specs), "--full-seeds", str(args.full_seeds), "--proxy-seeds", str(args.proxy_seeds)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mednas",
+        "--quiet",
+        "calibrate-proxy",
+        args.task,
+        "--run-dir",
+        args.run_dir,
+        "--specs",
+        str(args.specs),
+        "--full-seeds",
+        str(args.full_seeds),
+        "--proxy-seeds",
+        str(args.proxy_seeds),
+    ]
     cmd += _task_args(args)
     if args.grid:
         cmd += ["--grid", args.grid]
@@ -101,17 +131,47 @@ def protocol(argv: list[str]) -> int:
     load_after = os.getloadavg()
     rec = json.loads((Path(args.run_dir) / "calibration.json").read_text())
     full = rec["full"]
-    keys = ("setting", "shape", "epochs", "n", "kendall_tau", "kendall_tau_interval", "kendall_tau_all", "proxy_self_tau",
-            "top3_contains_best", "top1_regret", "regret_in_seed_sd", "cost_fraction", "seconds", "n_not_learning")
+    keys = (
+        "setting",
+        "shape",
+        "epochs",
+        "n",
+        "kendall_tau",
+        "kendall_tau_interval",
+        "kendall_tau_all",
+        "proxy_self_tau",
+        "top3_contains_best",
+        "top1_regret",
+        "regret_in_seed_sd",
+        "cost_fraction",
+        "seconds",
+        "n_not_learning",
+    )
     result = {
         "task": rec["task"],
-        "protocol": {"specs": len(rec["specs"]), "full_seeds": rec.get("full_seeds"), "proxy_seeds": rec.get("proxy_seeds"),
-                     "full_shape": full["shape"], "full_max_epochs": full["max_epochs"], "patience": full["patience"]},
+        "protocol": {
+            "specs": len(rec["specs"]),
+            "full_seeds": rec.get("full_seeds"),
+            "proxy_seeds": rec.get("proxy_seeds"),
+            "full_shape": full["shape"],
+            "full_max_epochs": full["max_epochs"],
+            "patience": full["patience"],
+        },
         "command": " ".join(cmd[2:]),
         "seconds": round(seconds, 1),
         "seed_ceiling": {k: rec["seed_ceiling"].get(k) for k in ("kendall_tau", "interval", "reason")},
-        "full": {k: full.get(k) for k in ("seconds", "trainings", "seed_sd", "n_not_learning", "not_learning", "values",
-                                          "seed_values")},
+        "full": {
+            k: full.get(k)
+            for k in (
+                "seconds",
+                "trainings",
+                "seed_sd",
+                "n_not_learning",
+                "not_learning",
+                "values",
+                "seed_values",
+            )
+        },
         "settings": [{k: row.get(k) for k in keys} for row in rec["settings"]],
         "recommendation": rec["recommendation"]["message"],
         "families": sorted({s["family"] for s in rec["specs"]}),
@@ -137,7 +197,8 @@ def protocol(argv: list[str]) -> int:
             f"{_fmt(row['kendall_tau_all'])} | {_fmt(row['proxy_self_tau'])} | "
             f"{'n/a' if top3 is None else 'yes' if top3 else 'no'} | {_fmt(row['top1_regret'], 3)} "
             f"({_fmt(row['regret_in_seed_sd'], 1)}) | "
-            f"{'n/a' if row['cost_fraction'] is None else format(row['cost_fraction'], '.0%')} |")
+            f"{'n/a' if row['cost_fraction'] is None else format(row['cost_fraction'], '.0%')} |"
+        )
     print("\n".join(lines), file=sys.stderr)
     return 0
 
@@ -152,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def search_retrain(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fidelity.py search-retrain", description="a search, then mednas retrain")
+    parser = argparse.ArgumentParser(
+        prog="fidelity.py search-retrain", description="a search, then mednas retrain"
+    )
     parser.add_argument("task")
     parser.add_argument("--preset", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
@@ -182,12 +245,23 @@ def search_retrain(argv: list[str]) -> int:
     candidates = []
     for n in summary["retrain"]["candidates"]:
         rec = json.loads((run / "retrain" / str(n) / "metrics.json").read_text())
-        row = {"trial": n, "family": rec.get("family"), "params": rec.get("params"), "state": rec["state"],
-               "proxy": rec["proxy"]["value"], "proxy_seconds": rec["proxy"].get("seconds")}
+        row = {
+            "trial": n,
+            "family": rec.get("family"),
+            "params": rec.get("params"),
+            "state": rec["state"],
+            "proxy": rec["proxy"]["value"],
+            "proxy_seconds": rec["proxy"].get("seconds"),
+        }
         if rec["state"] == "complete":
-            row.update(full_val=rec["val"]["objective"], test=rec["test"]["metrics"]["objective"]["value"],
-                       full_seconds=rec["seconds"], best_epoch=rec["best_epoch"], epochs=rec["epochs"],
-                       learned=rec["learned"])
+            row.update(
+                full_val=rec["val"]["objective"],
+                test=rec["test"]["metrics"]["objective"]["value"],
+                full_seconds=rec["seconds"],
+                best_epoch=rec["best_epoch"],
+                epochs=rec["epochs"],
+                learned=rec["learned"],
+            )
         candidates.append(row)
     fidelity = {k: v for k, v in summary["proxy_fidelity"].items() if k != "ceiling"}
 
@@ -197,7 +271,10 @@ def search_retrain(argv: list[str]) -> int:
         "search_seconds": round(search_s, 1),
         "retrain_seconds": round(retrain_s, 1),
         "proxy": summary.get("proxy"),
-        "retrain": {k: summary["retrain"].get(k) for k in ("top_k", "seeds", "shape", "patch", "max_epochs", "patience", "best", "cost")},
+        "retrain": {
+            k: summary["retrain"].get(k)
+            for k in ("top_k", "seeds", "shape", "patch", "max_epochs", "patience", "best", "cost")
+        },
         "fidelity": fidelity,
         "candidates": candidates,
         "n_trials": summary.get("n_trials"),

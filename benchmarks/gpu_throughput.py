@@ -47,8 +47,12 @@ class _Sampler:
         last = None if self.gpu else self._cpu_times()
         while not self._stop.wait(0.5):
             if self.gpu:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
-                                     capture_output=True, text=True, check=False)
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if out.returncode == 0 and out.stdout.strip():
                     self.values.append(float(out.stdout.split()[0]))
             else:
@@ -75,8 +79,12 @@ def _task_args(args: argparse.Namespace, tmp: Path) -> list[str]:
     from mednas.testing import tiny_classification_data, tiny_task
 
     datalist = tiny_classification_data(tmp / "tiny-data", n=48, size=32)
-    task = tiny_task("classification", datalist, proxy={"shape": [16, 16], "epochs": 4},
-                     search={"pruner": {"name": "none"}})
+    task = tiny_task(
+        "classification",
+        datalist,
+        proxy={"shape": [16, 16], "epochs": 4},
+        search={"pruner": {"name": "none"}},
+    )
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(task))
     return [str(path)]
@@ -85,7 +93,9 @@ def _task_args(args: argparse.Namespace, tmp: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default=str(ROOT / "tasks" / "demo-xray-nodule.yaml"))
-    parser.add_argument("--concurrency", default="1,2,4", help="concurrent trials per GPU (or CPU workers) to try")
+    parser.add_argument(
+        "--concurrency", default="1,2,4", help="concurrent trials per GPU (or CPU workers) to try"
+    )
     parser.add_argument("--trials", type=int, default=8, help="proxy trials per setting")
     parser.add_argument("--tiny", action="store_true", help="CI size: a toy dataset and tiny networks")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
@@ -103,14 +113,42 @@ def main(argv: list[str] | None = None) -> int:
         cache = tmp / "cache"
         env = dict(os.environ, MEDNAS_CACHE_DIR=str(cache), MEDNAS_NO_PROGRESS="1")
         # Warm the data cache once so every setting measures training, not the first read.
-        subprocess.run([sys.executable, "-m", "mednas", "--quiet", "validate", *task_args, *sum((["--set", o] for o in args.overrides), [])],
-                       env=env, capture_output=True, check=False)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mednas",
+                "--quiet",
+                "validate",
+                *task_args,
+                *sum((["--set", o] for o in args.overrides), []),
+            ],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
         for k in levels:
             run_dir = tmp / f"run-{k}"
-            cmd = [sys.executable, "-m", "mednas", "--quiet", "search", *task_args, "--run-dir", str(run_dir),
-                   "--n-trials", str(args.trials), "--set", "search.pruner.name=none",
-                   *sum((["--set", o] for o in args.overrides), [])]
-            cmd += ["--gpus", "0", "--trials-per-gpu", str(k)] if gpu else ["--workers", str(k), "--device", "cpu"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "mednas",
+                "--quiet",
+                "search",
+                *task_args,
+                "--run-dir",
+                str(run_dir),
+                "--n-trials",
+                str(args.trials),
+                "--set",
+                "search.pruner.name=none",
+                *sum((["--set", o] for o in args.overrides), []),
+            ]
+            cmd += (
+                ["--gpus", "0", "--trials-per-gpu", str(k)]
+                if gpu
+                else ["--workers", str(k), "--device", "cpu"]
+            )
             t0 = time.perf_counter()
             with _Sampler(gpu) as sampler:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -121,14 +159,16 @@ def main(argv: list[str] | None = None) -> int:
             summary = json.loads((run_dir / "summary.json").read_text())
             finished = summary["n_trials"]["complete"] + summary["n_trials"]["pruned"]
             util = sampler.values
-            results.append({
-                "concurrent": k,
-                "trials": finished,
-                "wall_seconds": round(wall, 1),
-                "trials_per_hour": round(finished / wall * 3600, 1),
-                "utilisation_mean_percent": round(sum(util) / len(util), 1) if util else None,
-                "utilisation_max_percent": round(max(util), 1) if util else None,
-            })
+            results.append(
+                {
+                    "concurrent": k,
+                    "trials": finished,
+                    "wall_seconds": round(wall, 1),
+                    "trials_per_hour": round(finished / wall * 3600, 1),
+                    "utilisation_mean_percent": round(sum(util) / len(util), 1) if util else None,
+                    "utilisation_max_percent": round(max(util), 1) if util else None,
+                }
+            )
             shutil.rmtree(run_dir, ignore_errors=True)
     base = results[0]["trials_per_hour"]
     for r in results:
@@ -139,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         "task": "tiny toy dataset (--tiny)" if args.tiny else args.task,
         "trials_per_setting": args.trials,
         "results": results,
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+        },
     }
     text = json.dumps(out, indent=2)
     print(text)

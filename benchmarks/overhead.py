@@ -43,7 +43,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TASKS = [("tasks/demo-xray-nodule.yaml", ["configs/quick-cpu.yaml"]), ("tasks/real-pneumoniamnist.yaml", [])]
+DEFAULT_TASKS = [
+    ("tasks/demo-xray-nodule.yaml", ["configs/quick-cpu.yaml"]),
+    ("tasks/real-pneumoniamnist.yaml", []),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tasks", nargs="*", help="task files (default: the x-ray demo and PneumoniaMNIST)")
     parser.add_argument("--preset", action="append", default=[], help="preset merged under every task given")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each loop; medians are reported (default 5)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="runs of each loop; medians are reported (default 5)"
+    )
     parser.add_argument("--epochs", type=int, help="proxy epochs (default: the task's proxy.epochs)")
-    parser.add_argument("--history", type=int,
-                        help="finished trials in the study before the measured one (default 20, 0 with --quick; see above)")
+    parser.add_argument(
+        "--history",
+        type=int,
+        help="finished trials in the study before the measured one (default 20, 0 with --quick; see above)",
+    )
     parser.add_argument("--family", help="search-space family of the spec (default: the task's first)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small demo data, 2 epochs, 1 repeat")
@@ -71,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mednas").setLevel(logging.WARNING)
 
     if args.quick:
-        jobs = [(str(ROOT / "tasks/demo-xray-nodule.yaml"), [str(ROOT / "configs/quick-cpu.yaml")],
-                 ["data.n_cases=64", "proxy.shape=[32,32]", *args.overrides])]
+        jobs = [
+            (
+                str(ROOT / "tasks/demo-xray-nodule.yaml"),
+                [str(ROOT / "configs/quick-cpu.yaml")],
+                ["data.n_cases=64", "proxy.shape=[32,32]", *args.overrides],
+            )
+        ]
         args.repeats, args.epochs = 1, args.epochs or 2
     elif args.tasks:
         jobs = [(t, args.preset, args.overrides) for t in args.tasks]
@@ -90,12 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for task_file, presets, overrides in jobs:
         try:
-            res = measure(task_file, presets, overrides, repeats=args.repeats, epochs=args.epochs, family=args.family,
-                          history=args.history if args.history is not None else (0 if args.quick else 20))
+            res = measure(
+                task_file,
+                presets,
+                overrides,
+                repeats=args.repeats,
+                epochs=args.epochs,
+                family=args.family,
+                history=args.history if args.history is not None else (0 if args.quick else 20),
+            )
         except Exception as exc:  # noqa: BLE001 - a task whose data is absent is skipped, the others still run
             if args.tasks or args.quick:
                 raise
-            print(f"{Path(task_file).name}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})", file=sys.stderr)
+            print(
+                f"{Path(task_file).name}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+                file=sys.stderr,
+            )
             continue
         results.append(res)
         print(_line(res), flush=True)
@@ -104,10 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         cache.cleanup()
     import mednas
 
-    out = {"results": results, "mednas": str(Path(mednas.__file__).parent), "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                       "load_average": [round(v, 2) for v in os.getloadavg()], "python": sys.version.split()[0],
-                       "torch": torch.__version__}}
+    out = {
+        "results": results,
+        "mednas": str(Path(mednas.__file__).parent),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average": [round(v, 2) for v in os.getloadavg()],
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+        },
+    }
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
@@ -119,15 +151,25 @@ def main(argv: list[str] | None = None) -> int:
 def _line(res: dict[str, Any]) -> str:
     o = res["overhead"]
     lo, hi = o.get("share_pct_range", [o["share_pct"], o["share_pct"]])
-    return (f"{res['task']}: framework {o['share_pct']:.1f}% of a {res['trial']['wall_s']:.2f}s trial "
-            f"(repeats {lo:.1f}..{hi:.1f}%; counted part by part {o.get('accounted_share_pct', float('nan')):.1f}%, "
-            f"of which fixed {o.get('fixed_share_pct', float('nan')):.1f}%; "
-            f"bare loop {res['bare']['wall_s']:.2f}s); before first epoch {o['before_first_epoch_s']:+.3f}s, "
-            f"per epoch {o['per_epoch_s']:+.3f}s, after last epoch {o['after_last_epoch_s']:+.3f}s")
+    return (
+        f"{res['task']}: framework {o['share_pct']:.1f}% of a {res['trial']['wall_s']:.2f}s trial "
+        f"(repeats {lo:.1f}..{hi:.1f}%; counted part by part {o.get('accounted_share_pct', float('nan')):.1f}%, "
+        f"of which fixed {o.get('fixed_share_pct', float('nan')):.1f}%; "
+        f"bare loop {res['bare']['wall_s']:.2f}s); before first epoch {o['before_first_epoch_s']:+.3f}s, "
+        f"per epoch {o['per_epoch_s']:+.3f}s, after last epoch {o['after_last_epoch_s']:+.3f}s"
+    )
 
 
-def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats: int, epochs: int | None,
-            family: str | None, history: int = 0) -> dict[str, Any]:
+def measure(
+    task_file: str,
+    presets: list[str],
+    overrides: list[str],
+    *,
+    repeats: int,
+    epochs: int | None,
+    family: str | None,
+    history: int = 0,
+) -> dict[str, Any]:
     """Median bare-loop and trial timings of one task (see the module docstring)."""
     from mednas.config import load_task
     from mednas.data import plan_data, read_or_create_salt
@@ -136,7 +178,9 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
     extra = [f"proxy.epochs={epochs}"] if epochs else []
     task = load_task(task_file, presets=presets, overrides=[*overrides, *extra])
     if family:
-        task = load_task(task_file, presets=presets, overrides=[*overrides, *extra, f"search.spaces=[{family}]"])
+        task = load_task(
+            task_file, presets=presets, overrides=[*overrides, *extra, f"search.spaces=[{family}]"]
+        )
     with tempfile.TemporaryDirectory(prefix="mednas-overhead-") as tmp:
         rd = RunDir(Path(tmp) / "run")
         rd.root.mkdir(parents=True)
@@ -176,27 +220,69 @@ def measure(task_file: str, presets: list[str], overrides: list[str], *, repeats
         "share_pct_range": [round(shares[0], 2), round(shares[-1], 2)],
         # Counted part by part instead of as a difference of two noisy walls: the fixed parts plus the epoch
         # callbacks' own time (the training loops themselves run the same operations; their difference is noise).
-        "accounted_share_pct": round(100 * paired(lambda t, b: (t["before_first_epoch_s"] - b["before_first_epoch_s"]
-                                                                 + t["after_last_epoch_s"] - b["after_last_epoch_s"]
-                                                                 + t["callbacks_s"]) / t["wall_s"]), 2),
+        "accounted_share_pct": round(
+            100
+            * paired(
+                lambda t, b: (
+                    (
+                        t["before_first_epoch_s"]
+                        - b["before_first_epoch_s"]
+                        + t["after_last_epoch_s"]
+                        - b["after_last_epoch_s"]
+                        + t["callbacks_s"]
+                    )
+                    / t["wall_s"]
+                )
+            ),
+            2,
+        ),
         "callbacks_per_epoch_s": round(paired(lambda t, b: t["callbacks_s"] / len(t["epochs_s"])), 4),
-        "fixed_share_pct": round(100 * paired(lambda t, b: (t["before_first_epoch_s"] - b["before_first_epoch_s"]
-                                                              + t["after_last_epoch_s"] - b["after_last_epoch_s"]) / t["wall_s"]), 2),
+        "fixed_share_pct": round(
+            100
+            * paired(
+                lambda t, b: (
+                    (
+                        t["before_first_epoch_s"]
+                        - b["before_first_epoch_s"]
+                        + t["after_last_epoch_s"]
+                        - b["after_last_epoch_s"]
+                    )
+                    / t["wall_s"]
+                )
+            ),
+            2,
+        ),
         "seconds": round(paired(lambda t, b: t["wall_s"] - b["wall_s"]), 3),
-        "before_first_epoch_s": round(paired(lambda t, b: t["before_first_epoch_s"] - b["before_first_epoch_s"]), 3),
-        "per_epoch_s": round(paired(lambda t, b: (sum(t["epochs_s"]) - sum(b["epochs_s"])) / len(t["epochs_s"])), 3),
-        "after_last_epoch_s": round(paired(lambda t, b: t["after_last_epoch_s"] - b["after_last_epoch_s"]), 3),
+        "before_first_epoch_s": round(
+            paired(lambda t, b: t["before_first_epoch_s"] - b["before_first_epoch_s"]), 3
+        ),
+        "per_epoch_s": round(
+            paired(lambda t, b: (sum(t["epochs_s"]) - sum(b["epochs_s"])) / len(t["epochs_s"])), 3
+        ),
+        "after_last_epoch_s": round(
+            paired(lambda t, b: t["after_last_epoch_s"] - b["after_last_epoch_s"]), 3
+        ),
     }
     return {
-        "task": task.name, "spec": {"target": spec["target"], "hash": spec["hash"]},
-        "proxy_shape": list(plan.proxy_shape), "train_cases": len(train), "val_cases": len(val),
-        "batch_size": task.training.batch_size, "epochs": n, "repeats": repeats, "history_trials": history,
-        "trial": _rounded(trial), "bare": _rounded(bare), "overhead": overhead,
+        "task": task.name,
+        "spec": {"target": spec["target"], "hash": spec["hash"]},
+        "proxy_shape": list(plan.proxy_shape),
+        "train_cases": len(train),
+        "val_cases": len(val),
+        "batch_size": task.training.batch_size,
+        "epochs": n,
+        "repeats": repeats,
+        "history_trials": history,
+        "trial": _rounded(trial),
+        "bare": _rounded(bare),
+        "overhead": overhead,
         "trial_state": trials[-1]["state"],
     }
 
 
-def _trial_once(task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int, history: int = 0) -> dict[str, Any]:
+def _trial_once(
+    task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int, history: int = 0
+) -> dict[str, Any]:
     import optuna
 
     from mednas.study._runner import _TrialObjective
@@ -205,8 +291,13 @@ def _trial_once(task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int, his
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # A fresh study per repeat (same sampler seed, so the same spec), else the second would reuse the first's score.
-    study = optuna.create_study(storage=rd.default_storage(), study_name=f"overhead-{i}" if i >= 0 else "overhead-warmup", sampler=make_sampler(task, 0),
-                                pruner=make_pruner(task), directions=task.objective.directions)
+    study = optuna.create_study(
+        storage=rd.default_storage(),
+        study_name=f"overhead-{i}" if i >= 0 else "overhead-warmup",
+        sampler=make_sampler(task, 0),
+        pruner=make_pruner(task),
+        directions=task.objective.directions,
+    )
     objective = _TrialObjective(task, plan, rd, train, val, "cpu")
     _add_history(study, task, objective, history)
     number = history
@@ -225,11 +316,23 @@ def _trial_once(task: Any, plan: Any, rd: Any, train: Any, val: Any, i: int, his
     import shutil
 
     shutil.rmtree(rd.trial_dir(number))
-    return {"wall_s": t_end - t0, "before_first_epoch_s": marks[0] - t0,
-            "epochs_s": [b - a for a, b in zip(marks, marks[1:])], "after_last_epoch_s": t_end - marks[-1],
-            "callbacks_s": sum(callbacks), "state": record["state"], "recorded_timing": record.get("timing"),
-            "spec": {**spec, "hash": record["spec_hash"], "loss": record["loss"], "sampling": record["sampling"],
-                     "seed": record["seed"], "divisor": record.get("divisor")}}
+    return {
+        "wall_s": t_end - t0,
+        "before_first_epoch_s": marks[0] - t0,
+        "epochs_s": [b - a for a, b in zip(marks, marks[1:])],
+        "after_last_epoch_s": t_end - marks[-1],
+        "callbacks_s": sum(callbacks),
+        "state": record["state"],
+        "recorded_timing": record.get("timing"),
+        "spec": {
+            **spec,
+            "hash": record["spec_hash"],
+            "loss": record["loss"],
+            "sampling": record["sampling"],
+            "seed": record["seed"],
+            "divisor": record.get("divisor"),
+        },
+    }
 
 
 def _add_history(study: Any, task: Any, objective: Any, n: int) -> None:
@@ -304,15 +407,28 @@ def _bare_once(task: Any, spec_d: dict[str, Any], train: Any, val: Any) -> dict[
     t0 = time.perf_counter()
     seed = int(spec_d["seed"])
     torch.manual_seed(seed)
-    model = build(ArchSpec.from_dict({k: v for k, v in spec_d.items() if k not in ("hash", "loss", "sampling", "seed", "divisor")}))
+    model = build(
+        ArchSpec.from_dict(
+            {k: v for k, v in spec_d.items() if k not in ("hash", "loss", "sampling", "seed", "divisor")}
+        )
+    )
     gen = torch.Generator().manual_seed(seed)
     t = task.training
-    opt = {"sgd": lambda p: torch.optim.SGD(p, lr=t.lr, momentum=0.9, nesterov=True, weight_decay=t.weight_decay),
-           "adam": lambda p: torch.optim.Adam(p, lr=t.lr, weight_decay=t.weight_decay)}.get(
-        t.optimizer, lambda p: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay))(model.parameters())
+    opt = {
+        "sgd": lambda p: torch.optim.SGD(
+            p, lr=t.lr, momentum=0.9, nesterov=True, weight_decay=t.weight_decay
+        ),
+        "adam": lambda p: torch.optim.Adam(p, lr=t.lr, weight_decay=t.weight_decay),
+    }.get(t.optimizer, lambda p: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay))(
+        model.parameters()
+    )
     weights = class_weights_for(task, train.labels)
-    loss_fn = make_loss(spec_d["loss"], task.problem, task.n_classes,
-                        torch.tensor(weights, dtype=torch.float32) if weights else None)
+    loss_fn = make_loss(
+        spec_d["loss"],
+        task.problem,
+        task.n_classes,
+        torch.tensor(weights, dtype=torch.float32) if weights else None,
+    )
     x_all, y_all = torch.from_numpy(train.images), torch.from_numpy(train.labels.astype(np.int64))
     x_val = torch.from_numpy(val.images)
     n, bs = len(train), min(t.batch_size, len(train))
@@ -325,7 +441,11 @@ def _bare_once(task: Any, spec_d: dict[str, Any], train: Any, val: Any) -> dict[
     for _ in range(task.proxy.epochs):
         te = time.perf_counter()
         model.train()
-        order = torch.multinomial(sample_w, n, replacement=True, generator=gen) if sample_w is not None else torch.randperm(n, generator=gen)
+        order = (
+            torch.multinomial(sample_w, n, replacement=True, generator=gen)
+            if sample_w is not None
+            else torch.randperm(n, generator=gen)
+        )
         n_batches = n // bs if n % bs == 1 and n > bs else math.ceil(n / bs)
         for b in range(n_batches):
             idx = order[b * bs : (b + 1) * bs]
@@ -346,8 +466,12 @@ def _bare_once(task: Any, spec_d: dict[str, Any], train: Any, val: Any) -> dict[
         torch.cat(probs).numpy()
         epochs_s.append(time.perf_counter() - te)
     t_end = time.perf_counter()
-    return {"wall_s": t_end - t0, "before_first_epoch_s": t_first - t0, "epochs_s": epochs_s,
-            "after_last_epoch_s": t_end - t_first - sum(epochs_s)}
+    return {
+        "wall_s": t_end - t0,
+        "before_first_epoch_s": t_first - t0,
+        "epochs_s": epochs_s,
+        "after_last_epoch_s": t_end - t_first - sum(epochs_s),
+    }
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,9 +23,13 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task")
-    parser.add_argument("--family", help="search-space family to sample the spec from (default: the task's first)")
+    parser.add_argument(
+        "--family", help="search-space family to sample the spec from (default: the task's first)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling the spec and for training")
-    parser.add_argument("--full-epochs", type=int, help="epochs at full fidelity (default: the task's training.epochs)")
+    parser.add_argument(
+        "--full-epochs", type=int, help="epochs at full fidelity (default: the task's training.epochs)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args(argv)
@@ -65,10 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             val = plan.arrays("val", shape)
             load_s = time.perf_counter() - t_load
             settings = FitSettings(
-                problem=task.problem, n_classes=task.n_classes, epochs=epochs, batch_size=task.training.batch_size,
-                optimizer=task.training.optimizer, lr=task.training.lr, weight_decay=task.training.weight_decay,
-                loss=task.training.loss, seed=args.seed, device="cpu", augment=task.training.augment,
-                divisor=divisor, class_weights=class_weights_for(task, train.labels),
+                problem=task.problem,
+                n_classes=task.n_classes,
+                epochs=epochs,
+                batch_size=task.training.batch_size,
+                optimizer=task.training.optimizer,
+                lr=task.training.lr,
+                weight_decay=task.training.weight_decay,
+                loss=task.training.loss,
+                seed=args.seed,
+                device="cpu",
+                augment=task.training.augment,
+                divisor=divisor,
+                class_weights=class_weights_for(task, train.labels),
                 schedule="cosine" if fidelity == "full" else "none",
             )
             seed_everything(args.seed)
@@ -94,10 +107,18 @@ def main(argv: list[str] | None = None) -> int:
             "proxy": results["proxy"],
             "full": results["full"],
             "full_over_proxy_time": round(results["full"]["seconds"] / results["proxy"]["seconds"], 2),
-            "full_over_proxy_per_epoch": round(results["full"]["seconds_per_epoch"] / results["proxy"]["seconds_per_epoch"], 2),
+            "full_over_proxy_per_epoch": round(
+                results["full"]["seconds_per_epoch"] / results["proxy"]["seconds_per_epoch"], 2
+            ),
             "setup_seconds": round(time.perf_counter() - t0 - sum(r["seconds"] for r in results.values()), 1),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "device": "cpu", "python": sys.version.split()[0], "torch": torch.__version__},
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "device": "cpu",
+                "python": sys.version.split()[0],
+                "torch": torch.__version__,
+            },
         }
     text = json.dumps(out, indent=2)
     print(text)

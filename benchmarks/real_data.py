@@ -48,8 +48,12 @@ DEFAULT_TASK = ROOT / "tasks" / "real-pneumoniamnist.yaml"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "real_data.json"
 
 EFFICIENTNET_B0_BLOCKS = [
-    "r1_k3_s11_e1_i32_o16_se0.25", "r2_k3_s22_e6_i16_o24_se0.25", "r2_k5_s22_e6_i24_o40_se0.25",
-    "r3_k3_s22_e6_i40_o80_se0.25", "r3_k5_s11_e6_i80_o112_se0.25", "r4_k5_s22_e6_i112_o192_se0.25",
+    "r1_k3_s11_e1_i32_o16_se0.25",
+    "r2_k3_s22_e6_i16_o24_se0.25",
+    "r2_k5_s22_e6_i24_o40_se0.25",
+    "r3_k3_s22_e6_i40_o80_se0.25",
+    "r3_k5_s11_e6_i80_o112_se0.25",
+    "r4_k5_s22_e6_i112_o192_se0.25",
     "r1_k3_s11_e6_i192_o320_se0.25",
 ]
 PUBLISHED = [
@@ -58,13 +62,18 @@ PUBLISHED = [
     {"model": "AutoKeras", "auroc": 0.947, "accuracy": 0.878},
     {"model": "Google AutoML Vision", "auroc": 0.991, "accuracy": 0.946},
 ]
-PUBLISHED_SOURCE = ("MedMNIST v2, official TEST split (624 images), trained on the official training split of 4,708 "
-                    "images for 100 epochs (Yang et al., Scientific Data 10:41, 2023)")
+PUBLISHED_SOURCE = (
+    "MedMNIST v2, official TEST split (624 images), trained on the official training split of 4,708 "
+    "images for 100 epochs (Yang et al., Scientific Data 10:41, 2023)"
+)
 BASELINE_SHARE = 0.6  # of the budget, for the stock networks (3 networks x seeds x epochs dominate the cost)
 SEARCH_SHARE = 0.7  # of the time left after the baselines, for the mednas search; the rest for its retrain
 METRICS = ("auroc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "objective")
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184",
-              "MALLOC_TOP_PAD_": "1073741824"}
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "17179869184",
+    "MALLOC_TRIM_THRESHOLD_": "17179869184",
+    "MALLOC_TOP_PAD_": "1073741824",
+}
 
 
 def log(msg: str) -> None:
@@ -76,7 +85,11 @@ def log(msg: str) -> None:
 
 def _reexec_with_env(threads: int) -> None:
     """Thread counts and the glibc allocator settings mednas uses must be set before the process starts."""
-    want = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MEDNAS_TORCH_THREADS": str(threads)}
+    want = {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "MEDNAS_TORCH_THREADS": str(threads),
+    }
     if os.environ.get("MEDNAS_MALLOC_TUNING", "1") != "0":
         want.update(MALLOC_ENV)
     if all(os.environ.get(k) == v for k, v in want.items()) or os.environ.get("_REAL_DATA_REEXEC") == "1":
@@ -93,7 +106,10 @@ def load_npz(path: Path) -> dict[str, Any]:
         out = {}
         for split in ("train", "val", "test"):
             if f"{split}_images" in z.files:
-                out[split] = (np.asarray(z[f"{split}_images"]), np.asarray(z[f"{split}_labels"]).reshape(-1).astype(np.int64))
+                out[split] = (
+                    np.asarray(z[f"{split}_images"]),
+                    np.asarray(z[f"{split}_labels"]).reshape(-1).astype(np.int64),
+                )
     if "train" not in out or "val" not in out:
         raise SystemExit(f"{path}: needs train_* and val_* arrays (MedMNIST layout)")
     return out
@@ -132,8 +148,12 @@ def _at_half(y: Any, p: Any) -> dict[str, float]:
     pos, neg = y == 1, y == 0
     sens = float(pred[pos].mean()) if pos.any() else math.nan
     spec = float((~pred[neg]).mean()) if neg.any() else math.nan
-    return {"accuracy": float((pred == pos).mean()), "sensitivity": sens, "specificity": spec,
-            "balanced_accuracy": float(np.nanmean([sens, spec]))}
+    return {
+        "accuracy": float((pred == pos).mean()),
+        "sensitivity": sens,
+        "specificity": spec,
+        "balanced_accuracy": float(np.nanmean([sens, spec])),
+    }
 
 
 def score_model(task: Any, y: Any, probs_by_seed: list[Any], n_resamples: int) -> dict[str, Any]:
@@ -157,11 +177,21 @@ def score_model(task: Any, y: Any, probs_by_seed: list[Any], n_resamples: int) -
         for j in range(scores.shape[1]):
             est = bootstrap_ci(fn, y, scores[:, j], groups=groups, n_resamples=n_resamples, seed=0)
             per_seed[j][name] = {"value": est.value, "ci95": [est.low, est.high]}
-        est = bootstrap_ci(lambda yy, S, f=fn: float(np.mean([f(yy, S[:, k]) for k in range(S.shape[1])])), y, scores,
-                           groups=groups, n_resamples=n_resamples, seed=0)
+        est = bootstrap_ci(
+            lambda yy, S, f=fn: float(np.mean([f(yy, S[:, k]) for k in range(S.shape[1])])),
+            y,
+            scores,
+            groups=groups,
+            n_resamples=n_resamples,
+            seed=0,
+        )
         vals = [per_seed[j][name]["value"] for j in range(len(per_seed))]
-        summary[name] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                         "ci95": [est.low, est.high], "n_seeds": len(vals)}
+        summary[name] = {
+            "mean": float(np.mean(vals)),
+            "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+            "ci95": [est.low, est.high],
+            "n_seeds": len(vals),
+        }
     # The task's objective (e.g. sensitivity at a specificity floor), its operating point chosen on these images.
     try:
         from mednas.metrics._objective import objective_report
@@ -176,21 +206,31 @@ def score_model(task: Any, y: Any, probs_by_seed: list[Any], n_resamples: int) -
             ops.append(rep.get("operating_point"))
         good = [v for v in objs if v is not None]
         summary["objective"] = {
-            "name": task.objective.name, "mean": float(np.mean(good)) if good else None,
+            "name": task.objective.name,
+            "mean": float(np.mean(good)) if good else None,
             "sd": float(np.std(good, ddof=1)) if len(good) > 1 else None,
-            "ci95": per_seed[0]["objective"]["ci95"], "ci95_of": "seed 1", "n_seeds": len(good),
+            "ci95": per_seed[0]["objective"]["ci95"],
+            "ci95_of": "seed 1",
+            "n_seeds": len(good),
             "operating_point": "chosen on the same validation images (optimistic, for every model alike)",
         }
     except Exception as exc:  # noqa: BLE001 - the required metrics above stand without it
-        summary["objective"] = {"name": getattr(task.objective, "name", None), "mean": None, "sd": None,
-                                "ci95": [None, None], "error": f"{type(exc).__name__}: {exc}"}
+        summary["objective"] = {
+            "name": getattr(task.objective, "name", None),
+            "mean": None,
+            "sd": None,
+            "ci95": [None, None],
+            "error": f"{type(exc).__name__}: {exc}",
+        }
     return {"summary": summary, "per_seed": per_seed}
 
 
 # ------------------------------------------------------------------------------------------ cost, latency
 
 
-def cost_and_latency(spec: Any, px: tuple[int, ...], model: Any, runs: int, warmup: int, pad: bool) -> dict[str, Any]:
+def cost_and_latency(
+    spec: Any, px: tuple[int, ...], model: Any, runs: int, warmup: int, pad: bool
+) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -207,9 +247,19 @@ def cost_and_latency(spec: Any, px: tuple[int, ...], model: Any, runs: int, warm
             model(x)
             if i >= warmup:
                 times.append((time.perf_counter() - t) * 1000)
-    return {"params": cost.params, "macs": cost.macs // 2, "macs_per": "image (forward pass)", "input_shape": list(cost.input_shape),
-            "latency_ms": {"median": float(np.median(times)), "n": runs, "warmup": warmup, "batch": 1,
-                           "threads": torch.get_num_threads()}}
+    return {
+        "params": cost.params,
+        "macs": cost.macs // 2,
+        "macs_per": "image (forward pass)",
+        "input_shape": list(cost.input_shape),
+        "latency_ms": {
+            "median": float(np.median(times)),
+            "n": runs,
+            "warmup": warmup,
+            "batch": 1,
+            "threads": torch.get_num_threads(),
+        },
+    }
 
 
 # -------------------------------------------------------------------------------------------- baselines
@@ -220,23 +270,76 @@ def baseline_specs() -> list[dict[str, Any]]:
 
     p = "monai.networks.nets."
     return [
-        {"key": "resnet18", "label": "MONAI ResNet-18-like (basic, [2,2,2,2], 64-512)", "px": 28,
-         "spec": ArchSpec(p + "ResNet", {"block": "basic", "layers": [2, 2, 2, 2], "block_inplanes": [64, 128, 256, 512],
-                                         "spatial_dims": 2, "n_input_channels": 1, "num_classes": 2}, "", 2, 1, 2)},
-        {"key": "efficientnet_b0", "label": "MONAI EfficientNet-B0 (B0 blocks, image_size=28)", "px": 28,
-         "spec": ArchSpec(p + "EfficientNet", {"blocks_args_str": EFFICIENTNET_B0_BLOCKS, "spatial_dims": 2, "in_channels": 1,
-                                               "num_classes": 2, "width_coefficient": 1.0, "depth_coefficient": 1.0,
-                                               "dropout_rate": 0.2, "image_size": 28, "drop_connect_rate": 0.2,
-                                               "norm": ["batch", {"eps": 0.001, "momentum": 0.1}]}, "", 2, 1, 2),
-         "note": "EfficientNetBN('efficientnet-b0') fixes its padding for 224 px and fails at 28 px; the same blocks and "
-                 "coefficients with image_size=28 are used (same layers, 4.0M parameters). Batch-norm momentum 0.1 "
-                 "(PyTorch's default) instead of MONAI's 0.01 (from the TensorFlow port): with 0.01 the running "
-                 "statistics are still mostly their initial values after a few epochs of 37 steps, and eval-mode "
-                 "AUROC was 0.51 after one epoch"},
-        {"key": "densenet121", "label": "MONAI DenseNet121 (upsampled to 32 px)", "px": 32,
-         "spec": ArchSpec(p + "DenseNet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "init_features": 64,
-                                           "growth_rate": 32, "block_config": [6, 12, 24, 16]}, "", 2, 1, 2),
-         "note": "DenseNet121 does not run at 28 px; trained and evaluated on images upsampled (bilinear) to 32x32"},
+        {
+            "key": "resnet18",
+            "label": "MONAI ResNet-18-like (basic, [2,2,2,2], 64-512)",
+            "px": 28,
+            "spec": ArchSpec(
+                p + "ResNet",
+                {
+                    "block": "basic",
+                    "layers": [2, 2, 2, 2],
+                    "block_inplanes": [64, 128, 256, 512],
+                    "spatial_dims": 2,
+                    "n_input_channels": 1,
+                    "num_classes": 2,
+                },
+                "",
+                2,
+                1,
+                2,
+            ),
+        },
+        {
+            "key": "efficientnet_b0",
+            "label": "MONAI EfficientNet-B0 (B0 blocks, image_size=28)",
+            "px": 28,
+            "spec": ArchSpec(
+                p + "EfficientNet",
+                {
+                    "blocks_args_str": EFFICIENTNET_B0_BLOCKS,
+                    "spatial_dims": 2,
+                    "in_channels": 1,
+                    "num_classes": 2,
+                    "width_coefficient": 1.0,
+                    "depth_coefficient": 1.0,
+                    "dropout_rate": 0.2,
+                    "image_size": 28,
+                    "drop_connect_rate": 0.2,
+                    "norm": ["batch", {"eps": 0.001, "momentum": 0.1}],
+                },
+                "",
+                2,
+                1,
+                2,
+            ),
+            "note": "EfficientNetBN('efficientnet-b0') fixes its padding for 224 px and fails at 28 px; the same blocks and "
+            "coefficients with image_size=28 are used (same layers, 4.0M parameters). Batch-norm momentum 0.1 "
+            "(PyTorch's default) instead of MONAI's 0.01 (from the TensorFlow port): with 0.01 the running "
+            "statistics are still mostly their initial values after a few epochs of 37 steps, and eval-mode "
+            "AUROC was 0.51 after one epoch",
+        },
+        {
+            "key": "densenet121",
+            "label": "MONAI DenseNet121 (upsampled to 32 px)",
+            "px": 32,
+            "spec": ArchSpec(
+                p + "DenseNet",
+                {
+                    "spatial_dims": 2,
+                    "in_channels": 1,
+                    "out_channels": 2,
+                    "init_features": 64,
+                    "growth_rate": 32,
+                    "block_config": [6, 12, 24, 16],
+                },
+                "",
+                2,
+                1,
+                2,
+            ),
+            "note": "DenseNet121 does not run at 28 px; trained and evaluated on images upsampled (bilinear) to 32x32",
+        },
     ]
 
 
@@ -246,15 +349,27 @@ def check_runs_at_28() -> list[dict[str, Any]]:
     from monai.networks.nets import DenseNet121, EfficientNetBN
 
     out = []
-    for name, make in (("DenseNet121", lambda: DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)),
-                       ("EfficientNetBN('efficientnet-b0')", lambda: EfficientNetBN("efficientnet-b0", spatial_dims=2, in_channels=1,
-                                                                               num_classes=2, pretrained=False))):
+    for name, make in (
+        ("DenseNet121", lambda: DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)),
+        (
+            "EfficientNetBN('efficientnet-b0')",
+            lambda: EfficientNetBN(
+                "efficientnet-b0", spatial_dims=2, in_channels=1, num_classes=2, pretrained=False
+            ),
+        ),
+    ):
         try:
             with torch.no_grad():
                 make().eval()(torch.zeros(1, 1, 28, 28))
             out.append({"model": name, "runs_at_28px": True})
         except Exception as exc:  # noqa: BLE001
-            out.append({"model": name, "runs_at_28px": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"})
+            out.append(
+                {
+                    "model": name,
+                    "runs_at_28px": False,
+                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                }
+            )
     return out
 
 
@@ -268,8 +383,18 @@ def to_tensor(images: Any, px: int) -> Any:
     return x.contiguous()
 
 
-def train_baseline(spec: Any, x_tr: Any, y_tr: Any, x_val: Any, y_val: Any, *, epochs: int, seed: int, batch: int,
-                   deadline: float) -> dict[str, Any]:
+def train_baseline(
+    spec: Any,
+    x_tr: Any,
+    y_tr: Any,
+    x_val: Any,
+    y_val: Any,
+    *,
+    epochs: int,
+    seed: int,
+    batch: int,
+    deadline: float,
+) -> dict[str, Any]:
     """Bare loop: Adam 1e-3, cross-entropy, shuffled batches; keep the epoch with the best validation AUROC."""
     import copy
 
@@ -297,7 +422,7 @@ def train_baseline(spec: Any, x_tr: Any, y_tr: Any, x_val: Any, y_val: Any, *, e
         order = torch.randperm(len(x_tr), generator=gen)
         total = 0.0
         for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             if len(idx) < 2:  # batch norm needs two samples
                 continue
             opt.zero_grad(set_to_none=True)
@@ -308,14 +433,28 @@ def train_baseline(spec: Any, x_tr: Any, y_tr: Any, x_val: Any, y_val: Any, *, e
         train_s = time.perf_counter() - t0
         probs = predict(model, x_val)
         value = float(auroc(y_val, probs[:, 1]))
-        history.append({"epoch": epoch, "train_loss": total / len(order), "val_auroc": value,
-                        "train_seconds": train_s, "seconds": time.perf_counter() - t0})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / len(order),
+                "val_auroc": value,
+                "train_seconds": train_s,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         if value > best:
             best, best_state, best_probs = value, copy.deepcopy(model.state_dict()), probs
     model.load_state_dict(best_state)
     best_epoch = max(history, key=lambda h: h["val_auroc"])["epoch"]
-    return {"model": model, "probs": best_probs, "history": history, "best_epoch": best_epoch,
-            "epochs_run": len(history), "seconds": time.perf_counter() - t_start, "stopped": stopped}
+    return {
+        "model": model,
+        "probs": best_probs,
+        "history": history,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "seconds": time.perf_counter() - t_start,
+        "stopped": stopped,
+    }
 
 
 def predict(model: Any, x: Any, batch: int = 256) -> Any:
@@ -324,17 +463,23 @@ def predict(model: Any, x: Any, batch: int = 256) -> Any:
 
     model.eval()
     with torch.inference_mode():
-        return np.concatenate([torch.softmax(model(x[i:i + batch]), 1).numpy() for i in range(0, len(x), batch)])
+        return np.concatenate(
+            [torch.softmax(model(x[i : i + batch]), 1).numpy() for i in range(0, len(x), batch)]
+        )
 
 
-def run_baselines(args: argparse.Namespace, task: Any, data: dict[str, Any], deadline: float, notes: list[str]) -> dict[str, Any]:
+def run_baselines(
+    args: argparse.Namespace, task: Any, data: dict[str, Any], deadline: float, notes: list[str]
+) -> dict[str, Any]:
     x_np, y_tr = data["train"]
     xv_np, y_val = data["val"]
     specs = baseline_specs()
     tensors = {}
     for px in sorted({s["px"] for s in specs}):
         tensors[px] = (to_tensor(x_np, px), to_tensor(xv_np, px))
-    results: dict[str, Any] = {s["key"]: {"label": s["label"], "input_px": s["px"], "note": s.get("note"), "runs": []} for s in specs}
+    results: dict[str, Any] = {
+        s["key"]: {"label": s["label"], "input_px": s["px"], "note": s.get("note"), "runs": []} for s in specs
+    }
     epoch_s: dict[str, float] = {}
     for k in range(args.seeds):  # seed-major: every network's first seed before any second
         for s in specs:
@@ -343,8 +488,10 @@ def run_baselines(args: argparse.Namespace, task: Any, data: dict[str, Any], dea
             # Estimate from this network's measured epochs; before any, assume the slowest measured so far.
             est = epoch_s.get(s["key"], max(epoch_s.values(), default=0.0)) * args.epochs
             if k > 0 and est > left:
-                notes.append(f"{s['key']} seed {k + 1}: skipped, about {est:.0f} s needed and {left:.0f} s of the "
-                             f"baseline budget left")
+                notes.append(
+                    f"{s['key']} seed {k + 1}: skipped, about {est:.0f} s needed and {left:.0f} s of the "
+                    f"baseline budget left"
+                )
                 log("  note: " + notes[-1])
                 continue
             if k == 0 and left <= 0:
@@ -354,20 +501,45 @@ def run_baselines(args: argparse.Namespace, task: Any, data: dict[str, Any], dea
             x_tr, x_val = tensors[s["px"]]
             seed = 1000 + k
             log(f"  {s['key']} seed {k + 1}/{args.seeds} ({s['px']} px, {args.epochs} epochs) ...")
-            r = train_baseline(s["spec"], x_tr, y_tr, x_val, y_val, epochs=args.epochs, seed=seed, batch=128,
-                               deadline=deadline)
+            r = train_baseline(
+                s["spec"],
+                x_tr,
+                y_tr,
+                x_val,
+                y_val,
+                epochs=args.epochs,
+                seed=seed,
+                batch=128,
+                deadline=deadline,
+            )
             if r["stopped"]:
                 notes.append(f"{s['key']} seed {k + 1}: {r['stopped']}")
                 log("  note: " + notes[-1])
             epoch_s[s["key"]] = sum(h["seconds"] for h in r["history"]) / len(r["history"])
-            log(f"    best val AUROC {max(h['val_auroc'] for h in r['history']):.4f} at epoch {r['best_epoch']}, "
-                f"{r['seconds']:.1f} s ({epoch_s[s['key']]:.1f} s/epoch)")
+            log(
+                f"    best val AUROC {max(h['val_auroc'] for h in r['history']):.4f} at epoch {r['best_epoch']}, "
+                f"{r['seconds']:.1f} s ({epoch_s[s['key']]:.1f} s/epoch)"
+            )
             entry = results[s["key"]]
-            entry["runs"].append({"seed": seed, "probs": r["probs"], "history": r["history"], "best_epoch": r["best_epoch"],
-                                  "epochs_run": r["epochs_run"], "train_seconds": r["seconds"]})
+            entry["runs"].append(
+                {
+                    "seed": seed,
+                    "probs": r["probs"],
+                    "history": r["history"],
+                    "best_epoch": r["best_epoch"],
+                    "epochs_run": r["epochs_run"],
+                    "train_seconds": r["seconds"],
+                }
+            )
             if "cost" not in entry:
-                entry["cost"] = cost_and_latency(s["spec"], (s["px"], s["px"]), r["model"], args.latency_runs,
-                                                 args.latency_warmup, pad=False)
+                entry["cost"] = cost_and_latency(
+                    s["spec"],
+                    (s["px"], s["px"]),
+                    r["model"],
+                    args.latency_runs,
+                    args.latency_warmup,
+                    pad=False,
+                )
                 entry["spec"] = s["spec"].to_dict()
     out = {}
     for key, entry in results.items():
@@ -387,9 +559,13 @@ def finish_entry(entry: dict[str, Any], scored: dict[str, Any], *, epochs_budget
         r["metrics"] = m
     secs = [r["train_seconds"] for r in runs]
     per_epoch = [h["seconds"] for r in runs for h in r.get("history", [])]
-    entry.update(metrics=scored["summary"], seeds=runs, epochs=epochs_budget,
-                 train_seconds={"per_seed": secs, "mean": float(np.mean(secs)), "total": float(np.sum(secs))},
-                 seconds_per_epoch=float(np.mean(per_epoch)) if per_epoch else None)
+    entry.update(
+        metrics=scored["summary"],
+        seeds=runs,
+        epochs=epochs_budget,
+        train_seconds={"per_seed": secs, "mean": float(np.mean(secs)), "total": float(np.sum(secs))},
+        seconds_per_epoch=float(np.mean(per_epoch)) if per_epoch else None,
+    )
     return entry
 
 
@@ -407,8 +583,10 @@ def build_task(args: argparse.Namespace, npz: Path, tmp: Path, notes: list[str])
         task["data"] = {**task["data"], "path": str(npz.resolve())}
     else:
         source = f"temporary task (no {task_path})"
-        notes.append(f"{task_path} not found: a temporary task was used (given splits, screening objective "
-                     "sensitivity at specificity >= 0.8, resnet + efficientnet spaces)")
+        notes.append(
+            f"{task_path} not found: a temporary task was used (given splits, screening objective "
+            "sensitivity at specificity >= 0.8, resnet + efficientnet spaces)"
+        )
         task = {
             "name": "real-pneumoniamnist-tmp",
             "description": "PneumoniaMNIST (normal vs pneumonia), given train/val splits (temporary benchmark task).",
@@ -417,8 +595,11 @@ def build_task(args: argparse.Namespace, npz: Path, tmp: Path, notes: list[str])
             "data": {"format": "medmnist", "path": str(npz.resolve()), "split": "given"},
             "labels": {"names": ["normal", "pneumonia"], "findings": ["pneumonia"]},
             "objective": {"metric": "sensitivity_at_specificity", "min_specificity": 0.8},
-            "search": {"spaces": ["resnet", "efficientnet"], "seed": 0,
-                       "pruner": {"name": "median", "startup_trials": 4, "warmup_epochs": 2}},
+            "search": {
+                "spaces": ["resnet", "efficientnet"],
+                "seed": 0,
+                "pruner": {"name": "median", "startup_trials": 4, "warmup_epochs": 2},
+            },
             "proxy": {"shape": [28, 28], "epochs": 4, "subset": 0.25},
             "training": {"shape": [28, 28], "batch_size": 64, "lr": 0.003, "epochs": args.epochs},
         }
@@ -430,17 +611,27 @@ def build_task(args: argparse.Namespace, npz: Path, tmp: Path, notes: list[str])
         from mednas.testing._conformance import TINY_OPTIONS
 
         spaces = [s for s in task["search"]["spaces"] if s in TINY_OPTIONS]
-        task["search"] = {**task["search"], "n_trials": 2,
-                          "space_options": {s: TINY_OPTIONS[s] for s in spaces},
-                          "pruner": {"name": "none"}}
+        task["search"] = {
+            **task["search"],
+            "n_trials": 2,
+            "space_options": {s: TINY_OPTIONS[s] for s in spaces},
+            "pruner": {"name": "none"},
+        }
         task["proxy"] = {**task.get("proxy", {}), "epochs": 1}
         task["proxy"].pop("subset", None)
         task["training"] = {**task["training"], "batch_size": 32}
     return task, source
 
 
-def run_mednas(args: argparse.Namespace, task_dict: dict[str, Any], data: dict[str, Any], run_dir: Path,
-               search_s: float, retrain_deadline: float, notes: list[str]) -> dict[str, Any]:
+def run_mednas(
+    args: argparse.Namespace,
+    task_dict: dict[str, Any],
+    data: dict[str, Any],
+    run_dir: Path,
+    search_s: float,
+    retrain_deadline: float,
+    notes: list[str],
+) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -456,17 +647,24 @@ def run_mednas(args: argparse.Namespace, task_dict: dict[str, Any], data: dict[s
     t0 = time.perf_counter()
     n_trials = 2 if args.quick else 1000
     log(f"  search: up to {search_s:.0f} s (no new trial after that), task {cfg.name}")
-    res = mednas.api.search(cfg, run_dir=run_dir, n_trials=n_trials, timeout=None if args.quick else search_s,
-                            show_progress=False)
+    res = mednas.api.search(
+        cfg, run_dir=run_dir, n_trials=n_trials, timeout=None if args.quick else search_s, show_progress=False
+    )
     search_seconds = time.perf_counter() - t0
     counts = res.summary.get("n_trials", {})
-    log(f"  search: {counts} in {search_seconds:.0f} s; best proxy {res.summary.get('best', {}).get('values')}")
+    log(
+        f"  search: {counts} in {search_seconds:.0f} s; best proxy {res.summary.get('best', {}).get('values')}"
+    )
     # Size the retrain to the time left: one full training ~ proxy trial seconds x epochs/proxy epochs x pixels x 1/subset.
     rd = RunDir(run_dir)
     trial_s = []
     for f in sorted((run_dir / "trials").glob("*/metrics.json")):
         m = json.loads(f.read_text())
-        if m.get("state", "complete") == "complete" and m.get("seconds") and m.get("epochs", cfg.proxy.epochs) == cfg.proxy.epochs:
+        if (
+            m.get("state", "complete") == "complete"
+            and m.get("seconds")
+            and m.get("epochs", cfg.proxy.epochs) == cfg.proxy.epochs
+        ):
             trial_s.append(float(m["seconds"]))
     proxy_shape = cfg.proxy.shape or [28, 28]
     full_shape = cfg.training.shape or [28, 28]
@@ -478,17 +676,23 @@ def run_mednas(args: argparse.Namespace, task_dict: dict[str, Any], data: dict[s
     while seeds > 1 and top_k * seeds * est_one > left:
         seeds -= 1
     if seeds < args.seeds:
-        notes.append(f"mednas retrain: {seeds} seed(s) instead of {args.seeds}: about {est_one:.0f} s per training and "
-                     f"{left:.0f} s left")
+        notes.append(
+            f"mednas retrain: {seeds} seed(s) instead of {args.seeds}: about {est_one:.0f} s per training and "
+            f"{left:.0f} s left"
+        )
         log("  note: " + notes[-1])
-    log(f"  retrain: top {top_k} x {seeds} seed(s), up to {args.epochs} epochs (about {est_one:.0f} s per training "
-        f"estimated, {max(left, 0):.0f} s left)")
+    log(
+        f"  retrain: top {top_k} x {seeds} seed(s), up to {args.epochs} epochs (about {est_one:.0f} s per training "
+        f"estimated, {max(left, 0):.0f} s left)"
+    )
     t1 = time.perf_counter()
     rres = mednas.api.retrain(run_dir, top_k=top_k, epochs=args.epochs, seeds=seeds, show_progress=False)
     retrain_seconds = time.perf_counter() - t1
     complete = [r for r in rres.candidates if r.get("state") == "complete"]
     if not complete:
-        raise RuntimeError("no retrained candidate completed: " + "; ".join(str(r.get("reason")) for r in rres.candidates))
+        raise RuntimeError(
+            "no retrained candidate completed: " + "; ".join(str(r.get("reason")) for r in rres.candidates)
+        )
 
     def score(r: dict[str, Any]) -> tuple[bool, float]:
         learned = r.get("learned_majority", r.get("learned")) is not False
@@ -505,8 +709,10 @@ def run_mednas(args: argparse.Namespace, task_dict: dict[str, Any], data: dict[s
     val_cases = plan.cases("val")
     given = [getattr(c, "given_split", None) or c.extra.get("medmnist_split") for c in val_cases]
     if len(val) != n_val or any(g != "val" for g in given):
-        raise RuntimeError(f"mednas's validation split ({len(val)} cases, sources {sorted(set(map(str, given)))}) is not "
-                           f"the official validation split ({n_val} images): the task must keep the given splits")
+        raise RuntimeError(
+            f"mednas's validation split ({len(val)} cases, sources {sorted(set(map(str, given)))}) is not "
+            f"the official validation split ({n_val} images): the task must keep the given splits"
+        )
     y_val = np.asarray(val.labels, dtype=np.int64)
     probs, seed_rows, mednas_val = [], [], []
     n_seeds = len(best.get("seeds") or [best])
@@ -519,8 +725,14 @@ def run_mednas(args: argparse.Namespace, task_dict: dict[str, Any], data: dict[s
         spec = ArchSpec.from_dict(json.loads((d / "spec.json").read_text()))
         model = build(spec)
         model.load_state_dict(torch.load(d / "model.pt", weights_only=True))
-        p = mednas_predict(model, val.images, problem="classification", batch_size=256, device="cpu",
-                           divisor=tuple(rec.get("divisor") or [1]))
+        p = mednas_predict(
+            model,
+            val.images,
+            problem="classification",
+            batch_size=256,
+            device="cpu",
+            divisor=tuple(rec.get("divisor") or [1]),
+        )
         temperature = rec.get("temperature")
         if temperature:  # the calibrated probabilities the exported bundle gives (AUROC is unchanged by it)
             z = np.log(np.clip(p, 1e-12, 1.0)) / float(temperature)
@@ -528,33 +740,62 @@ def run_mednas(args: argparse.Namespace, task_dict: dict[str, Any], data: dict[s
             p = z / z.sum(axis=1, keepdims=True)
         probs.append(p)
         mednas_val.append(rec["val"]["objective"])
-        seed_rows.append({"seed": rec.get("seed"), "best_epoch": rec.get("best_epoch"), "epochs_run": rec.get("epochs"),
-                          "stopped_early": rec.get("stopped_early"), "train_seconds": rec.get("seconds"),
-                          "mednas_val_objective": rec["val"]["objective"],
-                          "mednas_operating_point": rec.get("operating_point"), "temperature": temperature,
-                          "history": rec.get("history")})
+        seed_rows.append(
+            {
+                "seed": rec.get("seed"),
+                "best_epoch": rec.get("best_epoch"),
+                "epochs_run": rec.get("epochs"),
+                "stopped_early": rec.get("stopped_early"),
+                "train_seconds": rec.get("seconds"),
+                "mednas_val_objective": rec["val"]["objective"],
+                "mednas_operating_point": rec.get("operating_point"),
+                "temperature": temperature,
+                "history": rec.get("history"),
+            }
+        )
     scored = score_model(cfg, y_val, probs, args.bootstrap)
     for row in seed_rows:
         row["train_seconds"] = float(row["train_seconds"] or 0.0)
     assert model is not None
     entry = {
         "label": f"mednas best retrained: {spec.class_name} (trial {number}, family {best.get('family')})",
-        "input_px": int(shape[0]), "runs": seed_rows, "spec": spec.to_dict(),
+        "input_px": int(shape[0]),
+        "runs": seed_rows,
+        "spec": spec.to_dict(),
         "cost": cost_and_latency(spec, shape, model, args.latency_runs, args.latency_warmup, pad=True),
-        "note": (f"mednas's own recipe: {cfg.training.optimizer}, lr {cfg.training.lr}, batch {cfg.training.batch_size}, "
-                 f"flips {'on' if cfg.training.augment else 'off'}, loss {best.get('loss')}, sampling {best.get('sampling')}, "
-                 f"early stopping (patience {cfg.training.patience}) on the validation objective"),
+        "note": (
+            f"mednas's own recipe: {cfg.training.optimizer}, lr {cfg.training.lr}, batch {cfg.training.batch_size}, "
+            f"flips {'on' if cfg.training.augment else 'off'}, loss {best.get('loss')}, sampling {best.get('sampling')}, "
+            f"early stopping (patience {cfg.training.patience}) on the validation objective"
+        ),
     }
     entry = finish_entry(entry, scored, epochs_budget=args.epochs)
     # Cross-check: mednas's own validation objective against the same figure recomputed here.
     entry["mednas_reported_val_objective"] = mednas_val
-    entry["search"] = {"seconds": search_seconds, "n_trials": counts, "best_proxy": res.summary.get("best", {}).get("values"),
-                       "proxy": {"shape": list(proxy_shape), "epochs": cfg.proxy.epochs, "subset": cfg.proxy.subset}}
-    entry["retrain"] = {"seconds": retrain_seconds, "top_k": top_k, "seeds": seeds, "max_epochs": args.epochs,
-                        "candidates": [{"trial": r["trial"], "state": r.get("state"), "family": r.get("family"),
-                                        "params": r.get("params"), "val_mean": r.get("val_mean"),
-                                        "val": (r.get("val") or {}).get("objective")} for r in rres.candidates],
-                        "proxy_fidelity": rres.fidelity}
+    entry["search"] = {
+        "seconds": search_seconds,
+        "n_trials": counts,
+        "best_proxy": res.summary.get("best", {}).get("values"),
+        "proxy": {"shape": list(proxy_shape), "epochs": cfg.proxy.epochs, "subset": cfg.proxy.subset},
+    }
+    entry["retrain"] = {
+        "seconds": retrain_seconds,
+        "top_k": top_k,
+        "seeds": seeds,
+        "max_epochs": args.epochs,
+        "candidates": [
+            {
+                "trial": r["trial"],
+                "state": r.get("state"),
+                "family": r.get("family"),
+                "params": r.get("params"),
+                "val_mean": r.get("val_mean"),
+                "val": (r.get("val") or {}).get("objective"),
+            }
+            for r in rres.candidates
+        ],
+        "proxy_fidelity": rres.fidelity,
+    }
     entry["wall_seconds"] = search_seconds + retrain_seconds
     return entry
 
@@ -567,16 +808,26 @@ def fmt_ci(m: dict[str, Any]) -> str:
         return "n/a"
     sd = f" ± {m['sd']:.3f}" if m.get("sd") is not None else ""
     lo, hi = m.get("ci95") or [None, None]
-    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)) else ""
+    ci = (
+        f" [{lo:.3f}, {hi:.3f}]"
+        if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi))
+        else ""
+    )
     return f"{m['mean']:.3f}{sd}{ci}"
 
 
 def print_table(out: dict[str, Any]) -> None:
     log("")
     n_val = out["dataset"]["used"]["val"]
-    log(f"PneumoniaMNIST, official VALIDATION split ({n_val} images; the official test split is not available here).")
-    log("Mean ± SD over seeds [95% bootstrap interval over images of the seed mean]; ACC/BACC at threshold 0.5.")
-    log("wall s: all seeds' training (baselines); search + retrain (mednas). Latency: batch 1, median, 1 thread.")
+    log(
+        f"PneumoniaMNIST, official VALIDATION split ({n_val} images; the official test split is not available here)."
+    )
+    log(
+        "Mean ± SD over seeds [95% bootstrap interval over images of the seed mean]; ACC/BACC at threshold 0.5."
+    )
+    log(
+        "wall s: all seeds' training (baselines); search + retrain (mednas). Latency: batch 1, median, 1 thread."
+    )
     obj = out.get("task", {}).get("objective", "objective")
     head = f"| model | px | seeds | AUROC | ACC | BACC | {obj} (op. point on val) | params | MACs | latency ms | train s (per seed) | s/epoch | wall s |"
     log(head)
@@ -584,10 +835,12 @@ def print_table(out: dict[str, Any]) -> None:
     for e in out["models"].values():
         m, c = e["metrics"], e["cost"]
         spe = e.get("seconds_per_epoch")
-        log(f"| {e['label']} | {e['input_px']} | {m['auroc']['n_seeds']} | {fmt_ci(m['auroc'])} | {fmt_ci(m['accuracy'])} | "
+        log(
+            f"| {e['label']} | {e['input_px']} | {m['auroc']['n_seeds']} | {fmt_ci(m['auroc'])} | {fmt_ci(m['accuracy'])} | "
             f"{fmt_ci(m['balanced_accuracy'])} | {fmt_ci(m['objective'])} | {c['params']:,} | {c['macs'] / 1e6:.1f}M | "
             f"{c['latency_ms']['median']:.2f} | {e['train_seconds']['mean']:.0f} | "
-            f"{'' if spe is None else f'{spe:.1f}'} | {e.get('wall_seconds', e['train_seconds']['total']):.0f} |")
+            f"{'' if spe is None else f'{spe:.1f}'} | {e.get('wall_seconds', e['train_seconds']['total']):.0f} |"
+        )
     for nr in out.get("not_run", []):
         if nr.get("runs_at_28px") is False:
             log(f"does not run at 28 px: {nr['model']} ({nr['error']})")
@@ -605,21 +858,40 @@ def print_table(out: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--npz", default=str(DEFAULT_NPZ), help="PneumoniaMNIST npz with train_* and val_* arrays")
-    parser.add_argument("--task", default=str(DEFAULT_TASK), help="mednas task file (a temporary task where it is absent)")
-    parser.add_argument("--budget-minutes", type=float, default=30.0,
-                        help="total CPU budget: 60%% for the baselines, the rest for mednas (70%% search, 30%% retrain)")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs of every baseline and mednas's retrain maximum")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per baseline network and per retrained mednas candidate")
-    parser.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads (set explicitly; default 1)")
+    parser.add_argument(
+        "--npz", default=str(DEFAULT_NPZ), help="PneumoniaMNIST npz with train_* and val_* arrays"
+    )
+    parser.add_argument(
+        "--task", default=str(DEFAULT_TASK), help="mednas task file (a temporary task where it is absent)"
+    )
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=30.0,
+        help="total CPU budget: 60%% for the baselines, the rest for mednas (70%% search, 30%% retrain)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="training epochs of every baseline and mednas's retrain maximum"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="seeds per baseline network and per retrained mednas candidate"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch / OpenMP threads (set explicitly; default 1)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over images")
-    parser.add_argument("--latency-runs", type=int, default=50, help="timed batch-1 forward passes (median reported)")
+    parser.add_argument(
+        "--latency-runs", type=int, default=50, help="timed batch-1 forward passes (median reported)"
+    )
     parser.add_argument("--latency-warmup", type=int, default=10)
     parser.add_argument("--run-dir", help="mednas run directory (default: a temporary folder)")
     parser.add_argument("--skip-mednas", action="store_true", help="baselines only")
     parser.add_argument("--skip-baselines", action="store_true", help="mednas only")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny smoke run: 240 train / 120 val images, 1 epoch, 1 seed, 2 trials (for the test)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny smoke run: 240 train / 120 val images, 1 epoch, 1 seed, 2 trials (for the test)",
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON result file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -641,27 +913,41 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {npz} not found (PneumoniaMNIST dev file; see ../shared/data/README.md)")
         return 2
     full = load_npz(npz)
-    counts = {s: {"images": int(len(y)), "normal": int((y == 0).sum()), "pneumonia": int((y == 1).sum())}
-              for s, (_, y) in full.items()}
+    counts = {
+        s: {"images": int(len(y)), "normal": int((y == 0).sum()), "pneumonia": int((y == 1).sum())}
+        for s, (_, y) in full.items()
+    }
     data = full
     with tempfile.TemporaryDirectory(prefix="real_data_") as tmp_s:
         tmp = Path(tmp_s)
         if args.quick:
             ti = stratified_subset(full["train"][1], 240, 0)
             vi = stratified_subset(full["val"][1], 120, 0)
-            data = {"train": (full["train"][0][ti], full["train"][1][ti]), "val": (full["val"][0][vi], full["val"][1][vi])}
+            data = {
+                "train": (full["train"][0][ti], full["train"][1][ti]),
+                "val": (full["val"][0][vi], full["val"][1][vi]),
+            }
             npz = tmp / "pneumoniamnist-quick.npz"
-            np.savez(npz, train_images=data["train"][0], train_labels=data["train"][1][:, None],
-                     val_images=data["val"][0], val_labels=data["val"][1][:, None])
-            notes.append("QUICK run: 240 train / 120 val images, 1 epoch, 1 seed, 2 tiny trials: a smoke test, not a result")
+            np.savez(
+                npz,
+                train_images=data["train"][0],
+                train_labels=data["train"][1][:, None],
+                val_images=data["val"][0],
+                val_labels=data["val"][1][:, None],
+            )
+            notes.append(
+                "QUICK run: 240 train / 120 val images, 1 epoch, 1 seed, 2 tiny trials: a smoke test, not a result"
+            )
         from mednas.config import load_task
 
         task_dict, task_source = build_task(args, npz, tmp, notes)
         cfg = load_task(task_dict)
-        log(f"real_data: {len(data['train'][1])} train / {len(data['val'][1])} val images from {args.npz}; "
+        log(
+            f"real_data: {len(data['train'][1])} train / {len(data['val'][1])} val images from {args.npz}; "
             f"budget {args.budget_minutes:g} min ({BASELINE_SHARE * args.budget_minutes:g} baselines, then what is left for mednas: "
             f"{SEARCH_SHARE:.0%} search, the rest retrain), "
-            f"{args.epochs} epochs, {args.seeds} seeds, {torch.get_num_threads()} thread(s); task: {task_source}")
+            f"{args.epochs} epochs, {args.seeds} seeds, {torch.get_num_threads()} thread(s); task: {task_source}"
+        )
         models: dict[str, Any] = {}
         not_run: list[dict[str, Any]] = check_runs_at_28()
         not_run = [r for r in not_run if not r["runs_at_28px"]]
@@ -693,20 +979,38 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "benchmark": "real_data",
         "evaluated_on": "PneumoniaMNIST official VALIDATION split (the official test split was not available)",
-        "dataset": {"file": str(Path(args.npz).name), "counts": counts, "used": {s: int(len(v[1])) for s, v in data.items()},
-                    "license": "CC BY 4.0 (MedMNIST v2; images from Kermany et al., Cell 2018)",
-                    "unit": "image (MedMNIST has no patient identifiers): bootstrap over images"},
-        "task": {"source": task_source, "name": cfg.name, "objective": cfg.objective.name,
-                 "split_policy": str(getattr(cfg.data.split, "policy", "?"))},
-        "settings": {"budget_minutes": args.budget_minutes, "epochs": args.epochs, "seeds": args.seeds,
-                     "threads": args.threads, "bootstrap_resamples": args.bootstrap, "quick": args.quick,
-                     "baseline_recipe": "Adam lr 1e-3, cross-entropy (unweighted), batch 128, no augmentation, "
-                                        "pixels scaled to [-1, 1]; checkpoint: epoch with the best validation AUROC",
-                     "thresholds": "accuracy, balanced accuracy, sensitivity, specificity at P(pneumonia) >= 0.5; the "
-                                   "task objective at an operating point chosen on the same validation images",
-                     "budget_split": f"{BASELINE_SHARE:.0%} of the budget for the baselines; of the time left, "
-                                     f"{SEARCH_SHARE:.0%} mednas search, the rest its retrain"},
-        "timings": {"total_seconds": total, "baselines_seconds": baseline_seconds, "mednas_seconds": mednas_seconds},
+        "dataset": {
+            "file": str(Path(args.npz).name),
+            "counts": counts,
+            "used": {s: int(len(v[1])) for s, v in data.items()},
+            "license": "CC BY 4.0 (MedMNIST v2; images from Kermany et al., Cell 2018)",
+            "unit": "image (MedMNIST has no patient identifiers): bootstrap over images",
+        },
+        "task": {
+            "source": task_source,
+            "name": cfg.name,
+            "objective": cfg.objective.name,
+            "split_policy": str(getattr(cfg.data.split, "policy", "?")),
+        },
+        "settings": {
+            "budget_minutes": args.budget_minutes,
+            "epochs": args.epochs,
+            "seeds": args.seeds,
+            "threads": args.threads,
+            "bootstrap_resamples": args.bootstrap,
+            "quick": args.quick,
+            "baseline_recipe": "Adam lr 1e-3, cross-entropy (unweighted), batch 128, no augmentation, "
+            "pixels scaled to [-1, 1]; checkpoint: epoch with the best validation AUROC",
+            "thresholds": "accuracy, balanced accuracy, sensitivity, specificity at P(pneumonia) >= 0.5; the "
+            "task objective at an operating point chosen on the same validation images",
+            "budget_split": f"{BASELINE_SHARE:.0%} of the budget for the baselines; of the time left, "
+            f"{SEARCH_SHARE:.0%} mednas search, the rest its retrain",
+        },
+        "timings": {
+            "total_seconds": total,
+            "baselines_seconds": baseline_seconds,
+            "mednas_seconds": mednas_seconds,
+        },
         "models": models,
         "not_run": not_run,
         "published_test_figures": {"source": PUBLISHED_SOURCE, "rows": PUBLISHED},
@@ -720,9 +1024,15 @@ def main(argv: list[str] | None = None) -> int:
             "for every model here",
         ],
         "notes": notes,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": sys.version.split()[0], "torch": torch.__version__,
-                    "monai": __import__("monai").__version__, "malloc_tuning": all(k in os.environ for k in MALLOC_ENV)},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "monai": __import__("monai").__version__,
+            "malloc_tuning": all(k in os.environ for k in MALLOC_ENV),
+        },
     }
     print_table(out)
     path = Path(args.out)

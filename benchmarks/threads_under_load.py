@@ -61,8 +61,15 @@ with tempfile.TemporaryDirectory() as tmp:
         epochs += ov._bare_once(task, spec, train, val)["epochs_s"][1:]
 print(json.dumps({"epoch_median_s": statistics.median(epochs), "epochs": len(epochs)}))
 """
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
-                "MEDNAS_TORCH_THREADS", "MEDNAS_THREADS")
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "MEDNAS_TORCH_THREADS",
+    "MEDNAS_THREADS",
+)
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -84,8 +91,13 @@ def _first_spec() -> dict[str, Any]:
         "    va = plan.arrays('val', plan.proxy_shape)\n"
         "    print(json.dumps(ov._trial_once(task, plan, rd, tr, va, -1)['spec']))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=_env({"OMP_NUM_THREADS": "1"}), capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT)],
+        env=_env({"OMP_NUM_THREADS": "1"}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -93,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="training time per setting (default 20)")
     parser.add_argument("--loads", default="quiet,own-session,same-session")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma list of: " + ", ".join(SETTINGS))
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds the job runs before the measurements")
+    parser.add_argument(
+        "--settings", default=",".join(SETTINGS), help="comma list of: " + ", ".join(SETTINGS)
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds the job runs before the measurements"
+    )
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
@@ -102,27 +118,42 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--settings: unknown {unknown}; known: {list(SETTINGS)}")
     spec = _first_spec()
-    result: dict[str, Any] = {"spec": spec.get("target"), "seconds": args.seconds, "cpus": os.cpu_count(), "runs": []}
+    result: dict[str, Any] = {
+        "spec": spec.get("target"),
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "runs": [],
+    }
     for load in [x for x in args.loads.split(",") if x]:
         if load not in ("quiet", "own-session", "same-session"):
             raise SystemExit(f"--loads: unknown {load!r} (quiet, own-session, same-session)")
         hog = None
         if load != "quiet":
-            hog = subprocess.Popen([sys.executable, "-c", HOG], start_new_session=load == "own-session",
-                                   env=_env({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}))
+            hog = subprocess.Popen(
+                [sys.executable, "-c", HOG],
+                start_new_session=load == "own-session",
+                env=_env({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}),
+            )
             time.sleep(args.warmup)
         try:
             for name in names:
                 threads, extra = SETTINGS[name]
                 with tempfile.TemporaryDirectory(prefix="mednas-threads-") as cache:
                     env = _env({"OMP_NUM_THREADS": str(threads), "MEDNAS_CACHE_DIR": cache, **extra})
-                    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), json.dumps(spec), str(args.seconds)],
-                                         env=env, capture_output=True, text=True)
+                    out = subprocess.run(
+                        [sys.executable, "-c", CHILD, str(ROOT), json.dumps(spec), str(args.seconds)],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                    )
                 if out.returncode != 0:
                     raise SystemExit(f"{load} / {name}: failed:\n{out.stderr[-1500:]}")
                 rec = json.loads(out.stdout.strip().splitlines()[-1]) | {"load": load, "setting": name}
                 result["runs"].append(rec)
-                print(f"  {load:12s} {name:10s} epoch median {rec['epoch_median_s']:.3f}s ({rec['epochs']} epochs)", flush=True)
+                print(
+                    f"  {load:12s} {name:10s} epoch median {rec['epoch_median_s']:.3f}s ({rec['epochs']} epochs)",
+                    flush=True,
+                )
         finally:
             if hog is not None:
                 hog.terminate()

@@ -70,10 +70,16 @@ class JsonFormatter(logging.Formatter):
         local = time.localtime(record.created)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", local)
         offset = time.strftime("%z", local)
-        return f"{stamp}.{int(record.msecs):03d}{offset[:3]}:{offset[3:]}" if offset else f"{stamp}.{int(record.msecs):03d}"
+        return (
+            f"{stamp}.{int(record.msecs):03d}{offset[:3]}:{offset[3:]}"
+            if offset
+            else f"{stamp}.{int(record.msecs):03d}"
+        )
 
 
-def configure_logging(*, debug: bool = False, quiet: bool = False, json_lines: bool = False) -> logging.Handler:
+def configure_logging(
+    *, debug: bool = False, quiet: bool = False, json_lines: bool = False
+) -> logging.Handler:
     """Send the ``mednas`` loggers to stderr: plain messages, or JSON lines with ``json_lines``.
 
     Args:
@@ -89,7 +95,9 @@ def configure_logging(*, debug: bool = False, quiet: bool = False, json_lines: b
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
+        )
     root = logging.getLogger("mednas")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)

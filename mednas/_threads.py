@@ -16,8 +16,17 @@ from typing import Any
 
 logger = logging.getLogger("mednas")
 
-__all__ = ["ThreadPlan", "apply_threads", "busy_cpus", "cgroup_cpu_limit", "configure_threads", "current_threads",
-           "plan_threads", "thread_env", "usable_cpus"]
+__all__ = [
+    "ThreadPlan",
+    "apply_threads",
+    "busy_cpus",
+    "cgroup_cpu_limit",
+    "configure_threads",
+    "current_threads",
+    "plan_threads",
+    "thread_env",
+    "usable_cpus",
+]
 
 # Set for this process and inherited by every process it starts (torch's intra-op pool is OpenMP or MKL).
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -87,7 +96,9 @@ def cgroup_cpu_limit(root: str | os.PathLike[str] = "/sys/fs/cgroup") -> float |
         except OSError:
             continue
         try:
-            return int(fields[0]) / int(fields[1] if len(fields) > 1 else 100000) if fields[0] != "max" else None
+            return (
+                int(fields[0]) / int(fields[1] if len(fields) > 1 else 100000) if fields[0] != "max" else None
+            )
         except (ValueError, IndexError, ZeroDivisionError):
             return None
     for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
@@ -230,8 +241,6 @@ def apply_threads(plan: ThreadPlan) -> None:
         pass
 
 
-
-
 def configure_threads(
     requested: int | None = None, *, task_threads: int | None = None, workers: int = 1, announce: bool = True
 ) -> ThreadPlan:
@@ -250,10 +259,15 @@ def configure_threads(
     plan = plan_threads(requested, task_threads=task_threads, workers=workers)
     apply_threads(plan)
     if plan.reduced and announce:
-        logger.warning("this machine is busy (%.1f of %d CPUs in use by other work): %d thread(s)%s instead of %d; "
-                       "override with --threads N", plan.busy_cpus or 0.0, plan.usable_cpus, plan.threads,
-                       f" per worker x {plan.workers}" if plan.workers > 1 else "",
-                       max(1, plan.usable_cpus // plan.workers))
+        logger.warning(
+            "this machine is busy (%.1f of %d CPUs in use by other work): %d thread(s)%s instead of %d; "
+            "override with --threads N",
+            plan.busy_cpus or 0.0,
+            plan.usable_cpus,
+            plan.threads,
+            f" per worker x {plan.workers}" if plan.workers > 1 else "",
+            max(1, plan.usable_cpus // plan.workers),
+        )
     else:
         logger.debug("threads: %s", plan.to_dict())
     _LAST = plan
@@ -264,8 +278,11 @@ def current_threads() -> dict[str, Any]:
     """The threads this process uses, for ``env.json``: torch's intra-op/inter-op counts and the plan behind them."""
     import torch
 
-    out: dict[str, Any] = {"torch": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
-                           **{var: os.environ.get(var) for var in _THREAD_VARS}}
+    out: dict[str, Any] = {
+        "torch": torch.get_num_threads(),
+        "interop": torch.get_num_interop_threads(),
+        **{var: os.environ.get(var) for var in _THREAD_VARS},
+    }
     if _LAST is not None:
         out["plan"] = _LAST.to_dict()
     return out

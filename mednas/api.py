@@ -11,13 +11,34 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mednas._threads import configure_threads
 from mednas.config import TaskConfig, load_task
 
-__all__ = ["calibrate_proxy", "default_run_dir", "evaluate", "export", "load", "load_config", "predict", "report", "retrain",
-           "reveal_splits", "search", "status"]
+if TYPE_CHECKING:
+    # Result types only: the packages that define them import torch, MONAI or Optuna, which `import mednas`
+    # must not pull in (each verb imports its package when it is called).
+    from mednas.bundle import BundleModel, ExportResult, Prediction
+    from mednas.evaluation import EvaluationResult
+    from mednas.reporting import ReportResult
+    from mednas.retraining import CalibrationResult, RetrainResult
+    from mednas.study import SearchResult
+
+__all__ = [
+    "calibrate_proxy",
+    "default_run_dir",
+    "evaluate",
+    "export",
+    "load",
+    "load_config",
+    "predict",
+    "report",
+    "retrain",
+    "reveal_splits",
+    "search",
+    "status",
+]
 
 
 def load_config(
@@ -59,7 +80,7 @@ def search(
     worker: bool = False,
     storage_timeout: float | None = None,
     threads: int | None = None,
-) -> Any:
+) -> SearchResult:
     """Create or continue a search.
 
     Args:
@@ -118,7 +139,7 @@ def retrain(
     seeds: int = 2,
     show_progress: bool = True,
     threads: int | None = None,
-) -> Any:
+) -> RetrainResult:
     """Retrain a search's top-k candidates at full fidelity, test them once, and measure proxy fidelity.
 
     Args:
@@ -148,9 +169,19 @@ def retrain(
     """
     from mednas.retraining import run_retrain
 
-    return run_retrain(run_dir, top_k=top_k, epochs=epochs, patch=list(patch) if patch else None, device=device,
-                       storage=storage, study_name=study_name, n_resamples=n_resamples, seeds=seeds,
-                       show_progress=show_progress, threads=threads)
+    return run_retrain(
+        run_dir,
+        top_k=top_k,
+        epochs=epochs,
+        patch=list(patch) if patch else None,
+        device=device,
+        storage=storage,
+        study_name=study_name,
+        n_resamples=n_resamples,
+        seeds=seeds,
+        show_progress=show_progress,
+        threads=threads,
+    )
 
 
 def calibrate_proxy(
@@ -168,7 +199,7 @@ def calibrate_proxy(
     device: str | None = None,
     show_progress: bool = True,
     threads: int | None = None,
-) -> Any:
+) -> CalibrationResult:
     """Train random specs at a grid of proxy settings and at full fidelity; recommend the cheapest good proxy.
 
     Args:
@@ -225,7 +256,7 @@ def export(
     license_file: str | os.PathLike[str] | None = None,
     sign_key: str | os.PathLike[str] | None = None,
     threads: int | None = None,
-) -> Any:
+) -> ExportResult:
     """Export the run's best candidate as a verified MONAI bundle (atomically; nothing is written on failure).
 
     The source is the best retrained candidate, or, where none was retrained, the best proxy candidate, which
@@ -254,11 +285,19 @@ def export(
     from mednas.bundle import export_bundle
 
     configure_threads(threads)
-    return export_bundle(run_dir, out, formats=formats, schema=schema, license_file=license_file, sign_key=sign_key)
+    return export_bundle(
+        run_dir, out, formats=formats, schema=schema, license_file=license_file, sign_key=sign_key
+    )
 
 
-def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str = "cpu", expect_digest: str | None = None,
-         verify_key: str | os.PathLike[str] | None = None) -> Any:
+def load(
+    bundle: str | os.PathLike[str],
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    expect_digest: str | None = None,
+    verify_key: str | os.PathLike[str] | None = None,
+) -> BundleModel:
     """Verify a bundle's checksums and load it; the returned model predicts from image paths.
 
     Args:
@@ -279,7 +318,9 @@ def load(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str 
     """
     from mednas.bundle import load_bundle
 
-    return load_bundle(bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key)
+    return load_bundle(
+        bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key
+    )
 
 
 def predict(
@@ -292,7 +333,7 @@ def predict(
     expect_digest: str | None = None,
     verify_key: str | os.PathLike[str] | None = None,
     threads: int | None = None,
-) -> Any:
+) -> tuple[list[Prediction], list[Path]]:
     """Run a bundle on images and write the results into ``out``.
 
     Classification writes ``predictions.csv`` (case, probability per class, finding score, threshold, decision,
@@ -320,7 +361,9 @@ def predict(
 
     configure_threads(threads)
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    model = load_bundle(bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key)
+    model = load_bundle(
+        bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key
+    )
     return predict_to_dir(model, items, out)
 
 
@@ -336,7 +379,7 @@ def evaluate(
     device: str = "cpu",
     n_resamples: int = 1000,
     threads: int | None = None,
-) -> Any:
+) -> EvaluationResult:
     """Validate a frozen bundle on labelled data it never saw; write ``validation.json`` and ``validation.html``.
 
     Nothing of the run directory is needed. Every figure carries a 95% bootstrap interval over patients: AUROC,
@@ -370,8 +413,17 @@ def evaluate(
     from mednas.evaluation import evaluate_bundle
 
     configure_threads(threads)
-    return evaluate_bundle(bundle, data, out=out, split=split, expect_digest=expect_digest, verify_key=verify_key,
-                           backend=backend, device=device, n_resamples=n_resamples)
+    return evaluate_bundle(
+        bundle,
+        data,
+        out=out,
+        split=split,
+        expect_digest=expect_digest,
+        verify_key=verify_key,
+        backend=backend,
+        device=device,
+        n_resamples=n_resamples,
+    )
 
 
 def report(
@@ -384,7 +436,7 @@ def report(
     study_name: str | None = None,
     plotlyjs: str = "inline",
     threads: int | None = None,
-) -> Any:
+) -> ReportResult:
     """Write the run's HTML report: one file that opens offline, with every figure's interval.
 
     Args:
@@ -412,8 +464,15 @@ def report(
 
     if images:
         configure_threads(threads)
-    return write_report(run_dir, out, images=images, n_cases=n_cases, storage=storage, study_name=study_name,
-                        plotlyjs=plotlyjs)
+    return write_report(
+        run_dir,
+        out,
+        images=images,
+        n_cases=n_cases,
+        storage=storage,
+        study_name=study_name,
+        plotlyjs=plotlyjs,
+    )
 
 
 def status(
@@ -445,7 +504,9 @@ def status(
     return read_status(run_dir, storage=storage, study_name=study_name)
 
 
-def reveal_splits(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, reveal: bool = False) -> Path:
+def reveal_splits(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, reveal: bool = False
+) -> Path:
     """Write each case's original identifier (file path, or ``file.npz:train[12]``) and split of a run.
 
     Opt-in and local: refused without ``reveal=True`` and for an ``out`` inside the run directory or a bundle;

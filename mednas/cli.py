@@ -44,10 +44,21 @@ class _Parser(argparse.ArgumentParser):
 def _common() -> argparse.ArgumentParser:
     # --debug/--quiet work before or after the subcommand.
     common = _Parser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
-    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only")
-    common.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
-                        help="log JSON lines on stderr (time, level, logger, message, fields); no progress bars")
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs"
+    )
+    common.add_argument(
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars; warnings and errors only",
+    )
+    common.add_argument(
+        "--log-json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log JSON lines on stderr (time, level, logger, message, fields); no progress bars",
+    )
     return common
 
 
@@ -115,17 +126,32 @@ def _gpu_list(text: str) -> list[int]:
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="task YAML file")
-    p.add_argument("--preset", action="append", default=[], metavar="NAME|FILE",
-                   help="preset merged under the task: a shipped name (quick-cpu, gpu-day, objectives/screening, ...; "
-                        "works from any folder) or a YAML file; repeatable")
-    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                   help="override any key, e.g. --set search.n_trials=12; repeatable")
+    p.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        metavar="NAME|FILE",
+        help="preset merged under the task: a shipped name (quick-cpu, gpu-day, objectives/screening, ...; "
+        "works from any folder) or a YAML file; repeatable",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override any key, e.g. --set search.n_trials=12; repeatable",
+    )
 
 
 def _add_threads_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_int_at_least(1), metavar="N",
-                   help="CPU threads for torch/OpenMP/MKL per process (default: the task's training.threads, else the "
-                   "CPUs this process may use divided by the local workers, fewer when the machine is busy at start)")
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        metavar="N",
+        help="CPU threads for torch/OpenMP/MKL per process (default: the task's training.threads, else the "
+        "CPUs this process may use divided by the local workers, fewer when the machine is busy at start)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -135,8 +161,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars; warnings and errors only")
-    parser.add_argument("--log-json", action="store_true",
-                        help="log JSON lines on stderr (time, level, logger, message, fields); no progress bars")
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log JSON lines on stderr (time, level, logger, message, fields); no progress bars",
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = _common()
@@ -147,175 +176,373 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
-    p = sub.add_parser("search", help="create or continue a search", description="Create or continue a search. Running the same command again continues the same study.")
+    _add_search_commands(sub)
+    _add_data_commands(sub)
+    _add_bundle_commands(sub)
+    _add_run_commands(sub)
+    return parser
+
+
+def _add_search_commands(sub: Any) -> None:
+    """Add ``search``, ``retrain`` and ``calibrate-proxy`` to the subcommands ``sub``."""
+    p = sub.add_parser(
+        "search",
+        help="create or continue a search",
+        description="Create or continue a search. Running the same command again continues the same study.",
+    )
     _add_task_args(p)
     p.add_argument("--run-dir", help="run directory (default: runs/<task name>)")
-    p.add_argument("--storage", help="Optuna storage URL: sqlite:///FILE, postgresql://..., journal:///FILE (default: SQLite in the run directory)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL: sqlite:///FILE, postgresql://..., journal:///FILE (default: SQLite in the run directory)",
+    )
     p.add_argument("--study-name", help="study name (default: the task name)")
-    p.add_argument("--storage-timeout", type=_positive_float, metavar="SECONDS",
-                   help="seconds a PostgreSQL/MySQL server gets to connect and answer (default 10, or "
-                        "$MEDNAS_STORAGE_TIMEOUT; a connect_timeout= in the URL wins)")
-    p.add_argument("--n-trials", type=_int_at_least(1), help="finished trials (complete + pruned) the study should reach")
+    p.add_argument(
+        "--storage-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds a PostgreSQL/MySQL server gets to connect and answer (default 10, or "
+        "$MEDNAS_STORAGE_TIMEOUT; a connect_timeout= in the URL wins)",
+    )
+    p.add_argument(
+        "--n-trials", type=_int_at_least(1), help="finished trials (complete + pruned) the study should reach"
+    )
     p.add_argument("--timeout", type=_positive_float, help="seconds after which no new trial starts")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
-    p.add_argument("--workers", type=_int_at_least(1), default=1, help="local worker processes sharing the study (default 1)")
+    p.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=1,
+        help="local worker processes sharing the study (default 1)",
+    )
     p.add_argument("--gpus", type=_gpu_list, help="GPU indices to pack trials onto, e.g. 0,1")
-    p.add_argument("--trials-per-gpu", type=_int_at_least(1), default=1, help="concurrent proxy trials per GPU (with --gpus)")
+    p.add_argument(
+        "--trials-per-gpu",
+        type=_int_at_least(1),
+        default=1,
+        help="concurrent proxy trials per GPU (with --gpus)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("retrain", help="retrain the best candidates at full fidelity, test them, measure proxy fidelity",
-                       description="Retrain the top-k candidates of a search at full resolution (early stopping on the "
-                       "validation objective, cosine schedule), choose each operating point on validation, evaluate "
-                       "once on the held-out test split, and record Kendall tau between proxy and full rankings. "
-                       "A killed retrain continues the candidate it was training; finished candidates are skipped.")
+    p = sub.add_parser(
+        "retrain",
+        help="retrain the best candidates at full fidelity, test them, measure proxy fidelity",
+        description="Retrain the top-k candidates of a search at full resolution (early stopping on the "
+        "validation objective, cosine schedule), choose each operating point on validation, evaluate "
+        "once on the held-out test split, and record Kendall tau between proxy and full rankings. "
+        "A killed retrain continues the candidate it was training; finished candidates are skipped.",
+    )
     p.add_argument("run_dir", help="run directory of a search")
-    p.add_argument("--top-k", type=_int_at_least(1), default=3, help="candidates to retrain (default 3; the Pareto front for several objectives)")
-    p.add_argument("--seeds", type=_int_at_least(1), default=2, metavar="S",
-                   help="full-fidelity trainings per candidate with different seeds (default 2): ranks by the seed mean "
-                        "and measures the seed-noise ceiling of proxy fidelity; 1 halves the cost")
-    p.add_argument("--epochs", type=_int_at_least(1), help="maximum epochs (default: the task's training.epochs)")
-    p.add_argument("--patch", type=_int_at_least(1), nargs="+", metavar="N", help="train on random patches of this size with sliding-window validation (default: training.patch)")
-    p.add_argument("--storage", help="Optuna storage URL the search used (default: SQLite in the run directory)")
+    p.add_argument(
+        "--top-k",
+        type=_int_at_least(1),
+        default=3,
+        help="candidates to retrain (default 3; the Pareto front for several objectives)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_int_at_least(1),
+        default=2,
+        metavar="S",
+        help="full-fidelity trainings per candidate with different seeds (default 2): ranks by the seed mean "
+        "and measures the seed-noise ceiling of proxy fidelity; 1 halves the cost",
+    )
+    p.add_argument(
+        "--epochs", type=_int_at_least(1), help="maximum epochs (default: the task's training.epochs)"
+    )
+    p.add_argument(
+        "--patch",
+        type=_int_at_least(1),
+        nargs="+",
+        metavar="N",
+        help="train on random patches of this size with sliding-window validation (default: training.patch)",
+    )
+    p.add_argument(
+        "--storage", help="Optuna storage URL the search used (default: SQLite in the run directory)"
+    )
     p.add_argument("--study-name", help="study name (default: the search's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_retrain)
 
-    p = sub.add_parser("calibrate-proxy", help="measure which proxy setting ranks candidates like full training",
-                       description="Train random specs from the task's search spaces at a grid of proxy settings "
-                       "(resolution scale x epochs, plus the task's own proxy) and at full fidelity; print Kendall tau "
-                       "and cost per setting and recommend the cheapest setting that reaches --min-tau. Never reads the test split.")
+    p = sub.add_parser(
+        "calibrate-proxy",
+        help="measure which proxy setting ranks candidates like full training",
+        description="Train random specs from the task's search spaces at a grid of proxy settings "
+        "(resolution scale x epochs, plus the task's own proxy) and at full fidelity; print Kendall tau "
+        "and cost per setting and recommend the cheapest setting that reaches --min-tau. Never reads the test split.",
+    )
     _add_task_args(p)
-    p.add_argument("--run-dir", type=_out_dir, help="where calibration.json goes (default: runs/<task name>-calibration)")
-    p.add_argument("--specs", type=_int_at_least(2), default=8, metavar="M", help="random specs to train (default 8)")
-    p.add_argument("--grid", metavar="SCALExEPOCHS,...", help="proxy settings, e.g. 0.25x2,0.5x5 (default: scales 0.25 and 0.5 x epochs 2 and 5)")
-    p.add_argument("--min-tau", type=_tau, default=0.6, help="Kendall tau the recommended setting must reach (default 0.6)")
-    p.add_argument("--full-epochs", type=_int_at_least(1), help="maximum full-fidelity epochs (default: the task's training.epochs)")
-    p.add_argument("--full-seeds", type=_int_at_least(1), default=1, metavar="S",
-                   help="full-fidelity trainings per spec with different seeds (default 1; 2 or more measure the "
-                        "seed-noise ceiling that bounds every proxy's tau)")
-    p.add_argument("--proxy-seeds", type=_int_at_least(1), default=1, metavar="S",
-                   help="trainings per spec at each proxy setting (default 1; 2 or more rank by the proxy seed mean)")
+    p.add_argument(
+        "--run-dir", type=_out_dir, help="where calibration.json goes (default: runs/<task name>-calibration)"
+    )
+    p.add_argument(
+        "--specs", type=_int_at_least(2), default=8, metavar="M", help="random specs to train (default 8)"
+    )
+    p.add_argument(
+        "--grid",
+        metavar="SCALExEPOCHS,...",
+        help="proxy settings, e.g. 0.25x2,0.5x5 (default: scales 0.25 and 0.5 x epochs 2 and 5)",
+    )
+    p.add_argument(
+        "--min-tau",
+        type=_tau,
+        default=0.6,
+        help="Kendall tau the recommended setting must reach (default 0.6)",
+    )
+    p.add_argument(
+        "--full-epochs",
+        type=_int_at_least(1),
+        help="maximum full-fidelity epochs (default: the task's training.epochs)",
+    )
+    p.add_argument(
+        "--full-seeds",
+        type=_int_at_least(1),
+        default=1,
+        metavar="S",
+        help="full-fidelity trainings per spec with different seeds (default 1; 2 or more measure the "
+        "seed-noise ceiling that bounds every proxy's tau)",
+    )
+    p.add_argument(
+        "--proxy-seeds",
+        type=_int_at_least(1),
+        default=1,
+        metavar="S",
+        help="trainings per spec at each proxy setting (default 1; 2 or more rank by the proxy seed mean)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_calibrate)
 
-    p = sub.add_parser("validate", help="check a task file and its data",
-                       description="Read every case of a task, print the fingerprint summary and split sizes, and list every bad case (exit status 3 if any).")
+
+def _add_data_commands(sub: Any) -> None:
+    """Add ``validate`` and ``inspect`` (a task's data, an image) to the subcommands ``sub``."""
+    p = sub.add_parser(
+        "validate",
+        help="check a task file and its data",
+        description="Read every case of a task, print the fingerprint summary and split sizes, and list every bad case (exit status 3 if any).",
+    )
     _add_task_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("inspect", help="show an image's geometry and values, or the series in a DICOM folder",
-                       description="Print shape, spacing, affine, dtype, min, max, mean and modality of an image file or DICOM series; for a folder of several series, list them.")
+    p = sub.add_parser(
+        "inspect",
+        help="show an image's geometry and values, or the series in a DICOM folder",
+        description="Print shape, spacing, affine, dtype, min, max, mean and modality of an image file or DICOM series; for a folder of several series, list them.",
+    )
     p.add_argument("path", help="image file (DICOM, NIfTI, NRRD, PNG, JPEG, TIFF) or DICOM folder")
     p.add_argument("--series", help="series to read from a folder of several (key, number or description)")
-    p.add_argument("--json", action="store_true", help="print JSON (for an image, exactly the keys shape, spacing, affine, dtype, min, max, mean, modality)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (for an image, exactly the keys shape, spacing, affine, dtype, min, max, mean, modality)",
+    )
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("export", help="write the best candidate as a verified MONAI bundle",
-                       description="Write the best retrained candidate (or, where none was retrained, the best proxy "
-                       "candidate, flagged as such) as a MONAI bundle: inference.json, metadata, state dict, TorchScript "
-                       "and ONNX checked against PyTorch (max |diff| <= 1e-4), model card, search record, checksums. "
-                       "Built in a temporary folder and renamed into place only once every check passed.")
+
+def _add_bundle_commands(sub: Any) -> None:
+    """Add ``export``, ``predict`` and ``evaluate`` (writing and running bundles) to ``sub``."""
+    p = sub.add_parser(
+        "export",
+        help="write the best candidate as a verified MONAI bundle",
+        description="Write the best retrained candidate (or, where none was retrained, the best proxy "
+        "candidate, flagged as such) as a MONAI bundle: inference.json, metadata, state dict, TorchScript "
+        "and ONNX checked against PyTorch (max |diff| <= 1e-4), model card, search record, checksums. "
+        "Built in a temporary folder and renamed into place only once every check passed.",
+    )
     p.add_argument("run_dir", help="run directory of a search (and retrain)")
-    p.add_argument("--out", type=_out_dir, help="bundle folder (default: RUN_DIR/bundle; an earlier mednas bundle there is replaced)")
-    p.add_argument("--format", default="onnx,torchscript", metavar="FORMATS",
-                   help="exported formats besides the state dict: onnx,torchscript (default), onnx, or torchscript")
-    p.add_argument("--schema", metavar="FILE", help="MONAI's meta_schema_20240725.json to check the metadata against, "
-                   "offline (default: $MEDNAS_BUNDLE_SCHEMA; without it the schema's required fields are checked)")
-    p.add_argument("--license", metavar="FILE", help="text for the bundle's LICENSE (default: a notice that no licence was chosen)")
-    p.add_argument("--sign-key", metavar="FILE", help="key file (>= 16 bytes, e.g. `openssl rand -hex 32`) to sign the "
-                   "bundle digest with (HMAC-SHA256, signature.json; default: $MEDNAS_BUNDLE_KEY when set)")
+    p.add_argument(
+        "--out",
+        type=_out_dir,
+        help="bundle folder (default: RUN_DIR/bundle; an earlier mednas bundle there is replaced)",
+    )
+    p.add_argument(
+        "--format",
+        default="onnx,torchscript",
+        metavar="FORMATS",
+        help="exported formats besides the state dict: onnx,torchscript (default), onnx, or torchscript",
+    )
+    p.add_argument(
+        "--schema",
+        metavar="FILE",
+        help="MONAI's meta_schema_20240725.json to check the metadata against, "
+        "offline (default: $MEDNAS_BUNDLE_SCHEMA; without it the schema's required fields are checked)",
+    )
+    p.add_argument(
+        "--license",
+        metavar="FILE",
+        help="text for the bundle's LICENSE (default: a notice that no licence was chosen)",
+    )
+    p.add_argument(
+        "--sign-key",
+        metavar="FILE",
+        help="key file (>= 16 bytes, e.g. `openssl rand -hex 32`) to sign the "
+        "bundle digest with (HMAC-SHA256, signature.json; default: $MEDNAS_BUNDLE_KEY when set)",
+    )
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("predict", help="run an exported bundle on images",
-                       description="Verify a bundle's checksums, load it (weights_only) and predict. Classification "
-                       "writes OUT/predictions.csv (probabilities, decision at the exported threshold); segmentation "
-                       "writes OUT/<name>_seg.nii.gz on each input's own grid and affine, and OUT/predictions.csv.")
+    p = sub.add_parser(
+        "predict",
+        help="run an exported bundle on images",
+        description="Verify a bundle's checksums, load it (weights_only) and predict. Classification "
+        "writes OUT/predictions.csv (probabilities, decision at the exported threshold); segmentation "
+        "writes OUT/<name>_seg.nii.gz on each input's own grid and affine, and OUT/predictions.csv.",
+    )
     p.add_argument("bundle", help="bundle folder written by mednas export")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM series folder, NIfTI, NRRD, PNG or JPEG file")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="DICOM series folder, NIfTI, NRRD, PNG or JPEG file"
+    )
     p.add_argument("--out", required=True, type=_out_dir, help="output folder (created)")
-    p.add_argument("--backend", choices=["torch", "torchscript", "onnx"], default="torch",
-                   help="run the state dict in PyTorch (default), the TorchScript module, or the ONNX model")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "torchscript", "onnx"],
+        default="torch",
+        help="run the state dict in PyTorch (default), the TorchScript module, or the ONNX model",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--expect-digest", metavar="HEX", help="refuse the bundle unless its digest (printed by mednas export) "
-                   "is this one")
-    p.add_argument("--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key")
+    p.add_argument(
+        "--expect-digest",
+        metavar="HEX",
+        help="refuse the bundle unless its digest (printed by mednas export) is this one",
+    )
+    p.add_argument(
+        "--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key"
+    )
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("evaluate", help="validate an exported bundle on labelled data it never saw",
-                       description="Run a frozen bundle (verified as by predict) on labelled data and write "
-                       "OUT/validation.json and a self-contained OUT/validation.html: AUROC, AUPRC (Dice and lesion "
-                       "metrics for segmentation), sensitivity, specificity, PPV, NPV, accuracy and balanced accuracy at "
-                       "the bundle's locked operating point, per-class table, confusion matrix, ECE and reliability "
-                       "diagram, subgroups, the operating point's promise checked, and overlap with the training images; "
-                       "every figure with a 95% bootstrap interval over patients. Needs nothing of the run directory.")
+    p = sub.add_parser(
+        "evaluate",
+        help="validate an exported bundle on labelled data it never saw",
+        description="Run a frozen bundle (verified as by predict) on labelled data and write "
+        "OUT/validation.json and a self-contained OUT/validation.html: AUROC, AUPRC (Dice and lesion "
+        "metrics for segmentation), sensitivity, specificity, PPV, NPV, accuracy and balanced accuracy at "
+        "the bundle's locked operating point, per-class table, confusion matrix, ECE and reliability "
+        "diagram, subgroups, the operating point's promise checked, and overlap with the training images; "
+        "every figure with a 95% bootstrap interval over patients. Needs nothing of the run directory.",
+    )
     p.add_argument("bundle", help="bundle folder written by mednas export")
-    p.add_argument("data", nargs="?", metavar="DATA.yaml", help="task-like YAML with a data: section (and labels:)")
-    p.add_argument("--data", dest="data_file", metavar="FILE",
-                   help="instead of DATA.yaml: a .npz (MedMNIST), .json datalist, .csv sheet or a folder")
-    p.add_argument("--split", metavar="NAME", help="keep only cases of this given split (e.g. test: MedMNIST's test "
-                   "arrays, a split column)")
+    p.add_argument(
+        "data", nargs="?", metavar="DATA.yaml", help="task-like YAML with a data: section (and labels:)"
+    )
+    p.add_argument(
+        "--data",
+        dest="data_file",
+        metavar="FILE",
+        help="instead of DATA.yaml: a .npz (MedMNIST), .json datalist, .csv sheet or a folder",
+    )
+    p.add_argument(
+        "--split",
+        metavar="NAME",
+        help="keep only cases of this given split (e.g. test: MedMNIST's test arrays, a split column)",
+    )
     p.add_argument("--out", required=True, type=_out_dir, help="output folder (created)")
     p.add_argument("--expect-digest", metavar="HEX", help="refuse the bundle unless its digest is this one")
-    p.add_argument("--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key")
-    p.add_argument("--backend", choices=["torch", "torchscript", "onnx"], default="torch", help="default torch")
+    p.add_argument(
+        "--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key"
+    )
+    p.add_argument(
+        "--backend", choices=["torch", "torchscript", "onnx"], default="torch", help="default torch"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--resamples", type=_int_at_least(50), default=1000, metavar="N",
-                   help="bootstrap resamples over patients (default 1000)")
+    p.add_argument(
+        "--resamples",
+        type=_int_at_least(50),
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples over patients (default 1000)",
+    )
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("report", help="write the run's HTML report (plots, figures with intervals, cases)",
-                       description="Write RUN_DIR/report.html: one file that opens offline (plotly.js inline) with the "
-                       "optimisation history, Pareto front, parameter importances, proxy-versus-full fidelity, ROC, "
-                       "precision-recall and calibration curves with the operating point, confusion matrix, lesion "
-                       "sensitivity by size, pictures of validation cases with ground truth and prediction, the data "
-                       "fingerprint, splits, task settings and environment. Parts a run lacks (not retrained yet) say so.")
+
+def _add_run_commands(sub: Any) -> None:
+    """Add ``report``, ``status``, ``splits`` and ``spaces`` to the subcommands ``sub``."""
+    p = sub.add_parser(
+        "report",
+        help="write the run's HTML report (plots, figures with intervals, cases)",
+        description="Write RUN_DIR/report.html: one file that opens offline (plotly.js inline) with the "
+        "optimisation history, Pareto front, parameter importances, proxy-versus-full fidelity, ROC, "
+        "precision-recall and calibration curves with the operating point, confusion matrix, lesion "
+        "sensitivity by size, pictures of validation cases with ground truth and prediction, the data "
+        "fingerprint, splits, task settings and environment. Parts a run lacks (not retrained yet) say so.",
+    )
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--out", metavar="FILE", type=_out_file, help="output file (default: RUN_DIR/report.html)")
-    p.add_argument("--no-images", action="store_true", help="no case pictures (skips loading weights and data)")
-    p.add_argument("--cases", type=_int_at_least(1), metavar="N", help="case pictures to show (default 8 for 2D, 4 for 3D)")
-    p.add_argument("--plotlyjs", choices=["inline", "beside"], default="inline",
-                   help="plotly.js inside the file (default, ~5 MB) or in plotly-VERSION.min.js beside it")
-    p.add_argument("--storage", help="Optuna storage URL the search used, for parameter importances (default: RUN_DIR/study.db)")
+    p.add_argument(
+        "--no-images", action="store_true", help="no case pictures (skips loading weights and data)"
+    )
+    p.add_argument(
+        "--cases",
+        type=_int_at_least(1),
+        metavar="N",
+        help="case pictures to show (default 8 for 2D, 4 for 3D)",
+    )
+    p.add_argument(
+        "--plotlyjs",
+        choices=["inline", "beside"],
+        default="inline",
+        help="plotly.js inside the file (default, ~5 MB) or in plotly-VERSION.min.js beside it",
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL the search used, for parameter importances (default: RUN_DIR/study.db)",
+    )
     p.add_argument("--study-name", help="study name (default: the search's)")
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("status", help="show a run's trials table and best so far (also while it runs)",
-                       description="Print the trials table (number, state, family, parameters, objective, epochs, "
-                       "seconds, reason) and the best candidate so far, read from the study storage and the run "
-                       "directory; works while a search runs in another process or on other machines. Says whether a "
-                       "search is running (with the time left) or why it stopped (n_trials reached, timeout reached, "
-                       "interrupted, failed; or not recorded, for a search that was killed).")
+    p = sub.add_parser(
+        "status",
+        help="show a run's trials table and best so far (also while it runs)",
+        description="Print the trials table (number, state, family, parameters, objective, epochs, "
+        "seconds, reason) and the best candidate so far, read from the study storage and the run "
+        "directory; works while a search runs in another process or on other machines. Says whether a "
+        "search is running (with the time left) or why it stopped (n_trials reached, timeout reached, "
+        "interrupted, failed; or not recorded, for a search that was killed).",
+    )
     p.add_argument("run_dir", help="run directory of a search")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
-    p.add_argument("--all", action="store_true", help="list every trial (default: the latest 30, running ones and the best)")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="list every trial (default: the latest 30, running ones and the best)",
+    )
     p.add_argument("--storage", help="Optuna storage URL the search used (default: RUN_DIR/study.db)")
     p.add_argument("--study-name", help="study name (default: the search's)")
     p.set_defaults(func=_cmd_status)
 
-    p = sub.add_parser("splits", help="write a run's splits with original identifiers (--reveal, local only)",
-                       description="Write each case's original identifier (file path relative to the data root, or "
-                       "file.npz:train[12] for MedMNIST), its split and its hashed case key, as CSV or JSON by the "
-                       "extension of --out, so a baseline can be trained on exactly the run's split. Identifiers may "
-                       "identify patients: refused without --reveal and for an --out inside the run directory or a "
-                       "bundle; splits.json itself stays hashed.")
+    p = sub.add_parser(
+        "splits",
+        help="write a run's splits with original identifiers (--reveal, local only)",
+        description="Write each case's original identifier (file path relative to the data root, or "
+        "file.npz:train[12] for MedMNIST), its split and its hashed case key, as CSV or JSON by the "
+        "extension of --out, so a baseline can be trained on exactly the run's split. Identifiers may "
+        "identify patients: refused without --reveal and for an --out inside the run directory or a "
+        "bundle; splits.json itself stays hashed.",
+    )
     p.add_argument("run_dir", help="run directory of a search")
-    p.add_argument("--reveal", action="store_true", help="required: write original identifiers (they may identify patients)")
-    p.add_argument("--out", required=True, metavar="FILE", type=_out_file, help="output .csv or .json, outside the run directory")
+    p.add_argument(
+        "--reveal",
+        action="store_true",
+        help="required: write original identifiers (they may identify patients)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        type=_out_file,
+        help="output .csv or .json, outside the run directory",
+    )
     p.set_defaults(func=_cmd_splits)
 
     p = sub.add_parser("spaces", help="list the search-space families")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(func=_cmd_spaces)
-    return parser
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -342,14 +569,18 @@ def _print_search_summary(summary: dict[str, Any], run_dir: Any) -> None:
     if augmentation:
         note = augmentation.get("note") if isinstance(augmentation, dict) else None
         print(f"  data: AUGMENTED COPIES: {note or json.dumps(augmentation)}")
-    print(f"  trials: {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
-          f"{n.get('failed', 0)} failed; families sampled: {', '.join(f'{k} x{v}' for k, v in summary.get('families', {}).items())}")
+    print(
+        f"  trials: {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
+        f"{n.get('failed', 0)} failed; families sampled: {', '.join(f'{k} x{v}' for k, v in summary.get('families', {}).items())}"
+    )
     best = summary.get("best")
     if not best:
         print("  no trial has completed yet")
         return
-    print(f"  best: trial {best['trial']}, {best.get('target')} ({best.get('family')}), "
-          f"{best.get('params') or 0:,} parameters, spec {best.get('spec_hash')}")
+    print(
+        f"  best: trial {best['trial']}, {best.get('target')} ({best.get('family')}), "
+        f"{best.get('params') or 0:,} parameters, spec {best.get('spec_hash')}"
+    )
     print(f"  objective {summary['objective']['names'][0]} = {best['values'][0]:.4f} (validation, proxy)")
     for name, m in sorted((best.get("metrics") or {}).items()):
         print(f"    {name}: {_fmt_ci(m)}")
@@ -412,15 +643,27 @@ def _print_retrain(result: Any) -> None:
     name = fid.get("objective") or (s.get("objective") or {}).get("names", ["objective"])[0]
     patch = r.get("patch")
     print(f"\nmednas retrain: {s.get('task')} -> {result.run_dir}")
-    print(f"  full fidelity: {'x'.join(map(str, r.get('shape', [])))}"
-          + (f" (patches {'x'.join(map(str, patch['size']))}, sliding-window validation)" if patch else "")
-          + f", up to {r.get('max_epochs')} epochs, early stopping after {r.get('patience')}; objective {name}")
+    print(
+        f"  full fidelity: {'x'.join(map(str, r.get('shape', [])))}"
+        + (f" (patches {'x'.join(map(str, patch['size']))}, sliding-window validation)" if patch else "")
+        + f", up to {r.get('max_epochs')} epochs, early stopping after {r.get('patience')}; objective {name}"
+    )
     rows = []
     multi = any(c.get("seeds") for c in result.candidates)
     for c in result.candidates:
         if c.get("state") != "complete":
-            rows.append([str(c["trial"]), c.get("family") or "", "", _fmt_value(c["proxy"]["value"]), f"{c['state']}: {c.get('reason')}",
-                         *([""] if multi else []), "", ""])
+            rows.append(
+                [
+                    str(c["trial"]),
+                    c.get("family") or "",
+                    "",
+                    _fmt_value(c["proxy"]["value"]),
+                    f"{c['state']}: {c.get('reason')}",
+                    *([""] if multi else []),
+                    "",
+                    "",
+                ]
+            )
             continue
         test = c["test"]["metrics"]
         extra = ""
@@ -432,47 +675,86 @@ def _print_retrain(result: Any) -> None:
         seeds = ""
         if c.get("seeds"):
             vals = [_fmt_value(v) if v is not None else "failed" for v in (s["val"] for s in c["seeds"])]
-            seeds = (f"{_fmt_value(c.get('val_mean'))} +- {_fmt_value(c.get('val_sd'))} ({', '.join(vals)})"
-                     if c.get("val_sd") is not None else ", ".join(vals))
-        rows.append([str(c["trial"]), c.get("family") or "", f"{c.get('params') or 0:,}", _fmt_value(c["proxy"]["value"]),
-                     _fmt_ci(c["val"]["metrics"].get("objective")) + flag, *([seeds] if multi else []),
-                     _fmt_ci(test.get("objective")) if test else "n/a (no test split)", extra])
-    _print_table(["trial", "family", "params", "proxy (val)", "full val (95% CI)",
-                  *(["full val seed mean +- sd (each seed)"] if multi else []), "test (95% CI)",
-                  "test metrics at the val operating point"], rows)
+            seeds = (
+                f"{_fmt_value(c.get('val_mean'))} +- {_fmt_value(c.get('val_sd'))} ({', '.join(vals)})"
+                if c.get("val_sd") is not None
+                else ", ".join(vals)
+            )
+        rows.append(
+            [
+                str(c["trial"]),
+                c.get("family") or "",
+                f"{c.get('params') or 0:,}",
+                _fmt_value(c["proxy"]["value"]),
+                _fmt_ci(c["val"]["metrics"].get("objective")) + flag,
+                *([seeds] if multi else []),
+                _fmt_ci(test.get("objective")) if test else "n/a (no test split)",
+                extra,
+            ]
+        )
+    _print_table(
+        [
+            "trial",
+            "family",
+            "params",
+            "proxy (val)",
+            "full val (95% CI)",
+            *(["full val seed mean +- sd (each seed)"] if multi else []),
+            "test (95% CI)",
+            "test metrics at the val operating point",
+        ],
+        rows,
+    )
     if r.get("best") is not None:
         print(f"  best at full fidelity: trial {r['best']} ({result.run_dir}/retrain/{r['best']}/model.pt)")
-        _print_calibration(next((c for c in result.candidates if c.get("trial") == r["best"]), {}).get("calibration"))
+        _print_calibration(
+            next((c for c in result.candidates if c.get("trial") == r["best"]), {}).get("calibration")
+        )
     cost = r.get("cost") or {}
     if cost.get("full_over_proxy"):
-        print(f"  cost: {_fmt_seconds(cost['full_seconds'])} full-fidelity training vs {_fmt_seconds(cost['proxy_seconds'])} proxy "
-              f"; one full training {cost['full_over_proxy']:.1f}x one proxy trial")
+        print(
+            f"  cost: {_fmt_seconds(cost['full_seconds'])} full-fidelity training vs {_fmt_seconds(cost['proxy_seconds'])} proxy "
+            f"; one full training {cost['full_over_proxy']:.1f}x one proxy trial"
+        )
     if fid.get("kendall_tau") is not None:
         ci = fid.get("kendall_tau_interval")
-        print(f"  proxy fidelity over {fid['n']} candidates: Kendall tau {fid['kendall_tau']:.2f}"
-              + (f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
-              + (" against the full seed mean" if (fid.get("seeds") or 1) > 1 else "")
-              + f", Spearman {fid['spearman']:.2f}, top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
+        print(
+            f"  proxy fidelity over {fid['n']} candidates: Kendall tau {fid['kendall_tau']:.2f}"
+            + (f" (95% CI {ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
+            + (" against the full seed mean" if (fid.get("seeds") or 1) > 1 else "")
+            + f", Spearman {fid['spearman']:.2f}, top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}"
+        )
     else:
-        print(f"  proxy fidelity: Kendall tau n/a ({fid.get('reason')}); top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}")
+        print(
+            f"  proxy fidelity: Kendall tau n/a ({fid.get('reason')}); top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}"
+        )
     if fid.get("seed_ceiling_tau") is not None:
         ratio = fid.get("tau_over_ceiling")
-        print(f"  seed-noise ceiling: full training agrees with itself across {fid['seeds']} seeds at Kendall tau "
-              f"{fid['seed_ceiling_tau']:.2f}" + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else ""))
+        print(
+            f"  seed-noise ceiling: full training agrees with itself across {fid['seeds']} seeds at Kendall tau "
+            f"{fid['seed_ceiling_tau']:.2f}"
+            + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else "")
+        )
     elif fid.get("seed_ceiling_reason"):
         print(f"  seed-noise ceiling: not measured ({fid['seed_ceiling_reason']})")
     if fid.get("regret_in_seed_sd") is not None:
-        print(f"  top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations ({_fmt_value(fid.get('seed_sd'), 4)}): "
-              + ("within seed noise" if fid.get("regret_within_seed_noise") else "larger than seed noise"))
+        print(
+            f"  top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations ({_fmt_value(fid.get('seed_sd'), 4)}): "
+            + ("within seed noise" if fid.get("regret_within_seed_noise") else "larger than seed noise")
+        )
     if fid.get("top3_contains_best") is not None:
-        print(f"  the proxy's top 3 {'contain' if fid['top3_contains_best'] else 'miss'} the best full-fidelity candidate"
-              + (f" ({fid['top3_note']})" if fid.get("top3_note") else ""))
+        print(
+            f"  the proxy's top 3 {'contain' if fid['top3_contains_best'] else 'miss'} the best full-fidelity candidate"
+            + (f" ({fid['top3_note']})" if fid.get("top3_note") else "")
+        )
     print(f"    ({fid['ceiling']['note']})")
     if fid.get("note"):
         print(f"    ({fid['note']})")
     if fid.get("n_not_learning"):
-        print(f"    {fid['n_not_learning']} candidate(s) never started learning (trials "
-              f"{', '.join(map(str, fid['not_learning']))}): flagged, not ranked")
+        print(
+            f"    {fid['n_not_learning']} candidate(s) never started learning (trials "
+            f"{', '.join(map(str, fid['not_learning']))}): flagged, not ranked"
+        )
     if fid.get("warning"):
         print(f"  WARNING: {fid['warning']}")
 
@@ -482,8 +764,10 @@ def _print_calibration(cal: dict[str, Any] | None) -> None:
     if not cal:
         return
     before, after = cal.get("ece_before"), cal.get("ece_after")
-    print(f"  calibration (validation): temperature {cal['temperature']:.3f}; ECE {_fmt_value(before)} -> {_fmt_value(after)}; "
-          "the operating point is chosen on the calibrated probabilities")
+    print(
+        f"  calibration (validation): temperature {cal['temperature']:.3f}; ECE {_fmt_value(before)} -> {_fmt_value(after)}; "
+        "the operating point is chosen on the calibrated probabilities"
+    )
     for w in cal.get("warnings") or []:
         print(f"  WARNING: {w}")
 
@@ -491,9 +775,18 @@ def _print_calibration(cal: dict[str, Any] | None) -> None:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from mednas import api
 
-    result = api.retrain(args.run_dir, top_k=args.top_k, epochs=args.epochs, patch=args.patch, device=args.device,
-                         storage=args.storage, study_name=args.study_name, seeds=args.seeds, show_progress=not args.quiet,
-                         threads=args.threads)
+    result = api.retrain(
+        args.run_dir,
+        top_k=args.top_k,
+        epochs=args.epochs,
+        patch=args.patch,
+        device=args.device,
+        storage=args.storage,
+        study_name=args.study_name,
+        seeds=args.seeds,
+        show_progress=not args.quiet,
+        threads=args.threads,
+    )
     _print_retrain(result)
     return 0
 
@@ -501,31 +794,75 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from mednas import api
 
-    result = api.calibrate_proxy(args.task, presets=args.preset, overrides=args.overrides, run_dir=args.run_dir,
-                                 n_specs=args.specs, grid=args.grid, min_tau=args.min_tau, full_epochs=args.full_epochs,
-                                 full_seeds=args.full_seeds, proxy_seeds=args.proxy_seeds, device=args.device,
-                                 show_progress=not args.quiet, threads=args.threads)
+    result = api.calibrate_proxy(
+        args.task,
+        presets=args.preset,
+        overrides=args.overrides,
+        run_dir=args.run_dir,
+        n_specs=args.specs,
+        grid=args.grid,
+        min_tau=args.min_tau,
+        full_epochs=args.full_epochs,
+        full_seeds=args.full_seeds,
+        proxy_seeds=args.proxy_seeds,
+        device=args.device,
+        show_progress=not args.quiet,
+        threads=args.threads,
+    )
     rec = result.record
     full = rec["full"]
-    print(f"\nmednas calibrate-proxy: {rec['task']}, {len(rec['specs'])} random specs -> {result.run_dir}/calibration.json")
-    print(f"  full fidelity: {'x'.join(map(str, full['shape']))}, up to {full['max_epochs']} epochs, "
-          f"{rec.get('full_seeds', 1)} seed(s): {_fmt_seconds(full['seconds'])} in all"
-          + (f"; {full['n_not_learning']} spec(s) never learned (left out of tau)" if full.get("n_not_learning") else ""))
+    print(
+        f"\nmednas calibrate-proxy: {rec['task']}, {len(rec['specs'])} random specs -> {result.run_dir}/calibration.json"
+    )
+    print(
+        f"  full fidelity: {'x'.join(map(str, full['shape']))}, up to {full['max_epochs']} epochs, "
+        f"{rec.get('full_seeds', 1)} seed(s): {_fmt_seconds(full['seconds'])} in all"
+        + (
+            f"; {full['n_not_learning']} spec(s) never learned (left out of tau)"
+            if full.get("n_not_learning")
+            else ""
+        )
+    )
     ceiling = rec.get("seed_ceiling") or {}
     if ceiling.get("kendall_tau") is not None:
-        print(f"  seed-noise ceiling: full-fidelity seeds agree at Kendall tau {_fmt_tau_ci(ceiling['kendall_tau'], ceiling.get('interval'))}"
-              " (no proxy can rank better)")
+        print(
+            f"  seed-noise ceiling: full-fidelity seeds agree at Kendall tau {_fmt_tau_ci(ceiling['kendall_tau'], ceiling.get('interval'))}"
+            " (no proxy can rank better)"
+        )
     rows = []
     for row in rec["settings"]:
         top3 = row.get("top3_contains_best")
-        rows.append([row["setting"], "x".join(map(str, row["shape"])), str(row["epochs"]),
-                     _fmt_tau_ci(row["kendall_tau"], row.get("kendall_tau_interval")), _fmt_value(row.get("kendall_tau_all"), 2),
-                     _fmt_value(row["spearman"], 2), _fmt_value(row["top1_regret"], 3),
-                     "n/a" if top3 is None else ("yes" if top3 else "no"),
-                     _fmt_seconds(row["seconds"]), f"{row['cost_fraction']:.0%}" if row["cost_fraction"] is not None else "n/a",
-                     str(row["n_not_learning"])])
-    _print_table(["setting", "shape", "epochs", "tau (95% CI)", "tau incl. non-learners", "rho", "regret", "top-3 hit",
-                  "cost", "of full", "not learning"], rows)
+        rows.append(
+            [
+                row["setting"],
+                "x".join(map(str, row["shape"])),
+                str(row["epochs"]),
+                _fmt_tau_ci(row["kendall_tau"], row.get("kendall_tau_interval")),
+                _fmt_value(row.get("kendall_tau_all"), 2),
+                _fmt_value(row["spearman"], 2),
+                _fmt_value(row["top1_regret"], 3),
+                "n/a" if top3 is None else ("yes" if top3 else "no"),
+                _fmt_seconds(row["seconds"]),
+                f"{row['cost_fraction']:.0%}" if row["cost_fraction"] is not None else "n/a",
+                str(row["n_not_learning"]),
+            ]
+        )
+    _print_table(
+        [
+            "setting",
+            "shape",
+            "epochs",
+            "tau (95% CI)",
+            "tau incl. non-learners",
+            "rho",
+            "regret",
+            "top-3 hit",
+            "cost",
+            "of full",
+            "not learning",
+        ],
+        rows,
+    )
     print(f"  {rec['ceiling']['note']}")
     print(f"  {rec['recommendation']['message']}")
     return 0
@@ -543,7 +880,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
         print(dumps_json(report.to_dict()))
     else:
-        print(f"{args.task}: task {cfg.name!r} ({cfg.problem}, {cfg.spatial_dims}D, objective {cfg.objective.name})")
+        print(
+            f"{args.task}: task {cfg.name!r} ({cfg.problem}, {cfg.spatial_dims}D, objective {cfg.objective.name})"
+        )
         for line in report.summary_lines():
             print(line)
         if report.bad:
@@ -571,34 +910,60 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from mednas import api
 
-    result = api.export(args.run_dir, args.out, formats=args.format, schema=args.schema, license_file=args.license,
-                        sign_key=args.sign_key, threads=args.threads)
+    result = api.export(
+        args.run_dir,
+        args.out,
+        formats=args.format,
+        schema=args.schema,
+        license_file=args.license,
+        sign_key=args.sign_key,
+        threads=args.threads,
+    )
     m = result.metadata["mednas"]
     print(f"\nmednas export: {m['task']['name']} -> {result.path}")
-    source = ("PROXY CANDIDATE, NOT RETRAINED (short low-resolution proxy weights; run `mednas retrain` first "
-              "for a model worth validating)" if result.is_proxy else "retrained at full fidelity")
+    source = (
+        "PROXY CANDIDATE, NOT RETRAINED (short low-resolution proxy weights; run `mednas retrain` first "
+        "for a model worth validating)"
+        if result.is_proxy
+        else "retrained at full fidelity"
+    )
     print(f"  source: trial {result.trial}, {m['spec']['target']} ({m['params']:,} parameters), {source}")
     p = m["pipeline"]
-    print(f"  inputs resized to {'x'.join(map(str, p['shape']))} ({p['resize_mode']}), normalisation {p['normalize']}"
-          + (f", reoriented to {p['orientation']}" if p.get("orientation") else "")
-          + (f", sliding windows {'x'.join(map(str, p['patch']))}" if p.get("patch") else ""))
+    print(
+        f"  inputs resized to {'x'.join(map(str, p['shape']))} ({p['resize_mode']}), normalisation {p['normalize']}"
+        + (f", reoriented to {p['orientation']}" if p.get("orientation") else "")
+        + (f", sliding windows {'x'.join(map(str, p['patch']))}" if p.get("patch") else "")
+    )
     if p.get("threshold") is not None:
         op = m.get("operating_point") or {}
-        print(f"  operating threshold {p['threshold']:.4f} on the finding score ({op.get('rule')}, chosen on validation)")
+        print(
+            f"  operating threshold {p['threshold']:.4f} on the finding score ({op.get('rule')}, chosen on validation)"
+        )
     _print_calibration(m.get("temperature_scaling"))
     for split, metrics in (m.get("metrics") or {}).items():
-        shown = ", ".join(f"{k} {_fmt_ci(v)}" for k, v in sorted(metrics.items())
-                          if k in ("objective", "auroc", "sensitivity", "specificity", "dice", "lesion_sensitivity"))
-        print(f"  {split}: {shown}" if shown else f"  {split}: no figures (the task has no {split} split; check the "
-              "bundle with `mednas evaluate` on held-out data)")
+        shown = ", ".join(
+            f"{k} {_fmt_ci(v)}"
+            for k, v in sorted(metrics.items())
+            if k in ("objective", "auroc", "sensitivity", "specificity", "dice", "lesion_sensitivity")
+        )
+        print(
+            f"  {split}: {shown}"
+            if shown
+            else f"  {split}: no figures (the task has no {split} split; check the "
+            "bundle with `mednas evaluate` on held-out data)"
+        )
     for fmt, conv in result.conversions.items():
-        print(f"  {fmt} ({conv['method']}): max |diff| from eager PyTorch {conv['max_abs_diff']:.2e} over "
-              f"{conv['n_inputs']} inputs, outputs up to {conv.get('output_max_abs', float('nan')):.3g} "
-              f"(tolerance {conv['tolerance']:.0e}), {conv['seconds']:.1f}s")
+        print(
+            f"  {fmt} ({conv['method']}): max |diff| from eager PyTorch {conv['max_abs_diff']:.2e} over "
+            f"{conv['n_inputs']} inputs, outputs up to {conv.get('output_max_abs', float('nan')):.3g} "
+            f"(tolerance {conv['tolerance']:.0e}), {conv['seconds']:.1f}s"
+        )
     chk = result.checks
     agreement = chk.get("pipeline_agreement") or {}
-    print(f"  checks: metadata ({chk.get('metadata')}), network in/out (monai.bundle verify_net_in_out), "
-          f"mednas predict = inference.json (max |diff| {agreement.get('max_abs_diff', float('nan')):.1e}), checksums")
+    print(
+        f"  checks: metadata ({chk.get('metadata')}), network in/out (monai.bundle verify_net_in_out), "
+        f"mednas predict = inference.json (max |diff| {agreement.get('max_abs_diff', float('nan')):.1e}), checksums"
+    )
     if m["data"].get("simulated"):
         print("  data: SIMULATED (the model card says so)")
     if m["data"].get("augmentation"):
@@ -614,16 +979,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from mednas import api
 
-    preds, files = api.predict(args.bundle, args.inputs, args.out, backend=args.backend, device=args.device,
-                               expect_digest=args.expect_digest, verify_key=args.verify_key, threads=args.threads)
+    preds, files = api.predict(
+        args.bundle,
+        args.inputs,
+        args.out,
+        backend=args.backend,
+        device=args.device,
+        expect_digest=args.expect_digest,
+        verify_key=args.verify_key,
+        threads=args.threads,
+    )
     model_note = preds[0].source if preds else ""
     print(f"\nmednas predict: {len(preds)} input(s) -> {args.out} ({args.backend}; model: {model_note})")
     for pred in preds:
         if pred.mask is not None:
             counts = {int(v): int(n) for v, n in zip(*np.unique(pred.mask.array, return_counts=True))}
-            print(f"  {pred.case}: mask {'x'.join(map(str, pred.mask.spatial_shape))}, voxels per label {counts}")
+            print(
+                f"  {pred.case}: mask {'x'.join(map(str, pred.mask.spatial_shape))}, voxels per label {counts}"
+            )
         else:
-            decision = "" if pred.decision is None else f", {'FINDING' if pred.decision else 'no finding'} at {pred.threshold:.4f}"
+            decision = (
+                ""
+                if pred.decision is None
+                else f", {'FINDING' if pred.decision else 'no finding'} at {pred.threshold:.4f}"
+            )
             print(f"  {pred.case}: {pred.label} (finding score {pred.finding_score:.4f}{decision})")
     print(f"  wrote {', '.join(f.name for f in files)}")
     return 0
@@ -635,34 +1014,69 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.data is None) == (args.data_file is None):
         raise ConfigError("evaluate: give either DATA.yaml or --data FILE (see mednas evaluate --help)")
-    result = api.evaluate(args.bundle, args.data if args.data is not None else args.data_file, out=args.out,
-                          split=args.split, expect_digest=args.expect_digest, verify_key=args.verify_key,
-                          backend=args.backend, device=args.device, n_resamples=args.resamples, threads=args.threads)
+    result = api.evaluate(
+        args.bundle,
+        args.data if args.data is not None else args.data_file,
+        out=args.out,
+        split=args.split,
+        expect_digest=args.expect_digest,
+        verify_key=args.verify_key,
+        backend=args.backend,
+        device=args.device,
+        n_resamples=args.resamples,
+        threads=args.threads,
+    )
     rec = result.record
     b = rec["bundle"]
-    print(f"\nmednas evaluate: {b['task']} bundle ({b.get('source_label') or b.get('source')}) on {rec['population']}")
-    print(f"  bundle digest {b['digest']}" + (" (pinned)" if b.get("digest_pinned") else " (not pinned: pass --expect-digest)"))
-    shown = ("auroc", "auprc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy", "ece",
-             "dice", "lesion_sensitivity", "false_positive_lesions_per_case")
+    print(
+        f"\nmednas evaluate: {b['task']} bundle ({b.get('source_label') or b.get('source')}) on {rec['population']}"
+    )
+    print(
+        f"  bundle digest {b['digest']}"
+        + (" (pinned)" if b.get("digest_pinned") else " (not pinned: pass --expect-digest)")
+    )
+    shown = (
+        "auroc",
+        "auprc",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "accuracy",
+        "balanced_accuracy",
+        "ece",
+        "dice",
+        "lesion_sensitivity",
+        "false_positive_lesions_per_case",
+    )
     for name in shown:
         if name in rec["metrics"]:
             print(f"  {name}: {_fmt_ci(rec['metrics'][name])}")
     op = rec.get("operating_point")
     if op:
-        flag = {"failed": "PROMISE FAILED", "uncertain": "PROMISE UNCERTAIN", "held": "promise held"}.get(op.get("status"), "")
+        flag = {"failed": "PROMISE FAILED", "uncertain": "PROMISE UNCERTAIN", "held": "promise held"}.get(
+            op.get("status"), ""
+        )
         thr = op.get("threshold")
-        print(f"  operating point {'none' if thr is None else f'{thr:.4f}'} ({op.get('rule')}): {op.get('text')}"
-              + (f"  <-- {flag}" if flag else ""))
+        print(
+            f"  operating point {'none' if thr is None else f'{thr:.4f}'} ({op.get('rule')}): {op.get('text')}"
+            + (f"  <-- {flag}" if flag else "")
+        )
         would = op.get("would_meet_here") or {}
         if would.get("threshold") is not None:
-            print(f"    the same rule on these data would pick threshold {would['threshold']:.4f} (information only, not applied)")
+            print(
+                f"    the same rule on these data would pick threshold {would['threshold']:.4f} (information only, not applied)"
+            )
     print(f"  overlap with training: {rec['overlap']['text']}")
     if rec["subgroups"]["attributes"]:
         print(f"  subgroups by {', '.join(rec['subgroups']['attributes'])} (see the HTML)")
     print(f"  wrote {result.path} and {result.html} in {result.seconds:.1f}s")
     if result.failures:
-        print(f"mednas: error: {result.failures[0][1]} ({len(result.failures)} of {rec['data']['n_selected']} cases "
-              f"failed, listed in {result.path.parent / 'failed.csv'}; left out of every metric)", file=sys.stderr)
+        print(
+            f"mednas: error: {result.failures[0][1]} ({len(result.failures)} of {rec['data']['n_selected']} cases "
+            f"failed, listed in {result.path.parent / 'failed.csv'}; left out of every metric)",
+            file=sys.stderr,
+        )
         return 7
     return 0
 
@@ -670,10 +1084,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from mednas import api
 
-    result = api.report(args.run_dir, args.out, images=not args.no_images, n_cases=args.cases, storage=args.storage,
-                        study_name=args.study_name, plotlyjs=args.plotlyjs, threads=args.threads)
-    print(f"\nmednas report: {result.path} ({result.size_bytes / 2**20:.1f} MB, {len(result.figures)} plots, "
-          f"{result.images} case pictures, {result.seconds:.1f}s)")
+    result = api.report(
+        args.run_dir,
+        args.out,
+        images=not args.no_images,
+        n_cases=args.cases,
+        storage=args.storage,
+        study_name=args.study_name,
+        plotlyjs=args.plotlyjs,
+        threads=args.threads,
+    )
+    print(
+        f"\nmednas report: {result.path} ({result.size_bytes / 2**20:.1f} MB, {len(result.figures)} plots, "
+        f"{result.images} case pictures, {result.seconds:.1f}s)"
+    )
     for note in result.notes:
         print(f"  left out: {note}")
     for err in result.errors:
@@ -737,7 +1161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.argv[1:] == argv:
         if getattr(args, "threads", None):
             # Before torch (and the re-executed process) starts: OpenMP and MKL read these once, at load.
-            os.environ.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+            os.environ.update(
+                {k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+            )
         _maybe_reexec_with_malloc_tuning(argv)
     log_json = bool(getattr(args, "log_json", False))
     _configure_logging(args.debug, args.quiet, log_json)
@@ -764,19 +1190,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RecursionError:
         if args.debug:
             raise
-        print("mednas: error: an input is nested too deeply to read (a hostile or broken file?)", file=sys.stderr)
+        print(
+            "mednas: error: an input is nested too deeply to read (a hostile or broken file?)",
+            file=sys.stderr,
+        )
         return 2
     except MemoryError:
         if args.debug:
             raise
-        print("mednas: error: out of memory (an input declares more data than this machine can hold?)", file=sys.stderr)
+        print(
+            "mednas: error: out of memory (an input declares more data than this machine can hold?)",
+            file=sys.stderr,
+        )
         return 1
     except Exception as exc:  # noqa: BLE001 - a bug: one line and exit 70 (EX_SOFTWARE); --debug shows it
         if args.debug:
             raise
         first = (str(exc).splitlines() or [""])[0][:300]
-        print(f"mednas: internal error: {type(exc).__name__}: {first} (a bug in mednas: rerun with --debug for the "
-              "traceback and report it)", file=sys.stderr)
+        print(
+            f"mednas: internal error: {type(exc).__name__}: {first} (a bug in mednas: rerun with --debug for the "
+            "traceback and report it)",
+            file=sys.stderr,
+        )
         return 70
 
 

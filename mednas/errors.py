@@ -6,7 +6,7 @@ Anything raised as a :class:`MednasError` is the user's to fix (a bad key, a cor
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "MednasError", "RunDirError", "SpecError"]
+__all__ = ["ConfigError", "DataError", "MednasError", "PluginError", "RunDirError", "SpecError"]
 
 
 class MednasError(Exception):
@@ -38,3 +38,9 @@ class SpecError(MednasError, ValueError):
     class, an unknown keyword argument, or a network too large to allocate (exit status 6)."""
 
     exit_code = 6
+
+
+class PluginError(MednasError):
+    """A third-party plugin named by an entry point cannot be loaded or does not fit its extension point."""
+
+    exit_code = 2

@@ -34,11 +34,23 @@ MARKER = ".mednas-run"
 #: The lock file that serialises the preparation of a run directory by concurrent starts.
 LOCK = ".mednas-run.lock"
 #: What ``mednas search`` writes before its first trial: a refused start may remove these, and only these.
-PREPARATION_RECORDS = frozenset({
-    MARKER, LOCK, "resolved.yaml", "env.json", ".salt", "study.db", "study.db-journal", "study.db-wal", "study.db-shm",
-    "search.log", "fingerprint.json", "splits.json",
-    "cache",  # derived data (demo data, augmented copies) when no cache folder is chosen: see default_cache_root
-})
+PREPARATION_RECORDS = frozenset(
+    {
+        MARKER,
+        LOCK,
+        "resolved.yaml",
+        "env.json",
+        ".salt",
+        "study.db",
+        "study.db-journal",
+        "study.db-wal",
+        "study.db-shm",
+        "search.log",
+        "fingerprint.json",
+        "splits.json",
+        "cache",  # derived data (demo data, augmented copies) when no cache folder is chosen: see default_cache_root
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -137,7 +149,9 @@ class RunDir:
         if not self.root.is_dir():
             raise RunDirError(f"{self.root}: not a run directory (run `mednas search` first)")
         if not self.marker.is_file() and not self.resolved.is_file():
-            raise RunDirError(f"{self.root}: not a mednas run directory (no {MARKER} marker and no resolved.yaml)")
+            raise RunDirError(
+                f"{self.root}: not a mednas run directory (no {MARKER} marker and no resolved.yaml)"
+            )
         for p in paths:
             if not p.exists():
                 raise RunDirError(f"{self.root}: {p.relative_to(self.root)} is missing; {step} needs it")
@@ -166,7 +180,9 @@ def check_run_dir(rd: RunDir) -> None:
     non-empty folder that is not a mednas run directory (no marker, not a run of an earlier version)."""
     root = rd.root
     if root.is_symlink() and not root.exists():
-        raise RunDirError(f"{root}: is a dangling symbolic link, not a run directory; choose another --run-dir")
+        raise RunDirError(
+            f"{root}: is a dangling symbolic link, not a run directory; choose another --run-dir"
+        )
     if root.exists() and not root.is_dir():
         raise RunDirError(f"{root}: is a file, not a run directory; choose another --run-dir")
     if not root.is_dir() or rd.is_run():
@@ -177,8 +193,10 @@ def check_run_dir(rd: RunDir) -> None:
     except OSError as exc:
         raise RunDirError(f"{root}: cannot be read ({exc.strerror or exc})") from None
     if entries:
-        raise RunDirError(f"{root}: exists and is not a mednas run directory (no {MARKER} marker; it holds "
-                          f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}); choose a new or empty --run-dir")
+        raise RunDirError(
+            f"{root}: exists and is not a mednas run directory (no {MARKER} marker; it holds "
+            f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}); choose a new or empty --run-dir"
+        )
 
 
 class RunClaim:
@@ -190,8 +208,9 @@ class RunClaim:
     run and can take that lock exclusively (nobody else joined).
     """
 
-    def __init__(self, rd: RunDir, *, owner: bool, lock_fd: int, marker_fd: int, made_dirs: list[Path],
-                 existed: bool) -> None:
+    def __init__(
+        self, rd: RunDir, *, owner: bool, lock_fd: int, marker_fd: int, made_dirs: list[Path], existed: bool
+    ) -> None:
         self.rd = rd
         self.owner = owner  #: this process wrote the marker (it created the run)
         self.existed = existed  #: the folder existed before (an empty folder the user made, or a run)
@@ -225,8 +244,12 @@ class RunClaim:
             return False
         try:
             if self._lock_fd is None:
-                self._lock_fd = _lock(rd.root / LOCK, fcntl_mode="exclusive", deadline=time.monotonic() + wait,
-                                      what=f"{rd.root}: waiting for another mednas process to finish preparing it")
+                self._lock_fd = _lock(
+                    rd.root / LOCK,
+                    fcntl_mode="exclusive",
+                    deadline=time.monotonic() + wait,
+                    what=f"{rd.root}: waiting for another mednas process to finish preparing it",
+                )
             if self._marker_fd is not None:
                 _close(self._marker_fd)
                 self._marker_fd = None
@@ -238,7 +261,9 @@ class RunClaim:
             entries = set(os.listdir(rd.root))
             others = sorted(entries - PREPARATION_RECORDS)
             if others:
-                logger.info("left %s in place: it holds %s, which this start did not write", rd.root, others[0])
+                logger.info(
+                    "left %s in place: it holds %s, which this start did not write", rd.root, others[0]
+                )
                 return False
             for name in sorted(entries - {MARKER, LOCK}):
                 path = rd.root / name
@@ -249,7 +274,10 @@ class RunClaim:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-            for name in (MARKER, LOCK):  # the lock last: a start waiting on it re-checks the folder afterwards
+            for name in (
+                MARKER,
+                LOCK,
+            ):  # the lock last: a start waiting on it re-checks the folder afterwards
                 with contextlib.suppress(FileNotFoundError):
                     (rd.root / name).unlink()
             for folder in reversed(self._made_dirs):
@@ -287,8 +315,12 @@ def claim_run_dir(rd: RunDir, *, config_hash: str, wait: float = 600.0) -> RunCl
         existed = rd.root.is_dir()
         made = [] if existed else _make_dirs(rd.root)
         try:
-            lock_fd = _lock(rd.root / LOCK, fcntl_mode="exclusive", deadline=deadline,
-                            what=f"{rd.root}: another mednas process is preparing it")
+            lock_fd = _lock(
+                rd.root / LOCK,
+                fcntl_mode="exclusive",
+                deadline=deadline,
+                what=f"{rd.root}: another mednas process is preparing it",
+            )
         except _Vanished:
             continue  # a refused start removed the folder while this one waited: start over
         try:
@@ -297,24 +329,42 @@ def claim_run_dir(rd: RunDir, *, config_hash: str, wait: float = 600.0) -> RunCl
                 pass
             elif rd.is_legacy_run():
                 _write_marker(rd, config_hash, adopted=True)
-                logger.info("adopting %s, a run directory of an earlier mednas version (no %s marker)", rd.root, MARKER)
-            elif all(e.startswith(MARKER) and e != MARKER for e in os.listdir(rd.root)):  # the lock, a stale temp
+                logger.info(
+                    "adopting %s, a run directory of an earlier mednas version (no %s marker)",
+                    rd.root,
+                    MARKER,
+                )
+            elif all(
+                e.startswith(MARKER) and e != MARKER for e in os.listdir(rd.root)
+            ):  # the lock, a stale temp
                 owner = _write_marker(rd, config_hash, adopted=False)
             else:
                 check_run_dir(rd)  # something not ours appeared meanwhile: refuse with the usual line
-                raise RunDirError(f"{rd.root}: exists and is not a mednas run directory; choose a new or empty --run-dir")
+                raise RunDirError(
+                    f"{rd.root}: exists and is not a mednas run directory; choose a new or empty --run-dir"
+                )
             try:
                 marker_fd = _lock(rd.marker, fcntl_mode="shared", deadline=0.0, what="")
             except (BlockingIOError, _Vanished, FileNotFoundError):
-                _close(lock_fd)  # a refused start is removing the folder: wait until it is gone, then start over
+                _close(
+                    lock_fd
+                )  # a refused start is removing the folder: wait until it is gone, then start over
                 time.sleep(0.2)
                 continue
         except BaseException:
             _close(lock_fd)
             raise
-        return RunClaim(rd, owner=owner, lock_fd=lock_fd, marker_fd=marker_fd, made_dirs=made if owner else [],
-                        existed=existed)
-    raise RunDirError(f"{rd.root}: could not be claimed (it keeps being removed and re-created by other processes)")
+        return RunClaim(
+            rd,
+            owner=owner,
+            lock_fd=lock_fd,
+            marker_fd=marker_fd,
+            made_dirs=made if owner else [],
+            existed=existed,
+        )
+    raise RunDirError(
+        f"{rd.root}: could not be claimed (it keeps being removed and re-created by other processes)"
+    )
 
 
 class _Vanished(Exception):
@@ -396,8 +446,11 @@ def _write_marker(rd: RunDir, config_hash: str, *, adopted: bool) -> bool:
         version = metadata.version("mednas")
     except metadata.PackageNotFoundError:
         version = None
-    record = {"mednas": version, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "config_hash": config_hash}
+    record = {
+        "mednas": version,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config_hash": config_hash,
+    }
     if adopted:
         record["adopted"] = True
     tmp = rd.root / f"{MARKER}.{os.getpid()}.tmp"
@@ -415,7 +468,11 @@ def _git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
@@ -427,7 +484,19 @@ def environment_info(device: str, seed: int) -> dict[str, Any]:
     from importlib import metadata
 
     versions: dict[str, str | None] = {}
-    for pkg in ("mednas", "torch", "monai", "optuna", "numpy", "pydantic", "nibabel", "pydicom", "scikit-image", "scikit-learn", "scipy"):
+    for pkg in (
+        "mednas",
+        "torch",
+        "monai",
+        "optuna",
+        "numpy",
+        "pydantic",
+        "nibabel",
+        "pydicom",
+        "scikit-image",
+        "scikit-learn",
+        "scipy",
+    ):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -23,9 +23,12 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mednas.errors import MednasError, SpecError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MAX_PARAMETERS", "ArchSpec", "SpecError", "allowed_targets", "build", "check_spec", "load_spec"]
 
@@ -55,7 +58,11 @@ def allowed_targets() -> frozenset[str]:
     names = {f"{_PREFIX}{n}" for n in EXTRA_NETWORKS}
     for key in SPACES.names():
         network = getattr(SPACES.get(key), "network", "")
-        if isinstance(network, str) and network.startswith(_PREFIX) and network[len(_PREFIX):].isidentifier():
+        if (
+            isinstance(network, str)
+            and network.startswith(_PREFIX)
+            and network[len(_PREFIX) :].isidentifier()
+        ):
             names.add(network)
     return frozenset(names)
 
@@ -68,9 +75,11 @@ def _short(value: Any, limit: int = 120) -> str:
 def _check_target(target: Any) -> None:
     """Refuse any target that is not, as a string, an allowed network class path (nothing is imported)."""
     if not isinstance(target, str) or target not in allowed_targets():
-        allowed = ", ".join(sorted(t[len(_PREFIX):] for t in allowed_targets()))
-        raise SpecError(f"target {_short(target)} is not an allowed network class (allowed: monai.networks.nets."
-                        f"{{{allowed}}}); refusing to build it")
+        allowed = ", ".join(sorted(t[len(_PREFIX) :] for t in allowed_targets()))
+        raise SpecError(
+            f"target {_short(target)} is not an allowed network class (allowed: monai.networks.nets."
+            f"{{{allowed}}}); refusing to build it"
+        )
 
 
 def _check_bounds(kwargs: Any) -> None:
@@ -88,7 +97,9 @@ def _check_bounds(kwargs: Any) -> None:
             continue
         if isinstance(value, int):
             if abs(value) > _MAX_INT:
-                raise SpecError(f"kwargs {where} = {_short(value, 40)} exceeds {_MAX_INT:,}; refusing a network that large")
+                raise SpecError(
+                    f"kwargs {where} = {_short(value, 40)} exceeds {_MAX_INT:,}; refusing a network that large"
+                )
         elif isinstance(value, float):
             if not math.isfinite(value) or abs(value) > _MAX_INT:
                 raise SpecError(f"kwargs {where} = {value!r} is not a finite number below {_MAX_INT:,}")
@@ -156,7 +167,9 @@ class ArchSpec:
         _check_bounds(self.kwargs)
         canonical = _canonical(dict(self.kwargs))
         object.__setattr__(self, "kwargs", canonical)
-        payload = json.dumps({"target": self.target, "kwargs": canonical}, sort_keys=True, separators=(",", ":"))
+        payload = json.dumps(
+            {"target": self.target, "kwargs": canonical}, sort_keys=True, separators=(",", ":")
+        )
         object.__setattr__(self, "_hash", hashlib.sha256(payload.encode()).hexdigest()[:16])
 
     def __hash__(self) -> int:
@@ -215,7 +228,9 @@ class ArchSpec:
         except (TypeError, ValueError) as exc:
             raise SpecError(f"not a valid architecture spec: {' '.join(str(exc).split())[:200]}") from None
         if "hash" in data and data["hash"] != spec.hash:
-            raise SpecError(f"spec hash mismatch: file says {_short(data['hash'], 40)}, contents give {spec.hash}")
+            raise SpecError(
+                f"spec hash mismatch: file says {_short(data['hash'], 40)}, contents give {spec.hash}"
+            )
         return spec
 
     @classmethod
@@ -231,10 +246,12 @@ class ArchSpec:
         """Return a copy with some constructor arguments changed (e.g. ``image_size`` for full resolution)."""
         kwargs = copy.deepcopy(dict(self.kwargs))
         kwargs.update(changes)
-        return ArchSpec(self.target, kwargs, self.family, self.spatial_dims, self.in_channels, self.out_channels)
+        return ArchSpec(
+            self.target, kwargs, self.family, self.spatial_dims, self.in_channels, self.out_channels
+        )
 
 
-def build(spec: ArchSpec) -> Any:
+def build(spec: ArchSpec) -> torch.nn.Module:
     """Instantiate the network a spec describes, after :func:`check_spec`. Pure: no randomness beyond torch's init.
 
     Returns:
@@ -271,11 +288,15 @@ def check_spec(spec: ArchSpec) -> int:
     except MednasError:
         raise
     except Exception as exc:  # noqa: BLE001 - MONAI raises ValueError/TypeError/AssertionError/... for bad kwargs
-        raise SpecError(f"{spec.class_name} cannot be built from these kwargs: {type(exc).__name__}: "
-                        f"{' '.join(str(exc).split())[:200]}") from None
+        raise SpecError(
+            f"{spec.class_name} cannot be built from these kwargs: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
     if n > limit:
-        raise SpecError(f"{spec.class_name} with these kwargs has {n:,} parameters, more than the limit of {limit:,} "
-                        "($MEDNAS_MAX_PARAMETERS); refusing to build it")
+        raise SpecError(
+            f"{spec.class_name} with these kwargs has {n:,} parameters, more than the limit of {limit:,} "
+            "($MEDNAS_MAX_PARAMETERS); refusing to build it"
+        )
     if len(_checked) > 4096:
         _checked.clear()
     _checked[spec.hash] = n
@@ -315,14 +336,18 @@ def _resolve(spec: ArchSpec) -> type:
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
-        raise SpecError(f"target {spec.target!r} has no inspectable signature; refusing to build it") from None
+        raise SpecError(
+            f"target {spec.target!r} has no inspectable signature; refusing to build it"
+        ) from None
     named = {k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     unknown = sorted(set(spec.kwargs) - named)
     if unknown:
         from mednas._registry import did_you_mean
 
-        raise SpecError(f"{spec.class_name} takes no argument {unknown[0]!r}{did_you_mean(unknown[0], sorted(named))}; "
-                        "refusing to build it")
+        raise SpecError(
+            f"{spec.class_name} takes no argument {unknown[0]!r}{did_you_mean(unknown[0], sorted(named))}; "
+            "refusing to build it"
+        )
     missing = [k for k in named if params[k].default is inspect.Parameter.empty and k not in spec.kwargs]
     if missing:
         raise SpecError(f"{spec.class_name} needs argument {missing[0]!r}, missing from the spec")

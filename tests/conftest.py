@@ -16,8 +16,10 @@ def _isolated_mednas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
 
     torch.set_num_threads(1)
     cache = tmp_path_factory.mktemp("mednas-cache")
-    old = {k: os.environ.get(k) for k in ("MEDNAS_CACHE_DIR", "MEDNAS_NO_PROGRESS", "OMP_NUM_THREADS",
-                                          "MEDNAS_TORCH_THREADS")}
+    old = {
+        k: os.environ.get(k)
+        for k in ("MEDNAS_CACHE_DIR", "MEDNAS_NO_PROGRESS", "OMP_NUM_THREADS", "MEDNAS_TORCH_THREADS")
+    }
     os.environ["MEDNAS_CACHE_DIR"] = str(cache)
     os.environ["MEDNAS_NO_PROGRESS"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"  # for the subprocesses tests start
@@ -48,5 +50,5 @@ def tiny_seg_datalist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_segmentation_data(tmp_path_factory.mktemp("tiny-seg"))
 
 
-# Two tiny runs and their bundles, built once per session and shared by tests/export and tests/hostile.
+# Two tiny runs and their bundles, built once per session and shared by tests/bundle and tests/hostile.
 from tests._bundles import bundle_copy, cls_bundle, cls_run, schema, seg_bundle, seg_run  # noqa: E402, F401

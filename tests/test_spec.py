@@ -53,7 +53,12 @@ def test_api_functions_survive_importing_their_subpackages() -> None:
     import mednas
 
     # Verbs are functions, packages nouns: importing a package never replaces a verb (no callable modules).
-    for verb, package in (("search", "study"), ("retrain", "retraining"), ("export", "bundle"), ("report", "reporting")):
+    for verb, package in (
+        ("search", "study"),
+        ("retrain", "retraining"),
+        ("export", "bundle"),
+        ("report", "reporting"),
+    ):
         importlib.import_module(f"mednas.{package}")
         assert inspect.isfunction(getattr(mednas, verb)), f"mednas.{verb} is no longer a function"
         assert not callable(importlib.import_module(f"mednas.{package}")), f"mednas.{package} is callable"

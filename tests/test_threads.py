@@ -24,7 +24,13 @@ from mednas._threads import (
 from mednas.testing import tiny_task
 
 ROOT = Path(__file__).resolve().parents[1]
-_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MEDNAS_TORCH_THREADS", "MEDNAS_THREADS")
+_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MEDNAS_TORCH_THREADS",
+    "MEDNAS_THREADS",
+)
 
 
 @pytest.fixture
@@ -65,12 +71,16 @@ def test_cgroup_v1_quota(tmp_path: Path) -> None:
     assert cgroup_cpu_limit(tmp_path / "missing") is None
 
 
-def test_usable_cpus_is_affinity_capped_by_quota_not_cpu_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usable_cpus_is_affinity_capped_by_quota_not_cpu_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
     assert usable_cpus(cgroup_root=tmp_path) == 6  # no quota file: the affinity mask
     assert usable_cpus(cgroup_root=_cgroup_v2(tmp_path, "200000 100000")) == 2  # a 2-CPU container
-    assert usable_cpus(cgroup_root=_cgroup_v2(tmp_path, "50000 100000")) == 1  # half a CPU still gets one thread
+    assert (
+        usable_cpus(cgroup_root=_cgroup_v2(tmp_path, "50000 100000")) == 1
+    )  # half a CPU still gets one thread
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)  # taskset -c 3
     assert usable_cpus(cgroup_root=_cgroup_v2(tmp_path, "max 100000")) == 1
 
@@ -102,7 +112,9 @@ def test_busy_is_the_lower_of_load_average_and_a_sample(monkeypatch: pytest.Monk
     assert busy_cpus() == 2.0
 
 
-def test_busy_machine_is_logged_once_with_the_override(clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_busy_machine_is_logged_once_with_the_override(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import torch
 
     clean_env.setattr(_threads, "usable_cpus", lambda: 2)
@@ -163,25 +175,54 @@ def test_training_threads_is_validated_and_not_part_of_the_run_identity(tiny_cls
     assert config_hash(two) == config_hash(load_task(base))
 
 
+@pytest.mark.slow  # a `mednas search` process (7 s); the option's parsing is covered fast below
 def test_threads_option_reaches_torch_and_env_json(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     task = tmp_path / "task.yaml"
     task.write_text(yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, search={"n_trials": 1})))
     env = {k: v for k, v in os.environ.items() if k not in _VARS} | {"MEDNAS_MALLOC_TUNING": "0"}
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "mednas", "--quiet", "search", str(task), "--run-dir", str(run),
-                           "--n-trials", "1", "--threads", "1"], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mednas",
+            "--quiet",
+            "search",
+            str(task),
+            "--run-dir",
+            str(run),
+            "--n-trials",
+            "1",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     threads = json.loads((run / "env.json").read_text())["threads"]
     assert threads["torch"] == 1 and threads["interop"] == 1 and threads["OMP_NUM_THREADS"] == "1"
     assert threads["plan"]["source"] == "option"
 
 
-@pytest.mark.parametrize("argv", [
-    ["search", "t.yaml"], ["retrain", "run"], ["calibrate-proxy", "t.yaml"], ["export", "run"],
-    ["predict", "bundle", "x.png", "--out", "o"], ["evaluate", "bundle", "d.yaml", "--out", "o"], ["report", "run"],
-])
-def test_every_training_or_predicting_command_takes_threads(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["search", "t.yaml"],
+        ["retrain", "run"],
+        ["calibrate-proxy", "t.yaml"],
+        ["export", "run"],
+        ["predict", "bundle", "x.png", "--out", "o"],
+        ["evaluate", "bundle", "d.yaml", "--out", "o"],
+        ["report", "run"],
+    ],
+)
+def test_every_training_or_predicting_command_takes_threads(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from mednas.cli import _build_parser
 
     parser = _build_parser()

@@ -59,8 +59,18 @@ _WHERE = {
     "_predict": ("BACKENDS", "BundleModel", "Prediction", "PredictionError", "load_bundle", "predict_to_dir"),
     "_record": ("scrub_text", "search_record"),
     "_source": ("PROXY_FLAG", "ExportSource", "resolve_source"),
-    "_verify": ("CHECKSUMS", "KEY_ENV", "SCHEMA_ENV", "SIGNATURE", "BundleError", "bundle_digest", "sign_bundle",
-                "verify_checksums", "verify_signature", "write_checksums"),
+    "_verify": (
+        "CHECKSUMS",
+        "KEY_ENV",
+        "SCHEMA_ENV",
+        "SIGNATURE",
+        "BundleError",
+        "bundle_digest",
+        "sign_bundle",
+        "verify_checksums",
+        "verify_signature",
+        "write_checksums",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
@@ -110,4 +120,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-

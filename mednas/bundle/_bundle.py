@@ -50,7 +50,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["BUNDLE_VERSION", "ExportResult", "export_bundle", "inference_config", "parse_formats"]
 
 BUNDLE_VERSION = "0.1.0"
-_READER_PACKAGES = {"nibabel": "nibabel", "pydicom": "pydicom", "pillow": "PIL", "pynrrd": "nrrd", "pytorch-ignite": "ignite"}
+_READER_PACKAGES = {
+    "nibabel": "nibabel",
+    "pydicom": "pydicom",
+    "pillow": "PIL",
+    "pynrrd": "nrrd",
+    "pytorch-ignite": "ignite",
+}
 
 
 @dataclass
@@ -96,10 +102,14 @@ def parse_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
     """
     if formats is None:
         return FORMATS
-    items = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    items = [
+        f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()
+    ]
     bad = [f for f in items if f not in FORMATS]
     if bad:
-        raise ConfigError(f"--format: unknown format {bad[0]!r}; choose from {', '.join(FORMATS)} (comma-separated)")
+        raise ConfigError(
+            f"--format: unknown format {bad[0]!r}; choose from {', '.join(FORMATS)} (comma-separated)"
+        )
     return tuple(f for f in FORMATS if f in items)
 
 
@@ -165,8 +175,12 @@ def export_bundle(
         raise
     seconds = time.perf_counter() - t0
     _update_summary(rd, dest, src, conversions, checks, seconds, digest)
-    logger.info("exported trial %d (%s) to %s in %.1fs; bundle digest %s", src.trial, src.label, dest, seconds, digest)
-    return ExportResult(dest, src.kind, src.trial, conversions, checks, meta, seconds, files, digest, key is not None)
+    logger.info(
+        "exported trial %d (%s) to %s in %.1fs; bundle digest %s", src.trial, src.label, dest, seconds, digest
+    )
+    return ExportResult(
+        dest, src.kind, src.trial, conversions, checks, meta, seconds, files, digest, key is not None
+    )
 
 
 def _license_text(license_file: str | os.PathLike[str] | None) -> str:
@@ -199,7 +213,9 @@ def _check_destination(dest: Path) -> None:
     if dest.exists() and not dest.is_dir():
         raise MednasError(f"{dest}: exists and is not a folder; choose another --out")
     if dest.is_dir() and any(dest.iterdir()) and not _is_bundle(dest):
-        raise MednasError(f"{dest}: folder exists and is not a mednas bundle; choose another --out or empty it")
+        raise MednasError(
+            f"{dest}: folder exists and is not a mednas bundle; choose another --out or empty it"
+        )
 
 
 def _replace(tmp: Path, dest: Path) -> None:
@@ -222,8 +238,9 @@ def _replace(tmp: Path, dest: Path) -> None:
 # --------------------------------------------------------------------------------------------------- build
 
 
-def _build(root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], schema: Path | None,
-           license_text: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+def _build(
+    root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], schema: Path | None, license_text: str
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
     import torch
 
     from mednas.bundle._convert import sample_inputs
@@ -240,30 +257,47 @@ def _build(root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], sch
         # weights_only=True: a pickle with code in it is refused, never run; the message gives no advice to disable it.
         state = torch.load(src.weights, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, zip errors...
-        raise RunDirError(f"{src.weights}: not a plain state dict of tensors (torch.load with weights_only=True "
-                          "refused it)") from None
+        raise RunDirError(
+            f"{src.weights}: not a plain state dict of tensors (torch.load with weights_only=True refused it)"
+        ) from None
     try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise RunDirError(f"{src.weights}: weights do not load into {src.spec.class_name}: {' '.join(str(exc).split())[:200]}") from None
+        raise RunDirError(
+            f"{src.weights}: weights do not load into {src.spec.class_name}: {' '.join(str(exc).split())[:200]}"
+        ) from None
     model.eval()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, root / "models" / "model.pt")
+    torch.save(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        root / "models" / "model.pt",
+    )
     pipeline = src.pipeline
     inputs = sample_inputs(pipeline.in_channels, pipeline.window, pipeline.normalize)
     if not all_finite(eager_outputs(model, inputs)):
-        raise RunDirError(f"{src.weights}: the network gives NaN or infinite outputs on the export's test inputs "
-                          "(corrupt or diverged weights); nothing was written")
+        raise RunDirError(
+            f"{src.weights}: the network gives NaN or infinite outputs on the export's test inputs "
+            "(corrupt or diverged weights); nothing was written"
+        )
     conversions: dict[str, Conversion] = {}
     if "torchscript" in fmts:
         conversions["torchscript"] = export_torchscript(model, inputs, root / "models" / "model.ts")
     if "onnx" in fmts:
         conversions["onnx"] = export_onnx(model, inputs, root / "models" / "model.onnx")
     for fmt, conv in conversions.items():
-        logger.info("%s (%s): max |difference| from eager PyTorch %.3g over %d inputs (%.1fs)", fmt, conv.method,
-                    conv.max_abs_diff, conv.n_inputs, conv.seconds)
+        logger.info(
+            "%s (%s): max |difference| from eager PyTorch %.3g over %d inputs (%.1fs)",
+            fmt,
+            conv.method,
+            conv.max_abs_diff,
+            conv.n_inputs,
+            conv.seconds,
+        )
         if not np.isfinite(conv.max_abs_diff) or conv.max_abs_diff > TOLERANCE:
-            how = ("gives NaN or infinite outputs, or outputs of another shape, where eager PyTorch does not"
-                   if not np.isfinite(conv.max_abs_diff) else f"differs from eager PyTorch by {conv.max_abs_diff:.3g}")
+            how = (
+                "gives NaN or infinite outputs, or outputs of another shape, where eager PyTorch does not"
+                if not np.isfinite(conv.max_abs_diff)
+                else f"differs from eager PyTorch by {conv.max_abs_diff:.3g}"
+            )
             raise MednasError(f"{fmt} export {how} (tolerance {TOLERANCE:g} in float32); nothing was written")
     write_json(root / "configs" / "inference.json", inference_config(src.spec.to_dict(), pipeline))
     agreement = _pipeline_check(root, model, pipeline)
@@ -297,20 +331,30 @@ def inference_config(spec: dict[str, Any], pipeline: Pipeline) -> dict[str, Any]
     ``preprocessing``, ``inferer`` and ``postprocessing`` can also be used alone with ``ConfigParser``.
     """
     pre = [config_entry(n, kw) for n, kw in pipeline.preprocessing(loader=True)]
-    post = [config_entry(n, kw) for n, kw in pipeline.postprocessing("@preprocessing", save_dir="@output_dir")]
+    post = [
+        config_entry(n, kw) for n, kw in pipeline.postprocessing("@preprocessing", save_dir="@output_dir")
+    ]
     inferer_name, inferer_kwargs = pipeline.inferer()
     handlers: list[dict[str, Any]] = [
-        {"_target_": "CheckpointLoader", "load_path": "@ckpt_path", "load_dict": {"model": "@network"},
-         "map_location": "cpu"},
+        {
+            "_target_": "CheckpointLoader",
+            "load_path": "@ckpt_path",
+            "load_dict": {"model": "@network"},
+            "map_location": "cpu",
+        },
         {"_target_": "StatsHandler", "iteration_log": False},
     ]
     if pipeline.problem == "classification":
         keys = "['pred', 'finding_score'" + (", 'decision']" if pipeline.threshold is not None else "]")
-        handlers.append({
-            "_target_": "ClassificationSaver", "output_dir": "@output_dir", "filename": "predictions.csv",
-            "batch_transform": "$lambda x: [d['image'].meta for d in x]",
-            "output_transform": f"$lambda x: [torch.cat([d[k].reshape(-1).float() for k in {keys}]) for d in x]",
-        })
+        handlers.append(
+            {
+                "_target_": "ClassificationSaver",
+                "output_dir": "@output_dir",
+                "filename": "predictions.csv",
+                "batch_transform": "$lambda x: [d['image'].meta for d in x]",
+                "output_transform": f"$lambda x: [torch.cat([d[k].reshape(-1).float() for k in {keys}]) for d in x]",
+            }
+        )
     return {
         "imports": ["$import glob", "$import os"],
         "bundle_root": ".",
@@ -323,14 +367,26 @@ def inference_config(spec: dict[str, Any], pipeline: Pipeline) -> dict[str, Any]
         "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": "Compose", "transforms": pre},
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
-        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
-                       "num_workers": 0},
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@dataset",
+            "batch_size": 1,
+            "shuffle": False,
+            "num_workers": 0,
+        },
         "inferer": config_entry(inferer_name, inferer_kwargs),
         "postprocessing": {"_target_": "Compose", "transforms": post},
         "handlers": handlers,
-        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
-                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
-                      "val_handlers": "@handlers", "amp": False},
+        "evaluator": {
+            "_target_": "SupervisedEvaluator",
+            "device": "@device",
+            "val_data_loader": "@dataloader",
+            "network": "@network",
+            "inferer": "@inferer",
+            "postprocessing": "@postprocessing",
+            "val_handlers": "@handlers",
+            "amp": False,
+        },
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
         "run": ["$@evaluator.run()"],
     }
@@ -382,23 +438,33 @@ def _pipeline_check(root: Path, model: Any, pipeline: Pipeline) -> dict[str, Any
             parser["output_dir"] = scratch
             pre = parser.get_parsed_content("preprocessing")
             inferer = parser.get_parsed_content("inferer")
-            post = [t for t in parser.get_parsed_content("postprocessing").transforms if type(t).__name__ != "SaveImaged"]
+            post = [
+                t
+                for t in parser.get_parsed_content("postprocessing").transforms
+                if type(t).__name__ != "SaveImaged"
+            ]
             data = pre({"image": str(path)})
             with torch.no_grad():
                 data["pred"] = inferer(data["image"][None], model)[0]
             theirs = Compose(post)(data)
     a, b = np.asarray(ours["pred"], dtype=np.float64), np.asarray(theirs["pred"], dtype=np.float64)
     if a.shape != b.shape:
-        raise MednasError(f"bundle check: mednas predict gives shape {a.shape}, the bundle's inference.json {b.shape}")
-    result: dict[str, Any] = {"input": f"synthetic {'x'.join(map(str, a.shape[1:])) or 'image'}",
-                              "max_abs_diff": float(np.abs(a - b).max()) if a.size else 0.0}
+        raise MednasError(
+            f"bundle check: mednas predict gives shape {a.shape}, the bundle's inference.json {b.shape}"
+        )
+    result: dict[str, Any] = {
+        "input": f"synthetic {'x'.join(map(str, a.shape[1:])) or 'image'}",
+        "max_abs_diff": float(np.abs(a - b).max()) if a.size else 0.0,
+    }
     if pipeline.problem == "segmentation":
         result["voxel_agreement"] = float((a == b).mean())
         ok = result["voxel_agreement"] >= 0.999
     else:
         ok = result["max_abs_diff"] <= TOLERANCE
     if not ok:
-        raise MednasError(f"bundle check: mednas predict and the bundle's inference.json disagree ({result}); nothing written")
+        raise MednasError(
+            f"bundle check: mednas predict and the bundle's inference.json disagree ({result}); nothing written"
+        )
     return result
 
 
@@ -406,27 +472,18 @@ def _pipeline_check(root: Path, model: Any, pipeline: Pipeline) -> dict[str, Any
 
 
 def _versions() -> dict[str, str | None]:
-    from importlib import metadata
+    from mednas._versions import package_versions
 
-    out: dict[str, str | None] = {}
-    for pkg in ("mednas", "monai", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "nibabel", "pydicom"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+    return package_versions(
+        ("mednas", "monai", "torch", "numpy", "onnx", "onnxruntime", "onnxscript", "nibabel", "pydicom")
+    )
 
 
 def _required_packages() -> dict[str, str]:
-    from importlib import metadata
+    """The image readers' distributions that are installed, with their versions (MONAI's ``required_packages_version``)."""
+    from mednas._versions import package_versions
 
-    out = {}
-    for dist in _READER_PACKAGES:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    return {dist: v for dist, v in package_versions(_READER_PACKAGES).items() if v is not None}
 
 
 def _metrics_clean(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -434,105 +491,95 @@ def _metrics_clean(metrics: dict[str, Any]) -> dict[str, Any]:
     return {name: {k: m[k] for k in keep if k in m} for name, m in metrics.items() if isinstance(m, dict)}
 
 
-def _limitations(src: ExportSource, pipeline: Pipeline, data: dict[str, Any], fid: dict[str, Any] | None) -> list[str]:
+def _limitations(
+    src: ExportSource, pipeline: Pipeline, data: dict[str, Any], fid: dict[str, Any] | None
+) -> list[str]:
     shape = "x".join(map(str, pipeline.shape))
     out: list[str] = []
     if src.is_proxy:
-        out.append(f"PROXY CANDIDATE, NOT RETRAINED: weights from a {src.summary.get('proxy', {}).get('epochs')}-epoch proxy "
-                   f"training at {shape}; never trained at full fidelity, never evaluated on the held-out test split.")
+        out.append(
+            f"PROXY CANDIDATE, NOT RETRAINED: weights from a {src.summary.get('proxy', {}).get('epochs')}-epoch proxy "
+            f"training at {shape}; never trained at full fidelity, never evaluated on the held-out test split."
+        )
     if data.get("simulated"):
-        out.append("SIMULATED data: trained and evaluated on simulated images; no evidence of performance on patients.")
+        out.append(
+            "SIMULATED data: trained and evaluated on simulated images; no evidence of performance on patients."
+        )
     if data.get("augmentation"):
-        out.append("AUGMENTED COPIES of cases were part of the data; metrics are optimistic for independent data.")
+        out.append(
+            "AUGMENTED COPIES of cases were part of the data; metrics are optimistic for independent data."
+        )
     if src.record.get("learned") is False:
         out.append("This candidate was flagged as never having started to learn during training.")
     test = src.metrics.get("test")
     n_test = (src.record.get("test") or {}).get("n_cases")
     if test and n_test is not None and n_test < 100:
-        out.append(f"The held-out test split has {n_test} cases: intervals are wide, and one split of one dataset is "
-                   "not external validation.")
+        out.append(
+            f"The held-out test split has {n_test} cases: intervals are wide, and one split of one dataset is "
+            "not external validation."
+        )
     elif not test:
-        out.append("No held-out test evaluation: the figures are validation figures, used to choose this candidate "
-                   "and its operating point, and therefore optimistic.")
+        out.append(
+            "No held-out test evaluation: the figures are validation figures, used to choose this candidate "
+            "and its operating point, and therefore optimistic."
+        )
     counts = src.resize_counts
     if counts.get("area") and counts.get("linear"):
-        out.append(f"Training resized {counts['area']} cases by area averaging and {counts['linear']} by linear "
-                   f"interpolation (cases smaller than {shape} on some axis); the bundle uses {pipeline.resize_mode} "
-                   "for every input.")
+        out.append(
+            f"Training resized {counts['area']} cases by area averaging and {counts['linear']} by linear "
+            f"interpolation (cases smaller than {shape} on some axis); the bundle uses {pipeline.resize_mode} "
+            "for every input."
+        )
     spacing = data.get("median_spacing")
-    out.append(f"Every input is resized to {shape} whatever its voxel spacing or field of view"
-               + (f" (training median spacing {', '.join(f'{s:g}' for s in spacing)} mm)" if spacing else "")
-               + "; images unlike the training data in modality, field of view or resolution are outside its validated use.")
+    out.append(
+        f"Every input is resized to {shape} whatever its voxel spacing or field of view"
+        + (f" (training median spacing {', '.join(f'{s:g}' for s in spacing)} mm)" if spacing else "")
+        + "; images unlike the training data in modality, field of view or resolution are outside its validated use."
+    )
     if pipeline.spatial_dims == 2 and pipeline.in_channels == 1:
         out.append("Colour (RGB) images are turned grey by averaging their colour channels, as in training.")
-    out.append("MONAI's LoadImaged (configs/inference.json) and mednas's readers (mednas predict) read NIfTI, NRRD and "
-               "PNG identically; for DICOM, mednas orders slices along the normal and applies rescale, MONOCHROME1 "
-               "inversion and radiography VOI LUTs, which MONAI's readers may do differently: check DICOM inputs "
-               "through the path you will validate.")
+    out.append(
+        "MONAI's LoadImaged (configs/inference.json) and mednas's readers (mednas predict) read NIfTI, NRRD and "
+        "PNG identically; for DICOM, mednas orders slices along the normal and applies rescale, MONOCHROME1 "
+        "inversion and radiography VOI LUTs, which MONAI's readers may do differently: check DICOM inputs "
+        "through the path you will validate."
+    )
     if fid and fid.get("warning"):
         out.append(f"Proxy fidelity: {fid['warning']}")
     out.append("Not a medical device; for research and validation only.")
     return out
 
 
-def _metadata(rd: RunDir, src: ExportSource, pipeline: Pipeline, conversions: dict[str, dict[str, Any]], params: int,
-              agreement: dict[str, Any]) -> dict[str, Any]:
+def _metadata(
+    rd: RunDir,
+    src: ExportSource,
+    pipeline: Pipeline,
+    conversions: dict[str, dict[str, Any]],
+    params: int,
+    agreement: dict[str, Any],
+) -> dict[str, Any]:
     import monai
     import torch
 
     s = src.summary
     task = src.task
-    fp = rd.read_json(rd.fingerprint) if rd.fingerprint.exists() else {}
-    fps = fp.get("summary") or {}
-    data_rec = s.get("data") or {}
-    data = {
-        "n_cases": data_rec.get("n_cases"),
-        "splits": data_rec.get("splits"),
-        "fingerprint_hash": data_rec.get("fingerprint_hash") or fp.get("hash"),
-        "split_hash": data_rec.get("split_hash"),
-        "simulated": bool(s.get("simulated_data")),
-        "augmentation": data_rec.get("augmentation"),
-        "modality": fps.get("modality"),
-        "median_shape": fps.get("median_shape"),
-        "median_spacing": fps.get("median_spacing"),
-    }
+    data = _data_brief(rd, s)
     names = list(pipeline.class_names)
     metrics = {split: _metrics_clean(m) for split, m in src.metrics.items()}
-    calibration = {split: {k: m[k] for k in ("brier", "ece") if k in m} for split, m in metrics.items()
-                   if pipeline.problem == "classification" and any(k in m for k in ("brier", "ece"))}
-    op = src.operating_point if pipeline.problem == "classification" else None
-    if op is not None:
-        op = {**{k: v for k, v in op.items() if k != "reason"}, "chosen_on": "validation",
-              "applies_to": "finding score = summed probability of the finding classes; finding when score >= threshold"}
-    fid = s.get("proxy_fidelity")
-    eval_metrics = {f"{split}_{name}": m["value"] for split, ms in metrics.items() for name, m in ms.items()
-                    if isinstance(m.get("value"), (int, float))}
-    cls_name = src.spec.class_name
+    eval_metrics = {
+        f"{split}_{name}": m["value"]
+        for split, ms in metrics.items()
+        for name, m in ms.items()
+        if isinstance(m.get("value"), (int, float))
+    }
     modality = data.get("modality") or "unknown"
-    value_range = [0.0, 1.0] if pipeline.normalize in ("percentile", "ct") else []
-    fmt_in = "hounsfield" if pipeline.normalize == "ct" else "magnitude"
-    if pipeline.problem == "classification":
-        out_fmt = {"type": "logits", "format": "classes", "num_channels": len(names), "spatial_shape": [],
-                   "dtype": "float32", "value_range": [], "is_patch_data": False,
-                   "channel_def": {str(i): n for i, n in enumerate(names)}}
-        post_fmt = {"pred": {**out_fmt, "type": "probabilities", "value_range": [0, 1]},
-                    "finding_score": {"type": "probabilities", "format": "finding score", "num_channels": 1,
-                                      "spatial_shape": [], "dtype": "float32", "value_range": [0, 1]}}
-        if pipeline.threshold is not None:
-            post_fmt["decision"] = {"type": "probabilities", "format": f"finding score >= {pipeline.threshold:.6g}",
-                                    "num_channels": 1, "spatial_shape": [], "dtype": "float32", "value_range": [0, 1]}
-    else:
-        out_fmt = {"type": "image", "format": "logits", "num_channels": len(names), "spatial_shape": list(pipeline.window),
-                   "dtype": "float32", "value_range": [], "is_patch_data": pipeline.patch is not None,
-                   "channel_def": {str(i): n for i, n in enumerate(names)}}
-        post_fmt = {"pred": {"type": "image", "format": "labels", "num_channels": 1, "spatial_shape": ["*"] * pipeline.spatial_dims,
-                             "dtype": "uint8", "value_range": [0, len(names) - 1],
-                             "channel_def": {str(i): n for i, n in enumerate(names)}}}
     flag = f" ({PROXY_FLAG.upper()})" if src.is_proxy else ""
-    description = (f"{cls_name} ({params:,} parameters) found by mednas neural architecture search for task "
-                   f"'{task.name}' ({pipeline.problem}, {pipeline.spatial_dims}D); trial {src.trial}, "
-                   f"{'retrained at full fidelity' if not src.is_proxy else 'proxy weights, not retrained'}{flag}."
-                   + (" Trained on SIMULATED data." if data["simulated"] else ""))
+    description = (
+        f"{src.spec.class_name} ({params:,} parameters) found by mednas neural architecture search for task "
+        f"'{task.name}' ({pipeline.problem}, {pipeline.spatial_dims}D); trial {src.trial}, "
+        f"{'retrained at full fidelity' if not src.is_proxy else 'proxy weights, not retrained'}{flag}."
+        + (" Trained on SIMULATED data." if data["simulated"] else "")
+    )
     return {
         "schema": SCHEMA_URL,
         "version": BUNDLE_VERSION,
@@ -546,57 +593,189 @@ def _metadata(rd: RunDir, src: ExportSource, pipeline: Pipeline, conversions: di
         "authors": "The team that ran this mednas search (exported by mednas)",
         "copyright": "The team that trained this model; see LICENSE",
         "data_source": f"Task '{task.name}': {data['n_cases']} cases (fingerprint {data['fingerprint_hash']})"
-                       + (", SIMULATED data" if data["simulated"] else ""),
+        + (", SIMULATED data" if data["simulated"] else ""),
         "data_type": "dicom, nibabel, nrrd, png/jpeg",
         "image_classes": f"{pipeline.in_channels}-channel {modality} image, normalised ({pipeline.normalize}) and resized to "
-                         f"{'x'.join(map(str, pipeline.shape))}",
+        f"{'x'.join(map(str, pipeline.shape))}",
         "label_classes": ", ".join(f"{i}: {n}" for i, n in enumerate(names)),
         "pred_classes": ", ".join(f"{i}: {n}" for i, n in enumerate(names)),
         "eval_metrics": eval_metrics,
-        "intended_use": (f"Research and validation of: {task.description or task.name}. Not a medical device; not for "
-                         "diagnosis or treatment decisions." + (f" {PROXY_FLAG.upper()}." if src.is_proxy else "")),
+        "intended_use": (
+            f"Research and validation of: {task.description or task.name}. Not a medical device; not for "
+            "diagnosis or treatment decisions." + (f" {PROXY_FLAG.upper()}." if src.is_proxy else "")
+        ),
         "references": [],
-        "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": fmt_in, "modality": modality,
-                                 "num_channels": pipeline.in_channels, "spatial_shape": list(pipeline.window),
-                                 "dtype": "float32", "value_range": value_range,
-                                 "is_patch_data": pipeline.patch is not None, "channel_def": {"0": "image"}}},
-            "outputs": {"pred": out_fmt},
-            "post_processed_outputs": post_fmt,
+        "network_data_format": _network_data_format(pipeline, modality),
+        "mednas": _mednas_section(src, pipeline, conversions, params, agreement, data, metrics),
+    }
+
+
+def _data_brief(rd: RunDir, s: dict[str, Any]) -> dict[str, Any]:
+    """The data the model was trained on, from ``summary.json`` and the fingerprint: counts, hashes, geometry."""
+    fp = rd.read_json(rd.fingerprint) if rd.fingerprint.exists() else {}
+    fps = fp.get("summary") or {}
+    data_rec = s.get("data") or {}
+    return {
+        "n_cases": data_rec.get("n_cases"),
+        "splits": data_rec.get("splits"),
+        "fingerprint_hash": data_rec.get("fingerprint_hash") or fp.get("hash"),
+        "split_hash": data_rec.get("split_hash"),
+        "simulated": bool(s.get("simulated_data")),
+        "augmentation": data_rec.get("augmentation"),
+        "modality": fps.get("modality"),
+        "median_shape": fps.get("median_shape"),
+        "median_spacing": fps.get("median_spacing"),
+    }
+
+
+def _network_data_format(pipeline: Pipeline, modality: str) -> dict[str, Any]:
+    """MONAI bundle ``network_data_format``: the input image, the raw outputs and the post-processed outputs."""
+    names = list(pipeline.class_names)
+    value_range = [0.0, 1.0] if pipeline.normalize in ("percentile", "ct") else []
+    fmt_in = "hounsfield" if pipeline.normalize == "ct" else "magnitude"
+    if pipeline.problem == "classification":
+        out_fmt = {
+            "type": "logits",
+            "format": "classes",
+            "num_channels": len(names),
+            "spatial_shape": [],
+            "dtype": "float32",
+            "value_range": [],
+            "is_patch_data": False,
+            "channel_def": {str(i): n for i, n in enumerate(names)},
+        }
+        post_fmt = {
+            "pred": {**out_fmt, "type": "probabilities", "value_range": [0, 1]},
+            "finding_score": {
+                "type": "probabilities",
+                "format": "finding score",
+                "num_channels": 1,
+                "spatial_shape": [],
+                "dtype": "float32",
+                "value_range": [0, 1],
+            },
+        }
+        if pipeline.threshold is not None:
+            post_fmt["decision"] = {
+                "type": "probabilities",
+                "format": f"finding score >= {pipeline.threshold:.6g}",
+                "num_channels": 1,
+                "spatial_shape": [],
+                "dtype": "float32",
+                "value_range": [0, 1],
+            }
+    else:
+        out_fmt = {
+            "type": "image",
+            "format": "logits",
+            "num_channels": len(names),
+            "spatial_shape": list(pipeline.window),
+            "dtype": "float32",
+            "value_range": [],
+            "is_patch_data": pipeline.patch is not None,
+            "channel_def": {str(i): n for i, n in enumerate(names)},
+        }
+        post_fmt = {
+            "pred": {
+                "type": "image",
+                "format": "labels",
+                "num_channels": 1,
+                "spatial_shape": ["*"] * pipeline.spatial_dims,
+                "dtype": "uint8",
+                "value_range": [0, len(names) - 1],
+                "channel_def": {str(i): n for i, n in enumerate(names)},
+            }
+        }
+    return {
+        "inputs": {
+            "image": {
+                "type": "image",
+                "format": fmt_in,
+                "modality": modality,
+                "num_channels": pipeline.in_channels,
+                "spatial_shape": list(pipeline.window),
+                "dtype": "float32",
+                "value_range": value_range,
+                "is_patch_data": pipeline.patch is not None,
+                "channel_def": {"0": "image"},
+            }
         },
-        "mednas": {
-            "format_version": 1,
-            "source": src.kind,
-            "source_label": src.label,
-            "trial": src.trial,
-            "params": params,
-            "spec": src.spec.to_dict(),
-            "task": {"name": task.name, "problem": pipeline.problem, "spatial_dims": pipeline.spatial_dims,
-                     "labels": names, "findings": [names[i] for i in pipeline.finding_indices],
-                     "objective": s.get("objective"),
-                     "objective_terms": [t.model_dump(mode="json", exclude_none=True) for t in task.objective.terms]},
-            "pipeline": pipeline.to_dict(),
-            "operating_point": op,
-            "calibration": calibration,
-            # Temperature scaling fitted on validation (pipeline.temperature applies it), with ECE before/after
-            # and the operating point's warnings; None when nothing could be fitted.
-            "temperature_scaling": src.calibration if pipeline.problem == "classification" else None,
-            "metrics": metrics,
-            "metrics_note": ("validation metrics of the proxy training (proxy resolution); no test evaluation" if src.is_proxy
-                             else "validation after retraining; test evaluated once at the validation operating point"),
-            "test_cases": (src.record.get("test") or {}).get("n_cases"),
-            "proxy_fidelity": fid,
-            "data": data,
-            "search": {"n_trials": s.get("n_trials"), "families": s.get("families"), "proxy": s.get("proxy"),
-                       "config_hash": (s.get("study") or {}).get("config_hash"), "retrain": _retrain_brief(s)},
-            "exports": conversions,
-            "tolerance": TOLERANCE,
-            "pipeline_check": agreement,
-            "resize_counts": src.resize_counts,
-            "limitations": _limitations(src, pipeline, data, fid),
-            "versions": _versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "outputs": {"pred": out_fmt},
+        "post_processed_outputs": post_fmt,
+    }
+
+
+def _mednas_section(
+    src: ExportSource,
+    pipeline: Pipeline,
+    conversions: dict[str, dict[str, Any]],
+    params: int,
+    agreement: dict[str, Any],
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """The bundle metadata's ``mednas`` section: spec, task, pipeline, metrics, provenance and limitations."""
+    s = src.summary
+    task = src.task
+    names = list(pipeline.class_names)
+    calibration = {
+        split: {k: m[k] for k in ("brier", "ece") if k in m}
+        for split, m in metrics.items()
+        if pipeline.problem == "classification" and any(k in m for k in ("brier", "ece"))
+    }
+    op = src.operating_point if pipeline.problem == "classification" else None
+    if op is not None:
+        op = {
+            **{k: v for k, v in op.items() if k != "reason"},
+            "chosen_on": "validation",
+            "applies_to": "finding score = summed probability of the finding classes; finding when score >= threshold",
+        }
+    fid = s.get("proxy_fidelity")
+    return {
+        "format_version": 1,
+        "source": src.kind,
+        "source_label": src.label,
+        "trial": src.trial,
+        "params": params,
+        "spec": src.spec.to_dict(),
+        "task": {
+            "name": task.name,
+            "problem": pipeline.problem,
+            "spatial_dims": pipeline.spatial_dims,
+            "labels": names,
+            "findings": [names[i] for i in pipeline.finding_indices],
+            "objective": s.get("objective"),
+            "objective_terms": [t.model_dump(mode="json", exclude_none=True) for t in task.objective.terms],
         },
+        "pipeline": pipeline.to_dict(),
+        "operating_point": op,
+        "calibration": calibration,
+        # Temperature scaling fitted on validation (pipeline.temperature applies it), with ECE before/after
+        # and the operating point's warnings; None when nothing could be fitted.
+        "temperature_scaling": src.calibration if pipeline.problem == "classification" else None,
+        "metrics": metrics,
+        "metrics_note": (
+            "validation metrics of the proxy training (proxy resolution); no test evaluation"
+            if src.is_proxy
+            else "validation after retraining; test evaluated once at the validation operating point"
+        ),
+        "test_cases": (src.record.get("test") or {}).get("n_cases"),
+        "proxy_fidelity": fid,
+        "data": data,
+        "search": {
+            "n_trials": s.get("n_trials"),
+            "families": s.get("families"),
+            "proxy": s.get("proxy"),
+            "config_hash": (s.get("study") or {}).get("config_hash"),
+            "retrain": _retrain_brief(s),
+        },
+        "exports": conversions,
+        "tolerance": TOLERANCE,
+        "pipeline_check": agreement,
+        "resize_counts": src.resize_counts,
+        "limitations": _limitations(src, pipeline, data, fid),
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
@@ -607,8 +786,15 @@ def _retrain_brief(summary: dict[str, Any]) -> dict[str, Any] | None:
     return {k: r.get(k) for k in ("top_k", "candidates", "best", "shape", "patch", "max_epochs", "patience")}
 
 
-def _update_summary(rd: RunDir, dest: Path, src: ExportSource, conversions: dict[str, dict[str, Any]],
-                    checks: dict[str, Any], seconds: float, digest: str) -> None:
+def _update_summary(
+    rd: RunDir,
+    dest: Path,
+    src: ExportSource,
+    conversions: dict[str, dict[str, Any]],
+    checks: dict[str, Any],
+    seconds: float,
+    digest: str,
+) -> None:
     if not rd.summary.exists():
         return
     summary = rd.read_json(rd.summary)

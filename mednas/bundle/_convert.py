@@ -24,8 +24,18 @@ from mednas.errors import MednasError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "INSTALL_HINT", "TOLERANCE", "Conversion", "all_finite", "check_onnx_available", "compare_outputs",
-           "export_onnx", "export_torchscript", "sample_inputs"]
+__all__ = [
+    "FORMATS",
+    "INSTALL_HINT",
+    "TOLERANCE",
+    "Conversion",
+    "all_finite",
+    "check_onnx_available",
+    "compare_outputs",
+    "export_onnx",
+    "export_torchscript",
+    "sample_inputs",
+]
 
 #: Largest absolute difference from eager PyTorch (float32) an exported format may show.
 TOLERANCE = 1e-4
@@ -58,10 +68,16 @@ class Conversion:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form recorded in the metadata."""
-        return {"file": self.file, "method": self.method, "max_abs_diff": float(self.max_abs_diff),
-                "n_inputs": self.n_inputs, "tolerance": TOLERANCE, "seconds": round(self.seconds, 3),
-                "inputs": "synthetic float32 batches of 2 (noise, smooth field, sparse) in the normalised intensity range",
-                **self.details}
+        return {
+            "file": self.file,
+            "method": self.method,
+            "max_abs_diff": float(self.max_abs_diff),
+            "n_inputs": self.n_inputs,
+            "tolerance": TOLERANCE,
+            "seconds": round(self.seconds, 3),
+            "inputs": "synthetic float32 batches of 2 (noise, smooth field, sparse) in the normalised intensity range",
+            **self.details,
+        }
 
 
 def check_onnx_available() -> None:
@@ -73,10 +89,14 @@ def check_onnx_available() -> None:
         except ImportError:
             missing.append(module)
     if missing:
-        raise MednasError(f"ONNX export needs {' and '.join(missing)}: {INSTALL_HINT} (or export --format torchscript)")
+        raise MednasError(
+            f"ONNX export needs {' and '.join(missing)}: {INSTALL_HINT} (or export --format torchscript)"
+        )
 
 
-def sample_inputs(in_channels: int, window: Sequence[int], normalize: str = "zscore", *, seed: int = 0) -> list[Any]:
+def sample_inputs(
+    in_channels: int, window: Sequence[int], normalize: str = "zscore", *, seed: int = 0
+) -> list[Any]:
     """Return :data:`_N_INPUTS` float32 test batches ``(2, C, *window)`` in the range the preprocessing produces.
 
     Noise, a smooth random field, and a sparse image, each in ``[0, 1]`` after ``percentile`` or ``ct``
@@ -114,7 +134,9 @@ def compare_outputs(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarra
     for a, b in zip(reference, outputs):
         if a.shape != b.shape or not (np.isfinite(a).all() and np.isfinite(b).all()):
             return float("inf")
-        worst = max(worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0)
+        worst = max(
+            worst, float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+        )
     return worst
 
 
@@ -142,7 +164,9 @@ def _eager(model: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporters' progress prints and deprecation chatter (they are not the user's to act on)."""
-    quiet_loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
+    quiet_loggers = [
+        logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
+    ]
     levels = [lg.level for lg in quiet_loggers]
     for lg in quiet_loggers:
         lg.setLevel(logging.ERROR)
@@ -172,7 +196,9 @@ def export_torchscript(model: Any, inputs: Sequence[Any], path: Path) -> Convers
             module = torch.jit.script(model)
             method = "script"
         except Exception as exc:  # noqa: BLE001 - many MONAI blocks are traceable but not scriptable
-            logger.debug("torch.jit.script failed (%s); tracing instead", str(exc).splitlines()[0] if str(exc) else exc)
+            logger.debug(
+                "torch.jit.script failed (%s); tracing instead", str(exc).splitlines()[0] if str(exc) else exc
+            )
             with torch.no_grad():
                 module = torch.jit.trace(model, example, check_trace=False)
             method = "trace"
@@ -180,8 +206,15 @@ def export_torchscript(model: Any, inputs: Sequence[Any], path: Path) -> Convers
         loaded = torch.jit.load(str(path), map_location="cpu")
     reference = _eager(model, inputs)
     diff = compare_outputs(reference, _eager(loaded, inputs))
-    return Conversion("torchscript", "models/model.ts", method, diff, len(inputs), time.perf_counter() - t0,
-                      {"output_max_abs": _magnitude(reference)})
+    return Conversion(
+        "torchscript",
+        "models/model.ts",
+        method,
+        diff,
+        len(inputs),
+        time.perf_counter() - t0,
+        {"output_max_abs": _magnitude(reference)},
+    )
 
 
 def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
@@ -210,21 +243,41 @@ def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
         try:
             with _quiet():
                 batch = torch.export.Dim("batch", min=1, max=1024)
-                torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["pred"],
-                                  dynamo=True, external_data=False, dynamic_shapes=({0: batch},), verbose=False)
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    input_names=["image"],
+                    output_names=["pred"],
+                    dynamo=True,
+                    external_data=False,
+                    dynamic_shapes=({0: batch},),
+                    verbose=False,
+                )
         except Exception as exc:  # noqa: BLE001 - fall back to the older exporter, say why in the log
             error = exc
             method = "torchscript"
-            logger.info("the dynamo ONNX exporter failed (%s); using the TorchScript-based exporter",
-                        (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+            logger.info(
+                "the dynamo ONNX exporter failed (%s); using the TorchScript-based exporter",
+                (str(exc).splitlines() or [type(exc).__name__])[0][:200],
+            )
     if method == "torchscript":
         try:
             with _quiet():
-                torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["pred"],
-                                  dynamo=False, dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}})
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(path),
+                    input_names=["image"],
+                    output_names=["pred"],
+                    dynamo=False,
+                    dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
+                )
         except Exception as exc:
-            raise MednasError(f"ONNX export failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
-                              + (f" (dynamo exporter: {str(error).splitlines()[0][:120]})" if error else "")) from exc
+            raise MednasError(
+                f"ONNX export failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
+                + (f" (dynamo exporter: {str(error).splitlines()[0][:120]})" if error else "")
+            ) from exc
     for extra in path.parent.glob(path.name + ".data"):
         extra.unlink()  # weights are inside the file; a stray external-data file would not be checksummed
     import onnx
@@ -236,9 +289,21 @@ def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
     outputs = [session.run(None, {"image": x.numpy()})[0] for x in inputs]
     reference = _eager(model, inputs)
     diff = compare_outputs(reference, outputs)
-    return Conversion("onnx", "models/model.onnx", method, diff, len(inputs), time.perf_counter() - t0,
-                      {"opset": opset, "input": "image", "output": "pred", "dynamic_axes": {"image": [0], "pred": [0]},
-                       "output_max_abs": _magnitude(reference)})
+    return Conversion(
+        "onnx",
+        "models/model.onnx",
+        method,
+        diff,
+        len(inputs),
+        time.perf_counter() - t0,
+        {
+            "opset": opset,
+            "input": "image",
+            "output": "pred",
+            "dynamic_axes": {"image": [0], "pred": [0]},
+            "output_max_abs": _magnitude(reference),
+        },
+    )
 
 
 def onnx_session(path: str | os.PathLike[str]) -> Any:

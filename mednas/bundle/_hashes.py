@@ -23,8 +23,10 @@ __all__ = ["DATA_HASHES", "HASH_METHOD", "image_content_hash", "read_data_hashes
 
 #: Where the bundle keeps the hashes (inside ``checksums.sha256`` and the digest like every other file).
 DATA_HASHES = "configs/data_hashes.json"
-HASH_METHOD = ("mednas.data.pixel_hash of the first channel's decoded pixel array as read (dtype, shape and values; "
-               "BLAKE2b, 80 bits), as the data layer finds duplicates across splits")
+HASH_METHOD = (
+    "mednas.data.pixel_hash of the first channel's decoded pixel array as read (dtype, shape and values; "
+    "BLAKE2b, 80 bits), as the data layer finds duplicates across splits"
+)
 
 
 def image_content_hash(arrays: Sequence[np.ndarray]) -> str:
@@ -59,7 +61,9 @@ def write_data_hashes(path: Path, rd: Any, task: Any) -> dict[str, Any]:
         splits = rd.read_json(rd.splits)
         # The fingerprint recorded every case's pixel hash when the search read the data: no image is read again.
         fingerprint = rd.read_json(rd.fingerprint) if rd.fingerprint.exists() else {}
-        known = {c.get("case"): c.get("pixels") for c in fingerprint.get("cases") or [] if isinstance(c, dict)}
+        known = {
+            c.get("case"): c.get("pixels") for c in fingerprint.get("cases") or [] if isinstance(c, dict)
+        }
         wanted = [k for split in ("train", "val") for k in splits.get(split) or []]
         by_key = None
         if not all(known.get(k) for k in wanted):  # a run from before the fingerprint held pixel hashes

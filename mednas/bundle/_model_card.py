@@ -39,144 +39,279 @@ def model_card(meta: dict[str, Any]) -> str:
     p = m["pipeline"]
     proxy = m["source"] == "proxy"
     shape = "x".join(map(str, p["shape"]))
-    lines: list[str] = [f"# {m['task']['name']}: {m['spec']['target'].rsplit('.', 1)[-1]} found by mednas", ""]
+    lines: list[str] = [
+        f"# {m['task']['name']}: {m['spec']['target'].rsplit('.', 1)[-1]} found by mednas",
+        "",
+    ]
+    lines += _warnings(m, shape, proxy)
+    lines += _use_and_data(meta, m)
+    lines += _preprocessing(p, shape)
+    lines += _operating_point(m, proxy)
+    lines += _performance(m, proxy)
+    lines += _search(m)
+    lines += _limitations_and_files(m)
+    lines += _pinning()
+    return "\n".join(lines)
+
+
+def _warnings(m: dict[str, Any], shape: str, proxy: bool) -> list[str]:
+    """The loud notes: proxy weights, simulated data, augmented copies."""
+    lines: list[str] = []
     if proxy:
-        lines += ["> **PROXY CANDIDATE, NOT RETRAINED.** These are the weights of a short, low-resolution proxy "
-                  f"training ({shape}) from the architecture search. They were never retrained at full fidelity or "
-                  "evaluated on the held-out test split. Run `mednas retrain` and export again before any validation.", ""]
+        lines += [
+            "> **PROXY CANDIDATE, NOT RETRAINED.** These are the weights of a short, low-resolution proxy "
+            f"training ({shape}) from the architecture search. They were never retrained at full fidelity or "
+            "evaluated on the held-out test split. Run `mednas retrain` and export again before any validation.",
+            "",
+        ]
     if m["data"].get("simulated"):
-        lines += ["> **SIMULATED data.** The model was trained and evaluated on simulated images; its metrics say "
-                  "nothing about performance on patients.", ""]
+        lines += [
+            "> **SIMULATED data.** The model was trained and evaluated on simulated images; its metrics say "
+            "nothing about performance on patients.",
+            "",
+        ]
     if m["data"].get("augmentation"):
         note = m["data"]["augmentation"].get("note") if isinstance(m["data"]["augmentation"], dict) else None
-        lines += [f"> **AUGMENTED COPIES.** The dataset was enlarged with augmented copies of its cases ({note or 'see metadata'}); "
-                  "the metrics are computed over patients but are optimistic compared with independent data.", ""]
-    task = m["task"]
-    lines += ["## Intended use", "", meta.get("intended_use", ""), "",
-              f"- Problem: {p['problem']}, {p['spatial_dims']}D, {p['in_channels']} input channel(s).",
-              f"- Classes: {', '.join(p['class_names'])}; finding class(es): "
-              f"{', '.join(p['class_names'][i] for i in p['finding_indices'])}.",
-              ""]
+        lines += [
+            f"> **AUGMENTED COPIES.** The dataset was enlarged with augmented copies of its cases ({note or 'see metadata'}); "
+            "the metrics are computed over patients but are optimistic compared with independent data.",
+            "",
+        ]
+    return lines
+
+
+def _use_and_data(meta: dict[str, Any], m: dict[str, Any]) -> list[str]:
+    """Intended use, problem and classes; the data, its split and hashes."""
+    p = m["pipeline"]
+    lines: list[str] = []
+    lines += [
+        "## Intended use",
+        "",
+        meta.get("intended_use", ""),
+        "",
+        f"- Problem: {p['problem']}, {p['spatial_dims']}D, {p['in_channels']} input channel(s).",
+        f"- Classes: {', '.join(p['class_names'])}; finding class(es): "
+        f"{', '.join(p['class_names'][i] for i in p['finding_indices'])}.",
+        "",
+    ]
     lines += ["## Data", ""]
     d = m["data"]
     splits = d.get("splits") or {}
-    lines += [f"- {d.get('n_cases', 'n/a')} cases, split by patient: "
-              + ", ".join(f"{k} {v}" for k, v in splits.items()) + ".",
-              f"- Data fingerprint hash `{d.get('fingerprint_hash')}`, split hash `{d.get('split_hash')}` (identify the "
-              "exact data and split without naming any case).",
-              f"- Simulated data: {'**yes (SIMULATED data)**' if d.get('simulated') else 'no'}."
-              + (" Augmented copies: **yes**." if d.get("augmentation") else ""), ""]
-    lines += ["## Preprocessing and inference", "",
-              "- Read with MONAI's `LoadImaged` (DICOM series folders, NIfTI, NRRD, PNG/JPEG), channel first"
-              + (f", reoriented to {p['orientation']}" if p.get("orientation") else "") + ".",
-              f"- Intensity normalisation `{p['normalize']}`"
-              + (f" (window {p['ct_window'][0]:g} to {p['ct_window'][1]:g} HU)" if p["normalize"] == "ct" else "") + ".",
-              f"- Resized to {shape} ({p['resize_mode']} interpolation), the resolution the weights were trained at.",
-              ]
+    lines += [
+        f"- {d.get('n_cases', 'n/a')} cases, split by patient: "
+        + ", ".join(f"{k} {v}" for k, v in splits.items())
+        + ".",
+        f"- Data fingerprint hash `{d.get('fingerprint_hash')}`, split hash `{d.get('split_hash')}` (identify the "
+        "exact data and split without naming any case).",
+        f"- Simulated data: {'**yes (SIMULATED data)**' if d.get('simulated') else 'no'}."
+        + (" Augmented copies: **yes**." if d.get("augmentation") else ""),
+        "",
+    ]
+    return lines
+
+
+def _preprocessing(p: dict[str, Any], shape: str) -> list[str]:
+    """How an image is read, normalised and resized, and what the model outputs."""
+    lines: list[str] = []
+    lines += [
+        "## Preprocessing and inference",
+        "",
+        "- Read with MONAI's `LoadImaged` (DICOM series folders, NIfTI, NRRD, PNG/JPEG), channel first"
+        + (f", reoriented to {p['orientation']}" if p.get("orientation") else "")
+        + ".",
+        f"- Intensity normalisation `{p['normalize']}`"
+        + (f" (window {p['ct_window'][0]:g} to {p['ct_window'][1]:g} HU)" if p["normalize"] == "ct" else "")
+        + ".",
+        f"- Resized to {shape} ({p['resize_mode']} interpolation), the resolution the weights were trained at.",
+    ]
     if p["problem"] == "classification":
         t = p.get("temperature")
-        lines.append(("- Output: softmax of the logits divided by the temperature "
-                      f"{t:.4g} (temperature scaling, fitted on validation; `configs/inference.json`, `mednas predict`, "
-                      "`mednas.load` and `mednas evaluate` all apply it)" if t is not None else
-                      "- Output: softmax probabilities, **not calibrated** (no temperature could be fitted)")
-                     + "; the finding score is the summed probability of the finding classes.")
+        lines.append(
+            (
+                "- Output: softmax of the logits divided by the temperature "
+                f"{t:.4g} (temperature scaling, fitted on validation; `configs/inference.json`, `mednas predict`, "
+                "`mednas.load` and `mednas evaluate` all apply it)"
+                if t is not None
+                else "- Output: softmax probabilities, **not calibrated** (no temperature could be fitted)"
+            )
+            + "; the finding score is the summed probability of the finding classes."
+        )
     else:
-        lines.append("- Output: softmax probabilities"
-                     + (f" from sliding windows of {'x'.join(map(str, p['patch']))}" if p.get("patch") else "")
-                     + ", resampled back onto the input's own grid, then argmax: a label map with the input's shape and affine.")
+        lines.append(
+            "- Output: softmax probabilities"
+            + (f" from sliding windows of {'x'.join(map(str, p['patch']))}" if p.get("patch") else "")
+            + ", resampled back onto the input's own grid, then argmax: a label map with the input's shape and affine."
+        )
     lines.append("")
+    return lines
+
+
+def _operating_point(m: dict[str, Any], proxy: bool) -> list[str]:
+    """The threshold chosen on validation and the calibration (classification), or argmax."""
+    p = m["pipeline"]
+    lines: list[str] = []
     lines += ["## Operating point", ""]
     op = m.get("operating_point")
     if p["problem"] == "classification" and op and op.get("threshold") is not None:
-        lines += [f"A case is called a finding when its finding score is >= **{op['threshold']:.4f}**. The threshold was "
-                  f"chosen on the validation patients by the rule `{op.get('rule')}`"
-                  + (f" (validation sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f})"
-                     if op.get("sensitivity") is not None and op.get("specificity") is not None else "")
-                  + ("" if proxy else " and applied unchanged to the held-out test split") + ".", ""]
+        lines += [
+            f"A case is called a finding when its finding score is >= **{op['threshold']:.4f}**. The threshold was "
+            f"chosen on the validation patients by the rule `{op.get('rule')}`"
+            + (
+                f" (validation sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f})"
+                if op.get("sensitivity") is not None and op.get("specificity") is not None
+                else ""
+            )
+            + ("" if proxy else " and applied unchanged to the held-out test split")
+            + ".",
+            "",
+        ]
     elif p["problem"] == "classification":
-        lines += ["No operating threshold could be chosen on validation; predictions report probabilities only.", ""]
+        lines += [
+            "No operating threshold could be chosen on validation; predictions report probabilities only.",
+            "",
+        ]
     if p["problem"] == "classification":
         lines += _calibration_lines(m.get("temperature_scaling"), p.get("threshold"))
     else:
         lines += ["Segmentation: each voxel takes the class of highest probability (argmax).", ""]
-    lines += ["## Performance", "",
-              "95% percentile-bootstrap intervals, resampling patients. "
-              + ("Validation metrics of the proxy training (low resolution, few epochs); no test evaluation."
-                 if proxy else "Validation after full-fidelity retraining; test evaluated once at the validation operating point."),
-              ""]
+    return lines
+
+
+def _performance(m: dict[str, Any], proxy: bool) -> list[str]:
+    """Metrics per split with 95% intervals, and calibration."""
+    lines: list[str] = []
+    lines += [
+        "## Performance",
+        "",
+        "95% percentile-bootstrap intervals, resampling patients. "
+        + (
+            "Validation metrics of the proxy training (low resolution, few epochs); no test evaluation."
+            if proxy
+            else "Validation after full-fidelity retraining; test evaluated once at the validation operating point."
+        ),
+        "",
+    ]
     lines += _metrics_table(m.get("metrics") or {})
     cal = m.get("calibration") or {}
     if cal:
-        lines += ["", "Calibration (lower is better): " + "; ".join(
-            f"{split}: Brier {_ci(v.get('brier'))}, ECE {_ci(v.get('ece'))}" for split, v in cal.items())]
+        lines += [
+            "",
+            "Calibration (lower is better): "
+            + "; ".join(
+                f"{split}: Brier {_ci(v.get('brier'))}, ECE {_ci(v.get('ece'))}" for split, v in cal.items()
+            ),
+        ]
+    return lines
+
+
+def _search(m: dict[str, Any]) -> list[str]:
+    """The objective, trial counts, proxy, exported trial and proxy fidelity."""
+    task = m["task"]
+    lines: list[str] = []
     lines += ["", "## How it was searched", ""]
     s = m.get("search") or {}
     n = s.get("n_trials") or {}
     prx = s.get("proxy") or {}
     terms = "; ".join(", ".join(f"{k} {v}" for k, v in t.items()) for t in task.get("objective_terms") or [])
-    lines += [f"- Objective: {', '.join((task.get('objective') or {}).get('names') or [])} "
-              f"({', '.join((task.get('objective') or {}).get('directions') or [])})"
-              + (f"; terms: {terms}" if terms else "") + ", computed on the validation patients.",
-              f"- {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
-              f"{n.get('failed', 0)} failed trials over families {', '.join(sorted((s.get('families') or {}).keys()))}.",
-              f"- Proxy: {'x'.join(map(str, prx.get('shape') or []))} for {prx.get('epochs')} epochs"
-              + (f" on {prx.get('subset'):.0%} of training patients" if prx.get("subset") not in (None, 1.0) else "") + ".",
-              f"- Exported: trial {m['trial']} ({m['source']}), {m['spec']['target']}, "
-              f"{m.get('params', 0):,} parameters, spec hash `{m['spec']['hash']}`. Every trial is in `search_record.json`."]
+    lines += [
+        f"- Objective: {', '.join((task.get('objective') or {}).get('names') or [])} "
+        f"({', '.join((task.get('objective') or {}).get('directions') or [])})"
+        + (f"; terms: {terms}" if terms else "")
+        + ", computed on the validation patients.",
+        f"- {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
+        f"{n.get('failed', 0)} failed trials over families {', '.join(sorted((s.get('families') or {}).keys()))}.",
+        f"- Proxy: {'x'.join(map(str, prx.get('shape') or []))} for {prx.get('epochs')} epochs"
+        + (
+            f" on {prx.get('subset'):.0%} of training patients"
+            if prx.get("subset") not in (None, 1.0)
+            else ""
+        )
+        + ".",
+        f"- Exported: trial {m['trial']} ({m['source']}), {m['spec']['target']}, "
+        f"{m.get('params', 0):,} parameters, spec hash `{m['spec']['hash']}`. Every trial is in `search_record.json`.",
+    ]
     fid = m.get("proxy_fidelity")
     if fid:
         tau = fid.get("kendall_tau")
-        lines.append(f"- Proxy fidelity: Kendall tau {tau:.2f} over {fid.get('n')} retrained candidates."
-                     if tau is not None else f"- Proxy fidelity: Kendall tau n/a ({fid.get('reason')}).")
+        lines.append(
+            f"- Proxy fidelity: Kendall tau {tau:.2f} over {fid.get('n')} retrained candidates."
+            if tau is not None
+            else f"- Proxy fidelity: Kendall tau n/a ({fid.get('reason')})."
+        )
+    return lines
+
+
+def _limitations_and_files(m: dict[str, Any]) -> list[str]:
+    """The limitations, and what each file of the bundle is."""
+    lines: list[str] = []
     lines += ["", "## Limitations", ""]
     lims = list(m.get("limitations") or [])
     lines += [f"- {x}" for x in lims]
-    lines += ["", "## Files", "",
-              "- `configs/inference.json`: MONAI bundle config (network, preprocessing, inferer, postprocessing); "
-              "runs with MONAI alone (`python -m monai.bundle run --config_file configs/inference.json "
-              "--bundle_root . --input_dir DIR`; the evaluator needs pytorch-ignite).",
-              "- `configs/metadata.json`: MONAI metadata plus the `mednas` section (all figures above).",
-              "- `models/model.pt` (state dict; `torch.load(..., weights_only=True)`), `models/model.ts` (TorchScript), "
-              "`models/model.onnx` (ONNX, weights inside): see metadata for the measured differences from PyTorch.",
-              "- `search_record.json`: every trial of the search; `checksums.sha256`: `sha256sum -c checksums.sha256`.",
-              ""]
-    lines += _pinning()
-    return "\n".join(lines)
+    lines += [
+        "",
+        "## Files",
+        "",
+        "- `configs/inference.json`: MONAI bundle config (network, preprocessing, inferer, postprocessing); "
+        "runs with MONAI alone (`python -m monai.bundle run --config_file configs/inference.json "
+        "--bundle_root . --input_dir DIR`; the evaluator needs pytorch-ignite).",
+        "- `configs/metadata.json`: MONAI metadata plus the `mednas` section (all figures above).",
+        "- `models/model.pt` (state dict; `torch.load(..., weights_only=True)`), `models/model.ts` (TorchScript), "
+        "`models/model.onnx` (ONNX, weights inside): see metadata for the measured differences from PyTorch.",
+        "- `search_record.json`: every trial of the search; `checksums.sha256`: `sha256sum -c checksums.sha256`.",
+        "",
+    ]
+    return lines
 
 
 def _calibration_lines(cal: dict[str, Any] | None, threshold: float | None) -> list[str]:
     """The calibration figures, the operating point's warnings, and where the operating point holds."""
     lines: list[str] = []
     if cal:
+
         def f(v: Any) -> str:
             return "n/a" if v is None else f"{v:.3f}"
 
-        lines += [f"Calibration on the {cal.get('n_cases', 'n/a')} validation cases: temperature **{cal['temperature']:.3f}**; "
-                  f"expected calibration error (ECE, finding score, 10 bins) **{f(cal.get('ece_before'))} before, "
-                  f"{f(cal.get('ece_after'))} after** temperature scaling; negative log-likelihood "
-                  f"{f(cal.get('nll_before'))} before, {f(cal.get('nll_after'))} after. The operating threshold was "
-                  "chosen on the calibrated probabilities. (Both ECE figures are measured on the data the "
-                  "temperature was fitted on, so the one after is optimistic.)", ""]
+        lines += [
+            f"Calibration on the {cal.get('n_cases', 'n/a')} validation cases: temperature **{cal['temperature']:.3f}**; "
+            f"expected calibration error (ECE, finding score, 10 bins) **{f(cal.get('ece_before'))} before, "
+            f"{f(cal.get('ece_after'))} after** temperature scaling; negative log-likelihood "
+            f"{f(cal.get('nll_before'))} before, {f(cal.get('nll_after'))} after. The operating threshold was "
+            "chosen on the calibrated probabilities. (Both ECE figures are measured on the data the "
+            "temperature was fitted on, so the one after is optimistic.)",
+            "",
+        ]
         warnings = list(cal.get("warnings") or [])
         if warnings:
-            lines += ["**Warnings about the operating point:**", ""] + [f"- **WARNING:** {w}" for w in warnings] + [""]
+            lines += (
+                ["**Warnings about the operating point:**", ""]
+                + [f"- **WARNING:** {w}" for w in warnings]
+                + [""]
+            )
     else:
-        lines += ["**The probabilities are not calibrated** (no validation predictions to fit a temperature on).", ""]
+        lines += [
+            "**The probabilities are not calibrated** (no validation predictions to fit a temperature on).",
+            "",
+        ]
     if threshold is not None:
-        lines += ["The operating point was chosen on the validation distribution. Sensitivity and specificity at "
-                  "this threshold hold only where the population, scanners and prevalence match that data: re-check "
-                  "them with `mednas evaluate BUNDLE DATA --out DIR` on the target population before any use.", ""]
+        lines += [
+            "The operating point was chosen on the validation distribution. Sensitivity and specificity at "
+            "this threshold hold only where the population, scanners and prevalence match that data: re-check "
+            "them with `mednas evaluate BUNDLE DATA --out DIR` on the target population before any use.",
+            "",
+        ]
     return lines
 
 
 def _pinning() -> list[str]:
     """How a validation team makes sure the bundle it runs is the bundle it validated."""
     return [
-        "## Pinning this bundle", "",
+        "## Pinning this bundle",
+        "",
         "`checksums.sha256` detects accidents (a truncated copy, a flipped bit), not attacks: whoever can change a "
         "file can recompute the listing. What cannot be recomputed is the **bundle digest** once you hold it from a "
         "source you trust: one SHA-256 over the sorted relative path and SHA-256 of every file, printed by "
-        "`mednas export` (and recorded in the run's `summary.json`), never stored in the bundle itself.", "",
+        "`mednas export` (and recorded in the run's `summary.json`), never stored in the bundle itself.",
+        "",
         "1. Get the digest from the team that exported the model through a channel other than the bundle (a signed "
         "e-mail, the validation protocol, a ticket).",
         "2. Check it without mednas: `sha256sum -c checksums.sha256 && sha256sum checksums.sha256` must print that "
@@ -185,6 +320,8 @@ def _pinning() -> list[str]:
         "`mednas.load(BUNDLE, expect_digest=DIGEST)`) refuses any other bundle before loading it.",
         "3. Where both teams share a secret key, `mednas export --sign-key KEYFILE` writes `signature.json` (an "
         "HMAC-SHA256 of the digest) and `mednas predict --verify-key KEYFILE` refuses an unsigned or differently "
-        "signed bundle.", "",
-        "Re-pin after every re-export: any change to any file, the weights included, changes the digest.", "",
+        "signed bundle.",
+        "",
+        "Re-pin after every re-export: any change to any file, the weights included, changes the digest.",
+        "",
     ]

@@ -19,9 +19,22 @@ __all__ = ["Expression", "Pipeline", "config_entry", "instantiate", "resize_mode
 #: Classes the predictor instantiates from a pipeline table; anything else is refused.
 _ALLOWED = {
     "monai.transforms": {
-        "LoadImaged", "EnsureChannelFirstd", "Orientationd", "NormalizeIntensityd", "ScaleIntensityRanged",
-        "ScaleIntensityRangePercentilesd", "Resized", "DivisiblePadd", "Lambdad", "Activationsd", "CopyItemsd",
-        "AsDiscreted", "Invertd", "SaveImaged", "Compose", "EnsureTyped",
+        "LoadImaged",
+        "EnsureChannelFirstd",
+        "Orientationd",
+        "NormalizeIntensityd",
+        "ScaleIntensityRanged",
+        "ScaleIntensityRangePercentilesd",
+        "Resized",
+        "DivisiblePadd",
+        "Lambdad",
+        "Activationsd",
+        "CopyItemsd",
+        "AsDiscreted",
+        "Invertd",
+        "SaveImaged",
+        "Compose",
+        "EnsureTyped",
     },
     "monai.inferers": {"SimpleInferer", "SlidingWindowInferer"},
 }
@@ -138,21 +151,45 @@ class Pipeline:
             steps.append(("monai.transforms.Lambdad", {"keys": k, "func": _GREY}))
         if self.orientation:
             # Labels spelled out: MONAI's default is changing to "the tensor's space", which a loader may set to LPS.
-            steps.append(("monai.transforms.Orientationd", {"keys": k, "axcodes": self.orientation,
-                                                            "labels": [["L", "R"], ["P", "A"], ["I", "S"]]}))
+            steps.append(
+                (
+                    "monai.transforms.Orientationd",
+                    {"keys": k, "axcodes": self.orientation, "labels": [["L", "R"], ["P", "A"], ["I", "S"]]},
+                )
+            )
         steps.extend(normalize_entry(self.normalize, self.ct_window))
-        steps.append(("monai.transforms.Resized", {"keys": k, "spatial_size": list(self.shape), "mode": self.resize_mode,
-                                                   "anti_aliasing": False}))
+        steps.append(
+            (
+                "monai.transforms.Resized",
+                {
+                    "keys": k,
+                    "spatial_size": list(self.shape),
+                    "mode": self.resize_mode,
+                    "anti_aliasing": False,
+                },
+            )
+        )
         if self.patch is None and any(int(d) > 1 for d in self.divisor):
-            steps.append(("monai.transforms.DivisiblePadd", {"keys": k, "k": list(self.divisor), "method": "end",
-                                                             "mode": "constant"}))
+            steps.append(
+                (
+                    "monai.transforms.DivisiblePadd",
+                    {"keys": k, "k": list(self.divisor), "method": "end", "mode": "constant"},
+                )
+            )
         return steps
 
     def inferer(self) -> tuple[str, dict[str, Any]]:
         """Return the inferer as ``(class path, kwargs)``: sliding windows for patch-trained models."""
         if self.patch is not None:
-            return ("monai.inferers.SlidingWindowInferer", {"roi_size": list(self.window), "sw_batch_size": 2,
-                                                            "overlap": self.overlap, "mode": "gaussian"})
+            return (
+                "monai.inferers.SlidingWindowInferer",
+                {
+                    "roi_size": list(self.window),
+                    "sw_batch_size": 2,
+                    "overlap": self.overlap,
+                    "mode": "gaussian",
+                },
+            )
         return ("monai.inferers.SimpleInferer", {})
 
     def postprocessing(self, preprocessing: Any, *, save_dir: Any = None) -> list[tuple[str, dict[str, Any]]]:
@@ -167,27 +204,62 @@ class Pipeline:
             # Temperature scaling (fitted on validation): MONAI's own parser evaluates the same expression, so
             # configs/inference.json gives the calibrated probabilities too.
             t = float(self.temperature)
-            steps.append(("monai.transforms.Lambdad", {"keys": "pred", "func": Expression(f"lambda x: x / {t!r}",
-                                                                                         lambda x: x / t)}))
+            steps.append(
+                (
+                    "monai.transforms.Lambdad",
+                    {"keys": "pred", "func": Expression(f"lambda x: x / {t!r}", lambda x: x / t)},
+                )
+            )
         steps.append(("monai.transforms.Activationsd", {"keys": "pred", "softmax": True}))
         if self.problem == "classification":
             idx = list(self.finding_indices)
-            steps.append(("monai.transforms.Lambdad", {
-                "keys": "pred", "overwrite": "finding_score",
-                "func": Expression(f"lambda p: p[{idx}].sum(dim=0, keepdim=True)",
-                                   lambda p: p[idx].sum(dim=0, keepdim=True)),
-            }))
+            steps.append(
+                (
+                    "monai.transforms.Lambdad",
+                    {
+                        "keys": "pred",
+                        "overwrite": "finding_score",
+                        "func": Expression(
+                            f"lambda p: p[{idx}].sum(dim=0, keepdim=True)",
+                            lambda p: p[idx].sum(dim=0, keepdim=True),
+                        ),
+                    },
+                )
+            )
             if self.threshold is not None:
                 steps.append(("monai.transforms.CopyItemsd", {"keys": "finding_score", "names": "decision"}))
-                steps.append(("monai.transforms.AsDiscreted", {"keys": "decision", "threshold": self.threshold}))
+                steps.append(
+                    ("monai.transforms.AsDiscreted", {"keys": "decision", "threshold": self.threshold})
+                )
             return steps
-        steps.append(("monai.transforms.Invertd", {"keys": "pred", "transform": preprocessing, "orig_keys": "image",
-                                                   "nearest_interp": False, "to_tensor": True}))
+        steps.append(
+            (
+                "monai.transforms.Invertd",
+                {
+                    "keys": "pred",
+                    "transform": preprocessing,
+                    "orig_keys": "image",
+                    "nearest_interp": False,
+                    "to_tensor": True,
+                },
+            )
+        )
         steps.append(("monai.transforms.AsDiscreted", {"keys": "pred", "argmax": True}))
         if save_dir is not None:
-            steps.append(("monai.transforms.SaveImaged", {"keys": "pred", "output_dir": save_dir, "output_postfix": "seg",
-                                                          "output_dtype": "$np.uint8", "resample": False,
-                                                          "separate_folder": False, "print_log": False}))
+            steps.append(
+                (
+                    "monai.transforms.SaveImaged",
+                    {
+                        "keys": "pred",
+                        "output_dir": save_dir,
+                        "output_postfix": "seg",
+                        "output_dtype": "$np.uint8",
+                        "resample": False,
+                        "separate_folder": False,
+                        "print_log": False,
+                    },
+                )
+            )
         return steps
 
 
@@ -211,18 +283,34 @@ _GREY = Expression("lambda x: x[:3].mean(dim=0, keepdim=True) if x.shape[0] in (
 def normalize_entry(how: str, ct_window: Sequence[float]) -> list[tuple[str, dict[str, Any]]]:
     """The dictionary form of :func:`mednas.data.normalize_transform` (same class, same arguments).
 
-    ``tests/export`` checks that both give the same values, so a change there shows up here.
+    ``tests/bundle`` checks that both give the same values, so a change there shows up here.
     """
     k = "image"
     if how == "zscore":
         return [("monai.transforms.NormalizeIntensityd", {"keys": k, "nonzero": True, "channel_wise": True})]
     if how == "percentile":
-        return [("monai.transforms.ScaleIntensityRangePercentilesd", {"keys": k, "lower": 0.5, "upper": 99.5, "b_min": 0.0,
-                                                                      "b_max": 1.0, "clip": False, "channel_wise": True})]
+        return [
+            (
+                "monai.transforms.ScaleIntensityRangePercentilesd",
+                {
+                    "keys": k,
+                    "lower": 0.5,
+                    "upper": 99.5,
+                    "b_min": 0.0,
+                    "b_max": 1.0,
+                    "clip": False,
+                    "channel_wise": True,
+                },
+            )
+        ]
     if how == "ct":
         lo, hi = (float(v) for v in ct_window)
-        return [("monai.transforms.ScaleIntensityRanged", {"keys": k, "a_min": lo, "a_max": hi, "b_min": 0.0,
-                                                           "b_max": 1.0, "clip": True})]
+        return [
+            (
+                "monai.transforms.ScaleIntensityRanged",
+                {"keys": k, "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True},
+            )
+        ]
     return []
 
 
@@ -273,6 +361,8 @@ def instantiate(name: str, kwargs: Mapping[str, Any]) -> Any:
         if isinstance(value, Expression):
             value = value.func
         elif isinstance(value, str) and value.startswith(("$", "@", "%")):
-            raise ValueError(f"{name}.{key}: config expression {value!r} cannot be instantiated outside MONAI's parser")
+            raise ValueError(
+                f"{name}.{key}: config expression {value!r} cannot be instantiated outside MONAI's parser"
+            )
         args[key] = value
     return getattr(importlib.import_module(module), cls_name)(**args)

@@ -47,8 +47,13 @@ class PredictionError(MednasError):
 
     exit_code = 7
 
-    def __init__(self, message: str, failures: list[tuple[str, str]] | None = None,
-                 predictions: list[Prediction] | None = None, files: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        failures: list[tuple[str, str]] | None = None,
+        predictions: list[Prediction] | None = None,
+        files: list[Path] | None = None,
+    ) -> None:
         super().__init__(message)
         self.failures = failures or []
         self.predictions = predictions or []
@@ -119,7 +124,9 @@ class BundleModel:
         """Class names in output-channel order."""
         return self.pipeline.class_names
 
-    def __call__(self, inputs: str | os.PathLike[str] | MedImage | Sequence[str | os.PathLike[str] | MedImage]) -> Any:
+    def __call__(
+        self, inputs: str | os.PathLike[str] | MedImage | Sequence[str | os.PathLike[str] | MedImage]
+    ) -> Any:
         """Predict one input (returns a :class:`Prediction`) or several (returns a list).
 
         Args:
@@ -150,8 +157,10 @@ class BundleModel:
         from monai.data import MetaTensor
 
         array = self._conform(image, where)
-        tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
-                            affine=torch.as_tensor(np.asarray(image.affine, dtype=np.float64)))
+        tensor = MetaTensor(
+            torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
+            affine=torch.as_tensor(np.asarray(image.affine, dtype=np.float64)),
+        )
         data = self._pre({"image": tensor})
         with torch.no_grad():
             data["pred"] = self._inferer(data["image"][None], self._network)[0]
@@ -168,7 +177,9 @@ class BundleModel:
         if p.spatial_dims == 2 and array.ndim == 4 and array.shape[-1] == 1:
             array = array[..., 0]
         if array.ndim - 1 != p.spatial_dims:
-            raise DataError(f"{where}: image has {array.ndim - 1} spatial dimensions; this model takes {p.spatial_dims}D images")
+            raise DataError(
+                f"{where}: image has {array.ndim - 1} spatial dimensions; this model takes {p.spatial_dims}D images"
+            )
         grey = p.spatial_dims == 2 and p.in_channels == 1 and array.shape[0] in (3, 4)
         if array.shape[0] != p.in_channels and not grey:
             raise DataError(f"{where}: image has {array.shape[0]} channels; this model takes {p.in_channels}")
@@ -180,15 +191,30 @@ class BundleModel:
             probs = np.asarray(out["pred"], dtype=np.float64).reshape(-1)
             score = float(np.asarray(out["finding_score"]).reshape(-1)[0])
             decision = bool(np.asarray(out["decision"]).reshape(-1)[0]) if "decision" in out else None
-            return Prediction(case=case, label=_label(probs, p, decision),
-                              probabilities={n: float(v) for n, v in zip(p.class_names, probs)},
-                              finding_score=score, decision=decision, threshold=p.threshold, source=self.source)
+            return Prediction(
+                case=case,
+                label=_label(probs, p, decision),
+                probabilities={n: float(v) for n, v in zip(p.class_names, probs)},
+                finding_score=score,
+                decision=decision,
+                threshold=p.threshold,
+                source=self.source,
+            )
         mask = np.asarray(out["pred"]).astype(np.uint8)
-        if mask.shape[1:] != image.array.shape[1:1 + p.spatial_dims]:
-            raise MednasError(f"{case}: mask shape {mask.shape[1:]} differs from the input's {image.array.shape[1:]}")
-        meta = {"format": "nifti", "source": "mednas predict", "modality": image.meta.get("modality"),
-                "classes": list(p.class_names), "model": self.source}
-        return Prediction(case=case, mask=MedImage(mask, np.asarray(image.affine, dtype=float), meta), source=self.source)
+        if mask.shape[1:] != image.array.shape[1 : 1 + p.spatial_dims]:
+            raise MednasError(
+                f"{case}: mask shape {mask.shape[1:]} differs from the input's {image.array.shape[1:]}"
+            )
+        meta = {
+            "format": "nifti",
+            "source": "mednas predict",
+            "modality": image.meta.get("modality"),
+            "classes": list(p.class_names),
+            "model": self.source,
+        }
+        return Prediction(
+            case=case, mask=MedImage(mask, np.asarray(image.affine, dtype=float), meta), source=self.source
+        )
 
 
 def _require_finite(value: Any, where: str, what: str) -> None:
@@ -196,8 +222,11 @@ def _require_finite(value: Any, where: str, what: str) -> None:
     bad = ~np.isfinite(array)
     if bad.any():
         kinds = sorted({"NaN" if np.isnan(v) else "infinite" for v in array[bad].reshape(-1)[:1000]})
-        raise PredictionError(f"{where}: {what} has {int(bad.sum())} {' and '.join(kinds)} value(s); no prediction "
-                              "for this case (the bundle's weights may be corrupt)", [(where, f"non-finite {what}")])
+        raise PredictionError(
+            f"{where}: {what} has {int(bad.sum())} {' and '.join(kinds)} value(s); no prediction "
+            "for this case (the bundle's weights may be corrupt)",
+            [(where, f"non-finite {what}")],
+        )
 
 
 def _label(probs: np.ndarray, p: Pipeline, decision: bool | None) -> str:
@@ -215,8 +244,14 @@ def _compose(entries: list[tuple[str, dict[str, Any]]]) -> Any:
     return Compose([instantiate(name, kwargs) for name, kwargs in entries])
 
 
-def load_bundle(bundle: str | os.PathLike[str], *, backend: str = "torch", device: str = "cpu",
-                expect_digest: str | None = None, verify_key: str | os.PathLike[str] | None = None) -> BundleModel:
+def load_bundle(
+    bundle: str | os.PathLike[str],
+    *,
+    backend: str = "torch",
+    device: str = "cpu",
+    expect_digest: str | None = None,
+    verify_key: str | os.PathLike[str] | None = None,
+) -> BundleModel:
     """Verify a bundle (checksums, then digest and signature when asked) and load it for prediction.
 
     Args:
@@ -255,19 +290,26 @@ def load_bundle(bundle: str | os.PathLike[str], *, backend: str = "torch", devic
     meta_file = root / "configs" / "metadata.json"
     meta = read_json(meta_file)
     if not isinstance(meta, dict) or not isinstance(meta.get("mednas"), dict):
-        raise BundleError(f"{root}: configs/metadata.json has no mednas section; not a bundle mednas exported")
+        raise BundleError(
+            f"{root}: configs/metadata.json has no mednas section; not a bundle mednas exported"
+        )
     info = meta["mednas"]
     # Before anything the bundle names is imported or built, whichever backend runs.
     spec = load_spec(info.get("spec"), meta_file, error=BundleError)
     try:
         Pipeline.from_dict(info["pipeline"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise BundleError(f"{meta_file}: mednas.pipeline is not a valid pipeline record ({type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:120]}); refusing the bundle") from None
+        raise BundleError(
+            f"{meta_file}: mednas.pipeline is not a valid pipeline record ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:120]}); refusing the bundle"
+        ) from None
     network = _load_network(root, spec, backend, device)
     if info.get("source") == "proxy":
-        logger.warning("%s holds a %s: short low-resolution proxy weights, never retrained or tested", root,
-                       info.get("source_label", "proxy candidate"))
+        logger.warning(
+            "%s holds a %s: short low-resolution proxy weights, never retrained or tested",
+            root,
+            info.get("source_label", "proxy candidate"),
+        )
     model = BundleModel(root, meta, network, backend)
     model.digest = digest
     return model
@@ -299,14 +341,18 @@ def _load_network(root: Path, spec: Any, backend: str, device: str) -> Any:
         # weights_only=True: tensors and plain containers only; a pickle with code in it is refused, never run.
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, zip errors...
-        raise BundleError(f"{path}: not a plain state dict of tensors (torch.load with weights_only=True refused it); "
-                          "refusing the bundle") from None
+        raise BundleError(
+            f"{path}: not a plain state dict of tensors (torch.load with weights_only=True refused it); "
+            "refusing the bundle"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BundleError(f"{path}: not a plain state dict of tensors; refusing the bundle")
     try:
         network.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path}: weights do not fit {spec.class_name}: {' '.join(str(exc).split())[:200]}") from None
+        raise BundleError(
+            f"{path}: weights do not fit {spec.class_name}: {' '.join(str(exc).split())[:200]}"
+        ) from None
     return network.to(device).eval()
 
 
@@ -336,7 +382,9 @@ def _unique_stem(case: str, used: set[str]) -> str:
     return stem
 
 
-def predict_to_dir(model: BundleModel, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> tuple[list[Prediction], list[Path]]:
+def predict_to_dir(
+    model: BundleModel, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> tuple[list[Prediction], list[Path]]:
     """Predict every input and write the results into ``out``.
 
     Classification writes ``predictions.csv`` (case, probability per class, finding score, threshold, decision,
@@ -364,9 +412,27 @@ def predict_to_dir(model: BundleModel, inputs: Sequence[str | os.PathLike[str]],
     writer = csv.writer(buf, lineterminator="\n")
     used: set[str] = set()
     if p.problem == "classification":
-        writer.writerow(["case", *[f"p_{n}" for n in p.class_names], "finding_score", "threshold", "decision", "label", "model"])
+        writer.writerow(
+            [
+                "case",
+                *[f"p_{n}" for n in p.class_names],
+                "finding_score",
+                "threshold",
+                "decision",
+                "label",
+                "model",
+            ]
+        )
     else:
-        writer.writerow(["case", "mask", *[f"voxels_{n}" for n in p.class_names], *[f"ml_{n}" for n in p.class_names[1:]], "model"])
+        writer.writerow(
+            [
+                "case",
+                "mask",
+                *[f"voxels_{n}" for n in p.class_names],
+                *[f"ml_{n}" for n in p.class_names[1:]],
+                "model",
+            ]
+        )
     failures: list[tuple[str, str]] = []
     for item in inputs:
         try:
@@ -376,17 +442,34 @@ def predict_to_dir(model: BundleModel, inputs: Sequence[str | os.PathLike[str]],
             continue
         preds.append(pred)
         if p.problem == "classification":
-            writer.writerow([pred.case, *[f"{pred.probabilities[n]:.6f}" for n in p.class_names], f"{pred.finding_score:.6f}",
-                             "" if pred.threshold is None else f"{pred.threshold:.6f}",
-                             "" if pred.decision is None else int(pred.decision), pred.label, pred.source])
+            writer.writerow(
+                [
+                    pred.case,
+                    *[f"{pred.probabilities[n]:.6f}" for n in p.class_names],
+                    f"{pred.finding_score:.6f}",
+                    "" if pred.threshold is None else f"{pred.threshold:.6f}",
+                    "" if pred.decision is None else int(pred.decision),
+                    pred.label,
+                    pred.source,
+                ]
+            )
         else:
             assert pred.mask is not None
             path = out / f"{_unique_stem(pred.case, used)}_seg.nii.gz"
             written.append(write_nifti(pred.mask, path))
-            counts = np.bincount(pred.mask.array.reshape(-1), minlength=len(p.class_names))[: len(p.class_names)]
+            counts = np.bincount(pred.mask.array.reshape(-1), minlength=len(p.class_names))[
+                : len(p.class_names)
+            ]
             voxel_ml = float(np.prod(pred.mask.spacing)) / 1000.0
-            writer.writerow([pred.case, path.name, *[int(c) for c in counts], *[f"{c * voxel_ml:.4f}" for c in counts[1:]],
-                             pred.source])
+            writer.writerow(
+                [
+                    pred.case,
+                    path.name,
+                    *[int(c) for c in counts],
+                    *[f"{c * voxel_ml:.4f}" for c in counts[1:]],
+                    pred.source,
+                ]
+            )
     written.append(write_text(out / "predictions.csv", buf.getvalue()))
     failed_csv = out / "failed.csv"
     if failures:
@@ -396,8 +479,11 @@ def predict_to_dir(model: BundleModel, inputs: Sequence[str | os.PathLike[str]],
         fwriter.writerows(failures)
         written.append(write_text(failed_csv, fbuf.getvalue()))
         first = failures[0][1]
-        more = f" ({len(failures)} of {len(failures) + len(preds)} cases failed, listed in {failed_csv})" if len(failures) > 1 \
+        more = (
+            f" ({len(failures)} of {len(failures) + len(preds)} cases failed, listed in {failed_csv})"
+            if len(failures) > 1
             else f" (listed in {failed_csv})"
+        )
         raise PredictionError(f"{first}{more}", failures, preds, written)
     failed_csv.unlink(missing_ok=True)  # from an earlier run into the same folder
     return preds, written

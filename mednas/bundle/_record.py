@@ -7,30 +7,41 @@ and file names can hold patient names) have paths and image file names replaced 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from mednas.io._scrub import scrub_text
 from mednas.rundir import RunDir
 
 __all__ = ["scrub_text", "search_record"]
 
-_TRIAL_KEYS = ("trial", "state", "seed", "family", "target", "spec_hash", "params", "macs", "macs_proxy", "activation_mb",
-               "objective", "values", "metrics", "operating_point", "learned", "feasible", "constraints", "best_epoch",
-               "epochs", "history", "seconds", "loss", "sampling", "duplicate_of", "retry_of", "divisor")
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\w.~@+-]*[/\\])+[^\s:;,'\"()]*")
-_FILE = re.compile(r"[^\s/\\:;,'\"()]+\.(?:nii\.gz|nii|nrrd|nhdr|png|jpe?g|tiff?|dcm|dicom|npz|csv|json)\b", re.IGNORECASE)
-
-
-def scrub_text(text: Any) -> Any:
-    """Replace paths and image file names in a free-text value; other values pass unchanged.
-
-    Example:
-        >>> scrub_text("DataError: /data/smith_john/ct.nii.gz: truncated")
-        'DataError: <path>: truncated'
-    """
-    if not isinstance(text, str):
-        return text
-    return _FILE.sub("<file>", _PATH.sub("<path>", text))
+_TRIAL_KEYS = (
+    "trial",
+    "state",
+    "seed",
+    "family",
+    "target",
+    "spec_hash",
+    "params",
+    "macs",
+    "macs_proxy",
+    "activation_mb",
+    "objective",
+    "values",
+    "metrics",
+    "operating_point",
+    "learned",
+    "feasible",
+    "constraints",
+    "best_epoch",
+    "epochs",
+    "history",
+    "seconds",
+    "loss",
+    "sampling",
+    "duplicate_of",
+    "retry_of",
+    "divisor",
+)
 
 
 def search_record(rd: RunDir, summary: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
@@ -43,10 +54,18 @@ def search_record(rd: RunDir, summary: dict[str, Any], exported: dict[str, Any])
     """
     trials = []
     root = rd.root / "trials"
-    numbers = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()) if root.is_dir() else []
+    numbers = (
+        sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+        if root.is_dir()
+        else []
+    )
     for n in numbers:
         tdir = rd.trial_dir(n)
-        metrics = rd.read_json(tdir / "metrics.json") if (tdir / "metrics.json").exists() else {"trial": n, "state": "unknown"}
+        metrics = (
+            rd.read_json(tdir / "metrics.json")
+            if (tdir / "metrics.json").exists()
+            else {"trial": n, "state": "unknown"}
+        )
         row = {k: metrics[k] for k in _TRIAL_KEYS if k in metrics}
         row.setdefault("trial", n)
         if metrics.get("reason") is not None:
@@ -65,8 +84,12 @@ def search_record(rd: RunDir, summary: dict[str, Any], exported: dict[str, Any])
         "pareto_front": summary.get("pareto_front"),
         "best_proxy_trial": (summary.get("best") or {}).get("trial"),
         "exported": exported,
-        "retrain": {k: retrain.get(k) for k in ("top_k", "candidates", "best", "shape", "patch", "max_epochs", "patience")}
-        if retrain else None,
+        "retrain": {
+            k: retrain.get(k)
+            for k in ("top_k", "candidates", "best", "shape", "patch", "max_epochs", "patience")
+        }
+        if retrain
+        else None,
         "retrained": retrained,
         "proxy_fidelity": summary.get("proxy_fidelity"),
         "trials": trials,

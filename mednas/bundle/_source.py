@@ -94,12 +94,18 @@ def resolve_source(run_dir: str | Path) -> ExportSource:
     return _proxy(rd, int(best["trial"]), summary, task, fingerprint)
 
 
-def _retrained(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]) -> ExportSource:
+def _retrained(
+    rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]
+) -> ExportSource:
     cdir = rd.retrain_dir(n)
-    rd.require(cdir / "metrics.json", cdir / "spec.json", cdir / "model.pt", step="export of the retrained candidate")
+    rd.require(
+        cdir / "metrics.json", cdir / "spec.json", cdir / "model.pt", step="export of the retrained candidate"
+    )
     record = rd.read_json(cdir / "metrics.json")
     if record.get("state") != "complete":
-        raise RunDirError(f"{cdir / 'metrics.json'}: candidate {n} is {record.get('state')!r}, not complete; re-run `mednas retrain`")
+        raise RunDirError(
+            f"{cdir / 'metrics.json'}: candidate {n} is {record.get('state')!r}, not complete; re-run `mednas retrain`"
+        )
     spec = _spec(cdir / "spec.json")
     shape = tuple(int(s) for s in record["shape"])
     patch = record.get("patch") or None
@@ -109,12 +115,17 @@ def _retrained(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerpri
     if record.get("test"):
         metrics["test"] = dict(record["test"].get("metrics") or {})
     cal = record.get("calibration") if task.problem == "classification" else None
-    pipeline, counts = _pipeline(task, fingerprint, prep, shape, record.get("divisor"), patch, op,
-                                 (cal or {}).get("temperature"))
-    return ExportSource("retrained", n, spec, cdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal)
+    pipeline, counts = _pipeline(
+        task, fingerprint, prep, shape, record.get("divisor"), patch, op, (cal or {}).get("temperature")
+    )
+    return ExportSource(
+        "retrained", n, spec, cdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal
+    )
 
 
-def _proxy(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]) -> ExportSource:
+def _proxy(
+    rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]
+) -> ExportSource:
     tdir = rd.trial_dir(n)
     rd.require(tdir / "metrics.json", tdir / "spec.json", step="export")
     if not (tdir / "model.pt").exists():
@@ -123,23 +134,32 @@ def _proxy(rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: 
             "search.keep_weights trials only; run `mednas retrain` to train the candidate at full fidelity"
         )
     spec = _spec(tdir / "spec.json")  # checked before anything else is said or done
-    logger.warning("no retrained candidate in %s: exporting the best proxy trial %d (%s)", rd.root, n, PROXY_FLAG)
+    logger.warning(
+        "no retrained candidate in %s: exporting the best proxy trial %d (%s)", rd.root, n, PROXY_FLAG
+    )
     record = rd.read_json(tdir / "metrics.json")
     shape = tuple(int(s) for s in (summary.get("proxy") or {}).get("shape") or ())
     if not shape:
-        raise RunDirError(f"{rd.summary}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at")
+        raise RunDirError(
+            f"{rd.summary}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at"
+        )
     op = record.get("operating_point")
     cal = None
     if task.problem == "classification":
         cal, op = _calibrate_proxy(rd, tdir, task, op)
     prep = _preprocessing(task, fingerprint)
-    pipeline, counts = _pipeline(task, fingerprint, prep, shape, record.get("divisor"), None, op,
-                                 (cal or {}).get("temperature"))
+    pipeline, counts = _pipeline(
+        task, fingerprint, prep, shape, record.get("divisor"), None, op, (cal or {}).get("temperature")
+    )
     metrics = {"val": dict(record.get("metrics") or {})}
-    return ExportSource("proxy", n, spec, tdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal)
+    return ExportSource(
+        "proxy", n, spec, tdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal
+    )
 
 
-def _calibrate_proxy(rd: RunDir, tdir: Path, task: Any, op: dict[str, Any] | None) -> tuple[dict[str, Any] | None, Any]:
+def _calibrate_proxy(
+    rd: RunDir, tdir: Path, task: Any, op: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, Any]:
     """Fit the temperature of a proxy candidate on its validation predictions; re-choose the threshold on them.
 
     The trial's ``predictions.json`` holds its validation probabilities (softmax of the logits, so their log
@@ -159,16 +179,24 @@ def _calibrate_proxy(rd: RunDir, tdir: Path, task: Any, op: dict[str, Any] | Non
     probs = np.asarray(pred["probabilities"], dtype=np.float64)
     labels = np.asarray(pred["labels"], dtype=np.int64)
     if probs.ndim != 2 or len(probs) != len(labels) or probs.shape[1] != task.n_classes:
-        raise RunDirError(f"{path}: probabilities and labels do not match the task's {task.n_classes} classes")
+        raise RunDirError(
+            f"{path}: probabilities and labels do not match the task's {task.n_classes} classes"
+        )
     cal, calibrated = calibration_record(probs, labels, task.labels.finding_indices)
     truth = np.isin(labels, task.labels.finding_indices).astype(int)
     if truth.any() and not truth.all():
-        point = choose_threshold(truth, finding_score(calibrated, positive=list(task.labels.finding_indices)),
-                                 operating_rule(task))
+        point = choose_threshold(
+            truth, finding_score(calibrated, positive=list(task.labels.finding_indices)), operating_rule(task)
+        )
         op = point.to_dict()
     cal["fitted_at"] = "export (proxy candidate: validation predictions of the proxy trial)"
-    cal["warnings"] = operating_point_warnings(op, ece_after=cal["ece_after"], truth=truth,
-                                               temperature=cal["temperature"], ece_before=cal["ece_before"])
+    cal["warnings"] = operating_point_warnings(
+        op,
+        ece_after=cal["ece_after"],
+        truth=truth,
+        temperature=cal["temperature"],
+        ece_before=cal["ece_before"],
+    )
     return cal, op
 
 
@@ -180,24 +208,39 @@ def _spec(path: Path) -> ArchSpec:
     try:
         data = read_json(path)
     except (ValueError, TypeError) as exc:
-        raise RunDirError(f"{path}: not a valid architecture spec ({' '.join(str(exc).split())[:200]})") from None
+        raise RunDirError(
+            f"{path}: not a valid architecture spec ({' '.join(str(exc).split())[:200]})"
+        ) from None
     return load_spec(data, path, error=RunDirError)
 
 
 def _preprocessing(task: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """The preprocessing a search used, rebuilt as :func:`mednas.data.plan_data` decides it (no data read)."""
     suggestions = fingerprint.get("suggestions") or {}
-    normalize = task.data.normalize if task.data.normalize != "auto" else suggestions.get("normalize", "percentile")
+    normalize = (
+        task.data.normalize if task.data.normalize != "auto" else suggestions.get("normalize", "percentile")
+    )
     window = task.data.ct_window or suggestions.get("ct_window") or (-1000.0, 1000.0)
-    return {"problem": task.problem, "spatial_dims": task.spatial_dims, "in_channels": task.in_channels,
-            "n_classes": task.n_classes, "normalize": normalize, "ct_window": [float(v) for v in window],
-            "orientation": "RAS"}
+    return {
+        "problem": task.problem,
+        "spatial_dims": task.spatial_dims,
+        "in_channels": task.in_channels,
+        "n_classes": task.n_classes,
+        "normalize": normalize,
+        "ct_window": [float(v) for v in window],
+        "orientation": "RAS",
+    }
 
 
 def _ras_shape(shape: list[int], codes: str | None) -> list[int]:
     """Permute a stored 3D shape to the RAS axis order training reoriented to."""
     axis_of = {"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}
-    if not codes or len(shape) != 3 or len(codes) != 3 or sorted(axis_of.get(c, -1) for c in codes) != [0, 1, 2]:
+    if (
+        not codes
+        or len(shape) != 3
+        or len(codes) != 3
+        or sorted(axis_of.get(c, -1) for c in codes) != [0, 1, 2]
+    ):
         return list(shape)
     out = [0, 0, 0]
     for size, code in zip(shape, codes):
@@ -205,12 +248,23 @@ def _ras_shape(shape: list[int], codes: str | None) -> list[int]:
     return out
 
 
-def _pipeline(task: Any, fingerprint: dict[str, Any], prep: dict[str, Any], shape: tuple[int, ...], divisor: Any,
-              patch: Any, op: dict[str, Any] | None, temperature: float | None = None) -> tuple[Pipeline, dict[str, int]]:
+def _pipeline(
+    task: Any,
+    fingerprint: dict[str, Any],
+    prep: dict[str, Any],
+    shape: tuple[int, ...],
+    divisor: Any,
+    patch: Any,
+    op: dict[str, Any] | None,
+    temperature: float | None = None,
+) -> tuple[Pipeline, dict[str, int]]:
     dims = int(prep.get("spatial_dims", task.spatial_dims))
     cases = fingerprint.get("cases") or []
-    shapes = [_ras_shape(list(c["shape"])[:dims], c.get("orientation")) if dims == 3 else list(c["shape"])[:dims]
-              for c in cases if c.get("shape")]
+    shapes = [
+        _ras_shape(list(c["shape"])[:dims], c.get("orientation")) if dims == 3 else list(c["shape"])[:dims]
+        for c in cases
+        if c.get("shape")
+    ]
     mode, counts = resize_mode_for(shapes, shape)
     threshold = None
     if task.problem == "classification" and op and op.get("threshold") is not None:
@@ -232,6 +286,8 @@ def _pipeline(task: Any, fingerprint: dict[str, Any], prep: dict[str, Any], shap
         patch=tuple(int(p) for p in patch["size"]) if patch else None,
         overlap=float(patch.get("overlap", 0.25)) if patch else 0.25,
         threshold=threshold,
-        temperature=float(temperature) if temperature is not None and task.problem == "classification" else None,
+        temperature=float(temperature)
+        if temperature is not None and task.problem == "classification"
+        else None,
     )
     return pipeline, counts

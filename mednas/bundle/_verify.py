@@ -54,10 +54,23 @@ KEY_ENV = "MEDNAS_BUNDLE_KEY"
 _MIN_KEY_BYTES = 16
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 SCHEMA_ENV = "MEDNAS_BUNDLE_SCHEMA"
-SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+SCHEMA_URL = (
+    "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+)
 #: The schema's required top-level fields (MONAI meta_schema_20240725).
-REQUIRED_FIELDS = ("schema", "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-                   "task", "description", "authors", "copyright", "network_data_format")
+REQUIRED_FIELDS = (
+    "schema",
+    "version",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
+)
 _TENSOR_FIELDS = ("type", "format", "num_channels", "spatial_shape", "dtype", "value_range")
 # Folders whose contents decide what the model computes: an unlisted file there is refused, not ignored.
 _GUARDED = ("configs", "models")
@@ -80,7 +93,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(rel for p in root.rglob("*") if p.is_file() and (rel := p.relative_to(root).as_posix()) not in (CHECKSUMS, SIGNATURE))
+    return sorted(
+        rel
+        for p in root.rglob("*")
+        if p.is_file() and (rel := p.relative_to(root).as_posix()) not in (CHECKSUMS, SIGNATURE)
+    )
 
 
 def write_checksums(root: str | os.PathLike[str]) -> Path:
@@ -118,7 +135,9 @@ def verify_checksums(root: str | os.PathLike[str], *, required: Iterable[str] = 
         m = _LINE.match(line.strip())
         rel = m.group(2) if m else ""
         if not m or rel.startswith("/") or ".." in Path(rel).parts:
-            raise BundleError(f"{listing}: line {number} is not '<sha256>  <relative path>'; refusing the bundle")
+            raise BundleError(
+                f"{listing}: line {number} is not '<sha256>  <relative path>'; refusing the bundle"
+            )
         digests[rel] = m.group(1)
     for rel in required:
         if rel not in digests:
@@ -131,7 +150,9 @@ def verify_checksums(root: str | os.PathLike[str], *, required: Iterable[str] = 
             raise BundleError(f"{path}: checksum mismatch (changed after export); refusing the bundle")
     for rel in _files(root):
         if rel.split("/", 1)[0] in _GUARDED and rel not in digests:
-            raise BundleError(f"{root / rel}: not listed in {CHECKSUMS} (added after export); refusing the bundle")
+            raise BundleError(
+                f"{root / rel}: not listed in {CHECKSUMS} (added after export); refusing the bundle"
+            )
     return digests
 
 
@@ -173,8 +194,10 @@ def _read_key(path: str | os.PathLike[str], where: str) -> bytes:
     except OSError as exc:
         raise MednasError(f"{key_path}: cannot read the key file ({where}): {exc.strerror or exc}") from None
     if len(key) < _MIN_KEY_BYTES:
-        raise MednasError(f"{key_path}: a signing key needs at least {_MIN_KEY_BYTES} bytes ({where}); "
-                          "make one with: openssl rand -hex 32 > KEYFILE")
+        raise MednasError(
+            f"{key_path}: a signing key needs at least {_MIN_KEY_BYTES} bytes ({where}); "
+            "make one with: openssl rand -hex 32 > KEYFILE"
+        )
     return key
 
 
@@ -182,7 +205,9 @@ def _hmac(key: bytes, digest: str) -> str:
     return hmac.new(key, digest.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def sign_bundle(root: str | os.PathLike[str], key_file: str | os.PathLike[str], *, where: str = "--sign-key") -> Path:
+def sign_bundle(
+    root: str | os.PathLike[str], key_file: str | os.PathLike[str], *, where: str = "--sign-key"
+) -> Path:
     """Write ``signature.json``: an HMAC-SHA256 of the bundle digest under the key in ``key_file``.
 
     Returns:
@@ -193,9 +218,13 @@ def sign_bundle(root: str | os.PathLike[str], key_file: str | os.PathLike[str], 
     root = Path(root)
     key = _read_key(key_file, where)
     digest = bundle_digest(root)
-    record = {"algorithm": "HMAC-SHA256", "digest": digest, "hmac": _hmac(key, digest),
-              "key_id": hashlib.sha256(key).hexdigest()[:16],
-              "note": "hmac = HMAC-SHA256(key, digest as ASCII hex); digest = sha256sum of checksums.sha256"}
+    record = {
+        "algorithm": "HMAC-SHA256",
+        "digest": digest,
+        "hmac": _hmac(key, digest),
+        "key_id": hashlib.sha256(key).hexdigest()[:16],
+        "note": "hmac = HMAC-SHA256(key, digest as ASCII hex); digest = sha256sum of checksums.sha256",
+    }
     return write_json(root / SIGNATURE, record)
 
 
@@ -216,8 +245,10 @@ def verify_signature(root: str | os.PathLike[str], digest: str, key_file: str | 
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise BundleError(f"{path}: not a mednas signature; refusing the bundle") from None
     if not hmac.compare_digest(mac, _hmac(key, digest)):
-        raise BundleError(f"{path}: signature does not match this bundle under {Path(key_file)} (wrong key, or files "
-                          "changed after signing); refusing the bundle")
+        raise BundleError(
+            f"{path}: signature does not match this bundle under {Path(key_file)} (wrong key, or files "
+            "changed after signing); refusing the bundle"
+        )
 
 
 def find_schema(schema: str | os.PathLike[str] | None = None) -> Path | None:
@@ -281,8 +312,12 @@ def verify_net_in_out(bundle: str | os.PathLike[str], device: str = "cpu") -> No
     root = Path(bundle)
     try:
         with quiet_monai():
-            monai_verify(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"),
-                         config_file=str(root / "configs" / "inference.json"), device=device)
+            monai_verify(
+                net_id="network_def",
+                meta_file=str(root / "configs" / "metadata.json"),
+                config_file=str(root / "configs" / "inference.json"),
+                device=device,
+            )
     except Exception as exc:  # noqa: BLE001 - MONAI raises ValueError/KeyError/RuntimeError
         raise BundleError(f"{root}: MONAI verify_net_in_out failed: {_first_line(exc)}") from exc
 
@@ -290,7 +325,13 @@ def verify_net_in_out(bundle: str | os.PathLike[str], device: str = "cpu") -> No
 @contextlib.contextmanager
 def quiet_monai() -> Iterator[None]:
     """Keep MONAI's input summaries, hash and GPU-decoder notices out of mednas's output (failures still raise)."""
-    names = ("monai.bundle", "monai.bundle.scripts", "monai.apps", "monai.apps.utils", "monai.data.nvimgcodec_pydicom_plugin")
+    names = (
+        "monai.bundle",
+        "monai.bundle.scripts",
+        "monai.apps",
+        "monai.apps.utils",
+        "monai.data.nvimgcodec_pydicom_plugin",
+    )
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -307,4 +348,3 @@ def quiet_monai() -> Iterator[None]:
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
-

@@ -20,12 +20,32 @@ from pydantic import ValidationError
 from mednas.config._models import TaskConfig
 from mednas.errors import ConfigError
 
-__all__ = ["apply_overrides", "config_hash", "deep_merge", "load_task", "load_yaml", "resolve_preset", "shipped_presets",
-           "task_to_dict", "with_settings"]
+__all__ = [
+    "apply_overrides",
+    "config_hash",
+    "deep_merge",
+    "load_task",
+    "load_yaml",
+    "resolve_preset",
+    "shipped_presets",
+    "task_to_dict",
+    "with_settings",
+]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Keys that may change between runs of one study without changing what is searched.
-_VOLATILE_KEYS = ("search.n_trials", "search.timeout", "search.max_failures", "search.keep_weights", "search.reevaluate", "training.patch", "training.threads", "device", "data.cache_dir", "description")
+_VOLATILE_KEYS = (
+    "search.n_trials",
+    "search.timeout",
+    "search.max_failures",
+    "search.keep_weights",
+    "search.reevaluate",
+    "training.patch",
+    "training.threads",
+    "device",
+    "data.cache_dir",
+    "description",
+)
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -74,7 +94,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item!r}: empty key")
         # Text that is not YAML stays text; a broken limit (deep nesting, alias expansion) is refused.
-        value = load_yaml_bounded(raw, f"--set {key}", ConfigError, invalid_as_text=True) if raw.strip() else ""
+        value = (
+            load_yaml_bounded(raw, f"--set {key}", ConfigError, invalid_as_text=True) if raw.strip() else ""
+        )
         node: dict[str, Any] = out
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
@@ -107,11 +129,15 @@ def resolve_preset(preset: str, task_path: Path | None = None) -> Path:
             # `--preset configs/quick-cpu.yaml` outside the repository: point to the name that works anywhere.
             name = f"objectives/{candidate.stem}" if candidate.parent.name == "objectives" else candidate.stem
             if name in shipped:
-                raise ConfigError(f"{preset}: file not found; the shipped preset of that name is --preset {name}")
+                raise ConfigError(
+                    f"{preset}: file not found; the shipped preset of that name is --preset {name}"
+                )
         return candidate
     if not _PRESET_NAME.fullmatch(preset):
-        raise ConfigError(f"preset {preset!r}: neither a YAML file nor a preset name (letters, digits, '-', '_', "
-                          "and '/' between folder and name)")
+        raise ConfigError(
+            f"preset {preset!r}: neither a YAML file nor a preset name (letters, digits, '-', '_', "
+            "and '/' between folder and name)"
+        )
     roots = [Path.cwd() / "configs"]
     if task_path is not None:
         roots.append(task_path.resolve().parent.parent / "configs")
@@ -127,7 +153,9 @@ def resolve_preset(preset: str, task_path: Path | None = None) -> Path:
     known = sorted(set(shipped) | {p.stem for r in roots if r.is_dir() for p in r.glob("*.y*ml")})
     from mednas._registry import did_you_mean
 
-    raise ConfigError(f"preset {preset!r} not found{did_you_mean(preset, known)}; known: {', '.join(known) or 'none'}")
+    raise ConfigError(
+        f"preset {preset!r} not found{did_you_mean(preset, known)}; known: {', '.join(known) or 'none'}"
+    )
 
 
 _PRESET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
@@ -200,7 +228,12 @@ def _format_loc(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
     parts = list(loc)
     # Discriminated unions put the tag into loc (objective.terms.0.dice.weight): drop it.
     for i in range(len(parts) - 1, 0, -1):
-        if isinstance(parts[i - 1], int) and isinstance(parts[i], str) and parts[:2] == ["objective", "terms"] and i == 3:
+        if (
+            isinstance(parts[i - 1], int)
+            and isinstance(parts[i], str)
+            and parts[:2] == ["objective", "terms"]
+            and i == 3
+        ):
             del parts[i]
     # `objective: {metric: ...}` is shorthand for one term: report keys where the user wrote them.
     objective = data.get("objective")

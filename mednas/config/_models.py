@@ -6,10 +6,19 @@ to a default. The documentation in ``docs/task-reference.md`` is generated from 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mednas._registry import did_you_mean
 
@@ -34,7 +43,59 @@ class Strict(BaseModel):
         return data
 
 
+# ------------------------------------------------------------------------------------------------ plugins
+
+
+def _registry(kind: str) -> Any:
+    """The registry of ``kind``: ``metric``, ``layout`` or ``loss``.
+
+    Upward imports, made only when a task names something that is not built in (a plugin), so that validating a
+    task of built-ins imports none of them: the registries live with their base classes, above this layer.
+    """
+    if kind == "metric":
+        from mednas.metrics._terms import METRICS
+
+        return METRICS
+    if kind == "layout":
+        from mednas.data._layouts_base import LAYOUTS
+
+        return LAYOUTS
+    from mednas.train._losses import LOSSES
+
+    return LOSSES
+
+
+def registered(kind: str, name: str) -> Any:
+    """The class registered as ``name`` for ``kind`` (``metric``, ``layout``, ``loss``), or None.
+
+    Raises:
+        mednas.spaces.PluginError: When ``name`` is a plugin's entry point that cannot be loaded.
+    """
+    return _registry(kind).find(name)
+
+
+def _literal_error(value: Any, choices: list[str]) -> PydanticCustomError:
+    # The same error type as a Literal field's, so `load_task` words it the same way (with a did-you-mean).
+    return PydanticCustomError(
+        "literal_error", "Input should be {expected}", {"expected": ", ".join(repr(c) for c in choices)}
+    )
+
+
+def _registered_name(
+    kind: str, builtin: tuple[str, ...], value: Any, handler: ValidatorFunctionWrapHandler
+) -> Any:
+    """Validate a registry key: a built-in through the field's ``Literal``, else a registered plugin's name."""
+    if not isinstance(value, str) or value in builtin:
+        return handler(value)
+    if registered(kind, value) is not None:
+        return value
+    raise _literal_error(value, [*builtin, *(n for n in _registry(kind).names() if n not in builtin)])
+
+
 # --------------------------------------------------------------------------------------------------- data
+
+#: Built-in dataset layouts (``data.format``); plugins add names through the ``mednas.layouts`` group.
+BuiltinLayout = Literal["demo", "datalist", "decathlon", "csv", "folders", "medmnist"]
 
 
 class SplitConfig(Strict):
@@ -49,14 +110,26 @@ class SplitConfig(Strict):
     """
 
     policy: Literal["auto", "given", "random"] = Field(
-        "auto", description="`auto`: the source's own splits where it defines them, else random; `given`: the "
-        "source's splits (an error where it defines none); `random`: pool all cases and re-split by patient."
+        "auto",
+        description="`auto`: the source's own splits where it defines them, else random; `given`: the "
+        "source's splits (an error where it defines none); `random`: pool all cases and re-split by patient.",
     )
-    val: float = Field(0.2, gt=0, lt=1, description="Fraction of patients for validation (operating point, pruning).")
-    test: float = Field(0.2, ge=0, lt=1, description="Fraction of patients held out for the final test; never read during search.")
-    folds: int | None = Field(None, ge=2, description="k-fold cross-validation over train+val patients (None: one split).")
+    val: float = Field(
+        0.2, gt=0, lt=1, description="Fraction of patients for validation (operating point, pruning)."
+    )
+    test: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Fraction of patients held out for the final test; never read during search.",
+    )
+    folds: int | None = Field(
+        None, ge=2, description="k-fold cross-validation over train+val patients (None: one split)."
+    )
     fold: int = Field(0, ge=0, description="Which fold is the validation fold when `folds` is set.")
-    stratify: bool = Field(True, description="Stratify by label (classification) or by lesion presence (segmentation).")
+    stratify: bool = Field(
+        True, description="Stratify by label (classification) or by lesion presence (segmentation)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -66,7 +139,9 @@ class SplitConfig(Strict):
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
         if self.val + self.test >= 0.9:
-            raise ValueError(f"val + test = {self.val + self.test:g} leaves too little for training (must be < 0.9)")
+            raise ValueError(
+                f"val + test = {self.val + self.test:g} leaves too little for training (must be < 0.9)"
+            )
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold {self.fold} does not exist with {self.folds} folds")
         return self
@@ -75,65 +150,100 @@ class SplitConfig(Strict):
 class DataConfig(Strict):
     """Where the images are and how to read them. Paths are relative to the task file; ``${VAR}`` expands."""
 
-    format: Literal["demo", "datalist", "decathlon", "csv", "folders", "medmnist"] = Field(
+    format: BuiltinLayout = Field(
         description="Dataset layout: `demo` (built-in simulated data), `datalist` (MONAI datalist JSON), "
         "`decathlon` (dataset.json + imagesTr/labelsTr), `csv` (sheet of image, label, patient), "
         "`folders` (one folder per class), `medmnist` (.npz)."
     )
     path: str | None = Field(None, description="Datalist/CSV/npz file or dataset folder (not for `demo`).")
-    demo: str | None = Field(None, description="Demo dataset name for `format: demo` (xray-nodule, mri-lesion).")
+    demo: str | None = Field(
+        None, description="Demo dataset name for `format: demo` (xray-nodule, mri-lesion)."
+    )
     n_cases: int | None = Field(None, ge=4, description="Number of demo cases to simulate (`demo` only).")
-    seed: int = Field(0, ge=0, description="Seed of simulated data (`demo`), independent of the search seed so searches compare on the same data.")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of simulated data (`demo`), independent of the search seed so searches compare on the same data.",
+    )
     image_key: str = Field("image", description="Datalist/CSV field with the image path.")
-    label_key: str = Field("label", description="Datalist/CSV field with the label (class index, class name or mask path).")
-    patient_key: str = Field("patient", description="Datalist/CSV field with the patient identifier (hashed on read).")
+    label_key: str = Field(
+        "label", description="Datalist/CSV field with the label (class index, class name or mask path)."
+    )
+    patient_key: str = Field(
+        "patient", description="Datalist/CSV field with the patient identifier (hashed on read)."
+    )
     dicom_patient_id: bool = Field(
-        True, description="When a case has no patient field and is DICOM, group by its PatientID (stored only hashed)."
+        True,
+        description="When a case has no patient field and is DICOM, group by its PatientID (stored only hashed).",
     )
     blank_patient: Literal["error", "own"] = Field(
-        "error", description="A blank patient cell in a datalist or CSV sheet that has a patient field: `error` refuses "
+        "error",
+        description="A blank patient cell in a datalist or CSV sheet that has a patient field: `error` refuses "
         "the dataset naming the rows; `own` makes each such case its own patient (DICOM PatientID where available), "
-        "with a warning."
+        "with a warning.",
     )
     series: str | None = Field(None, description="DICOM series to select in folders that hold several.")
     normalize: Literal["auto", "zscore", "percentile", "ct", "none"] = Field(
-        "auto", description="Intensity normalisation: `auto` follows the fingerprint (CT: HU window; MR: z-score on the foreground; else percentiles)."
+        "auto",
+        description="Intensity normalisation: `auto` follows the fingerprint (CT: HU window; MR: z-score on the foreground; else percentiles).",
     )
     ct_window: tuple[float, float] | None = Field(
-        None, description="HU window for `ct` normalisation; unset: the fingerprint's suggestion (0.5-99.5% of the labelled or body intensities), else -1000..1000."
+        None,
+        description="HU window for `ct` normalisation; unset: the fingerprint's suggestion (0.5-99.5% of the labelled or body intensities), else -1000..1000.",
     )
     split: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
-    split_key: str = Field("split", description="Datalist/CSV field naming a case's given split (train, val or test; "
-                           "also training/validation/testing).")
-    allow_test_duplicates: bool = Field(
-        False, description="Allow images whose pixel content also occurs in train to be in the test split (counted "
-        "and reported either way); by default such exact duplicates are an error, as they inflate test figures."
+    split_key: str = Field(
+        "split",
+        description="Datalist/CSV field naming a case's given split (train, val or test; "
+        "also training/validation/testing).",
     )
-    cache_dir: str | None = Field(None, description="Folder for derived data: proxy cache, demo data, augmented copies "
-                                  "(default: $MEDNAS_CACHE_DIR, else RUN_DIR/cache; never the home directory unless named).")
+    allow_test_duplicates: bool = Field(
+        False,
+        description="Allow images whose pixel content also occurs in train to be in the test split (counted "
+        "and reported either way); by default such exact duplicates are an error, as they inflate test figures.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Folder for derived data: proxy cache, demo data, augmented copies "
+        "(default: $MEDNAS_CACHE_DIR, else RUN_DIR/cache; never the home directory unless named).",
+    )
     label_threshold: float | None = Field(
-        None, description="Segmentation masks are `label > label_threshold` (e.g. a skull-stripped image as a brain "
-        "mask); unset: label files hold class indices. Binarised masks are materialised once into the cache."
+        None,
+        description="Segmentation masks are `label > label_threshold` (e.g. a skull-stripped image as a brain "
+        "mask); unset: label files hold class indices. Binarised masks are materialised once into the cache.",
     )
     augment_copies: int = Field(
-        0, ge=0, description="Add N augmented copies of every case (MONAI random affine, elastic, bias field, noise), "
+        0,
+        ge=0,
+        description="Add N augmented copies of every case (MONAI random affine, elastic, bias field, noise), "
         "made once into the cache, seeded by `data.seed`. For datasets with too few subjects: figures then "
-        "measure robustness to augmentation, not generalisation to new patients."
+        "measure robustness to augmentation, not generalisation to new patients.",
     )
     augment_group: Literal["patient", "copy"] = Field(
-        "patient", description="How augmented copies are split: `patient` keeps every copy with its source patient; "
-        "`copy` makes each copy its own split unit (single-subject data; splits then share the subject)."
+        "patient",
+        description="How augmented copies are split: `patient` keeps every copy with its source patient; "
+        "`copy` makes each copy its own split unit (single-subject data; splits then share the subject).",
     )
     augment_spacing: float | None = Field(
-        None, gt=0, description="Resample axes finer than this (mm) before augmenting, so copies stay small; unset: keep."
+        None,
+        gt=0,
+        description="Resample axes finer than this (mm) before augmenting, so copies stay small; unset: keep.",
     )
+
+    @field_validator("format", mode="wrap")
+    @classmethod
+    def _format_name(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # A plugin layout's name passes too; the annotation stays the built-in list that the reference shows.
+        return _registered_name("layout", get_args(BuiltinLayout), value, handler)
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
         if self.format == "demo":
             if not self.demo:
                 raise ValueError("`demo` must name a demo dataset when format is 'demo'")
-        elif not self.path:
+        elif not self.path and (
+            self.format in get_args(BuiltinLayout) or registered("layout", self.format).needs_path
+        ):
             raise ValueError(f"`path` is required for format {self.format!r}")
         return self
 
@@ -141,8 +251,12 @@ class DataConfig(Strict):
 class LabelsConfig(Strict):
     """Class names and which of them are clinical findings."""
 
-    names: list[str] = Field(min_length=2, description="Class names in index order (segmentation: 0 is background).")
-    findings: list[str] = Field(default_factory=list, description="Classes that are clinical findings (default: all but the first).")
+    names: list[str] = Field(
+        min_length=2, description="Class names in index order (segmentation: 0 is background)."
+    )
+    findings: list[str] = Field(
+        default_factory=list, description="Classes that are clinical findings (default: all but the first)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LabelsConfig:
@@ -166,70 +280,152 @@ class LabelsConfig(Strict):
 #: Direction of every metric mednas computes: +1 higher is better, -1 lower is better.
 METRIC_DIRECTIONS: dict[str, int] = {
     # classification (finding vs no finding)
-    "sensitivity_at_specificity": 1, "specificity_at_sensitivity": 1, "auroc": 1, "auprc": 1,
-    "sensitivity": 1, "specificity": 1, "ppv": 1, "npv": 1, "fbeta": 1, "weighted_balanced_accuracy": 1,
-    "expected_cost": -1, "net_benefit": 1, "brier": -1, "ece": -1,
+    "sensitivity_at_specificity": 1,
+    "specificity_at_sensitivity": 1,
+    "auroc": 1,
+    "auprc": 1,
+    "sensitivity": 1,
+    "specificity": 1,
+    "ppv": 1,
+    "npv": 1,
+    "fbeta": 1,
+    "weighted_balanced_accuracy": 1,
+    "expected_cost": -1,
+    "net_benefit": 1,
+    "brier": -1,
+    "ece": -1,
     # segmentation
-    "dice": 1, "lesion_sensitivity": 1, "lesion_dice": 1, "false_positive_lesions_per_case": -1,
+    "dice": 1,
+    "lesion_sensitivity": 1,
+    "lesion_dice": 1,
+    "false_positive_lesions_per_case": -1,
     # static and measured cost
-    "params": -1, "macs": -1, "activation_mb": -1, "latency_ms": -1,
+    "params": -1,
+    "macs": -1,
+    "activation_mb": -1,
+    "latency_ms": -1,
 }
 #: Losses by problem (see mednas.train.make_loss); `auto` resolves to the first of each list.
 LOSS_CHOICES: dict[str, list[str]] = {
     "classification": ["weighted_ce", "ce", "focal"],
     "segmentation": ["dice_ce", "dice", "dice_focal", "focal", "tversky"],
 }
+#: Built-in losses (``training.loss``); plugins add names through the ``mednas.losses`` group.
+BuiltinLoss = Literal["auto", "ce", "weighted_ce", "focal", "dice", "dice_ce", "dice_focal", "tversky"]
+_BUILTIN_LOSSES: tuple[str, ...] = get_args(BuiltinLoss)
+
+
+def _plugin_loss_for(name: str, problem: str) -> bool:
+    """Whether ``name`` is a plugin loss for ``problem`` (built-ins are checked against LOSS_CHOICES)."""
+    if name in _BUILTIN_LOSSES:
+        return False
+    loss = registered("loss", name)
+    return loss is not None and problem in loss.problems
+
+
+def _plugin_losses(problem: str) -> list[str]:
+    return [n for n in _registry("loss").names() if n not in _BUILTIN_LOSSES and _plugin_loss_for(n, problem)]
+
+
 CLASSIFICATION_METRICS = frozenset(list(METRIC_DIRECTIONS)[:14])
-SEGMENTATION_METRICS = frozenset(["dice", "lesion_sensitivity", "lesion_dice", "false_positive_lesions_per_case"])
+SEGMENTATION_METRICS = frozenset(
+    ["dice", "lesion_sensitivity", "lesion_dice", "false_positive_lesions_per_case"]
+)
 COST_METRICS = frozenset(["params", "macs", "activation_mb", "latency_ms"])
 STATIC_COST_METRICS = frozenset(["params", "macs", "activation_mb"])
 
 
-class _Metric(Strict):
+def metric_direction(name: str) -> int:
+    """+1 when higher is better, -1 when lower: a built-in metric or a registered metric term (plugin).
+
+    Raises:
+        KeyError: For a name that is neither.
+    """
+    if name in METRIC_DIRECTIONS:
+        return METRIC_DIRECTIONS[name]
+    term = registered("metric", name)
+    if term is None:
+        raise KeyError(f"unknown metric {name!r}")
+    return int(term.direction)
+
+
+def _check_metric_name(name: str) -> None:
+    """Raise ValueError (with a did-you-mean over built-ins and plugins) unless ``name`` is a known metric."""
+    if name in METRIC_DIRECTIONS or registered("metric", name) is not None:
+        return
+    known = [*METRIC_DIRECTIONS, *(n for n in _registry("metric").names() if n not in METRIC_DIRECTIONS)]
+    raise ValueError(f"unknown metric {name!r}{did_you_mean(name, known)}")
+
+
+def _metric_problem(name: str) -> str | None:
+    """The problem a term needs (None: any, as the cost metrics)."""
+    if name in CLASSIFICATION_METRICS:
+        return "classification"
+    if name in SEGMENTATION_METRICS:
+        return "segmentation"
+    if name in METRIC_DIRECTIONS:
+        return None
+    term = registered("metric", name)
+    return None if term is None else str(term.problem)
+
+
+class MetricTermConfig(Strict):
+    """Keys every objective term has: ``metric`` (a registry name) and ``weight``; a term adds its own.
+
+    A metric-term plugin (:class:`mednas.metrics.BaseMetricTerm`) whose term takes parameters declares a
+    subclass with ``metric: Literal["<name>"]`` and its parameters as fields.
+    """
+
     weight: float = Field(1.0, gt=0, description="Weight of this term in a weighted sum.")
 
 
-class SensitivityAtSpecificity(_Metric):
+class PluginTermConfig(MetricTermConfig):
+    """The keys of a plugin term that takes no parameters: ``metric`` and ``weight``."""
+
+    metric: str
+
+
+class SensitivityAtSpecificity(MetricTermConfig):
     """Highest sensitivity for the findings whose specificity on validation is at least the floor."""
 
     metric: Literal["sensitivity_at_specificity"]
     min_specificity: float = Field(0.9, gt=0, lt=1)
 
 
-class SpecificityAtSensitivity(_Metric):
+class SpecificityAtSensitivity(MetricTermConfig):
     """Highest specificity whose sensitivity on validation is at least the floor."""
 
     metric: Literal["specificity_at_sensitivity"]
     min_sensitivity: float = Field(0.9, gt=0, lt=1)
 
 
-class AUROC(_Metric):
+class AUROC(MetricTermConfig):
     """Area under the ROC curve of the finding score."""
 
     metric: Literal["auroc"]
 
 
-class AUPRC(_Metric):
+class AUPRC(MetricTermConfig):
     """Area under the precision-recall curve (average precision) of the finding score; suits rare findings."""
 
     metric: Literal["auprc"]
 
 
-class FBeta(_Metric):
+class FBeta(MetricTermConfig):
     """F-beta of the finding at the operating threshold (beta > 1 weighs sensitivity more)."""
 
     metric: Literal["fbeta"]
     beta: float = Field(2.0, gt=0)
 
 
-class WeightedBalancedAccuracy(_Metric):
+class WeightedBalancedAccuracy(MetricTermConfig):
     """``w * sensitivity + (1 - w) * specificity`` at the operating threshold (sensitivity-weighted accuracy)."""
 
     metric: Literal["weighted_balanced_accuracy"]
     sensitivity_weight: float = Field(0.7, gt=0, lt=1)
 
 
-class ExpectedCost(_Metric):
+class ExpectedCost(MetricTermConfig):
     """Mean cost per case at the operating threshold, from a declared 2x2 cost matrix (lower is better).
 
     ``cost_matrix[true][predicted]`` with 0 = no finding, 1 = finding, e.g. ``[[0, 1], [10, 0]]``: a missed
@@ -246,33 +442,33 @@ class ExpectedCost(_Metric):
         return self
 
 
-class NetBenefit(_Metric):
+class NetBenefit(MetricTermConfig):
     """Net benefit of acting on the model at a threshold probability (decision-curve analysis)."""
 
     metric: Literal["net_benefit"]
     threshold_probability: float = Field(0.1, gt=0, lt=1)
 
 
-class Brier(_Metric):
+class Brier(MetricTermConfig):
     """Brier score of the finding probability (calibration and sharpness; lower is better)."""
 
     metric: Literal["brier"]
 
 
-class ECE(_Metric):
+class ECE(MetricTermConfig):
     """Expected calibration error of the finding probability (equal-width bins; lower is better)."""
 
     metric: Literal["ece"]
     n_bins: int = Field(10, ge=2)
 
 
-class Dice(_Metric):
+class Dice(MetricTermConfig):
     """Mean Dice over cases of the finding classes (empty prediction on empty truth counts 1)."""
 
     metric: Literal["dice"]
 
 
-class LesionSensitivity(_Metric):
+class LesionSensitivity(MetricTermConfig):
     """Fraction of ground-truth lesions (connected components) the prediction detects, pooled over cases.
 
     ``overlap`` says when a lesion counts as detected: ``any`` (one predicted voxel touches it),
@@ -282,16 +478,20 @@ class LesionSensitivity(_Metric):
     """
 
     metric: Literal["lesion_sensitivity"]
-    overlap: str = Field("any", pattern=r"^(any|(iou|fraction)>=(0?\.\d+|1(\.0+)?))$", description="Detection rule: any, iou>=x or fraction>=x.")
+    overlap: str = Field(
+        "any",
+        pattern=r"^(any|(iou|fraction)>=(0?\.\d+|1(\.0+)?))$",
+        description="Detection rule: any, iou>=x or fraction>=x.",
+    )
 
 
-class LesionDice(_Metric):
+class LesionDice(MetricTermConfig):
     """Lesion-wise Dice in the BraTS 2023 manner: a missed lesion and a false-positive lesion each count 0."""
 
     metric: Literal["lesion_dice"]
 
 
-class FalsePositiveLesions(_Metric):
+class FalsePositiveLesions(MetricTermConfig):
     """Predicted lesions touching no ground-truth lesion, per case (lower is better)."""
 
     metric: Literal["false_positive_lesions_per_case"]
@@ -323,9 +523,10 @@ class OperatingPointConfig(Strict):
     its sensitivity floor, minimum cost for ``expected_cost``), else Youden's index.
     """
 
-    rule: Literal["sensitivity_at_specificity", "specificity_at_sensitivity", "youden", "fbeta", "min_cost"] | None = Field(
-        None, description="Threshold rule."
-    )
+    rule: (
+        Literal["sensitivity_at_specificity", "specificity_at_sensitivity", "youden", "fbeta", "min_cost"]
+        | None
+    ) = Field(None, description="Threshold rule.")
     target: float | None = Field(None, gt=0, lt=1, description="Floor for the two constrained rules.")
     beta: float = Field(1.0, gt=0, description="Beta of the `fbeta` rule.")
     cost_matrix: list[list[float]] | None = Field(None, description="2x2 costs of the `min_cost` rule.")
@@ -347,14 +548,15 @@ class ConstraintConfig(Strict):
     constraints support (infeasible trials are never reported as best).
     """
 
-    metric: str = Field(description="A metric name (see the list in the reference) or params, macs, activation_mb, latency_ms.")
+    metric: str = Field(
+        description="A metric name (see the list in the reference) or params, macs, activation_mb, latency_ms."
+    )
     min: float | None = Field(None, description="The metric must be at least this.")
     max: float | None = Field(None, description="The metric must be at most this.")
 
     @model_validator(mode="after")
     def _check(self) -> ConstraintConfig:
-        if self.metric not in METRIC_DIRECTIONS:
-            raise ValueError(f"unknown metric {self.metric!r}{did_you_mean(self.metric, list(METRIC_DIRECTIONS))}")
+        _check_metric_name(self.metric)
         if (self.min is None) == (self.max is None):
             raise ValueError(f"constraint on {self.metric!r} needs exactly one of `min` or `max`")
         return self
@@ -371,7 +573,9 @@ class SecondaryObjective(Strict):
     """A further objective: the study becomes multi-objective (Pareto front in ``summary.json``)."""
 
     metric: str = Field(description="A metric name or params, macs, activation_mb, latency_ms.")
-    direction: Literal["minimize", "maximize"] | None = Field(None, description="Default: the metric's natural direction.")
+    direction: Literal["minimize", "maximize"] | None = Field(
+        None, description="Default: the metric's natural direction."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -380,18 +584,23 @@ class SecondaryObjective(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> SecondaryObjective:
-        if self.metric not in METRIC_DIRECTIONS:
-            raise ValueError(f"unknown metric {self.metric!r}{did_you_mean(self.metric, list(METRIC_DIRECTIONS))}")
+        _check_metric_name(self.metric)
         if self.direction is None:
-            object.__setattr__(self, "direction", "maximize" if METRIC_DIRECTIONS[self.metric] > 0 else "minimize")
+            object.__setattr__(
+                self, "direction", "maximize" if metric_direction(self.metric) > 0 else "minimize"
+            )
         return self
 
 
 class LatencyConfig(Strict):
     """How ``latency_ms`` is measured (before training, on the trial's device, float32, batch of one)."""
 
-    input_shape: list[int] | None = Field(None, description="Spatial input shape; default: the full training shape.")
-    repeats: int = Field(10, ge=1, description="Timed forward passes (the median is used) after two warm-up passes.")
+    input_shape: list[int] | None = Field(
+        None, description="Spatial input shape; default: the full training shape."
+    )
+    repeats: int = Field(
+        10, ge=1, description="Timed forward passes (the median is used) after two warm-up passes."
+    )
 
 
 class BootstrapConfig(Strict):
@@ -409,10 +618,16 @@ class ObjectiveConfig(Strict):
     objectives make the study multi-objective.
     """
 
-    terms: list[Term] = Field(min_length=1, description="Metric terms (see the metric list below).")
+    terms: list[SerializeAsAny[Term]] = Field(
+        min_length=1, description="Metric terms (see the metric list below)."
+    )
     operating_point: OperatingPointConfig = Field(default_factory=OperatingPointConfig)  # type: ignore[arg-type]
-    constraints: list[ConstraintConfig] = Field(default_factory=list, description="Limits a candidate must meet.")
-    secondary: list[SecondaryObjective] = Field(default_factory=list, description="Further objectives (multi-objective study).")
+    constraints: list[ConstraintConfig] = Field(
+        default_factory=list, description="Limits a candidate must meet."
+    )
+    secondary: list[SecondaryObjective] = Field(
+        default_factory=list, description="Further objectives (multi-objective study)."
+    )
     latency: LatencyConfig = Field(default_factory=LatencyConfig)  # type: ignore[arg-type]
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)  # type: ignore[arg-type]
 
@@ -422,10 +637,68 @@ class ObjectiveConfig(Strict):
         # `objective: {metric: auroc, ...}` is shorthand for `objective: {terms: [{metric: auroc, ...}]}`; a
         # shorthand metric (the task's own) replaces terms merged in from a preset underneath it.
         if isinstance(data, dict) and "metric" in data:
-            outer = {k: data[k] for k in ("operating_point", "constraints", "secondary", "latency", "bootstrap") if k in data}
+            outer = {
+                k: data[k]
+                for k in ("operating_point", "constraints", "secondary", "latency", "bootstrap")
+                if k in data
+            }
             term = {k: v for k, v in data.items() if k not in outer and k != "terms"}
             return {"terms": [term], **outer}
         return data
+
+    @field_validator("terms", mode="wrap")
+    @classmethod
+    def _plugin_terms(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # Built-in terms validate through the discriminated union `Term` (whose models the reference documents);
+        # a term registered by a plugin validates through its own model (`BaseMetricTerm.config`).
+        if not isinstance(value, list):
+            return handler(value)
+        builtin = get_args(get_args(Term)[0])
+        tags = {get_args(m.model_fields["metric"].annotation)[0] for m in builtin}
+        plugins = {
+            i: item
+            for i, item in enumerate(value)
+            if isinstance(item, dict) and isinstance(item.get("metric"), str) and item["metric"] not in tags
+        }
+        if not plugins:
+            return handler(value)
+        out = handler([{"metric": "auroc"} if i in plugins else item for i, item in enumerate(value)])
+        errors: list[InitErrorDetails] = []
+        for i, item in plugins.items():
+            name = item["metric"]
+            term = registered("metric", name)
+            if term is None:
+                known = sorted(tags | set(_registry("metric").names()))
+                errors.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "union_tag_invalid",
+                            "unknown metric {tag}",
+                            {
+                                "tag": name,
+                                "expected_tags": ", ".join(repr(k) for k in known),
+                                "discriminator": "'metric'",
+                            },
+                        ),
+                        loc=(i,),
+                        input=item,
+                    )
+                )
+                continue
+            try:
+                out[i] = term.config.model_validate(item)
+            except ValidationError as exc:
+                errors += [
+                    InitErrorDetails(
+                        type=PydanticCustomError(e["type"], e["msg"], e.get("ctx")),
+                        loc=(i, name, *e["loc"]),
+                        input=e["input"],
+                    )
+                    for e in exc.errors()
+                ]
+        if errors:
+            raise ValidationError.from_exception_data("terms", errors)
+        return out
 
     @property
     def name(self) -> str:
@@ -433,7 +706,10 @@ class ObjectiveConfig(Strict):
         if len(self.terms) == 1:
             return self.terms[0].metric
         total = sum(t.weight for t in self.terms)
-        return "+".join(f"{'-' if METRIC_DIRECTIONS[t.metric] < 0 else ''}{t.weight / total:.2g}*{t.metric}" for t in self.terms).replace("+-", "-")
+        return "+".join(
+            f"{'-' if metric_direction(t.metric) < 0 else ''}{t.weight / total:.2g}*{t.metric}"
+            for t in self.terms
+        ).replace("+-", "-")
 
     @property
     def names(self) -> list[str]:
@@ -458,8 +734,12 @@ class BudgetConfig(Strict):
     """Static limits checked before any training; a candidate over budget is rejected in milliseconds."""
 
     max_params: int | None = Field(None, gt=0, description="Most trainable parameters.")
-    max_macs: float | None = Field(None, gt=0, description="Most multiply-accumulates for one full-size input.")
-    max_activation_mb: float | None = Field(None, gt=0, description="Most forward activation memory (MB) for one training batch at full size.")
+    max_macs: float | None = Field(
+        None, gt=0, description="Most multiply-accumulates for one full-size input."
+    )
+    max_activation_mb: float | None = Field(
+        None, gt=0, description="Most forward activation memory (MB) for one training batch at full size."
+    )
 
 
 class PrunerConfig(Strict):
@@ -487,7 +767,9 @@ class ReevaluateConfig(Strict):
     """
 
     top: int = Field(0, ge=0, description="How many of the best proxy candidates to re-evaluate (0: off).")
-    seeds: int = Field(2, ge=1, description="Extra proxy seeds per re-evaluated candidate (its own seed comes first).")
+    seeds: int = Field(
+        2, ge=1, description="Extra proxy seeds per re-evaluated candidate (its own seed comes first)."
+    )
 
 
 #: Longest list a search-space option may hold (choices such as kernel sizes or block types).
@@ -529,29 +811,45 @@ def _option_value_problem(value: Any) -> str | None:
 class SearchConfig(Strict):
     """The Optuna study: which families, which sampler and pruner, how many trials."""
 
-    spaces: list[str] = Field(min_length=1, description="Search-space families (registry keys, see `mednas spaces`).")
-    space_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-family bounds, e.g. `{resnet: {max_width: 32}}`.")
+    spaces: list[str] = Field(
+        min_length=1, description="Search-space families (registry keys, see `mednas spaces`)."
+    )
+    space_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-family bounds, e.g. `{resnet: {max_width: 32}}`."
+    )
     sampler: Literal["tpe", "nsga2", "random"] = Field(
-        "tpe", description="Optuna sampler (seeded): `tpe` (multi-objective TPE when there are secondary objectives), `nsga2`, `random`."
+        "tpe",
+        description="Optuna sampler (seeded): `tpe` (multi-objective TPE when there are secondary objectives), `nsga2`, `random`.",
     )
     population_size: int = Field(12, ge=2, description="NSGA-II population size.")
-    losses: list[str] | None = Field(None, description="Losses to search over (imbalance handling), e.g. [weighted_ce, focal]; unset: training.loss.")
+    losses: list[str] | None = Field(
+        None,
+        description="Losses to search over (imbalance handling), e.g. [weighted_ce, focal]; unset: training.loss.",
+    )
     sampling: list[Literal["uniform", "balanced"]] | None = Field(
-        None, description="Batch sampling to search over; unset: training.sampling. Classification: a trial with a "
+        None,
+        description="Batch sampling to search over; unset: training.sampling. Classification: a trial with a "
         "class-weighted loss trains with uniform batches (one imbalance remedy at a time) unless "
-        "training.stack_imbalance_remedies is true.")
+        "training.stack_imbalance_remedies is true.",
+    )
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)  # type: ignore[arg-type]
     n_trials: int = Field(20, ge=1, description="Finished trials (complete + pruned) the study should reach.")
     timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
     seed: int = Field(0, ge=0, description="Task seed: splits, sampler and per-trial seeds derive from it.")
     budget: BudgetConfig = Field(default_factory=BudgetConfig)  # type: ignore[arg-type]
     max_failures: int = Field(10, ge=1, description="Stop the search after this many failed trials in a row.")
-    keep_weights: int = Field(5, ge=0, description="Keep the proxy weights (`trials/<n>/model.pt`) of this many best trials; others are deleted.")
+    keep_weights: int = Field(
+        5,
+        ge=0,
+        description="Keep the proxy weights (`trials/<n>/model.pt`) of this many best trials; others are deleted.",
+    )
     dead_check_epoch: int | None = Field(
-        None, ge=0, description="Proxy epoch at which a candidate that has not started learning (training loss down "
+        None,
+        ge=0,
+        description="Proxy epoch at which a candidate that has not started learning (training loss down "
         "by < 3% since epoch 1 and validation predictions constant, empty or never better than epoch 1) is pruned "
         "and flagged; unset: max(2, proxy.epochs // 4) when that is before the last epoch, else off; 0: off (the "
-        "end-of-training flag still applies)."
+        "end-of-training flag still applies).",
     )
     reevaluate: ReevaluateConfig = Field(default_factory=ReevaluateConfig)  # type: ignore[arg-type]
 
@@ -564,7 +862,9 @@ class SearchConfig(Strict):
                 from mednas.spaces import list_spaces
 
                 names = list_spaces()
-                raise ValueError(f"{family}: unknown search space{did_you_mean(family, names)}; known: {', '.join(names)}")
+                raise ValueError(
+                    f"{family}: unknown search space{did_you_mean(family, names)}; known: {', '.join(names)}"
+                )
             for name, option in options.items():
                 if name not in known:
                     raise ValueError(
@@ -580,8 +880,12 @@ class SearchConfig(Strict):
 class ProxyConfig(Strict):
     """The cheap stand-in for full training used to rank candidates."""
 
-    shape: list[int] | None = Field(None, description="Spatial shape of proxy inputs; default: `scale` times the full shape.")
-    scale: float = Field(0.5, gt=0, le=1, description="Proxy shape as a fraction of the full shape (when `shape` is unset).")
+    shape: list[int] | None = Field(
+        None, description="Spatial shape of proxy inputs; default: `scale` times the full shape."
+    )
+    scale: float = Field(
+        0.5, gt=0, le=1, description="Proxy shape as a fraction of the full shape (when `shape` is unset)."
+    )
     epochs: int = Field(5, ge=1, description="Training epochs per proxy trial.")
     subset: float = Field(1.0, gt=0, le=1, description="Fraction of training cases used by the proxy.")
 
@@ -589,49 +893,69 @@ class ProxyConfig(Strict):
 class TrainingConfig(Strict):
     """The one training loop's settings (proxy trials and full retraining)."""
 
-    shape: list[int] | None = Field(None, description="Full-resolution spatial input shape; default: the fingerprint's median shape.")
+    shape: list[int] | None = Field(
+        None, description="Full-resolution spatial input shape; default: the fingerprint's median shape."
+    )
     batch_size: int = Field(16, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     weight_decay: float = Field(1e-4, ge=0)
-    loss: Literal["auto", "ce", "weighted_ce", "focal", "dice", "dice_ce", "dice_focal", "tversky"] = Field(
-        "auto", description="Loss; `auto` is class-weighted CE for classification and Dice+CE for segmentation."
+    loss: BuiltinLoss = Field(
+        "auto",
+        description="Loss; `auto` is class-weighted CE for classification and Dice+CE for segmentation.",
     )
     epochs: int = Field(30, ge=1, description="Full-fidelity epochs (retraining).")
-    patience: int = Field(8, ge=1, description="Early stopping patience in epochs on the validation objective (retraining).")
+    patience: int = Field(
+        8, ge=1, description="Early stopping patience in epochs on the validation objective (retraining)."
+    )
     patch: list[int] | None = Field(
-        None, description="Segmentation retraining on volumes too large to train whole: random patches of this size "
-        "(a third centred on foreground), validation and test by sliding-window inference; unset: whole volumes."
+        None,
+        description="Segmentation retraining on volumes too large to train whole: random patches of this size "
+        "(a third centred on foreground), validation and test by sliding-window inference; unset: whole volumes.",
     )
     augment: bool = Field(True, description="Random flips during training.")
     sampling: Literal["uniform", "balanced"] = Field(
-        "uniform", description="`balanced`: classes (classification) or cases with findings (segmentation) drawn equally often."
+        "uniform",
+        description="`balanced`: classes (classification) or cases with findings (segmentation) drawn equally often.",
     )
     stack_imbalance_remedies: bool = Field(
-        False, description="Allow a class-weighted loss (`weighted_ce`, `focal`) together with `balanced` sampling "
+        False,
+        description="Allow a class-weighted loss (`weighted_ce`, `focal`) together with `balanced` sampling "
         "(classification). Off: the two are not combined, in training settings or in the search (which then "
         "chooses a weighted loss, balanced sampling or neither), because together they correct the class prior "
-        "twice and push the operating threshold to an extreme."
+        "twice and push the operating threshold to an extreme.",
     )
     amp: bool = Field(True, description="Automatic mixed precision on CUDA (ignored on CPU).")
     grad_clip: float | None = Field(5.0, gt=0, description="Gradient norm clipping.")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for torch, OpenMP and MKL in each process (`--threads` wins); unset: the "
+        None,
+        ge=1,
+        description="CPU threads for torch, OpenMP and MKL in each process (`--threads` wins); unset: the "
         "CPUs this process may use (affinity mask, cgroup quota) divided by the local workers, fewer when other work "
-        "keeps the machine busy at start. Not part of the run's identity."
+        "keeps the machine busy at start. Not part of the run's identity.",
     )
+
+    @field_validator("loss", mode="wrap")
+    @classmethod
+    def _loss_name(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # A plugin loss's name passes too; the annotation stays the built-in list that the reference shows.
+        return _registered_name("loss", _BUILTIN_LOSSES, value, handler)
 
 
 class PrivacyConfig(Strict):
     """What may appear in outputs besides salted case hashes."""
 
-    show_file_names: bool = Field(False, description="Allow source file names in reports and logs (they can hold patient names).")
+    show_file_names: bool = Field(
+        False, description="Allow source file names in reports and logs (they can hold patient names)."
+    )
 
 
 class TaskConfig(Strict):
     """A clinical task: data, labels, objective, search, proxy and training settings."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Task name (run and study names derive from it).")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Task name (run and study names derive from it)."
+    )
     description: str = ""
     problem: Literal["classification", "segmentation"]
     spatial_dims: Literal[2, 3]
@@ -643,7 +967,9 @@ class TaskConfig(Strict):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)  # type: ignore[arg-type]
     training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)  # type: ignore[arg-type]
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="`auto` picks CUDA when present.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="`auto` picks CUDA when present."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -651,25 +977,36 @@ class TaskConfig(Strict):
             for section in (self.proxy, self.training):
                 shape = getattr(section, key)
                 if shape is not None and len(shape) != self.spatial_dims:
-                    raise ValueError(f"{type(section).__name__.removesuffix('Config').lower()}.{key} {shape} must have {self.spatial_dims} entries")
-        wrong = SEGMENTATION_METRICS if self.problem == "classification" else CLASSIFICATION_METRICS
-        other = "segmentation" if self.problem == "classification" else "classification"
+                    raise ValueError(
+                        f"{type(section).__name__.removesuffix('Config').lower()}.{key} {shape} must have {self.spatial_dims} entries"
+                    )
         named = [t.metric for t in self.objective.terms] + [c.metric for c in self.objective.constraints]
         named += [s.metric for s in self.objective.secondary]
         for metric in named:
-            if metric in wrong:
-                raise ValueError(f"objective metric {metric!r} needs a {other} task")
+            needs = _metric_problem(metric)
+            if needs is not None and needs != self.problem:
+                raise ValueError(f"objective metric {metric!r} needs a {needs} task")
         check = self.search.dead_check_epoch
         if check == 1:
-            raise ValueError("search.dead_check_epoch 1: the not-learning check compares with epoch 1, so it needs 2 or later (0: off)")
+            raise ValueError(
+                "search.dead_check_epoch 1: the not-learning check compares with epoch 1, so it needs 2 or later (0: off)"
+            )
         if check is not None and check > self.proxy.epochs:
-            raise ValueError(f"search.dead_check_epoch {check} is after the last proxy epoch ({self.proxy.epochs}); "
-                             "use at most proxy.epochs, or 0 to turn the check off")
-        if self.search.losses:
-            allowed = LOSS_CHOICES[self.problem]
-            for loss in self.search.losses:
-                if loss not in allowed:
-                    raise ValueError(f"search.losses: {loss!r} is not a {self.problem} loss{did_you_mean(loss, allowed)}; choose from {', '.join(allowed)}")
+            raise ValueError(
+                f"search.dead_check_epoch {check} is after the last proxy epoch ({self.proxy.epochs}); "
+                "use at most proxy.epochs, or 0 to turn the check off"
+            )
+        if (
+            not _plugin_loss_for(self.training.loss, self.problem)
+            and self.training.loss not in _BUILTIN_LOSSES
+        ):
+            raise ValueError(f"training.loss: {self.training.loss!r} is not a {self.problem} loss")
+        for loss in self.search.losses or []:
+            if loss not in LOSS_CHOICES[self.problem] and not _plugin_loss_for(loss, self.problem):
+                allowed = [*LOSS_CHOICES[self.problem], *_plugin_losses(self.problem)]
+                raise ValueError(
+                    f"search.losses: {loss!r} is not a {self.problem} loss{did_you_mean(loss, allowed)}; choose from {', '.join(allowed)}"
+                )
         self._check_imbalance_remedies()
         return self
 
@@ -677,7 +1014,11 @@ class TaskConfig(Strict):
         """Refuse settings that always combine a class-weighted loss with balanced sampling (unless allowed)."""
         if self.problem != "classification" or self.training.stack_imbalance_remedies:
             return
-        weighted = {"weighted_ce", "focal"}
+        weighted = {"weighted_ce", "focal"} | {
+            loss
+            for loss in [*(self.search.losses or []), self.training.loss]
+            if loss not in _BUILTIN_LOSSES and getattr(registered("loss", loss), "class_weighted", False)
+        }
         fix = "; set training.stack_imbalance_remedies: true to combine them on purpose"
         samplings = self.search.sampling or [self.training.sampling]
         if samplings == ["balanced"]:
@@ -685,10 +1026,12 @@ class TaskConfig(Strict):
             both = [loss for loss in losses if loss in weighted]
             if both:
                 where = "search.losses" if self.search.losses else "training.loss"
-                raise ValueError(f"{where}: {', '.join(both)} weights the loss by class while every batch is already "
-                                 "class-balanced (sampling: balanced): the class prior would be corrected twice. Use "
-                                 "`ce` (or `auto`) with balanced sampling, or uniform sampling with the weighted loss"
-                                 + fix)
+                raise ValueError(
+                    f"{where}: {', '.join(both)} weights the loss by class while every batch is already "
+                    "class-balanced (sampling: balanced): the class prior would be corrected twice. Use "
+                    "`ce` (or `auto`) with balanced sampling, or uniform sampling with the weighted loss"
+                    + fix
+                )
 
     @property
     def dead_check_epoch(self) -> int:

@@ -52,7 +52,14 @@ def _default(field: Any) -> str:
 
 
 def _section(model: type[BaseModel], title: str, seen: list[type[BaseModel]]) -> list[str]:
-    lines = [f"### {model.__name__}", "", f"Key: `{title}`", "", (model.__doc__ or "").strip().split("\n\n")[0], ""]
+    lines = [
+        f"### {model.__name__}",
+        "",
+        f"Key: `{title}`",
+        "",
+        (model.__doc__ or "").strip().split("\n\n")[0],
+        "",
+    ]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
     nested: list[tuple[type[BaseModel], str]] = []
     for name, field in model.model_fields.items():
@@ -94,13 +101,25 @@ def render_reference() -> str:
     ]
     seen: list[type[BaseModel]] = [TaskConfig]
     lines += _section(TaskConfig, "", seen)
-    lines += ["## Objective metrics", "", "Each entry of `objective.terms` is one of these (chosen by `metric`):", ""]
+    lines += [
+        "## Objective metrics",
+        "",
+        "Each entry of `objective.terms` is one of these (chosen by `metric`):",
+        "",
+    ]
     for model in get_args(get_args(Term)[0]):
         if model in seen:
             continue
         seen.append(model)
         metric = get_args(model.model_fields["metric"].annotation)[0]
-        lines += [f"### `{metric}`", "", (model.__doc__ or "").strip(), "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        lines += [
+            f"### `{metric}`",
+            "",
+            (model.__doc__ or "").strip(),
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
         for name, field in model.model_fields.items():
             if name == "metric":
                 continue

@@ -12,6 +12,7 @@ from mednas.data._fingerprint import (
     suggest_shapes,
 )
 from mednas.data._layouts import load_layout
+from mednas.data._layouts_base import LAYOUTS, BaseLayout, dataset_from_entries, list_layouts, register_layout
 from mednas.data._plan import (
     DataPlan,
     TestSplitAccessError,
@@ -42,6 +43,11 @@ from mednas.data._synth import synthesise
 from mednas.data._validate import BadCase, ValidationReport, validate_cases, validate_dataset
 
 __all__ = [
+    "BaseLayout",
+    "LAYOUTS",
+    "dataset_from_entries",
+    "list_layouts",
+    "register_layout",
     "ArrayData",
     "BadCase",
     "Case",

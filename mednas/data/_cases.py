@@ -147,7 +147,19 @@ def expand_path(raw: str, base: Path, where: str) -> str:
     return str(path if path.is_absolute() else base / path)
 
 
-_NOT_DICOM_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npz", ".npy")
+_NOT_DICOM_SUFFIXES = (
+    ".nii",
+    ".nii.gz",
+    ".nrrd",
+    ".nhdr",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".npz",
+    ".npy",
+)
 
 
 def _dicom_patient(image: str) -> tuple[str | None, str | None]:
@@ -180,9 +192,19 @@ def _dicom_patient(image: str) -> tuple[str | None, str | None]:
 
 #: Names a source may give a split, mapped to mednas's three.
 SPLIT_NAMES = {
-    "train": "train", "training": "train", "tr": "train",
-    "val": "val", "valid": "val", "validation": "val", "tune": "val", "tuning": "val", "dev": "val",
-    "test": "test", "testing": "test", "ts": "test", "holdout": "test",
+    "train": "train",
+    "training": "train",
+    "tr": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "tune": "val",
+    "tuning": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "ts": "test",
+    "holdout": "test",
 }
 
 
@@ -254,7 +276,9 @@ def _entries_to_cases(
         if given is None and entry.get(FOLD_KEY) is not None:
             given = _fold_split(entry[FOLD_KEY], cfg.split.fold, where)
         extra = {
-            k: v for k, v in entry.items() if k not in (cfg.image_key, cfg.label_key, cfg.patient_key, cfg.split_key)
+            k: v
+            for k, v in entry.items()
+            if k not in (cfg.image_key, cfg.label_key, cfg.patient_key, cfg.split_key)
         }
         dicom_id, problem = (None, None)
         if raw_patient is None and cfg.dicom_patient_id:
@@ -296,7 +320,11 @@ def _blank_patients(names: Sequence[str], total: int, source: str, key: str, pol
     if policy == "own":
         logger.warning(
             "%s: %d of %d cases have a blank %r (%s): each is its own patient (data.blank_patient: own)",
-            source, len(names), total, key, shown,
+            source,
+            len(names),
+            total,
+            key,
+            shown,
         )
         return
     raise DataError(
@@ -315,7 +343,12 @@ def _load_datalist(path: Path, task: TaskConfig, salt: str) -> Dataset:
         raise DataError(f"{path}: expected a JSON object with a 'training' list")
     entries: list[dict[str, Any]] = []
     split_key = task.data.split_key
-    for section, split in (("training", "train"), ("validation", "val"), ("testing", "test"), ("test", "test")):
+    for section, split in (
+        ("training", "train"),
+        ("validation", "val"),
+        ("testing", "test"),
+        ("test", "test"),
+    ):
         items = data.get(section) or []
         if not isinstance(items, list):
             raise DataError(f"{path}: {section!r} must be a list")
@@ -327,7 +360,9 @@ def _load_datalist(path: Path, task: TaskConfig, salt: str) -> Dataset:
             # section is the train split.
             items = [{**e, split_key: e.get(split_key, split)} if isinstance(e, dict) else e for e in items]
             entries = [
-                {**e, split_key: e.get(split_key, "train")} if isinstance(e, dict) and FOLD_KEY not in e else e
+                {**e, split_key: e.get(split_key, "train")}
+                if isinstance(e, dict) and FOLD_KEY not in e
+                else e
                 for e in entries
             ]
         entries.extend(items)
@@ -375,13 +410,15 @@ def _process_cache() -> Path:
 
         folder = Path(tempfile.mkdtemp(prefix="mednas-cache-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        logger.debug("no run directory and no data.cache_dir: derived data go to a temporary folder removed at exit")
+        logger.debug(
+            "no run directory and no data.cache_dir: derived data go to a temporary folder removed at exit"
+        )
         _process_cache_dir = folder
     return _process_cache_dir
 
 
 def load_dataset(task: TaskConfig, salt: str, *, run_dir: str | os.PathLike[str] | None = None) -> Dataset:
-    """List the task's cases from its data layout.
+    """List the task's cases from its data layout (``data.format``: a registered :class:`BaseLayout`).
 
     Args:
         task: The validated task.
@@ -395,21 +432,10 @@ def load_dataset(task: TaskConfig, salt: str, *, run_dir: str | os.PathLike[str]
     Raises:
         DataError: With the file and the problem.
     """
+    from mednas.data._layouts_base import LAYOUTS
+
     cfg = task.data
-    dataset: Dataset
-    if cfg.format == "demo":
-        from mednas.data._demo import build_demo
-
-        assert cfg.demo is not None
-        folder = build_demo(cfg.demo, default_cache_root(task, run_dir) / "demo", n_cases=cfg.n_cases, seed=cfg.seed)
-        dataset = _load_datalist(Path(folder) / "datalist.json", task, salt)
-    elif cfg.format == "datalist":
-        assert cfg.path is not None
-        dataset = _load_datalist(Path(cfg.path), task, salt)
-    else:
-        from mednas.data import _layouts
-
-        dataset = _layouts.load_layout(task, salt)
+    dataset = LAYOUTS.get(cfg.format)().load(task, salt, run_dir=run_dir)
     if cfg.augment_copies or cfg.label_threshold is not None:
         from mednas.data._synth import synthesise
 

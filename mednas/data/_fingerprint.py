@@ -20,7 +20,14 @@ from mednas.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_fingerprint", "describe_case", "fingerprint_hash", "pixel_hash", "suggest_normalize", "suggest_shapes"]
+__all__ = [
+    "compute_fingerprint",
+    "describe_case",
+    "fingerprint_hash",
+    "pixel_hash",
+    "suggest_normalize",
+    "suggest_shapes",
+]
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -115,9 +122,16 @@ def _case_record(case: Case, problem: str, n_classes: int, modality: str | None 
     if problem == "segmentation" and isinstance(case.label, str):
         label = read_image(case.label).array[0]
         if tuple(label.shape) != tuple(img.spatial_shape):
-            raise DataError(f"{case.label}: label shape {list(label.shape)} differs from image shape {list(img.spatial_shape)}")
+            raise DataError(
+                f"{case.label}: label shape {list(label.shape)} differs from image shape {list(img.spatial_shape)}"
+            )
     return describe_case(
-        case, img, label=label, n_classes=n_classes, channels=img.channels + len(case.images) - 1, modality=modality
+        case,
+        img,
+        label=label,
+        n_classes=n_classes,
+        channels=img.channels + len(case.images) - 1,
+        modality=modality,
     )
 
 
@@ -199,21 +213,41 @@ def compute_fingerprint(
     records = list(records)
     if not records:
         raise DataError("the dataset has no cases")
+    summary = _geometry_summary(records, spatial_dims, dataset.modality)
+    if problem == "classification":
+        summary.update(_class_summary(records, label_names))
+    else:
+        summary.update(_label_summary(records, label_names))
+    suggestions = _suggestions(summary, spatial_dims)
+    out: dict[str, Any] = {
+        "cases": records,
+        "summary": summary,
+        "suggestions": suggestions,
+        "simulated": dataset.simulated,
+    }
+    if dataset.augmentation:
+        out["augmentation"] = dataset.augmentation
+    out["hash"] = fingerprint_hash(out)
+    return out
+
+
+def _geometry_summary(
+    records: list[dict[str, Any]], spatial_dims: int, modality_default: str | None
+) -> dict[str, Any]:
+    """The dataset's shapes, spacings, modality, orientations and intensities over all case records."""
     shapes = np.array([r["shape"][:spatial_dims] for r in records])
     spacings = np.array([r["spacing"][:spatial_dims] for r in records])
-    modalities = Counter(str(r["modality"] or dataset.modality or "unknown") for r in records)
+    modalities = Counter(str(r["modality"] or modality_default or "unknown") for r in records)
     modality = modalities.most_common(1)[0][0]
-    if modality == "unknown" and dataset.modality:
-        modality = dataset.modality
-    median_shape = [int(v) for v in np.median(shapes, axis=0)]
-    median_spacing = [float(v) for v in np.median(spacings, axis=0)]
-    summary: dict[str, Any] = {
+    if modality == "unknown" and modality_default:
+        modality = modality_default
+    return {
         "n_cases": len(records),
         "n_patients": len({r["patient"] for r in records}),
-        "median_shape": median_shape,
+        "median_shape": [int(v) for v in np.median(shapes, axis=0)],
         "min_shape": shapes.min(axis=0).tolist(),
         "max_shape": shapes.max(axis=0).tolist(),
-        "median_spacing": median_spacing,
+        "median_spacing": [float(v) for v in np.median(spacings, axis=0)],
         "min_spacing": spacings.min(axis=0).tolist(),
         "max_spacing": spacings.max(axis=0).tolist(),
         "modality": modality,
@@ -222,55 +256,78 @@ def compute_fingerprint(
         "intensity_min": float(min(r["intensity"]["min"] for r in records)),
         "intensity_max": float(max(r["intensity"]["max"] for r in records)),
         "intensity_foreground": {
-            k: float(np.median([r["intensity"][k] for r in records])) for k in ("p00_5", "p50", "p99_5", "mean", "std")
+            k: float(np.median([r["intensity"][k] for r in records]))
+            for k in ("p00_5", "p50", "p99_5", "mean", "std")
         },
     }
-    if problem == "classification":
-        counts = Counter(r.get("label") for r in records)
-        summary["class_counts"] = {label_names[k]: int(counts.get(k, 0)) for k in range(len(label_names))}
-        summary["class_fraction"] = {n: round(c / len(records), 4) for n, c in summary["class_counts"].items()}
-        summary["label_sanity"] = {"unlabelled_cases": int(sum(1 for r in records if r.get("label") is None))}
-    else:
-        totals = np.sum([r.get("label_voxels", [0] * len(label_names))[: len(label_names)] for r in records], axis=0)
-        summary["label_voxels"] = {label_names[k]: int(totals[k]) for k in range(len(label_names))}
-        total = max(int(totals.sum()), 1)
-        summary["label_fraction"] = {label_names[k]: round(int(totals[k]) / total, 6) for k in range(len(label_names))}
-        with_finding = [r for r in records if sum(r.get("label_voxels", [0])[1:]) > 0]
-        summary["cases_with_finding"] = len(with_finding)
-        summary["components_per_case"] = float(np.mean([r.get("n_components", 0) for r in records]))
-        present = Counter(k for r in records for k, v in enumerate(r.get("label_voxels", [])) if v > 0)
-        summary["label_sanity"] = {
-            "all_background_cases": len(records) - len(with_finding),
-            "cases_per_class": {label_names[k]: int(present.get(k, 0)) for k in range(len(label_names))},
-            "median_foreground_fraction": float(np.median([r.get("foreground_fraction", 0.0) for r in records])),
+
+
+def _class_summary(records: list[dict[str, Any]], label_names: Sequence[str]) -> dict[str, Any]:
+    """Classification: cases per class, their fractions, and how many cases have no label."""
+    counts = Counter(r.get("label") for r in records)
+    class_counts = {label_names[k]: int(counts.get(k, 0)) for k in range(len(label_names))}
+    return {
+        "class_counts": class_counts,
+        "class_fraction": {n: round(c / len(records), 4) for n, c in class_counts.items()},
+        "label_sanity": {"unlabelled_cases": int(sum(1 for r in records if r.get("label") is None))},
+    }
+
+
+def _label_summary(records: list[dict[str, Any]], label_names: Sequence[str]) -> dict[str, Any]:
+    """Segmentation: voxels per label, cases with findings, components, and intensities inside the labels."""
+    out: dict[str, Any] = {}
+    totals = np.sum(
+        [r.get("label_voxels", [0] * len(label_names))[: len(label_names)] for r in records], axis=0
+    )
+    out["label_voxels"] = {label_names[k]: int(totals[k]) for k in range(len(label_names))}
+    total = max(int(totals.sum()), 1)
+    out["label_fraction"] = {
+        label_names[k]: round(int(totals[k]) / total, 6) for k in range(len(label_names))
+    }
+    with_finding = [r for r in records if sum(r.get("label_voxels", [0])[1:]) > 0]
+    out["cases_with_finding"] = len(with_finding)
+    out["components_per_case"] = float(np.mean([r.get("n_components", 0) for r in records]))
+    present = Counter(k for r in records for k, v in enumerate(r.get("label_voxels", [])) if v > 0)
+    out["label_sanity"] = {
+        "all_background_cases": len(records) - len(with_finding),
+        "cases_per_class": {label_names[k]: int(present.get(k, 0)) for k in range(len(label_names))},
+        "median_foreground_fraction": float(np.median([r.get("foreground_fraction", 0.0) for r in records])),
+    }
+    in_label = [r["intensity_in_label"] for r in records if "intensity_in_label" in r]
+    if in_label:
+        out["intensity_in_label"] = {
+            k: float(np.median([v[k] for v in in_label])) for k in ("p00_5", "p50", "p99_5", "mean", "std")
         }
-        in_label = [r["intensity_in_label"] for r in records if "intensity_in_label" in r]
-        if in_label:
-            summary["intensity_in_label"] = {
-                k: float(np.median([v[k] for v in in_label])) for k in ("p00_5", "p50", "p99_5", "mean", "std")
-            }
+    return out
+
+
+def _suggestions(summary: dict[str, Any], spatial_dims: int) -> dict[str, Any]:
+    """What the summary suggests: the normalisation (and why), network shapes, and a CT window."""
+    modality = summary["modality"]
     norm_modality = None if modality == "unknown" else modality
     normalize = suggest_normalize(norm_modality, summary["intensity_min"])
     suggestions: dict[str, Any] = {
         "normalize": normalize,
         "normalize_reason": _normalize_reason(normalize, norm_modality),
-        **suggest_shapes(median_shape, spatial_dims, median_spacing),
+        **suggest_shapes(summary["median_shape"], spatial_dims, summary["median_spacing"]),
     }
     if normalize == "ct":
         source = summary.get("intensity_in_label") or summary["intensity_foreground"]
         suggestions["ct_window"] = [float(np.floor(source["p00_5"])), float(np.ceil(source["p99_5"]))]
-    out: dict[str, Any] = {"cases": records, "summary": summary, "suggestions": suggestions, "simulated": dataset.simulated}
-    if dataset.augmentation:
-        out["augmentation"] = dataset.augmentation
-    out["hash"] = fingerprint_hash(out)
-    return out
+    return suggestions
 
 
 def _normalize_reason(normalize: str, modality: str | None) -> str:
     if normalize == "ct":
-        return f"modality {modality}: clip to an HU window, scale to 0-1" if modality else "values reach -900 or below (CT-like): HU window"
+        return (
+            f"modality {modality}: clip to an HU window, scale to 0-1"
+            if modality
+            else "values reach -900 or below (CT-like): HU window"
+        )
     if normalize == "zscore":
-        return f"modality {modality}: z-score over the non-zero voxels (MONAI NormalizeIntensity, nonzero=True)"
+        return (
+            f"modality {modality}: z-score over the non-zero voxels (MONAI NormalizeIntensity, nonzero=True)"
+        )
     return f"modality {modality or 'unknown'}: 0.5-99.5 percentile range to 0-1"
 
 

@@ -25,7 +25,19 @@ __all__ = ["load_layout"]
 
 #: Part of a MedMNIST case's salted name; fixed, so case keys (and saved splits) survive changes to how images are read.
 _MEDMNIST_KEY_VERSION = 1
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz", ".nrrd", ".nhdr")
+_IMAGE_SUFFIXES = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".dcm",
+    ".dicom",
+    ".nii",
+    ".nii.gz",
+    ".nrrd",
+    ".nhdr",
+)
 # nnU-Net channel names that mean MR; "CT" is the one nnU-Net normalises differently.
 _MR_NAMES = {"MR", "MRI", "T1", "T1W", "T1C", "T1GD", "T1CE", "T2", "T2W", "FLAIR", "ADC", "DWI", "PD", "SWI"}
 
@@ -48,18 +60,14 @@ def load_layout(task: TaskConfig, salt: str) -> Dataset:
         >>> len(dataset.cases)
         3
     """
+    from mednas.data._layouts_base import LAYOUTS
+
     fmt = task.data.format
     assert task.data.path is not None
-    path = Path(task.data.path)
-    if fmt == "decathlon":
-        return _load_decathlon(path, task, salt)
-    if fmt == "csv":
-        return _load_csv(path, task, salt)
-    if fmt == "folders":
-        return _load_folders(path, task, salt)
-    if fmt == "medmnist":
-        return _load_medmnist(path, task, salt)
-    raise DataError(f"data.format {fmt!r} is not a file layout")
+    if fmt in ("demo", "datalist"):
+        raise DataError(f"data.format {fmt!r} is not a file layout")
+    # The registry's layouts (built-ins and plugins alike) read their own files.
+    return LAYOUTS.get(fmt)().load(task, salt)
 
 
 # --------------------------------------------------------------------------------------------- decathlon
@@ -85,7 +93,9 @@ def _decathlon_labels(raw: Any, where: str) -> dict[int, str]:
         elif isinstance(value, int) and not isinstance(value, bool):
             index, name = value, str(key)
         elif isinstance(value, list):
-            raise DataError(f"{where}: region-based label {key!r} ({value}) is not supported; give one index per class")
+            raise DataError(
+                f"{where}: region-based label {key!r} ({value}) is not supported; give one index per class"
+            )
         else:
             raise DataError(f"{where}: cannot read label entry {key!r}: {value!r}")
         out[index] = name
@@ -112,9 +122,17 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
             f"{where}: declares classes {sorted(labels)} but the task's labels.names has {len(names)} "
             f"({', '.join(names)})"
         )
-    renamed = [f"{i}: {labels[i]!r} vs {names[i]!r}" for i in range(len(names)) if labels[i].lower() != names[i].lower()]
+    renamed = [
+        f"{i}: {labels[i]!r} vs {names[i]!r}"
+        for i in range(len(names))
+        if labels[i].lower() != names[i].lower()
+    ]
     if renamed:
-        logger.warning("%s: class names differ from the task's (%s); the task's names are used", where, "; ".join(renamed))
+        logger.warning(
+            "%s: class names differ from the task's (%s); the task's names are used",
+            where,
+            "; ".join(renamed),
+        )
     channel_map = meta.get("channel_names", meta.get("modality")) or {}
     if not isinstance(channel_map, dict):
         raise DataError(f"{where}: 'channel_names'/'modality' must map channel indices to names")
@@ -127,7 +145,9 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
         ending = str(meta.get("file_ending", ".nii.gz"))
         n_channels = max(1, len(channels))
         if n_channels != task.in_channels:
-            raise DataError(f"{where}: {n_channels} channels (channel_names) but the task has in_channels={task.in_channels}")
+            raise DataError(
+                f"{where}: {n_channels} channels (channel_names) but the task has in_channels={task.in_channels}"
+            )
         entries = _nnunet_v2_entries(root, meta, ending, n_channels, where, cfg.image_key, cfg.label_key)
     else:
         training = meta.get("training")
@@ -143,7 +163,9 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
             entries.append(entry)
         declared = meta.get("numTraining")
         if isinstance(declared, int) and declared != len(entries):
-            logger.warning("%s: numTraining says %d, the training list has %d cases", where, declared, len(entries))
+            logger.warning(
+                "%s: numTraining says %d, the training list has %d cases", where, declared, len(entries)
+            )
         # The Decathlon's test cases (imagesTs) are the given test split where they come with labels; the
         # original MSD lists bare image paths there (labels withheld), which cannot test anything.
         tests = [t for t in meta.get("test") or [] if isinstance(t, dict) and "image" in t and "label" in t]
@@ -158,7 +180,9 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
         elif meta.get("test"):
             logger.info("%s: the 'test' list (imagesTs) has no labels: not used", where)
     if not any(cfg.patient_key in e for e in entries):
-        logger.info("%s: no patient field: each case is its own patient (DICOM PatientID where available)", where)
+        logger.info(
+            "%s: no patient field: each case is its own patient (DICOM PatientID where available)", where
+        )
     cases = _entries_to_cases(entries, root, task, salt, where)
     return Dataset(
         cases=tuple(cases),
@@ -182,7 +206,9 @@ def _nnunet_v2_entries(
     labels_dir = root / "labelsTr"
     if not labels_dir.is_dir():
         raise DataError(f"{labels_dir}: folder not found (nnU-Net v2 layout needs imagesTr/ and labelsTr/)")
-    label_files = sorted(p for p in labels_dir.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
+    label_files = sorted(
+        p for p in labels_dir.iterdir() if p.name.endswith(ending) and not p.name.startswith(".")
+    )
     if not label_files:
         raise DataError(f"{labels_dir}: no label files ending in {ending!r}")
     entries = []
@@ -206,13 +232,17 @@ def _load_csv(path: Path, task: TaskConfig, salt: str) -> Dataset:
     text = read_text_bounded(path, max_list_bytes(), DataError, "CSV")
     try:
         # Only the start of the header row: sniffing a forged megabyte-long line is slow.
-        dialect = csv.Sniffer().sniff(text[:65536].splitlines()[0] if text.strip() else ",", delimiters=",;\t")
+        dialect = csv.Sniffer().sniff(
+            text[:65536].splitlines()[0] if text.strip() else ",", delimiters=",;\t"
+        )
     except csv.Error:
         dialect = csv.excel  # type: ignore[assignment]
     reader = csv.DictReader(text.splitlines(), dialect=dialect)
     columns = [c.strip() for c in (reader.fieldnames or [])]
     if not columns:
-        raise DataError(f"{path}: empty CSV file (expected a header row with {cfg.image_key!r} and {cfg.label_key!r})")
+        raise DataError(
+            f"{path}: empty CSV file (expected a header row with {cfg.image_key!r} and {cfg.label_key!r})"
+        )
     from mednas._registry import did_you_mean
 
     for key, what in ((cfg.image_key, "image_key"), (cfg.label_key, "label_key")):
@@ -224,7 +254,11 @@ def _load_csv(path: Path, task: TaskConfig, salt: str) -> Dataset:
     rows: list[str] = []
     try:
         for row in reader:
-            clean = {str(k).strip(): (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k is not None}
+            clean = {
+                str(k).strip(): (v.strip() if isinstance(v, str) else v)
+                for k, v in row.items()
+                if k is not None
+            }
             if not any(clean.values()):
                 continue  # blank line
             line = f"row {reader.line_num}"
@@ -241,9 +275,19 @@ def _load_csv(path: Path, task: TaskConfig, salt: str) -> Dataset:
     if not entries:
         raise DataError(f"{path}: no rows below the header")
     if cfg.patient_key not in columns:
-        logger.info("%s: no %r column: each row is its own patient (DICOM PatientID where available)", path, cfg.patient_key)
+        logger.info(
+            "%s: no %r column: each row is its own patient (DICOM PatientID where available)",
+            path,
+            cfg.patient_key,
+        )
     cases = _entries_to_cases(
-        entries, path.parent, task, salt, str(path), item_names=rows, has_patient_field=cfg.patient_key in columns
+        entries,
+        path.parent,
+        task,
+        salt,
+        str(path),
+        item_names=rows,
+        has_patient_field=cfg.patient_key in columns,
     )
     modalities = {str(c.extra.get("modality")) for c in cases if c.extra.get("modality")}
     return Dataset(
@@ -259,9 +303,13 @@ def _load_csv(path: Path, task: TaskConfig, salt: str) -> Dataset:
 
 def _load_folders(path: Path, task: TaskConfig, salt: str) -> Dataset:
     if task.problem != "classification":
-        raise DataError(f"{path}: the folders layout (one folder per class) is for classification; the task is {task.problem}")
+        raise DataError(
+            f"{path}: the folders layout (one folder per class) is for classification; the task is {task.problem}"
+        )
     if not path.is_dir():
-        raise DataError(f"{path}: {'not a folder' if path.exists() else 'folder not found'} (data.format folders)")
+        raise DataError(
+            f"{path}: {'not a folder' if path.exists() else 'folder not found'} (data.format folders)"
+        )
     names = task.labels.names
     folders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     from mednas._registry import did_you_mean
@@ -275,7 +323,9 @@ def _load_folders(path: Path, task: TaskConfig, salt: str) -> Dataset:
     present = {f.name for f in folders}
     missing = [n for n in names if n not in present]
     if missing:
-        raise DataError(f"{path}: no folder for class{'es' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
+        raise DataError(
+            f"{path}: no folder for class{'es' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
+        )
     entries: list[dict[str, Any]] = []
     skipped = 0
     cfg = task.data
@@ -292,7 +342,9 @@ def _load_folders(path: Path, task: TaskConfig, salt: str) -> Dataset:
         logger.info("%s: skipped %d file%s that are not images", path, skipped, "" if skipped == 1 else "s")
     logger.warning(
         "%s: the folders layout has no patient ids: each image is its own patient unless it is DICOM with a "
-        "PatientID; if one patient has several images, use a CSV with a %r column instead", path, cfg.patient_key
+        "PatientID; if one patient has several images, use a CSV with a %r column instead",
+        path,
+        cfg.patient_key,
     )
     cases = _entries_to_cases(entries, path, task, salt, str(path))
     return Dataset(cases=tuple(cases), description=f"class folders in {path.name}", root=str(path))
@@ -318,7 +370,9 @@ def _load_medmnist(path: Path, task: TaskConfig, salt: str) -> Dataset:
     arrays = _read_npz(path, task.spatial_dims)
     # Case names hash the archive's bytes exactly as when the images were copied out as PNG files (version 1), so
     # runs made then keep their case keys, splits and fingerprint.
-    digest = hashlib.sha256(f"{file_digest(path)}:{task.spatial_dims}:{_MEDMNIST_KEY_VERSION}".encode()).hexdigest()[:20]
+    digest = hashlib.sha256(
+        f"{file_digest(path)}:{task.spatial_dims}:{_MEDMNIST_KEY_VERSION}".encode()
+    ).hexdigest()[:20]
     archive = path.resolve()
     names = task.labels.names
     cases = []
@@ -347,7 +401,8 @@ def _load_medmnist(path: Path, task: TaskConfig, salt: str) -> Dataset:
             )
     logger.warning(
         "%s: MedMNIST has no patient ids: each image is treated as its own patient, so images of one patient "
-        "may fall into different splits", path
+        "may fall into different splits",
+        path,
     )
     return Dataset(
         cases=tuple(sorted(cases, key=lambda c: c.key)),
@@ -362,7 +417,9 @@ def _read_npz(npz: Path, spatial_dims: int) -> dict[str, tuple[np.ndarray, np.nd
     archive = npz_arrays(npz)
     keys = set(archive)
     if "train_images" not in keys or "train_labels" not in keys:
-        raise DataError(f"{npz}: not a MedMNIST file: needs 'train_images' and 'train_labels' (has {', '.join(sorted(keys))})")
+        raise DataError(
+            f"{npz}: not a MedMNIST file: needs 'train_images' and 'train_labels' (has {', '.join(sorted(keys))})"
+        )
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in ("train", "val", "test"):
         if f"{split}_images" not in keys:
@@ -374,9 +431,13 @@ def _read_npz(npz: Path, spatial_dims: int) -> dict[str, tuple[np.ndarray, np.nd
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 1:
-            raise DataError(f"{npz}: {split}_labels has shape {labels.shape}: multi-label MedMNIST sets are not supported")
+            raise DataError(
+                f"{npz}: {split}_labels has shape {labels.shape}: multi-label MedMNIST sets are not supported"
+            )
         if len(labels) != len(images):
-            raise DataError(f"{npz}: {split}_images has {len(images)} images but {split}_labels {len(labels)} labels")
+            raise DataError(
+                f"{npz}: {split}_images has {len(images)} images but {split}_labels {len(labels)} labels"
+            )
         if spatial_dims == 2:
             ok = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))
         else:
@@ -384,7 +445,9 @@ def _read_npz(npz: Path, spatial_dims: int) -> dict[str, tuple[np.ndarray, np.nd
             ok = images.ndim == 4 and images.shape[-1] not in (1, 3)
         if not ok:
             want = "(N, H, W) or (N, H, W, C)" if spatial_dims == 2 else "(N, D, H, W) with W > 3"
-            raise DataError(f"{npz}: {split}_images has shape {images.shape}; a {spatial_dims}D task needs {want}")
+            raise DataError(
+                f"{npz}: {split}_images has shape {images.shape}; a {spatial_dims}D task needs {want}"
+            )
         if not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{npz}: {split}_labels must be integers, found {labels.dtype}")
         out[split] = (images, labels)

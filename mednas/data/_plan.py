@@ -33,7 +33,14 @@ from mednas.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataPlan", "TestSplitAccessError", "check_families", "plan_data", "read_or_create_salt", "unsupported_families"]
+__all__ = [
+    "DataPlan",
+    "TestSplitAccessError",
+    "check_families",
+    "plan_data",
+    "read_or_create_salt",
+    "unsupported_families",
+]
 
 
 class TestSplitAccessError(RuntimeError):
@@ -108,7 +115,9 @@ class DataPlan:
             TestSplitAccessError: For ``split == "test"`` without ``allow_test``.
         """
         if split == "test" and not allow_test:
-            raise TestSplitAccessError("the held-out test split must not be read during search or proxy calibration")
+            raise TestSplitAccessError(
+                "the held-out test split must not be read during search or proxy calibration"
+            )
         cases = self.cases(split)
         if subset < 1.0 and cases:
             # In a salt-independent order, so the same seed keeps the same patients in every run directory.
@@ -141,8 +150,12 @@ def unsupported_families(task: TaskConfig, proxy: tuple[int, ...], full: tuple[i
     from mednas.spaces import SpaceContext, create_space
 
     ctx = SpaceContext(
-        problem=task.problem, spatial_dims=task.spatial_dims, in_channels=task.in_channels,
-        out_channels=task.n_classes, input_shape=proxy, full_shape=full,
+        problem=task.problem,
+        spatial_dims=task.spatial_dims,
+        in_channels=task.in_channels,
+        out_channels=task.n_classes,
+        input_shape=proxy,
+        full_shape=full,
     )
     out = []
     for name in task.search.spaces:
@@ -204,16 +217,21 @@ def plan_data(
     if run_dir.splits.exists():
         splits = read_json(run_dir.splits)
         check_splits(splits, dataset.cases)
-        check_duplicates(find_duplicates(fp.get("cases", []), splits), allow_test=task.data.allow_test_duplicates)
+        check_duplicates(
+            find_duplicates(fp.get("cases", []), splits), allow_test=task.data.allow_test_duplicates
+        )
     else:
         splits = make_splits(dataset.cases, task.data.split, task.search.seed)
         check_splits(splits, dataset.cases)
         splits["duplicates"] = find_duplicates(fp.get("cases", []), splits)
         check_duplicates(splits["duplicates"], allow_test=task.data.allow_test_duplicates)
         write_json(run_dir.splits, splits)
-        logger.info("splits (%s): %s; exact duplicates %s", splits["method"],
-                    ", ".join(f"{s} {len(splits[s])}" for s in ("train", "val", "test")),
-                    describe_duplicates(splits["duplicates"]))
+        logger.info(
+            "splits (%s): %s; exact duplicates %s",
+            splits["method"],
+            ", ".join(f"{s} {len(splits[s])}" for s in ("train", "val", "test")),
+            describe_duplicates(splits["duplicates"]),
+        )
         for note in splits.get("notes", []):
             logger.info("splits: %s", note)
     normalize = task.data.normalize if task.data.normalize != "auto" else fp["suggestions"]["normalize"]

@@ -87,7 +87,9 @@ class ArrayData:
     def subset(self, index: Sequence[int] | np.ndarray) -> ArrayData:
         """Rows ``index`` as a new :class:`ArrayData`."""
         idx = np.asarray(index, dtype=int)
-        return ArrayData(self.images[idx], self.labels[idx], [self.keys[i] for i in idx], [self.patients[i] for i in idx])
+        return ArrayData(
+            self.images[idx], self.labels[idx], [self.keys[i] for i in idx], [self.patients[i] for i in idx]
+        )
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -152,7 +154,9 @@ def normalize_transform(how: str, ct_window: tuple[float, float]) -> Any:
     if how == "zscore":
         return NormalizeIntensity(nonzero=True, channel_wise=True)
     if how == "percentile":
-        return ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=False, channel_wise=True)
+        return ScaleIntensityRangePercentiles(
+            lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=False, channel_wise=True
+        )
     if how == "ct":
         lo, hi = ct_window
         return ScaleIntensityRange(a_min=float(lo), a_max=float(hi), b_min=0.0, b_max=1.0, clip=True)
@@ -167,7 +171,9 @@ def _normalize(image: np.ndarray, how: str, ct_window: tuple[float, float]) -> n
     if transform is None:
         return image
     # MONAI's intensity transforms may work in place: give them a copy, never the caller's array.
-    return np.asarray(transform(torch.from_numpy(np.array(image, dtype=np.float32, copy=True))), dtype=np.float32)
+    return np.asarray(
+        transform(torch.from_numpy(np.array(image, dtype=np.float32, copy=True))), dtype=np.float32
+    )
 
 
 def load_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | int | None, np.ndarray]:
@@ -192,12 +198,16 @@ def load_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray |
         if prep.spatial_dims == 2 and image.ndim == 4 and image.shape[-1] == 1:
             image = image[..., 0]
         else:
-            raise DataError(f"{case.images[0]}: image has {image.ndim - 1} spatial dimensions, the task declares {prep.spatial_dims}")
+            raise DataError(
+                f"{case.images[0]}: image has {image.ndim - 1} spatial dimensions, the task declares {prep.spatial_dims}"
+            )
     if image.shape[0] != prep.in_channels:
         if prep.in_channels == 1 and image.shape[0] in (3, 4):
             image = image[:3].mean(axis=0, keepdims=True)  # RGB(A) radiograph exports -> grey
         else:
-            raise DataError(f"{case.images[0]}: image has {image.shape[0]} channels, the task declares in_channels={prep.in_channels}")
+            raise DataError(
+                f"{case.images[0]}: image has {image.shape[0]} channels, the task declares in_channels={prep.in_channels}"
+            )
     label: np.ndarray | int | None
     if prep.problem == "segmentation":
         if not isinstance(case.label, str):
@@ -207,13 +217,21 @@ def load_case(case: Case, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray |
         if mask.shape[0] != 1:
             raise DataError(f"{case.label}: a label map must have one channel, found {mask.shape[0]}")
         if mask.shape[1:] != image.shape[1:]:
-            raise DataError(f"{case.label}: label shape {list(mask.shape[1:])} differs from image shape {list(image.shape[1:])}")
+            raise DataError(
+                f"{case.label}: label shape {list(mask.shape[1:])} differs from image shape {list(image.shape[1:])}"
+            )
         if not np.allclose(mask_img.affine, affine, atol=1e-3):
             raise DataError(f"{case.label}: label geometry (affine) differs from its image's")
         values = np.unique(mask)
-        if not np.all(np.isclose(values, np.round(values))) or values.min() < 0 or values.max() >= prep.n_classes:
+        if (
+            not np.all(np.isclose(values, np.round(values)))
+            or values.min() < 0
+            or values.max() >= prep.n_classes
+        ):
             bad = [v for v in values.tolist() if v < 0 or v >= prep.n_classes or v != round(v)][:5]
-            raise DataError(f"{case.label}: label values {bad} are outside the declared classes 0..{prep.n_classes - 1}")
+            raise DataError(
+                f"{case.label}: label values {bad} are outside the declared classes 0..{prep.n_classes - 1}"
+            )
         label = np.round(mask).astype(np.uint8)
         if prep.spatial_dims == 3:
             both = np.concatenate([image, label.astype(np.float32)], axis=0)
@@ -236,19 +254,27 @@ def _resize(image: np.ndarray, label: np.ndarray | int | None, shape: Sequence[i
     if tuple(image.shape[1:]) != shape:
         down = all(t <= s for t, s in zip(shape, image.shape[1:]))
         mode = "area" if down else ("bilinear" if len(shape) == 2 else "trilinear")
-        image = np.asarray(Resize(shape, mode=mode, anti_aliasing=False)(torch.from_numpy(image)), dtype=np.float32)
+        image = np.asarray(
+            Resize(shape, mode=mode, anti_aliasing=False)(torch.from_numpy(image)), dtype=np.float32
+        )
         if isinstance(label, np.ndarray):
             # Majority vote per output voxel: resize the one-hot map with area averaging, then argmax.
             onehot = np.eye(n_classes, dtype=np.float32)[label].transpose(-1, *range(label.ndim))
             if down:
-                resized = np.asarray(Resize(shape, mode="area", anti_aliasing=False)(torch.from_numpy(onehot)))
+                resized = np.asarray(
+                    Resize(shape, mode="area", anti_aliasing=False)(torch.from_numpy(onehot))
+                )
                 label = resized.argmax(axis=0).astype(np.uint8)
             else:
-                label = np.asarray(Resize(shape, mode="nearest")(torch.from_numpy(label[None].astype(np.float32))))[0].astype(np.uint8)
+                label = np.asarray(
+                    Resize(shape, mode="nearest")(torch.from_numpy(label[None].astype(np.float32)))
+                )[0].astype(np.uint8)
     return np.ascontiguousarray(image, dtype=np.float32), label
 
 
-def prepare_case(case: Case, shape: Sequence[int], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | int | None]:
+def prepare_case(
+    case: Case, shape: Sequence[int], prep: Preprocessing
+) -> tuple[np.ndarray, np.ndarray | int | None]:
     """Read, reorient, normalise and resize one case to ``shape`` (no cache)."""
     image, label, _ = load_case(case, prep)
     return _resize(image, label, shape, prep.n_classes)
@@ -259,7 +285,9 @@ def source_key(case: Case) -> str:
     sources = [file_digest(p) for p in case.images]
     if isinstance(case.label, str):
         sources.append(file_digest(case.label))
-    payload = json.dumps({"src": sources, "label": case.label if isinstance(case.label, int) else None}, sort_keys=True)
+    payload = json.dumps(
+        {"src": sources, "label": case.label if isinstance(case.label, int) else None}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -282,7 +310,9 @@ def _label_layout(prep: Preprocessing, n: int, shape: tuple[int, ...]) -> tuple[
     return (n,), np.int64
 
 
-def _open_entry(folder: Path, rows: Sequence[str], shape: tuple[int, ...], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def _open_entry(
+    folder: Path, rows: Sequence[str], shape: tuple[int, ...], prep: Preprocessing
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Memory-map a complete entry, or return ``None`` when it is missing or does not hold what its index says."""
     try:
         index = json.loads((folder / _INDEX).read_text())
@@ -320,7 +350,9 @@ def _build_entry(
 
     if _open_entry(folder, rows, shape, prep) is not None:
         return  # another process finished it meanwhile
-    if folder.exists():  # renamed into place complete, so broken since (a disk error, a truncated copy): rebuild
+    if (
+        folder.exists()
+    ):  # renamed into place complete, so broken since (a disk error, a truncated copy): rebuild
         aside = folder.with_name(f".{folder.name}.{os.getpid()}.stale")
         try:
             os.rename(folder, aside)
@@ -330,7 +362,9 @@ def _build_entry(
     n = len(cases)
     label_shape, label_dtype = _label_layout(prep, n, shape)
     with atomic_dir(folder) as tmp:
-        images = np.lib.format.open_memmap(tmp / _IMAGES, mode="w+", dtype=np.float32, shape=(n, prep.in_channels, *shape))
+        images = np.lib.format.open_memmap(
+            tmp / _IMAGES, mode="w+", dtype=np.float32, shape=(n, prep.in_channels, *shape)
+        )
         labels = np.zeros(label_shape, dtype=label_dtype)
         for i, case in enumerate(cases):
             image, label = prepare_case(case, shape, prep)
@@ -344,8 +378,16 @@ def _build_entry(
         for name in (_IMAGES, _LABELS):
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
-        write_json(tmp / _INDEX, {"version": PREP_VERSION, "n": n, "shape": list(shape), "prep": prep.to_dict(),
-                                  "rows": list(rows)})
+        write_json(
+            tmp / _INDEX,
+            {
+                "version": PREP_VERSION,
+                "n": n,
+                "shape": list(shape),
+                "prep": prep.to_dict(),
+                "rows": list(rows),
+            },
+        )
 
 
 def load_arrays(
@@ -393,8 +435,13 @@ def load_arrays(
         entry = _open_entry(folder, rows, shape, prep)
         if entry is None:
             raise DataError(f"{folder}: the proxy cache entry just built cannot be read back")
-        logger.debug("cached %d cases at %s in %.1f s (one entry, %s)", n, "x".join(map(str, shape)),
-                    time.perf_counter() - t0, folder.name)
+        logger.debug(
+            "cached %d cases at %s in %.1f s (one entry, %s)",
+            n,
+            "x".join(map(str, shape)),
+            time.perf_counter() - t0,
+            folder.name,
+        )
     elif progress:
         progress(n, n)
     images, labels, stored = entry

@@ -23,7 +23,9 @@ __all__ = ["read_revealed", "reveal_splits"]
 _SPLITS = ("train", "val", "test")
 
 
-def reveal_splits(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, reveal: bool = False) -> Path:
+def reveal_splits(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, reveal: bool = False
+) -> Path:
     """Write each case's original identifier and split of a run to ``out`` (CSV or JSON by its extension).
 
     The identifier is the image path relative to the data root (the folder of the datalist, sheet or
@@ -52,7 +54,9 @@ def reveal_splits(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     from mednas.rundir import RunDir
 
     if not reveal:
-        raise DataError("mednas splits writes original identifiers (file names can identify patients) only with --reveal")
+        raise DataError(
+            "mednas splits writes original identifiers (file names can identify patients) only with --reveal"
+        )
     out_path = Path(out)
     suffix = out_path.suffix.lower()
     if suffix not in (".csv", ".json"):
@@ -71,14 +75,24 @@ def reveal_splits(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
         for key in splits.get(split, []):
             case = by_key.get(key)
             if case is None:
-                raise DataError(f"{rd.splits}: case {key} is not in the dataset (data changed since the split?)")
+                raise DataError(
+                    f"{rd.splits}: case {key} is not in the dataset (data changed since the split?)"
+                )
             rows.append({"identifier": case.identifier or case.display_name, "split": split, "case": key})
-    logger.warning("%s: writes original identifiers of %d cases; they may identify patients: keep the file local",
-                   out_path, len(rows))
+    logger.warning(
+        "%s: writes original identifiers of %d cases; they may identify patients: keep the file local",
+        out_path,
+        len(rows),
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
-        record: dict[str, Any] = {"task": task.name, "policy": splits.get("policy", "random"),
-                                  "splits_hash": splits.get("hash"), "data_root": dataset.root, "cases": rows}
+        record: dict[str, Any] = {
+            "task": task.name,
+            "policy": splits.get("policy", "random"),
+            "splits_hash": splits.get("hash"),
+            "data_root": dataset.root,
+            "cases": rows,
+        }
         write_text(out_path, dumps_json(record) + "\n")
     else:
         buf = io.StringIO()

@@ -18,7 +18,14 @@ from mednas.config import SplitConfig
 from mednas.data._cases import Case, order_key
 from mednas.errors import DataError
 
-__all__ = ["check_duplicates", "check_splits", "describe_duplicates", "find_duplicates", "make_splits", "splits_hash"]
+__all__ = [
+    "check_duplicates",
+    "check_splits",
+    "describe_duplicates",
+    "find_duplicates",
+    "make_splits",
+    "splits_hash",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -111,8 +118,14 @@ def make_splits(cases: Sequence[Case], cfg: SplitConfig, seed: int) -> dict[str,
 
 
 def _divide(
-    patients: Sequence[str], strata: dict[str, int], cfg: SplitConfig, rng: np.random.Generator,
-    assignment: dict[str, str], *, test: float, val: float | None = None,
+    patients: Sequence[str],
+    strata: dict[str, int],
+    cfg: SplitConfig,
+    rng: np.random.Generator,
+    assignment: dict[str, str],
+    *,
+    test: float,
+    val: float | None = None,
 ) -> None:
     """Assign ``patients`` (in their salt-independent order) to test, then folds or val, then train."""
     groups: dict[int, list[str]] = defaultdict(list)
@@ -137,8 +150,12 @@ def _divide(
 
 
 def _given(
-    cases: Sequence[Case], patients: Sequence[str], strata: dict[str, int], cfg: SplitConfig,
-    rng: np.random.Generator, notes: list[str],
+    cases: Sequence[Case],
+    patients: Sequence[str],
+    strata: dict[str, int],
+    cfg: SplitConfig,
+    rng: np.random.Generator,
+    notes: list[str],
 ) -> tuple[dict[str, str], dict[str, int]]:
     """Patient -> split from the source's own splits (validation carved out of train where it gives none)."""
     blank = [c for c in cases if not c.given_split]
@@ -166,7 +183,9 @@ def _given(
     elif not sizes["val"]:
         train = [p for p in patients if given[p] == "train"]
         if len(train) < 2:
-            raise DataError("the source gives no validation split and too few training patients to carve one out")
+            raise DataError(
+                "the source gives no validation split and too few training patients to carve one out"
+            )
         _divide(train, strata, cfg, rng, assignment, test=0.0, val=cfg.val)
         notes.append(
             f"the source gives no validation split: it was carved out of the given training split by patient "
@@ -191,16 +210,22 @@ def check_splits(splits: dict[str, Any], cases: Sequence[Case]) -> None:
     for split in SPLITS:
         for key in splits.get(split, []):
             if key not in by_key:
-                raise DataError(f"splits.json lists case {key} that is not in the dataset (data changed since the split?)")
+                raise DataError(
+                    f"splits.json lists case {key} that is not in the dataset (data changed since the split?)"
+                )
             if key in seen:
                 raise DataError(f"splits.json: case {key} is in both {seen[key]} and {split}")
             seen[key] = split
             patient = by_key[key].patient
             if patient_split.setdefault(patient, split) != split:
-                raise DataError(f"splits.json: patient {patient} is in both {patient_split[patient]} and {split}")
+                raise DataError(
+                    f"splits.json: patient {patient} is in both {patient_split[patient]} and {split}"
+                )
     missing = set(by_key) - set(seen)
     if missing:
-        raise DataError(f"splits.json does not place {len(missing)} case(s) of the dataset (data changed since the split?)")
+        raise DataError(
+            f"splits.json does not place {len(missing)} case(s) of the dataset (data changed since the split?)"
+        )
 
 
 #: Pairs of splits whose shared images are counted, in report order.
@@ -255,4 +280,8 @@ def describe_duplicates(duplicates: dict[str, Any] | None) -> str:
         return "not checked (records without pixel digests)"
     across = ", ".join(f"{pair} {n}" for pair, n in duplicates["across"].items())
     within = ", ".join(f"{s} {n}" for s, n in duplicates["within"].items() if n)
-    return f"across splits {across}" + (f"; within a split: {within}" if within else "") + " (same pixel content)"
+    return (
+        f"across splits {across}"
+        + (f"; within a split: {within}" if within else "")
+        + " (same pixel content)"
+    )

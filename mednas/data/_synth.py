@@ -59,20 +59,8 @@ def synthesise(dataset: Dataset, task: TaskConfig, salt: str, *, cache_root: Pat
     cfg = task.data
     if cfg.label_threshold is not None and task.problem != "segmentation":
         raise ConfigError("data.label_threshold applies to segmentation tasks only")
-    from mednas.data._prepare import file_digest
-
     sources = sorted(dataset.cases, key=lambda c: (c.images, str(c.label)))
-    digests: list[list[Any] | None] = []
-    for case in sources:
-        files = [*case.images] + ([case.label] if isinstance(case.label, str) else [])
-        try:
-            digests.append([file_digest(p) for p in files] + [case.label if isinstance(case.label, int) else None])
-        except DataError:
-            digests.append(None)
-    bad = [c for c, d in zip(sources, digests) if d is None]
-    if bad:
-        first = next(p for p in [*bad[0].images, bad[0].label] if isinstance(p, str) and not Path(p).exists())
-        raise DataError(f"{len(bad)} source case(s) for the augmented copies are missing: first: {first}: no such file")
+    digests = _source_digests(sources)
     settings = {
         "v": SYNTH_VERSION,
         "copies": cfg.augment_copies,
@@ -82,58 +70,95 @@ def synthesise(dataset: Dataset, task: TaskConfig, salt: str, *, cache_root: Pat
         "spatial_dims": task.spatial_dims,
         "problem": task.problem,
     }
-    key = hashlib.sha256(json.dumps({"settings": settings, "sources": digests}, sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        json.dumps({"settings": settings, "sources": digests}, sort_keys=True).encode()
+    ).hexdigest()[:20]
     folder = (cache_root if cache_root is not None else default_cache_root(task)) / "synth" / key
     if not (folder / "manifest.json").is_file():
         _build(folder, sources, dataset, task)
     manifest = json.loads((folder / "manifest.json").read_text())
-    cases = []
-    for item in manifest["cases"]:
-        source = sources[item["source"]]
-        copy = int(item["copy"])
-        patient, order = source.patient, source.order
-        if cfg.augment_group == "copy" and cfg.augment_copies:
-            patient = hash_id(salt, f"{source.patient}#copy{copy}", "p")
-            order = order_key(f"{source.order}#copy{copy}")
-        cases.append(
-            Case(
-                key=hash_id(salt, f"{source.key}#copy{copy}", "c"),
-                patient=patient,
-                images=tuple(str(folder / p) for p in item["images"]),
-                label=str(folder / item["label"]) if item.get("label") else source.label,
-                display_name=f"{source.display_name}#copy{copy}" if copy else source.display_name,
-                extra={**source.extra, "source_case": source.key, "copy": copy},
-                order=order,
-                given_split=source.given_split,  # copies stay in their source's given split
-                identifier=f"{source.identifier}#copy{copy}" if copy else source.identifier,
-            )
-        )
+    cases = [_derived_case(sources[item["source"]], item, folder, salt, task) for item in manifest["cases"]]
     augmentation = None
     if cfg.augment_copies:
-        n_patients = len({c.patient for c in sources})
-        grouping = (
-            "each copy is its own split unit, so figures measure robustness to augmentation, not generalisation "
-            "to new subjects"
-            if cfg.augment_group == "copy"
-            else "copies stay with their source patient in one split"
-        )
-        augmentation = {
-            "copies_per_case": cfg.augment_copies,
-            "n_sources": len(sources),
-            "n_source_patients": n_patients,
-            "group": cfg.augment_group,
-            "spacing": cfg.augment_spacing,
-            "seed": cfg.seed,
-            "transforms": manifest.get("transforms", []),
-            "note": AUGMENTATION_NOTE.format(n_sources=len(sources), n_patients=n_patients, grouping=grouping),
-        }
+        augmentation = _augmentation_record(sources, manifest, task)
         logger.warning("augmented data: %s", augmentation["note"])
     return replace(
         dataset,
         cases=tuple(sorted(cases, key=lambda c: c.key)),
         augmentation=augmentation,
-        description=(dataset.description + " (augmented copies)").strip() if cfg.augment_copies else dataset.description,
+        description=(dataset.description + " (augmented copies)").strip()
+        if cfg.augment_copies
+        else dataset.description,
     )
+
+
+def _source_digests(sources: list[Case]) -> list[list[Any] | None]:
+    """Content digests of each source case's files (and its class label), the key of the derived data.
+
+    Raises:
+        DataError: Listing how many source cases cannot be read, and the first of them.
+    """
+    from mednas.data._prepare import file_digest
+
+    digests: list[list[Any] | None] = []
+    for case in sources:
+        files = [*case.images] + ([case.label] if isinstance(case.label, str) else [])
+        try:
+            digests.append(
+                [file_digest(p) for p in files] + [case.label if isinstance(case.label, int) else None]
+            )
+        except DataError:
+            digests.append(None)
+    bad = [c for c, d in zip(sources, digests) if d is None]
+    if bad:
+        first = next(p for p in [*bad[0].images, bad[0].label] if isinstance(p, str) and not Path(p).exists())
+        raise DataError(
+            f"{len(bad)} source case(s) for the augmented copies are missing: first: {first}: no such file"
+        )
+    return digests
+
+
+def _derived_case(source: Case, item: dict[str, Any], folder: Path, salt: str, task: TaskConfig) -> Case:
+    """The case of one manifest entry: copy ``item["copy"]`` (0: the original) of ``source``."""
+    cfg = task.data
+    copy = int(item["copy"])
+    patient, order = source.patient, source.order
+    if cfg.augment_group == "copy" and cfg.augment_copies:
+        patient = hash_id(salt, f"{source.patient}#copy{copy}", "p")
+        order = order_key(f"{source.order}#copy{copy}")
+    return Case(
+        key=hash_id(salt, f"{source.key}#copy{copy}", "c"),
+        patient=patient,
+        images=tuple(str(folder / p) for p in item["images"]),
+        label=str(folder / item["label"]) if item.get("label") else source.label,
+        display_name=f"{source.display_name}#copy{copy}" if copy else source.display_name,
+        extra={**source.extra, "source_case": source.key, "copy": copy},
+        order=order,
+        given_split=source.given_split,  # copies stay in their source's given split
+        identifier=f"{source.identifier}#copy{copy}" if copy else source.identifier,
+    )
+
+
+def _augmentation_record(sources: list[Case], manifest: dict[str, Any], task: TaskConfig) -> dict[str, Any]:
+    """What :attr:`Dataset.augmentation` says about the copies: how many, of what, grouped how, and a note."""
+    cfg = task.data
+    n_patients = len({c.patient for c in sources})
+    grouping = (
+        "each copy is its own split unit, so figures measure robustness to augmentation, not generalisation "
+        "to new subjects"
+        if cfg.augment_group == "copy"
+        else "copies stay with their source patient in one split"
+    )
+    return {
+        "copies_per_case": cfg.augment_copies,
+        "n_sources": len(sources),
+        "n_source_patients": n_patients,
+        "group": cfg.augment_group,
+        "spacing": cfg.augment_spacing,
+        "seed": cfg.seed,
+        "transforms": manifest.get("transforms", []),
+        "note": AUGMENTATION_NOTE.format(n_sources=len(sources), n_patients=n_patients, grouping=grouping),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -144,7 +169,12 @@ def _build(folder: Path, sources: list[Case], dataset: Dataset, task: TaskConfig
 
     cfg = task.data
     n = cfg.augment_copies
-    logger.info("making derived data once into the cache: %d source case(s) x %d augmented cop%s", len(sources), n, "y" if n == 1 else "ies")
+    logger.info(
+        "making derived data once into the cache: %d source case(s) x %d augmented cop%s",
+        len(sources),
+        n,
+        "y" if n == 1 else "ies",
+    )
     items: list[dict[str, Any]] = []
     problems: list[str] = []
     with atomic_dir(folder) as tmp:
@@ -160,17 +190,23 @@ def _build(folder: Path, sources: list[Case], dataset: Dataset, task: TaskConfig
                 if had_finding and label is not None and not label.any():
                     logger.warning(
                         "source case %d: its label lost every finding voxel when resampled to %g mm (majority vote); "
-                        "use a finer data.augment_spacing", index, cfg.augment_spacing
+                        "use a finer data.augment_spacing",
+                        index,
+                        cfg.augment_spacing,
                     )
             for copy in range(n + 1):
                 if copy:
                     seed = int(np.random.SeedSequence([cfg.seed, index, copy, 0x5E17]).generate_state(1)[0])
-                    out_image, out_label = _augment(image, label, modality, seed, _spacing(affine, image.ndim - 1))
+                    out_image, out_label = _augment(
+                        image, label, modality, seed, _spacing(affine, image.ndim - 1)
+                    )
                 else:
                     out_image, out_label = image, label
                 items.append(_write_copy(tmp, index, copy, out_image, out_label, affine, dtype))
         if problems:
-            raise DataError(f"{len(problems)} source case(s) for the derived data cannot be read: first: {problems[0]}")
+            raise DataError(
+                f"{len(problems)} source case(s) for the derived data cannot be read: first: {problems[0]}"
+            )
         write_json(
             tmp / "manifest.json",
             {"version": SYNTH_VERSION, "cases": items, "transforms": _TRANSFORM_NAMES if n else []},
@@ -186,7 +222,9 @@ def _read_source(case: Case, task: TaskConfig, dataset: Dataset) -> tuple[Any, .
         raise DataError(f"{case.images[0]}: channel images have different shapes {sorted(shapes)}")
     image = np.concatenate([c.array for c in channels], axis=0)
     if image.ndim - 1 != task.spatial_dims:
-        raise DataError(f"{case.images[0]}: image has {image.ndim - 1} spatial dimensions, the task declares {task.spatial_dims}")
+        raise DataError(
+            f"{case.images[0]}: image has {image.ndim - 1} spatial dimensions, the task declares {task.spatial_dims}"
+        )
     affine = np.asarray(channels[0].affine, dtype=float)
     label: np.ndarray | None = None
     if task.problem == "segmentation":
@@ -196,7 +234,9 @@ def _read_source(case: Case, task: TaskConfig, dataset: Dataset) -> tuple[Any, .
         if mask.array.shape[0] != 1:
             raise DataError(f"{case.label}: a label map must have one channel, found {mask.array.shape[0]}")
         if mask.spatial_shape != channels[0].spatial_shape:
-            raise DataError(f"{case.label}: label shape {list(mask.spatial_shape)} differs from image shape {list(channels[0].spatial_shape)}")
+            raise DataError(
+                f"{case.label}: label shape {list(mask.spatial_shape)} differs from image shape {list(channels[0].spatial_shape)}"
+            )
         if not np.allclose(mask.affine, affine, atol=1e-3):
             raise DataError(f"{case.label}: label geometry (affine) differs from its image's")
         values = mask.array[0]
@@ -205,7 +245,9 @@ def _read_source(case: Case, task: TaskConfig, dataset: Dataset) -> tuple[Any, .
         else:
             rounded = np.round(values)
             if not np.array_equal(rounded, values) or rounded.min() < 0 or rounded.max() >= task.n_classes:
-                raise DataError(f"{case.label}: label values are outside the declared classes 0..{task.n_classes - 1}")
+                raise DataError(
+                    f"{case.label}: label values are outside the declared classes 0..{task.n_classes - 1}"
+                )
             label = rounded.astype(np.uint8)
     modality = case.extra.get("modality") or channels[0].meta.get("modality") or dataset.modality
     return image, label, affine, image.dtype, (str(modality).upper() if modality else None)
@@ -219,11 +261,15 @@ def _coarsen(
 
     current = np.sqrt((affine[:3, : image.ndim - 1] ** 2).sum(axis=0))
     shape = np.array(image.shape[1:])
-    new_shape = np.array([max(1, int(round(n * s / spacing))) if s < spacing else n for n, s in zip(shape, current)])
+    new_shape = np.array(
+        [max(1, int(round(n * s / spacing))) if s < spacing else n for n, s in zip(shape, current)]
+    )
     if np.array_equal(new_shape, shape):
         return image, label, affine
     src_dtype = image.dtype
-    resized, new_label = _resize(image.astype(np.float32), label, tuple(int(s) for s in new_shape), max(n_classes, 2))
+    resized, new_label = _resize(
+        image.astype(np.float32), label, tuple(int(s) for s in new_shape), max(n_classes, 2)
+    )
     factor = shape / new_shape
     new_affine = affine.copy()
     for axis, f in enumerate(factor):
@@ -286,11 +332,15 @@ def _augment(
     if dims == 3:
         spatial = Rand3DElasticd(sigma_range=(5.0, 8.0), magnitude_range=(60.0, 160.0), **common)
     else:
-        spatial = Rand2DElasticd(spacing=tuple(max(4, s // 4) for s in shape), magnitude_range=(0.5, 2.0), **common)
+        spatial = Rand2DElasticd(
+            spacing=tuple(max(4, s // 4) for s in shape), magnitude_range=(0.5, 2.0), **common
+        )
     steps: list[Any] = [spatial]
     if modality != "CT":
         steps.append(RandBiasFieldd(keys=["image"], degree=3, coeff_range=(0.0, 0.2), prob=1.0))
-    steps.append(RandGaussianNoised(keys=["image"], prob=1.0, std=0.02 * max(float(hi - lo), 1e-6), sample_std=True))
+    steps.append(
+        RandGaussianNoised(keys=["image"], prob=1.0, std=0.02 * max(float(hi - lo), 1e-6), sample_std=True)
+    )
     pipeline = Compose(steps)
     pipeline.set_random_state(seed=seed)
     data: dict[str, Any] = {"image": torch.from_numpy(image.astype(np.float32) - low)}
@@ -313,7 +363,13 @@ def _restore_dtype(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _write_copy(
-    tmp: Path, index: int, copy: int, image: np.ndarray, label: np.ndarray | None, affine: np.ndarray, dtype: np.dtype
+    tmp: Path,
+    index: int,
+    copy: int,
+    image: np.ndarray,
+    label: np.ndarray | None,
+    affine: np.ndarray,
+    dtype: np.dtype,
 ) -> dict[str, Any]:
     from mednas.io import MedImage, write_nifti
 

@@ -98,7 +98,9 @@ class ValidationReport:
         units = "split units (augmented copies)" if by_copy else "patients"
         lines = [f"data: {self.n_cases} cases, {self.n_patients} {units}, {len(self.bad)} bad"]
         if augmentation:
-            lines[0] += f"; made from {augmentation['n_sources']} source cases of {augmentation['n_source_patients']} patients"
+            lines[0] += (
+                f"; made from {augmentation['n_sources']} source cases of {augmentation['n_source_patients']} patients"
+            )
         if fp:
             s = fp["summary"]
             lines.append(
@@ -116,12 +118,17 @@ class ValidationReport:
                 lines.append("  classes: " + ", ".join(f"{k} {v}" for k, v in s["class_counts"].items()))
             else:
                 lines.append(
-                    "  label voxels: " + ", ".join(f"{k} {v} ({s['label_fraction'][k]:.2%})" for k, v in s["label_voxels"].items())
+                    "  label voxels: "
+                    + ", ".join(
+                        f"{k} {v} ({s['label_fraction'][k]:.2%})" for k, v in s["label_voxels"].items()
+                    )
                     + f"; {s['cases_with_finding']} case(s) with a finding, "
                     f"{s['label_sanity']['all_background_cases']} all-background"
                 )
             sug = fp["suggestions"]
-            window = f" (HU window {sug['ct_window'][0]:g}..{sug['ct_window'][1]:g})" if "ct_window" in sug else ""
+            window = (
+                f" (HU window {sug['ct_window'][0]:g}..{sug['ct_window'][1]:g})" if "ct_window" in sug else ""
+            )
             lines.append(
                 f"  suggestions: normalize {sug['normalize']}{window}: {sug['normalize_reason']}; full shape "
                 f"{_dims(sug['full'])}, proxy shape {_dims(sug['proxy'])}"
@@ -129,7 +136,9 @@ class ValidationReport:
             if fp.get("augmentation"):
                 lines.append(f"  AUGMENTED DATA: {fp['augmentation']['note']}")
         if self.shapes:
-            lines.append(f"  shapes used: full {_dims(self.shapes['full'])}, proxy {_dims(self.shapes['proxy'])}")
+            lines.append(
+                f"  shapes used: full {_dims(self.shapes['full'])}, proxy {_dims(self.shapes['proxy'])}"
+            )
         for note in self.notes:
             lines.append(f"note: {note}")
         if self.splits is not None:
@@ -212,7 +221,8 @@ def validate_dataset(
         if dataset.augmentation and dataset.augmentation.get("group") == "copy":
             report.split_method += "; the units are augmented copies, not patients"
         report.splits = {
-            s: {"cases": len(splits[s]), "patients": int(splits["n_patients"][s])} for s in ("train", "val", "test")
+            s: {"cases": len(splits[s]), "patients": int(splits["n_patients"][s])}
+            for s in ("train", "val", "test")
         }
         report.notes.extend(f"splits: {n}" for n in splits.get("notes", []))
         if report.fingerprint is not None:
@@ -230,7 +240,9 @@ def with_finding_strata(dataset: Dataset, fingerprint: dict[str, Any]) -> Datase
     Cases whose layout already states ``has_finding`` keep it; cases without a record keep the default.
     """
     present = {
-        r["case"]: int(sum(r["label_voxels"][1:]) > 0) for r in fingerprint.get("cases", []) if "label_voxels" in r
+        r["case"]: int(sum(r["label_voxels"][1:]) > 0)
+        for r in fingerprint.get("cases", [])
+        if "label_voxels" in r
     }
     if not present:
         return dataset
@@ -319,10 +331,14 @@ def _check_case(case: Case, task: TaskConfig, modality: str | None) -> dict[str,
     dims = first.spatial_dims
     shape = first.spatial_shape
     if dims != task.spatial_dims and not (task.spatial_dims == 2 and dims == 3 and shape[-1] == 1):
-        raise _CaseProblem(case.images[0], f"image has {dims} spatial dimensions, the task declares {task.spatial_dims}")
+        raise _CaseProblem(
+            case.images[0], f"image has {dims} spatial dimensions, the task declares {task.spatial_dims}"
+        )
     channels = sum(img.channels for img in images)
     if channels != task.in_channels and not (task.in_channels == 1 and channels in (3, 4)):
-        raise _CaseProblem(case.images[0], f"image has {channels} channels, the task declares in_channels={task.in_channels}")
+        raise _CaseProblem(
+            case.images[0], f"image has {channels} channels, the task declares in_channels={task.in_channels}"
+        )
     label: np.ndarray | None = None
     if task.problem == "segmentation":
         if not isinstance(case.label, str):
@@ -334,10 +350,14 @@ def _check_case(case: Case, task: TaskConfig, modality: str | None) -> dict[str,
         if mask.channels != 1:
             raise _CaseProblem(case.label, f"a label map must have one channel, found {mask.channels}")
         if mask.spatial_shape != shape:
-            raise _CaseProblem(case.label, f"label shape {list(mask.spatial_shape)} differs from image shape {list(shape)}")
+            raise _CaseProblem(
+                case.label, f"label shape {list(mask.spatial_shape)} differs from image shape {list(shape)}"
+            )
         if not np.allclose(mask.affine, first.affine, atol=1e-3):
             worst = float(np.abs(np.asarray(mask.affine) - np.asarray(first.affine)).max())
-            raise _CaseProblem(case.label, f"label geometry (affine) differs from its image's (by up to {worst:.3g} mm)")
+            raise _CaseProblem(
+                case.label, f"label geometry (affine) differs from its image's (by up to {worst:.3g} mm)"
+            )
         label = mask.array[0]
         values = np.unique(label)
         wrong = [v for v in values.tolist() if v < 0 or v >= task.n_classes or v != round(v)]
@@ -348,4 +368,6 @@ def _check_case(case: Case, task: TaskConfig, modality: str | None) -> dict[str,
             )
     elif not isinstance(case.label, int):
         raise _CaseProblem(case.images[0], "no class label (classification needs one per case)")
-    return describe_case(case, first, label=label, n_classes=task.n_classes, channels=channels, modality=modality)
+    return describe_case(
+        case, first, label=label, n_classes=task.n_classes, channels=channels, modality=modality
+    )

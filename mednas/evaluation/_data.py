@@ -23,10 +23,34 @@ __all__ = ["EvalData", "case_split", "read_eval_data", "select_split", "subgroup
 #: Shorthand ``--data FILE``: the layout a file's suffix means.
 _FORMAT_OF_SUFFIX = {".npz": "medmnist", ".json": "datalist", ".csv": "csv", ".tsv": "csv"}
 #: Datalist/CSV fields that are mednas's own bookkeeping, never a population attribute.
-_INTERNAL_FIELDS = {"split", "medmnist_split", "has_finding", "patient_problem", "lesions", "simulated", "source_split"}
+_INTERNAL_FIELDS = {
+    "split",
+    "medmnist_split",
+    "has_finding",
+    "patient_problem",
+    "lesions",
+    "simulated",
+    "source_split",
+}
 #: Column names that hint at an identifier, a date or a file: never shown as a subgroup.
-_IDENTIFYING_WORDS = ("name", "id", "uid", "date", "birth", "dob", "time", "path", "file", "accession", "mrn", "address",
-                      "phone", "email", "comment", "note")
+_IDENTIFYING_WORDS = (
+    "name",
+    "id",
+    "uid",
+    "date",
+    "birth",
+    "dob",
+    "time",
+    "path",
+    "file",
+    "accession",
+    "mrn",
+    "address",
+    "phone",
+    "email",
+    "comment",
+    "note",
+)
 #: DICOM attributes that describe the population or the scanner without identifying anyone.
 DICOM_SUBGROUPS = ("PatientSex", "Manufacturer", "ManufacturerModelName")
 _MAX_GROUPS = 20
@@ -67,7 +91,11 @@ def case_split(case: Any) -> str | None:
 
     The one place that knows where cases record their given split, so ``--split`` follows the data layer.
     """
-    for value in (getattr(case, "given_split", None), case.extra.get("split"), case.extra.get("medmnist_split")):
+    for value in (
+        getattr(case, "given_split", None),
+        case.extra.get("split"),
+        case.extra.get("medmnist_split"),
+    ):
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None
@@ -100,8 +128,13 @@ def _split_name(split: str) -> str:
     return SPLIT_NAMES.get(split.strip().lower(), split)
 
 
-def read_eval_data(info: dict[str, Any], *, data: str | os.PathLike[str] | None, data_file: str | os.PathLike[str] | None,
-                   split: str | None) -> EvalData:
+def read_eval_data(
+    info: dict[str, Any],
+    *,
+    data: str | os.PathLike[str] | None,
+    data_file: str | os.PathLike[str] | None,
+    split: str | None,
+) -> EvalData:
     """List the labelled evaluation cases from a task-like YAML (``data``) or a data file (``data_file``).
 
     Args:
@@ -126,12 +159,16 @@ def read_eval_data(info: dict[str, Any], *, data: str | os.PathLike[str] | None,
         if not path.is_file():
             raise DataError(f"{path}: data file not found")
         if path.suffix.lower() not in (".yaml", ".yml"):
-            raise ConfigError(f"{path}: DATA must be a YAML file with a data: section; for a data file use --data {path}")
+            raise ConfigError(
+                f"{path}: DATA must be a YAML file with a data: section; for a data file use --data {path}"
+            )
         raw = load_yaml(path)
         if not isinstance(raw.get("data"), dict):
             raise ConfigError(f"{path}: no data: section (a task-like YAML names its images under data:)")
         _check_labels(raw, info, str(path))
-        merged = deep_merge(base, {k: v for k, v in raw.items() if k in ("data", "labels", "privacy", "description")})
+        merged = deep_merge(
+            base, {k: v for k, v in raw.items() if k in ("data", "labels", "privacy", "description")}
+        )
         _absolute_paths(merged["data"], path.resolve().parent, str(path))
         layout = str(merged["data"].get("format", "datalist"))
     else:
@@ -150,11 +187,20 @@ def read_eval_data(info: dict[str, Any], *, data: str | os.PathLike[str] | None,
     listed = list(dataset.cases)
     unlabelled = sum(1 for c in listed if c.label is None)
     if unlabelled:
-        raise DataError(f"{path}: {unlabelled} of {len(listed)} cases have no label; evaluation needs labelled cases")
+        raise DataError(
+            f"{path}: {unlabelled} of {len(listed)} cases have no label; evaluation needs labelled cases"
+        )
     cases, present = select_split(listed, split, str(path))
-    return EvalData(cases=cases, source=os.fspath(path), name=path.name, layout=layout,
-                    split=_split_name(split) if split else None,
-                    splits_present=present, n_listed=len(listed), attributes=subgroup_attributes(cases))
+    return EvalData(
+        cases=cases,
+        source=os.fspath(path),
+        name=path.name,
+        layout=layout,
+        split=_split_name(split) if split else None,
+        splits_present=present,
+        n_listed=len(listed),
+        attributes=subgroup_attributes(cases),
+    )
 
 
 def _base_task(info: dict[str, Any]) -> dict[str, Any]:
@@ -167,8 +213,10 @@ def _base_task(info: dict[str, Any]) -> dict[str, Any]:
         "problem": problem,
         "spatial_dims": int(t.get("spatial_dims") or info["pipeline"]["spatial_dims"]),
         "in_channels": int(info["pipeline"].get("in_channels", 1)),
-        "labels": {"names": list(t.get("labels") or info["pipeline"]["class_names"]),
-                   "findings": list(t.get("findings") or [])},
+        "labels": {
+            "names": list(t.get("labels") or info["pipeline"]["class_names"]),
+            "findings": list(t.get("findings") or []),
+        },
         "objective": {"terms": terms},
         "search": {"spaces": ["resnet" if problem == "classification" else "unet"]},
     }
@@ -181,10 +229,14 @@ def _check_labels(raw: dict[str, Any], info: dict[str, Any], where: str) -> None
     names = labels.get("names") if isinstance(labels, dict) else None
     want = list((info.get("task") or {}).get("labels") or info["pipeline"]["class_names"])
     if names is not None and list(names) != want:
-        raise ConfigError(f"{where}: labels.names {list(names)} differ from the bundle's classes {want} (same names, same order)")
+        raise ConfigError(
+            f"{where}: labels.names {list(names)} differ from the bundle's classes {want} (same names, same order)"
+        )
     for key in ("problem", "spatial_dims"):
         if key in raw and raw[key] != (info.get("task") or {}).get(key, raw[key]):
-            raise ConfigError(f"{where}: {key} {raw[key]!r} differs from the bundle's {(info.get('task') or {}).get(key)!r}")
+            raise ConfigError(
+                f"{where}: {key} {raw[key]!r} differs from the bundle's {(info.get('task') or {}).get(key)!r}"
+            )
 
 
 def _absolute_paths(section: dict[str, Any], base: Path, where: str) -> None:
@@ -201,8 +253,10 @@ def _layout_of(path: Path) -> str:
         return "decathlon" if (path / "dataset.json").is_file() else "folders"
     fmt = _FORMAT_OF_SUFFIX.get(path.suffix.lower())
     if fmt is None:
-        raise ConfigError(f"{path}: --data takes a .npz (MedMNIST), .json (datalist), .csv sheet or a folder; "
-                          "for other layouts write a DATA.yaml with a data: section")
+        raise ConfigError(
+            f"{path}: --data takes a .npz (MedMNIST), .json (datalist), .csv sheet or a folder; "
+            "for other layouts write a DATA.yaml with a data: section"
+        )
     return fmt
 
 
@@ -214,8 +268,12 @@ def _is_attribute(key: str) -> bool:
 
     low = key.lower()
     words = low.replace("-", "_").replace(" ", "_").split("_")
-    return not (low in _INTERNAL_FIELDS or is_identifying(key) or any(w in _IDENTIFYING_WORDS for w in words)
-                or any(low.endswith(w) for w in ("id", "date", "name")))
+    return not (
+        low in _INTERNAL_FIELDS
+        or is_identifying(key)
+        or any(w in _IDENTIFYING_WORDS for w in words)
+        or any(low.endswith(w) for w in ("id", "date", "name"))
+    )
 
 
 def subgroup_attributes(cases: Sequence[Any]) -> list[dict[str, str]]:
@@ -227,15 +285,22 @@ def subgroup_attributes(cases: Sequence[Any]) -> list[dict[str, str]]:
     """
     rows: list[dict[str, str]] = []
     for case in cases:
-        attrs = {k: str(v).strip() for k, v in case.extra.items()
-                 if isinstance(v, (str, int, bool)) and str(v).strip() and _is_attribute(str(k))}
+        attrs = {
+            k: str(v).strip()
+            for k, v in case.extra.items()
+            if isinstance(v, (str, int, bool)) and str(v).strip() and _is_attribute(str(k))
+        }
         attrs.update(_dicom_attributes(case.images[0]))
         rows.append(attrs)
     keep = set()
     for key in {k for r in rows for k in r}:
         counts = Counter(r[key] for r in rows if key in r)
         # An attribute where most cases have their own value is an identifier in disguise.
-        if 2 <= len(counts) <= _MAX_GROUPS and max(counts.values()) > 1 and len(counts) <= max(2, len(rows) // 2):
+        if (
+            2 <= len(counts) <= _MAX_GROUPS
+            and max(counts.values()) > 1
+            and len(counts) <= max(2, len(rows) // 2)
+        ):
             keep.add(key)
     return [{k: v for k, v in r.items() if k in keep} for r in rows]
 
@@ -264,7 +329,9 @@ def _dicom_attributes(image: str) -> dict[str, str]:
 
 
 def _has_dicm(path: Path) -> bool:
-    if path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".tif", ".tiff")):
+    if path.name.lower().endswith(
+        (".nii", ".nii.gz", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+    ):
         return False
     try:
         with open(path, "rb") as fh:

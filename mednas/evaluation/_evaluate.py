@@ -105,36 +105,49 @@ def evaluate_bundle(
         raise MednasError(f"{out_dir}: exists and is not a folder")
     if data is not None and data_file is None and Path(data).suffix.lower() not in (".yaml", ".yml"):
         data, data_file = None, data
-    model = load_bundle(bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key)
+    model = load_bundle(
+        bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key
+    )
     ev = read_eval_data(model.info, data=data, data_file=data_file, split=split)
     logger.info("evaluating %s on %d cases of %s", Path(bundle).name, len(ev.cases), ev.name)
     outputs = _predict_all(model, ev)
     if outputs["failures"]:
-        logger.warning("%d of %d cases got no answer (NaN/infinite output or unreadable); left out of every metric",
-                       len(outputs["failures"]), len(ev.cases))
+        logger.warning(
+            "%d of %d cases got no answer (NaN/infinite output or unreadable); left out of every metric",
+            len(outputs["failures"]),
+            len(ev.cases),
+        )
     if not outputs["done"]:
         first = outputs["failures"][0][1] if outputs["failures"] else "no case"
-        raise DataError(f"{ev.source}: no case could be evaluated ({len(outputs['failures'])} failed; first: {first})")
+        raise DataError(
+            f"{ev.source}: no case could be evaluated ({len(outputs['failures'])} failed; first: {first})"
+        )
     record, curves = _record(model, ev, outputs, Path(bundle), expect_digest, verify_key, n_resamples, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     record["seconds"] = round(time.perf_counter() - t0, 2)
     from mednas.evaluation._html import render_html
     from mednas.io import write_json, write_text
 
-    failed_csv = out_dir / "failed.csv"
-    if outputs["failures"]:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["case", "reason"])
-        writer.writerows(outputs["failures"])
-        write_text(failed_csv, buf.getvalue())
-    else:
-        failed_csv.unlink(missing_ok=True)
+    _write_failures(out_dir / "failed.csv", outputs["failures"])
     json_path = write_json(out_dir / "validation.json", record)
     html_path = write_text(out_dir / "validation.html", render_html(record, curves))
     seconds = time.perf_counter() - t0
     logger.info("evaluation written to %s in %.1fs", out_dir, seconds)
     return EvaluationResult(json_path, html_path, record, outputs["failures"], seconds)
+
+
+def _write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
+    """Write ``failed.csv`` (case, reason) when cases failed; remove a stale one when none did."""
+    from mednas.io import write_text
+
+    if failures:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["case", "reason"])
+        writer.writerows(failures)
+        write_text(path, buf.getvalue())
+    else:
+        path.unlink(missing_ok=True)
 
 
 # -------------------------------------------------------------------------------------------- predicting
@@ -183,20 +196,41 @@ def _predict_all(model: Any, ev: Any) -> dict[str, Any]:
                 gt = read_image(case.label).array
                 mask = pred.mask.array
                 if gt.shape[1:] != mask.shape[1:]:
-                    raise DataError(f"{case.label}: label shape {list(gt.shape[1:])} differs from its image's {list(mask.shape[1:])}")
-                rows.append(segmentation_case_rows(mask[0].astype(np.int64), np.rint(gt[0]).astype(np.int64),
-                                                   findings=findings, n_classes=len(p.class_names), overlap=overlap))
+                    raise DataError(
+                        f"{case.label}: label shape {list(gt.shape[1:])} differs from its image's {list(mask.shape[1:])}"
+                    )
+                rows.append(
+                    segmentation_case_rows(
+                        mask[0].astype(np.int64),
+                        np.rint(gt[0]).astype(np.int64),
+                        findings=findings,
+                        n_classes=len(p.class_names),
+                        overlap=overlap,
+                    )
+                )
         except (PredictionError, DataError) as exc:
             failures.append((where, str(exc)))
-            kinds.append("non-finite model output" if isinstance(exc, PredictionError)
-                         else "label does not match the image" if "label shape" in str(exc)
-                         else "image could not be read or used")
+            kinds.append(
+                "non-finite model output"
+                if isinstance(exc, PredictionError)
+                else "label does not match the image"
+                if "label shape" in str(exc)
+                else "image could not be read or used"
+            )
             logger.debug("case failed: %s", exc)
             continue
         hashes.append(digest)
         done.append(i)
-    return {"done": done, "failures": failures, "kinds": kinds, "y": np.asarray(y, dtype=int), "score": np.asarray(scores, dtype=float),
-            "pred": np.asarray(preds, dtype=int), "rows": np.asarray(rows, dtype=float), "hashes": hashes}
+    return {
+        "done": done,
+        "failures": failures,
+        "kinds": kinds,
+        "y": np.asarray(y, dtype=int),
+        "score": np.asarray(scores, dtype=float),
+        "pred": np.asarray(preds, dtype=int),
+        "rows": np.asarray(rows, dtype=float),
+        "hashes": hashes,
+    }
 
 
 def _lesion_overlap(info: dict[str, Any]) -> str:
@@ -214,8 +248,16 @@ def _population(ev: Any, n_cases: int, n_patients: int) -> str:
     return f"{ev.name}{split}: {n_cases} cases, {n_patients} patients"
 
 
-def _record(model: Any, ev: Any, outputs: dict[str, Any], bundle: Path, expect_digest: str | None,
-            verify_key: Any, n_resamples: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _record(
+    model: Any,
+    ev: Any,
+    outputs: dict[str, Any],
+    bundle: Path,
+    expect_digest: str | None,
+    verify_key: Any,
+    n_resamples: int,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     from mednas.evaluation import _metrics as M
 
     info = model.info
@@ -235,50 +277,88 @@ def _record(model: Any, ev: Any, outputs: dict[str, Any], bundle: Path, expect_d
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "population": population,
         "bundle": {
-            "name": bundle.resolve().name, "digest": model.digest, "digest_pinned": expect_digest is not None,
-            "signature_verified": verify_key is not None, "source": info.get("source"),
-            "source_label": info.get("source_label"), "trial": info.get("trial"),
-            "task": (info.get("task") or {}).get("name"), "problem": p.problem, "classes": names,
-            "findings": [names[i] for i in findings], "architecture": (info.get("spec") or {}).get("target"),
-            "params": info.get("params"), "backend": model.backend,
+            "name": bundle.resolve().name,
+            "digest": model.digest,
+            "digest_pinned": expect_digest is not None,
+            "signature_verified": verify_key is not None,
+            "source": info.get("source"),
+            "source_label": info.get("source_label"),
+            "trial": info.get("trial"),
+            "task": (info.get("task") or {}).get("name"),
+            "problem": p.problem,
+            "classes": names,
+            "findings": [names[i] for i in findings],
+            "architecture": (info.get("spec") or {}).get("target"),
+            "params": info.get("params"),
+            "backend": model.backend,
         },
         "data": {
-            "name": ev.name, "layout": ev.layout, "split": ev.split, "splits_present": ev.splits_present,
-            "n_listed": ev.n_listed, "n_selected": len(ev.cases), "n_cases": len(cases), "n_patients": n_patients,
+            "name": ev.name,
+            "layout": ev.layout,
+            "split": ev.split,
+            "splits_present": ev.splits_present,
+            "n_listed": ev.n_listed,
+            "n_selected": len(ev.cases),
+            "n_cases": len(cases),
+            "n_patients": n_patients,
             "n_failed": len(outputs["failures"]),
         },
-        "failed": {"n": len(outputs["failures"]), "reasons": dict(reasons),
-                   "file": "failed.csv" if outputs["failures"] else None,
-                   "note": "failed cases got no label and are left out of every metric"},
+        "failed": {
+            "n": len(outputs["failures"]),
+            "reasons": dict(reasons),
+            "file": "failed.csv" if outputs["failures"] else None,
+            "note": "failed cases got no label and are left out of every metric",
+        },
         "bootstrap": {"unit": "patient", "n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
     }
     curves: dict[str, Any] = {"patients": patients}
     if p.problem == "classification":
         y, score, pred = outputs["y"], outputs["score"], outputs["pred"]
         record["data"]["class_counts"] = {n: int(np.sum(y == i)) for i, n in enumerate(names)}
-        res = M.classification_results(y, score, pred, patients, class_names=names, findings=findings,
-                                       n_resamples=n_resamples, seed=seed)
+        res = M.classification_results(
+            y, score, pred, patients, class_names=names, findings=findings, n_resamples=n_resamples, seed=seed
+        )
         truth = np.isin(y, findings).astype(int)
         op = dict(info.get("operating_point") or {})
         op.setdefault("threshold", p.threshold)
-        record.update(metrics=res["metrics"], per_class=res["per_class"], confusion=res["confusion"],
-                      finding_confusion=res["finding_confusion"], calibration=res["calibration"],
-                      prevalence=res["prevalence"],
-                      operating_point=M.promise_check(op.get("rule"), op, res["metrics"], truth, score))
+        record.update(
+            metrics=res["metrics"],
+            per_class=res["per_class"],
+            confusion=res["confusion"],
+            finding_confusion=res["finding_confusion"],
+            calibration=res["calibration"],
+            prevalence=res["prevalence"],
+            operating_point=M.promise_check(op.get("rule"), op, res["metrics"], truth, score),
+        )
         fn = M.classification_subgroup_fn(len(names), findings)
-        sub = M.subgroup_table(attributes, [y, score, pred], patients, fn=fn, n_resamples=n_resamples, seed=seed,
-                               count=lambda idx: {"n_finding": int(np.isin(y[idx], findings).sum())})
+        sub = M.subgroup_table(
+            attributes,
+            [y, score, pred],
+            patients,
+            fn=fn,
+            n_resamples=n_resamples,
+            seed=seed,
+            count=lambda idx: {"n_finding": int(np.isin(y[idx], findings).sum())},
+        )
         curves.update(finding=truth.tolist(), score=score.tolist())
     else:
         rows = outputs["rows"]
         res = M.segmentation_results(rows, patients, class_names=names, n_resamples=n_resamples, seed=seed)
-        record.update(metrics=res["metrics"], per_class=res["per_class"], lesions=res["lesions"],
-                      lesion_overlap_rule=_lesion_overlap(info))
-        sub = M.subgroup_table(attributes, [rows], patients, fn=M.segmentation_subgroup_fn(), n_resamples=n_resamples,
-                               seed=seed)
+        record.update(
+            metrics=res["metrics"],
+            per_class=res["per_class"],
+            lesions=res["lesions"],
+            lesion_overlap_rule=_lesion_overlap(info),
+        )
+        sub = M.subgroup_table(
+            attributes, [rows], patients, fn=M.segmentation_subgroup_fn(), n_resamples=n_resamples, seed=seed
+        )
         curves.update(dice=res["per_case_dice"])
-    record["subgroups"] = {"attributes": sorted({k for a in attributes for k in a}), "rows": sub,
-                           "min_group": M.MIN_GROUP}
+    record["subgroups"] = {
+        "attributes": sorted({k for a in attributes for k in a}),
+        "rows": sub,
+        "min_group": M.MIN_GROUP,
+    }
     record["overlap"] = _overlap(bundle, outputs["hashes"])
     return record, curves
 
@@ -287,20 +367,41 @@ def _overlap(bundle: Path, hashes: list[str]) -> dict[str, Any]:
     from mednas.bundle._hashes import HASH_METHOD, read_data_hashes
 
     own = Counter(hashes)
-    base: dict[str, Any] = {"n_hashed": len(hashes), "method": HASH_METHOD,
-                            "duplicates_within": int(sum(n - 1 for n in own.values()))}
+    base: dict[str, Any] = {
+        "n_hashed": len(hashes),
+        "method": HASH_METHOD,
+        "duplicates_within": int(sum(n - 1 for n in own.values())),
+    }
     recorded = read_data_hashes(bundle)
     if recorded is None:
-        return {**base, "recorded": False, "seen_in_training": None, "seen_in_validation": None,
-                "text": "not recorded: this bundle holds no content hashes of its training data "
-                        "(exported before mednas recorded them, or its images could not be read at export)"}
+        return {
+            **base,
+            "recorded": False,
+            "seen_in_training": None,
+            "seen_in_validation": None,
+            "text": "not recorded: this bundle holds no content hashes of its training data "
+            "(exported before mednas recorded them, or its images could not be read at export)",
+        }
     if recorded.get("method") != HASH_METHOD:
-        return {**base, "recorded": False, "seen_in_training": None, "seen_in_validation": None,
-                "text": f"not comparable: the bundle's hashes were made another way ({recorded.get('method')})"}
+        return {
+            **base,
+            "recorded": False,
+            "seen_in_training": None,
+            "seen_in_validation": None,
+            "text": f"not comparable: the bundle's hashes were made another way ({recorded.get('method')})",
+        }
     train, val = set(recorded.get("train") or []), set(recorded.get("val") or [])
     in_train = sum(1 for h in hashes if h in train)
     in_val = sum(1 for h in hashes if h in val)
-    text = (f"{in_train} of {len(hashes)} evaluation images were seen in training, {in_val} in validation"
-            + ("" if in_train or in_val else ": none overlap"))
-    return {**base, "recorded": True, "seen_in_training": in_train, "seen_in_validation": in_val,
-            "training_images": len(train), "validation_images": len(val), "text": text}
+    text = f"{in_train} of {len(hashes)} evaluation images were seen in training, {in_val} in validation" + (
+        "" if in_train or in_val else ": none overlap"
+    )
+    return {
+        **base,
+        "recorded": True,
+        "seen_in_training": in_train,
+        "seen_in_validation": in_val,
+        "training_images": len(train),
+        "validation_images": len(val),
+        "text": text,
+    }

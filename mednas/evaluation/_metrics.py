@@ -23,13 +23,18 @@ MIN_GROUP = 5
 _CONSTRAINED = {"sensitivity_at_specificity": "specificity", "specificity_at_sensitivity": "sensitivity"}
 
 
-def _bootstrap(fn: Any, arrays: Sequence[np.ndarray], patients: Sequence[str] | np.ndarray, n_resamples: int,
-               seed: int) -> dict[str, Any]:
+def _bootstrap(
+    fn: Any, arrays: Sequence[np.ndarray], patients: Sequence[str] | np.ndarray, n_resamples: int, seed: int
+) -> dict[str, Any]:
     from mednas.metrics._objective import _bootstrap_all
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined metrics on a resample (one class drawn) are counted, not news
-        return _bootstrap_all(fn, list(arrays), list(patients), n_resamples=n_resamples, seed=seed, confidence=0.95)
+        warnings.simplefilter(
+            "ignore"
+        )  # undefined metrics on a resample (one class drawn) are counted, not news
+        return _bootstrap_all(
+            fn, list(arrays), list(patients), n_resamples=n_resamples, seed=seed, confidence=0.95
+        )
 
 
 # ------------------------------------------------------------------------------------------ classification
@@ -40,7 +45,9 @@ def _cls_values(n_classes: int, findings: Sequence[int], full: bool) -> Any:
 
     def fn(y: np.ndarray, score: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         truth = np.isin(y, findings).astype(int)
-        called = np.isin(pred, findings).astype(float)  # the bundle's decision: finding score >= its threshold
+        called = np.isin(pred, findings).astype(
+            float
+        )  # the bundle's decision: finding score >= its threshold
         both = bool(truth.any() and not truth.all())
         out = {
             "auroc": C.auroc(truth, score) if both else math.nan,
@@ -56,14 +63,25 @@ def _cls_values(n_classes: int, findings: Sequence[int], full: bool) -> Any:
             out["npv"] = C.npv(truth, called)
             out["brier"] = C.brier_score(truth, score)
             out["ece"] = C.expected_calibration_error(truth, score)
-            out.update({k: v for k, v in C.per_class_metrics(y, pred, n_classes).items() if not k.endswith("_n")})
+            out.update(
+                {k: v for k, v in C.per_class_metrics(y, pred, n_classes).items() if not k.endswith("_n")}
+            )
         return out
 
     return fn
 
 
-def classification_results(y: np.ndarray, score: np.ndarray, pred: np.ndarray, patients: Sequence[str], *,
-                           class_names: Sequence[str], findings: Sequence[int], n_resamples: int, seed: int) -> dict[str, Any]:
+def classification_results(
+    y: np.ndarray,
+    score: np.ndarray,
+    pred: np.ndarray,
+    patients: Sequence[str],
+    *,
+    class_names: Sequence[str],
+    findings: Sequence[int],
+    n_resamples: int,
+    seed: int,
+) -> dict[str, Any]:
     """Threshold-free metrics, metrics at the bundle's decisions, per-class table, confusion matrix, calibration.
 
     Args:
@@ -79,30 +97,50 @@ def classification_results(y: np.ndarray, score: np.ndarray, pred: np.ndarray, p
     from mednas.reporting._curves import calibration_bins
 
     n_classes = len(class_names)
-    metrics = _bootstrap(_cls_values(n_classes, findings, True), [y, score, pred], patients, n_resamples, seed)
+    metrics = _bootstrap(
+        _cls_values(n_classes, findings, True), [y, score, pred], patients, n_resamples, seed
+    )
     per_class = []
     for c, name in enumerate(class_names):
-        per_class.append({"class": name, "n": int(np.sum(y == c)), "n_called": int(np.sum(pred == c)),
-                          "sensitivity": metrics.pop(f"class{c}_recall"), "ppv": metrics.pop(f"class{c}_ppv")})
+        per_class.append(
+            {
+                "class": name,
+                "n": int(np.sum(y == c)),
+                "n_called": int(np.sum(pred == c)),
+                "sensitivity": metrics.pop(f"class{c}_recall"),
+                "ppv": metrics.pop(f"class{c}_ppv"),
+            }
+        )
     matrix = np.zeros((n_classes, n_classes), dtype=int)
     np.add.at(matrix, (y.astype(int), pred.astype(int)), 1)
     truth = np.isin(y, findings).astype(int)
     called = np.isin(pred, findings)
-    finding_matrix = [[int(((truth == 0) & ~called).sum()), int(((truth == 0) & called).sum())],
-                      [int(((truth == 1) & ~called).sum()), int(((truth == 1) & called).sum())]]
+    finding_matrix = [
+        [int(((truth == 0) & ~called).sum()), int(((truth == 0) & called).sum())],
+        [int(((truth == 1) & ~called).sum()), int(((truth == 1) & called).sum())],
+    ]
     return {
         "metrics": metrics,
         "per_class": per_class,
-        "confusion": {"rows": "true class", "columns": "predicted class", "labels": list(class_names),
-                      "matrix": matrix.tolist()},
+        "confusion": {
+            "rows": "true class",
+            "columns": "predicted class",
+            "labels": list(class_names),
+            "matrix": matrix.tolist(),
+        },
         "finding_confusion": {"labels": ["no finding", "finding"], "matrix": finding_matrix},
-        "calibration": {"ece": metrics.get("ece"), "n_bins": 10, "bins": calibration_bins(truth.tolist(), score.tolist())},
+        "calibration": {
+            "ece": metrics.get("ece"),
+            "n_bins": 10,
+            "bins": calibration_bins(truth.tolist(), score.tolist()),
+        },
         "prevalence": float(truth.mean()),
     }
 
 
-def promise_check(rule: str | None, op: dict[str, Any], metrics: dict[str, Any], truth: np.ndarray,
-                  score: np.ndarray) -> dict[str, Any]:
+def promise_check(
+    rule: str | None, op: dict[str, Any], metrics: dict[str, Any], truth: np.ndarray, score: np.ndarray
+) -> dict[str, Any]:
     """Check the bundle's operating-point promise on these data, and find the threshold that would keep it here.
 
     The promise of ``sensitivity_at_specificity>=0.8`` is specificity >= 0.8: ``failed`` when the whole 95%
@@ -112,8 +150,12 @@ def promise_check(rule: str | None, op: dict[str, Any], metrics: dict[str, Any],
     """
     from mednas.metrics import choose_threshold
 
-    out: dict[str, Any] = {"rule": rule, "threshold": op.get("threshold"), "chosen_on": op.get("chosen_on", "validation"),
-                           "validation": {k: op.get(k) for k in ("sensitivity", "specificity") if op.get(k) is not None}}
+    out: dict[str, Any] = {
+        "rule": rule,
+        "threshold": op.get("threshold"),
+        "chosen_on": op.get("chosen_on", "validation"),
+        "validation": {k: op.get(k) for k in ("sensitivity", "specificity") if op.get(k) is not None},
+    }
     parsed = _parse_rule(rule)
     if parsed is None:
         out.update(status="none", text=f"no operating-point promise to check (rule {rule or 'not recorded'})")
@@ -123,9 +165,12 @@ def promise_check(rule: str | None, op: dict[str, Any], metrics: dict[str, Any],
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             would = choose_threshold(truth, score, parsed)
-        out["would_meet_here"] = {"threshold": would.threshold, "sensitivity": would.sensitivity,
-                                  "specificity": would.specificity,
-                                  "note": "the threshold the same rule picks on these data: information only, never applied"}
+        out["would_meet_here"] = {
+            "threshold": would.threshold,
+            "sensitivity": would.sensitivity,
+            "specificity": would.specificity,
+            "note": "the threshold the same rule picks on these data: information only, never applied",
+        }
     kind, target = parsed.kind, parsed.target
     if kind not in _CONSTRAINED or target is None:
         out.update(status="none", text=f"the rule {rule} sets no floor, so there is no promise to check")
@@ -135,8 +180,11 @@ def promise_check(rule: str | None, op: dict[str, Any], metrics: dict[str, Any],
     value, ci = achieved.get("value"), achieved.get("ci95") or [None, None]
     out.update(metric=metric, promised=target, achieved=achieved)
     if value is None:
-        out.update(status="not checked", text=f"{metric} >= {target:.2f} promised; not measurable here "
-                                              f"(no case {'without' if metric == 'specificity' else 'with'} the finding)")
+        out.update(
+            status="not checked",
+            text=f"{metric} >= {target:.2f} promised; not measurable here "
+            f"(no case {'without' if metric == 'specificity' else 'with'} the finding)",
+        )
         return out
     low, high = ci
     if high is not None and high < target:
@@ -146,7 +194,9 @@ def promise_check(rule: str | None, op: dict[str, Any], metrics: dict[str, Any],
     else:
         status = "held"
     interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
-    out.update(status=status, text=f"{metric} >= {target:.2f} promised, {value:.2f}{interval} achieved: {status}")
+    out.update(
+        status=status, text=f"{metric} >= {target:.2f} promised, {value:.2f}{interval} achieved: {status}"
+    )
     return out
 
 
@@ -178,22 +228,29 @@ def _parse_rule(rule: str | None) -> Any:
 # -------------------------------------------------------------------------------------------- segmentation
 
 
-def segmentation_case_rows(pred: np.ndarray, gt: np.ndarray, *, findings: Sequence[int], n_classes: int,
-                           overlap: str) -> list[float]:
+def segmentation_case_rows(
+    pred: np.ndarray, gt: np.ndarray, *, findings: Sequence[int], n_classes: int, overlap: str
+) -> list[float]:
     """One case: ``[dice, lesions, detected, false-positive lesions, lesion-wise Dice sum, dice per class...]``."""
     from mednas.metrics import dice, dice_per_class, lesion_analysis
 
     res = lesion_analysis(pred, gt, label=list(findings), overlap=overlap)
     per_class = dice_per_class(pred, gt, list(range(1, n_classes)))
-    return [dice(pred, gt, label=list(findings)), res.n_lesions, res.n_detected, res.n_false_positives,
-            sum(r.dice for r in res.lesions), *[per_class[c] for c in range(1, n_classes)]]
+    return [
+        dice(pred, gt, label=list(findings)),
+        res.n_lesions,
+        res.n_detected,
+        res.n_false_positives,
+        sum(r.dice for r in res.lesions),
+        *[per_class[c] for c in range(1, n_classes)],
+    ]
 
 
 def _seg_values(n_classes: int) -> Any:
-    from mednas.metrics._objective import _segmentation_values
+    from mednas.metrics._objective import segmentation_stat_values
 
     def fn(stats: np.ndarray) -> dict[str, float]:
-        out = _segmentation_values(stats[:, :5])
+        out = segmentation_stat_values(stats[:, :5])
         for c in range(1, n_classes):
             out[f"class{c}_dice"] = float(stats[:, 4 + c].mean())
         return out
@@ -201,23 +258,40 @@ def _seg_values(n_classes: int) -> Any:
     return fn
 
 
-def segmentation_results(rows: np.ndarray, patients: Sequence[str], *, class_names: Sequence[str], n_resamples: int,
-                         seed: int) -> dict[str, Any]:
+def segmentation_results(
+    rows: np.ndarray, patients: Sequence[str], *, class_names: Sequence[str], n_resamples: int, seed: int
+) -> dict[str, Any]:
     """Dice (finding classes as one region), lesion detection, per-class Dice; each with its interval."""
     n_classes = len(class_names)
     metrics = _bootstrap(_seg_values(n_classes), [rows], patients, n_resamples, seed)
-    per_class = [{"class": class_names[c], "dice": metrics.pop(f"class{c}_dice")} for c in range(1, n_classes)]
-    return {"metrics": metrics, "per_class": per_class,
-            "per_case_dice": [float(v) for v in rows[:, 0]],
-            "lesions": {"n": int(rows[:, 1].sum()), "detected": int(rows[:, 2].sum()),
-                        "false_positives": int(rows[:, 3].sum())}}
+    per_class = [
+        {"class": class_names[c], "dice": metrics.pop(f"class{c}_dice")} for c in range(1, n_classes)
+    ]
+    return {
+        "metrics": metrics,
+        "per_class": per_class,
+        "per_case_dice": [float(v) for v in rows[:, 0]],
+        "lesions": {
+            "n": int(rows[:, 1].sum()),
+            "detected": int(rows[:, 2].sum()),
+            "false_positives": int(rows[:, 3].sum()),
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------ subgroups
 
 
-def subgroup_table(attributes: Sequence[dict[str, str]], arrays: Sequence[np.ndarray], patients: Sequence[str], *,
-                   fn: Any, n_resamples: int, seed: int, count: Any = None) -> list[dict[str, Any]]:
+def subgroup_table(
+    attributes: Sequence[dict[str, str]],
+    arrays: Sequence[np.ndarray],
+    patients: Sequence[str],
+    *,
+    fn: Any,
+    n_resamples: int,
+    seed: int,
+    count: Any = None,
+) -> list[dict[str, Any]]:
     """Metrics per value of every subgroup attribute, each with its interval and counts.
 
     Args:
@@ -235,20 +309,34 @@ def subgroup_table(attributes: Sequence[dict[str, str]], arrays: Sequence[np.nda
         values = np.array([a.get(key, "") for a in attributes], dtype=object)
         for value in sorted({v for v in values if v}):
             idx = np.flatnonzero(values == value)
-            row: dict[str, Any] = {"attribute": key, "value": value, "n": int(idx.size),
-                                   "n_patients": int(len(set(patients_arr[idx])))}
+            row: dict[str, Any] = {
+                "attribute": key,
+                "value": value,
+                "n": int(idx.size),
+                "n_patients": int(len(set(patients_arr[idx]))),
+            }
             if count is not None:
                 row.update(count(idx))
             if idx.size < MIN_GROUP:
                 row["metrics"] = None
                 row["note"] = f"fewer than {MIN_GROUP} cases: counts only"
             else:
-                row["metrics"] = _bootstrap(fn, [a[idx] for a in arrays], patients_arr[idx], n_resamples, seed)
+                row["metrics"] = _bootstrap(
+                    fn, [a[idx] for a in arrays], patients_arr[idx], n_resamples, seed
+                )
             rows.append(row)
         missing = int(np.sum(values == ""))
         if missing:
-            rows.append({"attribute": key, "value": "(not recorded)", "n": missing, "metrics": None,
-                         "n_patients": int(len(set(patients_arr[values == ""]))), "note": "attribute missing"})
+            rows.append(
+                {
+                    "attribute": key,
+                    "value": "(not recorded)",
+                    "n": missing,
+                    "metrics": None,
+                    "n_patients": int(len(set(patients_arr[values == ""]))),
+                    "note": "attribute missing",
+                }
+            )
     return rows
 
 
@@ -259,10 +347,10 @@ def classification_subgroup_fn(n_classes: int, findings: Sequence[int]) -> Any:
 
 def segmentation_subgroup_fn() -> Any:
     """The per-group segmentation metrics (Dice, lesion sensitivity, false-positive lesions per case)."""
-    from mednas.metrics._objective import _segmentation_values
+    from mednas.metrics._objective import segmentation_stat_values
 
     def fn(stats: np.ndarray) -> dict[str, float]:
-        out = _segmentation_values(stats[:, :5])
+        out = segmentation_stat_values(stats[:, :5])
         out.pop("lesion_dice", None)
         return out
 

@@ -77,7 +77,9 @@ def _json_default(obj: Any) -> Any:
 
 def dumps_json(obj: Any, *, indent: int | None = 2) -> str:
     """Serialise ``obj`` to JSON the way mednas writes it (sorted keys, numpy-aware, NaN as null)."""
-    return json.dumps(_nan_to_none(obj), indent=indent, sort_keys=True, default=_json_default, allow_nan=False)
+    return json.dumps(
+        _nan_to_none(obj), indent=indent, sort_keys=True, default=_json_default, allow_nan=False
+    )
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -114,7 +116,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as fh:
         text = fh.read(limit + 1)
     if len(text) > limit:
-        raise DataError(f"{path}: JSON file is larger than the limit of {limit} bytes (MEDNAS_MAX_LIST_BYTES)")
+        raise DataError(
+            f"{path}: JSON file is larger than the limit of {limit} bytes (MEDNAS_MAX_LIST_BYTES)"
+        )
     try:
         data = json.loads(text)
     except RecursionError:

@@ -396,14 +396,21 @@ def _geometry(frames: list[_Frame], where: Path) -> _Geometry:
                 f"{where}: the DICOM images have different orientations (a localizer mixed into the series?); "
                 "mednas reads one volume per series"
             )
-        row_norm, col_norm = float(np.linalg.norm(orientations[0, :3])), float(np.linalg.norm(orientations[0, 3:]))
+        row_norm, col_norm = (
+            float(np.linalg.norm(orientations[0, :3])),
+            float(np.linalg.norm(orientations[0, 3:])),
+        )
         if row_norm < 1e-6 or col_norm < 1e-6:
-            raise DataError(f"{where}: DICOM ImageOrientationPatient has a zero direction vector: no usable geometry")
+            raise DataError(
+                f"{where}: DICOM ImageOrientationPatient has a zero direction vector: no usable geometry"
+            )
         row_dir = orientations[0, :3] / row_norm
         col_dir = orientations[0, 3:] / col_norm
         normal = np.cross(row_dir, col_dir)
         if float(np.linalg.norm(normal)) < 1e-3:
-            raise DataError(f"{where}: DICOM ImageOrientationPatient has parallel row and column directions: no usable geometry")
+            raise DataError(
+                f"{where}: DICOM ImageOrientationPatient has parallel row and column directions: no usable geometry"
+            )
         positions = np.stack([f.position for f in frames])  # type: ignore[misc]
         along = positions @ normal
         order = [int(i) for i in np.argsort(along, kind="stable")]
@@ -541,10 +548,18 @@ def _check_pixel_size(ds: Dataset, *, compressed: bool) -> None:
             break
     shape = (cols, rows, _n_frames(ds), samples)
     if compressed or bits < 8:
-        check_declared_size(ds.filename, shape, max(bits // 8, 1), what="DICOM Rows x Columns x frames of pixel data")
+        check_declared_size(
+            ds.filename, shape, max(bits // 8, 1), what="DICOM Rows x Columns x frames of pixel data"
+        )
     else:
-        check_declared_size(ds.filename, shape, bits // 8, available=available, ratio=1,
-                            what="DICOM Rows x Columns x frames of pixel data")
+        check_declared_size(
+            ds.filename,
+            shape,
+            bits // 8,
+            available=available,
+            ratio=1,
+            what="DICOM Rows x Columns x frames of pixel data",
+        )
 
 
 def _stored_range(ds: Dataset) -> tuple[int, int]:
@@ -557,7 +572,9 @@ def _stored_range(ds: Dataset) -> tuple[int, int]:
 def _read_datasets(datasets: list[Dataset], *, where: Path, force_3d: bool) -> MedImage:
     frames = [frame for ds in datasets for frame in _frames_of(ds)]
     ds0 = datasets[0]
-    if len(datasets) > 1:  # the whole series, before any file is decoded (each file is checked again in _decode)
+    if (
+        len(datasets) > 1
+    ):  # the whole series, before any file is decoded (each file is checked again in _decode)
         from mednas.io._limits import check_declared_size
 
         rows, cols = _int_or_none(ds0.get("Rows")) or 0, _int_or_none(ds0.get("Columns")) or 0

@@ -53,7 +53,11 @@ def _env_bytes(name: str, default: int) -> int:
     match = _SIZE.match(raw)
     if not match:
         raise MednasError(f"${name}={raw!r}: expected a byte count such as 4294967296 or 4G")
-    value = float(match.group(1)) * 1024 ** "KMGT".find(match.group(2).upper()) if match.group(2) else float(match.group(1))
+    value = (
+        float(match.group(1)) * 1024 ** "KMGT".find(match.group(2).upper())
+        if match.group(2)
+        else float(match.group(1))
+    )
     if value < 1:
         raise MednasError(f"${name}={raw!r}: must be at least 1 byte")
     return int(value)
@@ -130,7 +134,9 @@ def check_geometry(affine: Any, spatial_dims: int, path: Path | str) -> None:
     if matrix.shape != (4, 4):
         raise DataError(f"{path}: image geometry is not a 4x4 affine (shape {matrix.shape})")
     if not np.isfinite(matrix).all():
-        raise DataError(f"{path}: image geometry (affine) has NaN or infinite entries; mednas needs a finite one")
+        raise DataError(
+            f"{path}: image geometry (affine) has NaN or infinite entries; mednas needs a finite one"
+        )
     axes = matrix[:3, :3]
     norms = np.sqrt((axes**2).sum(axis=0))
     zero = [i for i in range(spatial_dims) if norms[i] == 0]
@@ -143,7 +149,9 @@ def check_geometry(affine: Any, spatial_dims: int, path: Path | str) -> None:
     else:
         degenerate = bool(abs(np.linalg.det(scaled)) < 1e-6)
     if degenerate:
-        raise DataError(f"{path}: image geometry (affine) is singular: its voxel axes are parallel or coplanar")
+        raise DataError(
+            f"{path}: image geometry (affine) is singular: its voxel axes are parallel or coplanar"
+        )
 
 
 # --------------------------------------------------------------------------------------------- text formats
@@ -160,7 +168,9 @@ def read_text_bounded(path: Path | str, limit: int, error: type[MednasError], wh
             raise error(f"{path}: not a regular file, expected a {what} file")
         size = info.st_size
         if size > limit:
-            raise error(f"{path}: {what} file is {_fmt_bytes(size)}, more than the limit of {_fmt_bytes(limit)}")
+            raise error(
+                f"{path}: {what} file is {_fmt_bytes(size)}, more than the limit of {_fmt_bytes(limit)}"
+            )
         with open(path, "rb") as fh:
             raw = fh.read(limit + 1)
     except FileNotFoundError:
@@ -289,7 +299,9 @@ def _expanded_size(root: Any, cap: int) -> int:
 _LOADER: type | None = None
 
 
-def load_yaml_bounded(text: str, source: str, error: type[MednasError], *, invalid_as_text: bool = False) -> Any:
+def load_yaml_bounded(
+    text: str, source: str, error: type[MednasError], *, invalid_as_text: bool = False
+) -> Any:
     """Parse YAML with the safe loader, bounded in depth (:data:`MAX_DEPTH`) and alias expansion.
 
     Args:

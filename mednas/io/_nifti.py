@@ -90,9 +90,13 @@ def _check_size(img: Any, path: Path) -> None:
         raise DataError(f"{path}: cannot read NIfTI header: {one_line(exc)}") from exc
     size = path.stat().st_size
     if path.name.lower().endswith(".gz"):
-        check_declared_size(path, shape, itemsize, available=size, ratio=DEFLATE_MAX_RATIO, what="NIfTI header")
+        check_declared_size(
+            path, shape, itemsize, available=size, ratio=DEFLATE_MAX_RATIO, what="NIfTI header"
+        )
     else:
-        check_declared_size(path, shape, itemsize, available=max(size - offset, 0), ratio=1, what="NIfTI header")
+        check_declared_size(
+            path, shape, itemsize, available=max(size - offset, 0), ratio=1, what="NIfTI header"
+        )
     if slope is not None and itemsize < 8:  # scaled data comes out of nibabel as float64
         check_declared_size(path, shape, 8, what="NIfTI header (scaled to float64)")
 

@@ -100,7 +100,9 @@ def _check_size(path: Path) -> None:
         itemsize = int(nrrd.reader._determine_datatype(header).itemsize)
     except DataError:
         raise
-    except Exception as exc:  # pynrrd raises NRRDError, ValueError, KeyError, UnicodeDecodeError on corrupt headers
+    except (
+        Exception
+    ) as exc:  # pynrrd raises NRRDError, ValueError, KeyError, UnicodeDecodeError on corrupt headers
         raise DataError(f"{path}: cannot read NRRD header: {one_line(exc)}") from exc
     encoding = str(header.get("encoding", "raw")).lower()
     data_file = header.get("datafile", header.get("data file"))

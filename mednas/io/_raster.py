@@ -83,10 +83,18 @@ def _check_raster_header(path: Path, fmt: str) -> None:
                 bands = len(im.getbands())
                 bits = 16 if im.mode.startswith("I;16") else (32 if im.mode in ("I", "F") else 8)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise DataError(f"{path}: {fmt.upper()} header declares too many pixels: {one_line(exc)}") from None
+            raise DataError(
+                f"{path}: {fmt.upper()} header declares too many pixels: {one_line(exc)}"
+            ) from None
     ratio = DEFLATE_MAX_RATIO if fmt == "png" else None
-    check_declared_size(path, (width, height, bands), bits // 8, available=path.stat().st_size, ratio=ratio,
-                        what=f"{fmt.upper()} header")
+    check_declared_size(
+        path,
+        (width, height, bands),
+        bits // 8,
+        available=path.stat().st_size,
+        ratio=ratio,
+        what=f"{fmt.upper()} header",
+    )
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
@@ -97,8 +105,14 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
     with tifffile.TiffFile(str(path)) as tif:
         series = tif.series[0]
         uncompressed = all(int(getattr(page, "compression", 1)) == 1 for page in tif.pages[:1])
-        check_declared_size(path, tuple(series.shape), series.dtype.itemsize, available=path.stat().st_size,
-                            ratio=1 if uncompressed else None, what="TIFF header")
+        check_declared_size(
+            path,
+            tuple(series.shape),
+            series.dtype.itemsize,
+            available=path.stat().st_size,
+            ratio=1 if uncompressed else None,
+            what="TIFF header",
+        )
         return np.asarray(series.asarray()), str(series.axes)
 
 

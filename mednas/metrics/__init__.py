@@ -3,7 +3,10 @@
 Classification metrics reduce every task to "does this case have the finding?" (``positive=`` names the
 finding classes); segmentation metrics work on one case's integer label maps; :func:`bootstrap_ci` and its
 fast paths resample patients; :func:`choose_threshold` fixes an operating point on validation data. Nothing
-here knows about training, Optuna or configuration.
+here knows about training or Optuna.
+
+The objective's terms are an extension point: a :class:`BaseMetricTerm` registered with
+:func:`register_metric` (built-ins and plugins alike; plugins through the ``mednas.metrics`` entry-point group).
 
 Example:
     >>> from mednas.metrics import sensitivity_at_specificity
@@ -56,6 +59,7 @@ from mednas.metrics._operating_point import (
     choose_threshold,
     evaluate_threshold,
 )
+from mednas.metrics._resampled import Resamples
 from mednas.metrics._segmentation import (
     LesionRecord,
     LesionResult,
@@ -69,14 +73,28 @@ from mednas.metrics._segmentation import (
     sensitivity_by_size,
     summarize_lesions,
 )
+from mednas.metrics._terms import (
+    METRICS,
+    BaseMetricTerm,
+    MetricInputs,
+    MetricTermConfig,
+    list_metrics,
+    metric_term,
+    register_metric,
+)
 
 __all__ = [
+    "METRICS",
+    "BaseMetricTerm",
     "Estimate",
     "LesionRecord",
     "LesionResult",
     "LesionSummary",
+    "MetricInputs",
+    "MetricTermConfig",
     "OperatingPoint",
     "OverlapRule",
+    "Resamples",
     "RuleKind",
     "SizeBin",
     "ThresholdRule",
@@ -101,8 +119,10 @@ __all__ = [
     "finding_score",
     "fit_temperature",
     "hd95",
+    "list_metrics",
     "lesion_analysis",
     "logits_from_probabilities",
+    "metric_term",
     "net_benefit",
     "npv",
     "operating_point_warnings",
@@ -110,6 +130,7 @@ __all__ = [
     "per_class_metrics",
     "ppv",
     "predicted_classes",
+    "register_metric",
     "sensitivity",
     "sensitivity_at_specificity",
     "sensitivity_by_size",

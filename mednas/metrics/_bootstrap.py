@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Estimate", "bootstrap_ci", "bootstrap_mean_ci", "bootstrap_ratio_ci", "patient_resamples"]
+__all__ = [
+    "Estimate",
+    "bootstrap_ci",
+    "bootstrap_mean_ci",
+    "bootstrap_ratio_ci",
+    "patient_resample_indices",
+    "patient_resamples",
+]
 
 Seed = int | np.random.SeedSequence
 
@@ -70,6 +77,33 @@ def patient_resamples(
     return _draw(n_groups, n_resamples, seed)
 
 
+def patient_resample_indices(
+    groups: np.ndarray | Sequence[Any], *, n_resamples: int = 1000, seed: Seed = 0
+) -> Iterator[np.ndarray]:
+    """Case indices of each resample: every case of each drawn patient, patient by patient.
+
+    These are the resamples :func:`bootstrap_ci` scores (the draws of :func:`patient_resamples`), for callers that
+    compute more than one number per resample, such as a curve with a pointwise band.
+
+    Args:
+        groups: ``(N,)`` patient identifier of each case (any sortable values).
+        n_resamples: Number of resamples ``B``.
+        seed: Seed of the ``numpy.random.Generator``.
+
+    Returns:
+        An iterator of ``B`` int arrays of case indices into ``groups`` (a patient's cases in their given order).
+
+    Raises:
+        ValueError: If ``groups`` is empty or not one-dimensional.
+
+    Example:
+        >>> [idx.tolist() for idx in patient_resample_indices(["a", "b", "a"], n_resamples=2, seed=0)]
+        [[1, 1], [1, 0, 2]]
+    """
+    codes, n_groups = _group_codes(groups)
+    return _resample_indices(codes, n_groups, _draw(n_groups, n_resamples, seed))
+
+
 def bootstrap_ci(
     metric_fn: Callable[..., float],
     *arrays: np.ndarray | Sequence[Any],
@@ -114,16 +148,11 @@ def bootstrap_ci(
     value = float(metric_fn(*data))
     if math.isnan(value):
         return Estimate(value, math.nan, math.nan, 0, 0, 1 - alpha)
-    order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes, minlength=n_groups)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    draws = _draw(n_groups, n_resamples, seed)
     stats = np.empty(n_resamples)
     with warnings.catch_warnings():
         # An undefined resample (one class drawn) is expected and counted; its warning is noise.
         warnings.simplefilter("ignore")
-        for b, drawn in enumerate(draws):
-            idx = order[_case_positions(drawn, starts, counts)]
+        for b, idx in enumerate(_resample_indices(codes, n_groups, _draw(n_groups, n_resamples, seed))):
             stats[b] = metric_fn(*(a[idx] for a in data))
     return _estimate(value, stats, alpha)
 
@@ -243,6 +272,15 @@ def _group_codes(groups: np.ndarray | Sequence[Any]) -> tuple[np.ndarray, int]:
 
 def _draw(n_groups: int, n_resamples: int, seed: Seed) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n_groups, size=(n_resamples, n_groups))
+
+
+def _resample_indices(codes: np.ndarray, n_groups: int, draws: np.ndarray) -> Iterator[np.ndarray]:
+    """Yield the case indices of each row of ``draws`` (patient indices), patient by patient."""
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for drawn in draws:
+        yield order[_case_positions(drawn, starts, counts)]
 
 
 def _case_positions(drawn: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -79,7 +79,9 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
     return float(np.mean(log_norm - z[np.arange(len(y)), y]))
 
 
-def fit_temperature(logits: np.ndarray | Sequence[Sequence[float]], labels: np.ndarray | Sequence[int]) -> float:
+def fit_temperature(
+    logits: np.ndarray | Sequence[Sequence[float]], labels: np.ndarray | Sequence[int]
+) -> float:
     """Fit the temperature ``T > 0`` that minimises the negative log-likelihood of ``labels``.
 
     A bounded scalar minimisation over ``log T`` (``T`` in [0.05, 20]): deterministic, milliseconds for
@@ -109,8 +111,12 @@ def fit_temperature(logits: np.ndarray | Sequence[Sequence[float]], labels: np.n
     if len(y) == 0 or len(np.unique(y)) < 2 or not np.isfinite(z).all():
         return 1.0
     lo, hi = (math.log(b) for b in _T_BOUNDS)
-    res = minimize_scalar(lambda s: negative_log_likelihood(z, y, math.exp(s)), bounds=(lo, hi), method="bounded",
-                          options={"xatol": 1e-4})
+    res = minimize_scalar(
+        lambda s: negative_log_likelihood(z, y, math.exp(s)),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     t = float(math.exp(res.x))
     # Never worse than no scaling (a flat likelihood can leave the optimiser anywhere).
     return t if negative_log_likelihood(z, y, t) <= negative_log_likelihood(z, y, 1.0) else 1.0
@@ -143,8 +149,9 @@ def calibration_record(
     def ece(p: np.ndarray) -> float | None:
         if len(truth) == 0:
             return None
-        return expected_calibration_error(truth, np.clip(finding_score(p, positive=list(finding_indices)), 0.0, 1.0),
-                                          n_bins=n_bins)
+        return expected_calibration_error(
+            truth, np.clip(finding_score(p, positive=list(finding_indices)), 0.0, 1.0), n_bins=n_bins
+        )
 
     record = {
         "temperature": t,
@@ -187,21 +194,33 @@ def operating_point_warnings(
     t = np.asarray(truth).astype(int)
     thr = None if not op else op.get("threshold")
     rule = str((op or {}).get("rule") or "")
-    if thr is not None and math.isfinite(float(thr)) and not EXTREME_THRESHOLD[0] <= float(thr) <= EXTREME_THRESHOLD[1]:
-        out.append(f"extreme threshold {float(thr):.4g} (outside {EXTREME_THRESHOLD[0]}-{EXTREME_THRESHOLD[1]}): the decision "
-                   "rests on the tail of the probability distribution, where a small shift in the population moves "
-                   "sensitivity and specificity a lot")
+    if (
+        thr is not None
+        and math.isfinite(float(thr))
+        and not EXTREME_THRESHOLD[0] <= float(thr) <= EXTREME_THRESHOLD[1]
+    ):
+        out.append(
+            f"extreme threshold {float(thr):.4g} (outside {EXTREME_THRESHOLD[0]}-{EXTREME_THRESHOLD[1]}): the decision "
+            "rests on the tail of the probability distribution, where a small shift in the population moves "
+            "sensitivity and specificity a lot"
+        )
     if ece_after is not None and math.isfinite(ece_after) and ece_after > MAX_ECE:
-        out.append(f"validation ECE {ece_after:.3f} after calibration exceeds {MAX_ECE}: probabilities are not reliable "
-                   "as risks")
+        out.append(
+            f"validation ECE {ece_after:.3f} after calibration exceeds {MAX_ECE}: probabilities are not reliable "
+            "as risks"
+        )
     # A binned ECE moves by a few thousandths between two fits of the same model: only a real rise is a warning.
     if ece_before is not None and ece_after is not None and ece_after > ece_before + ECE_RISE_TOLERANCE:
-        out.append(f"temperature scaling raised the validation ECE from {ece_before:.3f} to {ece_after:.3f} (it minimises "
-                   f"the log-likelihood over {len(t)} cases): too few validation cases to calibrate reliably")
+        out.append(
+            f"temperature scaling raised the validation ECE from {ece_before:.3f} to {ece_after:.3f} (it minimises "
+            f"the log-likelihood over {len(t)} cases): too few validation cases to calibrate reliably"
+        )
     if temperature is not None and not _T_BOUNDS[0] * 1.01 < temperature < _T_BOUNDS[1] * 0.99:
-        out.append(f"the fitted temperature {temperature:.3g} is at the edge of its range ({_T_BOUNDS[0]}-{_T_BOUNDS[1]:g}): "
-                   "on validation the scores carry little probability information (near-constant calibrated "
-                   "probabilities), so the operating point is fragile")
+        out.append(
+            f"the fitted temperature {temperature:.3g} is at the edge of its range ({_T_BOUNDS[0]}-{_T_BOUNDS[1]:g}): "
+            "on validation the scores carry little probability information (near-constant calibrated "
+            "probabilities), so the operating point is fragile"
+        )
     if op is not None and len(t):
         n_pos, n_neg = int(t.sum()), int(len(t) - t.sum())
         if rule.startswith("sensitivity_at_specificity"):
@@ -211,6 +230,8 @@ def operating_point_warnings(
         else:
             n, who = min(n_pos, n_neg), "cases of the smaller class"
         if n < MIN_DECIDING_CASES:
-            out.append(f"only {n} validation {who} decided the threshold (fewer than {MIN_DECIDING_CASES}): the rate it "
-                       "promises is uncertain")
+            out.append(
+                f"only {n} validation {who} decided the threshold (fewer than {MIN_DECIDING_CASES}): the rate it "
+                "promises is uncertain"
+            )
     return out

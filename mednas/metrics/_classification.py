@@ -369,7 +369,9 @@ def accuracy(
     return _ratio(tp + tn, tp + fp + tn + fn, "accuracy is undefined: no case")
 
 
-def predicted_classes(probs: np.ndarray, finding_indices: Sequence[int], threshold: float | None) -> np.ndarray:
+def predicted_classes(
+    probs: np.ndarray, finding_indices: Sequence[int], threshold: float | None
+) -> np.ndarray:
     """Return the class each case is called at the operating threshold, ``(N,)``.
 
     A case whose finding score (summed probability of ``finding_indices``) is ``>= threshold`` takes the most

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from mednas.config import TaskConfig
-from mednas.config._models import METRIC_DIRECTIONS
+from mednas.config._models import metric_direction
+from mednas.metrics._terms import MetricInputs, metric_term
 
 __all__ = [
     "combine",
@@ -40,15 +41,8 @@ def operating_rule(task: TaskConfig) -> Any:
         cost = tuple(tuple(float(v) for v in row) for row in op.cost_matrix) if op.cost_matrix else None
         return ThresholdRule(op.rule, target=op.target, beta=op.beta, cost_matrix=cost)  # type: ignore[arg-type]
     first = task.objective.terms[0]
-    if first.metric == "sensitivity_at_specificity":
-        return ThresholdRule("sensitivity_at_specificity", target=first.min_specificity)
-    if first.metric == "specificity_at_sensitivity":
-        return ThresholdRule("specificity_at_sensitivity", target=first.min_sensitivity)
-    if first.metric == "expected_cost":
-        return ThresholdRule("min_cost", cost_matrix=tuple(tuple(float(v) for v in r) for r in first.cost_matrix))  # type: ignore[arg-type]
-    if first.metric == "fbeta":
-        return ThresholdRule("fbeta", beta=first.beta)
-    return ThresholdRule("youden")
+    rule = metric_term(first.metric).operating_rule(first)
+    return rule if rule is not None else ThresholdRule("youden")
 
 
 def _truth_score(task: TaskConfig, probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +54,13 @@ def _truth_score(task: TaskConfig, probs: np.ndarray, labels: np.ndarray) -> tup
 
 
 def _classification_values(
-    task: TaskConfig, truth: np.ndarray, score: np.ndarray, threshold: float, *, full: bool, fixed: bool = False
+    task: TaskConfig,
+    truth: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    *,
+    full: bool,
+    fixed: bool = False,
 ) -> dict[str, float]:
     """Metric values on one (re)sample; ``threshold`` is the operating threshold for threshold-bound metrics.
 
@@ -70,44 +70,31 @@ def _classification_values(
     """
     from mednas.metrics import _classification as C
 
-    out: dict[str, float] = {}
     both = bool(truth.any() and not truth.all())
     nan = math.nan
-    for term in task.objective.terms:
-        m = term.metric
-        if fixed and m in ("sensitivity_at_specificity", "specificity_at_sensitivity"):
-            fn_rate = C.sensitivity if m == "sensitivity_at_specificity" else C.specificity
-            out[m] = fn_rate(truth, score, threshold=threshold) if both and not math.isnan(threshold) else nan
-        elif m == "sensitivity_at_specificity":
-            out[m] = C.sensitivity_at_specificity(truth, score, term.min_specificity).sensitivity if both else nan
-        elif m == "specificity_at_sensitivity":
-            out[m] = C.specificity_at_sensitivity(truth, score, term.min_sensitivity).specificity if both else nan
-        elif m == "auroc":
-            out[m] = C.auroc(truth, score) if both else nan
-        elif m == "auprc":
-            out[m] = C.auprc(truth, score) if truth.any() else nan
-        elif m == "fbeta":
-            out[m] = C.fbeta(truth, score, threshold=threshold, beta=term.beta)
-        elif m == "weighted_balanced_accuracy":
-            out[m] = C.weighted_balanced_accuracy(truth, score, threshold=threshold, weight=term.sensitivity_weight)
-        elif m == "expected_cost":
-            out[m] = C.expected_cost(truth, score, term.cost_matrix, threshold=threshold)
-        elif m == "net_benefit":
-            out[m] = C.net_benefit(truth, score, threshold_probability=term.threshold_probability)
-        elif m == "brier":
-            out[m] = C.brier_score(truth, score)
-        elif m == "ece":
-            out[m] = C.expected_calibration_error(truth, score, n_bins=term.n_bins)
+    inputs = MetricInputs(
+        "classification", truth, score, threshold=threshold, fixed=fixed, findings=task.labels.finding_indices
+    )
+    out: dict[str, float] = {
+        term.metric: metric_term(term.metric).value(term, inputs) for term in task.objective.terms
+    }
     if full:
         if "auroc" not in out:
             out["auroc"] = C.auroc(truth, score) if both else nan
         if "auprc" not in out:
             out["auprc"] = C.auprc(truth, score) if truth.any() else nan
         if math.isfinite(threshold):
-            for name, fn in (("sensitivity", C.sensitivity), ("specificity", C.specificity), ("ppv", C.ppv), ("npv", C.npv),
-                             ("accuracy", C.accuracy)):
+            for name, fn in (
+                ("sensitivity", C.sensitivity),
+                ("specificity", C.specificity),
+                ("ppv", C.ppv),
+                ("npv", C.npv),
+                ("accuracy", C.accuracy),
+            ):
                 out[name] = fn(truth, score, threshold=threshold)
-            out["balanced_accuracy"] = C.weighted_balanced_accuracy(truth, score, threshold=threshold) if both else nan
+            out["balanced_accuracy"] = (
+                C.weighted_balanced_accuracy(truth, score, threshold=threshold) if both else nan
+            )
         out.setdefault("brier", C.brier_score(truth, score))
         out.setdefault("ece", C.expected_calibration_error(truth, score))
     return out
@@ -116,31 +103,67 @@ def _classification_values(
 # -------------------------------------------------------------------------------------------- segmentation
 
 
-def segmentation_case_stats(task: TaskConfig, masks: np.ndarray, labels: np.ndarray, overlap: str = "any") -> np.ndarray:
+def segmentation_case_stats(
+    task: TaskConfig, masks: np.ndarray, labels: np.ndarray, overlap: str = "any"
+) -> np.ndarray:
     """Per-case ``[dice, lesions, detected, false-positive lesions, lesion-wise dice sum]`` rows, ``(N, 5)``.
 
     Dice is over the finding classes taken together (1.0 when prediction and truth are both empty).
     """
+    return case_stats(masks, labels, task.labels.finding_indices, overlap)
+
+
+def case_stats(masks: Any, labels: Any, findings: Sequence[int], overlap: str = "any") -> np.ndarray:
+    """:func:`segmentation_case_stats` for the finding classes ``findings``."""
     from mednas.metrics._segmentation import dice, lesion_analysis
 
-    findings = task.labels.finding_indices
+    findings = list(findings)
     rows = []
     for pred, gt in zip(masks, labels):
         res = lesion_analysis(pred, gt, label=findings, overlap=overlap)
-        rows.append([dice(pred, gt, label=findings), res.n_lesions, res.n_detected, res.n_false_positives,
-                     sum(r.dice for r in res.lesions)])
+        rows.append(
+            [
+                dice(pred, gt, label=findings),
+                res.n_lesions,
+                res.n_detected,
+                res.n_false_positives,
+                sum(r.dice for r in res.lesions),
+            ]
+        )
     return np.asarray(rows, dtype=float).reshape(-1, 5)
 
 
-def _segmentation_values(stats: np.ndarray) -> dict[str, float]:
-    n_lesions = stats[:, 1].sum()
-    denominator = n_lesions + stats[:, 3].sum()
-    return {
-        "dice": float(stats[:, 0].mean()) if len(stats) else math.nan,
-        "lesion_sensitivity": float(stats[:, 2].sum() / n_lesions) if n_lesions else math.nan,
-        "false_positive_lesions_per_case": float(stats[:, 3].mean()) if len(stats) else math.nan,
-        "lesion_dice": float(stats[:, 4].sum() / denominator) if denominator else 1.0,
-    }
+#: Segmentation metrics reported for every task, in this order; the task's other terms follow.
+_SEGMENTATION_REPORTED = ("dice", "lesion_sensitivity", "false_positive_lesions_per_case", "lesion_dice")
+
+
+def _segmentation_terms(task: TaskConfig) -> list[Any]:
+    """The term entries scored for a segmentation task: the reported metrics (the task's entry where it names
+    one, else the defaults), then the task's other terms."""
+    named = {t.metric: t for t in task.objective.terms}
+    terms = [named.get(m) or metric_term(m).config(metric=m) for m in _SEGMENTATION_REPORTED]
+    return terms + [t for t in task.objective.terms if t.metric not in _SEGMENTATION_REPORTED]
+
+
+def _segmentation_values(terms: Sequence[Any], inputs: MetricInputs) -> dict[str, float]:
+    return {t.metric: metric_term(t.metric).value(t, inputs) for t in terms}
+
+
+def segmentation_stat_values(stats: np.ndarray) -> dict[str, float]:
+    """The reported segmentation metrics (Dice, lesion sensitivity, false-positive lesions per case, lesion
+    Dice) of ``(N, 5)`` per-case rows from :func:`segmentation_case_stats`, with the built-in terms' defaults."""
+    terms = [metric_term(m).config(metric=m) for m in _SEGMENTATION_REPORTED]
+    return _segmentation_values(
+        terms, MetricInputs("segmentation", None, None, case_stats=np.asarray(stats)[:, :5])
+    )
+
+
+def _segmentation_inputs(
+    task: TaskConfig, masks: Any, labels: Any, stats: np.ndarray, index: np.ndarray | None = None
+) -> MetricInputs:
+    return MetricInputs(
+        "segmentation", labels, masks, findings=task.labels.finding_indices, case_stats=stats, index=index
+    )
 
 
 def _lesion_overlap(task: TaskConfig) -> str:
@@ -161,7 +184,7 @@ def combine(task: TaskConfig, values: dict[str, float]) -> float:
         v = values.get(t.metric, math.nan)
         if v is None or not math.isfinite(v):
             return math.nan
-        acc += t.weight * METRIC_DIRECTIONS[t.metric] * v
+        acc += t.weight * metric_direction(t.metric) * v
     return acc / total
 
 
@@ -186,11 +209,18 @@ def evaluate_objective(task: TaskConfig, outputs: np.ndarray, data: Any) -> tupl
         warnings.simplefilter("ignore")
         if task.problem == "classification":
             truth, score = _truth_score(task, outputs, data.labels)
-            needs_threshold = any(t.metric in ("fbeta", "weighted_balanced_accuracy", "expected_cost") for t in task.objective.terms)
-            thr = _threshold(task, truth, score).threshold if needs_threshold and truth.any() and not truth.all() else math.nan
+            needs_threshold = any(metric_term(t.metric).needs_threshold for t in task.objective.terms)
+            thr = (
+                _threshold(task, truth, score).threshold
+                if needs_threshold and truth.any() and not truth.all()
+                else math.nan
+            )
             values = _classification_values(task, truth, score, thr, full=False)
         else:
-            values = _segmentation_values(segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task)))
+            stats = segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task))
+            values = _segmentation_values(
+                _segmentation_terms(task), _segmentation_inputs(task, outputs, data.labels, stats)
+            )
     return combine(task, values), values
 
 
@@ -225,13 +255,19 @@ def _bootstrap_all(
     return _intervals(point, samples, confidence)
 
 
-def _intervals(point: dict[str, float], samples: dict[str, Any], confidence: float) -> dict[str, dict[str, Any]]:
+def _intervals(
+    point: dict[str, float], samples: dict[str, Any], confidence: float
+) -> dict[str, dict[str, Any]]:
     """``{name: {value, ci95, n_resamples}}``: percentile intervals of each metric's finite resample values."""
     alpha = (1.0 - confidence) / 2
     out: dict[str, dict[str, Any]] = {}
     for k, v in point.items():
         s = samples[k]
-        ci = [float(np.percentile(s, 100 * alpha)), float(np.percentile(s, 100 * (1 - alpha)))] if len(s) else [None, None]
+        ci = (
+            [float(np.percentile(s, 100 * alpha)), float(np.percentile(s, 100 * (1 - alpha)))]
+            if len(s)
+            else [None, None]
+        )
         value = float(v) if v is not None and math.isfinite(v) else None
         out[k] = {"value": value, "ci95": ci if value is not None else [None, None], "n_resamples": len(s)}
     return out
@@ -286,117 +322,67 @@ def _resampled_classification_values(
     """:func:`_classification_values` (``full=True``), the objective and the per-class rates of every resample.
 
     ``arrays`` are the report's ``(truth, score, labels, called)``; ``weights`` ``(B, N)`` case multiplicities.
-    Returns ``{metric: (B,) values}`` (``nan`` where undefined), or None for a metric without a vectorised form.
+    Returns ``{metric: (B,) values}`` (``nan`` where undefined), or None for a term without a vectorised form.
     """
-    from mednas.metrics._resampled import confusion_counts, resampled_curves
+    from mednas.metrics._resampled import Resamples
 
     truth, score, labels, called = (np.asarray(a) for a in arrays)
-    t = truth.astype(bool)
-    total = weights.sum(axis=1)
-    pos = weights @ t.astype(float)
-    neg = total - pos
-    both = (pos > 0) & (neg > 0)
-    nan = np.full(weights.shape[0], math.nan)
-    clipped = np.clip(score.astype(float), 0.0, 1.0)
-
-    def rate(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(den > 0, num / np.where(den > 0, den, 1.0), math.nan)
-
-    cache: dict[str, Any] = {}
-
-    def curves() -> Any:
-        if "curves" not in cache:
-            cache["curves"] = resampled_curves(weights, t, score.astype(float))
-        return cache["curves"]
-
-    def counts() -> tuple[np.ndarray, ...] | None:
-        if math.isnan(thr):
-            return None
-        if "counts" not in cache:
-            cache["counts"] = confusion_counts(weights, t, score >= thr)
-        return cache["counts"]
-
-    def ece(n_bins: int) -> np.ndarray:
-        edges = np.linspace(0.0, 1.0, n_bins + 1)
-        bins = np.searchsorted(edges[1:-1], clipped)
-        gaps = np.zeros((t.shape[0], n_bins))
-        gaps[np.arange(t.shape[0]), bins] = t.astype(float) - clipped
-        return np.abs(weights @ gaps).sum(axis=1) / total
-
+    r = Resamples(weights, truth, score, thr, fixed=fixed)
     out: dict[str, np.ndarray] = {}
     for term in task.objective.terms:
-        m = term.metric
-        if fixed and m in ("sensitivity_at_specificity", "specificity_at_sensitivity"):
-            c = counts()
-            if c is None:
-                out[m] = nan
-                continue
-            tp, fp, tn, fn = c
-            out[m] = np.where(both, rate(tp, tp + fn) if m == "sensitivity_at_specificity" else rate(tn, tn + fp), math.nan)
-        elif m == "sensitivity_at_specificity":
-            out[m] = curves().sensitivity_at_specificity(term.min_specificity)
-        elif m == "specificity_at_sensitivity":
-            out[m] = curves().specificity_at_sensitivity(term.min_sensitivity)
-        elif m == "auroc":
-            out[m] = curves().auroc()
-        elif m == "auprc":
-            out[m] = curves().average_precision()
-        elif m in ("fbeta", "weighted_balanced_accuracy", "expected_cost"):
-            c = counts()
-            if c is None:
-                return None  # undefined threshold: the per-resample functions decide what that means
-            tp, fp, tn, fn = c
-            if m == "fbeta":
-                b2 = term.beta * term.beta
-                out[m] = rate((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
-            elif m == "weighted_balanced_accuracy":
-                w = term.sensitivity_weight
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    out[m] = np.where(both, w * tp / pos + (1 - w) * tn / neg, math.nan)
-            else:
-                cost = np.asarray(term.cost_matrix, dtype=float)
-                if cost.shape != (2, 2):
-                    return None
-                out[m] = (tn * cost[0, 0] + fp * cost[0, 1] + fn * cost[1, 0] + tp * cost[1, 1]) / total
-        elif m == "net_benefit":
-            pt = term.threshold_probability
-            tp, fp, _, _ = confusion_counts(weights, t, score >= pt)
-            out[m] = tp / total - fp / total * pt / (1 - pt)
-        elif m == "brier":
-            out[m] = weights @ (clipped - t) ** 2 / total
-        elif m == "ece":
-            out[m] = ece(term.n_bins)
-        else:
+        values = metric_term(term.metric).resampled(term, r)
+        if values is None:
             return None
+        out[term.metric] = values
+    _resampled_report_extras(r, out)
+    acc = np.zeros(r.n)
+    for term in task.objective.terms:
+        acc = acc + term.weight * metric_direction(term.metric) * out[term.metric]
+    out["objective"] = acc / sum(term.weight for term in task.objective.terms)
+    out.update(_resampled_per_class(weights, labels, called, task.n_classes))
+    return out
+
+
+def _resampled_report_extras(r: Any, out: dict[str, np.ndarray]) -> None:
+    """Add the report's fixed metrics that no term gave (as :func:`_classification_values` with ``full``)."""
     if "auroc" not in out:
-        out["auroc"] = curves().auroc()
+        out["auroc"] = r.curves().auroc()
     if "auprc" not in out:
-        out["auprc"] = curves().average_precision()
-    if math.isfinite(thr):
-        tp, fp, tn, fn = counts()  # type: ignore[misc]
-        out["sensitivity"], out["specificity"] = rate(tp, tp + fn), rate(tn, tn + fp)
-        out["ppv"], out["npv"] = rate(tp, tp + fp), rate(tn, tn + fn)
-        out["accuracy"] = rate(tp + tn, tp + fp + tn + fn)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["balanced_accuracy"] = np.where(both, 0.5 * tp / pos + (1 - 0.5) * tn / neg, math.nan)
-    out.setdefault("brier", weights @ (clipped - t) ** 2 / total)
-    out.setdefault("ece", ece(10))
-    terms = task.objective.terms
-    acc = np.zeros(weights.shape[0])
-    for term in terms:
-        acc = acc + term.weight * METRIC_DIRECTIONS[term.metric] * out[term.metric]
-    out["objective"] = acc / sum(term.weight for term in terms)
+        out["auprc"] = r.curves().average_precision()
+    if math.isfinite(r.threshold):
+        tp, fp, tn, fn = r.counts()
+        out["sensitivity"], out["specificity"] = r.rate(tp, tp + fn), r.rate(tn, tn + fp)
+        out["ppv"], out["npv"] = r.rate(tp, tp + fp), r.rate(tn, tn + fn)
+        out["accuracy"] = r.rate(tp + tn, tp + fp + tn + fn)
+        out["balanced_accuracy"] = r.balanced_accuracy(0.5)
+    if "brier" not in out:
+        out["brier"] = r.brier()
+    if "ece" not in out:
+        out["ece"] = r.ece(10)
+
+
+def _resampled_per_class(
+    weights: np.ndarray, labels: np.ndarray, called: np.ndarray, k: int
+) -> dict[str, np.ndarray]:
+    """Recall, PPV and count of each class ``i`` (``class{i}_recall``, ...) on every resample."""
+    from mednas.metrics._resampled import Resamples
+
     y = labels.astype(np.intp)
     c_ = called.astype(np.intp)
-    k = task.n_classes
-    cols = np.concatenate([(y[:, None] == np.arange(k)) & (c_[:, None] == np.arange(k)),
-                           y[:, None] == np.arange(k), c_[:, None] == np.arange(k)], axis=1).astype(float)
+    cols = np.concatenate(
+        [
+            (y[:, None] == np.arange(k)) & (c_[:, None] == np.arange(k)),
+            y[:, None] == np.arange(k),
+            c_[:, None] == np.arange(k),
+        ],
+        axis=1,
+    ).astype(float)
     per = weights @ cols
+    out: dict[str, np.ndarray] = {}
     for i in range(k):
         tp_i, n_true, n_called = per[:, i], per[:, k + i], per[:, 2 * k + i]
-        out[f"class{i}_recall"] = rate(tp_i, n_true)
-        out[f"class{i}_ppv"] = rate(tp_i, n_called)
+        out[f"class{i}_recall"] = Resamples.rate(tp_i, n_true)
+        out[f"class{i}_ppv"] = Resamples.rate(tp_i, n_called)
         out[f"class{i}_n"] = n_true
     return out
 
@@ -440,7 +426,13 @@ def objective_report(
                 op = _threshold(task, truth, score) if truth.any() and not truth.all() else None
             else:
                 op = evaluate_threshold(truth, score, float(threshold))
-                op = type(op)(op.threshold, op.sensitivity, op.specificity, f"{operating_rule(task)} (chosen on validation)", op.reason)
+                op = type(op)(
+                    op.threshold,
+                    op.sensitivity,
+                    op.specificity,
+                    f"{operating_rule(task)} (chosen on validation)",
+                    op.reason,
+                )
             op_dict = op.to_dict() if op is not None else None
             thr = op.threshold if op is not None else math.nan
             from mednas.metrics._classification import per_class_metrics, predicted_classes
@@ -455,8 +447,17 @@ def objective_report(
                 return values
 
             arrays = [truth, score, labels, called]
-            metrics = _bootstrap_classification(task, fn(*arrays), arrays, data.patients, threshold=thr,
-                                                fixed=threshold is not None, n_resamples=n, seed=seed, confidence=conf)
+            metrics = _bootstrap_classification(
+                task,
+                fn(*arrays),
+                arrays,
+                data.patients,
+                threshold=thr,
+                fixed=threshold is not None,
+                n_resamples=n,
+                seed=seed,
+                confidence=conf,
+            )
             if metrics is None:  # a metric without a vectorised form: one call per resample
                 metrics = _bootstrap_all(fn, arrays, data.patients, n_resamples=n, seed=seed, confidence=conf)
             per_class = {}
@@ -467,13 +468,19 @@ def objective_report(
             return {"metrics": metrics, "operating_point": op_dict, "per_class": per_class}
         else:
             stats = segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task))
+            terms = _segmentation_terms(task)
 
-            def fn_seg(st: np.ndarray) -> dict[str, float]:
-                values = _segmentation_values(st)
+            def fn_seg(st: np.ndarray, rows: np.ndarray) -> dict[str, float]:
+                values = _segmentation_values(
+                    terms, _segmentation_inputs(task, outputs, data.labels, st, rows)
+                )
                 values["objective"] = combine(task, values)
                 return values
 
-            metrics = _bootstrap_all(fn_seg, [stats], data.patients, n_resamples=n, seed=seed, confidence=conf)
+            rows = np.arange(len(stats))
+            metrics = _bootstrap_all(
+                fn_seg, [stats, rows], data.patients, n_resamples=n, seed=seed, confidence=conf
+            )
     return {"metrics": metrics, "operating_point": op_dict}
 
 
@@ -490,7 +497,9 @@ def constraint_violations(task: TaskConfig, metrics: dict[str, Any], costs: dict
     out = []
     for c in task.objective.constraints:
         value = costs.get(c.metric) if c.metric in costs else (metrics.get(c.metric) or {}).get("value")
-        out.append(float(c.violation(float(value))) if value is not None and math.isfinite(float(value)) else 1e9)
+        out.append(
+            float(c.violation(float(value))) if value is not None and math.isfinite(float(value)) else 1e9
+        )
     return out
 
 
@@ -504,8 +513,12 @@ def prediction_record(task: TaskConfig, outputs: np.ndarray, data: Any, *, split
     record: dict[str, Any] = {"split": split, "cases": list(data.keys), "patients": list(data.patients)}
     if task.problem == "classification":
         truth, score = _truth_score(task, outputs, data.labels)
-        record.update(labels=[int(v) for v in data.labels], finding=[int(v) for v in truth],
-                      scores=[float(v) for v in score], probabilities=np.round(outputs.astype(float), 6).tolist())
+        record.update(
+            labels=[int(v) for v in data.labels],
+            finding=[int(v) for v in truth],
+            scores=[float(v) for v in score],
+            probabilities=np.round(outputs.astype(float), 6).tolist(),
+        )
         return record
     from mednas.metrics._segmentation import dice, lesion_analysis
 
@@ -514,8 +527,17 @@ def prediction_record(task: TaskConfig, outputs: np.ndarray, data: Any, *, split
     cases, lesions = [], []
     for pred, gt in zip(outputs, data.labels):
         res = lesion_analysis(pred, gt, label=findings, overlap=overlap)
-        cases.append({"dice": dice(pred, gt, label=findings), "lesions": res.n_lesions, "detected": res.n_detected,
-                      "false_positives": res.n_false_positives})
-        lesions += [{"size_voxels": r.size_voxels, "detected": bool(r.detected), "dice": float(r.dice)} for r in res.lesions]
+        cases.append(
+            {
+                "dice": dice(pred, gt, label=findings),
+                "lesions": res.n_lesions,
+                "detected": res.n_detected,
+                "false_positives": res.n_false_positives,
+            }
+        )
+        lesions += [
+            {"size_voxels": r.size_voxels, "detected": bool(r.detected), "dice": float(r.dice)}
+            for r in res.lesions
+        ]
     record.update(per_case=cases, lesions=lesions, overlap=overlap)
     return record

@@ -9,11 +9,12 @@ numbers as computing each metric on the resampled cases (``tests/metrics`` compa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ResampledCurves", "case_weights", "confusion_counts", "resampled_curves"]
+__all__ = ["ResampledCurves", "Resamples", "case_weights", "confusion_counts", "resampled_curves"]
 
 
 def case_weights(draws: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -115,5 +116,102 @@ def resampled_curves(weights: np.ndarray, truth: np.ndarray, score: np.ndarray) 
     pos = np.add.reduceat(w * t, starts, axis=1)
     neg = np.add.reduceat(w * (1.0 - t), starts, axis=1)
     zero = np.zeros((weights.shape[0], 1))
-    return ResampledCurves(np.concatenate([zero, np.cumsum(pos, axis=1)], axis=1),
-                           np.concatenate([zero, np.cumsum(neg, axis=1)], axis=1))
+    return ResampledCurves(
+        np.concatenate([zero, np.cumsum(pos, axis=1)], axis=1),
+        np.concatenate([zero, np.cumsum(neg, axis=1)], axis=1),
+    )
+
+
+class Resamples:
+    """Every bootstrap resample of one classification validation set, as case weights, with shared caches.
+
+    What the terms' vectorised forms (:meth:`mednas.metrics.BaseMetricTerm.resampled`) read: the ``(B, N)``
+    case multiplicities, the finding truth and score, the operating threshold, and per-resample positives and
+    negatives; the ROC/PR curves and the confusion counts at the threshold are computed once, on first use.
+
+    Args:
+        weights: ``(B, N)`` case multiplicities (:func:`case_weights`).
+        truth: ``(N,)`` 1 where the case has a finding.
+        score: ``(N,)`` finding scores.
+        threshold: Operating threshold (``nan``: none chosen).
+        fixed: The threshold was chosen on other data (validation, applied to test).
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        truth: np.ndarray,
+        score: np.ndarray,
+        threshold: float,
+        *,
+        fixed: bool = False,
+    ) -> None:
+        self.weights = weights
+        self.truth = np.asarray(truth).astype(bool)
+        self.score = np.asarray(score)
+        self.threshold = float(threshold)
+        self.fixed = fixed
+        self.total = weights.sum(axis=1)
+        self.positives = weights @ self.truth.astype(float)
+        self.negatives = self.total - self.positives
+        #: Resamples holding both classes (where rank metrics are defined).
+        self.both = (self.positives > 0) & (self.negatives > 0)
+        self.clipped = np.clip(self.score.astype(float), 0.0, 1.0)
+        self._curves: ResampledCurves | None = None
+        self._counts: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of resamples ``B``."""
+        return int(self.weights.shape[0])
+
+    def nan(self) -> np.ndarray:
+        """``(B,)`` of ``nan``."""
+        return np.full(self.n, math.nan)
+
+    def curves(self) -> ResampledCurves:
+        """ROC and precision-recall curves of every resample (computed once)."""
+        if self._curves is None:
+            self._curves = resampled_curves(self.weights, self.truth, self.score.astype(float))
+        return self._curves
+
+    def counts(self) -> tuple[np.ndarray, ...] | None:
+        """``(tp, fp, tn, fn)`` at the operating threshold, each ``(B,)``; None when the threshold is undefined."""
+        if math.isnan(self.threshold):
+            return None
+        if self._counts is None:
+            self._counts = confusion_counts(self.weights, self.truth, self.score >= self.threshold)
+        return self._counts
+
+    def counts_at(self, threshold: float) -> tuple[np.ndarray, ...]:
+        """``(tp, fp, tn, fn)`` at another threshold."""
+        return confusion_counts(self.weights, self.truth, self.score >= threshold)
+
+    @staticmethod
+    def rate(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        """``num / den`` where ``den > 0``, else ``nan``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), math.nan)
+
+    def brier(self) -> np.ndarray:
+        """Brier score of the clipped finding score, per resample."""
+        return self.weights @ (self.clipped - self.truth) ** 2 / self.total
+
+    def ece(self, n_bins: int) -> np.ndarray:
+        """Expected calibration error over ``n_bins`` equal-width bins, per resample."""
+        t = self.truth
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        bins = np.searchsorted(edges[1:-1], self.clipped)
+        gaps = np.zeros((t.shape[0], n_bins))
+        gaps[np.arange(t.shape[0]), bins] = t.astype(float) - self.clipped
+        return np.abs(self.weights @ gaps).sum(axis=1) / self.total
+
+    def balanced_accuracy(self, sensitivity_weight: float) -> np.ndarray | None:
+        """``w * sensitivity + (1 - w) * specificity`` at the threshold (``nan`` with one class); None without one."""
+        c = self.counts()
+        if c is None:
+            return None
+        tp, _, tn, _ = c
+        w = sensitivity_weight
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.both, w * tp / self.positives + (1 - w) * tn / self.negatives, math.nan)

@@ -322,18 +322,43 @@ def lesion_analysis(
     pred, gt = _check_maps(pred, gt)
     sp = _check_spacing(spacing, pred.ndim)
     rule = OverlapRule.parse(overlap)
+    _check_lesion_options(connectivity, size_unit, min_size)
+    voxel_mm3 = float(np.prod(sp))
+    min_voxels = min_size / voxel_mm3 if size_unit == "mm3" else min_size
+    structure = ndimage.generate_binary_structure(pred.ndim, 1 if connectivity == "face" else pred.ndim)
+    gt_cc, gt_sizes = _components(_mask(gt, label), structure, min_voxels)
+    pr_cc, pr_sizes = _components(_mask(pred, label), structure, min_voxels)
+    records, fp_sizes = _match_components(gt_cc, gt_sizes, pr_cc, pr_sizes, rule, voxel_mm3)
+    return LesionResult(
+        lesions=tuple(records),
+        false_positive_sizes=fp_sizes,
+        voxel_volume_mm3=voxel_mm3,
+        connectivity=connectivity,
+        overlap=str(rule),
+        min_size=float(min_size),
+        size_unit=size_unit,
+    )
+
+
+def _check_lesion_options(connectivity: str, size_unit: str, min_size: float) -> None:
+    """Raise ``ValueError`` naming the first of :func:`lesion_analysis`'s options that is not valid."""
     if connectivity not in ("face", "full"):
         raise ValueError(f"connectivity must be 'face' or 'full', got {connectivity!r}")
     if size_unit not in ("voxels", "mm3"):
         raise ValueError(f"size_unit must be 'voxels' or 'mm3', got {size_unit!r}")
     if min_size < 0:
         raise ValueError(f"min_size must be >= 0, got {min_size}")
-    voxel_mm3 = float(np.prod(sp))
-    min_voxels = min_size / voxel_mm3 if size_unit == "mm3" else min_size
-    structure = ndimage.generate_binary_structure(pred.ndim, 1 if connectivity == "face" else pred.ndim)
-    gt_cc, gt_sizes = _components(_mask(gt, label), structure, min_voxels)
-    pr_cc, pr_sizes = _components(_mask(pred, label), structure, min_voxels)
 
+
+def _match_components(
+    gt_cc: np.ndarray,
+    gt_sizes: np.ndarray,
+    pr_cc: np.ndarray,
+    pr_sizes: np.ndarray,
+    rule: OverlapRule,
+    voxel_mm3: float,
+) -> tuple[list[LesionRecord], tuple[int, ...]]:
+    """Score each ground-truth component against the predicted ones touching it; also the false-positive sizes."""
     # Overlap counts of every (gt component, predicted component) pair that touch, in one pass.
     both = (gt_cc > 0) & (pr_cc > 0)
     n_pr = len(pr_sizes)
@@ -368,15 +393,7 @@ def lesion_analysis(
     matched = np.zeros(n_pr + 1, dtype=bool)
     matched[pair_pr] = True
     fp_sizes = tuple(int(s) for s, m in zip(pr_sizes, matched[1:]) if not m)
-    return LesionResult(
-        lesions=tuple(records),
-        false_positive_sizes=fp_sizes,
-        voxel_volume_mm3=voxel_mm3,
-        connectivity=connectivity,
-        overlap=str(rule),
-        min_size=float(min_size),
-        size_unit=size_unit,
-    )
+    return records, fp_sizes
 
 
 def _components(mask: np.ndarray, structure: np.ndarray, min_voxels: float) -> tuple[np.ndarray, np.ndarray]:

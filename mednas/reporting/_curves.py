@@ -43,17 +43,14 @@ class Band:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _patient_draws(patients: Sequence[Any], n_resamples: int, seed: int) -> list[np.ndarray]:
-    """Case indices of ``n_resamples`` patient-level bootstrap samples (all cases of each drawn patient)."""
-    uniques, codes = np.unique(np.asarray(patients), return_inverse=True)
-    members = [np.flatnonzero(codes == g) for g in range(len(uniques))]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(uniques), size=(n_resamples, len(uniques)))
-    return [np.concatenate([members[g] for g in row]) for row in draws]
-
-
-def roc_band(finding: Sequence[int], scores: Sequence[float], patients: Sequence[Any], *, n_resamples: int = 200,
-             seed: int = 0) -> Band:
+def roc_band(
+    finding: Sequence[int],
+    scores: Sequence[float],
+    patients: Sequence[Any],
+    *,
+    n_resamples: int = 200,
+    seed: int = 0,
+) -> Band:
     """Compute the ROC curve and a pointwise 95% band of sensitivity over false-positive rate.
 
     Args:
@@ -73,11 +70,13 @@ def roc_band(finding: Sequence[int], scores: Sequence[float], patients: Sequence
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    from mednas.metrics._bootstrap import patient_resample_indices
+
     y, s = np.asarray(finding, dtype=int), np.asarray(scores, dtype=float)
     fpr, tpr, _ = roc_curve(y, s)
     grid = np.linspace(0.0, 1.0, 101)
     rows, areas = [], []
-    for idx in _patient_draws(patients, n_resamples, seed):
+    for idx in patient_resample_indices(patients, n_resamples=n_resamples, seed=seed):
         yb, sb = y[idx], s[idx]
         if yb.min() == yb.max():
             continue
@@ -88,8 +87,14 @@ def roc_band(finding: Sequence[int], scores: Sequence[float], patients: Sequence
     return Band(grid, low, high, fpr, tpr, len(rows), float(roc_auc_score(y, s)), _interval(areas))
 
 
-def pr_band(finding: Sequence[int], scores: Sequence[float], patients: Sequence[Any], *, n_resamples: int = 200,
-            seed: int = 0) -> Band:
+def pr_band(
+    finding: Sequence[int],
+    scores: Sequence[float],
+    patients: Sequence[Any],
+    *,
+    n_resamples: int = 200,
+    seed: int = 0,
+) -> Band:
     """Compute the precision-recall curve and a pointwise 95% band of (interpolated) precision over recall.
 
     Returns:
@@ -98,11 +103,13 @@ def pr_band(finding: Sequence[int], scores: Sequence[float], patients: Sequence[
     """
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
+    from mednas.metrics._bootstrap import patient_resample_indices
+
     y, s = np.asarray(finding, dtype=int), np.asarray(scores, dtype=float)
     precision, recall, _ = precision_recall_curve(y, s)
     grid = np.linspace(0.0, 1.0, 101)
     rows, areas = [], []
-    for idx in _patient_draws(patients, n_resamples, seed):
+    for idx in patient_resample_indices(patients, n_resamples=n_resamples, seed=seed):
         yb, sb = y[idx], s[idx]
         if yb.min() == yb.max():
             continue
@@ -110,8 +117,17 @@ def pr_band(finding: Sequence[int], scores: Sequence[float], patients: Sequence[
         rows.append(_interpolated_precision(grid, r, p))
         areas.append(average_precision_score(yb, sb))
     low, high = _percentiles(rows, grid.size)
-    return Band(grid, low, high, recall, precision, len(rows), float(average_precision_score(y, s)), _interval(areas),
-                extra={"prevalence": float(y.mean())})
+    return Band(
+        grid,
+        low,
+        high,
+        recall,
+        precision,
+        len(rows),
+        float(average_precision_score(y, s)),
+        _interval(areas),
+        extra={"prevalence": float(y.mean())},
+    )
 
 
 def _interpolated_precision(grid: np.ndarray, recall: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -156,7 +172,9 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def calibration_bins(finding: Sequence[int], scores: Sequence[float], n_bins: int = 10) -> list[dict[str, float]]:
+def calibration_bins(
+    finding: Sequence[int], scores: Sequence[float], n_bins: int = 10
+) -> list[dict[str, float]]:
     """Group cases by predicted probability into equal-width bins: mean prediction, observed rate, Wilson interval.
 
     Returns:
@@ -172,8 +190,16 @@ def calibration_bins(finding: Sequence[int], scores: Sequence[float], n_bins: in
         if n == 0:
             continue
         k = int(y[mask].sum())
-        out.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": n, "mean_score": float(s[mask].mean()),
-                    "observed": k / n, "ci95": wilson_interval(k, n)})
+        out.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "n": n,
+                "mean_score": float(s[mask].mean()),
+                "observed": k / n,
+                "ci95": wilson_interval(k, n),
+            }
+        )
     return out
 
 
@@ -181,12 +207,17 @@ def confusion_at_threshold(finding: Sequence[int], scores: Sequence[float], thre
     """Return the 2x2 matrix ``[[TN, FP], [FN, TP]]`` (rows: truth, columns: call) for ``score >= threshold``."""
     y = np.asarray(finding, dtype=int)
     call = np.asarray(scores, dtype=float) >= threshold
-    return np.array([[int(((y == 0) & ~call).sum()), int(((y == 0) & call).sum())],
-                     [int(((y == 1) & ~call).sum()), int(((y == 1) & call).sum())]])
+    return np.array(
+        [
+            [int(((y == 0) & ~call).sum()), int(((y == 0) & call).sum())],
+            [int(((y == 1) & ~call).sum()), int(((y == 1) & call).sum())],
+        ]
+    )
 
 
-def lesion_sensitivity_by_size(record: dict[str, Any], *, n_bins: int = 3, n_resamples: int = 500,
-                               seed: int = 0) -> list[dict[str, Any]]:
+def lesion_sensitivity_by_size(
+    record: dict[str, Any], *, n_bins: int = 3, n_resamples: int = 500, seed: int = 0
+) -> list[dict[str, Any]]:
     """Pool lesion detection by lesion size from a segmentation ``predictions.json`` record.
 
     Lesions are grouped into ``n_bins`` size bins of equal count (sizes in voxels at the evaluated resolution);
@@ -223,6 +254,14 @@ def lesion_sensitivity_by_size(record: dict[str, Any], *, n_bins: int = 3, n_res
         num = np.bincount(owner[inside & found], minlength=len(per_case)).astype(float)
         den = np.bincount(owner[inside], minlength=len(per_case)).astype(float)
         est = bootstrap_ratio_ci(num, den, groups=patients, n_resamples=n_resamples, seed=seed)
-        out.append({"low": float(sizes[inside].min()), "high": float(sizes[inside].max()), "n_lesions": n, "n_detected": k, "sensitivity": k / n,
-                    "ci95": (float(est.low), float(est.high))})
+        out.append(
+            {
+                "low": float(sizes[inside].min()),
+                "high": float(sizes[inside].max()),
+                "n_lesions": n,
+                "n_detected": k,
+                "sensitivity": k / n,
+                "ci95": (float(est.low), float(est.high)),
+            }
+        )
     return out

@@ -53,8 +53,10 @@ def build_gallery(run: Any, n_cases: int | None = None) -> Gallery:
     """
     model_info = _choose_model(run)
     if model_info is None:
-        return Gallery(reason="No kept weights to draw predictions from: neither retrain/<n>/model.pt nor "
-                              "trials/<n>/model.pt exists (search.keep_weights keeps the best trials' proxy weights).")
+        return Gallery(
+            reason="No kept weights to draw predictions from: neither retrain/<n>/model.pt nor "
+            "trials/<n>/model.pt exists (search.keep_weights keeps the best trials' proxy weights)."
+        )
     loaded = _load_validation(run, model_info)
     if isinstance(loaded, str):
         return Gallery(reason=loaded)
@@ -65,8 +67,10 @@ def build_gallery(run: Any, n_cases: int | None = None) -> Gallery:
         body, count = _classification(task, data, outputs, model_info, n)
     else:
         body, count = _segmentation(task, data, outputs, n)
-    intro = (f"<p class='lead'>{html.escape(model_info.label)}, predicted now on validation cases "
-             f"({'x'.join(map(str, model_info.shape))}). Cases are named by salted key only.</p>")
+    intro = (
+        f"<p class='lead'>{html.escape(model_info.label)}, predicted now on validation cases "
+        f"({'x'.join(map(str, model_info.shape))}). Cases are named by salted key only.</p>"
+    )
     return Gallery(intro + body, count)
 
 
@@ -79,8 +83,15 @@ def _choose_model(run: Any) -> _Model | None:
         if (d / "model.pt").exists() and (d / "spec.json").exists() and rec.get("shape"):
             patch = (rec.get("patch") or {}).get("size") if isinstance(rec.get("patch"), dict) else None
             op = rec.get("operating_point") or {}
-            return _Model(f"Retrained trial {rb} (full fidelity)", d / "model.pt", d / "spec.json", tuple(rec["shape"]),
-                          tuple(rec.get("divisor") or [1]), tuple(patch) if patch else None, op.get("threshold"))
+            return _Model(
+                f"Retrained trial {rb} (full fidelity)",
+                d / "model.pt",
+                d / "spec.json",
+                tuple(rec["shape"]),
+                tuple(rec.get("divisor") or [1]),
+                tuple(patch) if patch else None,
+                op.get("threshold"),
+            )
     proxy_shape = (run.summary.get("proxy") or {}).get("shape")
     if not proxy_shape:
         return None
@@ -88,8 +99,10 @@ def _choose_model(run: Any) -> _Model | None:
     if run.best_trial is not None:
         order.append(run.best_trial)
     sign = 1.0 if run.directions[0] == "maximize" else -1.0
-    ranked = sorted((n for n, r in run.trials.items() if r.get("state") == "complete" and r.get("values")),
-                    key=lambda n: -sign * float(run.trials[n]["values"][0]))
+    ranked = sorted(
+        (n for n, r in run.trials.items() if r.get("state") == "complete" and r.get("values")),
+        key=lambda n: -sign * float(run.trials[n]["values"][0]),
+    )
     order += [n for n in ranked if n not in order]
     for n in order:
         d = rd.trial_dir(n)
@@ -97,8 +110,15 @@ def _choose_model(run: Any) -> _Model | None:
             rec = run.trials.get(n, {})
             op = rec.get("operating_point") or {}
             best = " (the best)" if n == run.best_trial else ""
-            return _Model(f"Proxy trial {n}{best}, not retrained", d / "model.pt", d / "spec.json", tuple(proxy_shape),
-                          tuple(rec.get("divisor") or [1]), None, op.get("threshold"))
+            return _Model(
+                f"Proxy trial {n}{best}, not retrained",
+                d / "model.pt",
+                d / "spec.json",
+                tuple(proxy_shape),
+                tuple(rec.get("divisor") or [1]),
+                None,
+                op.get("threshold"),
+            )
     return None
 
 
@@ -119,9 +139,11 @@ def _load_validation(run: Any, model: _Model) -> tuple[Any, Any] | str:
         # plan_data rewrites the fingerprint when the data changed: check first, so the report never writes records.
         keys = {c.key for c in load_dataset(task, salt, run_dir=rd.root).cases}
         if keys != {c.get("case") for c in run.fingerprint.get("cases") or []}:
-            return ("The cases found now do not match the run's fingerprint.json (the data moved or changed; demo data "
-                    "live in the run's cache/, data.cache_dir or $MEDNAS_CACHE_DIR, which may point elsewhere than during the "
-                    "search): no pictures.")
+            return (
+                "The cases found now do not match the run's fingerprint.json (the data moved or changed; demo data "
+                "live in the run's cache/, data.cache_dir or $MEDNAS_CACHE_DIR, which may point elsewhere than during the "
+                "search): no pictures."
+            )
         plan = plan_data(task, rd, salt=salt)
         cap = _MAX_CLASSIFICATION if task.problem == "classification" else _MAX_SEGMENTATION
         cases = plan.cases("val")[:cap]
@@ -145,18 +167,29 @@ def _predict(task: Any, model: _Model, data: Any) -> np.ndarray:
     try:
         state = torch.load(model.weights, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a pickle with code in it is refused by weights_only, never run
-        raise RunDirError(f"{model.weights}: not a plain state dict of tensors (torch.load with weights_only=True "
-                          "refused it)") from None
+        raise RunDirError(
+            f"{model.weights}: not a plain state dict of tensors (torch.load with weights_only=True "
+            "refused it)"
+        ) from None
     net.load_state_dict(state)
-    return predict(net, data.images, problem=task.problem, batch_size=max(1, min(16, task.training.batch_size)),
-                   device="cpu", divisor=model.divisor, patch=model.patch)
+    return predict(
+        net,
+        data.images,
+        problem=task.problem,
+        batch_size=max(1, min(16, task.training.batch_size)),
+        device="cpu",
+        divisor=model.divisor,
+        patch=model.patch,
+    )
 
 
 def _img(rgb: np.ndarray, caption: str) -> str:
     from mednas.reporting._images import png_data_uri
 
-    return (f"<figure><img alt='{html.escape(caption)}' src='{png_data_uri(rgb)}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f"<figure><img alt='{html.escape(caption)}' src='{png_data_uri(rgb)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _plane(image: np.ndarray) -> np.ndarray:
@@ -192,8 +225,10 @@ def _classification(task: Any, data: Any, outputs: np.ndarray, model: _Model, n:
         image = data.images[i, 0]
         picture = grey_rgb(_plane(image) if image.ndim == 2 else slices_2d(image)["axial"])
         cells.append(f"<div class='case'>{_img(picture, caption)}</div>")
-    text = (f"<p>Threshold {thr:.4f} (the operating point chosen on validation). Shown: the most confident true "
-            "positives, the worst misses (false negatives), the most confident false alarms and true negatives, in turn.</p>")
+    text = (
+        f"<p>Threshold {thr:.4f} (the operating point chosen on validation). Shown: the most confident true "
+        "positives, the worst misses (false negatives), the most confident false alarms and true negatives, in turn.</p>"
+    )
     return text + "<div class='gallery'>" + "".join(cells) + "</div>", len(cells)
 
 
@@ -209,16 +244,27 @@ def _segmentation(task: Any, data: Any, outputs: np.ndarray, n: int) -> tuple[st
     stats = []
     for i in range(len(data)):
         res = lesion_analysis(outputs[i], data.labels[i], label=findings, overlap=overlap)
-        stats.append((i, float(dice(outputs[i], data.labels[i], label=findings)), res.n_lesions, res.n_detected,
-                      res.n_false_positives))
+        stats.append(
+            (
+                i,
+                float(dice(outputs[i], data.labels[i], label=findings)),
+                res.n_lesions,
+                res.n_detected,
+                res.n_false_positives,
+            )
+        )
     # Rank cases that have lesions (an empty case predicted empty scores Dice 1 and shows nothing).
     order = sorted([s for s in stats if s[2] > 0] or stats, key=lambda s: s[1])
     picks: list[tuple[int, str]] = []
     missed = [s for s in stats if s[3] < s[2]]
     alarms = [s for s in stats if s[2] == 0 and s[4] > 0]
-    for s, why in ((order[-1], "highest Dice"), (order[0], "lowest Dice"), (order[len(order) // 2], "median Dice"),
-                   (missed[0] if missed else None, "a missed lesion"),
-                   (alarms[0] if alarms else None, "no lesion, a false alarm")):
+    for s, why in (
+        (order[-1], "highest Dice"),
+        (order[0], "lowest Dice"),
+        (order[len(order) // 2], "median Dice"),
+        (missed[0] if missed else None, "a missed lesion"),
+        (alarms[0] if alarms else None, "no lesion, a false alarm"),
+    ):
         if s is not None and s[0] not in {p for p, _ in picks}:
             picks.append((s[0], why))
     for s in stats:
@@ -227,17 +273,21 @@ def _segmentation(task: Any, data: Any, outputs: np.ndarray, n: int) -> tuple[st
         if s[0] not in {p for p, _ in picks}:
             picks.append((s[0], ""))
     picks = picks[:n]
-    legend = (f"<p><span class='legend-swatch' style='background:rgb{GT_COLOUR}'></span>ground truth"
-              f"<span class='legend-swatch' style='background:rgb{PRED_COLOUR}'></span>prediction "
-              "(filled, with a solid outline; where they overlap the fills blend)</p>")
+    legend = (
+        f"<p><span class='legend-swatch' style='background:rgb{GT_COLOUR}'></span>ground truth"
+        f"<span class='legend-swatch' style='background:rgb{PRED_COLOUR}'></span>prediction "
+        "(filled, with a solid outline; where they overlap the fills blend)</p>"
+    )
     blocks, count = [], 0
     for i, why in picks:
         _, d, n_les, n_det, n_fp = next(s for s in stats if s[0] == i)
         image = data.images[i, 0]
         truth = np.isin(data.labels[i], findings)
         pred = np.isin(outputs[i], findings)
-        caption = (f"{data.keys[i]}{' · ' + why if why else ''} · Dice {d:.3f} · lesions {n_les}, detected {n_det}, "
-                   f"false positives {n_fp}")
+        caption = (
+            f"{data.keys[i]}{' · ' + why if why else ''} · Dice {d:.3f} · lesions {n_les}, detected {n_det}, "
+            f"false positives {n_fp}"
+        )
         panels = []
         if image.ndim == 3:
             centre = _centre(truth if truth.any() else pred, ndimage)
@@ -247,18 +297,27 @@ def _segmentation(task: Any, data: Any, outputs: np.ndarray, n: int) -> tuple[st
             panels.append(_img(overlay(grey_rgb(ax), truth=views["truth"]["axial"]), "axial: ground truth"))
             panels.append(_img(overlay(grey_rgb(ax), prediction=views["pred"]["axial"]), "axial: prediction"))
             for plane in ("coronal", "sagittal"):
-                pic = overlay(grey_rgb(views["image"][plane]), truth=views["truth"][plane], prediction=views["pred"][plane])
+                pic = overlay(
+                    grey_rgb(views["image"][plane]),
+                    truth=views["truth"][plane],
+                    prediction=views["pred"][plane],
+                )
                 panels.append(_img(pic, f"{plane}: both"))
             where = "slices through the largest lesion" if truth.any() or pred.any() else "middle slices"
         else:
             g = grey_rgb(_plane(image))
-            panels += [_img(g, "image"), _img(overlay(g, truth=_plane(truth)), "ground truth"),
-                       _img(overlay(g, prediction=_plane(pred)), "prediction"),
-                       _img(overlay(g, truth=_plane(truth), prediction=_plane(pred)), "both")]
+            panels += [
+                _img(g, "image"),
+                _img(overlay(g, truth=_plane(truth)), "ground truth"),
+                _img(overlay(g, prediction=_plane(pred)), "prediction"),
+                _img(overlay(g, truth=_plane(truth), prediction=_plane(pred)), "both"),
+            ]
             where = ""
         count += len(panels)
-        blocks.append(f"<div class='case wide'><div class='caption'>{html.escape(caption)}"
-                      f"{' (' + where + ')' if where else ''}</div><div class='row'>{''.join(panels)}</div></div>")
+        blocks.append(
+            f"<div class='case wide'><div class='caption'>{html.escape(caption)}"
+            f"{' (' + where + ')' if where else ''}</div><div class='row'>{''.join(panels)}</div></div>"
+        )
     return legend + "<div class='gallery'>" + "".join(blocks) + "</div>", count
 
 

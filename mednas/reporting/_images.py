@@ -32,10 +32,19 @@ def png_data_uri(rgb: np.ndarray) -> str:
     raw = b"".join(b"\x00" + img[row].tobytes() for row in range(h))  # filter type 0 per scanline
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -58,8 +67,12 @@ def _edge(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def overlay(rgb: np.ndarray, truth: np.ndarray | None = None, prediction: np.ndarray | None = None,
-            alpha: float = 0.35) -> np.ndarray:
+def overlay(
+    rgb: np.ndarray,
+    truth: np.ndarray | None = None,
+    prediction: np.ndarray | None = None,
+    alpha: float = 0.35,
+) -> np.ndarray:
     """Tint ground truth green and prediction red (both: yellow) over a grey picture, with solid outlines.
 
     Args:

@@ -122,11 +122,24 @@ def write_report(
         if not path.exists() or path.stat().st_size != len(content.encode()):
             write_text(path, content)
         size += path.stat().st_size
-    result = ReportResult(target, list(page.figure_ids), page.n_images, list(page.notes), list(page.errors),
-                          time.perf_counter() - t0, size)
-    logger.info("report: %s (%d plots, %d case pictures, %.1f MB) in %.1fs", target, len(result.figures),
-                result.images, size / 2**20, result.seconds,
-                extra={"figures": len(result.figures), "images": result.images, "bytes": size})
+    result = ReportResult(
+        target,
+        list(page.figure_ids),
+        page.n_images,
+        list(page.notes),
+        list(page.errors),
+        time.perf_counter() - t0,
+        size,
+    )
+    logger.info(
+        "report: %s (%d plots, %d case pictures, %.1f MB) in %.1fs",
+        target,
+        len(result.figures),
+        result.images,
+        size / 2**20,
+        result.seconds,
+        extra={"figures": len(result.figures), "images": result.images, "bytes": size},
+    )
     for err in result.errors:
         logger.warning("report: %s", err)
     return result
@@ -159,14 +172,33 @@ class _Run:
 
             resolved = yaml.safe_load(rd.resolved.read_text()) or {}
         _check_specs(rd)
-        trials = {int(d.name): _read_optional(rd, d / "metrics.json")
-                  for d in (rd.root / "trials").glob("*") if d.name.isdigit()} if (rd.root / "trials").is_dir() else {}
-        retrain = {int(d.name): _read_optional(rd, d / "metrics.json")
-                   for d in (rd.root / "retrain").glob("*") if d.name.isdigit()} if (rd.root / "retrain").is_dir() else {}
+        trials = (
+            {
+                int(d.name): _read_optional(rd, d / "metrics.json")
+                for d in (rd.root / "trials").glob("*")
+                if d.name.isdigit()
+            }
+            if (rd.root / "trials").is_dir()
+            else {}
+        )
+        retrain = (
+            {
+                int(d.name): _read_optional(rd, d / "metrics.json")
+                for d in (rd.root / "retrain").glob("*")
+                if d.name.isdigit()
+            }
+            if (rd.root / "retrain").is_dir()
+            else {}
+        )
         return cls(
-            rd=rd, summary=summary, resolved=resolved, env=_read_optional(rd, rd.env),
-            fingerprint=_read_optional(rd, rd.fingerprint), splits=_read_optional(rd, rd.splits),
-            trials={k: v for k, v in sorted(trials.items()) if v}, retrain={k: v for k, v in sorted(retrain.items()) if v},
+            rd=rd,
+            summary=summary,
+            resolved=resolved,
+            env=_read_optional(rd, rd.env),
+            fingerprint=_read_optional(rd, rd.fingerprint),
+            splits=_read_optional(rd, rd.splits),
+            trials={k: v for k, v in sorted(trials.items()) if v},
+            retrain={k: v for k, v in sorted(retrain.items()) if v},
             storage=storage or (rd.default_storage() if rd.study_db.exists() else None),
             study_name=study_name or (summary.get("study") or {}).get("name") or resolved.get("name"),
         )
@@ -202,7 +234,9 @@ class _Run:
         if not done:
             return None
         sign = 1.0 if self.directions[0] == "maximize" else -1.0
-        return max(done, key=lambda n: sign * float((self.retrain[n].get("val") or {}).get("objective") or -math.inf))
+        return max(
+            done, key=lambda n: sign * float((self.retrain[n].get("val") or {}).get("objective") or -math.inf)
+        )
 
     def predictions(self, folder: Path) -> dict[str, dict[str, Any]]:
         """Prediction records of a trial or retrain folder by split (``predictions.json``, ``predictions_<split>.json``)."""
@@ -214,7 +248,13 @@ class _Run:
             if "split" in rec:
                 out[str(rec["split"])] = rec
             else:  # {"val": {...}, "test": {...}}
-                out.update({k: v for k, v in rec.items() if isinstance(v, dict) and ("scores" in v or "per_case" in v)})
+                out.update(
+                    {
+                        k: v
+                        for k, v in rec.items()
+                        if isinstance(v, dict) and ("scores" in v or "per_case" in v)
+                    }
+                )
         return out
 
 
@@ -267,12 +307,21 @@ class _Page:
         self.sections.append((sid, title, body))
 
     def figure(self, fid: str, fig: Any, caption: str) -> str:
-        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{fid}",
-                          config={"displaylogo": False, "responsive": True,
-                                  "toImageButtonOptions": {"format": "svg", "filename": f"mednas-{fid}"}})
+        div = fig.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"fig-{fid}",
+            config={
+                "displaylogo": False,
+                "responsive": True,
+                "toImageButtonOptions": {"format": "svg", "filename": f"mednas-{fid}"},
+            },
+        )
         self.figure_ids.append(fid)
-        return (f'<figure class="mednas-figure" data-figure="{_e(fid)}">{div}'
-                f"<figcaption>{caption}</figcaption></figure>")
+        return (
+            f'<figure class="mednas-figure" data-figure="{_e(fid)}">{div}'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
 
     def note(self, text: str) -> str:
         self.notes.append(html.unescape(_strip_tags(text)))
@@ -285,57 +334,106 @@ class _Page:
         out = [f"<h1>{_e(s.get('task') or 'run')}</h1>"]
         desc = run.resolved.get("description")
         dims = s.get("spatial_dims")
-        out.append(f"<p class='lead'>{_e(desc) + ' · ' if desc else ''}{_e(run.problem)}"
-                   f"{f', {dims}D' if dims else ''} · objective {', '.join(_e(n) for n in run.names)}"
-                   f" ({', '.join(_e(d) for d in run.directions)})</p>")
+        out.append(
+            f"<p class='lead'>{_e(desc) + ' · ' if desc else ''}{_e(run.problem)}"
+            f"{f', {dims}D' if dims else ''} · objective {', '.join(_e(n) for n in run.names)}"
+            f" ({', '.join(_e(d) for d in run.directions)})</p>"
+        )
         if s.get("simulated_data"):
-            out.append("<div class='banner' id='simulated-data'><strong>SIMULATED DATA.</strong> The images of this run "
-                       "were generated (demo data built on real anatomy, or a synthetic dataset); no figure in this "
-                       "report says anything about clinical performance.</div>")
+            out.append(
+                "<div class='banner' id='simulated-data'><strong>SIMULATED DATA.</strong> The images of this run "
+                "were generated (demo data built on real anatomy, or a synthetic dataset); no figure in this "
+                "report says anything about clinical performance.</div>"
+            )
         aug = (s.get("data") or {}).get("augmentation")
         if aug:
             note = aug.get("note") if isinstance(aug, dict) else None
-            out.append(f"<div class='banner' id='augmentation'><strong>AUGMENTED COPIES.</strong> "
-                       f"{_e(note or json.dumps(aug))}</div>")
+            out.append(
+                f"<div class='banner' id='augmentation'><strong>AUGMENTED COPIES.</strong> "
+                f"{_e(note or json.dumps(aug))}</div>"
+            )
         n = s.get("n_trials") or {}
         best = s.get("best")
-        cards = [("trials", f"{n.get('complete', 0) + n.get('pruned', 0) + n.get('infeasible', 0)}"
-                            f"{'/' + str(n['target']) if n.get('target') else ''}",
-                  f"{n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
-                  f"{n.get('failed', 0)} failed" + (f", {n['running']} running" if n.get("running") else ""))]
+        cards = [
+            (
+                "trials",
+                f"{n.get('complete', 0) + n.get('pruned', 0) + n.get('infeasible', 0)}"
+                f"{'/' + str(n['target']) if n.get('target') else ''}",
+                f"{n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
+                f"{n.get('failed', 0)} failed" + (f", {n['running']} running" if n.get("running") else ""),
+            )
+        ]
         if best:
             obj = (best.get("metrics") or {}).get("objective") or {}
-            cards.append((f"best (proxy): {run.names[0]}", f"{best['values'][0]:.3f}",
-                          f"trial {best['trial']}{_ci_span(obj.get('ci95'))}"))
-            cards.append(("best architecture", _e(str(best.get("family") or "?")),
-                          f"{_e(str(best.get('target') or ''))}, {best.get('params') or 0:,} parameters"))
+            cards.append(
+                (
+                    f"best (proxy): {run.names[0]}",
+                    f"{best['values'][0]:.3f}",
+                    f"trial {best['trial']}{_ci_span(obj.get('ci95'))}",
+                )
+            )
+            cards.append(
+                (
+                    "best architecture",
+                    _e(str(best.get("family") or "?")),
+                    f"{_e(str(best.get('target') or ''))}, {best.get('params') or 0:,} parameters",
+                )
+            )
         rb = run.retrained_best
         fid = s.get("proxy_fidelity") or {}
         if rb is not None:
             rec = run.retrain[rb]
             test_obj = ((rec.get("test") or {}).get("metrics") or {}).get("objective") or {}
-            cards.append(("retrained best", f"{(rec.get('val') or {}).get('objective', float('nan')):.3f}",
-                          f"trial {rb}, validation at full fidelity; test {_fmt(test_obj.get('value'))}{_ci_span(test_obj.get('ci95'))}"))
+            cards.append(
+                (
+                    "retrained best",
+                    f"{(rec.get('val') or {}).get('objective', float('nan')):.3f}",
+                    f"trial {rb}, validation at full fidelity; test {_fmt(test_obj.get('value'))}{_ci_span(test_obj.get('ci95'))}",
+                )
+            )
             tau = fid.get("kendall_tau")
             ceil = fid.get("seed_ceiling_tau")
-            ceiling_text = (f"seed-noise ceiling measured here: τ {ceil:.2f}" if ceil is not None
-                            else "seed-noise ceiling not measured on this run")
-            cards.append(("proxy fidelity", f"τ {tau:.2f}" + (f" of {ceil:.2f}" if ceil is not None else "") if tau is not None else "n/a",
-                          f"Kendall tau over {fid.get('n')} candidates ({ceiling_text})"
-                          if tau is not None else _e(fid.get("reason") or "")))
+            ceiling_text = (
+                f"seed-noise ceiling measured here: τ {ceil:.2f}"
+                if ceil is not None
+                else "seed-noise ceiling not measured on this run"
+            )
+            cards.append(
+                (
+                    "proxy fidelity",
+                    f"τ {tau:.2f}" + (f" of {ceil:.2f}" if ceil is not None else "")
+                    if tau is not None
+                    else "n/a",
+                    f"Kendall tau over {fid.get('n')} candidates ({ceiling_text})"
+                    if tau is not None
+                    else _e(fid.get("reason") or ""),
+                )
+            )
         else:
             cards.append(("retrained", "not yet", "run `mednas retrain RUN_DIR`"))
         export = s.get("export") or {}
         if export:
-            cards.append(("exported bundle", _e(str(export.get("source") or "yes")),
-                          f"trial {export.get('trial')}: {_e(str(export.get('path') or 'bundle/'))}"))
-        out.append("<div class='cards'>" + "".join(
-            f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{v}</div><div class='s'>{sub}</div></div>"
-            for k, v, sub in cards) + "</div>")
+            cards.append(
+                (
+                    "exported bundle",
+                    _e(str(export.get("source") or "yes")),
+                    f"trial {export.get('trial')}: {_e(str(export.get('path') or 'bundle/'))}",
+                )
+            )
+        out.append(
+            "<div class='cards'>"
+            + "".join(
+                f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{v}</div><div class='s'>{sub}</div></div>"
+                for k, v, sub in cards
+            )
+            + "</div>"
+        )
         if best and rb is None:
-            out.append("<div class='note'>The best candidate so far was trained only on the proxy (low resolution, few "
-                       "epochs). Retrain the leading candidates at full fidelity (<code>mednas retrain RUN_DIR</code>) "
-                       "before reading its figures as a model's performance.</div>")
+            out.append(
+                "<div class='note'>The best candidate so far was trained only on the proxy (low resolution, few "
+                "epochs). Retrain the leading candidates at full fidelity (<code>mednas retrain RUN_DIR</code>) "
+                "before reading its figures as a model's performance.</div>"
+            )
         if fid.get("warning"):
             out.append(f"<div class='note'>{_e(fid['warning'])}</div>")
         if best:
@@ -343,20 +441,39 @@ class _Page:
             out.append(_metrics_table({"validation (proxy)": best.get("metrics") or {}}))
             op = best.get("operating_point")
             if op and op.get("threshold") is not None:
-                out.append(f"<p>Operating point ({_e(str(op.get('rule') or ''))}): threshold {op['threshold']:.4f}, "
-                           f"sensitivity {_fmt(op.get('sensitivity'))}, specificity {_fmt(op.get('specificity'))}.</p>")
+                out.append(
+                    f"<p>Operating point ({_e(str(op.get('rule') or ''))}): threshold {op['threshold']:.4f}, "
+                    f"sensitivity {_fmt(op.get('sensitivity'))}, specificity {_fmt(op.get('specificity'))}.</p>"
+                )
         else:
             out.append(self.note("No trial has completed yet: the figures below fill in as the search runs."))
         if rb is not None:
             rec = run.retrain[rb]
-            out.append(f"<h3>Retrained at full fidelity: trial {rb} ({'x'.join(map(str, rec.get('shape') or []))})</h3>")
-            out.append(_metrics_table({"validation": (rec.get("val") or {}).get("metrics") or {},
-                                       "test (once, at the validation threshold)": (rec.get("test") or {}).get("metrics") or {}}))
-            out.append("<p>Every test figure is computed at the operating threshold chosen on validation, never "
-                       "re-chosen on test: a floor metric (e.g. sensitivity at a specificity floor) on test is the rate "
-                       "at that threshold, and the specificity row says whether the floor held there.</p>")
-            out.append(_per_class_table({"validation": (rec.get("val") or {}).get("per_class") or {},
-                                         "test": (rec.get("test") or {}).get("per_class") or {}}))
+            out.append(
+                f"<h3>Retrained at full fidelity: trial {rb} ({'x'.join(map(str, rec.get('shape') or []))})</h3>"
+            )
+            out.append(
+                _metrics_table(
+                    {
+                        "validation": (rec.get("val") or {}).get("metrics") or {},
+                        "test (once, at the validation threshold)": (rec.get("test") or {}).get("metrics")
+                        or {},
+                    }
+                )
+            )
+            out.append(
+                "<p>Every test figure is computed at the operating threshold chosen on validation, never "
+                "re-chosen on test: a floor metric (e.g. sensitivity at a specificity floor) on test is the rate "
+                "at that threshold, and the specificity row says whether the floor held there.</p>"
+            )
+            out.append(
+                _per_class_table(
+                    {
+                        "validation": (rec.get("val") or {}).get("per_class") or {},
+                        "test": (rec.get("test") or {}).get("per_class") or {},
+                    }
+                )
+            )
             out.append(_calibration_html(rec.get("calibration")))
         return "\n".join(out)
 
@@ -366,25 +483,40 @@ class _Page:
         points = self._trial_points()
         if points:
             maximize = run.directions[0] == "maximize"
-            out.append(self.figure("history", _figs().history_figure(points, name=run.names[0], maximize=maximize),
-                                   f"Optimisation history: the validation {_e(run.names[0])} of each trial on the proxy "
-                                   "(error bars: 95% bootstrap interval over patients), pruned trials at their last "
-                                   "reported value, trials rejected before training (infeasible) and failed ones along the "
-                                   "bottom, and the best feasible objective so far."))
+            out.append(
+                self.figure(
+                    "history",
+                    _figs().history_figure(points, name=run.names[0], maximize=maximize),
+                    f"Optimisation history: the validation {_e(run.names[0])} of each trial on the proxy "
+                    "(error bars: 95% bootstrap interval over patients), pruned trials at their last "
+                    "reported value, trials rejected before training (infeasible) and failed ones along the "
+                    "bottom, and the best feasible objective so far.",
+                )
+            )
         else:
             out.append(self.note("No trial has been recorded yet."))
         front = run.summary.get("pareto_front")
         if front is not None and len(run.names) > 1:
-            pts = [{"trial": p["trial"], "values": p["values"], "ci95": p.get("ci95"), "family": p.get("family")}
-                   for p in points if p["state"] == "complete" and p.get("values") and len(p["values"]) == len(run.names)]
+            pts = [
+                {"trial": p["trial"], "values": p["values"], "ci95": p.get("ci95"), "family": p.get("family")}
+                for p in points
+                if p["state"] == "complete" and p.get("values") and len(p["values"]) == len(run.names)
+            ]
             if pts:
                 out.append("<h3>Pareto front</h3>")
-                out.append(self.figure("pareto", _figs().pareto_figure(pts, [f["trial"] for f in front], run.names,
-                                                                         run.directions),
-                                       f"{len(front)} non-dominated trial(s) among {len(pts)} complete ones (feasible, "
-                                       "started learning); error bars: 95% interval of the primary objective."))
-                rows = [[str(f["trial"]), _e(str(f.get("family") or "")), f"{f.get('params') or 0:,}"]
-                        + [f"{v:.4g}" for v in f["values"]] for f in front]
+                out.append(
+                    self.figure(
+                        "pareto",
+                        _figs().pareto_figure(pts, [f["trial"] for f in front], run.names, run.directions),
+                        f"{len(front)} non-dominated trial(s) among {len(pts)} complete ones (feasible, "
+                        "started learning); error bars: 95% interval of the primary objective.",
+                    )
+                )
+                rows = [
+                    [str(f["trial"]), _e(str(f.get("family") or "")), f"{f.get('params') or 0:,}"]
+                    + [f"{v:.4g}" for v in f["values"]]
+                    for f in front
+                ]
                 out.append(_table(["trial", "family", "parameters", *run.names], rows))
         out.append("<h3>Parameter importances</h3>")
         out.append(self._importances())
@@ -399,28 +531,46 @@ class _Page:
             if state == "pruned":
                 hist = [h.get("value") for h in rec.get("history") or [] if h.get("value") is not None]
                 value = float(hist[-1]) if hist else None
-            pts.append({"trial": n, "state": state, "value": value, "values": values if state == "complete" else None,
-                        "ci95": (((rec.get("metrics") or {}).get("objective")) or {}).get("ci95"),
-                        "learned": rec.get("learned"), "feasible": rec.get("feasible"), "family": rec.get("family"),
-                        "params": rec.get("params"), "reason": rec.get("reason"), "duplicate_of": rec.get("duplicate_of")})
+            pts.append(
+                {
+                    "trial": n,
+                    "state": state,
+                    "value": value,
+                    "values": values if state == "complete" else None,
+                    "ci95": (((rec.get("metrics") or {}).get("objective")) or {}).get("ci95"),
+                    "learned": rec.get("learned"),
+                    "feasible": rec.get("feasible"),
+                    "family": rec.get("family"),
+                    "params": rec.get("params"),
+                    "reason": rec.get("reason"),
+                    "duplicate_of": rec.get("duplicate_of"),
+                }
+            )
         return pts
 
     def _importances(self) -> str:
         run = self.run
         if not run.storage or not run.study_name:
-            return self.note("Parameter importances need the study storage, which was not found (pass --storage URL).")
+            return self.note(
+                "Parameter importances need the study storage, which was not found (pass --storage URL)."
+            )
         try:
             from mednas.reporting._status import _load_study
 
             study = _load_study(run.storage, run.study_name)
         except Exception as exc:  # noqa: BLE001 - importances are optional
-            return self.note(f"Parameter importances need the study storage, which could not be read "
-                             f"({_e(type(exc).__name__)}).")
+            return self.note(
+                f"Parameter importances need the study storage, which could not be read "
+                f"({_e(type(exc).__name__)})."
+            )
         import optuna
         from optuna.trial import TrialState
 
-        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.values and "duplicate_of" not in t.user_attrs]
+        complete = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values and "duplicate_of" not in t.user_attrs
+        ]
         scopes: dict[str, list[Any]] = {"all trials": complete}
         by_family: dict[str, list[Any]] = {}
         for t in complete:
@@ -438,17 +588,27 @@ class _Page:
             optuna.logging.set_verbosity(verbosity)
         out = []
         if results:
-            out.append(self.figure("importance", _figs().importance_figure(results),
-                                   f"How much of the variation of {_e(run.names[0])} each sampled parameter explains "
-                                   "(Optuna's fANOVA importance, seed 0), over all complete trials and per architecture "
-                                   "family (a family's own parameters exist only in its trials)."))
+            out.append(
+                self.figure(
+                    "importance",
+                    _figs().importance_figure(results),
+                    f"How much of the variation of {_e(run.names[0])} each sampled parameter explains "
+                    "(Optuna's fANOVA importance, seed 0), over all complete trials and per architecture "
+                    "family (a family's own parameters exist only in its trials).",
+                )
+            )
         if skipped:
             out.append(self.note("Importances left out: " + "; ".join(_e(s) for s in skipped) + "."))
         return "\n".join(out)
 
     @staticmethod
-    def _fanova(optuna: Any, study: Any, scopes: dict[str, list[Any]], results: dict[str, dict[str, float]],
-                skipped: list[str]) -> None:
+    def _fanova(
+        optuna: Any,
+        study: Any,
+        scopes: dict[str, list[Any]],
+        results: dict[str, dict[str, float]],
+        skipped: list[str],
+    ) -> None:
         for scope, ts in scopes.items():
             if len(ts) < _MIN_IMPORTANCE_TRIALS:
                 skipped.append(f"{scope}: {len(ts)} complete trial(s), {_MIN_IMPORTANCE_TRIALS} needed")
@@ -457,17 +617,28 @@ class _Page:
             sub.add_trials(ts)
             try:
                 imp = optuna.importance.get_param_importances(
-                    sub, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=lambda t: t.values[0])
+                    sub,
+                    evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                    target=lambda t: t.values[0],
+                )
             except (RuntimeError, ValueError) as exc:
                 skipped.append(f"{scope}: {exc}")
                 continue
             if len(imp) < 2:
                 only = ", ".join(imp) or "no parameter"
-                skipped.append(f"{scope}: only {only} is sampled in every one of them"
-                               + ("; each family's own parameters are ranked in its panel" if scope == "all trials" else ""))
+                skipped.append(
+                    f"{scope}: only {only} is sampled in every one of them"
+                    + (
+                        "; each family's own parameters are ranked in its panel"
+                        if scope == "all trials"
+                        else ""
+                    )
+                )
                 continue
             # Within one family the family itself is constant: leave it out of that panel.
-            results[scope] = {k: float(v) for k, v in imp.items() if not (scope != "all trials" and k == "family")}
+            results[scope] = {
+                k: float(v) for k, v in imp.items() if not (scope != "all trials" and k == "family")
+            }
 
     def fidelity(self) -> str:
         run, s = self.run, self.run.summary
@@ -481,76 +652,157 @@ class _Page:
                 "resolution, evaluates each once on the held-out test split, and measures how well the proxy ranking "
                 "predicts the full-fidelity one (Kendall tau). Seed noise bounds that agreement: two full "
                 "trainings of the same candidates with different seeds do not rank them identically either. "
-                "<code>--seeds 2</code> measures that ceiling on this run.", cls="not-retrained")
-        out = []
+                "<code>--seeds 2</code> measures that ceiling on this run.",
+                cls="not-retrained",
+            )
         fid = fid or {}
+        out = self._fidelity_text(fid)
+        points = self._fidelity_points(done)
+        if points:
+            out.append(
+                self.figure(
+                    "fidelity",
+                    _figs().fidelity_figure(points, name=run.names[0]),
+                    "Proxy against full fidelity for each retrained candidate (labels: trial numbers; error "
+                    "bars: 95% bootstrap intervals over patients). Points on the dashed line ranked the "
+                    "same; the test objective is evaluated once, at the threshold chosen on validation.",
+                )
+            )
+        rows = self._retrain_rows()
+        if rows:
+            out.append(
+                _table(
+                    [
+                        "trial",
+                        "state",
+                        "family",
+                        "parameters",
+                        "proxy",
+                        "validation (full)",
+                        "test",
+                        "best/epochs",
+                        "seconds",
+                        "flag",
+                        "reason",
+                    ],
+                    rows,
+                )
+            )
+        return "\n".join(out)
+
+    @staticmethod
+    def _fidelity_text(fid: dict[str, Any]) -> list[str]:
+        """The paragraphs on the proxy's rank agreement, the seed-noise ceiling, the warning and non-learners."""
+        out = []
         tau = fid.get("kendall_tau")
         if tau is not None:
-            out.append(f"<p><strong>Kendall tau {tau:.2f}</strong>"
-                       + (f" (p = {fid['kendall_p']:.2g})" if fid.get("kendall_p") is not None else "")
-                       + f" over {fid.get('n')} retrained candidates that learned"
-                       + (f"; Spearman rho {fid['spearman']:.2f}" if fid.get("spearman") is not None else "")
-                       + (f"; top-1 regret {fid['top1_regret']:.4f}" if fid.get("top1_regret") is not None else "")
-                       + (f" (the proxy's first choice was trial {fid['top1_trial']}, the best at full fidelity trial "
-                          f"{fid['best_full_trial']})" if fid.get("top1_trial") is not None else "") + ".</p>")
+            out.append(
+                f"<p><strong>Kendall tau {tau:.2f}</strong>"
+                + (f" (p = {fid['kendall_p']:.2g})" if fid.get("kendall_p") is not None else "")
+                + f" over {fid.get('n')} retrained candidates that learned"
+                + (f"; Spearman rho {fid['spearman']:.2f}" if fid.get("spearman") is not None else "")
+                + (f"; top-1 regret {fid['top1_regret']:.4f}" if fid.get("top1_regret") is not None else "")
+                + (
+                    f" (the proxy's first choice was trial {fid['top1_trial']}, the best at full fidelity trial "
+                    f"{fid['best_full_trial']})"
+                    if fid.get("top1_trial") is not None
+                    else ""
+                )
+                + ".</p>"
+            )
         elif fid.get("reason"):
             out.append(f"<p>Kendall tau undefined: {_e(fid['reason'])}.</p>")
         ceil = fid.get("seed_ceiling_tau")
         if ceil is not None:
             ci = fid.get("seed_ceiling_interval")
             ratio = fid.get("tau_over_ceiling")
-            out.append(f"<p><strong>Seed-noise ceiling τ {ceil:.2f}</strong>"
-                       + (f" (95% interval over candidates {ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
-                       + f": {fid.get('seeds')} full-fidelity trainings of each candidate with different seeds agree this "
-                       "well with each other, so no proxy can rank these candidates better"
-                       + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else "") + ". Full-fidelity "
-                       "scores below are seed means"
-                       + (f"; the top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations"
-                          f" ({'within' if fid.get('regret_within_seed_noise') else 'beyond'} seed noise)"
-                          if fid.get("regret_in_seed_sd") is not None else "")
-                       + (f"; the proxy's top 3 {'contain' if fid.get('top3_contains_best') else 'miss'} the best "
-                          "candidate" if fid.get("top3_contains_best") is not None else "")
-                       + (f" ({_e(fid['top3_note'])})" if fid.get("top3_note") else "") + ".</p>")
+            out.append(
+                f"<p><strong>Seed-noise ceiling τ {ceil:.2f}</strong>"
+                + (f" (95% interval over candidates {ci[0]:.2f} to {ci[1]:.2f})" if ci else "")
+                + f": {fid.get('seeds')} full-fidelity trainings of each candidate with different seeds agree this "
+                "well with each other, so no proxy can rank these candidates better"
+                + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else "")
+                + ". Full-fidelity "
+                "scores below are seed means"
+                + (
+                    f"; the top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations"
+                    f" ({'within' if fid.get('regret_within_seed_noise') else 'beyond'} seed noise)"
+                    if fid.get("regret_in_seed_sd") is not None
+                    else ""
+                )
+                + (
+                    f"; the proxy's top 3 {'contain' if fid.get('top3_contains_best') else 'miss'} the best "
+                    "candidate"
+                    if fid.get("top3_contains_best") is not None
+                    else ""
+                )
+                + (f" ({_e(fid['top3_note'])})" if fid.get("top3_note") else "")
+                + ".</p>"
+            )
         else:
-            out.append("<p class='lead'>Seed-noise ceiling: not measured on this run (<code>mednas retrain RUN_DIR "
-                       "--seeds 2</code> measures how well full training agrees with itself across seeds, the most any "
-                       "proxy ranking can reach). With few candidates the tau itself is uncertain: read it together "
-                       "with the scatter.</p>")
+            out.append(
+                "<p class='lead'>Seed-noise ceiling: not measured on this run (<code>mednas retrain RUN_DIR "
+                "--seeds 2</code> measures how well full training agrees with itself across seeds, the most any "
+                "proxy ranking can reach). With few candidates the tau itself is uncertain: read it together "
+                "with the scatter.</p>"
+            )
         if fid.get("warning"):
             out.append(f"<div class='note'>{_e(fid['warning'])}</div>")
         if fid.get("n_not_learning"):
-            out.append(f"<p>{fid['n_not_learning']} candidate(s) never started learning (trials "
-                       f"{', '.join(map(str, fid.get('not_learning') or []))}): flagged, not ranked.</p>")
+            out.append(
+                f"<p>{fid['n_not_learning']} candidate(s) never started learning (trials "
+                f"{', '.join(map(str, fid.get('not_learning') or []))}): flagged, not ranked.</p>"
+            )
+        return out
+
+    def _fidelity_points(self, done: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+        """One point per completed retraining: proxy, full-fidelity and test objectives with their intervals."""
+        run = self.run
         points = []
         for n, r in done.items():
             proxy_rec = run.trials.get(n, {})
             val_obj = ((r.get("val") or {}).get("metrics") or {}).get("objective") or {}
             test_obj = ((r.get("test") or {}).get("metrics") or {}).get("objective") or {}
-            points.append({"trial": n, "family": r.get("family"), "learned": r.get("learned"),
-                           "proxy": (r.get("proxy") or {}).get("value"),
-                           "proxy_ci": (((proxy_rec.get("metrics") or {}).get("objective")) or {}).get("ci95"),
-                           "full": r["val_mean"] if r.get("val_mean") is not None else (r.get("val") or {}).get("objective"),
-                           "full_ci": None if r.get("val_mean") is not None else val_obj.get("ci95"),
-                           "test": test_obj.get("value"), "test_ci": test_obj.get("ci95")})
-        if points:
-            out.append(self.figure("fidelity", _figs().fidelity_figure(points, name=run.names[0]),
-                                   "Proxy against full fidelity for each retrained candidate (labels: trial numbers; error "
-                                   "bars: 95% bootstrap intervals over patients). Points on the dashed line ranked the "
-                                   "same; the test objective is evaluated once, at the threshold chosen on validation."))
+            points.append(
+                {
+                    "trial": n,
+                    "family": r.get("family"),
+                    "learned": r.get("learned"),
+                    "proxy": (r.get("proxy") or {}).get("value"),
+                    "proxy_ci": (((proxy_rec.get("metrics") or {}).get("objective")) or {}).get("ci95"),
+                    "full": r["val_mean"]
+                    if r.get("val_mean") is not None
+                    else (r.get("val") or {}).get("objective"),
+                    "full_ci": None if r.get("val_mean") is not None else val_obj.get("ci95"),
+                    "test": test_obj.get("value"),
+                    "test_ci": test_obj.get("ci95"),
+                }
+            )
+        return points
+
+    def _retrain_rows(self) -> list[list[str]]:
+        """One table row per retrained candidate, whatever its state."""
+        run = self.run
         rows = []
         for n, r in sorted(run.retrain.items()):
             val = ((r.get("val") or {}).get("metrics") or {}).get("objective") or {}
             test = ((r.get("test") or {}).get("metrics") or {}).get("objective") or {}
-            rows.append([str(n), f"<span class='state-{_e(str(r.get('state')))}'>{_e(str(r.get('state')))}</span>",
-                         _e(str(r.get("family") or "")), f"{r.get('params') or 0:,}", _fmt((r.get("proxy") or {}).get("value")),
-                         _fmt(val.get("value")) + _ci_span(val.get("ci95")), _fmt(test.get("value")) + _ci_span(test.get("ci95")),
-                         f"{r.get('best_epoch', '')}/{r.get('epochs', '')}", _fmt(r.get("seconds"), 1),
-                         "" if r.get("learned") is not False else "never started learning",
-                         _e(str(r.get("reason") or ""))])
-        if rows:
-            out.append(_table(["trial", "state", "family", "parameters", "proxy", "validation (full)", "test", "best/epochs",
-                               "seconds", "flag", "reason"], rows))
-        return "\n".join(out)
+            rows.append(
+                [
+                    str(n),
+                    f"<span class='state-{_e(str(r.get('state')))}'>{_e(str(r.get('state')))}</span>",
+                    _e(str(r.get("family") or "")),
+                    f"{r.get('params') or 0:,}",
+                    _fmt((r.get("proxy") or {}).get("value")),
+                    _fmt(val.get("value")) + _ci_span(val.get("ci95")),
+                    _fmt(test.get("value")) + _ci_span(test.get("ci95")),
+                    f"{r.get('best_epoch', '')}/{r.get('epochs', '')}",
+                    _fmt(r.get("seconds"), 1),
+                    "" if r.get("learned") is not False else "never started learning",
+                    _e(str(r.get("reason") or "")),
+                ]
+            )
+        return rows
 
     def performance(self) -> str:
         run = self.run
@@ -558,11 +810,16 @@ class _Page:
         if not sources:
             if run.best_trial is None:
                 return self.note("No trial has completed yet.")
-            return self.note("Per-case predictions are missing (this run predates <code>trials/&lt;n&gt;/predictions.json</code>"
-                             " or its best trial's record was removed): the curves need them. The best candidate's "
-                             "figures with their intervals are in the overview.")
-        out = ["<p class='lead'>Sources: " + "; ".join(_e(src["label"]) for src in sources)
-               + ". Every band and interval resamples patients (95%, percentile bootstrap).</p>"]
+            return self.note(
+                "Per-case predictions are missing (this run predates <code>trials/&lt;n&gt;/predictions.json</code>"
+                " or its best trial's record was removed): the curves need them. The best candidate's "
+                "figures with their intervals are in the overview."
+            )
+        out = [
+            "<p class='lead'>Sources: "
+            + "; ".join(_e(src["label"]) for src in sources)
+            + ". Every band and interval resamples patients (95%, percentile bootstrap).</p>"
+        ]
         if run.problem == "classification":
             out.append(self._classification(sources))
         else:
@@ -581,25 +838,44 @@ class _Page:
             preds = run.predictions(run.rd.trial_dir(best))
             rec = run.trials.get(best, {})
             if "val" in preds:
-                sources.append({"label": f"search, trial {best}, validation (proxy {proxy_shape}: "
-                                         "the proxy trial, not retrained)", "short": f"proxy trial {best}, val",
-                                "pred": preds["val"],
-                                "metrics": rec.get("metrics") or {}, "op": rec.get("operating_point"), "split": "val"})
+                sources.append(
+                    {
+                        "label": f"search, trial {best}, validation (proxy {proxy_shape}: "
+                        "the proxy trial, not retrained)",
+                        "short": f"proxy trial {best}, val",
+                        "pred": preds["val"],
+                        "metrics": rec.get("metrics") or {},
+                        "op": rec.get("operating_point"),
+                        "split": "val",
+                    }
+                )
         if rb is not None:
             preds = retrained_preds
             rec = run.retrain[rb]
             shape = "x".join(map(str, rec.get("shape") or []))
             if "val" in preds:
-                sources.append({"label": f"retrained trial {rb}, validation ({shape})", "short": f"retrained {rb}, val",
-                                "pred": preds["val"],
-                                "metrics": (rec.get("val") or {}).get("metrics") or {}, "op": rec.get("operating_point"),
-                                "split": "val"})
+                sources.append(
+                    {
+                        "label": f"retrained trial {rb}, validation ({shape})",
+                        "short": f"retrained {rb}, val",
+                        "pred": preds["val"],
+                        "metrics": (rec.get("val") or {}).get("metrics") or {},
+                        "op": rec.get("operating_point"),
+                        "split": "val",
+                    }
+                )
             if "test" in preds:
                 test = rec.get("test") or {}
-                sources.append({"label": f"retrained trial {rb}, test ({shape})", "short": f"retrained {rb}, test",
-                                "pred": preds["test"],
-                                "metrics": test.get("metrics") or {},
-                                "op": test.get("operating_point") or rec.get("operating_point"), "split": "test"})
+                sources.append(
+                    {
+                        "label": f"retrained trial {rb}, test ({shape})",
+                        "short": f"retrained {rb}, test",
+                        "pred": preds["test"],
+                        "metrics": test.get("metrics") or {},
+                        "op": test.get("operating_point") or rec.get("operating_point"),
+                        "split": "test",
+                    }
+                )
             if not preds:
                 self.notes.append("retrain wrote no per-case predictions: curves show the proxy trial")
         return sources
@@ -611,7 +887,11 @@ class _Page:
         roc, pr, cal, confusions = [], [], [], []
         for i, src in enumerate(sources):
             p = src["pred"]
-            finding, scores, patients = p.get("finding") or [], p.get("scores") or [], p.get("patients") or p.get("cases") or []
+            finding, scores, patients = (
+                p.get("finding") or [],
+                p.get("scores") or [],
+                p.get("patients") or p.get("cases") or [],
+            )
             if not scores or len(set(finding)) < 2:
                 self.notes.append(f"{src['label']}: curves need cases with and without the finding")
                 continue
@@ -623,43 +903,80 @@ class _Page:
             if thr is not None and math.isfinite(float(thr)):
                 m = C.confusion_at_threshold(finding, scores, float(thr))
                 tn, fp, fn, tp = m.ravel()
-                op.update(sensitivity=tp / max(1, tp + fn), specificity=tn / max(1, tn + fp),
-                          precision=(tp / (tp + fp)) if tp + fp else None,
-                          sensitivity_ci=(metrics.get("sensitivity") or {}).get("ci95"),
-                          specificity_ci=(metrics.get("specificity") or {}).get("ci95"))
+                op.update(
+                    sensitivity=tp / max(1, tp + fn),
+                    specificity=tn / max(1, tn + fp),
+                    precision=(tp / (tp + fp)) if tp + fp else None,
+                    sensitivity_ci=(metrics.get("sensitivity") or {}).get("ci95"),
+                    specificity_ci=(metrics.get("specificity") or {}).get("ci95"),
+                )
                 confusions.append((src, m, float(thr)))
             else:
                 op = {}
-                self.notes.append(f"{src['label']}: no finite operating threshold (no case could be called within the rule)")
+                self.notes.append(
+                    f"{src['label']}: no finite operating threshold (no case could be called within the rule)"
+                )
             auroc = metrics.get("auroc") or {}
             auprc = metrics.get("auprc") or {}
-            roc.append({"label": src["short"], "band": band, "operating_point": op,
-                        "auroc": (auroc.get("value", band.area), auroc.get("ci95") or list(band.area_ci))})
-            pr.append({"label": src["short"], "band": prb, "operating_point": op,
-                       "auprc": (auprc.get("value", prb.area), auprc.get("ci95") or list(prb.area_ci))})
+            roc.append(
+                {
+                    "label": src["short"],
+                    "band": band,
+                    "operating_point": op,
+                    "auroc": (auroc.get("value", band.area), auroc.get("ci95") or list(band.area_ci)),
+                }
+            )
+            pr.append(
+                {
+                    "label": src["short"],
+                    "band": prb,
+                    "operating_point": op,
+                    "auprc": (auprc.get("value", prb.area), auprc.get("ci95") or list(prb.area_ci)),
+                }
+            )
             cal.append({"label": src["short"], "bins": C.calibration_bins(finding, scores)})
         out = []
         if roc:
             out.append("<div class='grid2'>")
-            out.append(self.figure("roc", F.roc_figure(roc),
-                                   "ROC curve of the finding score with its 95% band (shaded; patient bootstrap), AUROC with "
-                                   "its interval, and the operating point (star, with the intervals of its sensitivity and "
-                                   "specificity) chosen on validation by the objective's rule; dashed: chance."))
-            out.append(self.figure("pr", F.pr_figure(pr),
-                                   "Precision-recall curve with its 95% band (shaded); AUPRC (average precision) with its "
-                                   "interval; the operating point (star); dotted: a classifier without skill (precision = "
-                                   "the finding's prevalence)."))
+            out.append(
+                self.figure(
+                    "roc",
+                    F.roc_figure(roc),
+                    "ROC curve of the finding score with its 95% band (shaded; patient bootstrap), AUROC with "
+                    "its interval, and the operating point (star, with the intervals of its sensitivity and "
+                    "specificity) chosen on validation by the objective's rule; dashed: chance.",
+                )
+            )
+            out.append(
+                self.figure(
+                    "pr",
+                    F.pr_figure(pr),
+                    "Precision-recall curve with its 95% band (shaded); AUPRC (average precision) with its "
+                    "interval; the operating point (star); dotted: a classifier without skill (precision = "
+                    "the finding's prevalence).",
+                )
+            )
             out.append("</div>")
         if cal:
             out.append("<div class='grid2'>")
-            out.append(self.figure("calibration", F.calibration_figure(cal),
-                                   "Calibration: observed finding rate per bin of predicted probability (marker size: cases "
-                                   "in the bin; error bars: Wilson 95% interval). Points on the diagonal are calibrated."
-                                   + _brier_text(sources)))
+            out.append(
+                self.figure(
+                    "calibration",
+                    F.calibration_figure(cal),
+                    "Calibration: observed finding rate per bin of predicted probability (marker size: cases "
+                    "in the bin; error bars: Wilson 95% interval). Points on the diagonal are calibrated."
+                    + _brier_text(sources),
+                )
+            )
             for j, (src, m, thr) in enumerate(confusions):
-                out.append(self.figure(f"confusion-{j}", F.confusion_figure(m, threshold=thr),
-                                       f"Confusion matrix of {_e(src['label'])} at the operating threshold {thr:.4f}: "
-                                       + _sens_spec_text(src["metrics"])))
+                out.append(
+                    self.figure(
+                        f"confusion-{j}",
+                        F.confusion_figure(m, threshold=thr),
+                        f"Confusion matrix of {_e(src['label'])} at the operating threshold {thr:.4f}: "
+                        + _sens_spec_text(src["metrics"]),
+                    )
+                )
             out.append("</div>")
         if not out:
             return self.note("The curves need validation cases with and without the finding.")
@@ -675,14 +992,25 @@ class _Page:
             per_case = p.get("per_case") or []
             if not per_case:
                 continue
-            dice = (src["metrics"].get("dice") or {})
-            series.append({"label": src["short"], "values": [c.get("dice") for c in per_case], "cases": p.get("cases"),
-                           "mean": dice.get("value", float(np.nanmean([c.get("dice", np.nan) for c in per_case]))),
-                           "ci95": dice.get("ci95")})
+            dice = src["metrics"].get("dice") or {}
+            series.append(
+                {
+                    "label": src["short"],
+                    "values": [c.get("dice") for c in per_case],
+                    "cases": p.get("cases"),
+                    "mean": dice.get("value", float(np.nanmean([c.get("dice", np.nan) for c in per_case]))),
+                    "ci95": dice.get("ci95"),
+                }
+            )
         if series:
-            out.append(self.figure("dice", F.dice_figure(series),
-                                   "Dice per case (finding classes as one region); the diamond is the mean with its 95% "
-                                   "bootstrap interval over patients."))
+            out.append(
+                self.figure(
+                    "dice",
+                    F.dice_figure(series),
+                    "Dice per case (finding classes as one region); the diamond is the mean with its 95% "
+                    "bootstrap interval over patients.",
+                )
+            )
         for i, src in enumerate(sources):
             p = src["pred"]
             bins = C.lesion_sensitivity_by_size(p, seed=i)
@@ -691,14 +1019,18 @@ class _Page:
             m = src["metrics"]
             ls = m.get("lesion_sensitivity") or {}
             fp = m.get("false_positive_lesions_per_case") or {}
-            text = (f"Lesion detection of {_e(src['label'])} by lesion size (rule <code>{_e(str(p.get('overlap') or 'any'))}"
-                    f"</code>; sizes in voxels at the evaluated resolution; bins hold equal numbers of lesions; error bars: 95% "
-                    "bootstrap intervals over patients)")
+            text = (
+                f"Lesion detection of {_e(src['label'])} by lesion size (rule <code>{_e(str(p.get('overlap') or 'any'))}"
+                f"</code>; sizes in voxels at the evaluated resolution; bins hold equal numbers of lesions; error bars: 95% "
+                "bootstrap intervals over patients)"
+            )
             if ls.get("value") is not None:
                 text += f". Pooled lesion sensitivity {ls['value']:.3f}{_ci_span(ls.get('ci95'))}"
             if fp.get("value") is not None:
                 text += f", false-positive lesions per case {fp['value']:.2f}{_ci_span(fp.get('ci95'))}"
-            out.append(self.figure(f"lesions-{i}", F.lesion_size_figure(bins, p.get("lesions") or []), text + "."))
+            out.append(
+                self.figure(f"lesions-{i}", F.lesion_size_figure(bins, p.get("lesions") or []), text + ".")
+            )
         if not out:
             return self.note("No per-case segmentation results to plot.")
         return "\n".join(out)
@@ -719,7 +1051,7 @@ class _Page:
         best = run.best_trial
         rows, classes = [], []
         for n, r in run.trials.items():
-            obj = (((r.get("metrics") or {}).get("objective")) or {})
+            obj = ((r.get("metrics") or {}).get("objective")) or {}
             state = str(r.get("state") or "running")
             values = r.get("values") if state == "complete" else None
             value = values[0] if values else None
@@ -733,56 +1065,109 @@ class _Page:
                 why = r.get("not_learning") if state == "complete" else None
                 note.append("never started learning" + (f" ({why})" if why else ""))
             if r.get("proxy_mean") is not None:
-                note.append(f"mean over {len(r.get('proxy_seed_values') or [])} seeds {_fmt(r['proxy_mean'])}")
+                note.append(
+                    f"mean over {len(r.get('proxy_seed_values') or [])} seeds {_fmt(r['proxy_mean'])}"
+                )
             if r.get("feasible") is False:
                 note.append("violates a constraint")
             if r.get("reason"):
                 note.append(str(r["reason"]))
-            rows.append([
-                f"<td class='num' data-sort='{n}'>{n}</td>",
-                f"<td class='state-{_e(state)}'>{_e(state)}</td>",
-                f"<td>{_e(str(r.get('family') or ''))}</td>",
-                f"<td class='num' data-sort='{r.get('params') or 0}'>{(r.get('params') or 0):,}</td>",
-                f"<td class='num' data-sort='{'' if value is None else value}'>{_fmt(value)}{_ci_span(obj.get('ci95'))}</td>",
-                *[f"<td class='num'>{_fmt(v, 4)}</td>" for v in (values or [None] * len(run.names))[1:len(run.names)]],
-                f"<td class='num'>{r.get('best_epoch') or ''}{'/' if r.get('epochs') else ''}{r.get('epochs') or ''}</td>",
-                f"<td class='num' data-sort='{r.get('seconds') or 0}'>{_fmt(r.get('seconds'), 1)}</td>",
-                f"<td>{_e(str(r.get('loss') or ''))}</td>",
-                f"<td><code>{_e(str(r.get('spec_hash') or ''))}</code></td>",
-                f"<td>{_e('; '.join(note))}</td>",
-            ])
+            rows.append(
+                [
+                    f"<td class='num' data-sort='{n}'>{n}</td>",
+                    f"<td class='state-{_e(state)}'>{_e(state)}</td>",
+                    f"<td>{_e(str(r.get('family') or ''))}</td>",
+                    f"<td class='num' data-sort='{r.get('params') or 0}'>{(r.get('params') or 0):,}</td>",
+                    f"<td class='num' data-sort='{'' if value is None else value}'>{_fmt(value)}{_ci_span(obj.get('ci95'))}</td>",
+                    *[
+                        f"<td class='num'>{_fmt(v, 4)}</td>"
+                        for v in (values or [None] * len(run.names))[1 : len(run.names)]
+                    ],
+                    f"<td class='num'>{r.get('best_epoch') or ''}{'/' if r.get('epochs') else ''}{r.get('epochs') or ''}</td>",
+                    f"<td class='num' data-sort='{r.get('seconds') or 0}'>{_fmt(r.get('seconds'), 1)}</td>",
+                    f"<td>{_e(str(r.get('loss') or ''))}</td>",
+                    f"<td><code>{_e(str(r.get('spec_hash') or ''))}</code></td>",
+                    f"<td>{_e('; '.join(note))}</td>",
+                ]
+            )
             classes.append("best" if n == best else "")
-        head = ["trial", "state", "family", "parameters", f"{run.names[0]} (95% CI)", *run.names[1:], "best/epochs",
-                "seconds", "loss", "spec", "note"]
+        head = [
+            "trial",
+            "state",
+            "family",
+            "parameters",
+            f"{run.names[0]} (95% CI)",
+            *run.names[1:],
+            "best/epochs",
+            "seconds",
+            "loss",
+            "spec",
+            "note",
+        ]
         body = "".join(f"<tr class='{c}'>{''.join(cells)}</tr>" for cells, c in zip(rows, classes))
-        return ("<p class='lead'>Every trial of the search (click a column to sort; the best is highlighted). Each "
-                "architecture rebuilds from <code>trials/&lt;n&gt;/spec.json</code>.</p>"
-                f"<div class='scroll'><table class='sortable'><thead><tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}"
-                f"</tr></thead><tbody>{body}</tbody></table></div>")
+        return (
+            "<p class='lead'>Every trial of the search (click a column to sort; the best is highlighted). Each "
+            "architecture rebuilds from <code>trials/&lt;n&gt;/spec.json</code>.</p>"
+            f"<div class='scroll'><table class='sortable'><thead><tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}"
+            f"</tr></thead><tbody>{body}</tbody></table></div>"
+        )
 
     def data(self) -> str:
         run = self.run
         s, fp, splits = run.summary, run.fingerprint, run.splits
         out = []
         fs = fp.get("summary") or {}
-        rows = [["cases", str(fs.get("n_cases", (s.get("data") or {}).get("n_cases", "")))],
-                ["patients", str(fs.get("n_patients", ""))],
-                ["modality", _e(str(fs.get("modality") or ", ".join(f"{k} x{v}" for k, v in (fs.get("modalities") or {}).items())))]]
-        for key, label in (("min_shape", "smallest shape"), ("median_shape", "median shape"), ("max_shape", "largest shape"),
-                           ("median_spacing", "median spacing (mm)")):
+        rows = [
+            ["cases", str(fs.get("n_cases", (s.get("data") or {}).get("n_cases", "")))],
+            ["patients", str(fs.get("n_patients", ""))],
+            [
+                "modality",
+                _e(
+                    str(
+                        fs.get("modality")
+                        or ", ".join(f"{k} x{v}" for k, v in (fs.get("modalities") or {}).items())
+                    )
+                ),
+            ],
+        ]
+        for key, label in (
+            ("min_shape", "smallest shape"),
+            ("median_shape", "median shape"),
+            ("max_shape", "largest shape"),
+            ("median_spacing", "median spacing (mm)"),
+        ):
             if fs.get(key) is not None:
                 rows.append([label, " x ".join(f"{v:g}" for v in fs[key])])
         if fs.get("class_counts"):
-            rows.append(["classes", ", ".join(f"{_e(str(k))} {v} ({(fs.get('class_fraction') or {}).get(k, 0):.0%})"
-                                              for k, v in fs["class_counts"].items())])
+            rows.append(
+                [
+                    "classes",
+                    ", ".join(
+                        f"{_e(str(k))} {v} ({(fs.get('class_fraction') or {}).get(k, 0):.0%})"
+                        for k, v in fs["class_counts"].items()
+                    ),
+                ]
+            )
         for key in ("label_sanity", "orientations"):
             if fs.get(key):
                 rows.append([key.replace("_", " "), _e(json.dumps(fs[key]))])
         sug = fp.get("suggestions") or {}
         if sug.get("normalize"):
-            rows.append(["normalisation", _e(f"{(s.get('proxy') or {}).get('normalize') or sug['normalize']}"
-                                            + (f" ({sug['normalize_reason']})" if sug.get("normalize_reason") else ""))])
-        rows.append(["fingerprint hash", f"<code>{_e(str(fp.get('hash') or (s.get('data') or {}).get('fingerprint_hash') or ''))}</code>"])
+            rows.append(
+                [
+                    "normalisation",
+                    _e(
+                        f"{(s.get('proxy') or {}).get('normalize') or sug['normalize']}"
+                        + (f" ({sug['normalize_reason']})" if sug.get("normalize_reason") else "")
+                    ),
+                ]
+            )
+        rows.append(
+            [
+                "fingerprint hash",
+                f"<code>{_e(str(fp.get('hash') or (s.get('data') or {}).get('fingerprint_hash') or ''))}</code>",
+            ]
+        )
         out.append("<h3>Fingerprint</h3>")
         out.append(_table(["", ""], rows, header=False))
         out.append("<h3>Splits (grouped by patient)</h3>")
@@ -796,15 +1181,25 @@ class _Page:
             n = len(keys) or ((s.get("data") or {}).get("splits") or {}).get(split, 0)
             patients = len({patient_of.get(k) for k in keys if patient_of.get(k)})
             labels = [label_of.get(k) for k in keys if isinstance(label_of.get(k), int)]
-            dist = ", ".join(f"{v}: {labels.count(v)}" for v in sorted(set(labels))) if labels and run.problem == "classification" else ""
+            dist = (
+                ", ".join(f"{v}: {labels.count(v)}" for v in sorted(set(labels)))
+                if labels and run.problem == "classification"
+                else ""
+            )
             srows.append([split, str(n), str(patients or ""), dist])
         out.append(_table(["split", "cases", "patients", "cases per class index"], srows))
-        out.append(f"<p>Split method {_e(str(splits.get('method') or ''))}, seed {_e(str(splits.get('seed', '')))}, hash "
-                   f"<code>{_e(str(splits.get('hash') or ''))}</code>. The test split is read only by <code>mednas retrain"
-                   "</code>, once per candidate.</p>")
+        out.append(
+            f"<p>Split method {_e(str(splits.get('method') or ''))}, seed {_e(str(splits.get('seed', '')))}, hash "
+            f"<code>{_e(str(splits.get('hash') or ''))}</code>. The test split is read only by <code>mednas retrain"
+            "</code>, once per candidate.</p>"
+        )
         proxy = s.get("proxy") or {}
         out.append("<h3>Proxy</h3>")
-        out.append(_table(["", ""], [[k.replace("_", " "), _e(json.dumps(v))] for k, v in proxy.items()], header=False))
+        out.append(
+            _table(
+                ["", ""], [[k.replace("_", " "), _e(json.dumps(v))] for k, v in proxy.items()], header=False
+            )
+        )
         return "\n".join(out)
 
     def settings(self) -> str:
@@ -813,13 +1208,25 @@ class _Page:
         run = self.run
         if not run.resolved:
             return self.note("resolved.yaml is missing.")
-        shown = _redact_paths(run.resolved) if not run.show_file_names else run.resolved
+        from mednas.io._scrub import hide_paths
+
+        shown = (
+            hide_paths(run.resolved, _PATH_KEYS, _HIDDEN_PATH) if not run.show_file_names else run.resolved
+        )
         text = yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, width=110)
-        hidden = "" if run.show_file_names else (" Data paths are hidden (<code>privacy.show_file_names</code> is false); "
-                                                 "the fingerprint hash identifies the data.")
-        return (f"<p class='lead'>The validated task as the search ran it (<code>resolved.yaml</code>: presets and "
-                f"overrides applied; config hash <code>{_e(str(run.env.get('config_hash') or ''))}</code>).{hidden}</p>"
-                f"<pre>{_e(text)}</pre>")
+        hidden = (
+            ""
+            if run.show_file_names
+            else (
+                " Data paths are hidden (<code>privacy.show_file_names</code> is false); "
+                "the fingerprint hash identifies the data."
+            )
+        )
+        return (
+            f"<p class='lead'>The validated task as the search ran it (<code>resolved.yaml</code>: presets and "
+            f"overrides applied; config hash <code>{_e(str(run.env.get('config_hash') or ''))}</code>).{hidden}</p>"
+            f"<pre>{_e(text)}</pre>"
+        )
 
     def environment(self) -> str:
         env = self.run.env
@@ -828,8 +1235,13 @@ class _Page:
         rows = [[_e(k.replace("_", " ")), _e(str(v))] for k, v in env.items() if k != "versions"]
         versions = env.get("versions") or {}
         vrows = [[_e(k), _e(str(v))] for k, v in versions.items()]
-        return ("<div class='grid2'><div>" + _table(["", ""], rows, header=False) + "</div><div>"
-                + _table(["package", "version"], vrows) + "</div></div>")
+        return (
+            "<div class='grid2'><div>"
+            + _table(["", ""], rows, header=False)
+            + "</div><div>"
+            + _table(["package", "version"], vrows)
+            + "</div></div>"
+        )
 
     def dashboard(self) -> str:
         run = self.run
@@ -837,7 +1249,7 @@ class _Page:
         root = run.rd.root
         shown_url = url if url else "STORAGE_URL"
         if shown_url.startswith("journal://"):  # optuna-dashboard takes a journal file by its path
-            shown_url = shown_url[len("journal://"):]
+            shown_url = shown_url[len("journal://") :]
             shown_url = shown_url[1:] if shown_url.startswith("//") else shown_url
         from mednas.reporting._status import redact_url
 
@@ -857,14 +1269,10 @@ class _Page:
         import plotly
         from plotly.offline import get_plotlyjs
 
+        from mednas._versions import package_version
         from mednas.reporting._template import CSS, PAGE, SORT_SCRIPT
 
-        try:
-            from importlib.metadata import version
-
-            mednas_version = version("mednas")
-        except Exception:  # noqa: BLE001
-            mednas_version = "?"
+        mednas_version = package_version("mednas") or "?"
         extra: dict[str, str] = {}
         if plotlyjs == "inline":
             script = f'<script type="text/javascript">{get_plotlyjs()}</script>'
@@ -875,19 +1283,39 @@ class _Page:
             script = f'<script type="text/javascript" src="{name}"></script>'
             where = f"in {name} beside this file"
         nav = "".join(f"<a href='#{sid}'>{_e(title)}</a>" for sid, title, _ in self.sections)
-        body = "\n".join(f"<section id='{sid}'>{'' if sid == 'overview' else f'<h2>{_e(title)}</h2>'}\n{content}</section>"
-                         for sid, title, content in self.sections)
-        meta = {"figures": self.figure_ids, "images": self.n_images, "notes": self.notes, "errors": self.errors,
-                "task": self.run.summary.get("task"), "simulated_data": self.run.summary.get("simulated_data"),
-                "mednas": mednas_version, "plotly": plotly.__version__}
+        body = "\n".join(
+            f"<section id='{sid}'>{'' if sid == 'overview' else f'<h2>{_e(title)}</h2>'}\n{content}</section>"
+            for sid, title, content in self.sections
+        )
+        meta = {
+            "figures": self.figure_ids,
+            "images": self.n_images,
+            "notes": self.notes,
+            "errors": self.errors,
+            "task": self.run.summary.get("task"),
+            "simulated_data": self.run.summary.get("simulated_data"),
+            "mednas": mednas_version,
+            "plotly": plotly.__version__,
+        }
         task = str(self.run.summary.get("task") or "run")
         text = PAGE.format(
-            version=_e(mednas_version), title=_e(f"mednas report: {task}"), css=CSS, plotly=script,
-            brand="mednas report", subtitle=_e(task), nav=nav, body=body,
-            footer=(f"Written by mednas {_e(mednas_version)} on {time.strftime('%Y-%m-%d %H:%M')} from the run directory "
-                    f"<code>{_e(self.run.rd.root.resolve().name)}</code>. Cases appear only as\nsalted keys. This file "
-                    f"needs no network: plotly.js {_e(plotly.__version__)} is {where}."),
-            meta=json.dumps(meta).replace("</", "<\\/"), sort_script=SORT_SCRIPT, scripts="")
+            version=_e(mednas_version),
+            title=_e(f"mednas report: {task}"),
+            css=CSS,
+            plotly=script,
+            brand="mednas report",
+            subtitle=_e(task),
+            nav=nav,
+            body=body,
+            footer=(
+                f"Written by mednas {_e(mednas_version)} on {time.strftime('%Y-%m-%d %H:%M')} from the run directory "
+                f"<code>{_e(self.run.rd.root.resolve().name)}</code>. Cases appear only as\nsalted keys. This file "
+                f"needs no network: plotly.js {_e(plotly.__version__)} is {where}."
+            ),
+            meta=json.dumps(meta).replace("</", "<\\/"),
+            sort_script=SORT_SCRIPT,
+            scripts="",
+        )
         return text, extra
 
 
@@ -961,26 +1389,37 @@ def _per_class_table(columns: dict[str, dict[str, Any]]) -> str:
             c = pc.get(name) or {}
             for key in ("recall", "ppv"):
                 v = c.get(key) or {}
-                cells.append(f"{_fmt(v.get('value'))}{_ci_span(v.get('ci95'))}" if v.get("value") is not None else "n/a")
+                cells.append(
+                    f"{_fmt(v.get('value'))}{_ci_span(v.get('ci95'))}"
+                    if v.get("value") is not None
+                    else "n/a"
+                )
             cells.append(str(c.get("n", "")))
         rows.append(cells)
-    head = ["class"] + [f"{split} {what}" for split in columns for what in ("recall / sensitivity", "PPV / precision", "n")]
-    return ("<p>Per class, each case called as <code>mednas predict</code> calls it at the operating threshold:</p>"
-            + _table(head, rows))
+    head = ["class"] + [
+        f"{split} {what}" for split in columns for what in ("recall / sensitivity", "PPV / precision", "n")
+    ]
+    return (
+        "<p>Per class, each case called as <code>mednas predict</code> calls it at the operating threshold:</p>"
+        + _table(head, rows)
+    )
 
 
 def _calibration_html(cal: dict[str, Any] | None) -> str:
     """Temperature scaling of the retrained model and the operating point's warnings."""
     if not cal:
         return ""
+
     def f(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
-    out = [f"<p>Calibration (temperature scaling on the {cal.get('n_cases')} validation cases): temperature "
-           f"<strong>{cal['temperature']:.3f}</strong>; ECE {f(cal.get('ece_before'))} before, {f(cal.get('ece_after'))} "
-           f"after; NLL {f(cal.get('nll_before'))} before, {f(cal.get('nll_after'))} after. Probabilities, curves and the "
-           "operating point are the calibrated ones. The operating point was chosen on the validation distribution: "
-           "re-check it with <code>mednas evaluate</code> on the target population.</p>"]
+    out = [
+        f"<p>Calibration (temperature scaling on the {cal.get('n_cases')} validation cases): temperature "
+        f"<strong>{cal['temperature']:.3f}</strong>; ECE {f(cal.get('ece_before'))} before, {f(cal.get('ece_after'))} "
+        f"after; NLL {f(cal.get('nll_before'))} before, {f(cal.get('nll_after'))} after. Probabilities, curves and the "
+        "operating point are the calibrated ones. The operating point was chosen on the validation distribution: "
+        "re-check it with <code>mednas evaluate</code> on the target population.</p>"
+    ]
     out += [f"<div class='note'>Warning: {_e(w)}</div>" for w in cal.get("warnings") or []]
     return "\n".join(out)
 
@@ -1005,15 +1444,7 @@ def _sens_spec_text(metrics: dict[str, Any]) -> str:
     return (", ".join(bits) + ".") if bits else "counts and the share of each true class."
 
 
+#: Keys of resolved.yaml whose values are file-system paths of the data (they can hold patient names): hidden
+#: in the report unless ``privacy.show_file_names``.
 _PATH_KEYS = {"path", "cache_dir"}
-
-
-def _redact_paths(obj: Any, key: str = "") -> Any:
-    """Hide file-system paths of the data (they can hold patient names) unless ``privacy.show_file_names``."""
-    if isinstance(obj, dict):
-        return {k: _redact_paths(v, k) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_redact_paths(v, key) for v in obj]
-    if key in _PATH_KEYS and isinstance(obj, str) and obj:
-        return "(hidden: privacy.show_file_names is false)"
-    return obj
+_HIDDEN_PATH = "(hidden: privacy.show_file_names is false)"

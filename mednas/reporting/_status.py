@@ -60,55 +60,28 @@ def read_status(
         >>> status["counts"]["complete"], status["best"]["trial"]  # doctest: +SKIP
     """
     rd = RunDir(run_dir)
-    if not rd.root.is_dir() or not (rd.resolved.exists() or rd.summary.exists() or (rd.root / "trials").is_dir()):
+    if not rd.root.is_dir() or not (
+        rd.resolved.exists() or rd.summary.exists() or (rd.root / "trials").is_dir()
+    ):
         raise RunDirError(f"{rd.root}: not a run directory (run `mednas search` first)")
     summary = _read(rd, rd.summary)
     resolved = _resolved(rd)
     name = study_name or (summary.get("study") or {}).get("name") or resolved.get("name")
     url = storage or (rd.default_storage() if rd.study_db.exists() else None)
     records = _trial_records(rd)
-    trials: dict[int, dict[str, Any]] = {}
-    source = "records"
-    study = None
-    storage_error = None
-    journal = url is not None and (url.startswith("journal://") or url.endswith((".log", ".journal")))
-    if url and name:
-        try:
-            study = _load_study(url, name)
-        except Exception as exc:  # noqa: BLE001 - status must work from the records when the storage is away
-            storage_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            logger.debug("status: storage %s unavailable: %s", redact_url(url), storage_error)
+    study, storage_error = _open_study(url, name) if url and name else (None, None)
     epochs_total = _proxy_epochs(summary, resolved)
     now = _dt.datetime.now()
-    if study is not None:
-        source = "storage"
-        for ft in study.get_trials(deepcopy=False):
-            trials[ft.number] = _from_storage(ft, records.get(ft.number, {}), epochs_total, now)
-            trials[ft.number]["lost"] = _lost(ft, journal) if trials[ft.number]["state"] == "running" else False
-    for number, rec in records.items():
-        if number not in trials:
-            trials[number] = _from_record(number, rec, epochs_total)
+    trials = _merge_trials(study, records, epochs_total, now, url)
+    source = "storage" if study is not None else "records"
     rows = [trials[n] for n in sorted(trials)]
-    counts = {s: 0 for s in _STATE_ORDER}
-    for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
-    # A subset of complete and pruned: trials flagged as never started learning.
-    counts["not_learning"] = sum(1 for r in rows if r["state"] in ("complete", "pruned") and r.get("learned") is False)
+    counts = _counts(rows)
     target = (summary.get("n_trials") or {}).get("target") or ((resolved.get("search") or {}).get("n_trials"))
     finished = counts["complete"] + counts["pruned"] + counts["infeasible"]
-    # Without the storage a record saying "running" may be a dead worker's: only the run directory's lock tells.
-    live_trials = [r for r in rows if r["state"] == "running" and r.get("lost") is False]
-    running = bool(live_trials) or _held_by_a_search(rd)
-    for r in rows:
-        if r["state"] == "running" and not running:
-            r["lost"] = True  # nothing works on the run: this trial's worker is gone (retried on continuing)
+    n_live, running = _liveness(rd, rows)
     elapsed = _busy_seconds(study, now) if study is not None else sum(r["seconds"] or 0.0 for r in rows)
-    remaining = _remaining(rows, target, finished, len(live_trials)) if running else None
-    stopped = None
-    if not running:
-        stopped = summary.get("stopped") if isinstance(summary.get("stopped"), dict) else None
-        stopped = stopped or {"reason": "unknown", "detail": "no search process is alive and none recorded how it "
-                              "ended (killed, crashed, or a run of an earlier mednas)"}
+    remaining = _remaining(rows, target, finished, n_live) if running else None
+    stopped = None if running else _stopped(summary)
     objective = summary.get("objective") or {}
     return {
         "run_dir": str(rd.root),
@@ -134,6 +107,71 @@ def read_status(
     }
 
 
+def _open_study(url: str, name: str) -> tuple[Any, str | None]:
+    """The study in the storage, or None and why it could not be loaded (status then reads the records alone)."""
+    try:
+        return _load_study(url, name), None
+    except Exception as exc:  # noqa: BLE001 - status must work from the records when the storage is away
+        storage_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        logger.debug("status: storage %s unavailable: %s", redact_url(url), storage_error)
+        return None, storage_error
+
+
+def _merge_trials(
+    study: Any,
+    records: dict[int, dict[str, Any]],
+    epochs_total: int | None,
+    now: _dt.datetime,
+    url: str | None,
+) -> dict[int, dict[str, Any]]:
+    """One row per trial: from the storage (with its record) where the study is reachable, else from the record."""
+    trials: dict[int, dict[str, Any]] = {}
+    journal = url is not None and (url.startswith("journal://") or url.endswith((".log", ".journal")))
+    if study is not None:
+        for ft in study.get_trials(deepcopy=False):
+            trials[ft.number] = _from_storage(ft, records.get(ft.number, {}), epochs_total, now)
+            trials[ft.number]["lost"] = (
+                _lost(ft, journal) if trials[ft.number]["state"] == "running" else False
+            )
+    for number, rec in records.items():
+        if number not in trials:
+            trials[number] = _from_record(number, rec, epochs_total)
+    return trials
+
+
+def _liveness(rd: RunDir, rows: list[dict[str, Any]]) -> tuple[int, bool]:
+    """Running trials whose worker is alive, and whether a search works on the run (else mark running rows lost)."""
+    # Without the storage a record saying "running" may be a dead worker's: only the run directory's lock tells.
+    live_trials = [r for r in rows if r["state"] == "running" and r.get("lost") is False]
+    running = bool(live_trials) or _held_by_a_search(rd)
+    for r in rows:
+        if r["state"] == "running" and not running:
+            r["lost"] = True  # nothing works on the run: this trial's worker is gone (retried on continuing)
+    return len(live_trials), running
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Trials per state, and how many complete or pruned ones never started learning."""
+    counts = {s: 0 for s in _STATE_ORDER}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    # A subset of complete and pruned: trials flagged as never started learning.
+    counts["not_learning"] = sum(
+        1 for r in rows if r["state"] in ("complete", "pruned") and r.get("learned") is False
+    )
+    return counts
+
+
+def _stopped(summary: dict[str, Any]) -> dict[str, Any]:
+    """Why the last session ended, as ``summary.json`` records it, or ``unknown`` for a killed or crashed one."""
+    stopped = summary.get("stopped") if isinstance(summary.get("stopped"), dict) else None
+    return stopped or {
+        "reason": "unknown",
+        "detail": "no search process is alive and none recorded how it "
+        "ended (killed, crashed, or a run of an earlier mednas)",
+    }
+
+
 def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str:
     """Render :func:`read_status` output as the text ``mednas status`` prints.
 
@@ -149,29 +187,45 @@ def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str
         head += "  [SIMULATED data]"
     lines.append(head)
     where = status["storage"] or "no storage found (run-directory records only)"
-    lines.append(f"  study {status['study']} in {where}; objective "
-                 + ", ".join(f"{n} ({d})" for n, d in zip(names, directions)))
+    lines.append(
+        f"  study {status['study']} in {where}; objective "
+        + ", ".join(f"{n} ({d})" for n, d in zip(names, directions))
+    )
     if status.get("storage_error"):
-        lines.append(f"  storage not readable ({status['storage_error']}); showing run-directory records only")
+        lines.append(
+            f"  storage not readable ({status['storage_error']}); showing run-directory records only"
+        )
     c = status["counts"]
     target = status["target"]
     progress = f"{status['finished']}/{target} finished" if target else f"{status['finished']} finished"
-    lines.append(f"  progress: {progress} ({c['complete']} complete, {c['pruned']} pruned, {c['infeasible']} infeasible, "
-                 f"{c['failed']} failed"
-                 + (f"; {c['not_learning']} never started learning" if c.get("not_learning") else "")
-                 + f"), {c['running']} running"
-                 + (f", {c['waiting']} waiting" if c.get("waiting") else "")
-                 + f"; elapsed {_duration(status['elapsed_s'])}"
-                 + (f", ~{_duration(status['remaining_s'])} left" if status.get("running", True) and status.get("remaining_s") else ""))
+    lines.append(
+        f"  progress: {progress} ({c['complete']} complete, {c['pruned']} pruned, {c['infeasible']} infeasible, "
+        f"{c['failed']} failed"
+        + (f"; {c['not_learning']} never started learning" if c.get("not_learning") else "")
+        + f"), {c['running']} running"
+        + (f", {c['waiting']} waiting" if c.get("waiting") else "")
+        + f"; elapsed {_duration(status['elapsed_s'])}"
+        + (
+            f", ~{_duration(status['remaining_s'])} left"
+            if status.get("running", True) and status.get("remaining_s")
+            else ""
+        )
+    )
     lines.append(f"  search: {_search_state(status)}")
     best = status.get("best")
     if best:
         ci = best.get("ci95")
         ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci and None not in ci else ""
-        lines.append(f"  best so far: trial {best['trial']}, {best.get('family') or '?'}"
-                     + (f", {best['params']:,} parameters" if best.get("params") else "")
-                     + f": {names[0]} {best['values'][0]:.4f}{ci_text}"
-                     + (f"; other objectives {', '.join(f'{v:.4g}' for v in best['values'][1:])}" if len(best["values"]) > 1 else ""))
+        lines.append(
+            f"  best so far: trial {best['trial']}, {best.get('family') or '?'}"
+            + (f", {best['params']:,} parameters" if best.get("params") else "")
+            + f": {names[0]} {best['values'][0]:.4f}{ci_text}"
+            + (
+                f"; other objectives {', '.join(f'{v:.4g}' for v in best['values'][1:])}"
+                if len(best["values"]) > 1
+                else ""
+            )
+        )
     else:
         lines.append("  best so far: none (no trial has completed yet)")
     rows = status["trials"]
@@ -180,11 +234,18 @@ def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str
         lines.append("")
         table = [["trial", "state", "family", "params", "objective", "epochs", "seconds", "reason / note"]]
         for r in shown:
-            table.append([
-                str(r["number"]), r["state"], r.get("family") or "", f"{r['params']:,}" if r.get("params") else "",
-                _objective_cell(r), _epochs_cell(r), f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
-                _note(r),
-            ])
+            table.append(
+                [
+                    str(r["number"]),
+                    r["state"],
+                    r.get("family") or "",
+                    f"{r['params']:,}" if r.get("params") else "",
+                    _objective_cell(r),
+                    _epochs_cell(r),
+                    f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
+                    _note(r),
+                ]
+            )
         lines += _table(table)
         if len(shown) < len(rows):
             lines.append(f"  ... {len(rows) - len(shown)} more trial(s); --all or --json lists every one")
@@ -194,15 +255,29 @@ def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str
         lines.append("  retrain (full fidelity):")
         table = [["trial", "state", "epoch", "val objective", "test objective", "seconds", "reason"]]
         for r in retrain:
-            table.append([str(r["trial"]), r["state"], _epochs_cell(r), _num(r.get("val")), _num(r.get("test")),
-                          f"{r['seconds']:.1f}" if r.get("seconds") is not None else "", (r.get("reason") or "")[:60]])
+            table.append(
+                [
+                    str(r["trial"]),
+                    r["state"],
+                    _epochs_cell(r),
+                    _num(r.get("val")),
+                    _num(r.get("test")),
+                    f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
+                    (r.get("reason") or "")[:60],
+                ]
+            )
         lines += _table(table, indent="    ")
         fid = status.get("proxy_fidelity") or {}
         if fid.get("kendall_tau") is not None:
             ceil = fid.get("seed_ceiling_tau")
-            lines.append(f"    proxy fidelity: Kendall tau {fid['kendall_tau']:.2f} over {fid.get('n')} candidates "
-                         + (f"(seed-noise ceiling measured on this run: tau {ceil:.2f})" if ceil is not None else
-                            "(seed-noise ceiling not measured on this run: `mednas retrain RUN_DIR --seeds 2`)"))
+            lines.append(
+                f"    proxy fidelity: Kendall tau {fid['kendall_tau']:.2f} over {fid.get('n')} candidates "
+                + (
+                    f"(seed-noise ceiling measured on this run: tau {ceil:.2f})"
+                    if ceil is not None
+                    else "(seed-noise ceiling not measured on this run: `mednas retrain RUN_DIR --seeds 2`)"
+                )
+            )
     return "\n".join(lines)
 
 
@@ -252,21 +327,27 @@ def _load_study(url: str, name: str) -> Any:
 
     path = None
     if url.startswith("journal://") or url.endswith((".log", ".journal")):  # as mednas.study parses it
-        path = url[len("journal://"):] if url.startswith("journal://") else url
+        path = url[len("journal://") :] if url.startswith("journal://") else url
         path = path[1:] if path.startswith("//") else path
     if path is not None:
         if not Path(path).exists():
             raise FileNotFoundError(path)
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        storage: Any = optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        storage: Any = optuna.storages.JournalStorage(
+            JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
+        )
     else:
-        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-            raise FileNotFoundError(url[len("sqlite:///"):])
+        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+            raise FileNotFoundError(url[len("sqlite:///") :])
         from mednas.study._study import storage_engine_kwargs  # bounded waits on a silent server
 
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=storage_engine_kwargs(url), skip_table_creation=True,
-                                             skip_compatibility_check=True)
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=storage_engine_kwargs(url),
+            skip_table_creation=True,
+            skip_compatibility_check=True,
+        )
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -275,11 +356,18 @@ def _state(ft: Any) -> str:
 
     if ft.state == TrialState.PRUNED and "infeasible" in ft.user_attrs:
         return "infeasible"
-    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
-            TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}.get(ft.state, ft.state.name.lower())
+    return {
+        TrialState.COMPLETE: "complete",
+        TrialState.PRUNED: "pruned",
+        TrialState.FAIL: "failed",
+        TrialState.RUNNING: "running",
+        TrialState.WAITING: "waiting",
+    }.get(ft.state, ft.state.name.lower())
 
 
-def _from_storage(ft: Any, rec: dict[str, Any], epochs_total: int | None, now: _dt.datetime) -> dict[str, Any]:
+def _from_storage(
+    ft: Any, rec: dict[str, Any], epochs_total: int | None, now: _dt.datetime
+) -> dict[str, Any]:
     attrs = ft.user_attrs
     state = _state(ft)
     history = {int(k): float(v) for k, v in (ft.intermediate_values or {}).items()}
@@ -297,7 +385,8 @@ def _from_storage(ft: Any, rec: dict[str, Any], epochs_total: int | None, now: _
     reason = rec.get("reason") or attrs.get("infeasible") or attrs.get("fail_reason")
     if state == "complete" and attrs.get("feasible") is False:
         reason = reason or "violates a constraint: " + ", ".join(
-            c["constraint"] for c in rec.get("constraints") or [] if (c.get("violation") or 0) > 0)
+            c["constraint"] for c in rec.get("constraints") or [] if (c.get("violation") or 0) > 0
+        )
     return {
         "number": ft.number,
         "state": state,
@@ -396,8 +485,11 @@ def _lost(ft: Any, journal: bool) -> bool:
 
 def _busy_seconds(study: Any, now: _dt.datetime) -> float:
     """Wall-clock time during which at least one trial ran (sessions days apart don't count the gap)."""
-    spans = sorted((t.datetime_start, t.datetime_complete or now) for t in study.get_trials(deepcopy=False)
-                   if t.datetime_start is not None)
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete or now)
+        for t in study.get_trials(deepcopy=False)
+        if t.datetime_start is not None
+    )
     total, cur_start, cur_end = 0.0, None, None
     for s, e in spans:
         if cur_end is None or s > cur_end:
@@ -415,41 +507,72 @@ def _remaining(rows: list[dict[str, Any]], target: int | None, finished: int, ru
     """Trials still to go times the mean duration of trials that trained, spread over the running workers."""
     if not target or finished >= target:
         return 0.0 if target else None
-    trained = [r["seconds"] for r in rows if r["state"] in ("complete", "pruned") and r.get("seconds")
-               and not r.get("duplicate_of")]
+    trained = [
+        r["seconds"]
+        for r in rows
+        if r["state"] in ("complete", "pruned") and r.get("seconds") and not r.get("duplicate_of")
+    ]
     if not trained:
         return None
     per_trial = sum(trained) / len(trained)
     return per_trial * (target - finished) / max(1, running)
 
 
-def _best(summary: dict[str, Any], trials: dict[int, dict[str, Any]], directions: list[str]) -> dict[str, Any] | None:
+def _best(
+    summary: dict[str, Any], trials: dict[int, dict[str, Any]], directions: list[str]
+) -> dict[str, Any] | None:
     """Return the best trial so far.
 
     One objective: from the storage's rows, so it is current the moment a trial completes (``summary.json`` is
     rewritten only after the trial's callbacks). Several objectives: from ``summary.json`` (the search's Pareto rules).
     """
     sign = 1.0 if directions[0] == "maximize" else -1.0
-    pool = [r for r in trials.values() if r["state"] == "complete" and r.get("objective") is not None
-            and r.get("feasible") is not False and r.get("duplicate_of") is None]
+    pool = [
+        r
+        for r in trials.values()
+        if r["state"] == "complete"
+        and r.get("objective") is not None
+        and r.get("feasible") is not False
+        and r.get("duplicate_of") is None
+    ]
     # The search's rule (mednas.study.best_trials): candidates that never learned come last, then the objective
     # (the seed mean of candidates re-evaluated with extra seeds).
-    live = min(pool, key=lambda r: (r.get("learned") is False,
-                                    -sign * (r["proxy_mean"] if r.get("proxy_mean") is not None else r["objective"]),
-                                    r["number"]), default=None)
+    live = min(
+        pool,
+        key=lambda r: (
+            r.get("learned") is False,
+            -sign * (r["proxy_mean"] if r.get("proxy_mean") is not None else r["objective"]),
+            r["number"],
+        ),
+        default=None,
+    )
     best = summary.get("best")
     if best and (len(directions) > 1 or live is None):
         row = trials.get(int(best["trial"]), {})
         metrics = best.get("metrics") or {}
-        return {"trial": best["trial"], "values": best.get("values") or [], "family": best.get("family"),
-                "params": best.get("params"), "target": best.get("target"), "spec_hash": best.get("spec_hash"),
-                "ci95": (metrics.get("objective") or {}).get("ci95") or row.get("ci95"), "metrics": metrics}
+        return {
+            "trial": best["trial"],
+            "values": best.get("values") or [],
+            "family": best.get("family"),
+            "params": best.get("params"),
+            "target": best.get("target"),
+            "spec_hash": best.get("spec_hash"),
+            "ci95": (metrics.get("objective") or {}).get("ci95") or row.get("ci95"),
+            "metrics": metrics,
+        }
     if live is None:
         return None
     same = best if best and int(best["trial"]) == live["number"] else {}
-    return {"trial": live["number"], "values": live.get("values") or [live["objective"]], "family": live.get("family"),
-            "params": live.get("params"), "target": same.get("target"), "spec_hash": same.get("spec_hash"),
-            "ci95": live.get("ci95"), "metrics": same.get("metrics") or {}}
+    return {
+        "trial": live["number"],
+        "values": live.get("values") or [live["objective"]],
+        "family": live.get("family"),
+        "params": live.get("params"),
+        "target": same.get("target"),
+        "spec_hash": same.get("spec_hash"),
+        "ci95": live.get("ci95"),
+        "metrics": same.get("metrics") or {},
+    }
 
 
 def _retrain_rows(rd: RunDir) -> list[dict[str, Any]]:
@@ -464,9 +587,18 @@ def _retrain_rows(rd: RunDir) -> list[dict[str, Any]]:
         history = rec.get("history") or []
         val = (rec.get("val") or {}).get("objective")
         test = (((rec.get("test") or {}).get("metrics") or {}).get("objective") or {}).get("value")
-        rows.append({"trial": int(d.name), "state": rec.get("state"), "epoch": rec.get("epochs") or (len(history) or None),
-                     "epochs": rec.get("max_epochs") or rec.get("epochs"), "val": val, "test": test,
-                     "seconds": rec.get("seconds"), "reason": rec.get("reason")})
+        rows.append(
+            {
+                "trial": int(d.name),
+                "state": rec.get("state"),
+                "epoch": rec.get("epochs") or (len(history) or None),
+                "epochs": rec.get("max_epochs") or rec.get("epochs"),
+                "val": val,
+                "test": test,
+                "seconds": rec.get("seconds"),
+                "reason": rec.get("reason"),
+            }
+        )
     return rows
 
 

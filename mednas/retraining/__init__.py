@@ -2,8 +2,9 @@
 
 ``run_retrain`` trains the top-k specs at full resolution, tests them once and writes ``retrain/<n>/`` and the
 ``retrain`` and ``proxy_fidelity`` keys of ``summary.json``; ``calibrate_proxy`` measures which proxy setting
-ranks random candidates like full training on the user's data. The verb users call is the function
-:func:`mednas.retrain` (in :mod:`mednas.api`); this package is the noun that holds its parts.
+ranks random candidates like full training on the user's data. Both train through the one candidate trainer,
+:func:`mednas.train.train_candidate`, at a :class:`mednas.train.Fidelity` (proxy or full). The verb users call is
+the function :func:`mednas.retrain` (in :mod:`mednas.api`); this package is the noun that holds its parts.
 
 Example:
     >>> from mednas.retraining import proxy_fidelity
@@ -15,18 +16,15 @@ from __future__ import annotations
 
 from mednas.retraining._calibrate import CalibrationResult, ProxySetting, calibrate_proxy, parse_grid
 from mednas.retraining._fidelity import LOW_TAU, SEED_NOISE_TAU, proxy_fidelity, rank_agreement, top1_regret
-from mednas.retraining._full import FullFidelity, full_fidelity
 from mednas.retraining._retrain import RetrainResult, run_retrain, select_candidates
 
 __all__ = [
     "LOW_TAU",
     "SEED_NOISE_TAU",
     "CalibrationResult",
-    "FullFidelity",
     "ProxySetting",
     "RetrainResult",
     "calibrate_proxy",
-    "full_fidelity",
     "parse_grid",
     "proxy_fidelity",
     "rank_agreement",
@@ -34,4 +32,3 @@ __all__ = [
     "select_candidates",
     "top1_regret",
 ]
-

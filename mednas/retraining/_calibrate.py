@@ -19,13 +19,13 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mednas.config import TaskConfig
-from mednas.data import DataPlan
+from mednas.data import ArrayData, DataPlan
 from mednas.retraining._fidelity import (
     bootstrap_tau_interval,
     ceiling_note,
@@ -34,8 +34,8 @@ from mednas.retraining._fidelity import (
     seed_ceiling,
     top1_regret,
 )
-from mednas.retraining._full import fit_spec, full_fidelity, space_for
 from mednas.rundir import RunDir
+from mednas.train import Fidelity, FitResult, space_context, space_for, suggest_imbalance, train_candidate
 
 logger = logging.getLogger("mednas.calibrate")
 
@@ -100,13 +100,17 @@ def parse_grid(text: str | Sequence[str]) -> list[tuple[float, int]]:
     return out
 
 
-def _settings(task: TaskConfig, plan: DataPlan, grid: Sequence[tuple[float, int]], min_size: int) -> list[ProxySetting]:
+def _settings(
+    task: TaskConfig, plan: DataPlan, grid: Sequence[tuple[float, int]], min_size: int
+) -> list[ProxySetting]:
     full = plan.full_shape
     out: list[ProxySetting] = []
     for scale, epochs in grid:
         shape = tuple(min(s, max(min_size, int(round(s * scale)))) for s in full)
         out.append(ProxySetting(shape, int(epochs), float(scale)))
-    current = ProxySetting(tuple(plan.proxy_shape), task.proxy.epochs, None if task.proxy.shape else task.proxy.scale, True)
+    current = ProxySetting(
+        tuple(plan.proxy_shape), task.proxy.epochs, None if task.proxy.shape else task.proxy.scale, True
+    )
     keys = {s.key for s in out}
     if current.key in keys:
         out = [ProxySetting(s.shape, s.epochs, s.scale, True) if s.key == current.key else s for s in out]
@@ -133,8 +137,15 @@ class _Candidate:
 
     def to_dict(self, index: int) -> dict[str, Any]:
         s = self.spec
-        return {"index": index, "family": s.family, "target": s.target, "spec_hash": s.hash, "loss": self.loss,
-                "sampling": self.sampling, "kwargs": dict(s.kwargs)}
+        return {
+            "index": index,
+            "family": s.family,
+            "target": s.target,
+            "spec_hash": s.hash,
+            "loss": self.loss,
+            "sampling": self.sampling,
+            "kwargs": dict(s.kwargs),
+        }
 
 
 def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_specs: int) -> list[_Candidate]:
@@ -144,16 +155,16 @@ def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_sp
     loss (``search.losses``) and a batch sampling (``search.sampling``).
     """
     from mednas.errors import ConfigError
-    from mednas.spaces import SpaceContext, check_budget, estimate_cost
-    from mednas.testing import RandomTrial
+    from mednas.spaces import RandomTrial, check_budget, estimate_cost
     from mednas.train import derive_seed
 
-    ctx = SpaceContext(problem=task.problem, spatial_dims=task.spatial_dims, in_channels=task.in_channels,
-                       out_channels=task.n_classes, input_shape=shape, full_shape=plan.full_shape)
+    ctx = space_context(task, shape, plan.full_shape)
     spaces = {name: space_for(task, name) for name in task.search.spaces}
     spaces = {name: sp for name, sp in spaces.items() if sp.supports(ctx) is None}
     if not spaces:
-        raise ConfigError(f"search.spaces: no family can take the smallest calibration shape {list(shape)}; use larger --grid scales")
+        raise ConfigError(
+            f"search.spaces: no family can take the smallest calibration shape {list(shape)}; use larger --grid scales"
+        )
     b = task.search.budget
     losses = list(getattr(task.search, "losses", None) or [])
     samplings = list(getattr(task.search, "sampling", None) or [])
@@ -170,13 +181,12 @@ def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_sp
         except ValueError:
             continue
         if losses or samplings:
-            from mednas.study import suggest_imbalance
-
             candidate = _Candidate(spec, *suggest_imbalance(trial, task))
         else:
             candidate = _Candidate(spec, None, None)
         over = check_budget(cost, max_params=b.max_params, max_activation_mb=b.max_activation_mb) or (
-            b.max_macs is not None and per_image.macs > b.max_macs)
+            b.max_macs is not None and per_image.macs > b.max_macs
+        )
         if candidate.hash in seen or over:
             continue
         seen.add(candidate.hash)
@@ -184,7 +194,9 @@ def _sample_specs(task: TaskConfig, plan: DataPlan, shape: tuple[int, ...], n_sp
         if len(out) == n_specs:
             break
     if len(out) < n_specs:
-        logger.warning("only %d distinct specs within budget could be sampled (asked for %d)", len(out), n_specs)
+        logger.warning(
+            "only %d distinct specs within budget could be sampled (asked for %d)", len(out), n_specs
+        )
     return out
 
 
@@ -230,15 +242,62 @@ def calibrate_proxy(
         >>> result = calibrate_proxy(load_config("tasks/demo-xray-nodule.yaml"), "runs/cal")  # doctest: +SKIP
         >>> result.record["recommendation"]["setting"]  # doctest: +SKIP
     """
-    from mednas.config import config_hash, task_to_dict
     from mednas.data import plan_data, read_or_create_salt
     from mednas.errors import ConfigError
-    from mednas.io._atomic import write_yaml
-    from mednas.rundir import environment_info
-    from mednas.train import derive_seed, select_device
+    from mednas.train import select_device
 
     if full_seeds < 1 or proxy_seeds < 1:
-        raise ConfigError(f"--full-seeds and --proxy-seeds must be at least 1, got {full_seeds} and {proxy_seeds}")
+        raise ConfigError(
+            f"--full-seeds and --proxy-seeds must be at least 1, got {full_seeds} and {proxy_seeds}"
+        )
+    rd = _open_run_dir(task, run_dir)
+    dev = select_device(device or task.device)
+    grid = list(grid) if grid else [(s, e) for s in DEFAULT_SCALES for e in DEFAULT_EPOCHS]
+    bar = _Progress(enabled=show_progress)
+    try:
+        plan = plan_data(task, rd, salt=read_or_create_salt(rd), progress=bar.stage)
+        if not rd.resolved.exists():
+            from mednas.config import task_to_dict
+            from mednas.io._atomic import write_yaml
+
+            write_yaml(rd.resolved, task_to_dict(task))
+        settings, specs, full = _design(task, plan, grid, n_specs, full_epochs)
+        cal = _Calibration(task, rd, plan, specs, settings, full, dev, min_tau, full_seeds, proxy_seeds)
+        wanted = {
+            _run_key(c, st, k)
+            for c in specs
+            for st in [*settings, None]
+            for k in range(full_seeds if st is None else proxy_seeds)
+        }
+        bar.start(len(wanted), len(wanted & set(cal.runs)))
+        logger.info(
+            "calibrate-proxy %s: %d specs x %d proxy settings (%d seed%s) + full fidelity (%s, up to %d epochs, %d "
+            "seed%s), device %s",
+            task.name,
+            len(specs),
+            len(settings),
+            proxy_seeds,
+            "" if proxy_seeds == 1 else "s",
+            "x".join(map(str, full.shape)),
+            full.epochs,
+            full_seeds,
+            "" if full_seeds == 1 else "s",
+            dev,
+        )
+        # Cheap settings first, full fidelity last: the table fills in cost order.
+        for setting in [*settings, None]:
+            cal.train_setting(setting, bar)
+        rec = cal.write()
+    finally:
+        bar.close()
+    logger.info("%s", rec["recommendation"]["message"])
+    return CalibrationResult(rd.root, rec)
+
+
+def _open_run_dir(task: TaskConfig, run_dir: str | os.PathLike[str]) -> RunDir:
+    """The calibration's run directory, created; refused when it holds a run of another configuration."""
+    from mednas.config import config_hash
+
     rd = RunDir(run_dir)
     if rd.resolved.exists():
         from mednas.config import load_task, load_yaml
@@ -247,88 +306,206 @@ def calibrate_proxy(
         if config_hash(load_task(load_yaml(rd.resolved))) != config_hash(task):
             raise RunDirError(f"{rd.root} holds a run of a different configuration; use another --run-dir")
     rd.root.mkdir(parents=True, exist_ok=True)
-    dev = select_device(device or task.device)
-    grid = list(grid) if grid else [(s, e) for s in DEFAULT_SCALES for e in DEFAULT_EPOCHS]
-    path = rd.root / "calibration.json"
-    bar = _Progress(enabled=show_progress)
-    try:
-        plan = plan_data(task, rd, salt=read_or_create_salt(rd), progress=bar.stage)
-        if not rd.resolved.exists():
-            write_yaml(rd.resolved, task_to_dict(task))
-        # Small scales are raised to the largest minimum input size among the task's families, so every family
-        # can be sampled and trained at every setting.
-        families = [space_for(task, n) for n in task.search.spaces]
-        min_size = max([8] + [sp.min_input_size for sp in families if task.problem in sp.problems])
-        settings = _settings(task, plan, grid, min_size)
-        sample_shape = tuple(min(s.shape[a] for s in settings) for a in range(task.spatial_dims))
-        specs = _sample_specs(task, plan, sample_shape, n_specs)
-        full = full_fidelity(task, plan.full_shape, epochs=full_epochs)
-        identity = {"config_hash": config_hash(task), "specs": [s.hash for s in specs], "full": full.to_dict()}
-        runs: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            old = rd.read_json(path)
-            same = old.get("identity") or {}
-            if same == identity:
-                runs = dict(old.get("runs", {}))
-                logger.info("re-using %d trainings recorded in %s", len(runs), path)
-            elif {k: v for k, v in same.items() if k != "full"} == {k: v for k, v in identity.items() if k != "full"}:
-                # Only the full-fidelity settings changed (e.g. --full-epochs): the proxy trainings still hold.
-                runs = {k: v for k, v in old.get("runs", {}).items() if k.split("|")[1] != "full"}
-                logger.info("full-fidelity settings changed: re-using %d proxy trainings recorded in %s, training full "
-                            "fidelity afresh", len(runs), path)
-        wanted = {_run_key(c, st, k) for c in specs for st in [*settings, None]
-                  for k in range(full_seeds if st is None else proxy_seeds)}
-        bar.start(len(wanted), len(wanted & set(runs)))
-        logger.info("calibrate-proxy %s: %d specs x %d proxy settings (%d seed%s) + full fidelity (%s, up to %d epochs, %d "
-                    "seed%s), device %s", task.name, len(specs), len(settings), proxy_seeds, "" if proxy_seeds == 1 else "s",
-                    "x".join(map(str, full.shape)), full.epochs, full_seeds, "" if full_seeds == 1 else "s", dev)
+    return rd
 
-        def record() -> dict[str, Any]:
-            rec = _assemble(task, plan, specs, settings, full, runs, min_tau, identity, full_seeds, proxy_seeds)
-            rec["env"] = environment_info(dev, task.search.seed)
-            rd.write_json(path, rec)
-            return rec
 
-        def seed_of(i: int, k: int) -> int:
-            # The first seed is the one calibration always used, so earlier records stay valid.
-            return derive_seed(task.search.seed, i, _SPEC_TAG) if k == 0 else derive_seed(task.search.seed, i, _SPEC_TAG, k)
+def _design(
+    task: TaskConfig, plan: DataPlan, grid: Sequence[tuple[float, int]], n_specs: int, full_epochs: int | None
+) -> tuple[list[ProxySetting], list[_Candidate], Fidelity]:
+    """The proxy settings, the sampled candidates and full fidelity of one calibration."""
+    # Small scales are raised to the largest minimum input size among the task's families, so every family
+    # can be sampled and trained at every setting.
+    families = [space_for(task, n) for n in task.search.spaces]
+    min_size = max([8] + [sp.min_input_size for sp in families if task.problem in sp.problems])
+    settings = _settings(task, plan, grid, min_size)
+    sample_shape = tuple(min(s.shape[a] for s in settings) for a in range(task.spatial_dims))
+    specs = _sample_specs(task, plan, sample_shape, n_specs)
+    return settings, specs, Fidelity.full(task, plan.full_shape, epochs=full_epochs)
 
-        # Cheap settings first, full fidelity last: the table fills in cost order.
-        for setting in [*settings, None]:
-            shape = setting.shape if setting else full.shape
-            epochs = setting.epochs if setting else full.epochs
-            n_seeds = full_seeds if setting is None else proxy_seeds
-            pending = [(i, k) for k in range(n_seeds) for i, s in enumerate(specs) if _run_key(s, setting, k) not in runs]
-            if not pending:
-                continue
-            subset = task.proxy.subset if setting else 1.0
-            label = setting.label if setting else "full fidelity"
-            train = plan.arrays("train", shape, subset=subset, seed=task.search.seed,
-                                progress=lambda d, t, lb=label: bar.stage(f"{lb}: train", d, t))
-            val = plan.arrays("val", shape, progress=lambda d, t, lb=label: bar.stage(f"{lb}: val", d, t))
-            for i, k in pending:
-                cand = specs[i]
-                bar.run(label + (f", seed {k + 1}/{n_seeds}" if n_seeds > 1 else ""), i, len(specs))
-                try:
-                    fr, _, _, _ = fit_spec(task, cand.spec, train, val, shape=shape, epochs=epochs, seed=seed_of(i, k), device=dev,
-                                           full=full if setting is None else None, loss=cand.loss, sampling=cand.sampling,
-                                           on_epoch=lambda r, e=epochs: bar.epoch(r.epoch, e))
-                    value = float(fr.best_value) if math.isfinite(fr.best_value) else None
-                    runs[_run_key(cand, setting, k)] = {"value": value, "learned": fr.learned, "epochs": len(fr.history),
-                                                        "seconds": float(sum(h.seconds for h in fr.history)),
-                                                        "not_learning": getattr(fr, "not_learning_reason", None)}
-                except Exception as exc:  # noqa: BLE001 - a spec that breaks at one setting is recorded, not fatal
-                    logger.warning("spec %d (%s) at %s failed: %s", i, cand.spec.class_name, label, exc)
-                    runs[_run_key(cand, setting, k)] = {"value": None, "learned": False, "epochs": 0, "seconds": 0.0,
-                                                     "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
-                bar.advance()
-                record()
-        rec = record()
-    finally:
-        bar.close()
-    rec_msg = rec["recommendation"]["message"]
-    logger.info("%s", rec_msg)
-    return CalibrationResult(rd.root, rec)
+
+class _Calibration:
+    """The trainings of one calibration, recorded in ``calibration.json`` after each (so a re-run resumes)."""
+
+    def __init__(
+        self,
+        task: TaskConfig,
+        rd: RunDir,
+        plan: DataPlan,
+        specs: list[_Candidate],
+        settings: list[ProxySetting],
+        full: Fidelity,
+        device: str,
+        min_tau: float,
+        full_seeds: int,
+        proxy_seeds: int,
+    ) -> None:
+        from mednas.config import config_hash
+
+        self.task, self.rd, self.plan, self.specs, self.settings, self.full = (
+            task,
+            rd,
+            plan,
+            specs,
+            settings,
+            full,
+        )
+        self.device, self.min_tau, self.full_seeds, self.proxy_seeds = (
+            device,
+            min_tau,
+            full_seeds,
+            proxy_seeds,
+        )
+        self.path = rd.root / "calibration.json"
+        self.identity = {
+            "config_hash": config_hash(task),
+            "specs": [s.hash for s in specs],
+            "full": full.to_dict(),
+        }
+        self.runs = self._previous_runs()
+
+    def _previous_runs(self) -> dict[str, dict[str, Any]]:
+        """The trainings a previous calibration with the same identity recorded (proxy ones only if full changed)."""
+        if not self.path.exists():
+            return {}
+        old = self.rd.read_json(self.path)
+        same = old.get("identity") or {}
+        identity = self.identity
+        if same == identity:
+            runs = dict(old.get("runs", {}))
+            logger.info("re-using %d trainings recorded in %s", len(runs), self.path)
+            return runs
+        if {k: v for k, v in same.items() if k != "full"} == {
+            k: v for k, v in identity.items() if k != "full"
+        }:
+            # Only the full-fidelity settings changed (e.g. --full-epochs): the proxy trainings still hold.
+            runs = {k: v for k, v in old.get("runs", {}).items() if k.split("|")[1] != "full"}
+            logger.info(
+                "full-fidelity settings changed: re-using %d proxy trainings recorded in %s, training full "
+                "fidelity afresh",
+                len(runs),
+                self.path,
+            )
+            return runs
+        return {}
+
+    def seed_of(self, i: int, k: int) -> int:
+        """The seed of spec ``i``'s training number ``k`` (at every setting the same)."""
+        from mednas.train import derive_seed
+
+        # The first seed is the one calibration always used, so earlier records stay valid.
+        seed = self.task.search.seed
+        return derive_seed(seed, i, _SPEC_TAG) if k == 0 else derive_seed(seed, i, _SPEC_TAG, k)
+
+    def fidelity(self, setting: ProxySetting | None) -> Fidelity:
+        """The proxy fidelity of ``setting`` (the search's proxy at that shape and epochs), or full fidelity."""
+        if setting is None:
+            return self.full
+        return Fidelity.proxy(self.task, setting.shape, epochs=setting.epochs)
+
+    def train_setting(self, setting: ProxySetting | None, bar: _Progress) -> None:
+        """Train every spec (and seed) not yet recorded at ``setting`` (None: full fidelity)."""
+        n_seeds = self.full_seeds if setting is None else self.proxy_seeds
+        pending = [
+            (i, k)
+            for k in range(n_seeds)
+            for i, s in enumerate(self.specs)
+            if _run_key(s, setting, k) not in self.runs
+        ]
+        if not pending:
+            return
+        label = setting.label if setting else "full fidelity"
+        train, val = self.data(setting, progress=lambda split, d, t: bar.stage(f"{label}: {split}", d, t))
+        for i, k in pending:
+            cand = self.specs[i]
+            bar.run(label + (f", seed {k + 1}/{n_seeds}" if n_seeds > 1 else ""), i, len(self.specs))
+            self.runs[_run_key(cand, setting, k)] = self._train_one(
+                cand, i, k, setting, train, val, label, bar
+            )
+            bar.advance()
+            self.write()
+
+    def data(
+        self, setting: ProxySetting | None, progress: Callable[[str, int, int], None] | None = None
+    ) -> tuple[ArrayData, ArrayData]:
+        """Training and validation arrays at ``setting`` (None: full fidelity), as the search loads its proxy's."""
+        return self.fidelity(setting).load(self.plan, seed=self.task.search.seed, progress=progress)
+
+    def train(
+        self,
+        cand: _Candidate,
+        setting: ProxySetting | None,
+        seed: int,
+        train: ArrayData,
+        val: ArrayData,
+        on_epoch: Callable[[Any], None] | None = None,
+    ) -> FitResult:
+        """Train ``cand`` at ``setting`` with ``seed``: at the task's proxy, exactly the search's trial training."""
+        return train_candidate(
+            self.task,
+            cand.spec,
+            train,
+            val,
+            self.fidelity(setting),
+            seed=seed,
+            device=self.device,
+            loss=cand.loss,
+            sampling=cand.sampling,
+            on_epoch=on_epoch,
+        ).result
+
+    def _train_one(
+        self,
+        cand: _Candidate,
+        i: int,
+        k: int,
+        setting: ProxySetting | None,
+        train: ArrayData,
+        val: ArrayData,
+        label: str,
+        bar: _Progress,
+    ) -> dict[str, Any]:
+        epochs = self.fidelity(setting).epochs
+        try:
+            fr = self.train(
+                cand, setting, self.seed_of(i, k), train, val, on_epoch=lambda r: bar.epoch(r.epoch, epochs)
+            )
+        except Exception as exc:  # noqa: BLE001 - a spec that breaks at one setting is recorded, not fatal
+            logger.warning("spec %d (%s) at %s failed: %s", i, cand.spec.class_name, label, exc)
+            return {
+                "value": None,
+                "learned": False,
+                "epochs": 0,
+                "seconds": 0.0,
+                "error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
+            }
+        value = float(fr.best_value) if math.isfinite(fr.best_value) else None
+        return {
+            "value": value,
+            "learned": fr.learned,
+            "epochs": len(fr.history),
+            "seconds": float(sum(h.seconds for h in fr.history)),
+            "not_learning": getattr(fr, "not_learning_reason", None),
+        }
+
+    def write(self) -> dict[str, Any]:
+        """Assemble the record from the trainings so far and write ``calibration.json``."""
+        from mednas.rundir import environment_info
+
+        rec = _assemble(
+            self.task,
+            self.plan,
+            self.specs,
+            self.settings,
+            self.full,
+            self.runs,
+            self.min_tau,
+            self.identity,
+            self.full_seeds,
+            self.proxy_seeds,
+        )
+        rec["env"] = environment_info(self.device, self.task.search.seed)
+        self.rd.write_json(self.path, rec)
+        return rec
 
 
 def _run_key(spec: Any, setting: ProxySetting | None, k: int = 0) -> str:
@@ -345,97 +522,162 @@ def _seed_mean(rs: list[dict[str, Any] | None]) -> tuple[float | None, bool | No
     return mean, learned, sum(float(r.get("seconds") or 0.0) for r in done)
 
 
-def _assemble(task: TaskConfig, plan: DataPlan, specs: list[Any], settings: list[ProxySetting], full: Any,
-              runs: dict[str, dict[str, Any]], min_tau: float, identity: dict[str, Any], full_seeds: int = 1,
-              proxy_seeds: int = 1) -> dict[str, Any]:
+def _assemble(
+    task: TaskConfig,
+    plan: DataPlan,
+    specs: list[Any],
+    settings: list[ProxySetting],
+    full: Any,
+    runs: dict[str, dict[str, Any]],
+    min_tau: float,
+    identity: dict[str, Any],
+    full_seeds: int = 1,
+    proxy_seeds: int = 1,
+) -> dict[str, Any]:
     """Build the ``calibration.json`` record from the trainings done so far."""
     n = len(specs)
-    seed = task.search.seed
-    full_by_seed = [[runs.get(_run_key(s, None, k)) for s in specs] for k in range(full_seeds)]
-    full_stats = [_seed_mean([full_by_seed[k][i] for k in range(full_seeds)]) for i in range(n)]
-    full_values = [m for m, _, _ in full_stats]
-    full_learned = [bool(lr) for _, lr, _ in full_stats]
-    full_ok = [i for i in range(n) if full_values[i] is not None and full_learned[i]]
-    full_seconds = sum(sec for _, _, sec in full_stats)
-    full_trainings = sum(1 for row in full_by_seed for r in row if r)
-    full_complete = all(r for row in full_by_seed for r in row)
-    # The seed-noise ceiling, over the specs that learned at full fidelity.
-    rows_by_seed = [[(full_by_seed[k][i] or {}).get("value") for i in full_ok] for k in range(full_seeds)]
-    ceiling = seed_ceiling(rows_by_seed, seed=seed) if full_seeds >= 2 else None
-    sds = []
-    for i in full_ok:
-        vals = [float(full_by_seed[k][i]["value"]) for k in range(full_seeds)  # type: ignore[index]
-                if full_by_seed[k][i] and full_by_seed[k][i].get("value") is not None]  # type: ignore[union-attr]
-        sd = mean_std(vals)[1]
-        if sd is not None:
-            sds.append(sd)
-    seed_sd = sum(sds) / len(sds) if sds else None
-    rows = []
-    for setting in settings:
-        per_seed = [[runs.get(_run_key(s, setting, k)) for s in specs] for k in range(proxy_seeds)]
-        stats_ = [_seed_mean([per_seed[k][i] for k in range(proxy_seeds)]) for i in range(n)]
-        seconds = sum(sec for _, _, sec in stats_)
-        trainings = sum(1 for row in per_seed for r in row if r)
-        # Specs that never learned at full fidelity have no meaningful rank and are left out; specs that never
-        # learned at the proxy stay in, ranked last, as the search ranks them.
-        idx = [i for i in full_ok if stats_[i][0] is not None]
-        proxy_scores = _ranks([(bool(stats_[i][1]), stats_[i][0]) for i in idx])  # type: ignore[misc]
-        full_idx = [full_values[i] for i in idx]
-        tau, p, rho, reason = rank_agreement(proxy_scores, full_idx)  # type: ignore[arg-type]
-        interval = bootstrap_tau_interval(proxy_scores, full_idx, seed=seed) if tau is not None else None  # type: ignore[arg-type]
-        # With the specs that never learned at full fidelity kept in: how much of tau comes from telling them apart.
-        all_idx = [i for i in range(n) if stats_[i][0] is not None and full_values[i] is not None]
-        tau_all = rank_agreement(_ranks([(bool(stats_[i][1]), stats_[i][0]) for i in all_idx]),  # type: ignore[misc]
-                                 [full_values[i] for i in all_idx])[0]  # type: ignore[misc]
-        regret = top3 = None
-        if len(idx) >= 2:
-            order = sorted(range(len(idx)), key=lambda j: (-proxy_scores[j], idx[j]))
-            regret = top1_regret(full_idx, order[0])  # type: ignore[arg-type]
-            best = max(range(len(idx)), key=lambda j: full_idx[j])  # type: ignore[arg-type,return-value]
-            top3 = best in order[:3]
-        self_tau = None
-        if proxy_seeds >= 2:
-            self_tau = seed_ceiling([[(per_seed[k][i] or {}).get("value") for i in range(n)] for k in range(proxy_seeds)],
-                                    seed=seed)["kendall_tau"]
-        rows.append({
-            "setting": setting.label, "scale": setting.scale, "shape": list(setting.shape), "epochs": setting.epochs,
-            "current": setting.current, "kendall_tau": tau, "kendall_tau_interval": interval, "kendall_p": p,
-            "kendall_tau_all": tau_all, "spearman": rho, "top1_regret": regret,
-            "regret_in_seed_sd": (regret / seed_sd) if regret is not None and seed_sd else None,
-            "top3_contains_best": top3, "proxy_self_tau": self_tau,
-            "n": len(idx), "reason": reason,
-            "n_not_learning": sum(1 for m, lr, _ in stats_ if m is not None and lr is False),
-            "n_done": sum(1 for row in per_seed for r in row if r),
-            "seconds": seconds,
-            "cost_fraction": ((seconds / trainings) / (full_seconds / full_trainings))
-            if trainings and full_seconds > 0 and full_complete else None,
-            "values": [m for m, _, _ in stats_],
-        })
-    recommendation = _recommend(rows, min_tau, complete=full_complete,
-                                ceiling=ceiling["kendall_tau"] if ceiling else None)
+    fs = _FullStats(task.search.seed, specs, runs, full_seeds)
+    rows = [_setting_row(setting, specs, runs, fs, proxy_seeds, task.search.seed) for setting in settings]
+    ceiling = fs.ceiling
+    recommendation = _recommend(
+        rows, min_tau, complete=fs.complete, ceiling=ceiling["kendall_tau"] if ceiling else None
+    )
+    not_learning = [i for i in range(n) if fs.values[i] is not None and not fs.learned[i]]
     return {
         "task": task.name,
         "identity": identity,
         "min_tau": min_tau,
         "full_seeds": full_seeds,
         "proxy_seeds": proxy_seeds,
-        "full": {**full.to_dict(), "seconds": full_seconds, "trainings": full_trainings, "values": full_values,
-                 "seed_values": [[(r or {}).get("value") for r in row] for row in full_by_seed],
-                 "seed_sd": seed_sd,
-                 "n_not_learning": sum(1 for i in range(n) if full_values[i] is not None and not full_learned[i]),
-                 "not_learning": [i for i in range(n) if full_values[i] is not None and not full_learned[i]]},
-        "seed_ceiling": ceiling or {"kendall_tau": None, "interval": None, "pairs": [],
-                                    "reason": "one full-fidelity seed per spec: use --full-seeds 2 to measure it"},
+        "full": {
+            **full.to_dict(),
+            "seconds": fs.seconds,
+            "trainings": fs.trainings,
+            "values": fs.values,
+            "seed_values": [[(r or {}).get("value") for r in row] for row in fs.by_seed],
+            "seed_sd": fs.seed_sd,
+            "n_not_learning": len(not_learning),
+            "not_learning": not_learning,
+        },
+        "seed_ceiling": ceiling
+        or {
+            "kendall_tau": None,
+            "interval": None,
+            "pairs": [],
+            "reason": "one full-fidelity seed per spec: use --full-seeds 2 to measure it",
+        },
         "specs": [s.to_dict(i) for i, s in enumerate(specs)],
         "settings": rows,
         "recommendation": recommendation,
-        "ceiling": {"kendall_tau": (ceiling or {}).get("kendall_tau"),
-                    "note": ceiling_note((ceiling or {}).get("kendall_tau")).replace("`mednas retrain RUN_DIR --seeds 2`",
-                                                                                     "--full-seeds 2")
-                            + "; tau over n specs moves in steps of 4/(n(n-1))"},
-        "data": {"train": len(plan.splits.get("train", [])), "val": len(plan.splits.get("val", [])), "test_read": False},
+        "ceiling": {
+            "kendall_tau": (ceiling or {}).get("kendall_tau"),
+            "note": ceiling_note((ceiling or {}).get("kendall_tau")).replace(
+                "`mednas retrain RUN_DIR --seeds 2`", "--full-seeds 2"
+            )
+            + "; tau over n specs moves in steps of 4/(n(n-1))",
+        },
+        "data": {
+            "train": len(plan.splits.get("train", [])),
+            "val": len(plan.splits.get("val", [])),
+            "test_read": False,
+        },
         "runs": runs,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+class _FullStats:
+    """The full-fidelity side of a calibration: each spec's seed mean, learned flag, cost and the seed ceiling."""
+
+    def __init__(self, seed: int, specs: list[Any], runs: dict[str, dict[str, Any]], full_seeds: int) -> None:
+        n = len(specs)
+        self.by_seed = [[runs.get(_run_key(s, None, k)) for s in specs] for k in range(full_seeds)]
+        stats = [_seed_mean([self.by_seed[k][i] for k in range(full_seeds)]) for i in range(n)]
+        self.values = [m for m, _, _ in stats]
+        self.learned = [bool(lr) for _, lr, _ in stats]
+        #: The specs that learned at full fidelity: the only ones with a meaningful rank.
+        self.ok = [i for i in range(n) if self.values[i] is not None and self.learned[i]]
+        self.seconds = sum(sec for _, _, sec in stats)
+        self.trainings = sum(1 for row in self.by_seed for r in row if r)
+        self.complete = all(r for row in self.by_seed for r in row)
+        # The seed-noise ceiling, over the specs that learned at full fidelity.
+        rows_by_seed = [[(self.by_seed[k][i] or {}).get("value") for i in self.ok] for k in range(full_seeds)]
+        self.ceiling = seed_ceiling(rows_by_seed, seed=seed) if full_seeds >= 2 else None
+        sds = []
+        for i in self.ok:
+            vals = [
+                float(r["value"])
+                for r in (self.by_seed[k][i] for k in range(full_seeds))
+                if r and r.get("value") is not None
+            ]
+            sd = mean_std(vals)[1]
+            if sd is not None:
+                sds.append(sd)
+        self.seed_sd = sum(sds) / len(sds) if sds else None
+
+
+def _setting_row(
+    setting: ProxySetting,
+    specs: list[Any],
+    runs: dict[str, dict[str, Any]],
+    fs: _FullStats,
+    proxy_seeds: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One row of the calibration table: how the proxy ``setting`` ranks the specs against full fidelity."""
+    n = len(specs)
+    per_seed = [[runs.get(_run_key(s, setting, k)) for s in specs] for k in range(proxy_seeds)]
+    stats_ = [_seed_mean([per_seed[k][i] for k in range(proxy_seeds)]) for i in range(n)]
+    seconds = sum(sec for _, _, sec in stats_)
+    trainings = sum(1 for row in per_seed for r in row if r)
+    # Specs that never learned at full fidelity have no meaningful rank and are left out; specs that never
+    # learned at the proxy stay in, ranked last, as the search ranks them.
+    idx = [i for i in fs.ok if stats_[i][0] is not None]
+    proxy_scores = _ranks([(bool(stats_[i][1]), stats_[i][0]) for i in idx])  # type: ignore[misc]
+    full_idx = [fs.values[i] for i in idx]
+    tau, p, rho, reason = rank_agreement(proxy_scores, full_idx)  # type: ignore[arg-type]
+    interval = bootstrap_tau_interval(proxy_scores, full_idx, seed=seed) if tau is not None else None  # type: ignore[arg-type]
+    # With the specs that never learned at full fidelity kept in: how much of tau comes from telling them apart.
+    all_idx = [i for i in range(n) if stats_[i][0] is not None and fs.values[i] is not None]
+    tau_all = rank_agreement(
+        _ranks([(bool(stats_[i][1]), stats_[i][0]) for i in all_idx]),  # type: ignore[misc]
+        [fs.values[i] for i in all_idx],
+    )[0]  # type: ignore[misc]
+    regret = top3 = None
+    if len(idx) >= 2:
+        order = sorted(range(len(idx)), key=lambda j: (-proxy_scores[j], idx[j]))
+        regret = top1_regret(full_idx, order[0])  # type: ignore[arg-type]
+        best = max(range(len(idx)), key=lambda j: full_idx[j])  # type: ignore[arg-type,return-value]
+        top3 = best in order[:3]
+    self_tau = None
+    if proxy_seeds >= 2:
+        self_tau = seed_ceiling(
+            [[(per_seed[k][i] or {}).get("value") for i in range(n)] for k in range(proxy_seeds)], seed=seed
+        )["kendall_tau"]
+    return {
+        "setting": setting.label,
+        "scale": setting.scale,
+        "shape": list(setting.shape),
+        "epochs": setting.epochs,
+        "current": setting.current,
+        "kendall_tau": tau,
+        "kendall_tau_interval": interval,
+        "kendall_p": p,
+        "kendall_tau_all": tau_all,
+        "spearman": rho,
+        "top1_regret": regret,
+        "regret_in_seed_sd": (regret / fs.seed_sd) if regret is not None and fs.seed_sd else None,
+        "top3_contains_best": top3,
+        "proxy_self_tau": self_tau,
+        "n": len(idx),
+        "reason": reason,
+        "n_not_learning": sum(1 for m, lr, _ in stats_ if m is not None and lr is False),
+        "n_done": sum(1 for row in per_seed for r in row if r),
+        "seconds": seconds,
+        "cost_fraction": ((seconds / trainings) / (fs.seconds / fs.trainings))
+        if trainings and fs.seconds > 0 and fs.complete
+        else None,
+        "values": [m for m, _, _ in stats_],
     }
 
 
@@ -445,32 +687,52 @@ def _ranks(keys: list[tuple[bool, float]]) -> list[float]:
     return [float(order.index(k)) for k in keys]
 
 
-def _recommend(rows: list[dict[str, Any]], min_tau: float, *, complete: bool, ceiling: float | None = None) -> dict[str, Any]:
+def _recommend(
+    rows: list[dict[str, Any]], min_tau: float, *, complete: bool, ceiling: float | None = None
+) -> dict[str, Any]:
     if not complete:
-        return {"setting": None, "message": "calibration incomplete: full-fidelity trainings are still missing"}
+        return {
+            "setting": None,
+            "message": "calibration incomplete: full-fidelity trainings are still missing",
+        }
     good = [r for r in rows if r["kendall_tau"] is not None and r["kendall_tau"] >= min_tau]
     if good:
         best = min(good, key=lambda r: (r["seconds"], -r["kendall_tau"]))
-        cheap = f"{best['cost_fraction']:.0%} of the full-fidelity cost" if best["cost_fraction"] is not None else ""
+        cheap = (
+            f"{best['cost_fraction']:.0%} of the full-fidelity cost"
+            if best["cost_fraction"] is not None
+            else ""
+        )
         return {
-            "setting": best["setting"], "shape": best["shape"], "epochs": best["epochs"], "scale": best["scale"],
+            "setting": best["setting"],
+            "shape": best["shape"],
+            "epochs": best["epochs"],
+            "scale": best["scale"],
             "kendall_tau": best["kendall_tau"],
             "message": f"recommended proxy: {best['setting']} (Kendall tau {best['kendall_tau']:.2f} >= {min_tau:g}, "
-                       f"{cheap}); set proxy.shape={best['shape']} proxy.epochs={best['epochs']}",
+            f"{cheap}); set proxy.shape={best['shape']} proxy.epochs={best['epochs']}",
         }
     scored = [r for r in rows if r["kendall_tau"] is not None]
     if not scored:
         why = next((r["reason"] for r in rows if r["reason"]), "too few specs learned at full fidelity")
-        return {"setting": None, "message": f"no setting could be scored: {why}; use more --specs, more full-fidelity "
-                                            "epochs or a harder objective"}
+        return {
+            "setting": None,
+            "message": f"no setting could be scored: {why}; use more --specs, more full-fidelity "
+            "epochs or a harder objective",
+        }
     top = max(scored, key=lambda r: r["kendall_tau"])
     return {
-        "setting": None, "best_tau_setting": top["setting"], "kendall_tau": top["kendall_tau"],
+        "setting": None,
+        "best_tau_setting": top["setting"],
+        "kendall_tau": top["kendall_tau"],
         "message": f"no setting reached Kendall tau {min_tau:g}; the closest is {top['setting']} (tau "
-                   f"{top['kendall_tau']:.2f}). Try more epochs or larger scales in --grid, or more --specs "
-                   + (f"(full training agrees with itself across seeds at tau {ceiling:.2f} here, the most any proxy "
-                      "can reach)" if ceiling is not None else
-                      "(the seed-noise ceiling was not measured: --full-seeds 2 measures it)"),
+        f"{top['kendall_tau']:.2f}). Try more epochs or larger scales in --grid, or more --specs "
+        + (
+            f"(full training agrees with itself across seeds at tau {ceiling:.2f} here, the most any proxy "
+            "can reach)"
+            if ceiling is not None
+            else "(the seed-noise ceiling was not measured: --full-seeds 2 measures it)"
+        ),
     }
 
 
@@ -487,8 +749,16 @@ class _Progress:
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=min(done, total), desc="calibrate", unit="training", file=sys.stderr,
-                            dynamic_ncols=True, leave=True, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+            self.bar = tqdm(
+                total=total,
+                initial=min(done, total),
+                desc="calibrate",
+                unit="training",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                mininterval=0.5 if sys.stderr.isatty() else 5.0,
+            )
 
     def _refresh(self) -> None:
         now = time.monotonic()

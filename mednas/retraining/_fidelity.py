@@ -49,15 +49,19 @@ def ceiling_note(ceiling: float | None) -> str:
     """Return the one-line reading of the seed-noise ceiling: the run's own figure, or that it was not measured."""
     if ceiling is None:
         return CEILING_NOT_MEASURED
-    return (f"seed-noise ceiling measured on this run: full training agrees with itself across seeds at Kendall tau "
-            f"{ceiling:.2f}, so a proxy tau near it is as good as a ranking of these candidates can be")
+    return (
+        f"seed-noise ceiling measured on this run: full training agrees with itself across seeds at Kendall tau "
+        f"{ceiling:.2f}, so a proxy tau near it is as good as a ranking of these candidates can be"
+    )
 
 
 def _finite(v: Any) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))
 
 
-def rank_agreement(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None, float | None, str | None]:
+def rank_agreement(
+    a: Sequence[float], b: Sequence[float]
+) -> tuple[float | None, float | None, float | None, str | None]:
     """Return Kendall tau (tau-b, ties allowed), its p-value, Spearman rho and a reason when undefined.
 
     Args:
@@ -78,7 +82,12 @@ def rank_agreement(a: Sequence[float], b: Sequence[float]) -> tuple[float | None
     if n != len(b):
         raise ValueError(f"{n} scores against {len(b)}")
     if n < MIN_CANDIDATES:
-        return None, None, None, f"a rank correlation needs at least {MIN_CANDIDATES} candidates that learned, got {n}"
+        return (
+            None,
+            None,
+            None,
+            f"a rank correlation needs at least {MIN_CANDIDATES} candidates that learned, got {n}",
+        )
     if len(set(a)) == 1 or len(set(b)) == 1:
         side = "proxy" if len(set(a)) == 1 else "full-fidelity"
         return None, None, None, f"all {side} scores are tied, so there is no ranking to compare"
@@ -138,7 +147,9 @@ def bootstrap_tau_interval(
     return [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))]
 
 
-def seed_ceiling(by_seed: Sequence[Sequence[float | None]], *, maximize: bool = True, seed: int = 0) -> dict[str, Any]:
+def seed_ceiling(
+    by_seed: Sequence[Sequence[float | None]], *, maximize: bool = True, seed: int = 0
+) -> dict[str, Any]:
     """Agreement between full-fidelity trainings of the same candidates with different seeds.
 
     No proxy can rank candidates more consistently than full training agrees with itself, so this is the
@@ -167,7 +178,9 @@ def seed_ceiling(by_seed: Sequence[Sequence[float | None]], *, maximize: bool = 
             a = [float(by_seed[i][c]) for c in keep]  # type: ignore[arg-type]
             b = [float(by_seed[j][c]) for c in keep]  # type: ignore[arg-type]
             tau, _, _, reason = rank_agreement(a, b)
-            if reason and "tied" in reason:  # rank_agreement names its sides proxy/full; here both are full seeds
+            if (
+                reason and "tied" in reason
+            ):  # rank_agreement names its sides proxy/full; here both are full seeds
                 reason = "one seed's full-fidelity scores are all tied, so there is no ranking to compare"
             pairs.append({"seeds": [i, j], "kendall_tau": tau, "n": len(keep), "reason": reason})
             if interval is None and tau is not None:
@@ -178,8 +191,12 @@ def seed_ceiling(by_seed: Sequence[Sequence[float | None]], *, maximize: bool = 
         reason = "one full-fidelity seed per candidate: retrain with --seeds 2 or more to measure the seed-noise ceiling"
     elif not scored:
         reason = next((p["reason"] for p in pairs if p["reason"]), "no seed pair could be compared")
-    return {"kendall_tau": (sum(scored) / len(scored)) if scored else None, "pairs": pairs, "interval": interval,
-            "reason": reason}
+    return {
+        "kendall_tau": (sum(scored) / len(scored)) if scored else None,
+        "pairs": pairs,
+        "interval": interval,
+        "reason": reason,
+    }
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
@@ -230,18 +247,7 @@ def proxy_fidelity(
         how coarse tau is) and ``warning`` (None, or the low-fidelity warning with advice).
     """
     n_c = len(trials)
-    if full_seeds is not None:
-        if len(full_seeds) != n_c:
-            raise ValueError("full_seeds must have one row per candidate")
-        stats_ = [mean_std(row) for row in full_seeds]
-        full = [m for m, _, _ in stats_]
-        sds = [sd for _, sd, _ in stats_]
-        n_seeds = max((len(row) for row in full_seeds), default=1)
-    else:
-        if full is None:
-            raise ValueError("give full or full_seeds")
-        sds = [None] * n_c
-        n_seeds = 1
+    full, sds, n_seeds = _full_scores(n_c, full, full_seeds)
     if not (n_c == len(proxy) == len(full) == len(learned)):
         raise ValueError("trials, proxy, full and learned must have the same length")
     done = [i for i in range(n_c) if _finite(full[i])]
@@ -252,12 +258,7 @@ def proxy_fidelity(
     b = [sign * float(full[i]) for i in ranked]  # type: ignore[arg-type]
     tau, p, rho, reason = rank_agreement(a, b)
     interval = bootstrap_tau_interval(a, b, seed=seed) if tau is not None else None
-    ceiling: dict[str, Any] = {"kendall_tau": None, "pairs": [], "interval": None,
-                               "reason": "one full-fidelity seed per candidate: retrain with --seeds 2 or more to "
-                                         "measure the seed-noise ceiling"}
-    if full_seeds is not None and n_seeds >= 2:
-        rows = [[(full_seeds[i][k] if k < len(full_seeds[i]) else None) for i in ranked] for k in range(n_seeds)]
-        ceiling = seed_ceiling(rows, maximize=maximize, seed=seed)
+    ceiling = _ceiling_of(full_seeds, ranked, n_seeds, maximize=maximize, seed=seed)
     spread = [sds[i] for i in ranked if sds[i] is not None]
     record: dict[str, Any] = {
         "kendall_tau": tau,
@@ -265,27 +266,20 @@ def proxy_fidelity(
         "kendall_p": p,
         "spearman": rho,
         "seeds": n_seeds,
-        "seed_ceiling_tau": ceiling["kendall_tau"],
-        "seed_ceiling_interval": ceiling["interval"],
-        "seed_ceiling_pairs": ceiling["pairs"],
-        "seed_ceiling_reason": ceiling["reason"],
-        "tau_over_ceiling": (tau / ceiling["kendall_tau"]) if tau is not None and ceiling["kendall_tau"] else None,
+        **_ceiling_fields(ceiling, tau),
         "top1_regret": None,
         "seed_sd": (sum(spread) / len(spread)) if spread else None,
         "regret_in_seed_sd": None,
         "regret_within_seed_noise": None,
         "top3_contains_best": None,
-        "full_mean": {str(int(trials[i])): full[i] for i in done},
-        "full_sd": {str(int(trials[i])): sds[i] for i in done if sds[i] is not None},
-        "n": len(ranked),
-        "n_candidates": n_c,
-        "n_retrained": len(done),
-        "n_not_learning": len(not_learning),
-        "not_learning": not_learning,
+        **_candidate_fields(trials, full, sds, done, ranked, not_learning),
         "top1_trial": None,
         "best_full_trial": None,
-        "ceiling": {"kendall_tau": ceiling["kendall_tau"], "measured": ceiling["kendall_tau"] is not None,
-                    "note": ceiling_note(ceiling["kendall_tau"])},
+        "ceiling": {
+            "kendall_tau": ceiling["kendall_tau"],
+            "measured": ceiling["kendall_tau"] is not None,
+            "note": ceiling_note(ceiling["kendall_tau"]),
+        },
         "reason": reason,
         "warning": None,
     }
@@ -293,45 +287,140 @@ def proxy_fidelity(
     # falling back to all retrained candidates when none learned.
     pool = [i for i in done if learned[i]] or done
     if pool:
-        values = [float(full[i]) for i in pool]  # type: ignore[arg-type]
-        first = 0  # `pool` keeps the search's order: its first entry is the proxy's first choice that retrained
-        best = max(range(len(pool)), key=lambda j: sign * values[j])
-        record["top1_trial"] = int(trials[pool[first]])
-        record["best_full_trial"] = int(trials[pool[best]])
-        record["top3_contains_best"] = best < 3
-        if len(pool) <= 3:
-            record["top3_note"] = (f"holds trivially: only {len(pool)} candidates were retrained; retrain more than 3 "
-                                   "(--top-k) for this to say anything")
-        if len(pool) >= 2:
-            regret = top1_regret(values, first, maximize=maximize)
-            record["top1_regret"] = regret
-            if record["seed_sd"]:
-                record["regret_in_seed_sd"] = regret / record["seed_sd"]
-                record["regret_within_seed_noise"] = regret <= record["seed_sd"]
-        elif reason is None:
-            record["reason"] = "regret needs at least 2 retrained candidates"
-    if tau is not None and len(ranked) < 6:
-        record["note"] = coarse_note(len(ranked))
-    # Kendall tau is a ratio of pair counts: 0.5 can come out as 0.4999999999; that is not below 0.5.
-    if tau is not None and tau < LOW_TAU - 1e-9:
-        record["warning"] = low_tau_warning(tau, len(ranked), record["seed_ceiling_tau"],
-                                            None if n_seeds < 2 else record["seed_ceiling_reason"])
+        _add_choice(record, [int(trials[i]) for i in pool], [float(full[i]) for i in pool], maximize=maximize)  # type: ignore[arg-type]
+    if tau is not None:
+        _add_notes(record, tau, len(ranked), n_seeds)
     return record
+
+
+def _full_scores(
+    n_c: int, full: Sequence[float | None] | None, full_seeds: Sequence[Sequence[float | None]] | None
+) -> tuple[Sequence[float | None], list[float | None], int]:
+    """Each candidate's full-fidelity score (the seed mean with ``full_seeds``), its seed SD, and the seed count."""
+    if full_seeds is not None:
+        if len(full_seeds) != n_c:
+            raise ValueError("full_seeds must have one row per candidate")
+        stats_ = [mean_std(row) for row in full_seeds]
+        return (
+            [m for m, _, _ in stats_],
+            [sd for _, sd, _ in stats_],
+            max((len(row) for row in full_seeds), default=1),
+        )
+    if full is None:
+        raise ValueError("give full or full_seeds")
+    return full, [None] * n_c, 1
+
+
+def _ceiling_of(
+    full_seeds: Sequence[Sequence[float | None]] | None,
+    ranked: list[int],
+    n_seeds: int,
+    *,
+    maximize: bool,
+    seed: int,
+) -> dict[str, Any]:
+    """The seed-noise ceiling over the ``ranked`` candidates (see :func:`seed_ceiling`); not measured for one seed."""
+    if full_seeds is not None and n_seeds >= 2:
+        rows = [
+            [(full_seeds[i][k] if k < len(full_seeds[i]) else None) for i in ranked] for k in range(n_seeds)
+        ]
+        return seed_ceiling(rows, maximize=maximize, seed=seed)
+    return {
+        "kendall_tau": None,
+        "pairs": [],
+        "interval": None,
+        "reason": "one full-fidelity seed per candidate: retrain with --seeds 2 or more to "
+        "measure the seed-noise ceiling",
+    }
+
+
+def _ceiling_fields(ceiling: dict[str, Any], tau: float | None) -> dict[str, Any]:
+    """The ``seed_ceiling_*`` fields of the record, and the proxy's tau as a fraction of the ceiling."""
+    return {
+        "seed_ceiling_tau": ceiling["kendall_tau"],
+        "seed_ceiling_interval": ceiling["interval"],
+        "seed_ceiling_pairs": ceiling["pairs"],
+        "seed_ceiling_reason": ceiling["reason"],
+        "tau_over_ceiling": (tau / ceiling["kendall_tau"])
+        if tau is not None and ceiling["kendall_tau"]
+        else None,
+    }
+
+
+def _candidate_fields(
+    trials: Sequence[int],
+    full: Sequence[float | None],
+    sds: list[float | None],
+    done: list[int],
+    ranked: list[int],
+    not_learning: list[int],
+) -> dict[str, Any]:
+    """The record's per-candidate full-fidelity means and SDs, and how many candidates were ranked, retrained, ..."""
+    return {
+        "full_mean": {str(int(trials[i])): full[i] for i in done},
+        "full_sd": {str(int(trials[i])): sds[i] for i in done if sds[i] is not None},
+        "n": len(ranked),
+        "n_candidates": len(trials),
+        "n_retrained": len(done),
+        "n_not_learning": len(not_learning),
+        "not_learning": not_learning,
+    }
+
+
+def _add_notes(record: dict[str, Any], tau: float, n: int, n_seeds: int) -> None:
+    """Add the note on how coarse tau is over few candidates, and the low-fidelity warning."""
+    if n < 6:
+        record["note"] = coarse_note(n)
+    # Kendall tau is a ratio of pair counts: 0.5 can come out as 0.4999999999; that is not below 0.5.
+    if tau < LOW_TAU - 1e-9:
+        record["warning"] = low_tau_warning(
+            tau, n, record["seed_ceiling_tau"], None if n_seeds < 2 else record["seed_ceiling_reason"]
+        )
+
+
+def _add_choice(record: dict[str, Any], trials: list[int], values: list[float], *, maximize: bool) -> None:
+    """Fill ``record``'s proxy choice, best full trial, top-3 hit and regret over a pool in the search's order."""
+    sign = 1.0 if maximize else -1.0
+    first = 0  # the pool keeps the search's order: its first entry is the proxy's first choice that retrained
+    best = max(range(len(trials)), key=lambda j: sign * values[j])
+    record["top1_trial"] = trials[first]
+    record["best_full_trial"] = trials[best]
+    record["top3_contains_best"] = best < 3
+    if len(trials) <= 3:
+        record["top3_note"] = (
+            f"holds trivially: only {len(trials)} candidates were retrained; retrain more than 3 "
+            "(--top-k) for this to say anything"
+        )
+    if len(trials) >= 2:
+        regret = top1_regret(values, first, maximize=maximize)
+        record["top1_regret"] = regret
+        if record["seed_sd"]:
+            record["regret_in_seed_sd"] = regret / record["seed_sd"]
+            record["regret_within_seed_noise"] = regret <= record["seed_sd"]
+    elif record["reason"] is None:
+        record["reason"] = "regret needs at least 2 retrained candidates"
 
 
 def coarse_note(n: int) -> str:
     """Return how coarse Kendall tau is over ``n`` candidates (one swapped pair moves it by ``4 / (n (n - 1))``)."""
-    return (f"tau over {n} candidates moves in steps of {4 / (n * (n - 1)):.2f} (one swapped pair): retrain more "
-            "candidates (--top-k) for a figure that can tell a good proxy from a poor one")
+    return (
+        f"tau over {n} candidates moves in steps of {4 / (n * (n - 1)):.2f} (one swapped pair): retrain more "
+        "candidates (--top-k) for a figure that can tell a good proxy from a poor one"
+    )
 
 
-def low_tau_warning(tau: float, n: int, ceiling: float | None = None, ceiling_reason: str | None = None) -> str:
+def low_tau_warning(
+    tau: float, n: int, ceiling: float | None = None, ceiling_reason: str | None = None
+) -> str:
     """Return the warning (with advice) for a Kendall tau below :data:`LOW_TAU`, read against the seed ceiling."""
     if ceiling is not None:
-        against = (f"full training agrees with itself across seeds at tau {ceiling:.2f} on these candidates, so the "
-                   f"proxy reaches {tau / ceiling:.0%} of what any ranking could" if ceiling > 0 else
-                   f"full training does not agree with itself across seeds (tau {ceiling:.2f}): the candidates' "
-                   "full-fidelity scores differ by less than seed noise, so no ranking of them can be trusted")
+        against = (
+            f"full training agrees with itself across seeds at tau {ceiling:.2f} on these candidates, so the "
+            f"proxy reaches {tau / ceiling:.0%} of what any ranking could"
+            if ceiling > 0
+            else f"full training does not agree with itself across seeds (tau {ceiling:.2f}): the candidates' "
+            "full-fidelity scores differ by less than seed noise, so no ranking of them can be trusted"
+        )
     elif ceiling_reason:
         against = f"the seed-noise ceiling could not be measured on this run: {ceiling_reason}"
     else:
@@ -341,5 +430,9 @@ def low_tau_warning(tau: float, n: int, ceiling: float | None = None, ceiling_re
         "The proxy ranking is a weak guide to full-fidelity performance: give the proxy more epochs (proxy.epochs) "
         "or a larger input (proxy.scale / proxy.shape), measure which proxy settings rank like full training with "
         "`mednas calibrate-proxy TASK.yaml`, and retrain more candidates (--top-k) before trusting the winner."
-        + (f" With {n} candidates one swapped pair moves tau by {4 / (n * (n - 1)):.2f}, so this figure is coarse." if n < 6 else "")
+        + (
+            f" With {n} candidates one swapped pair moves tau by {4 / (n * (n - 1)):.2f}, so this figure is coarse."
+            if n < 6
+            else ""
+        )
     )

@@ -28,8 +28,8 @@ from mednas.config import TaskConfig
 from mednas.data import ArrayData, DataPlan
 from mednas.errors import RunDirError
 from mednas.retraining._fidelity import mean_std, proxy_fidelity
-from mednas.retraining._full import PATCH_OVERLAP, FullFidelity, fit_spec, full_fidelity, space_for
 from mednas.rundir import RunDir
+from mednas.train import PATCH_OVERLAP, Fidelity, space_context, space_for, train_candidate
 
 logger = logging.getLogger("mednas.retraining")
 
@@ -69,7 +69,11 @@ def select_candidates(study: Any, k: int) -> list[Any]:
     if len(study.directions) > 1:
         ranked = pareto_front(study)
         if len(ranked) < k:
-            logger.info("the Pareto front has %d trials (fewer than --top-k %d): retraining all of them", len(ranked), k)
+            logger.info(
+                "the Pareto front has %d trials (fewer than --top-k %d): retraining all of them",
+                len(ranked),
+                k,
+            )
     else:
         n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         ranked = best_trials(study, max(1, n_complete))
@@ -95,18 +99,24 @@ def _open_run_study(rd: RunDir, task: TaskConfig, storage: str | None, study_nam
     from mednas.study import make_storage
 
     if storage is None and not rd.study_db.exists():
-        raise RunDirError(f"{rd.root}: study.db is missing; pass the --storage (and --study-name) the search used")
+        raise RunDirError(
+            f"{rd.root}: study.db is missing; pass the --storage (and --study-name) the search used"
+        )
     url = storage or rd.default_storage()
     summary = rd.read_json(rd.summary) if rd.summary.exists() else {}
     name = study_name or (summary.get("study") or {}).get("name") or task.name
     try:
         study = optuna.load_study(study_name=name, storage=make_storage(url))
     except KeyError:
-        raise RunDirError(f"{rd.root}: no study named {name!r} in its storage; pass the --storage/--study-name the search used") from None
+        raise RunDirError(
+            f"{rd.root}: no study named {name!r} in its storage; pass the --storage/--study-name the search used"
+        ) from None
     recorded = study.user_attrs.get("config_hash")
     if recorded and recorded != config_hash(task):
-        raise RunDirError(f"{rd.root}: study {name!r} was created from a different configuration than resolved.yaml "
-                          f"(hash {recorded}, run {config_hash(task)}); pass the right --storage/--study-name")
+        raise RunDirError(
+            f"{rd.root}: study {name!r} was created from a different configuration than resolved.yaml "
+            f"(hash {recorded}, run {config_hash(task)}); pass the right --storage/--study-name"
+        )
     return study
 
 
@@ -127,15 +137,14 @@ def _load_spec(rd: RunDir, task: TaskConfig, plan: DataPlan, trial: Any) -> Any:
     path = rd.trial_dir(trial.number) / "spec.json"
     if path.exists():
         return load_spec(rd.read_json(path), path, error=RunDirError)
-    from mednas.study import proxy_context
-    from mednas.testing import ReplayTrial
+    from mednas.spaces import ReplayTrial
 
     family = trial.params.get("family")
     if not family:
         raise RunDirError(f"{rd.root}: trial {trial.number} has no spec.json and no recorded family")
     replay = ReplayTrial(trial.params)
     replay.suggest_categorical("family", [family])
-    return space_for(task, family).sample(replay, proxy_context(task, plan))
+    return space_for(task, family).sample(replay, space_context(task, plan.proxy_shape, plan.full_shape))
 
 
 class _Log:
@@ -200,10 +209,7 @@ def run_retrain(
     from mednas.data import plan_data, read_or_create_salt
     from mednas.train import select_device
 
-    if top_k < 1 or seeds < 1:
-        from mednas.errors import ConfigError
-
-        raise ConfigError(f"--top-k must be at least 1, got {top_k}" if top_k < 1 else f"--seeds must be at least 1, got {seeds}")
+    _check_counts(top_k, seeds)
     rd = RunDir(run_dir)
     rd.require(rd.resolved, rd.splits, step="retrain")
     task = load_task(load_yaml(rd.resolved))
@@ -218,21 +224,9 @@ def run_retrain(
     bar = _Progress(len(candidates) * seeds, enabled=show_progress)
     try:
         plan = plan_data(task, rd, salt=salt, progress=bar.stage)
-        full = full_fidelity(task, plan.full_shape, epochs=epochs, patch=patch)
-        if task.training.patch and full.patch is None and patch is None:
-            logger.info("training.patch covers the whole input %s: training on whole inputs", list(full.shape))
-        logger.info("retrain %s: top %d of %s, %s, up to %d epochs (patience %d)%s, %d seed%s each, device %s", task.name,
-                    len(candidates), rd.root, "x".join(map(str, full.shape)), full.epochs, full.patience,
-                    f", patches {'x'.join(map(str, full.patch))}" if full.patch else "", seeds, "" if seeds == 1 else "s", dev)
-        data = _Arrays(plan, full.shape, bar)
-        # Seed-major: every candidate's first seed before any second seed, so an interrupted retrain has already
-        # ranked all candidates once.
-        runs: list[list[dict[str, Any]]] = [[] for _ in candidates]
-        for k in range(seeds):
-            for i, trial in enumerate(candidates):
-                bar.candidate(i, trial.number, k, seeds)
-                runs[i].append(_retrain_one(task, rd, plan, study, trial, full, data, dev, bar, n_resamples, k))
-        records = [_combine_seeds(rd, task, r) for r in runs]
+        full = Fidelity.full(task, plan.full_shape, epochs=epochs, patch=patch)
+        _log_start(task, rd, full, len(candidates), seeds, dev, patch_given=patch is not None)
+        records = _retrain_all(task, rd, plan, study, candidates, full, dev, bar, n_resamples, seeds)
     finally:
         bar.close()
     fidelity = _fidelity(task, study, candidates, records)
@@ -242,20 +236,84 @@ def run_retrain(
     return RetrainResult(rd.root, records, fidelity, summary)
 
 
+def _retrain_all(
+    task: TaskConfig,
+    rd: RunDir,
+    plan: DataPlan,
+    study: Any,
+    candidates: list[Any],
+    full: Fidelity,
+    device: str,
+    bar: _Progress,
+    n_resamples: int | None,
+    seeds: int,
+) -> list[dict[str, Any]]:
+    """Train every candidate once per seed; return each candidate's record with its seeds combined."""
+    data = _Arrays(plan, full, bar)
+    # Seed-major: every candidate's first seed before any second seed, so an interrupted retrain has already
+    # ranked all candidates once.
+    runs: list[list[dict[str, Any]]] = [[] for _ in candidates]
+    for k in range(seeds):
+        for i, trial in enumerate(candidates):
+            bar.candidate(i, trial.number, k, seeds)
+            runs[i].append(
+                _retrain_one(task, rd, plan, study, trial, full, data, device, bar, n_resamples, k)
+            )
+    return [_combine_seeds(rd, task, r) for r in runs]
+
+
+def _check_counts(top_k: int, seeds: int) -> None:
+    if top_k < 1 or seeds < 1:
+        from mednas.errors import ConfigError
+
+        raise ConfigError(
+            f"--top-k must be at least 1, got {top_k}"
+            if top_k < 1
+            else f"--seeds must be at least 1, got {seeds}"
+        )
+
+
+def _log_start(
+    task: TaskConfig, rd: RunDir, full: Fidelity, n: int, seeds: int, device: str, *, patch_given: bool
+) -> None:
+    if task.training.patch and full.patch is None and not patch_given:
+        logger.info("training.patch covers the whole input %s: training on whole inputs", list(full.shape))
+    logger.info(
+        "retrain %s: top %d of %s, %s, up to %d epochs (patience %d)%s, %d seed%s each, device %s",
+        task.name,
+        n,
+        rd.root,
+        "x".join(map(str, full.shape)),
+        full.epochs,
+        full.patience,
+        f", patches {'x'.join(map(str, full.patch))}" if full.patch else "",
+        seeds,
+        "" if seeds == 1 else "s",
+        device,
+    )
+
+
 class _Arrays:
     """Full-shape arrays, loaded once; the test split only when a finished candidate is evaluated."""
 
-    def __init__(self, plan: DataPlan, shape: tuple[int, ...], bar: _Progress) -> None:
-        self.plan, self.shape, self.bar = plan, shape, bar
+    def __init__(self, plan: DataPlan, full: Fidelity, bar: _Progress) -> None:
+        self.plan, self.full, self.shape, self.bar = plan, full, full.shape, bar
         self._train: ArrayData | None = None
         self._val: ArrayData | None = None
         self._test: ArrayData | None = None
 
     def train_val(self) -> tuple[ArrayData, ArrayData]:
         if self._train is None or self._val is None:
-            self._train = self.plan.arrays("train", self.shape, progress=lambda d, t: self.bar.stage("full-size train", d, t))
-            self._val = self.plan.arrays("val", self.shape, progress=lambda d, t: self.bar.stage("full-size val", d, t))
-            logger.info("full fidelity %s: %d train / %d val cases", list(self.shape), len(self._train), len(self._val))
+            # Full fidelity keeps every training patient: the seed chooses no subset.
+            self._train, self._val = self.full.load(
+                self.plan, seed=0, progress=lambda split, d, t: self.bar.stage(f"full-size {split}", d, t)
+            )
+            logger.info(
+                "full fidelity %s: %d train / %d val cases",
+                list(self.shape),
+                len(self._train),
+                len(self._val),
+            )
         return self._train, self._val
 
     def test(self) -> ArrayData:
@@ -265,7 +323,7 @@ class _Arrays:
         return self._test
 
 
-def _same_budget(record: dict[str, Any], full: FullFidelity, seed: int) -> bool:
+def _same_budget(record: dict[str, Any], full: Fidelity, seed: int) -> bool:
     wanted = full.to_dict()
     return all(record.get(k) == v for k, v in wanted.items()) and record.get("seed") == seed
 
@@ -282,8 +340,19 @@ def _seed(task: TaskConfig, number: int, k: int) -> int:
     return derive_seed(task.search.seed, number) if k == 0 else derive_seed(task.search.seed, number, k)
 
 
-def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial: Any, full: FullFidelity,
-                 data: _Arrays, device: str, bar: _Progress, n_resamples: int | None, k: int = 0) -> dict[str, Any]:
+def _retrain_one(
+    task: TaskConfig,
+    rd: RunDir,
+    plan: DataPlan,
+    study: Any,
+    trial: Any,
+    full: Fidelity,
+    data: _Arrays,
+    device: str,
+    bar: _Progress,
+    n_resamples: int | None,
+    k: int = 0,
+) -> dict[str, Any]:
     from mednas.io._atomic import read_json
     from mednas.train import TrainingDiverged
 
@@ -294,66 +363,133 @@ def _retrain_one(task: TaskConfig, rd: RunDir, plan: DataPlan, study: Any, trial
     previous = read_json(metrics_path) if metrics_path.exists() else None
     if previous is not None and previous.get("state") == "complete" and _same_budget(previous, full, seed):
         ckpt.unlink(missing_ok=True)
-        logger.info("trial %d%s: already retrained (val %s = %.4f); skipped", n, f" seed {k + 1}" if k else "",
-                    task.objective.name, previous["val"]["objective"])
+        logger.info(
+            "trial %d%s: already retrained (val %s = %.4f); skipped",
+            n,
+            f" seed {k + 1}" if k else "",
+            task.objective.name,
+            previous["val"]["objective"],
+        )
         bar.done(previous["val"]["objective"], n)
         return previous
     cdir.mkdir(parents=True, exist_ok=True)
     log = _Log(rd, cdir / "log.txt")
     if previous is not None and not _same_budget(previous, full, seed):
         if ckpt.exists():
-            log("settings changed since the last session (shape, patch, epochs or patience): starting this candidate afresh")
+            log(
+                "settings changed since the last session (shape, patch, epochs or patience): starting this candidate afresh"
+            )
         ckpt.unlink(missing_ok=True)
     spec = _load_spec(rd, task, plan, trial)
     adapted = space_for(task, spec.family).adapt_to_shape(spec, full.net_shape)
     rd.write_json(cdir / "spec.json", adapted.to_dict())
     proxy_rec = _trial_record(rd, n)
     record: dict[str, Any] = {
-        "trial": n, "state": "running", "reason": None, "seed": seed, "seed_index": k, **full.to_dict(),
-        "family": spec.family, "target": spec.target, "spec_hash": spec.hash,
+        "trial": n,
+        "state": "running",
+        "reason": None,
+        "seed": seed,
+        "seed_index": k,
+        **full.to_dict(),
+        "family": spec.family,
+        "target": spec.target,
+        "spec_hash": spec.hash,
         # The proxy trial's own record first: sampling is a conditional parameter (absent from the trial's params
         # when its weighted loss was the imbalance remedy), and `auto` was resolved for its sampling there.
         **_remedies(task, trial, proxy_rec),
         "preprocessing": _preprocessing(plan),
-        "proxy": {"value": float(trial.values[0]), "values": list(trial.values), "learned": trial.user_attrs.get("learned"),
-                  "seconds": proxy_rec.get("seconds"), "shape": list(plan.proxy_shape), "epochs": task.proxy.epochs},
+        "proxy": {
+            "value": float(trial.values[0]),
+            "values": list(trial.values),
+            "learned": trial.user_attrs.get("learned"),
+            "seconds": proxy_rec.get("seconds"),
+            "shape": list(plan.proxy_shape),
+            "epochs": task.proxy.epochs,
+        },
     }
     resumed = ckpt.exists()
-    log(f"{'resuming' if resumed else 'retraining'} trial {n}{f' (seed {k + 1})' if k else ''}: {spec.class_name} {spec.hash} (family {spec.family}) at "
+    log(
+        f"{'resuming' if resumed else 'retraining'} trial {n}{f' (seed {k + 1})' if k else ''}: {spec.class_name} {spec.hash} (family {spec.family}) at "
         f"{'x'.join(map(str, full.shape))}, up to {full.epochs} epochs, patience {full.patience}, loss {record['loss']}, "
-        f"sampling {record['sampling']}, seed {seed}")
+        f"sampling {record['sampling']}, seed {seed}"
+    )
     train, val = data.train_val()
 
     def on_epoch(result: Any) -> None:
-        log(f"epoch {result.epoch}/{full.epochs}: loss {result.train_loss:.4f}, {task.objective.name} {result.value:.4f} "
-            f"({result.seconds:.1f}s)")
+        log(
+            f"epoch {result.epoch}/{full.epochs}: loss {result.train_loss:.4f}, {task.objective.name} {result.value:.4f} "
+            f"({result.seconds:.1f}s)"
+        )
         bar.epoch(result.epoch, full.epochs, result.value)
 
     t0 = time.perf_counter()
     try:
         rd.write_json(metrics_path, record)
-        fit_result, model, _, divisor = fit_spec(task, spec, train, val, shape=full.shape, epochs=full.epochs,
-                                                       seed=seed, device=device, full=full, checkpoint=ckpt, on_epoch=on_epoch,
-                                                       loss=record["loss"], sampling=record["sampling"])
+        trained = train_candidate(
+            task,
+            spec,
+            train,
+            val,
+            full,
+            seed=seed,
+            device=device,
+            loss=record["loss"],
+            sampling=record["sampling"],
+            checkpoint=ckpt,
+            on_epoch=on_epoch,
+        )
     except TrainingDiverged as exc:
         ckpt.unlink(missing_ok=True)  # resuming would diverge again: a re-run starts afresh
         return _failed(rd, record, metrics_path, f"diverged: {exc}", log, t0, bar)
     except Exception as exc:  # noqa: BLE001 - one broken candidate must not stop the others
         log(traceback.format_exc(), logging.DEBUG)
-        return _failed(rd, record, metrics_path, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}", log, t0, bar)
-    result = _finish(task, rd, cdir, record, fit_result, model, divisor, full, data, device, seed, n_resamples)
+        return _failed(
+            rd,
+            record,
+            metrics_path,
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
+            log,
+            t0,
+            bar,
+        )
+    result = _finish(
+        task,
+        rd,
+        cdir,
+        record,
+        trained.result,
+        trained.model,
+        trained.divisor,
+        full,
+        data,
+        device,
+        seed,
+        n_resamples,
+    )
     ckpt.unlink(missing_ok=True)
-    log(f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch {result['best_epoch']} of "
+    log(
+        f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch {result['best_epoch']} of "
         f"{result['epochs']}{', stopped early' if result['stopped_early'] else ''}), {_test_text(task, result)}; "
-        f"{result['seconds']:.1f}s"
-        + ("" if result["learned"] else "; flagged: never started learning"))
+        f"{result['seconds']:.1f}s" + ("" if result["learned"] else "; flagged: never started learning")
+    )
     bar.done(result["val"]["objective"], n)
     return result
 
 
-def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fit_result: Any, model: Any,
-            divisor: tuple[int, ...], full: FullFidelity, data: _Arrays, device: str, seed: int,
-            n_resamples: int | None) -> dict[str, Any]:
+def _finish(
+    task: TaskConfig,
+    rd: RunDir,
+    cdir: Path,
+    record: dict[str, Any],
+    fit_result: Any,
+    model: Any,
+    divisor: tuple[int, ...],
+    full: Fidelity,
+    data: _Arrays,
+    device: str,
+    seed: int,
+    n_resamples: int | None,
+) -> dict[str, Any]:
     """Write the best weights, the validation report and the one test evaluation; return the record."""
     from mednas.metrics import (
         apply_temperature,
@@ -379,29 +515,53 @@ def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fi
     op = val_report.get("operating_point")
     if calibration is not None:
         truth = np.isin(val.labels, task.labels.finding_indices).astype(int)
-        calibration["warnings"] = operating_point_warnings(op, ece_after=calibration["ece_after"], truth=truth,
-                                                           temperature=calibration["temperature"],
-                                                           ece_before=calibration["ece_before"])
+        calibration["warnings"] = operating_point_warnings(
+            op,
+            ece_after=calibration["ece_after"],
+            truth=truth,
+            temperature=calibration["temperature"],
+            ece_before=calibration["ece_before"],
+        )
     # Classification: the validation threshold, unchanged, even when it is +inf (no validation case could be called
     # positive within the specificity floor); choosing a threshold on test would flatter the test figures.
     threshold = float(op["threshold"]) if op and op.get("threshold") is not None else None
     test = data.test()
     predictions = {"val": prediction_record(task, val_outputs, val, split="val")}
     if len(test):
-        outputs = predict(model, test.images, problem=task.problem, batch_size=task.training.batch_size, device=device,
-                          divisor=divisor, patch=full.patch, overlap=PATCH_OVERLAP)
+        outputs = predict(
+            model,
+            test.images,
+            problem=task.problem,
+            batch_size=task.training.batch_size,
+            device=device,
+            divisor=divisor,
+            patch=full.patch,
+            overlap=PATCH_OVERLAP,
+        )
         if calibration is not None:
             outputs = apply_temperature(logits_from_probabilities(outputs), calibration["temperature"])
-        test_report = objective_report(task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold)
+        test_report = objective_report(
+            task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold
+        )
         predictions["test"] = prediction_record(task, outputs, test, split="test")
-        test_record = {"metrics": test_report["metrics"], "operating_point": test_report.get("operating_point"),
-                       "per_class": test_report.get("per_class"), "n_cases": len(test),
-                       "threshold_from": "validation" if threshold is not None else None}
+        test_record = {
+            "metrics": test_report["metrics"],
+            "operating_point": test_report.get("operating_point"),
+            "per_class": test_report.get("per_class"),
+            "n_cases": len(test),
+            "threshold_from": "validation" if threshold is not None else None,
+        }
     else:
         # The task has no test split (e.g. an external site holds it): nothing is evaluated, and every later step
         # says so instead of showing a figure (validate with `mednas evaluate` on the held-back data).
-        test_record = {"metrics": {}, "operating_point": None, "per_class": None, "n_cases": 0,
-                       "threshold_from": None, "skipped": "the task has no test split"}
+        test_record = {
+            "metrics": {},
+            "operating_point": None,
+            "per_class": None,
+            "n_cases": 0,
+            "threshold_from": None,
+            "skipped": "the task has no test split",
+        }
     # Per-case predictions of the model export ships (salted case keys only): the report's curves and confusion
     # matrix come from them, not from the proxy trial.
     rd.write_json(cdir / "predictions.json", predictions)
@@ -416,8 +576,10 @@ def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fi
         best_epoch=fit_result.best_epoch,
         epochs=len(fit_result.history),
         stopped_early=fit_result.stopped_early,
-        history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value, "seconds": h.seconds}
-                 for h in fit_result.history],
+        history=[
+            {"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value, "seconds": h.seconds}
+            for h in fit_result.history
+        ],
         # Training and validation summed over epochs (and sessions, for a resumed candidate) plus the validation
         # report: what a proxy trial's `seconds` counts too, so the two compare. The test evaluation is not in it.
         seconds=float(sum(h.seconds for h in fit_result.history)) + report_seconds,
@@ -426,8 +588,12 @@ def _finish(task: TaskConfig, rd: RunDir, cdir: Path, record: dict[str, Any], fi
         predictions="predictions.json",
     )
     if calibration is not None:
-        record.update(calibration=calibration, temperature=calibration["temperature"],
-                      ece_before=calibration["ece_before"], ece_after=calibration["ece_after"])
+        record.update(
+            calibration=calibration,
+            temperature=calibration["temperature"],
+            ece_before=calibration["ece_before"],
+            ece_after=calibration["ece_after"],
+        )
     rd.write_json(cdir / "metrics.json", record)
     return record
 
@@ -441,8 +607,15 @@ def _test_text(task: TaskConfig, result: dict[str, Any]) -> str:
     return f"test {task.objective.name} {value:.4f}"
 
 
-def _failed(rd: RunDir, record: dict[str, Any], path: Path, reason: str, log: Callable[..., None], t0: float,
-            bar: _Progress) -> dict[str, Any]:
+def _failed(
+    rd: RunDir,
+    record: dict[str, Any],
+    path: Path,
+    reason: str,
+    log: Callable[..., None],
+    t0: float,
+    bar: _Progress,
+) -> dict[str, Any]:
     record.update(state="failed", reason=reason, seconds=time.perf_counter() - t0)
     rd.write_json(path, record)
     log(f"failed: {reason} (a re-run retries it)", logging.WARNING)
@@ -464,14 +637,21 @@ def _combine_seeds(rd: RunDir, task: TaskConfig, runs: list[dict[str, Any]]) -> 
     rows = []
     for r in runs:
         done = r.get("state") == "complete"
-        rows.append({
-            "seed_index": r.get("seed_index", 0), "seed": r.get("seed"), "state": r.get("state"), "reason": r.get("reason"),
-            "val": r["val"]["objective"] if done else None,
-            "test": ((r["test"]["metrics"].get("objective") or {}).get("value") if done else None),
-            "learned": r.get("learned") if done else None, "best_epoch": r.get("best_epoch"), "epochs": r.get("epochs"),
-            "seconds": r.get("seconds"),
-            "dir": str(seed_dir(rd, int(r["trial"]), int(r.get("seed_index", 0))).relative_to(rd.root)),
-        })
+        rows.append(
+            {
+                "seed_index": r.get("seed_index", 0),
+                "seed": r.get("seed"),
+                "state": r.get("state"),
+                "reason": r.get("reason"),
+                "val": r["val"]["objective"] if done else None,
+                "test": ((r["test"]["metrics"].get("objective") or {}).get("value") if done else None),
+                "learned": r.get("learned") if done else None,
+                "best_epoch": r.get("best_epoch"),
+                "epochs": r.get("epochs"),
+                "seconds": r.get("seconds"),
+                "dir": str(seed_dir(rd, int(r["trial"]), int(r.get("seed_index", 0))).relative_to(rd.root)),
+            }
+        )
     vals = [row["val"] for row in rows if row["val"] is not None]
     tests = [row["test"] for row in rows if row["test"] is not None]
     mean, sd, _ = mean_std(vals)
@@ -522,27 +702,49 @@ def _trial_record(rd: RunDir, number: int) -> dict[str, Any]:
 
 def _preprocessing(plan: DataPlan) -> dict[str, Any]:
     p = plan.prep
-    return {"problem": p.problem, "spatial_dims": p.spatial_dims, "in_channels": p.in_channels, "n_classes": p.n_classes,
-            "normalize": p.normalize, "ct_window": list(p.ct_window), "orientation": getattr(p, "orientation", None)}
+    return {
+        "problem": p.problem,
+        "spatial_dims": p.spatial_dims,
+        "in_channels": p.in_channels,
+        "n_classes": p.n_classes,
+        "normalize": p.normalize,
+        "ct_window": list(p.ct_window),
+        "orientation": getattr(p, "orientation", None),
+    }
 
 
-def _fidelity(task: TaskConfig, study: Any, candidates: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+def _fidelity(
+    task: TaskConfig, study: Any, candidates: list[Any], records: list[dict[str, Any]]
+) -> dict[str, Any]:
     trials = [t.number for t in candidates]
     # The search's seed mean where it re-evaluated its best candidates with extra proxy seeds.
     proxy = [float(t.user_attrs.get("proxy_mean", t.values[0])) for t in candidates]
-    full_seeds = [[row["val"] for row in r["seeds"]] if r.get("seeds") else
-                  [r["val"]["objective"] if r.get("state") == "complete" else None] for r in records]
+    full_seeds = [
+        [row["val"] for row in r["seeds"]]
+        if r.get("seeds")
+        else [r["val"]["objective"] if r.get("state") == "complete" else None]
+        for r in records
+    ]
     learned = [t.user_attrs.get("learned") is not False and _learned(r) for t, r in zip(candidates, records)]
     maximize = study.directions[0].name == "MAXIMIZE"
-    record = proxy_fidelity(trials, proxy, None, learned, maximize=maximize, full_seeds=full_seeds, seed=task.search.seed)
+    record = proxy_fidelity(
+        trials, proxy, None, learned, maximize=maximize, full_seeds=full_seeds, seed=task.search.seed
+    )
     record["objective"] = task.objective.name
     record["maximize"] = maximize
     record["proxy_seed_mean"] = [t.number for t in candidates if "proxy_mean" in t.user_attrs]
     return record
 
 
-def _update_summary(rd: RunDir, task: TaskConfig, full: FullFidelity, candidates: list[Any], records: list[dict[str, Any]],
-                    fidelity: dict[str, Any], top_k: int) -> dict[str, Any]:
+def _update_summary(
+    rd: RunDir,
+    task: TaskConfig,
+    full: Fidelity,
+    candidates: list[Any],
+    records: list[dict[str, Any]],
+    fidelity: dict[str, Any],
+    top_k: int,
+) -> dict[str, Any]:
     sign = 1.0 if fidelity.get("maximize", True) else -1.0
     complete = [r for r in records if r.get("state") == "complete"]
     best = max(complete, key=lambda r: (_learned(r), sign * (_val_score(r) or 0.0)), default=None)
@@ -554,15 +756,25 @@ def _update_summary(rd: RunDir, task: TaskConfig, full: FullFidelity, candidates
     per_proxy = proxy_s / len(complete) if complete else 0.0
     results = []
     for r in records:
-        row: dict[str, Any] = {"trial": r["trial"], "state": r["state"], "family": r.get("family"), "params": r.get("params"),
-                               "proxy": r["proxy"]["value"], "learned": _learned(r)}
+        row: dict[str, Any] = {
+            "trial": r["trial"],
+            "state": r["state"],
+            "family": r.get("family"),
+            "params": r.get("params"),
+            "proxy": r["proxy"]["value"],
+            "learned": _learned(r),
+        }
         if r.get("state") == "complete":
             row["val"] = r["val"]["metrics"].get("objective")
             row["test"] = r["test"]["metrics"].get("objective")
             row["seconds"] = r.get("seconds")
             if r.get("seeds"):
-                row.update(val_mean=r.get("val_mean"), val_sd=r.get("val_sd"), test_mean=r.get("test_mean"),
-                           seed_values=[s["val"] for s in r["seeds"]])
+                row.update(
+                    val_mean=r.get("val_mean"),
+                    val_sd=r.get("val_sd"),
+                    test_mean=r.get("test_mean"),
+                    seed_values=[s["val"] for s in r["seeds"]],
+                )
         else:
             row["reason"] = r.get("reason")
         results.append(row)
@@ -578,8 +790,12 @@ def _update_summary(rd: RunDir, task: TaskConfig, full: FullFidelity, candidates
         "patience": full.patience,
         "results": results,
         "failed": [r["trial"] for r in records if r.get("state") != "complete"],
-        "cost": {"proxy_seconds": proxy_s, "full_seconds": full_s, "full_trainings": len(trainings),
-                 "full_over_proxy": (per_full / per_proxy) if per_proxy > 0 else None},
+        "cost": {
+            "proxy_seconds": proxy_s,
+            "full_seconds": full_s,
+            "full_trainings": len(trainings),
+            "full_over_proxy": (per_full / per_proxy) if per_proxy > 0 else None,
+        },
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     summary["proxy_fidelity"] = fidelity
@@ -600,8 +816,15 @@ class _Progress:
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc="retrain", unit="candidate", file=sys.stderr, dynamic_ncols=True, leave=True,
-                            mininterval=0.5 if sys.stderr.isatty() else 5.0)
+            self.bar = tqdm(
+                total=total,
+                desc="retrain",
+                unit="candidate",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                mininterval=0.5 if sys.stderr.isatty() else 5.0,
+            )
 
     def _refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -611,19 +834,25 @@ class _Progress:
 
     def stage(self, name: str, done: int, total: int) -> None:
         if self.bar is not None:
-            self.bar.set_description_str(f"retrain [{name} {done}/{total}]" if total else f"retrain [{name}]", refresh=False)
+            self.bar.set_description_str(
+                f"retrain [{name} {done}/{total}]" if total else f"retrain [{name}]", refresh=False
+            )
             self._refresh()
 
     def candidate(self, i: int, trial: int, k: int = 0, seeds: int = 1) -> None:
         n = self.total // max(1, seeds)
-        self.prefix = f"retrain [candidate {i + 1}/{n}: trial {trial}" + (f", seed {k + 1}/{seeds}" if seeds > 1 else "")
+        self.prefix = f"retrain [candidate {i + 1}/{n}: trial {trial}" + (
+            f", seed {k + 1}/{seeds}" if seeds > 1 else ""
+        )
         if self.bar is not None:
             self.bar.set_description_str(self.prefix + "]", refresh=False)
             self._refresh(True)
 
     def epoch(self, epoch: int, epochs: int, value: float) -> None:
         if self.bar is not None:
-            self.bar.set_description_str(f"{self.prefix} epoch {epoch}/{epochs}, objective {value:.4f}]", refresh=False)
+            self.bar.set_description_str(
+                f"{self.prefix} epoch {epoch}/{epochs}, objective {value:.4f}]", refresh=False
+            )
             self._refresh()
 
     def done(self, value: float | None, trial: int) -> None:

@@ -1,7 +1,7 @@
 """The extension point for search spaces: sample an :class:`~mednas.spec.ArchSpec` from a trial.
 
 A space knows nothing of datasets or studies. It samples from any *trial-like* object (Optuna's ``Trial``,
-or :class:`mednas.testing.RandomTrial` and :class:`mednas.testing.ReplayTrial`) and returns a spec; building the network is
+or :class:`mednas.spaces.RandomTrial` and :class:`mednas.spaces.ReplayTrial`) and returns a spec; building the network is
 :func:`mednas.spec.build`, which is pure.
 """
 
@@ -22,7 +22,9 @@ class TrialLike(Protocol):
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
@@ -96,7 +98,10 @@ class BaseSearchSpace(abc.ABC):
         if ctx.problem not in self.problems:
             return f"search space {self.name!r} does not do {ctx.problem}"
         unit = "pixels" if ctx.spatial_dims == 2 else "voxels"
-        for which, shape, key in (("proxy", ctx.input_shape, "proxy.shape"), ("full", ctx.full_shape, "training.shape")):
+        for which, shape, key in (
+            ("proxy", ctx.input_shape, "proxy.shape"),
+            ("full", ctx.full_shape, "training.shape"),
+        ):
             if min(shape) < self.min_input_size:
                 return (
                     f"search space {self.name!r} cannot run at the {which} shape {list(shape)}: it needs at least "

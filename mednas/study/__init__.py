@@ -1,21 +1,21 @@
 """The Optuna study behind a search: storage, sampler, pruner, trial runner, workers, recovery, summary.
 
 The verb users call is the function :func:`mednas.search` (in :mod:`mednas.api`); this package is the noun that
-holds its parts.
+holds its parts. ``class_weights_for`` and ``suggest_imbalance`` belong to the candidate trainer
+(:mod:`mednas.train`) and are re-exported here for the code that found them in the study.
 """
 
 from __future__ import annotations
 
 from mednas.study._runner import (
     SearchResult,
-    class_weights_for,
     prepare_run,
     proxy_context,
     run_search,
-    suggest_imbalance,
 )
 from mednas.study._study import make_pruner, make_sampler, make_storage, open_study
 from mednas.study._summary import best_trials, build_summary, pareto_front, write_summary
+from mednas.train._candidate import class_weights_for, suggest_imbalance
 
 __all__ = [
     "SearchResult",

@@ -41,7 +41,7 @@ def reevaluations(study: Any) -> dict[int, dict[str, Any]]:
     for key, value in study.user_attrs.items():
         if key.startswith(ATTR_PREFIX) and isinstance(value, dict):
             try:
-                out[int(key[len(ATTR_PREFIX):])] = value
+                out[int(key[len(ATTR_PREFIX) :])] = value
             except ValueError:
                 continue
     return out
@@ -56,7 +56,9 @@ def select_for_reevaluation(study: Any, top: int) -> list[Any]:
     from mednas.study._summary import best_trials
 
     ranked = best_trials(study, len(study.get_trials(deepcopy=False)), by_mean=False)
-    pool = [t for t in ranked if t.user_attrs.get("learned") is not False and "duplicate_of" not in t.user_attrs]
+    pool = [
+        t for t in ranked if t.user_attrs.get("learned") is not False and "duplicate_of" not in t.user_attrs
+    ]
     return pool[:top]
 
 
@@ -69,7 +71,7 @@ def reevaluate_top(study: Any, objective: Any, *, top: int, seeds: int) -> list[
 
     Args:
         study: The search's Optuna study.
-        objective: The search's trial objective (its proxy data, settings and objective function).
+        objective: The search's trial objective (its proxy fidelity, data and device).
         top: How many trials.
         seeds: Extra seeds per trial.
 
@@ -80,8 +82,12 @@ def reevaluate_top(study: Any, objective: Any, *, top: int, seeds: int) -> list[
     chosen = select_for_reevaluation(study, top)
     done = reevaluations(study)
     if chosen:
-        logger.info("re-evaluating the %d best proxy candidate(s) with %d extra seed(s) each: trials %s",
-                    len(chosen), seeds, ", ".join(str(t.number) for t in chosen))
+        logger.info(
+            "re-evaluating the %d best proxy candidate(s) with %d extra seed(s) each: trials %s",
+            len(chosen),
+            seeds,
+            ", ".join(str(t.number) for t in chosen),
+        )
     for i, t in enumerate(chosen, 1):
         wanted = reevaluation_seeds(task.search.seed, t.number, seeds)
         if (done.get(t.number) or {}).get("seeds") == [t.user_attrs.get("seed"), *wanted]:
@@ -98,8 +104,8 @@ def reevaluate_top(study: Any, objective: Any, *, top: int, seeds: int) -> list[
 
 def _reevaluate_trial(t: Any, objective: Any, wanted: list[int], *, progress: str) -> dict[str, Any]:
     from mednas.errors import RunDirError
-    from mednas.spec import build, load_spec
-    from mednas.train import fit, seed_everything
+    from mednas.spec import load_spec
+    from mednas.train import train_candidate
 
     task, rd = objective.task, objective.run_dir
     tdir = rd.trial_dir(t.number)
@@ -110,28 +116,62 @@ def _reevaluate_trial(t: Any, objective: Any, wanted: list[int], *, progress: st
     rec = rd.read_json(tdir / "metrics.json")
     loss = rec.get("loss") or t.params.get("loss") or task.training.loss
     sampling = rec.get("sampling") or t.params.get("sampling") or task.training.sampling
-    divisor = tuple(int(k) for k in rec.get("divisor") or [1])
     for k, seed in enumerate(wanted, 1):
         if str(seed) in runs:
             continue
-        logger.info("trial %d (%s): proxy training with extra seed %d/%d (%d)", t.number, progress, k, len(wanted), seed)
-        settings = objective.fit_settings(loss=loss, sampling=sampling, divisor=divisor, seed=seed,
-                                          batch_size=rec.get("oom_retry_batch_size"))
+        logger.info(
+            "trial %d (%s): proxy training with extra seed %d/%d (%d)",
+            t.number,
+            progress,
+            k,
+            len(wanted),
+            seed,
+        )
         t0 = time.perf_counter()
         try:
-            seed_everything(seed)
-            fr = fit(build(spec), objective.train, objective.val, settings, objective.evaluate)
-            value = float(fr.best_value) if math.isfinite(fr.best_value) else 0.0  # as the trial itself is scored
-            run: dict[str, Any] = {"seed": seed, "value": value, "learned": fr.learned, "not_learning": fr.not_learning_reason,
-                                   "best_epoch": fr.best_epoch, "seconds": time.perf_counter() - t0}
+            # The trial's own proxy training with another seed (and the batch size it fell back to, if any).
+            fr = train_candidate(
+                task,
+                spec,
+                objective.train,
+                objective.val,
+                objective.fidelity,
+                seed=seed,
+                device=objective.device,
+                loss=loss,
+                sampling=sampling,
+                batch_size=rec.get("oom_retry_batch_size"),
+            ).result
+            value = (
+                float(fr.best_value) if math.isfinite(fr.best_value) else 0.0
+            )  # as the trial itself is scored
+            run: dict[str, Any] = {
+                "seed": seed,
+                "value": value,
+                "learned": fr.learned,
+                "not_learning": fr.not_learning_reason,
+                "best_epoch": fr.best_epoch,
+                "seconds": time.perf_counter() - t0,
+            }
         except Exception as exc:  # noqa: BLE001 - a seed that breaks is recorded and left out of the mean
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            logger.warning("trial %d: extra seed %d failed (%s); left out of the mean", t.number, seed, reason)
+            logger.warning(
+                "trial %d: extra seed %d failed (%s); left out of the mean", t.number, seed, reason
+            )
             run = {"seed": seed, "value": None, "error": reason, "seconds": time.perf_counter() - t0}
         runs[str(seed)] = run
-        write_json(path, {"trial": t.number, "seeds": [t.user_attrs.get("seed"), *wanted], "runs": list(runs.values()),
-                          "complete": False})
-    values = [float(t.values[0])] + [float(runs[str(s)]["value"]) for s in wanted if runs[str(s)].get("value") is not None]
+        write_json(
+            path,
+            {
+                "trial": t.number,
+                "seeds": [t.user_attrs.get("seed"), *wanted],
+                "runs": list(runs.values()),
+                "complete": False,
+            },
+        )
+    values = [float(t.values[0])] + [
+        float(runs[str(s)]["value"]) for s in wanted if runs[str(s)].get("value") is not None
+    ]
     seconds = float(sum(runs[str(s)].get("seconds") or 0.0 for s in wanted))
     result = {
         "trial": t.number,
@@ -143,6 +183,13 @@ def _reevaluate_trial(t: Any, objective: Any, wanted: list[int], *, progress: st
         "seconds": seconds,
     }
     write_json(path, {**result, "runs": [runs[str(s)] for s in wanted], "complete": True})
-    logger.info("trial %d: proxy %.4f -> mean %.4f +/- %.4f over %d seeds (%.1fs)", t.number, values[0], result["mean"],
-                result["std"], len(values), seconds)
+    logger.info(
+        "trial %d: proxy %.4f -> mean %.4f +/- %.4f over %d seeds (%.1fs)",
+        t.number,
+        values[0],
+        result["mean"],
+        result["std"],
+        len(values),
+        seconds,
+    )
     return result

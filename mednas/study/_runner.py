@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -29,10 +29,14 @@ from mednas.rundir import RunDir, check_run_dir, claim_run_dir, environment_info
 from mednas.study._recovery import Heartbeat, host_tag, recover_stale_trials, retry_of
 from mednas.study._study import make_storage, open_study
 from mednas.study._summary import clear_stop, pareto_front, record_stop, write_summary
+from mednas.train._candidate import Fidelity, space_context, space_for, suggest_imbalance
+
+if TYPE_CHECKING:
+    from mednas.spaces import SpaceContext
 
 logger = logging.getLogger("mednas.study")
 
-__all__ = ["SearchResult", "run_search", "proxy_context", "class_weights_for", "suggest_imbalance"]
+__all__ = ["SearchResult", "run_search", "proxy_context", "suggest_imbalance"]
 
 
 @dataclass
@@ -43,75 +47,50 @@ class SearchResult:
     summary: dict[str, Any]
 
 
-def class_weights_for(task: TaskConfig, labels: np.ndarray) -> tuple[float, ...] | None:
-    """Inverse-frequency class weights for classification (normalised to mean 1), None for segmentation."""
-    if task.problem != "classification":
-        return None
-    counts = np.bincount(labels.astype(np.int64), minlength=task.n_classes).astype(float)
-    counts[counts == 0] = 1.0
-    w = counts.sum() / (len(counts) * counts)
-    return tuple(float(v) for v in w / w.mean())
-
-
-def suggest_imbalance(trial: Any, task: TaskConfig) -> tuple[str, str]:
-    """Sample a trial's loss and batch sampling: a class-weighted loss, balanced sampling, or neither.
-
-    ``search.losses`` and ``search.sampling`` are searched when set (else ``training.loss``/``training.sampling``).
-    For classification, a trial whose loss is class-weighted (``weighted_ce``, ``focal``, or ``auto`` with uniform
-    batches) trains with uniform batches and ``sampling`` is not suggested for it (a conditional parameter), so the
-    two remedies are never stacked, unless ``training.stack_imbalance_remedies`` is true. ``auto`` becomes plain
-    cross-entropy under balanced sampling (see :func:`mednas.train._losses.resolve_loss`).
-
-    Returns:
-        ``(loss, sampling)``, the loss resolved (never ``auto`` for classification).
-    """
-    from mednas.train._losses import CLASS_WEIGHTED_LOSSES, resolve_loss
-
-    loss = trial.suggest_categorical("loss", list(task.search.losses)) if task.search.losses else task.training.loss
-    stack = task.training.stack_imbalance_remedies or task.problem != "classification"
-    if task.search.sampling and (stack or resolve_loss(loss, task.problem, "balanced") not in CLASS_WEIGHTED_LOSSES):
-        sampling = trial.suggest_categorical("sampling", list(task.search.sampling))
-    elif task.search.sampling:
-        sampling = "uniform"  # the weighted loss is this trial's remedy
-    else:
-        sampling = task.training.sampling
-    return resolve_loss(loss, task.problem, sampling), sampling
-
-
-def proxy_context(task: TaskConfig, plan: DataPlan) -> Any:
+def proxy_context(task: TaskConfig, plan: DataPlan) -> SpaceContext:
     """The :class:`~mednas.spaces.SpaceContext` of the proxy search."""
-    from mednas.spaces import SpaceContext
+    return space_context(task, plan.proxy_shape, plan.full_shape)
 
-    return SpaceContext(
-        problem=task.problem,
-        spatial_dims=task.spatial_dims,
-        in_channels=task.in_channels,
-        out_channels=task.n_classes,
-        input_shape=plan.proxy_shape,
-        full_shape=plan.full_shape,
-    )
+
+@dataclass(frozen=True)
+class _Draw:
+    """What a trial sampled: a family's spec, the loss and batch sampling it trains with, and its seed."""
+
+    family: str
+    space: Any
+    spec: Any
+    loss: str
+    sampling: str
+    seed: int
 
 
 class _TrialObjective:
-    """The Optuna objective: one proxy trial."""
+    """The Optuna objective: one proxy trial, as sample -> price -> train -> score -> record."""
 
-    def __init__(self, task: TaskConfig, plan: DataPlan, run_dir: RunDir, train: ArrayData, val: ArrayData, device: str,
-                 on_epoch: Callable[[int, int, int], None] | None = None) -> None:
-        from mednas.spaces import create_space
-
+    def __init__(
+        self,
+        task: TaskConfig,
+        plan: DataPlan,
+        run_dir: RunDir,
+        train: ArrayData,
+        val: ArrayData,
+        device: str,
+        on_epoch: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         self.task, self.plan, self.run_dir = task, plan, run_dir
         self.train, self.val, self.device = train, val, device
         self.ctx = proxy_context(task, plan)
+        self.fidelity = Fidelity.proxy(task, plan.proxy_shape)
         self.spaces = {}
         for name in task.search.spaces:
-            space = create_space(name, **task.search.space_options.get(name, {}))
+            space = space_for(task, name)
             reason = space.supports(self.ctx)
             if reason:
                 from mednas.errors import ConfigError
 
                 raise ConfigError(f"search.spaces: {reason}")
             self.spaces[name] = space
-        self.class_weights = class_weights_for(task, train.labels)
+        self.pruner = _MultiObjectivePruner(task.search.pruner) if task.objective.multi_objective else None
         self.on_epoch = on_epoch
 
     def __call__(self, trial: Any) -> float | list[float]:
@@ -123,28 +102,27 @@ class _TrialObjective:
             log.flush()
 
     def _trial(self, trial: Any, log: _TrialLog, t_call: float) -> float | list[float]:
-        import optuna
+        self.run_dir.trial_dir(trial.number).mkdir(parents=True, exist_ok=True)
+        record = self._open_record(trial)
+        draw = self._sample(trial, record, log)
+        twin = self._completed_twin(trial, draw.spec.hash, draw.loss, draw.sampling)
+        if twin is not None:
+            return self._reuse(trial, twin, record, log)
+        t0 = time.perf_counter()
+        costs = self._price(trial, draw, record, log)
+        reporter = _EpochReporter(self, trial, log)
+        trained = self._train(trial, draw, record, reporter, t0, t_call)
+        values = self._score(trial, trained, costs, record, t0)
+        self._record(trial, trained, record, log, t_call, reporter.marks)
+        return values if self.task.objective.multi_objective else values[0]
 
-        from mednas.metrics._objective import (
-            constraint_violations,
-            objective_report,
-            prediction_record,
-        )
-        from mednas.spaces import check_budget, estimate_cost
-        from mednas.spec import build
-        from mednas.train import (
-            TrainingDiverged,
-            derive_seed,
-            fit,
-            save_weights,
-            seed_everything,
-        )
+    # -- the steps of a trial
 
-        task = self.task
-        multi = task.objective.multi_objective
-        tdir = self.run_dir.trial_dir(trial.number)
-        tdir.mkdir(parents=True, exist_ok=True)
-        seed = derive_seed(task.search.seed, trial.number)
+    def _open_record(self, trial: Any) -> dict[str, Any]:
+        """Start the trial's record: its seed (derived from the task seed and trial number), host and retry."""
+        from mednas.train import derive_seed
+
+        seed = derive_seed(self.task.search.seed, trial.number)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("host", host_tag())
         trial.set_user_attr("pid", os.getpid())
@@ -153,50 +131,99 @@ class _TrialObjective:
         if original is not None:
             record["retry_of"] = original
             trial.set_user_attr("retry_of", original)
+        return record
+
+    def _sample(self, trial: Any, record: dict[str, Any], log: _TrialLog) -> _Draw:
+        """Sample a family, its spec and (where the task searches them) the loss and batch sampling."""
         family = trial.suggest_categorical("family", list(self.spaces))
         space = self.spaces[family]
         spec = space.sample(trial, self.ctx)
         # Imbalance handling is part of the search when the task lists choices (one remedy at a time).
-        loss, sampling = suggest_imbalance(trial, task)
-        write_json(tdir / "spec.json", spec.to_dict())
+        loss, sampling = suggest_imbalance(trial, self.task)
+        write_json(self.run_dir.trial_dir(trial.number) / "spec.json", spec.to_dict())
         record.update(family=family, spec_hash=spec.hash, target=spec.target, loss=loss, sampling=sampling)
         trial.set_user_attr("family", family)
         trial.set_user_attr("spec_hash", spec.hash)
-        log(f"spec {spec.class_name} {spec.hash} (family {family}), loss {loss}, sampling {sampling}, seed {seed}")
-        twin = self._completed_twin(trial, spec.hash, loss, sampling)
-        if twin is not None:
-            # The sampler proposed a candidate that was already trained: reuse its score, don't retrain.
-            previous = self.run_dir.read_json(self.run_dir.trial_dir(twin.number) / "metrics.json")
-            record.update({k: previous[k] for k in ("params", "macs", "macs_proxy", "activation_mb", "latency_ms", "objective",
-                                                     "values", "metrics", "operating_point", "best_epoch", "learned",
-                                                     "not_learning", "constraints", "feasible") if k in previous})
-            record.update(state="complete", duplicate_of=twin.number, seconds=0.0)
-            for key in ("params", "macs", "latency_ms", "learned", "not_learning", "threshold", "constraints", "feasible"):
-                if key in twin.user_attrs:
-                    trial.set_user_attr(key, twin.user_attrs[key])
-            trial.set_user_attr("duplicate_of", twin.number)
-            write_json(tdir / "metrics.json", record)
-            log(f"same candidate as trial {twin.number}: its score is reused, nothing trained")
-            return list(twin.values) if multi else float(twin.values[0])
-        t0 = time.perf_counter()
+        log(
+            f"spec {spec.class_name} {spec.hash} (family {family}), loss {loss}, sampling {sampling}, seed {record['seed']}"
+        )
+        return _Draw(family, space, spec, loss, sampling, record["seed"])
+
+    def _reuse(self, trial: Any, twin: Any, record: dict[str, Any], log: _TrialLog) -> float | list[float]:
+        """The sampler proposed a candidate that was already trained: reuse its score, don't retrain."""
+        previous = self.run_dir.read_json(self.run_dir.trial_dir(twin.number) / "metrics.json")
+        record.update(
+            {
+                k: previous[k]
+                for k in (
+                    "params",
+                    "macs",
+                    "macs_proxy",
+                    "activation_mb",
+                    "latency_ms",
+                    "objective",
+                    "values",
+                    "metrics",
+                    "operating_point",
+                    "best_epoch",
+                    "learned",
+                    "not_learning",
+                    "constraints",
+                    "feasible",
+                )
+                if k in previous
+            }
+        )
+        record.update(state="complete", duplicate_of=twin.number, seconds=0.0)
+        for key in (
+            "params",
+            "macs",
+            "latency_ms",
+            "learned",
+            "not_learning",
+            "threshold",
+            "constraints",
+            "feasible",
+        ):
+            if key in twin.user_attrs:
+                trial.set_user_attr(key, twin.user_attrs[key])
+        trial.set_user_attr("duplicate_of", twin.number)
+        write_json(self.run_dir.trial_dir(trial.number) / "metrics.json", record)
+        log(f"same candidate as trial {twin.number}: its score is reused, nothing trained")
+        return list(twin.values) if self.task.objective.multi_objective else float(twin.values[0])
+
+    def _price(self, trial: Any, draw: _Draw, record: dict[str, Any], log: _TrialLog) -> dict[str, float]:
+        """Price the candidate before any training (parameters, MACs, activations, latency); reject it over budget."""
+        from mednas.spaces import check_budget, estimate_cost
+
+        task, bs = self.task, self.task.training.batch_size
         try:
-            bs = task.training.batch_size
-            cost_proxy = estimate_cost(spec, self.ctx.input_shape, batch_size=bs)
-            full_spec = space.adapt_to_shape(spec, self.plan.full_shape)
-            same = full_spec.hash == spec.hash and tuple(self.plan.full_shape) == tuple(self.ctx.input_shape)
+            cost_proxy = estimate_cost(draw.spec, self.ctx.input_shape, batch_size=bs)
+            full_spec = draw.space.adapt_to_shape(draw.spec, self.plan.full_shape)
+            same = full_spec.hash == draw.spec.hash and tuple(self.plan.full_shape) == tuple(
+                self.ctx.input_shape
+            )
             # Each estimate runs the network once on the meta device; MACs and activations scale with the batch.
             cost_full = cost_proxy if same else estimate_cost(full_spec, self.plan.full_shape, batch_size=bs)
-            cost_one = dataclasses.replace(cost_full, macs=cost_full.macs // bs, activation_bytes=cost_full.activation_bytes // bs,
-                                           batch_size=1)
+            cost_one = dataclasses.replace(
+                cost_full,
+                macs=cost_full.macs // bs,
+                activation_bytes=cost_full.activation_bytes // bs,
+                batch_size=1,
+            )
         except ValueError as exc:
-            return self._reject(trial, record, tdir, f"invalid for the input shape: {exc}", log)
+            self._reject(trial, record, f"invalid for the input shape: {exc}", log)
         costs: dict[str, float] = {
             "params": float(cost_full.params),
             "macs": float(cost_one.macs),  # per image at full resolution
             "activation_mb": cost_full.activation_bytes / 2**20,  # one training batch at full resolution
         }
-        record.update(params=cost_full.params, macs_proxy=cost_proxy.macs / task.training.batch_size, macs=cost_one.macs,
-                      activation_mb=costs["activation_mb"])
+        record.update(
+            params=cost_full.params,
+            macs_proxy=cost_proxy.macs / bs,
+            macs=cost_one.macs,
+            activation_mb=costs["activation_mb"],
+        )
         trial.set_user_attr("params", cost_full.params)
         trial.set_user_attr("macs", cost_one.macs)
         b = task.search.budget
@@ -205,104 +232,117 @@ class _TrialObjective:
             reason = f"MACs {cost_one.macs:.3g} > budget {b.max_macs:.3g}"
         reason = reason or self._static_violation(costs)
         if reason:
-            return self._reject(trial, record, tdir, reason, log)
+            self._reject(trial, record, reason, log)
         if self.needs_latency:
             costs["latency_ms"] = self._latency_ms(full_spec)
             record["latency_ms"] = costs["latency_ms"]
             trial.set_user_attr("latency_ms", costs["latency_ms"])
             reason = self._static_violation(costs, ("latency_ms",))
             if reason:
-                return self._reject(trial, record, tdir, reason, log)
-        if multi:
-            # Secondary objectives known before training (params, MACs, latency), as "lower is better": the
-            # multi-objective pruner compares a trial only with trials at least as cheap on all of them.
-            trial.set_user_attr("static_secondary", [
-                (float(costs[m.metric]) * (1.0 if m.direction == "minimize" else -1.0)) if m.metric in costs else None
-                for m in task.objective.secondary])
-        log(f"params {cost_full.params:,}, MACs/image full {cost_one.macs:.3g}, proxy {record['macs_proxy']:.3g}"
-            + (f", latency {costs['latency_ms']:.2f} ms" if "latency_ms" in costs else ""))
+                self._reject(trial, record, reason, log)
+        if self.pruner is not None:
+            trial.set_user_attr("static_secondary", self.pruner.static_secondary(task, costs))
+        log(
+            f"params {cost_full.params:,}, MACs/image full {cost_one.macs:.3g}, proxy {record['macs_proxy']:.3g}"
+            + (f", latency {costs['latency_ms']:.2f} ms" if "latency_ms" in costs else "")
+        )
+        return costs
 
-        divisor = tuple(int(k) for k in space.required_divisor(spec))
-        settings = self.fit_settings(loss=loss, sampling=sampling, divisor=divisor, seed=seed)
-        evaluate = self.evaluate
-        check_epoch = task.dead_check_epoch
-        dead: dict[str, str] = {}
+    def _train(
+        self,
+        trial: Any,
+        draw: _Draw,
+        record: dict[str, Any],
+        reporter: _EpochReporter,
+        t0: float,
+        t_call: float,
+    ) -> Any:
+        """Proxy-train the candidate; record a pruned trial (then re-raise) or a failed one (then raise)."""
+        import optuna
 
-        marks: list[float] = []  # [start of epoch 1, end of each epoch's callback...] for the record's timing
+        from mednas.train import TrainingDiverged
 
-        def on_epoch(result: Any) -> None:
-            if not marks:
-                marks.append(time.perf_counter() - result.seconds)
-            try:
-                _on_epoch(result)
-            finally:
-                marks.append(time.perf_counter())
-
-        def _on_epoch(result: Any) -> None:
-            log(f"epoch {result.epoch}/{settings.epochs}: loss {result.train_loss:.4f}, objective {result.value:.4f} ({result.seconds:.1f}s)")
-            value = result.value if math.isfinite(result.value) else 0.0
-            if self.on_epoch:
-                self.on_epoch(trial.number, result.epoch, settings.epochs)
-            # Report first, so the pruned trial's history holds the epoch it was judged on.
-            prune = self._mo_should_prune(trial, result.epoch, value) if multi else None
-            if not multi:
-                trial.report(value, result.epoch)
-            if check_epoch and result.epoch == check_epoch and result.not_learning:
-                dead["reason"] = result.not_learning
-                raise optuna.TrialPruned(f"not learning: {result.not_learning} (checked at epoch {result.epoch})")
-            if multi:
-                # Optuna cannot prune multi-objective studies: prune on the primary clinical metric ourselves.
-                if prune:
-                    raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (primary objective {value:.4f} below the median "
-                                             "of trials at least as cheap on the size/speed objectives)")
-                return
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
-
+        log = reporter.log
         try:
             with Heartbeat(trial):
-                try:
-                    seed_everything(seed)
-                    fit_result = fit(build(spec), self.train, self.val, settings, evaluate, on_epoch=on_epoch)
-                except Exception as exc:
-                    if not _is_out_of_memory(exc) or settings.batch_size < 2:
-                        raise
-                    # Out of GPU memory: retry once with half the batch, then give up as infeasible.
-                    _free_gpu_memory()
-                    half = max(1, settings.batch_size // 2)
-                    log(f"out of memory at batch size {settings.batch_size}; retrying with {half}")
-                    record["oom_retry_batch_size"] = half
-                    settings = dataclasses.replace(settings, batch_size=half)
-                    seed_everything(seed)
-                    try:
-                        fit_result = fit(build(spec), self.train, self.val, settings, evaluate, on_epoch=on_epoch)
-                    except Exception as exc2:
-                        if not _is_out_of_memory(exc2):
-                            raise
-                        _free_gpu_memory()
-                        return self._reject(trial, record, tdir, f"out of GPU memory at batch size {half * 2} and {half}", log)
+                return self._fit(trial, draw, record, log, reporter)
         except optuna.TrialPruned as exc:
             if record.get("state") == "infeasible":
                 raise  # rejected inside the training block (out of memory twice); already recorded
             record.update(state="pruned", reason=str(exc), seconds=time.perf_counter() - t0)
-            if dead:
+            if reporter.dead_reason:
                 # Flagged, not merely scored low: left out of ranking and of the proxy-fidelity statistics.
-                record.update(learned=False, not_learning=dead["reason"])
+                record.update(learned=False, not_learning=reporter.dead_reason)
                 trial.set_user_attr("learned", False)
-                trial.set_user_attr("not_learning", dead["reason"])
+                trial.set_user_attr("not_learning", reporter.dead_reason)
             self._write_partial_history(trial, record)
-            record["timing"] = _timing(t_call, marks)
-            write_json(tdir / "metrics.json", record)
+            record["timing"] = _timing(t_call, reporter.marks)
+            write_json(self.run_dir.trial_dir(trial.number) / "metrics.json", record)
             log(str(exc))
             raise
         except TrainingDiverged as exc:
-            return self._fail(trial, record, tdir, f"diverged: {exc}", log, t0)
+            self._fail(trial, record, f"diverged: {exc}", log, t0)
         except Exception as exc:  # noqa: BLE001 - any candidate may break; the search must go on
             log(traceback.format_exc())
-            return self._fail(trial, record, tdir, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", log, t0)
-        report = objective_report(task, fit_result.best_outputs, self.val, seed=seed)
+            self._fail(
+                trial,
+                record,
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                log,
+                t0,
+            )
+
+    def _fit(
+        self, trial: Any, draw: _Draw, record: dict[str, Any], log: _TrialLog, reporter: _EpochReporter
+    ) -> Any:
+        """Train through the one candidate trainer; out of GPU memory, once more with half the batch, then reject."""
+        from mednas.train import train_candidate
+
+        def attempt(batch_size: int | None) -> Any:
+            return train_candidate(
+                self.task,
+                draw.spec,
+                self.train,
+                self.val,
+                self.fidelity,
+                seed=draw.seed,
+                device=self.device,
+                loss=draw.loss,
+                sampling=draw.sampling,
+                batch_size=batch_size,
+                on_epoch=reporter,
+            )
+
+        full_batch = self.task.training.batch_size
+        try:
+            return attempt(None)
+        except Exception as exc:
+            if not _is_out_of_memory(exc) or full_batch < 2:
+                raise
+        _free_gpu_memory()
+        half = max(1, full_batch // 2)
+        log(f"out of memory at batch size {full_batch}; retrying with {half}")
+        record["oom_retry_batch_size"] = half
+        try:
+            return attempt(half)
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+        _free_gpu_memory()
+        self._reject(trial, record, f"out of GPU memory at batch size {half * 2} and {half}", log)
+
+    def _score(
+        self, trial: Any, trained: Any, costs: dict[str, float], record: dict[str, Any], t0: float
+    ) -> list[float]:
+        """Score the best epoch's validation predictions: objective values, metrics, constraints; into the record."""
+        from mednas.metrics._objective import constraint_violations, objective_report
+
+        task, fit_result = self.task, trained.result
+        report = objective_report(task, fit_result.best_outputs, self.val, seed=record["seed"])
         value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
-        values = [value] + [self._secondary_value(m.metric, report["metrics"], costs) for m in task.objective.secondary]
+        values = [value] + [
+            self._secondary_value(m.metric, report["metrics"], costs) for m in task.objective.secondary
+        ]
         violations = constraint_violations(task, report["metrics"], costs)
         feasible = all(v <= 0 for v in violations)
         record.update(
@@ -311,15 +351,19 @@ class _TrialObjective:
             values=values,
             metrics=report["metrics"],
             operating_point=report.get("operating_point"),
-            constraints=[{"constraint": str(c), "violation": v} for c, v in zip(task.objective.constraints, violations)],
+            constraints=[
+                {"constraint": str(c), "violation": v} for c, v in zip(task.objective.constraints, violations)
+            ],
             feasible=feasible,
             best_epoch=fit_result.best_epoch,
             epochs=len(fit_result.history),
-            history=[{"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value} for h in fit_result.history],
+            history=[
+                {"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value} for h in fit_result.history
+            ],
             seconds=time.perf_counter() - t0,
             learned=fit_result.learned,
             not_learning=fit_result.not_learning_reason,
-            divisor=list(divisor),
+            divisor=list(trained.divisor),
         )
         trial.set_user_attr("learned", fit_result.learned)
         if fit_result.not_learning_reason:
@@ -328,57 +372,55 @@ class _TrialObjective:
         trial.set_user_attr("feasible", feasible)
         if report.get("operating_point"):
             trial.set_user_attr("threshold", report["operating_point"].get("threshold"))
-        write_json(tdir / "predictions.json", prediction_record(task, fit_result.best_outputs, self.val, split="val"))
+        return values
+
+    def _record(
+        self,
+        trial: Any,
+        trained: Any,
+        record: dict[str, Any],
+        log: _TrialLog,
+        t_call: float,
+        marks: list[float],
+    ) -> None:
+        """Write the trial's predictions, proxy weights (``search.keep_weights``) and ``metrics.json``."""
+        from mednas.metrics._objective import prediction_record
+        from mednas.train import save_weights
+
+        task, fit_result, tdir = self.task, trained.result, self.run_dir.trial_dir(trial.number)
+        write_json(
+            tdir / "predictions.json", prediction_record(task, fit_result.best_outputs, self.val, split="val")
+        )
         if task.search.keep_weights and fit_result.best_state is not None:
             # Proxy weights of the leading trials let `mednas export` work before any retraining.
             save_weights(tdir / "model.pt", fit_result.best_state)
             record["weights"] = "model.pt"
         record["timing"] = _timing(t_call, marks)
         write_json(tdir / "metrics.json", record)
-        log(f"complete: {task.objective.name} = {value:.4f} (best epoch {fit_result.best_epoch}, {record['seconds']:.1f}s)"
-            + ("" if fit_result.learned else f"; flagged: never started learning ({fit_result.not_learning_reason})")
-            + ("" if feasible else "; violates " + ", ".join(str(c) for c, v in zip(task.objective.constraints, violations) if v > 0)))
-        return values if multi else value
-
-    def fit_settings(self, *, loss: str, sampling: str, divisor: tuple[int, ...], seed: int,
-                     batch_size: int | None = None) -> Any:
-        """The proxy's :class:`~mednas.train.FitSettings` for one candidate (trials and re-evaluations share them)."""
-        from mednas.train import FitSettings
-
-        task = self.task
-        return FitSettings(
-            problem=task.problem,
-            n_classes=task.n_classes,
-            epochs=task.proxy.epochs,
-            batch_size=batch_size or task.training.batch_size,
-            optimizer=task.training.optimizer,
-            lr=task.training.lr,
-            weight_decay=task.training.weight_decay,
-            loss=loss,
-            seed=seed,
-            device=self.device,
-            augment=task.training.augment,
-            amp=task.training.amp,
-            grad_clip=task.training.grad_clip,
-            patience=None,
-            schedule="none",
-            divisor=divisor,
-            class_weights=self.class_weights,
-            sampling=sampling,
+        violated = [c["constraint"] for c in record["constraints"] if c["violation"] > 0]
+        log(
+            f"complete: {task.objective.name} = {record['objective']['value']:.4f} (best epoch {fit_result.best_epoch}, "
+            f"{record['seconds']:.1f}s)"
+            + (
+                ""
+                if fit_result.learned
+                else f"; flagged: never started learning ({fit_result.not_learning_reason})"
+            )
+            + ("" if record["feasible"] else "; violates " + ", ".join(violated))
         )
 
-    def evaluate(self, outputs: np.ndarray, val: ArrayData) -> tuple[float, dict[str, Any]]:
-        """The task's objective on validation predictions (higher is better)."""
-        from mednas.metrics._objective import evaluate_objective
-
-        return evaluate_objective(self.task, outputs, val)
+    # -- helpers
 
     @property
     def needs_latency(self) -> bool:
         o = self.task.objective
-        return any(c.metric == "latency_ms" for c in o.constraints) or any(m.metric == "latency_ms" for m in o.secondary)
+        return any(c.metric == "latency_ms" for c in o.constraints) or any(
+            m.metric == "latency_ms" for m in o.secondary
+        )
 
-    def _static_violation(self, costs: dict[str, float], only: tuple[str, ...] = ("params", "macs", "activation_mb")) -> str | None:
+    def _static_violation(
+        self, costs: dict[str, float], only: tuple[str, ...] = ("params", "macs", "activation_mb")
+    ) -> str | None:
         for c in self.task.objective.constraints:
             if c.metric in only and c.metric in costs and c.violation(costs[c.metric]) > 0:
                 return f"{c.metric} {costs[c.metric]:.4g} violates the constraint {c}"
@@ -413,41 +455,17 @@ class _TrialObjective:
         value = (metrics.get(metric) or {}).get("value")
         return float(value) if value is not None and math.isfinite(value) else 0.0
 
-    def _mo_should_prune(self, trial: Any, epoch: int, value: float) -> bool:
-        """Median pruning on the primary objective for multi-objective studies (Optuna's pruners can't).
-
-        A trial is compared only with trials that are at least as good on every secondary objective known before
-        training (params, MACs, latency): a small network with a modest primary score may be on the Pareto front,
-        and pruning it against bigger networks would empty the front of exactly the trade-offs it exists to show.
-        """
-        from optuna.trial import TrialState
-
-        cfg = self.task.search.pruner
-        history = dict(trial.user_attrs.get("primary_history", {}))
-        history[str(epoch)] = value
-        trial.set_user_attr("primary_history", history)
-        if cfg.name == "none" or epoch <= cfg.warmup_epochs:
-            return False
-        mine = trial.user_attrs.get("static_secondary") or []
-
-        def at_least_as_cheap(t: Any) -> bool:
-            theirs = t.user_attrs.get("static_secondary")
-            if not mine or not theirs or len(theirs) != len(mine):
-                return True
-            return all(a is None or b is None or b <= a for a, b in zip(mine, theirs))
-
-        others = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                  if str(epoch) in t.user_attrs.get("primary_history", {}) and at_least_as_cheap(t)]
-        if len([t for t in others if t.state == TrialState.COMPLETE]) < max(1, cfg.startup_trials):
-            return False
-        return value < float(np.median([t.user_attrs["primary_history"][str(epoch)] for t in others]))
-
     def _completed_twin(self, trial: Any, spec_hash: str, loss: str, sampling: str) -> Any:
         from optuna.trial import TrialState
 
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if (t.user_attrs.get("spec_hash") == spec_hash and t.values and "duplicate_of" not in t.user_attrs
-                    and t.params.get("loss", loss) == loss and t.params.get("sampling", sampling) == sampling):
+            if (
+                t.user_attrs.get("spec_hash") == spec_hash
+                and t.values
+                and "duplicate_of" not in t.user_attrs
+                and t.params.get("loss", loss) == loss
+                and t.params.get("sampling", sampling) == sampling
+            ):
                 return t
         return None
 
@@ -455,23 +473,135 @@ class _TrialObjective:
         frozen = trial.study._storage.get_trial(trial._trial_id)
         # Multi-objective studies keep the primary objective's per-epoch values in a user attribute instead.
         values = frozen.intermediate_values or frozen.user_attrs.get("primary_history") or {}
-        record["history"] = [{"epoch": int(k), "value": v} for k, v in sorted(values.items(), key=lambda kv: int(kv[0]))]
+        record["history"] = [
+            {"epoch": int(k), "value": v} for k, v in sorted(values.items(), key=lambda kv: int(kv[0]))
+        ]
 
-    def _reject(self, trial: Any, record: dict[str, Any], tdir: Path, reason: str, log: Callable[[str], None]) -> float:
+    def _reject(
+        self, trial: Any, record: dict[str, Any], reason: str, log: Callable[[str], None]
+    ) -> NoReturn:
         import optuna
 
         record.update(state="infeasible", reason=reason)
         trial.set_user_attr("infeasible", reason)
-        write_json(tdir / "metrics.json", record)
+        write_json(self.run_dir.trial_dir(trial.number) / "metrics.json", record)
         log(f"rejected before training: {reason}")
         raise optuna.TrialPruned(f"infeasible: {reason}")
 
-    def _fail(self, trial: Any, record: dict[str, Any], tdir: Path, reason: str, log: Callable[[str], None], t0: float) -> float:
+    def _fail(
+        self, trial: Any, record: dict[str, Any], reason: str, log: Callable[[str], None], t0: float
+    ) -> NoReturn:
         record.update(state="failed", reason=reason, seconds=time.perf_counter() - t0)
         trial.set_user_attr("fail_reason", reason)
-        write_json(tdir / "metrics.json", record)
+        write_json(self.run_dir.trial_dir(trial.number) / "metrics.json", record)
         log(f"failed: {reason}")
         raise _TrialFailed(reason)
+
+
+class _EpochReporter:
+    """The training loop's per-epoch callback of one trial: log the epoch, report it to Optuna, prune.
+
+    A run that has not started learning at ``dead_check_epoch`` is pruned and flagged (``dead_reason``). ``marks``
+    holds the start of epoch 1 and the end of each epoch's callback, for the trial record's ``timing``.
+    """
+
+    def __init__(self, objective: _TrialObjective, trial: Any, log: _TrialLog) -> None:
+        self.trial, self.log = trial, log
+        self.epochs = objective.fidelity.epochs
+        self.check_epoch = objective.task.dead_check_epoch
+        self.progress = objective.on_epoch
+        self.pruner = objective.pruner
+        self.marks: list[float] = []
+        self.dead_reason: str | None = None
+
+    def __call__(self, result: Any) -> None:
+        if not self.marks:
+            self.marks.append(time.perf_counter() - result.seconds)
+        try:
+            self._report(result)
+        finally:
+            self.marks.append(time.perf_counter())
+
+    def _report(self, result: Any) -> None:
+        import optuna
+
+        trial = self.trial
+        self.log(
+            f"epoch {result.epoch}/{self.epochs}: loss {result.train_loss:.4f}, objective {result.value:.4f} "
+            f"({result.seconds:.1f}s)"
+        )
+        value = result.value if math.isfinite(result.value) else 0.0
+        if self.progress:
+            self.progress(trial.number, result.epoch, self.epochs)
+        # Report first, so the pruned trial's history holds the epoch it was judged on.
+        prune = self.pruner.should_prune(trial, result.epoch, value) if self.pruner is not None else None
+        if self.pruner is None:
+            trial.report(value, result.epoch)
+        if self.check_epoch and result.epoch == self.check_epoch and result.not_learning:
+            self.dead_reason = result.not_learning
+            raise optuna.TrialPruned(f"not learning: {result.not_learning} (checked at epoch {result.epoch})")
+        if self.pruner is not None:
+            # Optuna cannot prune multi-objective studies: prune on the primary clinical metric ourselves.
+            if prune:
+                raise optuna.TrialPruned(
+                    f"pruned at epoch {result.epoch} (primary objective {value:.4f} below the median "
+                    "of trials at least as cheap on the size/speed objectives)"
+                )
+            return
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
+
+
+class _MultiObjectivePruner:
+    """Median pruning on the primary objective for multi-objective studies (Optuna's pruners can't).
+
+    A trial is compared only with trials that are at least as good on every secondary objective known before
+    training (params, MACs, latency): a small network with a modest primary score may be on the Pareto front,
+    and pruning it against bigger networks would empty the front of exactly the trade-offs it exists to show.
+
+    Args:
+        config: The task's ``search.pruner`` (``name``, ``warmup_epochs``, ``startup_trials``).
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @staticmethod
+    def static_secondary(task: TaskConfig, costs: dict[str, float]) -> list[float | None]:
+        """The secondary objectives known before training (params, MACs, latency), each as "lower is better"."""
+        return [
+            (float(costs[m.metric]) * (1.0 if m.direction == "minimize" else -1.0))
+            if m.metric in costs
+            else None
+            for m in task.objective.secondary
+        ]
+
+    def should_prune(self, trial: Any, epoch: int, value: float) -> bool:
+        """Record ``value`` in the trial's ``primary_history``; True when it is below the cheaper trials' median."""
+        from optuna.trial import TrialState
+
+        cfg = self.config
+        history = dict(trial.user_attrs.get("primary_history", {}))
+        history[str(epoch)] = value
+        trial.set_user_attr("primary_history", history)
+        if cfg.name == "none" or epoch <= cfg.warmup_epochs:
+            return False
+        mine = trial.user_attrs.get("static_secondary") or []
+        others = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if str(epoch) in t.user_attrs.get("primary_history", {}) and self._at_least_as_cheap(mine, t)
+        ]
+        if len([t for t in others if t.state == TrialState.COMPLETE]) < max(1, cfg.startup_trials):
+            return False
+        return value < float(np.median([t.user_attrs["primary_history"][str(epoch)] for t in others]))
+
+    @staticmethod
+    def _at_least_as_cheap(mine: list[float | None], other: Any) -> bool:
+        theirs = other.user_attrs.get("static_secondary")
+        if not mine or not theirs or len(theirs) != len(mine):
+            return True
+        return all(a is None or b is None or b <= a for a, b in zip(mine, theirs))
 
 
 class _TrialLog:
@@ -534,9 +664,11 @@ def _timing(t_call: float, marks: list[float]) -> dict[str, Any]:
     now = time.perf_counter()
     if not marks:
         return {"before_first_epoch_s": round(now - t_call, 4), "epochs_s": [], "after_last_epoch_s": 0.0}
-    return {"before_first_epoch_s": round(marks[0] - t_call, 4),
-            "epochs_s": [round(b - a, 4) for a, b in zip(marks, marks[1:])],
-            "after_last_epoch_s": round(now - marks[-1], 4)}
+    return {
+        "before_first_epoch_s": round(marks[0] - t_call, 4),
+        "epochs_s": [round(b - a, 4) for a, b in zip(marks, marks[1:])],
+        "after_last_epoch_s": round(now - marks[-1], 4),
+    }
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -592,7 +724,9 @@ def _count_finished(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def prepare_run(task: TaskConfig, run_dir: RunDir, device: str, *, settings: dict[str, Any] | None = None) -> str:
+def prepare_run(
+    task: TaskConfig, run_dir: RunDir, device: str, *, settings: dict[str, Any] | None = None
+) -> str:
     """Check the run directory (refusing a different config) and write resolved.yaml and env.json.
 
     ``resolved.yaml`` holds the settings this session runs with: the task after presets and ``--set``, with
@@ -612,11 +746,15 @@ def prepare_run(task: TaskConfig, run_dir: RunDir, device: str, *, settings: dic
     return chash
 
 
-def _session_settings(n_trials: int, timeout: float | None, device: str, threads: int | None) -> dict[str, Any]:
+def _session_settings(
+    n_trials: int, timeout: float | None, device: str, threads: int | None
+) -> dict[str, Any]:
     """The command-line choices ``resolved.yaml`` records over the task (all outside the run's identity)."""
     settings: dict[str, Any] = {"search.n_trials": n_trials, "search.timeout": timeout, "device": device}
     if threads is not None:
-        settings["training.threads"] = threads  # --threads (an explicit choice; the automatic one is in the log)
+        settings["training.threads"] = (
+            threads  # --threads (an explicit choice; the automatic one is in the log)
+        )
     return settings
 
 
@@ -643,7 +781,10 @@ def _exit_on_sigterm() -> Any:
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         return lambda: None
 
     def handler(signum: int, frame: Any) -> None:
@@ -665,8 +806,10 @@ def check_config(task: TaskConfig, run_dir: RunDir) -> str:
         try:
             previous = load_task(load_yaml(run_dir.resolved) | {})
         except MednasError as exc:
-            raise RunDirError(f"{run_dir.resolved}: not a valid resolved task ({str(exc).splitlines()[0]}); "
-                              "use another --run-dir") from None
+            raise RunDirError(
+                f"{run_dir.resolved}: not a valid resolved task ({str(exc).splitlines()[0]}); "
+                "use another --run-dir"
+            ) from None
         if config_hash(previous) != chash:
             old, new = task_to_dict(previous), task_to_dict(task)
             diffs = _diff_keys(old, new)
@@ -681,7 +824,15 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            if k in ("n_trials", "timeout", "max_failures", "keep_weights", "cache_dir", "description", "threads") or (prefix == "" and k == "device"):
+            if k in (
+                "n_trials",
+                "timeout",
+                "max_failures",
+                "keep_weights",
+                "cache_dir",
+                "description",
+                "threads",
+            ) or (prefix == "" and k == "device"):
                 continue
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
@@ -691,7 +842,9 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 def _count_busy(study: Any) -> int:
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
+    return len(
+        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    )
 
 
 def run_search(
@@ -738,173 +891,308 @@ def run_search(
     Returns:
         The run directory and the summary written to ``summary.json``.
     """
-    from mednas._threads import configure_threads
     from mednas.errors import MednasError
-    from mednas.study._workers import plan_slots, spawn_workers, stop_workers
-    from mednas.train import select_device
 
-    rd = RunDir(run_dir)
-    url = storage or rd.default_storage()
-    name = study_name or task.name
-    # Nothing is written before the run directory and the storage have been checked: a refused start leaves
-    # no trace (no run directory if there was none). First of all, so that a bad storage is reported at once.
-    check_run_dir(rd)
-    chash = check_config(task, rd)
-    shared_storage = make_storage(storage, timeout=storage_timeout) if storage else None
-    if storage_timeout is not None:
-        os.environ["MEDNAS_STORAGE_TIMEOUT"] = str(storage_timeout)  # the --workers children open it too
-    n_target = n_trials or task.search.n_trials
-    timeout = timeout if timeout is not None else task.search.timeout
-    # Threads before torch starts work: the usable CPUs shared by every local worker (workers inherit the choice).
-    n_local = 1 if worker else (len(gpus) * trials_per_gpu if gpus else workers)
-    tplan = configure_threads(threads, task_threads=task.training.threads, workers=n_local, announce=not worker)
-    slots = plan_slots(workers, gpus, trials_per_gpu, device or task.device, threads=tplan.threads) if not worker else []
-    if slots and len(slots) > 1:
-        device = slots[0].device
-        os.environ.update({k: v for k, v in slots[0].env.items() if k == "CUDA_VISIBLE_DEVICES"})
-    dev = select_device(device or task.device)
-    claim = claim_run_dir(rd, config_hash=chash)
-    handler: logging.Handler | None = None
-    bar: _Progress | None = None
-    started = False
-    prepared = False  # this process wrote resolved.yaml: it records how the session ends (summary.json `stopped`)
-    ended_by: BaseException | None = None
-    stop: tuple[str, str | None] | None = None
-    procs: list[Any] = []
-    undo_sigterm = _exit_on_sigterm() if not worker else (lambda: None)
+    session = _SearchSession(
+        task,
+        run_dir,
+        storage=storage,
+        study_name=study_name,
+        n_trials=n_trials,
+        timeout=timeout,
+        device=device,
+        workers=workers,
+        gpus=gpus,
+        trials_per_gpu=trials_per_gpu,
+        worker=worker,
+        storage_timeout=storage_timeout,
+        threads=threads,
+    )
     try:
-        if not worker:
-            prepare_run(task, rd, dev, settings=_session_settings(n_target, timeout, dev, threads))
-            prepared = True
+        session.open(show_progress=show_progress)
+        return session.run()
+    except MednasError as exc:
+        session.ended_by = exc
+        session.abandon_if_refused()
+        raise
+    except BaseException as exc:  # Ctrl-C, SIGTERM (see _exit_on_sigterm), a bug: recorded below, then raised
+        session.ended_by = exc
+        raise
+    finally:
+        session.close()
+
+
+class _SearchSession:
+    """One ``mednas search`` session of one process: checks, data, the trial loop, workers, and how it ended.
+
+    Creating it checks the run directory, the configuration and the storage and claims the run directory; nothing
+    is written before those checks pass, so a refused start leaves no trace (no run directory if there was none).
+    """
+
+    def __init__(
+        self,
+        task: TaskConfig,
+        run_dir: str | os.PathLike[str],
+        *,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int | None,
+        timeout: float | None,
+        device: str | None,
+        workers: int,
+        gpus: list[int] | None,
+        trials_per_gpu: int,
+        worker: bool,
+        storage_timeout: float | None,
+        threads: int | None,
+    ) -> None:
+        from mednas._threads import configure_threads
+        from mednas.study._workers import plan_slots
+        from mednas.train import select_device
+
+        self.task, self.worker, self.threads, self.storage_timeout = task, worker, threads, storage_timeout
+        self.rd = rd = RunDir(run_dir)
+        self.url = storage or rd.default_storage()
+        self.name = study_name or task.name
+        # First of all, so that a bad storage is reported at once.
+        check_run_dir(rd)
+        self.chash = check_config(task, rd)
+        self.shared_storage = make_storage(storage, timeout=storage_timeout) if storage else None
+        if storage_timeout is not None:
+            os.environ["MEDNAS_STORAGE_TIMEOUT"] = str(storage_timeout)  # the --workers children open it too
+        self.n_target = n_trials or task.search.n_trials
+        self.timeout = timeout if timeout is not None else task.search.timeout
+        # Threads before torch starts work: the usable CPUs shared by every local worker (workers inherit the choice).
+        n_local = 1 if worker else (len(gpus) * trials_per_gpu if gpus else workers)
+        self.tplan = configure_threads(
+            threads, task_threads=task.training.threads, workers=n_local, announce=not worker
+        )
+        self.slots = (
+            plan_slots(workers, gpus, trials_per_gpu, device or task.device, threads=self.tplan.threads)
+            if not worker
+            else []
+        )
+        if len(self.slots) > 1:
+            device = self.slots[0].device
+            os.environ.update({k: v for k, v in self.slots[0].env.items() if k == "CUDA_VISIBLE_DEVICES"})
+        self.dev = select_device(device or task.device)
+        self.claim = claim_run_dir(rd, config_hash=self.chash)
+        self.handler: logging.Handler | None = None
+        self.bar: _Progress | None = None
+        self.started = False
+        self.prepared = False  # this process wrote resolved.yaml: it records how the session ends (summary.json `stopped`)
+        self.ended_by: BaseException | None = None
+        self.procs: list[Any] = []
+        self.failures_in_row = 0
+        self.undo_sigterm = _exit_on_sigterm() if not worker else (lambda: None)
+
+    def open(self, *, show_progress: bool) -> None:
+        """Record the session, open the study, plan the data, cache the proxy arrays and start the workers."""
+        from mednas.study._workers import spawn_workers
+
+        task, rd = self.task, self.rd
+        if not self.worker:
+            prepare_run(
+                task,
+                rd,
+                self.dev,
+                settings=_session_settings(self.n_target, self.timeout, self.dev, self.threads),
+            )
+            self.prepared = True
         else:
             rd.require(rd.resolved, step="a search worker")
         existing_salt = rd.salt.read_text().strip() if rd.salt.is_file() else ""
         salt_candidate = existing_salt or new_salt()
-        study = open_study(task, url, name, config_hash=chash, salt=salt_candidate, storage=shared_storage,
-                           timeout=storage_timeout)
+        self.study = study = open_study(
+            task,
+            self.url,
+            self.name,
+            config_hash=self.chash,
+            salt=salt_candidate,
+            storage=self.shared_storage,
+            timeout=self.storage_timeout,
+        )
         salt = read_or_create_salt(rd, shared=study.user_attrs.get("salt_shared") or salt_candidate)
         if existing_salt and salt != existing_salt:
             logger.info("using the shared study's salt")
-        handler = _setup_file_logging(rd)
+        self.handler = _setup_file_logging(rd)
         recover_stale_trials(study)
-        logger.info("search %s: %s, run dir %s, device %s, %d CPU thread(s)%s%s", task.name, task.objective.name, rd.root,
-                    dev, tplan.threads, f" ({tplan.source}{', lowered: machine busy' if tplan.reduced else ''})",
-                    f", {len(slots)} workers" if len(slots) > 1 else "")
-
-        bar = _Progress(n_target, _count_finished(study), enabled=show_progress and not worker, study=study)
-        plan = plan_data(task, rd, salt=salt, progress=bar.stage)
-        claim.prepared()  # fingerprint and splits exist: the next start on this run directory may go on
+        tplan = self.tplan
+        logger.info(
+            "search %s: %s, run dir %s, device %s, %d CPU thread(s)%s%s",
+            task.name,
+            task.objective.name,
+            rd.root,
+            self.dev,
+            tplan.threads,
+            f" ({tplan.source}{', lowered: machine busy' if tplan.reduced else ''})",
+            f", {len(self.slots)} workers" if len(self.slots) > 1 else "",
+        )
+        self.bar = bar = _Progress(
+            self.n_target, _count_finished(study), enabled=show_progress and not self.worker, study=study
+        )
+        self.plan = plan = plan_data(task, rd, salt=salt, progress=bar.stage)
+        self.claim.prepared()  # fingerprint and splits exist: the next start on this run directory may go on
         bar.stage("proxy cache", 0, 0)
-        train = plan.arrays("train", plan.proxy_shape, subset=task.proxy.subset, seed=task.search.seed, progress=lambda d, t: bar.stage("proxy cache (train)", d, t))
-        val = plan.arrays("val", plan.proxy_shape, progress=lambda d, t: bar.stage("proxy cache (val)", d, t))
-        logger.info("proxy %s (full %s): %d train / %d val cases", list(plan.proxy_shape), list(plan.full_shape), len(train), len(val))
-        objective = _TrialObjective(task, plan, rd, train, val, dev, on_epoch=bar.epoch)
-        if len(slots) > 1:
+        fidelity = Fidelity.proxy(task, plan.proxy_shape)
+        train, val = fidelity.load(
+            plan,
+            seed=task.search.seed,
+            progress=lambda split, d, t: bar.stage(f"proxy cache ({split})", d, t),
+        )
+        logger.info(
+            "proxy %s (full %s): %d train / %d val cases",
+            list(plan.proxy_shape),
+            list(plan.full_shape),
+            len(train),
+            len(val),
+        )
+        self.objective = _TrialObjective(task, plan, rd, train, val, self.dev, on_epoch=bar.epoch)
+        if len(self.slots) > 1:
             # The plan and the proxy cache exist now: workers only read them.
-            procs = spawn_workers(slots, task_file=rd.resolved, run_dir=rd.root, storage=url, study_name=name,
-                                  n_trials=n_target, timeout=timeout)
+            self.procs = spawn_workers(
+                self.slots,
+                task_file=rd.resolved,
+                run_dir=rd.root,
+                storage=self.url,
+                study_name=self.name,
+                n_trials=self.n_target,
+                timeout=self.timeout,
+            )
 
-        failures_in_row = 0
-        t_start = time.monotonic()
-        started = True
+    def run(self) -> SearchResult:
+        """Run trials until the study has its target, wait for the workers, re-evaluate, and write the summary."""
+        from mednas.study._workers import stop_workers
 
-        def after_trial(study: Any, frozen: Any) -> None:
-            nonlocal failures_in_row
-            from optuna.trial import TrialState
-
-            failures_in_row = failures_in_row + 1 if frozen.state == TrialState.FAIL else 0
-            recover_stale_trials(study)
-            _drop_weights_outside_top(study, rd, task.search.keep_weights)
-            write_summary(task, rd, study, plan=plan, target=n_target)
-            bar.trial_done(frozen)
-
-        write_summary(task, rd, study, plan=plan, target=n_target)
-        from optuna.storages import fail_stale_trials
-        from optuna.trial import TrialState
-
-        def work() -> tuple[str, str | None]:
-            # One trial per optimize() call: every worker checks the shared count before starting one, so the
-            # study ends at the target instead of each worker running its own quota. When the remaining trials
-            # are running elsewhere, wait: if their worker dies, its retry appears here and is picked up.
-            # Returns why it stopped (summary.json `stopped`).
-            while _count_finished(study) < n_target:
-                left = None if timeout is None else timeout - (time.monotonic() - t_start)
-                if left is not None and left <= 0:
-                    logger.info("timeout reached")
-                    return "timeout reached", f"{timeout:g} s"
-                if _count_busy(study) < n_target or study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                    study.optimize(objective, n_trials=1, callbacks=[after_trial], catch=(_TrialFailed,),
-                                   gc_after_trial=True, show_progress_bar=False)
-                    if failures_in_row >= task.search.max_failures:
-                        logger.error("%d trials failed in a row; stopping (see trials/*/log.txt)", failures_in_row)
-                        return "failed", f"{failures_in_row} trials failed in a row"
-                    continue
-                time.sleep(2.0)
-                fail_stale_trials(study)
-                recover_stale_trials(study)
-                write_summary(task, rd, study, plan=plan, target=n_target)
-                bar.trial_done(None)
-            return "n_trials reached", None
-
-        if prepared:
+        task, rd, study, bar = self.task, self.rd, self.study, self.bar
+        assert bar is not None
+        self.t_start = time.monotonic()
+        self.started = True
+        self._write_summary()
+        if self.prepared:
             clear_stop(rd)  # the previous session's end; a refused start (above) leaves it in place
         _freeze_long_lived()  # the collection after every trial (gc_after_trial) then skips them
-        stop = work()
-        if procs:
+        stop = self._work()
+        if self.procs:
             bar.stage("waiting for workers", 0, 0)
-            codes = stop_workers(procs, wait=True, timeout=None if timeout is None else timeout + 600)
-            bad = [slots[i + 1].index for i, c in enumerate(codes) if c != 0]
+            codes = stop_workers(
+                self.procs, wait=True, timeout=None if self.timeout is None else self.timeout + 600
+            )
+            bad = [self.slots[i + 1].index for i, c in enumerate(codes) if c != 0]
             if bad:
                 logger.warning("worker(s) %s exited with an error; see %s", bad, rd.root / "workers")
             recover_stale_trials(study)
-            stop = work()  # trials of workers that died are retried here
+            stop = self._work()  # trials of workers that died are retried here
         recover_stale_trials(study)
-        if not worker and task.search.reevaluate.top:
+        if not self.worker and task.search.reevaluate.top:
             # The coordinating process only, once the trials are done (its workers have exited by now).
             from mednas.study._reevaluate import reevaluate_top
 
             bar.stage("re-evaluating the best candidates", 0, 0)
-            reevaluate_top(study, objective, top=task.search.reevaluate.top, seeds=task.search.reevaluate.seeds)
+            reevaluate_top(
+                study, self.objective, top=task.search.reevaluate.top, seeds=task.search.reevaluate.seeds
+            )
         bar.close()
-        summary = write_summary(task, rd, study, plan=plan, target=n_target)
-        if prepared and stop is not None:
+        summary = self._write_summary()
+        if self.prepared:
             logger.info("search stopped: %s (%s)", stop[0], stop[1] or f"{_count_finished(study)} finished")
             summary = record_stop(rd, *stop)
         return SearchResult(rd.root, summary)
-    except MednasError as exc:
-        ended_by = exc
-        if claim.owner and not started:
-            # Refused before any trial ran (bad data, a study of another configuration): remove what this process
-            # created, and only if nobody else has joined the run meanwhile.
-            if handler is not None:
-                logging.getLogger("mednas").removeHandler(handler)
-                handler.close()
-            if bar is not None:
-                bar.close()
-            claim.abandon()
-        raise
-    except BaseException as exc:  # Ctrl-C, SIGTERM (see _exit_on_sigterm), a bug: recorded below, then raised
-        ended_by = exc
-        raise
-    finally:
+
+    def _write_summary(self) -> dict[str, Any]:
+        return write_summary(self.task, self.rd, self.study, plan=self.plan, target=self.n_target)
+
+    def _after_trial(self, study: Any, frozen: Any) -> None:
+        from optuna.trial import TrialState
+
+        self.failures_in_row = self.failures_in_row + 1 if frozen.state == TrialState.FAIL else 0
+        recover_stale_trials(study)
+        _drop_weights_outside_top(study, self.rd, self.task.search.keep_weights)
+        self._write_summary()
+        assert self.bar is not None
+        self.bar.trial_done(frozen)
+
+    def _work(self) -> tuple[str, str | None]:
+        """Run trials until the study has its target; return why it stopped (``summary.json`` ``stopped``).
+
+        One trial per optimize() call: every worker checks the shared count before starting one, so the study ends
+        at the target instead of each worker running its own quota. When the remaining trials are running
+        elsewhere, wait: if their worker dies, its retry appears here and is picked up.
+        """
+        from optuna.storages import fail_stale_trials
+        from optuna.trial import TrialState
+
+        study, timeout, bar = self.study, self.timeout, self.bar
+        assert bar is not None
+        while _count_finished(study) < self.n_target:
+            left = None if timeout is None else timeout - (time.monotonic() - self.t_start)
+            if left is not None and left <= 0:
+                logger.info("timeout reached")
+                return "timeout reached", f"{timeout:g} s"
+            if _count_busy(study) < self.n_target or study.get_trials(
+                deepcopy=False, states=(TrialState.WAITING,)
+            ):
+                study.optimize(
+                    self.objective,
+                    n_trials=1,
+                    callbacks=[self._after_trial],
+                    catch=(_TrialFailed,),
+                    gc_after_trial=True,
+                    show_progress_bar=False,
+                )
+                if self.failures_in_row >= self.task.search.max_failures:
+                    logger.error(
+                        "%d trials failed in a row; stopping (see trials/*/log.txt)", self.failures_in_row
+                    )
+                    return "failed", f"{self.failures_in_row} trials failed in a row"
+                continue
+            time.sleep(2.0)
+            fail_stale_trials(study)
+            recover_stale_trials(study)
+            self._write_summary()
+            bar.trial_done(None)
+        return "n_trials reached", None
+
+    def abandon_if_refused(self) -> None:
+        """Refused before any trial ran (bad data, a study of another configuration): remove what this process
+        created, and only if nobody else has joined the run meanwhile."""
+        if self.claim.owner and not self.started:
+            self._drop_logging()
+            if self.bar is not None:
+                self.bar.close()
+            self.claim.abandon()
+
+    def close(self) -> None:
+        """Record how the session ended (unless it was refused before anything ran), release the run and workers."""
+        from mednas.errors import MednasError
+        from mednas.study._workers import stop_workers
+
         _thaw_long_lived()
-        undo_sigterm()
-        refused = isinstance(ended_by, MednasError) and not started  # nothing ran; the run may be gone
-        if prepared and ended_by is not None and not refused:
+        self.undo_sigterm()
+        refused = (
+            isinstance(self.ended_by, MednasError) and not self.started
+        )  # nothing ran; the run may be gone
+        if self.prepared and self.ended_by is not None and not refused:
             try:
-                reason, detail = _stop_of(ended_by)
-                (logger.warning if reason == "interrupted" else logger.error)("search stopped: %s (%s)", reason, detail)
-                record_stop(rd, reason, detail)
+                reason, detail = _stop_of(self.ended_by)
+                (logger.warning if reason == "interrupted" else logger.error)(
+                    "search stopped: %s (%s)", reason, detail
+                )
+                record_stop(self.rd, reason, detail)
             except Exception:  # noqa: BLE001 - never hide why the search ended behind a failed record
-                logger.warning("could not record how the search ended in %s", rd.summary, exc_info=True)
-        claim.close()
-        if procs:
-            stop_workers([p for p in procs if p.poll() is None], wait=False)
-        if bar is not None:
-            bar.close()
-        if handler is not None:
-            logging.getLogger("mednas").removeHandler(handler)
-            handler.close()
+                logger.warning("could not record how the search ended in %s", self.rd.summary, exc_info=True)
+        self.claim.close()
+        if self.procs:
+            stop_workers([p for p in self.procs if p.poll() is None], wait=False)
+        if self.bar is not None:
+            self.bar.close()
+        self._drop_logging()
+
+    def _drop_logging(self) -> None:
+        if self.handler is not None:
+            logging.getLogger("mednas").removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
 
 
 class _Progress:
@@ -917,7 +1205,9 @@ class _Progress:
     other workers included) times the trials still to go.
     """
 
-    _FORMAT = "{desc}: {n_fmt}/{total_fmt} trials |{bar}| "  # + best, elapsed, remaining (set on each refresh)
+    _FORMAT = (
+        "{desc}: {n_fmt}/{total_fmt} trials |{bar}| "  # + best, elapsed, remaining (set on each refresh)
+    )
 
     def __init__(self, total: int, done: int, *, enabled: bool, study: Any) -> None:
         self.enabled = enabled and os.environ.get("MEDNAS_NO_PROGRESS") != "1"
@@ -935,8 +1225,16 @@ class _Progress:
         if self.enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=self.done, desc="search", file=sys.stderr, dynamic_ncols=True,
-                            leave=True, bar_format=self._FORMAT, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+            self.bar = tqdm(
+                total=total,
+                initial=self.done,
+                desc="search",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+                bar_format=self._FORMAT,
+                mininterval=0.5 if sys.stderr.isatty() else 5.0,
+            )
             self._redirect_console_logging()
         self._update_best()
         self._set_postfix()
@@ -1001,7 +1299,9 @@ class _Progress:
         except Exception:  # noqa: BLE001 - a storage hiccup must not stop the search; the next trial retries
             return
         if best:
-            extra = f", Pareto front {len(pareto_front(self.study))}" if len(self.study.directions) > 1 else ""
+            extra = (
+                f", Pareto front {len(pareto_front(self.study))}" if len(self.study.directions) > 1 else ""
+            )
             self._best_trial: Any = best[0]
             self._best = f"best {best[0].values[0]:.4f} (trial {best[0].number}){extra}"
 
@@ -1009,8 +1309,17 @@ class _Progress:
         if self.bar is None:
             return
         remaining = self.remaining()
-        parts = [p for p in (self._best, f"{self.duration(self.elapsed())} elapsed",
-                             f"~{self.duration(remaining)} left" if remaining is not None and self.done < self.total else "") if p]
+        parts = [
+            p
+            for p in (
+                self._best,
+                f"{self.duration(self.elapsed())} elapsed",
+                f"~{self.duration(remaining)} left"
+                if remaining is not None and self.done < self.total
+                else "",
+            )
+            if p
+        ]
         # In the format itself, not tqdm's postfix (which tqdm prefixes with ", ").
         self.bar.bar_format = self._FORMAT + ", ".join(parts).replace("{", "{{").replace("}", "}}")
 
@@ -1027,13 +1336,21 @@ class _Progress:
         """Show a preparation stage (validation, fingerprint, proxy cache)."""
         self._t_ready = time.monotonic()
         if self.bar is not None:
-            self.bar.set_description_str(f"search [{name} {done}/{total}]" if total else f"search [{name}]", refresh=False)
+            self.bar.set_description_str(
+                f"search [{name} {done}/{total}]" if total else f"search [{name}]", refresh=False
+            )
             self._maybe_refresh()
 
     def epoch(self, trial: int, epoch: int, epochs: int) -> None:
         """Show the running trial's epoch."""
         self._mark_trials_started()
-        logger.debug("trial %d: epoch %d/%d", trial, epoch, epochs, extra={"trial": trial, "epoch": epoch, "epochs": epochs})
+        logger.debug(
+            "trial %d: epoch %d/%d",
+            trial,
+            epoch,
+            epochs,
+            extra={"trial": trial, "epoch": epoch, "epochs": epochs},
+        )
         if self.bar is not None:
             self.bar.set_description_str(f"search [trial {trial} epoch {epoch}/{epochs}]", refresh=False)
             self._maybe_refresh()
@@ -1060,13 +1377,19 @@ class _Progress:
         attrs = frozen.user_attrs
         value = float(frozen.values[0]) if frozen.values else None
         if frozen.state == TrialState.COMPLETE:
-            state = "complete" if attrs.get("feasible", True) is not False else "complete (violates a constraint)"
+            state = (
+                "complete" if attrs.get("feasible", True) is not False else "complete (violates a constraint)"
+            )
             values = ", ".join(f"{v:.4f}" for v in frozen.values or [])
-            what = f"objective {values}" + (f", {attrs['params']:,} parameters" if attrs.get("params") else "")
+            what = f"objective {values}" + (
+                f", {attrs['params']:,} parameters" if attrs.get("params") else ""
+            )
             if "duplicate_of" in attrs:
                 what += f" (same candidate as trial {attrs['duplicate_of']})"
             elif attrs.get("learned") is False:
-                what += "; flagged: never started learning" + (f" ({attrs['not_learning']})" if attrs.get("not_learning") else "")
+                what += "; flagged: never started learning" + (
+                    f" ({attrs['not_learning']})" if attrs.get("not_learning") else ""
+                )
         elif frozen.state == TrialState.PRUNED and "infeasible" in attrs:
             state, what = "infeasible", str(attrs["infeasible"])
         elif frozen.state == TrialState.PRUNED:
@@ -1074,7 +1397,9 @@ class _Progress:
             epochs = len(history)
             last = history[max(history, key=int)] if history else None
             state = "pruned"
-            what = f"at epoch {epochs}" + (f" (objective {last:.4f})" if isinstance(last, (int, float)) else "")
+            what = f"at epoch {epochs}" + (
+                f" (objective {last:.4f})" if isinstance(last, (int, float)) else ""
+            )
             if attrs.get("learned") is False:
                 what += f": not learning ({attrs.get('not_learning')})"
             value = float(last) if isinstance(last, (int, float)) else None
@@ -1085,16 +1410,31 @@ class _Progress:
         remaining = self.remaining()
         best = getattr(self, "_best_trial", None)
         fields = {
-            "event": "trial", "trial": frozen.number, "state": state.split(" ")[0], "family": attrs.get("family"),
-            "value": value, "values": list(frozen.values) if frozen.values and state.startswith("complete") else None,
-            "best": float(best.values[0]) if best is not None else None, "best_trial": best.number if best is not None else None,
-            "finished": self.done, "total": self.total, "elapsed_s": round(self.elapsed(), 1),
+            "event": "trial",
+            "trial": frozen.number,
+            "state": state.split(" ")[0],
+            "family": attrs.get("family"),
+            "value": value,
+            "values": list(frozen.values) if frozen.values and state.startswith("complete") else None,
+            "best": float(best.values[0]) if best is not None else None,
+            "best_trial": best.number if best is not None else None,
+            "finished": self.done,
+            "total": self.total,
+            "elapsed_s": round(self.elapsed(), 1),
             "remaining_s": round(remaining, 1) if remaining is not None else None,
         }
         tail = f"{self.done}/{self.total} finished, {self.duration(self.elapsed())} elapsed" + (
-            f", ~{self.duration(remaining)} left" if remaining is not None and self.done < self.total else "")
-        logger.info("trial %d %s%s; %s%s", frozen.number, state, f": {what}" if what else "",
-                    f"{self._best}; " if self._best else "", tail, extra=fields)
+            f", ~{self.duration(remaining)} left" if remaining is not None and self.done < self.total else ""
+        )
+        logger.info(
+            "trial %d %s%s; %s%s",
+            frozen.number,
+            state,
+            f": {what}" if what else "",
+            f"{self._best}; " if self._best else "",
+            tail,
+            extra=fields,
+        )
 
     def close(self) -> None:
         """Close the bar and give console logging back its handlers."""
@@ -1104,7 +1444,6 @@ class _Progress:
             self.bar.set_description_str("search", refresh=False)
             self.bar.close()
             self.bar = None
-
 
     @staticmethod
     def duration(seconds: float | None) -> str:

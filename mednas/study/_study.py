@@ -18,8 +18,15 @@ from mednas.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["is_creation_race", "make_pruner", "make_sampler", "make_storage", "open_study", "retry_creation_races",
-           "storage_engine_kwargs"]
+__all__ = [
+    "is_creation_race",
+    "make_pruner",
+    "make_sampler",
+    "make_storage",
+    "open_study",
+    "retry_creation_races",
+    "storage_engine_kwargs",
+]
 
 HEARTBEAT_INTERVAL = 20
 GRACE_PERIOD = 60
@@ -53,7 +60,9 @@ def make_storage(url: str, *, timeout: float | None = None) -> Any:
     if url.startswith("journal://") or url.endswith((".log", ".journal")):
         return _journal_storage(url)
     if not url.startswith(("sqlite://", "postgresql", "mysql")):
-        raise ConfigError(f"--storage {_redact(url)!r}: expected sqlite:///FILE, postgresql://..., mysql://... or journal:///FILE")
+        raise ConfigError(
+            f"--storage {_redact(url)!r}: expected sqlite:///FILE, postgresql://..., mysql://... or journal:///FILE"
+        )
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--storage-timeout must be a positive number of seconds, got {timeout}")
     engine_kwargs = storage_engine_kwargs(url, timeout)
@@ -64,13 +73,17 @@ def make_storage(url: str, *, timeout: float | None = None) -> Any:
             engine_kwargs=engine_kwargs,
             heartbeat_interval=HEARTBEAT_INTERVAL,
             grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRY
+            ),
         )
 
     try:
         return retry_creation_races(create, what=f"the tables of {_redact(url)}")
     except ImportError as exc:
-        raise ConfigError(f"--storage {url.split(':', 1)[0]}: a database driver is missing ({exc}); for PostgreSQL: pip install 'mednas[postgres]'") from None
+        raise ConfigError(
+            f"--storage {url.split(':', 1)[0]}: a database driver is missing ({exc}); for PostgreSQL: pip install 'mednas[postgres]'"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types; the user needs one line
         raise ConfigError(_storage_error(url, exc, engine_kwargs)) from None
 
@@ -115,7 +128,9 @@ def retry_creation_races(create: Callable[[], Any], *, what: str, attempts: int 
             if attempt == attempts - 1 or not is_creation_race(exc):
                 raise
             delay = min(2.0, 0.1 * 2**attempt) * (0.5 + random.random())
-            logger.debug("another process is creating %s (%s); retrying in %.2f s", what, type(exc).__name__, delay)
+            logger.debug(
+                "another process is creating %s (%s); retrying in %.2f s", what, type(exc).__name__, delay
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
@@ -127,9 +142,21 @@ def is_creation_race(exc: BaseException) -> bool:
     if isinstance(exc, DuplicatedStudyError):
         return True
     text = f"{type(exc).__name__} {exc} {type(exc.__cause__).__name__ if exc.__cause__ else ''}".lower()
-    return any(s in text for s in ("uniqueviolation", "integrityerror", "already exists", "duplicate key",
-                                   "database is locked", "duplicatetable", "duplicate entry", "deadlock detected",
-                                   "1050", "1062"))
+    return any(
+        s in text
+        for s in (
+            "uniqueviolation",
+            "integrityerror",
+            "already exists",
+            "duplicate key",
+            "database is locked",
+            "duplicatetable",
+            "duplicate entry",
+            "deadlock detected",
+            "1050",
+            "1062",
+        )
+    )
 
 
 def _journal_storage(url: str) -> Any:
@@ -155,8 +182,10 @@ def _storage_error(url: str, exc: BaseException, engine_kwargs: dict[str, Any]) 
     if "timeout" in f"{cause} {first}".lower():
         seconds = (engine_kwargs.get("connect_args") or {}).get("connect_timeout")
         waited = f" within {seconds} s" if seconds else ""
-        return (f"--storage {_redact(url)}: the database server at {host} did not answer{waited} "
-                "(is it running and reachable? --storage-timeout sets the limit)")
+        return (
+            f"--storage {_redact(url)}: the database server at {host} did not answer{waited} "
+            "(is it running and reachable? --storage-timeout sets the limit)"
+        )
     return f"--storage: cannot open {_redact(url)}{f' (server {host})' if host else ''}: {cause}: {_redact_text(first, url)}"
 
 
@@ -223,7 +252,9 @@ def make_sampler(task: TaskConfig, n_existing: int) -> Any:
     if task.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if task.search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=task.search.population_size, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=task.search.population_size, constraints_func=constraints
+        )
     return optuna.samplers.TPESampler(
         seed=seed,
         n_startup_trials=8,
@@ -242,12 +273,22 @@ def make_pruner(task: TaskConfig) -> Any:
     if cfg.name == "none":
         return optuna.pruners.NopPruner()
     if cfg.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=task.proxy.epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=task.proxy.epochs, reduction_factor=3
+        )
     return optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials, n_warmup_steps=cfg.warmup_epochs)
 
 
-def open_study(task: TaskConfig, storage_url: str, study_name: str, *, config_hash: str, salt: str,
-               storage: Any = None, timeout: float | None = None) -> Any:
+def open_study(
+    task: TaskConfig,
+    storage_url: str,
+    study_name: str,
+    *,
+    config_hash: str,
+    salt: str,
+    storage: Any = None,
+    timeout: float | None = None,
+) -> Any:
     """Create the study or load it, refusing a study made from a different configuration.
 
     ``storage`` is an already opened storage for ``storage_url`` (else it is opened here). Processes creating the
@@ -269,16 +310,20 @@ def open_study(task: TaskConfig, storage_url: str, study_name: str, *, config_ha
         except KeyError:
             pass
         try:
-            return optuna.create_study(**kwargs, sampler=make_sampler(task, 0), directions=task.objective.directions), True
+            return optuna.create_study(
+                **kwargs, sampler=make_sampler(task, 0), directions=task.objective.directions
+            ), True
         except DuplicatedStudyError:  # another process created it a moment ago
             return optuna.load_study(**kwargs, sampler=make_sampler(task, 0)), False
 
     try:
         study, created = retry_creation_races(create, what=f"study {study_name!r}")
         if tuple(d.name.lower() for d in study.directions) != tuple(task.objective.directions):
-            raise ConfigError(f"study {study_name!r} in {_redact(storage_url)} has directions "
-                              f"{[d.name.lower() for d in study.directions]}, the task {list(task.objective.directions)}; "
-                              "use another --study-name")
+            raise ConfigError(
+                f"study {study_name!r} in {_redact(storage_url)} has directions "
+                f"{[d.name.lower() for d in study.directions]}, the task {list(task.objective.directions)}; "
+                "use another --study-name"
+            )
         attrs = study.user_attrs
         if "salt_shared" not in attrs and not created and not study.trials:
             # Its creator sets the attributes right after creating it (the salt last): wait for them, so that every
@@ -296,7 +341,9 @@ def open_study(task: TaskConfig, storage_url: str, study_name: str, *, config_ha
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a storage failure after opening: one line, not a traceback
-        raise ConfigError(_storage_error(storage_url, exc, storage_engine_kwargs(storage_url, timeout))) from None
+        raise ConfigError(
+            _storage_error(storage_url, exc, storage_engine_kwargs(storage_url, timeout))
+        ) from None
     if attrs.get("config_hash") != config_hash:
         raise ConfigError(
             f"study {study_name!r} in {_redact(storage_url)} was created from a different task configuration "

@@ -14,7 +14,15 @@ from typing import Any
 from mednas.config import TaskConfig
 from mednas.rundir import RunDir
 
-__all__ = ["STOP_REASONS", "best_trials", "build_summary", "clear_stop", "pareto_front", "record_stop", "write_summary"]
+__all__ = [
+    "STOP_REASONS",
+    "best_trials",
+    "build_summary",
+    "clear_stop",
+    "pareto_front",
+    "record_stop",
+    "write_summary",
+]
 
 #: Why a search session ended, as ``summary.json`` ``stopped.reason`` records it.
 STOP_REASONS = ("n_trials reached", "timeout reached", "interrupted", "failed")
@@ -48,8 +56,13 @@ def _with_reevaluation(study: Any, trials: list[Any]) -> list[Any]:
         r = extra.get(t.number)
         if r:
             t = copy.copy(t)
-            t.user_attrs = {**t.user_attrs, "proxy_seed_values": list(r["values"]), "proxy_mean": r["mean"],
-                            "proxy_std": r["std"], "proxy_seeds": list(r.get("seeds") or [])}
+            t.user_attrs = {
+                **t.user_attrs,
+                "proxy_seed_values": list(r["values"]),
+                "proxy_mean": r["mean"],
+                "proxy_std": r["std"],
+                "proxy_seeds": list(r.get("seeds") or []),
+            }
         out.append(t)
     return out
 
@@ -69,8 +82,14 @@ def pareto_front(study: Any, *, by_mean: bool = True) -> list[Any]:
     from optuna.trial import TrialState
 
     signs = _signs(study)
-    pool = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values and _feasible(t) and t.user_attrs.get("learned") is not False and "duplicate_of" not in t.user_attrs]
+    pool = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values
+        and _feasible(t)
+        and t.user_attrs.get("learned") is not False
+        and "duplicate_of" not in t.user_attrs
+    ]
     pool = _with_reevaluation(study, pool)
     scored = [(t, [s * v for s, v in zip(signs, t.values)]) for t in pool]
 
@@ -98,9 +117,15 @@ def best_trials(study: Any, k: int = 1, *, by_mean: bool = True) -> list[Any]:
     from optuna.trial import TrialState
 
     signs = _signs(study)
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values and _feasible(t)]
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values and _feasible(t)
+    ]
     complete = _with_reevaluation(study, complete)
-    complete.sort(key=lambda t: (t.user_attrs.get("learned") is False, -signs[0] * _primary(t, by_mean), t.number))
+    complete.sort(
+        key=lambda t: (t.user_attrs.get("learned") is False, -signs[0] * _primary(t, by_mean), t.number)
+    )
     if len(study.directions) > 1:
         front = pareto_front(study, by_mean=by_mean)
         numbers = {t.number for t in front}
@@ -108,54 +133,33 @@ def best_trials(study: Any, k: int = 1, *, by_mean: bool = True) -> list[Any]:
     return complete[:k]
 
 
-def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None) -> dict[str, Any]:
+def build_summary(
+    task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None
+) -> dict[str, Any]:
     """Assemble the summary (see DESIGN.md for the keys the checks rely on)."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    states = Counter(t.state for t in trials)
-    infeasible = sum(1 for t in trials if t.state == TrialState.PRUNED and "infeasible" in t.user_attrs)
-    # Flagged as never started learning: pruned at the check epoch, or complete and flagged at the end.
-    not_learning = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                       and t.user_attrs.get("learned") is False)
-    families = Counter(t.user_attrs.get("family") or t.params.get("family") for t in trials if t.params.get("family"))
+    families = Counter(
+        t.user_attrs.get("family") or t.params.get("family") for t in trials if t.params.get("family")
+    )
     summary: dict[str, Any] = {
         "task": task.name,
         "problem": task.problem,
         "spatial_dims": task.spatial_dims,
-        "objective": {"names": task.objective.names, "directions": [d.name.lower() for d in study.directions]},
-        "n_trials": {
-            "complete": states.get(TrialState.COMPLETE, 0),
-            "pruned": states.get(TrialState.PRUNED, 0) - infeasible,
-            "infeasible": infeasible,
-            "failed": states.get(TrialState.FAIL, 0),
-            "running": states.get(TrialState.RUNNING, 0),
-            "waiting": states.get(TrialState.WAITING, 0),
-            "not_learning": not_learning,
-            "target": target or task.search.n_trials,
+        "objective": {
+            "names": task.objective.names,
+            "directions": [d.name.lower() for d in study.directions],
         },
+        "n_trials": _trial_counts(trials, target or task.search.n_trials),
         "families": dict(sorted(families.items())),
-        "proxy": {
-            "shape": list(plan.proxy_shape) if plan else task.proxy.shape,
-            "scale": task.proxy.scale,
-            "epochs": task.proxy.epochs,
-            "subset": task.proxy.subset,
-            "full_shape": list(plan.full_shape) if plan else task.training.shape,
-            "normalize": plan.prep.normalize if plan else task.data.normalize,
-        },
+        "proxy": _proxy_summary(task, plan),
         "study": {"name": study.study_name, "config_hash": study.user_attrs.get("config_hash")},
         "simulated_data": bool(plan.dataset.simulated) if plan else None,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if plan is not None:
-        augmentation = getattr(plan.dataset, "augmentation", None)
-        summary["data"] = {
-            "augmentation": augmentation or None,
-            "n_cases": len(plan.dataset.cases),
-            "splits": {s: len(plan.splits.get(s, [])) for s in ("train", "val", "test")},
-            "split_hash": plan.splits.get("hash"),
-            "fingerprint_hash": plan.fingerprint.get("hash"),
-        }
+        summary["data"] = _data_summary(plan)
     if task.objective.constraints:
         summary["constraints"] = [str(c) for c in task.objective.constraints]
         summary["n_trials"]["infeasible_after_training"] = sum(
@@ -163,34 +167,97 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
         )
     if len(study.directions) > 1:
         summary["pareto_front"] = [
-            {"trial": t.number, "values": list(t.values), "spec_hash": t.user_attrs.get("spec_hash"),
-             "family": t.user_attrs.get("family"), "params": t.user_attrs.get("params")}
+            {
+                "trial": t.number,
+                "values": list(t.values),
+                "spec_hash": t.user_attrs.get("spec_hash"),
+                "family": t.user_attrs.get("family"),
+                "params": t.user_attrs.get("params"),
+            }
             for t in pareto_front(study)
         ]
     best = best_trials(study, 1)
     if best:
-        t = best[0]
-        rec = _metrics_file(rd, t.number)
-        summary["best"] = {
-            "trial": t.number,
-            "values": list(t.values),
-            "spec_hash": t.user_attrs.get("spec_hash"),
-            "family": t.user_attrs.get("family"),
-            "target": rec.get("target"),
-            "params": t.user_attrs.get("params"),
-            "macs": t.user_attrs.get("macs"),
-            "learned": t.user_attrs.get("learned"),
-            "proxy_mean": t.user_attrs.get("proxy_mean"),
-            "proxy_std": t.user_attrs.get("proxy_std"),
-            "metrics": rec.get("metrics", {}),
-            "operating_point": rec.get("operating_point"),
-            "loss": rec.get("loss"),
-            "sampling": rec.get("sampling"),
-            "constraints": rec.get("constraints"),
-        }
+        summary["best"] = _best_summary(rd, best[0])
     reevaluation = _reevaluation_summary(task, study, trials)
     if reevaluation is not None:
         summary["reevaluation"] = reevaluation
+    _keep_others_keys(summary, rd, target)
+    return summary
+
+
+def _trial_counts(trials: list[Any], target: int) -> dict[str, Any]:
+    """``summary.json`` ``n_trials``: trials per state (infeasible ones apart from pruned), not learning, target."""
+    from optuna.trial import TrialState
+
+    states = Counter(t.state for t in trials)
+    infeasible = sum(1 for t in trials if t.state == TrialState.PRUNED and "infeasible" in t.user_attrs)
+    # Flagged as never started learning: pruned at the check epoch, or complete and flagged at the end.
+    not_learning = sum(
+        1
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.user_attrs.get("learned") is False
+    )
+    return {
+        "complete": states.get(TrialState.COMPLETE, 0),
+        "pruned": states.get(TrialState.PRUNED, 0) - infeasible,
+        "infeasible": infeasible,
+        "failed": states.get(TrialState.FAIL, 0),
+        "running": states.get(TrialState.RUNNING, 0),
+        "waiting": states.get(TrialState.WAITING, 0),
+        "not_learning": not_learning,
+        "target": target,
+    }
+
+
+def _proxy_summary(task: TaskConfig, plan: Any | None) -> dict[str, Any]:
+    """``summary.json`` ``proxy``: the proxy's shape, scale, epochs and subset, the full shape, the normalisation."""
+    return {
+        "shape": list(plan.proxy_shape) if plan else task.proxy.shape,
+        "scale": task.proxy.scale,
+        "epochs": task.proxy.epochs,
+        "subset": task.proxy.subset,
+        "full_shape": list(plan.full_shape) if plan else task.training.shape,
+        "normalize": plan.prep.normalize if plan else task.data.normalize,
+    }
+
+
+def _data_summary(plan: Any) -> dict[str, Any]:
+    """``summary.json`` ``data``: augmentation, case and split counts, and the split and fingerprint hashes."""
+    augmentation = getattr(plan.dataset, "augmentation", None)
+    return {
+        "augmentation": augmentation or None,
+        "n_cases": len(plan.dataset.cases),
+        "splits": {s: len(plan.splits.get(s, [])) for s in ("train", "val", "test")},
+        "split_hash": plan.splits.get("hash"),
+        "fingerprint_hash": plan.fingerprint.get("hash"),
+    }
+
+
+def _best_summary(rd: RunDir, t: Any) -> dict[str, Any]:
+    """``summary.json`` ``best``: the best trial's values and spec from the storage, its metrics from its record."""
+    rec = _metrics_file(rd, t.number)
+    return {
+        "trial": t.number,
+        "values": list(t.values),
+        "spec_hash": t.user_attrs.get("spec_hash"),
+        "family": t.user_attrs.get("family"),
+        "target": rec.get("target"),
+        "params": t.user_attrs.get("params"),
+        "macs": t.user_attrs.get("macs"),
+        "learned": t.user_attrs.get("learned"),
+        "proxy_mean": t.user_attrs.get("proxy_mean"),
+        "proxy_std": t.user_attrs.get("proxy_std"),
+        "metrics": rec.get("metrics", {}),
+        "operating_point": rec.get("operating_point"),
+        "loss": rec.get("loss"),
+        "sampling": rec.get("sampling"),
+        "constraints": rec.get("constraints"),
+    }
+
+
+def _keep_others_keys(summary: dict[str, Any], rd: RunDir, target: int | None) -> None:
+    """Copy into ``summary`` the keys of the summary on disk that other steps own, and its trial target."""
     previous = rd.read_json(rd.summary) if rd.summary.exists() else {}
     # Keys other steps own (retrain's proxy_fidelity, export's bundle) survive a summary rewrite.
     # `stopped` too: a --workers child or a joining process may rewrite the summary after the session's end was
@@ -200,7 +267,6 @@ def build_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = N
             summary[key] = previous[key]
     if target is None and isinstance(previous.get("n_trials"), dict) and previous["n_trials"].get("target"):
         summary["n_trials"]["target"] = previous["n_trials"]["target"]
-    return summary
 
 
 def _reevaluation_summary(task: TaskConfig, study: Any, trials: list[Any]) -> dict[str, Any] | None:
@@ -212,20 +278,28 @@ def _reevaluation_summary(task: TaskConfig, study: Any, trials: list[Any]) -> di
     if not cfg.top and not done:
         return None
     # The search's own cost: the wall time of every trial that ran (complete, pruned, failed).
-    search_seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-                         if t.datetime_start is not None and t.datetime_complete is not None)
+    search_seconds = sum(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_start is not None and t.datetime_complete is not None
+    )
     seconds = sum(float(r.get("seconds") or 0.0) for r in done.values())
     return {
         "top": cfg.top,
         "seeds": cfg.seeds,
-        "trials": [{"trial": n, "values": r["values"], "mean": r["mean"], "std": r["std"]} for n, r in sorted(done.items())],
+        "trials": [
+            {"trial": n, "values": r["values"], "mean": r["mean"], "std": r["std"]}
+            for n, r in sorted(done.items())
+        ],
         "seconds": seconds,
         "search_seconds": search_seconds,
         "cost_fraction": seconds / search_seconds if search_seconds > 0 else None,
     }
 
 
-def write_summary(task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None) -> dict[str, Any]:
+def write_summary(
+    task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None
+) -> dict[str, Any]:
     """Build the summary and write ``summary.json`` atomically."""
     summary = build_summary(task, rd, study, plan, target)
     rd.write_json(rd.summary, summary)
@@ -248,7 +322,10 @@ def record_stop(rd: RunDir, reason: str, detail: str | None = None) -> dict[str,
     if reason not in STOP_REASONS:
         raise ValueError(f"stop reason {reason!r} is not one of {STOP_REASONS}")
     summary = rd.read_json(rd.summary) if rd.summary.exists() else {}
-    stopped: dict[str, Any] = {"reason": reason, "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    stopped: dict[str, Any] = {
+        "reason": reason,
+        "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     if detail:
         stopped["detail"] = detail
     summary["stopped"] = stopped

@@ -33,8 +33,15 @@ class WorkerSlot:
     env: dict[str, str]
 
 
-def plan_slots(workers: int, gpus: list[int] | None, trials_per_gpu: int, device: str, *,
-               threads: int | None = None, task_threads: int | None = None) -> list[WorkerSlot]:
+def plan_slots(
+    workers: int,
+    gpus: list[int] | None,
+    trials_per_gpu: int,
+    device: str,
+    *,
+    threads: int | None = None,
+    task_threads: int | None = None,
+) -> list[WorkerSlot]:
     """Assign worker slots: slot 0 is the parent process itself.
 
     Every slot gets the same CPU threads (:func:`mednas._threads.plan_threads`): ``threads`` or ``task_threads``
@@ -56,7 +63,9 @@ def plan_slots(workers: int, gpus: list[int] | None, trials_per_gpu: int, device
             raise ConfigError("--gpus needs a CUDA device, but --device cpu was given")
         if trials_per_gpu < 1:
             raise ConfigError("--trials-per-gpu must be at least 1")
-        env = thread_env(plan_threads(threads, task_threads=task_threads, workers=len(gpus) * trials_per_gpu).threads)
+        env = thread_env(
+            plan_threads(threads, task_threads=task_threads, workers=len(gpus) * trials_per_gpu).threads
+        )
         slots = []
         for g in gpus:
             for _ in range(trials_per_gpu):
@@ -83,20 +92,51 @@ def spawn_workers(
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for slot in slots[1:]:
-        cmd = [sys.executable, "-m", "mednas", "--quiet", "search", str(task_file), "--run-dir", str(run_dir),
-               "--storage", storage, "--study-name", study_name, "--n-trials", str(n_trials), "--worker",
-               "--device", slot.device]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mednas",
+            "--quiet",
+            "search",
+            str(task_file),
+            "--run-dir",
+            str(run_dir),
+            "--storage",
+            storage,
+            "--study-name",
+            study_name,
+            "--n-trials",
+            str(n_trials),
+            "--worker",
+            "--device",
+            slot.device,
+        ]
         if timeout is not None:
             cmd += ["--timeout", str(timeout)]
-        env = {**os.environ, **MALLOC_ENV, **slot.env, "MEDNAS_WORKER": str(slot.index), "_MEDNAS_REEXEC": "1"}
+        env = {
+            **os.environ,
+            **MALLOC_ENV,
+            **slot.env,
+            "MEDNAS_WORKER": str(slot.index),
+            "_MEDNAS_REEXEC": "1",
+        }
         with open(log_dir / f"{slot.index}.log", "ab") as log:
-            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        logger.info("worker %d started (pid %d, %s%s)", slot.index, procs[-1].pid, slot.device,
-                    f", GPU {slot.env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in slot.env else "")
+            procs.append(
+                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            )
+        logger.info(
+            "worker %d started (pid %d, %s%s)",
+            slot.index,
+            procs[-1].pid,
+            slot.device,
+            f", GPU {slot.env['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in slot.env else "",
+        )
     return procs
 
 
-def stop_workers(procs: list[subprocess.Popen[bytes]], *, wait: bool = True, timeout: float | None = None) -> list[int]:
+def stop_workers(
+    procs: list[subprocess.Popen[bytes]], *, wait: bool = True, timeout: float | None = None
+) -> list[int]:
     """Wait for (or terminate) worker processes; return their exit codes."""
     codes = []
     for p in procs:

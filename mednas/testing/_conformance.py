@@ -16,8 +16,8 @@ from mednas.spaces._base import BaseSearchSpace, SpaceContext
 from mednas.spaces._cost import estimate_cost
 from mednas.spaces._plan import padded_shape, required_divisor
 from mednas.spaces._registry import SPACES, create_space
+from mednas.spaces._trials import RandomTrial, ReplayTrial
 from mednas.spec import ArchSpec, build
-from mednas.testing._trials import RandomTrial, ReplayTrial
 
 __all__ = ["TINY_OPTIONS", "check_space", "check_spec"]
 
@@ -32,7 +32,13 @@ TINY_OPTIONS: dict[str, dict[str, Any]] = {
         "expansions": [1, 2],
         "width_coefficients": [0.25],
     },
-    "densenet": {"min_features": 4, "max_features": 4, "growth_rates": [2, 4], "max_layers": 2, "bn_sizes": [2]},
+    "densenet": {
+        "min_features": 4,
+        "max_features": 4,
+        "growth_rates": [2, 4],
+        "max_layers": 2,
+        "bn_sizes": [2],
+    },
     "dynunet": {"max_depth": 4, "min_filters": 2, "max_filters": 8, "kernels": [3, 5]},
     "segresnet": {
         "max_depth": 3,
@@ -144,6 +150,26 @@ def check_spec(
     import torch
 
     where = where or f"{space.name} {ctx.problem} {ctx.spatial_dims}D"
+    shape = padded_shape(ctx.input_shape, _checked_divisor(space, spec, ctx, where))
+
+    torch.manual_seed(0)
+    net = build(spec)
+    n_params = sum(p.numel() for p in net.parameters())
+    _expect(n_params > 0, where, "the network has no parameters")
+    x = torch.randn(batch_size, ctx.in_channels, *shape)
+    expected = (
+        (batch_size, ctx.out_channels)
+        if ctx.problem == "classification"
+        else (batch_size, ctx.out_channels, *shape)
+    )
+    _check_training_step(net, spec, x, expected, where)
+    _check_rebuild_and_cost(space, spec, ctx, net, shape, batch_size, where)
+
+
+def _checked_divisor(
+    space: BaseSearchSpace, spec: ArchSpec, ctx: SpaceContext, where: str
+) -> tuple[int, ...]:
+    """The space's ``required_divisor`` for ``spec``, checked for shape and against the registry's answer."""
     divisor = tuple(space.required_divisor(spec))
     _expect(
         len(divisor) == ctx.spatial_dims and all(isinstance(d, int) and d >= 1 for d in divisor),
@@ -156,18 +182,12 @@ def check_spec(
             where,
             "mednas.spaces.required_divisor disagrees with the space",
         )
-    shape = padded_shape(ctx.input_shape, divisor)
+    return divisor
 
-    torch.manual_seed(0)
-    net = build(spec)
-    n_params = sum(p.numel() for p in net.parameters())
-    _expect(n_params > 0, where, "the network has no parameters")
-    x = torch.randn(batch_size, ctx.in_channels, *shape)
-    expected = (
-        (batch_size, ctx.out_channels)
-        if ctx.problem == "classification"
-        else (batch_size, ctx.out_channels, *shape)
-    )
+
+def _check_training_step(net: Any, spec: ArchSpec, x: Any, expected: tuple[int, ...], where: str) -> None:
+    """One train-mode step (output shape, a finite gradient for every parameter) and an eval-mode pass."""
+    import torch
 
     net.train()
     y = net(x)
@@ -194,6 +214,18 @@ def check_spec(
         tuple(y_eval.shape) == expected, where, f"eval-mode output {tuple(y_eval.shape)}, expected {expected}"
     )
 
+
+def _check_rebuild_and_cost(
+    space: BaseSearchSpace,
+    spec: ArchSpec,
+    ctx: SpaceContext,
+    net: Any,
+    shape: tuple[int, ...],
+    batch_size: int,
+    where: str,
+) -> None:
+    """A rebuild from JSON has the same parameters; ``estimate_cost`` counts them; ``adapt_to_shape`` keeps them."""
+    n_params = sum(p.numel() for p in net.parameters())
     rebuilt = build(ArchSpec.from_json(spec.to_json()))
     shapes_a = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     shapes_b = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}

@@ -21,8 +21,9 @@ def _blob(shape: tuple[int, ...], center: np.ndarray, radius: float) -> np.ndarr
     return d2 <= radius**2
 
 
-def tiny_classification_data(root: str | Path, *, n: int = 32, size: int = 32, seed: int = 0,
-                             patients_per_case: float = 0.75) -> Path:
+def tiny_classification_data(
+    root: str | Path, *, n: int = 32, size: int = 32, seed: int = 0, patients_per_case: float = 0.75
+) -> Path:
     """Write ``n`` 2D PNG images (half with a bright disc: class 1) and a MONAI datalist; return its path.
 
     Several images share a patient so that patient-grouped splits are exercised.
@@ -72,8 +73,13 @@ def tiny_segmentation_data(root: str | Path, *, n: int = 10, size: int = 24, see
             mask[blob] = 1
         nib.save(nib.Nifti1Image(img, affine), root / f"images/vol_{i:03d}.nii.gz")
         nib.save(nib.Nifti1Image(mask, affine), root / f"labels/vol_{i:03d}.nii.gz")
-        entries.append({"image": f"images/vol_{i:03d}.nii.gz", "label": f"labels/vol_{i:03d}.nii.gz",
-                        "patient": f"toy-{i:03d}"})
+        entries.append(
+            {
+                "image": f"images/vol_{i:03d}.nii.gz",
+                "label": f"labels/vol_{i:03d}.nii.gz",
+                "patient": f"toy-{i:03d}",
+            }
+        )
     datalist = {"name": "tiny-segmentation", "simulated": True, "modality": "MR", "training": entries}
     path = root / "datalist.json"
     path.write_text(json.dumps(datalist, indent=1))
@@ -99,9 +105,13 @@ def tiny_task(kind: str, datalist: str | Path, **overrides: Any) -> dict[str, An
             "data": {"format": "datalist", "path": str(datalist)},
             "labels": {"names": ["normal", "finding"]},
             "objective": {"metric": "sensitivity_at_specificity", "min_specificity": 0.8},
-            "search": {"spaces": ["resnet", "efficientnet"], "n_trials": 3, "seed": 0,
-                       "space_options": {k: OPTIONS[k] for k in ("resnet", "efficientnet")},
-                       "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0}},
+            "search": {
+                "spaces": ["resnet", "efficientnet"],
+                "n_trials": 3,
+                "seed": 0,
+                "space_options": {k: OPTIONS[k] for k in ("resnet", "efficientnet")},
+                "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0},
+            },
             "proxy": {"shape": [16, 16], "epochs": 2},
             "training": {"shape": [32, 32], "batch_size": 8, "epochs": 3, "augment": False},
         }
@@ -112,9 +122,15 @@ def tiny_task(kind: str, datalist: str | Path, **overrides: Any) -> dict[str, An
             "spatial_dims": 3,
             "data": {"format": "datalist", "path": str(datalist)},
             "labels": {"names": ["background", "lesion"]},
-            "objective": {"terms": [{"metric": "dice", "weight": 0.5}, {"metric": "lesion_sensitivity", "weight": 0.5}]},
-            "search": {"spaces": ["unet", "segresnet"], "n_trials": 2, "seed": 0,
-                       "space_options": {k: OPTIONS[k] for k in ("unet", "segresnet")}},
+            "objective": {
+                "terms": [{"metric": "dice", "weight": 0.5}, {"metric": "lesion_sensitivity", "weight": 0.5}]
+            },
+            "search": {
+                "spaces": ["unet", "segresnet"],
+                "n_trials": 2,
+                "seed": 0,
+                "space_options": {k: OPTIONS[k] for k in ("unet", "segresnet")},
+            },
             "proxy": {"shape": [16, 16, 16], "epochs": 2},
             "training": {"shape": [24, 24, 24], "batch_size": 2, "epochs": 3, "augment": False},
         }

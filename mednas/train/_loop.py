@@ -22,7 +22,16 @@ from mednas.data import ArrayData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochResult", "FitResult", "FitSettings", "TrainingDiverged", "fit", "predict", "save_weights", "select_device"]
+__all__ = [
+    "EpochResult",
+    "FitResult",
+    "FitSettings",
+    "TrainingDiverged",
+    "fit",
+    "predict",
+    "save_weights",
+    "select_device",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -169,8 +178,17 @@ def _crop(y: Any, shape: tuple[int, ...]) -> Any:
     return y[index]
 
 
-def predict(model: Any, images: np.ndarray, *, problem: str, batch_size: int, device: str, divisor: int | tuple[int, ...] = 1,
-            patch: tuple[int, ...] | None = None, overlap: float = 0.25) -> np.ndarray:
+def predict(
+    model: Any,
+    images: np.ndarray,
+    *,
+    problem: str,
+    batch_size: int,
+    device: str,
+    divisor: int | tuple[int, ...] = 1,
+    patch: tuple[int, ...] | None = None,
+    overlap: float = 0.25,
+) -> np.ndarray:
     """Run the model in eval mode.
 
     Args:
@@ -194,8 +212,12 @@ def predict(model: Any, images: np.ndarray, *, problem: str, batch_size: int, de
                 if patch is not None and problem == "segmentation":
                     from mednas.train._patches import sliding_window_logits
 
-                    logits = sliding_window_logits(lambda p: _crop(model(_pad(p, divisor)), tuple(p.shape[2:])), x, patch,
-                                                   overlap=overlap)
+                    logits = sliding_window_logits(
+                        lambda p: _crop(model(_pad(p, divisor)), tuple(p.shape[2:])),
+                        x,
+                        patch,
+                        overlap=overlap,
+                    )
                 else:
                     logits = model(_pad(x, divisor))
             logits = logits.float()
@@ -273,6 +295,246 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+@dataclass
+class _Trainer:
+    """What one :func:`fit` call trains with: built once, restored from a checkpoint on resume."""
+
+    model: Any
+    settings: FitSettings
+    optimizer: Any
+    scheduler: Any
+    gen: Any
+    scaler: Any
+    loss_fn: Any
+    use_amp: bool
+    n_spatial: int
+    channels_last: bool = False
+
+
+@dataclass
+class _Best:
+    """The best epoch so far: its objective, metrics, weights (CPU) and validation predictions."""
+
+    value: float = -math.inf
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
+    outputs: np.ndarray | None = None
+
+    def offer(
+        self, value: float, epoch: int, metrics: dict[str, Any], model: Any, outputs: np.ndarray
+    ) -> bool:
+        """Keep this epoch when it beats the best (or is the first); return whether it did."""
+        if value > self.value or self.state is None:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            self.value, self.epoch, self.metrics, self.state, self.outputs = (
+                value,
+                epoch,
+                metrics,
+                state,
+                outputs,
+            )
+            return True
+        return False
+
+
+def _resume_point(settings: FitSettings, start_epoch: int, best_epoch: int) -> tuple[int, bool, int]:
+    """Epochs without improvement so far, whether patience already ran out, and the last epoch to train."""
+    # A resumed run keeps counting epochs without improvement, and does not train on past an early stop.
+    stale = start_epoch - 1 - best_epoch if start_epoch > 1 else 0
+    stopped_early = settings.patience is not None and start_epoch > 1 and stale >= settings.patience
+    last_epoch = start_epoch - 1 if stopped_early else settings.epochs
+    return stale, stopped_early, last_epoch
+
+
+def _make_trainer(model: Any, settings: FitSettings, n_spatial: int) -> _Trainer:
+    """Move ``model`` to the device and build its optimizer, schedule, generator, scaler and loss."""
+    import torch
+
+    from mednas.train._losses import make_loss
+
+    device = settings.device
+    model.to(device)
+    gen = torch.Generator().manual_seed(int(settings.seed))
+    optimizer = _make_optimizer(model, settings)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.epochs))
+        if settings.schedule == "cosine"
+        else None
+    )
+    class_weights = (
+        torch.tensor(settings.class_weights, dtype=torch.float32, device=device)
+        if settings.class_weights
+        else None
+    )
+    loss_fn = make_loss(settings.loss, settings.problem, settings.n_classes, class_weights)
+    use_amp = settings.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Trainer(model, settings, optimizer, scheduler, gen, scaler, loss_fn, use_amp, n_spatial)
+
+
+def _resume(t: _Trainer, best: _Best, ckpt_path: Path) -> tuple[int, list[EpochResult]]:
+    """Restore ``t`` and ``best`` from the checkpoint; return the epoch to start at and the history so far."""
+    import torch
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    if t.scheduler is not None and state.get("scheduler"):
+        t.scheduler.load_state_dict(state["scheduler"])
+    t.gen.set_state(state["generator"])
+    start_epoch = int(state["epoch"]) + 1
+    best.value, best.epoch = float(state["best_value"]), int(state["best_epoch"])
+    best.metrics = dict(state.get("best_metrics_json", {}))
+    best.state = state.get("best_model")
+    history = [EpochResult(**h) for h in state.get("history", [])]
+    logger.info(
+        "resuming from %s at epoch %d (best %.4f at epoch %d)", ckpt_path, start_epoch, best.value, best.epoch
+    )
+    return start_epoch, history
+
+
+def _training_tensors(t: _Trainer, train: ArrayData) -> tuple[Any, Any]:
+    """The training images and labels as tensors, on the GPU when they fit (or pinned); sets channels-last."""
+    import torch
+
+    device = t.settings.device
+    images_t = torch.from_numpy(train.images)
+    labels_t = torch.from_numpy(train.labels.astype(np.int64))
+    t.channels_last = device.startswith("cuda") and t.settings.channels_last and t.n_spatial == 2
+    if t.channels_last:
+        t.model.to(memory_format=torch.channels_last)
+    if device.startswith("cuda"):
+        # Proxy data is small: keep it on the GPU when it fits (no per-batch copies), else pin it for async copies.
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        if images_t.numel() * 4 + labels_t.numel() * 8 < 0.25 * free:
+            images_t, labels_t = images_t.to(device), labels_t.to(device)
+        else:
+            images_t, labels_t = images_t.pin_memory(), labels_t.pin_memory()
+    return images_t, labels_t
+
+
+def _batch(t: _Trainer, images_t: Any, labels_t: Any, idx: Any) -> tuple[Any, Any]:
+    """One training batch: patches, flips, device copy and padding; returns the input and the loss target."""
+    import torch
+
+    s = t.settings
+    x = images_t[idx]
+    y = labels_t[idx]
+    if s.patch is not None and s.problem == "segmentation":
+        from mednas.train._patches import random_patches
+
+        x, y = random_patches(x, y, s.patch, t.gen, foreground=s.patch_foreground)
+    if s.augment:
+        x, y = _flip_batch(x, y, t.gen, s.problem)
+    x = x.to(s.device, non_blocking=True)
+    if t.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = y.to(s.device, non_blocking=True)
+    if s.problem == "segmentation":
+        x = _pad(x, s.divisor)
+        y = _pad(y[:, None].float(), s.divisor)[:, 0].long()
+        return x, y[:, None]
+    return x, y
+
+
+def _train_epoch(
+    t: _Trainer, images_t: Any, labels_t: Any, sample_weights: Any, n: int, bs: int, epoch: int
+) -> float:
+    """Train one epoch on the ``n`` cases (then step the schedule); return the mean training loss per case."""
+    import torch
+
+    s = t.settings
+    t.model.train()
+    order = (
+        torch.multinomial(sample_weights, n, replacement=True, generator=t.gen)
+        if sample_weights is not None
+        else torch.randperm(n, generator=t.gen)
+    )
+    total, count = 0.0, 0
+    # Drop a last batch of one: BatchNorm cannot train on it.
+    n_batches = max(1, n // bs if n % bs == 1 and n > bs else math.ceil(n / bs))
+    for b in range(n_batches):
+        idx = order[b * bs : (b + 1) * bs]
+        x, target = _batch(t, images_t, labels_t, idx)
+        t.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cuda", enabled=t.use_amp):
+            out = t.model(x)
+        loss = _loss_value(t.loss_fn, out.float(), target, t.n_spatial)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {epoch} (loss became {loss.item()}, batch {b + 1})"
+            )
+        t.scaler.scale(loss).backward()
+        if s.grad_clip:
+            t.scaler.unscale_(t.optimizer)
+            torch.nn.utils.clip_grad_norm_(t.model.parameters(), s.grad_clip)
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        total += float(loss.detach()) * len(idx)
+        count += len(idx)
+    if t.scheduler is not None:
+        t.scheduler.step()
+    return total / max(1, count)
+
+
+def _predict_val(t: _Trainer, val: ArrayData, bs: int) -> np.ndarray:
+    """The model's validation predictions with the loop's settings (see :func:`predict`)."""
+    s = t.settings
+    return predict(
+        t.model,
+        val.images,
+        problem=s.problem,
+        batch_size=bs,
+        device=s.device,
+        divisor=s.divisor,
+        patch=s.patch,
+        overlap=s.patch_overlap,
+    )
+
+
+def _validate(
+    t: _Trainer,
+    val: ArrayData,
+    bs: int,
+    epoch: int,
+    evaluate: Callable[[np.ndarray, ArrayData], tuple[float, dict[str, Any]]],
+) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """Predict ``val`` and score it: the predictions, the objective (-inf when missing or not finite), metrics."""
+    outputs = _predict_val(t, val, bs)
+    if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
+        raise TrainingDiverged(
+            f"non-finite validation output at epoch {epoch} (NaN or infinite probabilities)"
+        )
+    value, metrics = evaluate(outputs, val)
+    value = float(value) if value is not None and np.isfinite(value) else -math.inf
+    return outputs, value, metrics
+
+
+def _restore_best_outputs(t: _Trainer, best: _Best, val: ArrayData, bs: int) -> None:
+    """Resumed after the best epoch: load the best weights and recompute their validation predictions."""
+    t.model.load_state_dict(best.state)
+    best.outputs = _predict_val(t, val, bs)
+
+
+def _write_checkpoint(path: Path, t: _Trainer, epoch: int, best: _Best, history: list[EpochResult]) -> None:
+    _save_checkpoint(
+        path,
+        {
+            "model": t.model.state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict() if t.scheduler is not None else None,
+            "generator": t.gen.get_state(),
+            "epoch": epoch,
+            "best_value": best.value,
+            "best_epoch": best.epoch,
+            "best_metrics_json": best.metrics,
+            "best_model": best.state,
+            "history": [h.__dict__ for h in history],
+        },
+    )
+
+
 def fit(
     model: Any,
     train: ArrayData,
@@ -301,169 +563,62 @@ def fit(
     Raises:
         TrainingDiverged: When the loss becomes NaN or infinite.
     """
-    import torch
-
     from mednas.train._learning import not_learning_reason
-    from mednas.train._losses import make_loss
 
-    device = settings.device
-    model.to(device)
-    gen = torch.Generator().manual_seed(int(settings.seed))
-    optimizer = _make_optimizer(model, settings)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, settings.epochs))
-        if settings.schedule == "cosine"
-        else None
-    )
-    class_weights = torch.tensor(settings.class_weights, dtype=torch.float32, device=device) if settings.class_weights else None
-    loss_fn = make_loss(settings.loss, settings.problem, settings.n_classes, class_weights)
-    use_amp = settings.amp and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    n_spatial = train.images.ndim - 2
-
+    t = _make_trainer(model, settings, n_spatial=train.images.ndim - 2)
     history: list[EpochResult] = []
-    best_value, best_epoch, best_metrics = -math.inf, 0, {}
-    best_state: dict[str, Any] | None = None
-    best_outputs: np.ndarray | None = None
+    best = _Best()
     last_outputs: np.ndarray | None = None
     start_epoch = 1
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        start_epoch = int(state["epoch"]) + 1
-        best_value, best_epoch = float(state["best_value"]), int(state["best_epoch"])
-        best_metrics = dict(state.get("best_metrics_json", {}))
-        best_state = state.get("best_model")
-        history = [EpochResult(**h) for h in state.get("history", [])]
-        logger.info("resuming from %s at epoch %d (best %.4f at epoch %d)", ckpt_path, start_epoch, best_value, best_epoch)
-
-    images_t = torch.from_numpy(train.images)
-    labels_t = torch.from_numpy(train.labels.astype(np.int64))
-    channels_last = device.startswith("cuda") and settings.channels_last and n_spatial == 2
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if device.startswith("cuda"):
-        # Proxy data is small: keep it on the GPU when it fits (no per-batch copies), else pin it for async copies.
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        if images_t.numel() * 4 + labels_t.numel() * 8 < 0.25 * free:
-            images_t, labels_t = images_t.to(device), labels_t.to(device)
-        else:
-            images_t, labels_t = images_t.pin_memory(), labels_t.pin_memory()
+        start_epoch, history = _resume(t, best, ckpt_path)
+    images_t, labels_t = _training_tensors(t, train)
     n = len(train)
     bs = max(1, min(settings.batch_size, n))
     sample_weights = _balanced_weights(train, settings.problem) if settings.sampling == "balanced" else None
     t0 = time.perf_counter()
-    # A resumed run keeps counting epochs without improvement, and does not train on past an early stop.
-    stale = start_epoch - 1 - best_epoch if start_epoch > 1 else 0
-    stopped_early = settings.patience is not None and start_epoch > 1 and stale >= settings.patience
-    last_epoch = start_epoch - 1 if stopped_early else settings.epochs
+    stale, stopped_early, last_epoch = _resume_point(settings, start_epoch, best.epoch)
     for epoch in range(start_epoch, last_epoch + 1):
         te = time.perf_counter()
-        model.train()
-        order = torch.multinomial(sample_weights, n, replacement=True, generator=gen) if sample_weights is not None else torch.randperm(n, generator=gen)
-        total, count = 0.0, 0
-        # Drop a last batch of one: BatchNorm cannot train on it.
-        n_batches = max(1, n // bs if n % bs == 1 and n > bs else math.ceil(n / bs))
-        for b in range(n_batches):
-            idx = order[b * bs : (b + 1) * bs]
-            x = images_t[idx]
-            y = labels_t[idx]
-            if settings.patch is not None and settings.problem == "segmentation":
-                from mednas.train._patches import random_patches
-
-                x, y = random_patches(x, y, settings.patch, gen, foreground=settings.patch_foreground)
-            if settings.augment:
-                x, y = _flip_batch(x, y, gen, settings.problem)
-            x = x.to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
-            if settings.problem == "segmentation":
-                x = _pad(x, settings.divisor)
-                y = _pad(y[:, None].float(), settings.divisor)[:, 0].long()
-                target = y[:, None]
-            else:
-                target = y
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", enabled=use_amp):
-                out = model(x)
-            loss = _loss_value(loss_fn, out.float(), target, n_spatial)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"non-finite loss at epoch {epoch} (loss became {loss.item()}, batch {b + 1})")
-            scaler.scale(loss).backward()
-            if settings.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        if scheduler is not None:
-            scheduler.step()
-        train_loss = total / max(1, count)
-        outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor,
-                          patch=settings.patch, overlap=settings.patch_overlap)
-        if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
-            raise TrainingDiverged(f"non-finite validation output at epoch {epoch} (NaN or infinite probabilities)")
-        value, metrics = evaluate(outputs, val)
-        value = float(value) if value is not None and np.isfinite(value) else -math.inf
+        train_loss = _train_epoch(t, images_t, labels_t, sample_weights, n, bs, epoch)
+        outputs, value, metrics = _validate(t, val, bs, epoch, evaluate)
         last_outputs = outputs
-        dead = not_learning_reason([h.train_loss for h in history] + [train_loss], [h.value for h in history] + [value],
-                                   outputs, settings.problem)
+        dead = not_learning_reason(
+            [h.train_loss for h in history] + [train_loss],
+            [h.value for h in history] + [value],
+            outputs,
+            settings.problem,
+        )
         result = EpochResult(epoch, train_loss, value, metrics, time.perf_counter() - te, not_learning=dead)
         history.append(result)
-        improved = value > best_value
-        if improved or best_state is None:
-            best_value, best_epoch, best_metrics = value, epoch, metrics
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            best_outputs = outputs
-            stale = 0
-        else:
-            stale += 1
+        stale = 0 if best.offer(value, epoch, metrics, model, outputs) else stale + 1
         if ckpt_path is not None:
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "generator": gen.get_state(),
-                    "epoch": epoch,
-                    "best_value": best_value,
-                    "best_epoch": best_epoch,
-                    "best_metrics_json": best_metrics,
-                    "best_model": best_state,
-                    "history": [h.__dict__ for h in history],
-                },
-            )
+            _write_checkpoint(ckpt_path, t, epoch, best, history)
         logger.debug("epoch %d: loss %.4f, objective %.4f (%.1fs)", epoch, train_loss, value, result.seconds)
         if on_epoch is not None:
             on_epoch(result)
         if settings.patience is not None and stale >= settings.patience:
             stopped_early = True
             break
-    if best_outputs is None and best_state is not None:
-        # Resumed after the best epoch: recompute the validation predictions from the best weights.
-        model.load_state_dict(best_state)
-        best_outputs = predict(model, val.images, problem=settings.problem, batch_size=bs, device=device, divisor=settings.divisor,
-                          patch=settings.patch, overlap=settings.patch_overlap)
+    if best.outputs is None and best.state is not None:
+        _restore_best_outputs(t, best, val, bs)
     # The whole history and the last predictions (the best epoch's when a resumed run trained no further).
-    reason = not_learning_reason([h.train_loss for h in history], [h.value for h in history],
-                                 last_outputs if last_outputs is not None else best_outputs, settings.problem)
+    reason = not_learning_reason(
+        [h.train_loss for h in history],
+        [h.value for h in history],
+        last_outputs if last_outputs is not None else best.outputs,
+        settings.problem,
+    )
     return FitResult(
-        best_epoch=best_epoch,
-        best_value=best_value,
-        best_metrics=best_metrics,
+        best_epoch=best.epoch,
+        best_value=best.value,
+        best_metrics=best.metrics,
         history=history,
         seconds=time.perf_counter() - t0,
         learned=reason is None,
         stopped_early=stopped_early,
-        best_state=best_state,
-        best_outputs=best_outputs,
+        best_state=best.state,
+        best_outputs=best.outputs,
         not_learning_reason=reason,
     )

@@ -60,7 +60,12 @@ def random_patches(
 
 
 def sliding_window_logits(
-    predictor: Callable[[Any], Any], images: Any, patch: Sequence[int], *, overlap: float = 0.25, sw_batch_size: int = 2
+    predictor: Callable[[Any], Any],
+    images: Any,
+    patch: Sequence[int],
+    *,
+    overlap: float = 0.25,
+    sw_batch_size: int = 2,
 ) -> Any:
     """Predict ``(B, C, *S)`` logits for whole volumes from overlapping windows of size ``patch``.
 
@@ -77,6 +82,10 @@ def sliding_window_logits(
     from monai.inferers import sliding_window_inference
 
     return sliding_window_inference(
-        images, roi_size=tuple(int(p) for p in patch), sw_batch_size=sw_batch_size, predictor=predictor,
-        overlap=overlap, mode="gaussian",
+        images,
+        roi_size=tuple(int(p) for p in patch),
+        sw_batch_size=sw_batch_size,
+        predictor=predictor,
+        overlap=overlap,
+        mode="gaussian",
     )

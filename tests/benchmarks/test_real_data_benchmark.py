@@ -32,7 +32,11 @@ def quick_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDNAS_NO_PROGRESS": "1"}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--npz", str(npz), "--out", str(out), "--threads", "1"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "VALIDATION split" in proc.stdout  # the printed table says which split every figure is on

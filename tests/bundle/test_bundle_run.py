@@ -20,10 +20,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # `monai.bundle run` 
 
 def _run_bundle(bundle: Path, inputs: Path, out: Path) -> None:
     pytest.importorskip("ignite", reason="the bundle's evaluator needs pytorch-ignite")
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file",
-                           str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle),
-                           "--input_dir", str(inputs), "--output_dir", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str(bundle / "configs" / "inference.json"),
+            "--bundle_root",
+            str(bundle),
+            "--input_dir",
+            str(inputs),
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 

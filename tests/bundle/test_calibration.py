@@ -26,7 +26,9 @@ def _image(cls_bundle: SimpleNamespace) -> Path:
 def test_bundle_carries_the_temperature_fitted_on_validation(cls_bundle: SimpleNamespace) -> None:
     m = _meta(cls_bundle.path)["mednas"]
     cal = m["temperature_scaling"]
-    assert cal["fitted_on"] == "validation" and "export" in cal["fitted_at"]  # a proxy candidate: fitted at export
+    assert (
+        cal["fitted_on"] == "validation" and "export" in cal["fitted_at"]
+    )  # a proxy candidate: fitted at export
     t = m["pipeline"]["temperature"]
     assert t == pytest.approx(cal["temperature"]) and t > 0
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9
@@ -34,7 +36,9 @@ def test_bundle_carries_the_temperature_fitted_on_validation(cls_bundle: SimpleN
     # The operating point is chosen on the calibrated scores and travels with the temperature.
     assert m["operating_point"]["chosen_on"] == "validation"
     # MONAI's own config applies the same temperature before the softmax.
-    post = json.loads((cls_bundle.path / "configs" / "inference.json").read_text())["postprocessing"]["transforms"]
+    post = json.loads((cls_bundle.path / "configs" / "inference.json").read_text())["postprocessing"][
+        "transforms"
+    ]
     if t != 1.0:
         assert post[0]["_target_"].endswith("Lambdad") and f"x / {t!r}" in post[0]["func"]
         assert post[1]["_target_"].endswith("Activationsd")
@@ -80,8 +84,9 @@ def test_model_card_warnings_appear_when_they_apply(cls_bundle: SimpleNamespace)
     truth = np.r_[np.zeros(40, int), np.ones(60, int)]
     meta["mednas"]["operating_point"] = {**op, "sensitivity": 0.9, "specificity": 0.8}
     meta["mednas"]["pipeline"]["threshold"] = 0.025
-    meta["mednas"]["temperature_scaling"].update(ece_before=0.14, ece_after=0.12,
-                                                  warnings=operating_point_warnings(op, ece_after=0.12, truth=truth))
+    meta["mednas"]["temperature_scaling"].update(
+        ece_before=0.14, ece_after=0.12, warnings=operating_point_warnings(op, ece_after=0.12, truth=truth)
+    )
     card = model_card(meta)
     assert "0.140 before, 0.120 after" in card
     assert "WARNING:** extreme threshold 0.025" in card
@@ -89,5 +94,8 @@ def test_model_card_warnings_appear_when_they_apply(cls_bundle: SimpleNamespace)
     assert "only 40 validation cases without the finding" in card
     # None of them when nothing applies.
     meta["mednas"]["temperature_scaling"]["warnings"] = operating_point_warnings(
-        {"threshold": 0.4, "rule": "youden"}, ece_after=0.03, truth=np.r_[np.zeros(150, int), np.ones(120, int)])
+        {"threshold": 0.4, "rule": "youden"},
+        ece_after=0.03,
+        truth=np.r_[np.zeros(150, int), np.ones(120, int)],
+    )
     assert "WARNING" not in model_card(meta)

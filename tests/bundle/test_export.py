@@ -15,9 +15,18 @@ from mednas import api
 from mednas.cli import main
 from mednas.errors import MednasError
 
-BUNDLE_FILES = {"configs/inference.json", "configs/metadata.json", "models/model.pt", "models/model.ts",
-                "models/model.onnx", "docs/README.md", "search_record.json", "LICENSE", "checksums.sha256",
-                "configs/data_hashes.json"}
+BUNDLE_FILES = {
+    "configs/inference.json",
+    "configs/metadata.json",
+    "models/model.pt",
+    "models/model.ts",
+    "models/model.onnx",
+    "docs/README.md",
+    "search_record.json",
+    "LICENSE",
+    "checksums.sha256",
+    "configs/data_hashes.json",
+}
 
 
 def _meta(bundle: Path) -> dict:
@@ -25,7 +34,9 @@ def _meta(bundle: Path) -> dict:
 
 
 def _monai(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_proxy_export_is_flagged_everywhere(cls_bundle: SimpleNamespace) -> None:
@@ -74,7 +85,9 @@ def test_retrained_export_records_both_splits(seg_bundle: SimpleNamespace) -> No
 def test_export_ran_monais_checks(cls_bundle: SimpleNamespace, seg_bundle: SimpleNamespace) -> None:
     for b in (cls_bundle, seg_bundle):
         checks = b.result.checks
-        assert checks["metadata"].startswith("MONAI schema") or checks["metadata"].startswith("required fields")
+        assert checks["metadata"].startswith("MONAI schema") or checks["metadata"].startswith(
+            "required fields"
+        )
         assert "verify_net_in_out passed" in checks["net_in_out"]
         assert checks["pipeline_agreement"]["max_abs_diff"] <= 1e-4
 
@@ -84,8 +97,12 @@ def test_monai_verify_commands_pass(which: str, request: pytest.FixtureRequest, 
     bundle = request.getfixturevalue(which).path
     meta, config = str(bundle / "configs" / "metadata.json"), str(bundle / "configs" / "inference.json")
     proc = _monai("verify_metadata", "--meta_file", meta, "--filepath", str(schema))
-    assert proc.returncode == 0 and "metadata is verified with no error" in proc.stdout + proc.stderr, proc.stderr[-2000:]
-    proc = _monai("verify_net_in_out", "network_def", "--meta_file", meta, "--config_file", config, "--device", "cpu")
+    assert proc.returncode == 0 and "metadata is verified with no error" in proc.stdout + proc.stderr, (
+        proc.stderr[-2000:]
+    )
+    proc = _monai(
+        "verify_net_in_out", "network_def", "--meta_file", meta, "--config_file", config, "--device", "cpu"
+    )
     assert proc.returncode == 0 and "verified with no error" in proc.stdout + proc.stderr, proc.stderr[-2000:]
 
 
@@ -110,8 +127,9 @@ def test_onnx_and_torchscript_match_pytorch(which: str, request: pytest.FixtureR
     with torch.no_grad():
         ref = net(x).numpy()
         ts = torch.jit.load(str(bundle / "models" / "model.ts"))(x).numpy()
-    onnx_out = ort.InferenceSession(str(bundle / "models" / "model.onnx"), providers=["CPUExecutionProvider"]).run(
-        None, {"image": x.numpy()})[0]
+    onnx_out = ort.InferenceSession(
+        str(bundle / "models" / "model.onnx"), providers=["CPUExecutionProvider"]
+    ).run(None, {"image": x.numpy()})[0]
     assert np.abs(onnx_out - ref).max() <= 1e-4
     assert np.abs(ts - ref).max() <= 1e-4
 
@@ -138,8 +156,11 @@ def test_no_identifying_values_in_bundle(cls_bundle: SimpleNamespace, seg_bundle
         secrets |= {r["patient"] for r in fingerprint["cases"]}
         secrets |= {Path(e["image"]).name for e in entries} | {e["patient"] for e in entries}
         secrets |= {str(datalist.parent), (run_dir / ".salt").read_text().strip()}
-        texts = {p: p.read_text(errors="replace") for p in b.path.rglob("*")
-                 if p.is_file() and p.suffix in ("", ".json", ".md", ".sha256")}
+        texts = {
+            p: p.read_text(errors="replace")
+            for p in b.path.rglob("*")
+            if p.is_file() and p.suffix in ("", ".json", ".md", ".sha256")
+        }
         for path, text in texts.items():
             leaked = [s for s in secrets if s in text]
             assert not leaked, f"{path.name} contains {leaked[:3]}"
@@ -147,7 +168,9 @@ def test_no_identifying_values_in_bundle(cls_bundle: SimpleNamespace, seg_bundle
             assert isinstance(n, int), split  # aggregates only
 
 
-def test_failed_export_writes_nothing(cls_run: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_export_writes_nothing(
+    cls_run: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mednas.bundle._bundle as bundle_mod
     from mednas.bundle import Conversion
 
@@ -158,29 +181,43 @@ def test_failed_export_writes_nothing(cls_run: SimpleNamespace, tmp_path: Path, 
     monkeypatch.setattr(bundle_mod, "export_onnx", diverging)
     before = (cls_run.run_dir / "summary.json").read_text()
     out = tmp_path / "out" / "bundle"
-    with pytest.raises(MednasError, match=r"onnx export differs from eager PyTorch by 0.5 .*nothing was written"):
+    with pytest.raises(
+        MednasError, match=r"onnx export differs from eager PyTorch by 0.5 .*nothing was written"
+    ):
         api.export(cls_run.run_dir, out)
     assert not out.exists() and list((tmp_path / "out").iterdir()) == []
     assert (cls_run.run_dir / "summary.json").read_text() == before
 
 
-def test_export_formats_and_missing_onnx(cls_run: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_formats_and_missing_onnx(
+    cls_run: SimpleNamespace,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with monkeypatch.context() as mp:
         mp.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
         code = main(["export", str(cls_run.run_dir), "--out", str(tmp_path / "b1")])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and len(err) == 1 and 'pip install "mednas[export]"' in err[0], err
         assert not (tmp_path / "b1").exists()
-        code = main(["export", str(cls_run.run_dir), "--out", str(tmp_path / "b2"), "--format", "torchscript"])
+        code = main(
+            ["export", str(cls_run.run_dir), "--out", str(tmp_path / "b2"), "--format", "torchscript"]
+        )
     out = capsys.readouterr().out
-    assert code == 0 and "PROXY CANDIDATE, NOT RETRAINED" in out and "torchscript" in out and "onnx (" not in out
-    assert (tmp_path / "b2" / "models" / "model.ts").exists() and not (tmp_path / "b2" / "models" / "model.onnx").exists()
+    assert (
+        code == 0 and "PROXY CANDIDATE, NOT RETRAINED" in out and "torchscript" in out and "onnx (" not in out
+    )
+    assert (tmp_path / "b2" / "models" / "model.ts").exists() and not (
+        tmp_path / "b2" / "models" / "model.onnx"
+    ).exists()
     assert set(_meta(tmp_path / "b2")["mednas"]["exports"]) == {"torchscript"}
     assert main(["export", str(cls_run.run_dir), "--format", "tflite"]) == 2
 
 
-def test_reexport_replaces_bundle_and_refuses_foreign_folder(cls_bundle: SimpleNamespace, tmp_path: Path) -> None:
+def test_reexport_replaces_bundle_and_refuses_foreign_folder(
+    cls_bundle: SimpleNamespace, tmp_path: Path
+) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -202,7 +239,9 @@ def test_checksums_are_sha256sum_format(seg_bundle: SimpleNamespace) -> None:
     listed = {line.split("  ", 1)[1] for line in lines}
     assert listed == BUNDLE_FILES - {"checksums.sha256"}
     if shutil.which("sha256sum"):
-        proc = subprocess.run(["sha256sum", "-c", "checksums.sha256"], cwd=seg_bundle.path, capture_output=True, text=True)
+        proc = subprocess.run(
+            ["sha256sum", "-c", "checksums.sha256"], cwd=seg_bundle.path, capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -31,7 +31,13 @@ def _preprocessed(model, path: str) -> np.ndarray:  # noqa: ANN001
     image = read_image(path)
     from monai.data import MetaTensor
 
-    data = model._pre({"image": MetaTensor(torch.from_numpy(image.array.astype(np.float32)), affine=torch.as_tensor(image.affine))})
+    data = model._pre(
+        {
+            "image": MetaTensor(
+                torch.from_numpy(image.array.astype(np.float32)), affine=torch.as_tensor(image.affine)
+            )
+        }
+    )
     return np.asarray(data["image"])
 
 
@@ -56,7 +62,9 @@ def test_bundle_inference_is_training_evaluation(seg_bundle: SimpleNamespace) ->
     case = _case(seg_bundle.run.datalist, 1, p.problem)
     x = _preprocessed(model, case.images[0])
     x = x[(slice(None), *[slice(0, s) for s in p.shape])]  # the unpadded training-shape array
-    ours = predict(model._network, x[None], problem="segmentation", batch_size=1, device="cpu", divisor=p.divisor)
+    ours = predict(
+        model._network, x[None], problem="segmentation", batch_size=1, device="cpu", divisor=p.divisor
+    )
     from mednas.bundle._pipeline import instantiate
 
     padded = torch.from_numpy(_preprocessed(model, case.images[0]))[None]
@@ -70,7 +78,9 @@ def test_patch_trained_candidate_uses_sliding_windows(seg_bundle: SimpleNamespac
     from mednas.bundle._pipeline import instantiate
     from mednas.train import predict
 
-    run = Path(shutil.copytree(seg_bundle.run.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("bundle")))
+    run = Path(
+        shutil.copytree(seg_bundle.run.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("bundle"))
+    )
     summary = json.loads((run / "summary.json").read_text())
     n = summary["retrain"]["best"]
     record_path = run / "retrain" / str(n) / "metrics.json"
@@ -89,8 +99,16 @@ def test_patch_trained_candidate_uses_sliding_windows(seg_bundle: SimpleNamespac
     case = _case(seg_bundle.run.datalist, 2, p.problem)
     x = _preprocessed(model, case.images[0])
     assert x.shape[1:] == tuple(p.shape)  # whole volume, no padding: windows are padded by the inferer
-    ours = predict(model._network, x[None], problem="segmentation", batch_size=1, device="cpu", divisor=p.divisor,
-                   patch=(16, 16, 16), overlap=0.25)  # retrain's sliding-window validation
+    ours = predict(
+        model._network,
+        x[None],
+        problem="segmentation",
+        batch_size=1,
+        device="cpu",
+        divisor=p.divisor,
+        patch=(16, 16, 16),
+        overlap=0.25,
+    )  # retrain's sliding-window validation
     with torch.no_grad():
         bundle = instantiate(*p.inferer())(torch.from_numpy(x)[None], model._network).argmax(dim=1).numpy()
     np.testing.assert_array_equal(bundle, ours)

@@ -31,8 +31,9 @@ def _volume(seg_bundle: SimpleNamespace, tmp_path: Path, *, integer: bool = Fals
     return write_nifti(MedImage(array.astype(np.float32), affine), tmp_path / "scan.nii.gz")
 
 
-def test_predict_nifti_mask_has_input_shape_and_affine(seg_bundle: SimpleNamespace, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_nifti_mask_has_input_shape_and_affine(
+    seg_bundle: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     scan = _volume(seg_bundle, tmp_path)
     out = tmp_path / "pred"
     assert main(["predict", str(seg_bundle.path), str(scan), "--out", str(out)]) == 0
@@ -68,8 +69,12 @@ def test_predict_dicom_series_aligned_to_its_geometry(seg_bundle: SimpleNamespac
     assert by_dicom.mask.array.sum() > 0
 
 
-def test_tampered_or_incomplete_bundle_is_refused(seg_bundle: SimpleNamespace, bundle_copy, tmp_path: Path,  # noqa: ANN001
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_tampered_or_incomplete_bundle_is_refused(
+    seg_bundle: SimpleNamespace,
+    bundle_copy,
+    tmp_path: Path,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     scan = _volume(seg_bundle, tmp_path)
     bundle = bundle_copy(seg_bundle.path)
     weights = bundle / "models" / "model.pt"
@@ -97,15 +102,25 @@ def test_tampered_or_incomplete_bundle_is_refused(seg_bundle: SimpleNamespace, b
         mednas.load(bundle)
 
 
-def test_classification_predict_csv_and_api(cls_bundle: SimpleNamespace, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_classification_predict_csv_and_api(
+    cls_bundle: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     images = sorted((cls_bundle.run.datalist.parent / "images").glob("*.png"))[:3]
     out = tmp_path / "pred"
     assert main(["predict", str(cls_bundle.path), *map(str, images), "--out", str(out)]) == 0
     assert "proxy candidate, not retrained" in capsys.readouterr().out
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert [r["case"] for r in rows] == [str(p) for p in images]
-    assert set(rows[0]) == {"case", "p_normal", "p_finding", "finding_score", "threshold", "decision", "label", "model"}
+    assert set(rows[0]) == {
+        "case",
+        "p_normal",
+        "p_finding",
+        "finding_score",
+        "threshold",
+        "decision",
+        "label",
+        "model",
+    }
     model = mednas.load(cls_bundle.path)
     results = model([str(p) for p in images])
     threshold = model.pipeline.threshold
@@ -121,15 +136,19 @@ def test_classification_predict_csv_and_api(cls_bundle: SimpleNamespace, tmp_pat
         assert other.probabilities["finding"] == pytest.approx(single.probabilities["finding"], abs=1e-5)
 
 
-def test_wrong_dimensions_are_one_line_errors(seg_bundle: SimpleNamespace, cls_bundle: SimpleNamespace,
-                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_dimensions_are_one_line_errors(
+    seg_bundle: SimpleNamespace,
+    cls_bundle: SimpleNamespace,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     png = sorted((cls_bundle.run.datalist.parent / "images").glob("*.png"))[0]
     assert main(["predict", str(seg_bundle.path), str(png), "--out", str(tmp_path / "o")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2 spatial dimensions; this model takes 3D images" in err[0]
 
 
-_NO_MEDNAS = textwrap.dedent('''
+_NO_MEDNAS = textwrap.dedent("""
     import json, sys
     sys.modules["mednas"] = None  # any `import mednas` now raises ImportError
     import numpy as np, torch
@@ -157,11 +176,12 @@ _NO_MEDNAS = textwrap.dedent('''
             np.save(f"{out}/decision.npy", np.asarray(data["decision"]))
     loaded = sorted(m for m, v in sys.modules.items() if v is not None and m.split(".")[0] == "mednas")
     assert not loaded, loaded
-''')
+""")
 
 
-def test_monai_alone_runs_the_bundle_like_mednas_predict(cls_bundle: SimpleNamespace, seg_bundle: SimpleNamespace,
-                                                         tmp_path: Path) -> None:
+def test_monai_alone_runs_the_bundle_like_mednas_predict(
+    cls_bundle: SimpleNamespace, seg_bundle: SimpleNamespace, tmp_path: Path
+) -> None:
     png = sorted((cls_bundle.run.datalist.parent / "images").glob("*.png"))[1]
     scan = _volume(seg_bundle, tmp_path)
     jobs = []
@@ -169,8 +189,14 @@ def test_monai_alone_runs_the_bundle_like_mednas_predict(cls_bundle: SimpleNames
         (tmp_path / name).mkdir()
         jobs.append([str(bundle), str(image), str(tmp_path / name)])
     env = dict(os.environ, PYTHONPATH="")
-    proc = subprocess.run([sys.executable, "-c", _NO_MEDNAS, json.dumps(jobs)], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_MEDNAS, json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cls = mednas.load(cls_bundle.path)(str(png))
     probs = np.load(tmp_path / "cls" / "pred.npy")
@@ -178,6 +204,8 @@ def test_monai_alone_runs_the_bundle_like_mednas_predict(cls_bundle: SimpleNames
     assert bool(np.load(tmp_path / "cls" / "decision.npy").reshape(-1)[0]) == cls.decision
     seg = mednas.load(seg_bundle.path)(str(scan))
     np.testing.assert_array_equal(np.load(tmp_path / "seg" / "pred.npy"), seg.mask.array)
-    saved = nib.load(tmp_path / "seg" / "scan_seg.nii.gz")  # MONAI's SaveImaged, from the bundle's postprocessing
+    saved = nib.load(
+        tmp_path / "seg" / "scan_seg.nii.gz"
+    )  # MONAI's SaveImaged, from the bundle's postprocessing
     np.testing.assert_array_equal(np.asarray(saved.dataobj), seg.mask.array[0])
     np.testing.assert_allclose(saved.affine, seg.mask.affine, atol=1e-5)

@@ -48,7 +48,10 @@ def test_models_are_frozen(tmp_path: Path) -> None:
     ("override", "expected"),
     [
         ("search.n_trails=3", "search.n_trails: unknown key (did you mean 'n_trials'?)"),
-        ("objective.min_specifcity=0.8", "objective.min_specifcity: unknown key (did you mean 'min_specificity'?)"),
+        (
+            "objective.min_specifcity=0.8",
+            "objective.min_specifcity: unknown key (did you mean 'min_specificity'?)",
+        ),
         ("search.pruner=hyperbnd", "did you mean 'hyperband'?"),
         ("data.format=datalst", "did you mean 'datalist'?"),
         ("objective.metric=sensitivity_at_specificty", "did you mean 'sensitivity_at_specificity'?"),
@@ -88,7 +91,9 @@ def test_presets_merge_under_the_task_and_set_overrides_both(tmp_path: Path) -> 
     assert task.search.n_trials == 7  # from the preset
     assert task.search.seed == 1  # the task wins over the preset
     assert task.proxy.epochs == 2
-    task = load_task(_write(tmp_path, data), presets=[preset], overrides=["search.seed=9", "proxy.shape=[32, 32]"])
+    task = load_task(
+        _write(tmp_path, data), presets=[preset], overrides=["search.seed=9", "proxy.shape=[32, 32]"]
+    )
     assert task.search.seed == 9
     assert task.proxy.shape == [32, 32]
 
@@ -101,7 +106,9 @@ def test_preset_by_name_and_unknown_preset(tmp_path: Path, monkeypatch: pytest.M
         load_task(ROOT / "tasks" / "demo-xray-nodule.yaml", presets=["quick-cpi"])
 
 
-def test_paths_are_relative_to_the_task_file_and_expand_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paths_are_relative_to_the_task_file_and_expand_vars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sub = tmp_path / "tasks"
     sub.mkdir()
     task = load_task(_write(sub, _base()))
@@ -111,7 +118,9 @@ def test_paths_are_relative_to_the_task_file_and_expand_vars(tmp_path: Path, mon
     data["data"]["path"] = "${MY_DATA}/list.json"
     assert load_task(_write(sub, data)).data.path == str(tmp_path / "elsewhere" / "list.json")
     data["data"]["path"] = "${NOT_SET_ANYWHERE_42}/list.json"
-    with pytest.raises(ConfigError, match=r"data.path: environment variable \$\{NOT_SET_ANYWHERE_42\} is not set"):
+    with pytest.raises(
+        ConfigError, match=r"data.path: environment variable \$\{NOT_SET_ANYWHERE_42\} is not set"
+    ):
         load_task(_write(sub, data))
 
 

@@ -13,7 +13,13 @@ from mednas.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "mednas" / "configs"
 SEG_ONLY = {"lesion-detection.yaml", "measurement.yaml"}
-FULL_OBJECTIVES = {"screening.yaml", "triage.yaml", "cost-weighted.yaml", "lesion-detection.yaml", "measurement.yaml"}
+FULL_OBJECTIVES = {
+    "screening.yaml",
+    "triage.yaml",
+    "cost-weighted.yaml",
+    "lesion-detection.yaml",
+    "measurement.yaml",
+}
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (PRESETS / "objectives").glob("*.yaml")))
@@ -29,7 +35,11 @@ def test_objective_presets_stack_onto_the_demo_tasks(preset: str) -> None:
 def test_full_objective_presets_supply_a_missing_objective(preset: str, tmp_path: Path) -> None:
     import yaml
 
-    data = yaml.safe_load((ROOT / "tasks" / ("demo-mri-lesion.yaml" if preset in SEG_ONLY else "demo-xray-nodule.yaml")).read_text())
+    data = yaml.safe_load(
+        (
+            ROOT / "tasks" / ("demo-mri-lesion.yaml" if preset in SEG_ONLY else "demo-xray-nodule.yaml")
+        ).read_text()
+    )
     del data["objective"]
     path = tmp_path / "task.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -40,8 +50,10 @@ def test_full_objective_presets_supply_a_missing_objective(preset: str, tmp_path
 
 
 def test_stacked_presets_add_constraints_and_secondary_objectives() -> None:
-    task = load_task(ROOT / "tasks" / "demo-xray-nodule.yaml",
-                     presets=["objectives/specificity-floor-and-budget", "objectives/small-model"])
+    task = load_task(
+        ROOT / "tasks" / "demo-xray-nodule.yaml",
+        presets=["objectives/specificity-floor-and-budget", "objectives/small-model"],
+    )
     assert [str(c) for c in task.objective.constraints] == ["specificity >= 0.9", "params <= 100000"]
     assert task.objective.names == ["sensitivity_at_specificity", "params"]
     assert task.objective.directions == ["maximize", "minimize"]
@@ -52,7 +64,9 @@ def test_budget_presets(preset: str) -> None:
     load_task(ROOT / "tasks" / "demo-xray-nodule.yaml", presets=[PRESETS / preset])
 
 
-def test_presets_by_name_from_a_folder_outside_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_presets_by_name_from_a_folder_outside_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     task_file = tmp_path / "project" / "task.yaml"
@@ -66,7 +80,9 @@ def test_presets_by_name_from_a_folder_outside_the_repository(tmp_path: Path, mo
     assert load_task(task_file, presets=["gpu-day"]).search.reevaluate.top == 8
     screening = load_task(tmp_path / "project" / "bare.yaml", presets=["objectives/screening"])
     assert screening.objective.terms[0].metric == "sensitivity_at_specificity"
-    assert load_task(tmp_path / "project" / "bare.yaml", presets=["screening"]) == screening  # a unique file name
+    assert (
+        load_task(tmp_path / "project" / "bare.yaml", presets=["screening"]) == screening
+    )  # a unique file name
     # A path still works, and wins over a name.
     (tmp_path / "mine.yaml").write_text("search: {n_trials: 3}\n")
     assert load_task(task_file, presets=["mine.yaml"]).search.n_trials == 3
@@ -77,7 +93,9 @@ def test_presets_by_name_from_a_folder_outside_the_repository(tmp_path: Path, mo
     assert load_task(task_file, presets=["quick-cpu"]).search.n_trials == 2
 
 
-def test_an_unknown_preset_lists_the_known_ones_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_preset_lists_the_known_ones_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as info:
         resolve_preset("quick-cpi")
@@ -94,4 +112,6 @@ def test_an_unknown_preset_lists_the_known_ones_in_one_line(tmp_path: Path, monk
 
 def test_the_repository_configs_folder_is_the_shipped_presets() -> None:
     assert (ROOT / "configs").resolve() == PRESETS.resolve()
-    assert sorted(p.relative_to(PRESETS).with_suffix("").as_posix() for p in PRESETS.rglob("*.yaml")) == sorted(shipped_presets())
+    assert sorted(
+        p.relative_to(PRESETS).with_suffix("").as_posix() for p in PRESETS.rglob("*.yaml")
+    ) == sorted(shipped_presets())

@@ -16,7 +16,9 @@ from mednas.testing import TINY_OPTIONS
 AFFINE = np.array([[1.5, 0, 0, -10.0], [0, 1.5, 0, 5.0], [0, 0, 3.0, 2.0], [0, 0, 0, 1.0]])
 
 
-def volume(shape: Sequence[int] = (12, 11, 6), *, seed: int = 0, lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def volume(
+    shape: Sequence[int] = (12, 11, 6), *, seed: int = 0, lesion: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """An int16 MR-like volume ``(1, *shape)`` and its uint8 mask ``(1, *shape)`` (a bright box, or none)."""
     rng = np.random.default_rng(seed)
     image = rng.normal(200, 20, size=(1, *shape)).round().astype(np.int16)
@@ -29,8 +31,15 @@ def volume(shape: Sequence[int] = (12, 11, 6), *, seed: int = 0, lesion: bool = 
     return image, mask
 
 
-def seg_case(root: Path, name: str, *, seed: int = 0, lesion: bool = True, shape: Sequence[int] = (12, 11, 6),
-             affine: np.ndarray = AFFINE) -> tuple[Path, Path]:
+def seg_case(
+    root: Path,
+    name: str,
+    *,
+    seed: int = 0,
+    lesion: bool = True,
+    shape: Sequence[int] = (12, 11, 6),
+    affine: np.ndarray = AFFINE,
+) -> tuple[Path, Path]:
     """Write ``images/<name>.nii.gz`` and ``labels/<name>.nii.gz``; return both paths."""
     image, mask = volume(shape, seed=seed, lesion=lesion)
     img_path = write_nifti(MedImage(image, affine), root / "images" / f"{name}.nii.gz")
@@ -63,7 +72,9 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
     return path
 
 
-def seg_task(data: dict[str, Any], *, names: Sequence[str] = ("background", "lesion"), **sections: Any) -> dict[str, Any]:
+def seg_task(
+    data: dict[str, Any], *, names: Sequence[str] = ("background", "lesion"), **sections: Any
+) -> dict[str, Any]:
     """A tiny 3D segmentation task mapping over ``data`` (proxy 16^3, one epoch, UNet only)."""
     task: dict[str, Any] = {
         "name": "data-test-seg",
@@ -72,8 +83,13 @@ def seg_task(data: dict[str, Any], *, names: Sequence[str] = ("background", "les
         "data": data,
         "labels": {"names": list(names)},
         "objective": {"metric": "dice"},
-        "search": {"spaces": ["unet"], "n_trials": 2, "seed": 0, "space_options": {"unet": TINY_OPTIONS["unet"]},
-                   "pruner": "none"},
+        "search": {
+            "spaces": ["unet"],
+            "n_trials": 2,
+            "seed": 0,
+            "space_options": {"unet": TINY_OPTIONS["unet"]},
+            "pruner": "none",
+        },
         "proxy": {"shape": [16, 16, 16], "epochs": 1},
         "training": {"shape": [16, 16, 16], "batch_size": 2, "epochs": 1, "augment": False},
     }
@@ -81,7 +97,9 @@ def seg_task(data: dict[str, Any], *, names: Sequence[str] = ("background", "les
     return task
 
 
-def cls_task(data: dict[str, Any], *, names: Sequence[str] = ("normal", "nodule"), **sections: Any) -> dict[str, Any]:
+def cls_task(
+    data: dict[str, Any], *, names: Sequence[str] = ("normal", "nodule"), **sections: Any
+) -> dict[str, Any]:
     """A tiny 2D classification task mapping over ``data``."""
     task: dict[str, Any] = {
         "name": "data-test-cls",
@@ -90,8 +108,13 @@ def cls_task(data: dict[str, Any], *, names: Sequence[str] = ("normal", "nodule"
         "data": data,
         "labels": {"names": list(names)},
         "objective": {"metric": "auroc"},
-        "search": {"spaces": ["resnet"], "n_trials": 2, "seed": 0, "space_options": {"resnet": TINY_OPTIONS["resnet"]},
-                   "pruner": "none"},
+        "search": {
+            "spaces": ["resnet"],
+            "n_trials": 2,
+            "seed": 0,
+            "space_options": {"resnet": TINY_OPTIONS["resnet"]},
+            "pruner": "none",
+        },
         "proxy": {"shape": [16, 16], "epochs": 1},
         "training": {"shape": [16, 16], "batch_size": 8, "epochs": 1, "augment": False},
     }

@@ -19,7 +19,9 @@ from tests.data._builders import cls_task, config, png
 
 SALT = "test-salt"
 PREP = Preprocessing("classification", 2, 1, 2, "percentile")
-RAW = Preprocessing("classification", 2, 1, 2, "none")  # the 5,000-image test checks the cache, not MONAI's speed
+RAW = Preprocessing(
+    "classification", 2, 1, 2, "none"
+)  # the 5,000-image test checks the cache, not MONAI's speed
 
 
 def _medmnist(path: Path, sizes: dict[str, int], size: int = 28) -> Path:
@@ -85,15 +87,25 @@ def test_5000_images_cached_in_one_pass_into_one_array_and_never_read_again(
     assert _files(proxy) == files
 
 
-def test_png_datalist_built_once_then_no_image_is_read(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    entries = [{"image": png(tmp_path / "png" / f"{i}.png", seed=i, bright=i % 2 == 1).name, "label": i % 2,
-                "patient": f"p{i}"} for i in range(12)]
+def test_png_datalist_built_once_then_no_image_is_read(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries = [
+        {
+            "image": png(tmp_path / "png" / f"{i}.png", seed=i, bright=i % 2 == 1).name,
+            "label": i % 2,
+            "patient": f"p{i}",
+        }
+        for i in range(12)
+    ]
     (tmp_path / "png" / "datalist.json").write_text(json.dumps({"training": entries}))
     task = config(cls_task({"format": "datalist", "path": str(tmp_path / "png" / "datalist.json")}))
     cases = list(load_dataset(task, SALT).cases)
     reads: list[str] = []
     real = raster_mod.read_raster
-    monkeypatch.setattr(raster_mod, "read_raster", lambda path, fmt: reads.append(str(path)) or real(path, fmt))
+    monkeypatch.setattr(
+        raster_mod, "read_raster", lambda path, fmt: reads.append(str(path)) or real(path, fmt)
+    )
     first = load_arrays(cases, (8, 8), PREP, cache_dir / "proxy")
     assert sorted(reads) == sorted(c.images[0] for c in cases)  # each file once
     assert len(_files(cache_dir / "proxy")) == 3
@@ -126,7 +138,9 @@ def test_broken_entry_is_rebuilt(tmp_path: Path, cache_dir: Path, npz_reads: Cou
     assert len(list(cache_dir.iterdir())) == 1 and not list(cache_dir.glob(".*"))
 
 
-def test_cache_lives_beside_the_run_and_never_in_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_lives_beside_the_run_and_never_in_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))

@@ -28,7 +28,9 @@ def _ct_sheet(root: Path, n: int = 6) -> dict:
             image[0, 4:7, 4:7, 1:3] = 120
         write_nifti(MedImage(image, AFFINE), root / f"ct{i}.nii.gz")
         write_nifti(MedImage(mask, AFFINE), root / f"ct{i}_mask.nii.gz")
-        rows.append({"image": f"ct{i}.nii.gz", "label": f"ct{i}_mask.nii.gz", "patient": f"p{i}", "modality": "CT"})
+        rows.append(
+            {"image": f"ct{i}.nii.gz", "label": f"ct{i}_mask.nii.gz", "patient": f"p{i}", "modality": "CT"}
+        )
     return seg_task({"format": "csv", "path": str(write_csv(root / "cases.csv", rows))})
 
 
@@ -40,7 +42,9 @@ def test_records_and_summary_of_a_ct_segmentation_set(tmp_path: Path) -> None:
     assert record["orientation"] == "RAS" and record["modality"] == "CT" and record["dtype"] == "int16"
     assert set(record["intensity"]) == {"min", "max", "p00_5", "p50", "p99_5", "mean", "std"}
     assert record["intensity"]["min"] == -1000
-    assert 20 < record["intensity"]["p50"] < 60  # the foreground (above the 5th percentile) is the body, not air
+    assert (
+        20 < record["intensity"]["p50"] < 60
+    )  # the foreground (above the 5th percentile) is the body, not air
     assert record["case"].startswith("c-") and record["patient"].startswith("p-")
     assert not any(isinstance(v, str) and "/" in v for r in fp["cases"] for v in r.values())  # no paths
     s = fp["summary"]
@@ -70,8 +74,14 @@ def test_classification_class_balance(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("modality", "minimum", "expected"),
-    [("CT", 0.0, "ct"), (None, -1024.0, "ct"), ("MR", 0.0, "zscore"), ("MRI", -5.0, "zscore"), (None, 0.0, "percentile"),
-     ("CR", 0.0, "percentile")],
+    [
+        ("CT", 0.0, "ct"),
+        (None, -1024.0, "ct"),
+        ("MR", 0.0, "zscore"),
+        ("MRI", -5.0, "zscore"),
+        (None, 0.0, "percentile"),
+        ("CR", 0.0, "percentile"),
+    ],
 )
 def test_suggested_normalisation(modality: str | None, minimum: float, expected: str) -> None:
     assert suggest_normalize(modality, minimum) == expected
@@ -87,7 +97,9 @@ def test_suggested_shapes_stay_affordable() -> None:
     assert np.prod(suggest_shapes([2000, 2500], 2)["full"]) <= 1.1 * 256**2
 
 
-def test_validation_and_fingerprint_read_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validation_and_fingerprint_read_each_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rows = []
     for i in range(6):
         image, label = seg_case(tmp_path, f"v{i}", seed=i)

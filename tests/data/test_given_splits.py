@@ -32,7 +32,9 @@ from tests.data._builders import cls_task, config, png, write_csv
 SALT = "test-salt"
 
 
-def _npz(path: Path, sizes: dict[str, int], *, size: int = 28, duplicate: tuple[str, str] | None = None) -> Path:
+def _npz(
+    path: Path, sizes: dict[str, int], *, size: int = 28, duplicate: tuple[str, str] | None = None
+) -> Path:
     """A MedMNIST-style file with distinct random images per split; ``duplicate`` copies one image across splits."""
     rng = np.random.default_rng(7)
     arrays: dict[str, np.ndarray] = {}
@@ -47,8 +49,11 @@ def _npz(path: Path, sizes: dict[str, int], *, size: int = 28, duplicate: tuple[
 
 
 def _medmnist_task(npz: Path, **data: object) -> dict:
-    return cls_task({"format": "medmnist", "path": str(npz), **data}, proxy={"shape": [16, 16], "epochs": 1},
-                    training={"shape": [28, 28], "batch_size": 8, "epochs": 1, "augment": False})
+    return cls_task(
+        {"format": "medmnist", "path": str(npz), **data},
+        proxy={"shape": [16, 16], "epochs": 1},
+        training={"shape": [28, 28], "batch_size": 8, "epochs": 1, "augment": False},
+    )
 
 
 # --- MedMNIST arrays are kept ----------------------------------------------------------------------------------
@@ -57,7 +62,9 @@ def _medmnist_task(npz: Path, **data: object) -> dict:
 def test_medmnist_arrays_are_the_splits_and_validate_prints_policy_counts_duplicates(
     tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
 ) -> None:
-    npz = _npz(tmp_path / "pneumoniamnist.npz", {"train": 14, "val": 5, "test": 6}, duplicate=("train", "val"))
+    npz = _npz(
+        tmp_path / "pneumoniamnist.npz", {"train": 14, "val": 5, "test": 6}, duplicate=("train", "val")
+    )
     task_map = _medmnist_task(npz)
     rd = RunDir(tmp_path / "run")
     plan = plan_data(config(task_map), rd, salt=SALT)
@@ -87,12 +94,17 @@ def test_random_policy_pools_and_resplits(tmp_path: Path, cache_dir: Path) -> No
     assert report.splits["train"]["cases"] != 14  # the default fractions (0.6 / 0.2 / 0.2), not the arrays
 
 
-def test_given_without_val_carves_val_out_of_train_and_without_test_has_no_test(tmp_path: Path, cache_dir: Path) -> None:
+def test_given_without_val_carves_val_out_of_train_and_without_test_has_no_test(
+    tmp_path: Path, cache_dir: Path
+) -> None:
     npz = _npz(tmp_path / "m.npz", {"train": 20, "test": 6})
     report = validate_dataset(config(_medmnist_task(npz)), SALT)
     assert report.ok and report.split_policy == "given"
     assert report.splits["test"]["cases"] == 6
-    assert report.splits["train"]["cases"] + report.splits["val"]["cases"] == 20 and report.splits["val"]["cases"] == 4
+    assert (
+        report.splits["train"]["cases"] + report.splits["val"]["cases"] == 20
+        and report.splits["val"]["cases"] == 4
+    )
     assert any("carved out of the given training split" in n for n in report.notes)
     npz = _npz(tmp_path / "n.npz", {"train": 10, "val": 4})
     rd = RunDir(tmp_path / "run")
@@ -118,7 +130,9 @@ def test_train_test_duplicates_refused_unless_allowed(tmp_path: Path, cache_dir:
     assert not report.ok and report.duplicates["across"]["train/test"] == 1
     assert "1 image of the test split also occurs in train" in report.error_line()
     assert "data.allow_test_duplicates: true" in report.error_line()
-    with pytest.raises(DataError, match=r"1 image of the test split also occurs in train .*allow_test_duplicates"):
+    with pytest.raises(
+        DataError, match=r"1 image of the test split also occurs in train .*allow_test_duplicates"
+    ):
         plan_data(task, RunDir(tmp_path / "run"), salt=SALT)
     allowed = config(_medmnist_task(npz, allow_test_duplicates=True))
     assert validate_dataset(allowed, SALT).ok
@@ -133,17 +147,27 @@ def _sheet(tmp_path: Path, splits: list[str], *, patients: list[str] | None = No
     rows = []
     for i, split in enumerate(splits):
         image = png(tmp_path / "img" / f"case{i:02d}.png", seed=i, size=16)
-        rows.append({"image": str(image.relative_to(tmp_path)), "label": i % 2, "split": split,
-                     "patient": (patients or [f"P{i}" for i in range(len(splits))])[i]})
+        rows.append(
+            {
+                "image": str(image.relative_to(tmp_path)),
+                "label": i % 2,
+                "split": split,
+                "patient": (patients or [f"P{i}" for i in range(len(splits))])[i],
+            }
+        )
     return write_csv(tmp_path / "sheet.csv", rows)
 
 
 def test_csv_split_column_is_kept(tmp_path: Path) -> None:
     sheet = _sheet(tmp_path, ["train"] * 8 + ["validation"] * 3 + ["test"] * 3)
-    plan = plan_data(config(cls_task({"format": "csv", "path": str(sheet)})), RunDir(tmp_path / "run"), salt=SALT)
+    plan = plan_data(
+        config(cls_task({"format": "csv", "path": str(sheet)})), RunDir(tmp_path / "run"), salt=SALT
+    )
     assert plan.splits["policy"] == "given"
     assert {s: sorted(c.identifier for c in plan.cases(s)) for s in ("val", "test")} == {
-        "val": [f"img/case{i:02d}.png" for i in (8, 9, 10)], "test": [f"img/case{i:02d}.png" for i in (11, 12, 13)]}
+        "val": [f"img/case{i:02d}.png" for i in (8, 9, 10)],
+        "test": [f"img/case{i:02d}.png" for i in (11, 12, 13)],
+    }
     assert "split" not in plan.cases("train")[0].extra
 
 
@@ -152,11 +176,16 @@ def test_csv_split_column_is_kept(tmp_path: Path) -> None:
     [
         (["train", "val", "bogus", "test"], None, r"sheet.csv: row 4: 'split' 'bogus' is not a split"),
         (["train", "val", "", "test"], None, r"1 of 4 cases have no given split"),
-        (["train", "val", "train", "test"], ["A", "B", "B", "C"], r"has cases in both the given (train and val|val and train) splits"),
+        (
+            ["train", "val", "train", "test"],
+            ["A", "B", "B", "C"],
+            r"has cases in both the given (train and val|val and train) splits",
+        ),
     ],
 )
-def test_csv_bad_given_splits_are_one_line_errors(tmp_path: Path, splits: list[str], patients: list[str] | None,
-                                                  pattern: str) -> None:
+def test_csv_bad_given_splits_are_one_line_errors(
+    tmp_path: Path, splits: list[str], patients: list[str] | None, pattern: str
+) -> None:
     sheet = _sheet(tmp_path, splits, patients=patients)
     task = config(cls_task({"format": "csv", "path": str(sheet)}))
     with pytest.raises(DataError, match=pattern):
@@ -166,16 +195,24 @@ def test_csv_bad_given_splits_are_one_line_errors(tmp_path: Path, splits: list[s
 def test_datalist_sections_are_splits(tmp_path: Path) -> None:
     entries = [{"image": str(png(tmp_path / f"{i}.png", seed=i)), "label": i % 2} for i in range(12)]
     path = tmp_path / "datalist.json"
-    path.write_text(json.dumps({"training": entries[:8], "validation": entries[8:10], "testing": entries[10:]}))
+    path.write_text(
+        json.dumps({"training": entries[:8], "validation": entries[8:10], "testing": entries[10:]})
+    )
     dataset = load_dataset(config(cls_task({"format": "datalist", "path": str(path)})), SALT)
     assert sorted(c.given_split for c in dataset.cases) == ["test"] * 2 + ["train"] * 8 + ["val"] * 2
     path.write_text(json.dumps({"training": entries}))
-    assert validate_dataset(config(cls_task({"format": "datalist", "path": str(path)})), SALT).split_policy == "random"
+    assert (
+        validate_dataset(config(cls_task({"format": "datalist", "path": str(path)})), SALT).split_policy
+        == "random"
+    )
     # Auto3DSeg-style fold fields: fold data.split.fold is validation, the other folds train.
     folded = [{**e, "fold": i % 3} for i, e in enumerate(entries)]
     path.write_text(json.dumps({"training": folded[:9], "testing": folded[9:]}))
-    plan = plan_data(config(cls_task({"format": "datalist", "path": str(path)}), "data.split.fold=1"),
-                     RunDir(tmp_path / "run"), salt=SALT)
+    plan = plan_data(
+        config(cls_task({"format": "datalist", "path": str(path)}), "data.split.fold=1"),
+        RunDir(tmp_path / "run"),
+        salt=SALT,
+    )
     assert plan.splits["policy"] == "given"
     assert sorted(int(c.identifier.removesuffix(".png")) for c in plan.cases("val")) == [1, 4, 7]
     assert sorted(int(c.identifier.removesuffix(".png")) for c in plan.cases("test")) == [9, 10, 11]
@@ -188,15 +225,21 @@ def test_densenet_on_a_28px_task_is_refused_by_validate_in_one_line(
     tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
 ) -> None:
     npz = _npz(tmp_path / "m.npz", {"train": 8, "val": 4})
-    task_map = cls_task({"format": "medmnist", "path": str(npz)}, proxy={"shape": [16, 16], "epochs": 1},
-                        training={"batch_size": 8})
+    task_map = cls_task(
+        {"format": "medmnist", "path": str(npz)},
+        proxy={"shape": [16, 16], "epochs": 1},
+        training={"batch_size": 8},
+    )
     task_map["search"] = {**task_map["search"], "spaces": ["resnet", "densenet"], "space_options": {}}
     task_file = tmp_path / "task.yaml"
     task_file.write_text(yaml.safe_dump(task_map))
     assert main(["validate", str(task_file)]) != 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mednas: error:")]
     assert len(err) == 1
-    assert "search space 'densenet' cannot run at the proxy shape [16, 16]: it needs at least 29 pixels" in err[0]
+    assert (
+        "search space 'densenet' cannot run at the proxy shape [16, 16]: it needs at least 29 pixels"
+        in err[0]
+    )
     assert "drop the family from search.spaces or change the shape" in err[0]
     # search refuses it the same way, before caching or training anything
     task = config(task_map)
@@ -207,7 +250,9 @@ def test_densenet_on_a_28px_task_is_refused_by_validate_in_one_line(
     assert validate_dataset(larger, SALT).family_errors == []
 
 
-@pytest.mark.parametrize("median", [[28, 28], [90, 108, 90], [14, 12, 5], [300, 250], [512, 512, 48], [2000, 2500]])
+@pytest.mark.parametrize(
+    "median", [[28, 28], [90, 108, 90], [14, 12, 5], [300, 250], [512, 512, 48], [2000, 2500]]
+)
 def test_suggested_full_shape_never_enlarges_an_axis(median: list[int]) -> None:
     dims = len(median)
     sug = suggest_shapes(median, dims, [0.57, 0.57, 5.0][:dims])
@@ -228,12 +273,18 @@ def _planned_run(tmp_path: Path, task_map: dict, name: str = "run", salt: str | 
     return rd
 
 
-def test_reveal_round_trips_the_runs_split(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                           restore_mednas_logger: None) -> None:
+def test_reveal_round_trips_the_runs_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
+) -> None:
     # A random split (nothing given): the run names cases by salted hashes only.
     data = tmp_path / "data"
-    rows = [{"image": str(png(data / "img" / f"pat{i:02d}.png", seed=i, size=16).relative_to(data)), "label": i % 2}
-            for i in range(15)]
+    rows = [
+        {
+            "image": str(png(data / "img" / f"pat{i:02d}.png", seed=i, size=16).relative_to(data)),
+            "label": i % 2,
+        }
+        for i in range(15)
+    ]
     sheet = write_csv(data / "sheet.csv", rows)
     rd = _planned_run(tmp_path, cls_task({"format": "csv", "path": str(sheet)}))
     out = tmp_path / "private" / "splits.csv"
@@ -242,7 +293,9 @@ def test_reveal_round_trips_the_runs_split(tmp_path: Path, capsys: pytest.Captur
     assert len(warnings) == 1
     revealed = read_revealed(out)
     assert sorted(revealed) == sorted(r["image"] for r in rows)  # paths relative to the data root
-    assert ".png" not in rd.splits.read_text() and "pat0" not in rd.splits.read_text()  # the record stays hashed
+    assert (
+        ".png" not in rd.splits.read_text() and "pat0" not in rd.splits.read_text()
+    )  # the record stays hashed
     # A baseline on the revealed split: the sheet gets a split column, read with given splits in a new run with
     # another salt; every image lands in the split the first run gave it.
     for row in rows:
@@ -251,8 +304,13 @@ def test_reveal_round_trips_the_runs_split(tmp_path: Path, capsys: pytest.Captur
     rd2 = _planned_run(tmp_path, cls_task({"format": "csv", "path": str(sheet2)}), "run2", salt="other-salt")
     first, second = (json.loads(r.splits.read_text()) for r in (rd, rd2))
     assert second["policy"] == "given"
-    ids = {r: {c.key: c.identifier for c in load_dataset(config(cls_task({"format": "csv", "path": str(s)})), salt)
-               .cases} for r, s, salt in ((1, sheet, rd.salt.read_text()), (2, sheet2, "other-salt"))}
+    ids = {
+        r: {
+            c.key: c.identifier
+            for c in load_dataset(config(cls_task({"format": "csv", "path": str(s)})), salt).cases
+        }
+        for r, s, salt in ((1, sheet, rd.salt.read_text()), (2, sheet2, "other-salt"))
+    }
     for split in ("train", "val", "test"):
         assert sorted(ids[1][k] for k in first[split]) == sorted(ids[2][k] for k in second[split]), split
     # JSON output has the same content.
@@ -294,7 +352,10 @@ def test_reveal_is_opt_in_and_stays_outside_the_run_and_bundles(
 
 @pytest.mark.slow  # writes and reads 5,214 images (about 10 s on 2 cores)
 def test_real_pneumoniamnist_task_keeps_the_official_splits(
-    monkeypatch: pytest.MonkeyPatch, cache_dir: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
+    monkeypatch: pytest.MonkeyPatch,
+    cache_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_mednas_logger: None,
 ) -> None:
     from tests._shared_data import shared_data_dir, shared_file
 

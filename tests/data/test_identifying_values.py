@@ -24,8 +24,11 @@ SERIES_PATIENTS = [0, 1, 1, 2, 3, 4, 4, 5]
 
 
 def _identifying(patient: int) -> dict[str, str]:
-    return dict(FAKE_IDENTIFYING, PatientID=f"{FAKE_IDENTIFYING['PatientID']}-{patient}",
-                PatientName=f"{FAKE_IDENTIFYING['PatientName']}{patient}")
+    return dict(
+        FAKE_IDENTIFYING,
+        PatientID=f"{FAKE_IDENTIFYING['PatientID']}-{patient}",
+        PatientName=f"{FAKE_IDENTIFYING['PatientName']}{patient}",
+    )
 
 
 def _forbidden() -> set[str]:
@@ -48,8 +51,16 @@ def _dicom_dataset(root: Path) -> Path:
         image[box] += 300
         affine = np.diag([1.2, 1.2, 2.5, 1.0])
         folder = root / f"series{i}"
-        write_dicom_series(MedImage(image, affine), folder, modality="CT", identifying=_identifying(patient),
-                           series_number=i + 1, series_description="AX", shuffle_names=True, seed=i)
+        write_dicom_series(
+            MedImage(image, affine),
+            folder,
+            modality="CT",
+            identifying=_identifying(patient),
+            series_number=i + 1,
+            series_description="AX",
+            shuffle_names=True,
+            seed=i,
+        )
         read = read_image(folder)  # the mask goes on the grid mednas reads the series on
         write_nifti(MedImage((read.array > 200).astype(np.uint8), read.affine), root / f"mask{i}.nii.gz")
         entries.append({"image": f"series{i}", "label": f"mask{i}.nii.gz"})

@@ -37,7 +37,9 @@ def brain1_three_ways(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     image = read_image(nrrd)
     root = tmp_path_factory.mktemp("brain1")
     nifti = write_nifti(image, root / "brain1.nii.gz")
-    write_dicom_series(image, root / "dicom", modality="MR", shuffle_names=True, scramble_instance_numbers=True)
+    write_dicom_series(
+        image, root / "dicom", modality="MR", shuffle_names=True, scramble_instance_numbers=True
+    )
     return {"nrrd": nrrd, "nifti": nifti, "dicom": root / "dicom"}
 
 
@@ -63,14 +65,22 @@ def test_nrrd_nifti_and_dicom_series_report_the_same_world_geometry(
     assert summaries["nrrd"]["modality"] is None and summaries["nifti"]["modality"] is None
 
 
-def test_text_output_shows_every_field(brain1_three_ways: dict[str, Path], capsys: pytest.CaptureFixture[str],
-                                       restore_mednas_logger: None) -> None:
+def test_text_output_shows_every_field(
+    brain1_three_ways: dict[str, Path], capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
+) -> None:
     code, out, _ = _inspect(capsys, str(brain1_three_ways["nrrd"]))
     assert code == 0
     assert "shape     256 x 256 x 25" in out
     assert "spacing   0.78125 x 0.78125 x 6.5 mm" in out
     assert "orient.   LAS" in out
-    for label in ("affine", "dtype     int16", "min       0", "max       3057", "mean", "modality  not recorded"):
+    for label in (
+        "affine",
+        "dtype     int16",
+        "min       0",
+        "max       3057",
+        "mean",
+        "modality  not recorded",
+    ):
         assert label in out
     assert len([line for line in out.splitlines() if line.startswith(" " * 12)]) == 3  # affine rows 2-4
 
@@ -79,14 +89,28 @@ def test_folder_of_several_series_is_listed_without_identifying_values(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
 ) -> None:
     image, _ = volume((10, 9, 4))
-    write_dicom_series(MedImage(image, AFFINE), tmp_path / "study" / "t1", modality="MR", series_number=3,
-                       series_description="AX T1", seed=1)
-    write_dicom_series(MedImage(image[:, :, :8], AFFINE), tmp_path / "study" / "ct", modality="CT", series_number=5,
-                       series_description="CHEST CT", seed=2)
+    write_dicom_series(
+        MedImage(image, AFFINE),
+        tmp_path / "study" / "t1",
+        modality="MR",
+        series_number=3,
+        series_description="AX T1",
+        seed=1,
+    )
+    write_dicom_series(
+        MedImage(image[:, :, :8], AFFINE),
+        tmp_path / "study" / "ct",
+        modality="CT",
+        series_number=5,
+        series_description="CHEST CT",
+        seed=2,
+    )
     folder = tmp_path / "study"
     code, out, _ = _inspect(capsys, str(folder))
     assert code == 0
-    assert out.splitlines()[0] == f"{folder}: 2 DICOM series (choose one with --series KEY|NUMBER|DESCRIPTION)"
+    assert (
+        out.splitlines()[0] == f"{folder}: 2 DICOM series (choose one with --series KEY|NUMBER|DESCRIPTION)"
+    )
     rows = out.splitlines()[2:]
     assert rows[0].split()[:5] == ["3", "MR", "4", "10", "x"] and rows[0].endswith("AX T1")
     assert rows[1].split()[:3] == ["5", "CT", "4"] and rows[1].endswith("CHEST CT")
@@ -111,8 +135,14 @@ def test_folder_of_several_series_is_listed_without_identifying_values(
         ("notes.txt", b"hello", "unsupported file type '.txt'"),
     ],
 )
-def test_bad_path_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None,
-                                      name: str, content: bytes | None, problem: str) -> None:
+def test_bad_path_is_a_one_line_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_mednas_logger: None,
+    name: str,
+    content: bytes | None,
+    problem: str,
+) -> None:
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)

@@ -31,8 +31,14 @@ def _msd_v1(root: Path, n: int = 4) -> Path:
         (root / "images" / f"la_{i:03d}.nii.gz").rename(root / "imagesTr" / f"la_{i:03d}.nii.gz")
         (root / "labels" / f"la_{i:03d}.nii.gz").rename(root / "labelsTr" / f"la_{i:03d}.nii.gz")
         training.append({"image": f"./imagesTr/la_{i:03d}.nii.gz", "label": f"./labelsTr/la_{i:03d}.nii.gz"})
-    meta = {"name": "Task02_Heart", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "left atrium"},
-            "numTraining": n, "training": training, "test": []}
+    meta = {
+        "name": "Task02_Heart",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "left atrium"},
+        "numTraining": n,
+        "training": training,
+        "test": [],
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -60,8 +66,12 @@ def test_decathlon_nnunet_v2_channels_in_order(tmp_path: Path) -> None:
         write_nifti(MedImage(image, AFFINE), root / "imagesTr" / f"prostate_{i:02d}_0000.nii.gz")
         write_nifti(MedImage(image // 2, AFFINE), root / "imagesTr" / f"prostate_{i:02d}_0001.nii.gz")
         write_nifti(MedImage(mask, AFFINE), root / "labelsTr" / f"prostate_{i:02d}.nii.gz")
-    meta = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "lesion": 1},
-            "numTraining": 3, "file_ending": ".nii.gz"}
+    meta = {
+        "channel_names": {"0": "T2", "1": "ADC"},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": 3,
+        "file_ending": ".nii.gz",
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     task = config(seg_task({"format": "decathlon", "path": str(root / "dataset.json")}, in_channels=2))
     dataset = load_dataset(task, SALT)
@@ -73,7 +83,9 @@ def test_decathlon_nnunet_v2_channels_in_order(tmp_path: Path) -> None:
     assert not report.bad and report.fingerprint["cases"][0]["channels"] == 2
 
     one_channel = config(seg_task({"format": "decathlon", "path": str(root)}))
-    with pytest.raises(DataError, match=r"dataset.json: 2 channels \(channel_names\) but the task has in_channels=1"):
+    with pytest.raises(
+        DataError, match=r"dataset.json: 2 channels \(channel_names\) but the task has in_channels=1"
+    ):
         load_dataset(one_channel, SALT)
 
 
@@ -94,13 +106,23 @@ def test_decathlon_without_dataset_json_names_the_file(tmp_path: Path) -> None:
 # --- CSV ---------------------------------------------------------------------------------------------------
 
 
-def test_csv_class_names_or_indices_relative_paths_extra_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_csv_class_names_or_indices_relative_paths_extra_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     images = tmp_path / "pngs"
     rows = []
     for i in range(6):
         png(images / f"img{i}.png", seed=i, bright=i % 2 == 1)
         label = ("normal", "nodule")[i % 2] if i < 3 else str(i % 2)
-        rows.append({"image": f"pngs/img{i}.png", "label": label, "patient": f"pt{i // 2}", "site": "A", "age": 50 + i})
+        rows.append(
+            {
+                "image": f"pngs/img{i}.png",
+                "label": label,
+                "patient": f"pt{i // 2}",
+                "site": "A",
+                "age": 50 + i,
+            }
+        )
     monkeypatch.setenv("MEDNAS_TEST_IMAGES", str(images))
     rows[5]["image"] = "${MEDNAS_TEST_IMAGES}/img5.png"
     sheet = write_csv(tmp_path / "sheets" / ".." / "cases.csv", rows)
@@ -139,30 +161,45 @@ def test_csv_missing_column_suggests_the_closest(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
-def test_csv_unknown_class_and_unset_variable_name_file_and_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_csv_unknown_class_and_unset_variable_name_file_and_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     png(tmp_path / "a.png")
-    sheet = write_csv(tmp_path / "cases.csv", [{"image": "a.png", "label": "normal"}, {"image": "a.png", "label": "nodul"}])
+    sheet = write_csv(
+        tmp_path / "cases.csv", [{"image": "a.png", "label": "normal"}, {"image": "a.png", "label": "nodul"}]
+    )
     task = config(cls_task({"format": "csv", "path": str(sheet)}))
-    with pytest.raises(DataError, match=r"cases.csv: row 3: label 'nodul' is not a declared class \(did you mean 'nodule'"):
+    with pytest.raises(
+        DataError, match=r"cases.csv: row 3: label 'nodul' is not a declared class \(did you mean 'nodule'"
+    ):
         load_dataset(task, SALT)
     monkeypatch.delenv("MEDNAS_NOT_SET", raising=False)
     sheet = write_csv(tmp_path / "vars.csv", [{"image": "${MEDNAS_NOT_SET}/a.png", "label": "normal"}])
     task = config(cls_task({"format": "csv", "path": str(sheet)}))
-    with pytest.raises(DataError, match=r"vars.csv: row 2: environment variable \$\{MEDNAS_NOT_SET\} is not set"):
+    with pytest.raises(
+        DataError, match=r"vars.csv: row 2: environment variable \$\{MEDNAS_NOT_SET\} is not set"
+    ):
         load_dataset(task, SALT)
 
 
-def test_task_path_expands_variables_relative_to_the_task_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_task_path_expands_variables_relative_to_the_task_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     png(tmp_path / "data" / "a.png")
     png(tmp_path / "data" / "b.png", bright=True)
-    write_csv(tmp_path / "data" / "cases.csv", [{"image": "a.png", "label": 0}, {"image": "b.png", "label": 1}])
+    write_csv(
+        tmp_path / "data" / "cases.csv", [{"image": "a.png", "label": 0}, {"image": "b.png", "label": 1}]
+    )
     monkeypatch.setenv("MEDNAS_TEST_DATA", str(tmp_path / "data"))
     (tmp_path / "tasks").mkdir()
     task_file = tmp_path / "tasks" / "t.yaml"
-    task_file.write_text(yaml.safe_dump(cls_task({"format": "csv", "path": "${MEDNAS_TEST_DATA}/cases.csv",
-                                                  "cache_dir": "../cache"})))
+    task_file.write_text(
+        yaml.safe_dump(
+            cls_task({"format": "csv", "path": "${MEDNAS_TEST_DATA}/cases.csv", "cache_dir": "../cache"})
+        )
+    )
     from mednas.config import load_task
 
     task = load_task(task_file)
@@ -195,7 +232,10 @@ def test_folders_one_folder_per_class(tmp_path: Path, caplog: pytest.LogCaptureF
 @pytest.mark.parametrize(
     ("folders", "pattern"),
     [
-        (["normal", "nodul"], r"xrays/nodul: folder name 'nodul' is not a class in labels.names \(did you mean 'nodule'"),
+        (
+            ["normal", "nodul"],
+            r"xrays/nodul: folder name 'nodul' is not a class in labels.names \(did you mean 'nodule'",
+        ),
         (["normal"], r"xrays: no folder for class 'nodule'"),
     ],
 )
@@ -210,7 +250,14 @@ def test_folders_must_match_the_class_names(tmp_path: Path, folders: list[str], 
 # --- MedMNIST -----------------------------------------------------------------------------------------------
 
 
-def _npz(path: Path, shape: tuple[int, ...], n: tuple[int, int, int] = (6, 2, 2), *, classes: int = 2, **extra: np.ndarray) -> Path:
+def _npz(
+    path: Path,
+    shape: tuple[int, ...],
+    n: tuple[int, int, int] = (6, 2, 2),
+    *,
+    classes: int = 2,
+    **extra: np.ndarray,
+) -> Path:
     rng = np.random.default_rng(0)
     arrays = {}
     for split, count in zip(("train", "val", "test"), n):
@@ -221,7 +268,9 @@ def _npz(path: Path, shape: tuple[int, ...], n: tuple[int, int, int] = (6, 2, 2)
     return path
 
 
-def test_medmnist_2d_is_read_in_place_never_written_out(tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_medmnist_2d_is_read_in_place_never_written_out(
+    tmp_path: Path, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     npz = _npz(tmp_path / "pneumoniamnist.npz", (28, 28))
     task = config(cls_task({"format": "medmnist", "path": str(npz)}))
     with caplog.at_level(logging.WARNING, logger="mednas"):
@@ -261,8 +310,10 @@ def test_medmnist_references_name_the_problem(tmp_path: Path) -> None:
 
 def test_medmnist_3d_and_rgb(tmp_path: Path, cache_dir: Path) -> None:
     npz = _npz(tmp_path / "organmnist3d.npz", (8, 9, 10), classes=3)
-    task = config(seg_task({"format": "medmnist", "path": str(npz)}, names=("a", "b", "c")) | {
-        "problem": "classification", "objective": {"metric": "auroc"}, "search": {"spaces": ["resnet"]}})
+    task = config(
+        seg_task({"format": "medmnist", "path": str(npz)}, names=("a", "b", "c"))
+        | {"problem": "classification", "objective": {"metric": "auroc"}, "search": {"spaces": ["resnet"]}}
+    )
     dataset = load_dataset(task, SALT)
     case = next(c for c in dataset.cases if c.identifier == "organmnist3d.npz:train[2]")
     with np.load(npz) as z:
@@ -281,13 +332,21 @@ def test_medmnist_3d_and_rgb(tmp_path: Path, cache_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"shape": (8, 8), "drop": "train_labels"}, r"not a MedMNIST file: needs 'train_images' and 'train_labels'"),
-        ({"shape": (8, 8), "multilabel": True}, r"train_labels has shape \(6, 14\): multi-label MedMNIST sets are not supported"),
+        (
+            {"shape": (8, 8), "drop": "train_labels"},
+            r"not a MedMNIST file: needs 'train_images' and 'train_labels'",
+        ),
+        (
+            {"shape": (8, 8), "multilabel": True},
+            r"train_labels has shape \(6, 14\): multi-label MedMNIST sets are not supported",
+        ),
         ({"shape": (4, 8, 8, 8)}, r"train_images has shape \(6, 4, 8, 8, 8\); a 2D task needs"),
         ({"shape": (8, 8), "classes": 5}, r"train_labels\[2\] = 2 is outside the declared classes 0..1"),
     ],
 )
-def test_medmnist_bad_files_name_the_file(tmp_path: Path, cache_dir: Path, kwargs: dict, pattern: str) -> None:
+def test_medmnist_bad_files_name_the_file(
+    tmp_path: Path, cache_dir: Path, kwargs: dict, pattern: str
+) -> None:
     npz = tmp_path / "bad.npz"
     _npz(npz, kwargs["shape"], classes=kwargs.get("classes", 2))
     if kwargs.get("drop") or kwargs.get("multilabel"):
@@ -321,8 +380,13 @@ def test_datalist_paths_expand_variables(tmp_path: Path, monkeypatch: pytest.Mon
     seg_case(tmp_path / "vols", "b", seed=1)
     seg_case(tmp_path / "vols", "c", seed=2)
     monkeypatch.setenv("MEDNAS_TEST_VOLS", str(tmp_path / "vols"))
-    entries = [{"image": f"${{MEDNAS_TEST_VOLS}}/images/{n}.nii.gz", "label": f"${{MEDNAS_TEST_VOLS}}/labels/{n}.nii.gz"}
-               for n in "abc"]
+    entries = [
+        {
+            "image": f"${{MEDNAS_TEST_VOLS}}/images/{n}.nii.gz",
+            "label": f"${{MEDNAS_TEST_VOLS}}/labels/{n}.nii.gz",
+        }
+        for n in "abc"
+    ]
     (tmp_path / "list.json").write_text(json.dumps({"training": entries}))
     task = config(seg_task({"format": "datalist", "path": str(tmp_path / "list.json")}))
     dataset = load_dataset(task, SALT)
@@ -337,8 +401,14 @@ def _dicom_cases(root: Path, patients: list[str]) -> list[dict]:
         image, mask = volume((10, 9, 4), seed=i)
         folder = root / f"series{i}"
         identifying = dict(FAKE_IDENTIFYING, PatientID=pid)
-        write_dicom_series(MedImage(image, AFFINE), folder, modality="MR", identifying=identifying,
-                           series_number=i + 1, seed=i)
+        write_dicom_series(
+            MedImage(image, AFFINE),
+            folder,
+            modality="MR",
+            identifying=identifying,
+            series_number=i + 1,
+            seed=i,
+        )
         read = read_image(folder)
         label = (read.array > 400).astype(np.uint8)
         write_nifti(MedImage(label, read.affine), root / f"mask{i}.nii.gz")
@@ -360,7 +430,9 @@ def test_dicom_series_grouped_by_hashed_patient_id(tmp_path: Path) -> None:
     assert not report.bad, [b.line() for b in report.bad]
     assert report.fingerprint["summary"]["modality"] == "MR"
 
-    ungrouped = config(seg_task({"format": "datalist", "path": str(tmp_path / "list.json"), "dicom_patient_id": False}))
+    ungrouped = config(
+        seg_task({"format": "datalist", "path": str(tmp_path / "list.json"), "dicom_patient_id": False})
+    )
     assert len({c.patient for c in load_dataset(ungrouped, SALT).cases}) == 4
 
 

@@ -44,7 +44,9 @@ def shared_env(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> Path:
     ("name", "sources", "modalities"),
     [("real-pyradiomics-lesion", 3, {"MR": 2, "CT": 1}), ("real-colin27-brain", 1, {"MR": 1})],
 )
-def test_task_files_point_at_the_shared_data(shared_env: Path, name: str, sources: int, modalities: dict) -> None:
+def test_task_files_point_at_the_shared_data(
+    shared_env: Path, name: str, sources: int, modalities: dict
+) -> None:
     task = load_task(TASKS / f"{name}.yaml")
     assert task.data.augment_copies > 0 and task.data.augment_group == "copy"
     dataset = load_layout(task, "salt")  # the sheet alone: no copies are made here
@@ -63,14 +65,22 @@ def test_task_files_point_at_the_shared_data(shared_env: Path, name: str, source
 def test_unset_data_variable_names_the_sheet_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MEDNAS_SHARED_DATA", raising=False)
     task = load_task(TASKS / "real-colin27-brain.yaml")
-    with pytest.raises(DataError, match=r"colin27-brain.csv: row 2: environment variable \$\{MEDNAS_SHARED_DATA\} is not set"):
+    with pytest.raises(
+        DataError, match=r"colin27-brain.csv: row 2: environment variable \$\{MEDNAS_SHARED_DATA\} is not set"
+    ):
         load_layout(task, "salt")
 
 
 @pytest.mark.parametrize(("name", "n_cases"), [("real-pyradiomics-lesion", 9), ("real-colin27-brain", 4)])
 def test_real_task_search_end_to_end(shared_env: Path, tmp_path: Path, name: str, n_cases: int) -> None:
     run_dir = tmp_path / "run"
-    result = api.search(TASKS / f"{name}.yaml", overrides=[*TINY, *COPIES[name]], run_dir=run_dir, n_trials=2, show_progress=False)
+    result = api.search(
+        TASKS / f"{name}.yaml",
+        overrides=[*TINY, *COPIES[name]],
+        run_dir=run_dir,
+        n_trials=2,
+        show_progress=False,
+    )
     summary = result.summary
     n = summary["n_trials"]
     assert n["complete"] + n["pruned"] + n["infeasible"] == 2 and n["complete"] >= 1

@@ -16,14 +16,18 @@ def test_same_seed_same_split_across_salts(tiny_cls_datalist: Path) -> None:
         ds = load_dataset(task, salt)
         splits = make_splits(ds.cases, task.data.split, seed=7)
         by_key = ds.by_key()
-        membership.append({s: sorted(by_key[k].images[0] for k in splits[s]) for s in ("train", "val", "test")})
+        membership.append(
+            {s: sorted(by_key[k].images[0] for k in splits[s]) for s in ("train", "val", "test")}
+        )
     assert membership[0] == membership[1]
     ds = load_dataset(task, "salt-one")
     other = make_splits(ds.cases, task.data.split, seed=8)
     assert sorted(ds.by_key()[k].images[0] for k in other["test"]) != membership[0]["test"]
 
 
-def test_same_seed_same_case_order_and_proxy_subset_across_salts(tiny_cls_datalist: Path, tmp_path: Path) -> None:
+def test_same_seed_same_case_order_and_proxy_subset_across_salts(
+    tiny_cls_datalist: Path, tmp_path: Path
+) -> None:
     """The arrays follow the split's order, and the proxy subset is drawn from it: both must not depend on the
     salt, or the same seed trains on other batches (other scores) in every run directory."""
     from mednas.data import plan_data

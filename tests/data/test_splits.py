@@ -23,7 +23,14 @@ def _cases(n_patients: int = 30, per_patient: int = 3) -> list[Case]:
     cases = []
     for p in range(n_patients):
         for k in range(1 + p % per_patient):
-            cases.append(Case(key=f"c-{p:03d}{k}", patient=f"p-{p:03d}", images=(f"/x/{p}_{k}.png",), label=int(p % 3 == 0)))
+            cases.append(
+                Case(
+                    key=f"c-{p:03d}{k}",
+                    patient=f"p-{p:03d}",
+                    images=(f"/x/{p}_{k}.png",),
+                    label=int(p % 3 == 0),
+                )
+            )
     return cases
 
 
@@ -37,7 +44,11 @@ def test_no_patient_in_two_splits_and_every_case_placed() -> None:
     splits = make_splits(cases, SplitConfig(val=0.2, test=0.2), seed=0)
     check_splits(splits, cases)
     patients = _patients(splits, cases)
-    assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"] or patients["val"] & patients["test"])
+    assert not (
+        patients["train"] & patients["val"]
+        or patients["train"] & patients["test"]
+        or patients["val"] & patients["test"]
+    )
     assert sorted(k for s in SPLITS for k in splits[s]) == sorted(c.key for c in cases)
     assert splits["n_patients"] == {s: len(patients[s]) for s in SPLITS}
     assert splits["method"] == "random, patient-grouped, label-stratified" and splits["policy"] == "random"
@@ -117,7 +128,11 @@ def test_splits_saved_and_reused_on_resume(tmp_path: Path) -> None:
     assert make_splits(resumed.dataset.cases, task.data.split, seed=7)["hash"] != saved["hash"]  # not re-made
     assert json.loads(run_dir.splits.read_text()) == saved
     patients = {s: {c.patient for c in first.cases(s)} for s in SPLITS}
-    assert not (patients["train"] & patients["val"] or patients["train"] & patients["test"] or patients["val"] & patients["test"])
+    assert not (
+        patients["train"] & patients["val"]
+        or patients["train"] & patients["test"]
+        or patients["val"] & patients["test"]
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -25,11 +25,14 @@ def _sheet(root: Path, n: int = 3, **data: object) -> dict:
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
-def test_copies_are_made_once_deterministic_and_marked(tmp_path: Path, cache_dir: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_copies_are_made_once_deterministic_and_marked(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     task = config(_sheet(tmp_path, augment_copies=2))
     dataset = load_dataset(task, "salt")
     assert len(dataset.cases) == 9
@@ -86,8 +89,11 @@ def test_label_threshold_binarises_and_spacing_coarsens(tmp_path: Path, cache_di
     write_nifti(MedImage(image, AFFINE), tmp_path / "t1.nii.gz")
     write_nifti(MedImage(skull_stripped, AFFINE), tmp_path / "t1_bet.nii.gz")
     write_csv(tmp_path / "one.csv", [{"image": "t1.nii.gz", "label": "t1_bet.nii.gz", "patient": "x"}])
-    task = config(seg_task({"format": "csv", "path": str(tmp_path / "one.csv"), "label_threshold": 0,
-                            "augment_spacing": 3.0}))
+    task = config(
+        seg_task(
+            {"format": "csv", "path": str(tmp_path / "one.csv"), "label_threshold": 0, "augment_spacing": 3.0}
+        )
+    )
     dataset = load_dataset(task, "salt")
     assert len(dataset.cases) == 1 and dataset.augmentation is None
     case = dataset.cases[0]
@@ -107,7 +113,9 @@ def test_two_dimensional_copies_and_classification_labels(tmp_path: Path, cache_
     for i in range(3):
         png(tmp_path / f"x{i}.png", seed=i, size=24, bright=bool(i % 2))
         rows.append({"image": f"x{i}.png", "label": i % 2, "patient": f"p{i}"})
-    task = config(cls_task({"format": "csv", "path": str(write_csv(tmp_path / "c.csv", rows)), "augment_copies": 2}))
+    task = config(
+        cls_task({"format": "csv", "path": str(write_csv(tmp_path / "c.csv", rows)), "augment_copies": 2})
+    )
     dataset = load_dataset(task, "salt")
     assert len(dataset.cases) == 9
     assert sorted(c.label for c in dataset.cases) == [0] * 6 + [1] * 3
@@ -116,8 +124,15 @@ def test_two_dimensional_copies_and_classification_labels(tmp_path: Path, cache_
 
 def test_threshold_needs_a_segmentation_task(tmp_path: Path, cache_dir: Path) -> None:
     png(tmp_path / "a.png")
-    task = config(cls_task({"format": "csv", "path": str(write_csv(tmp_path / "c.csv", [{"image": "a.png", "label": 0}])),
-                            "label_threshold": 0}))
+    task = config(
+        cls_task(
+            {
+                "format": "csv",
+                "path": str(write_csv(tmp_path / "c.csv", [{"image": "a.png", "label": 0}])),
+                "label_threshold": 0,
+            }
+        )
+    )
     with pytest.raises(ConfigError, match="data.label_threshold applies to segmentation tasks only"):
         load_dataset(task, "salt")
 

@@ -72,7 +72,11 @@ RADIOGRAPH_CASES = {
     "NaN voxels": ("nan.nii", _non_finite(float("nan")), "not finite (1 NaN, 0 infinite)"),
     "Inf voxels": ("inf.nii", _non_finite(float("inf")), "not finite (0 NaN, 1 infinite)"),
     "missing path": ("gone.png", lambda p: None, "no such file or folder"),
-    "unsupported extension": ("scan.bmp", lambda p: p.write_bytes(b"BM" + bytes(64)), "unsupported file type '.bmp'"),
+    "unsupported extension": (
+        "scan.bmp",
+        lambda p: p.write_bytes(b"BM" + bytes(64)),
+        "unsupported file type '.bmp'",
+    ),
 }
 
 
@@ -102,7 +106,11 @@ def test_bad_image_is_listed_with_its_file_and_search_refuses(tmp_path: Path, ki
 def _wrong_shape(root: Path) -> tuple[str, str, Path]:
     image, _ = seg_case(root, "bad")
     _, mask = volume((12, 11, 5))
-    return str(image), str(write_nifti(MedImage(mask, AFFINE), root / "labels" / "bad.nii.gz")), root / "labels" / "bad.nii.gz"
+    return (
+        str(image),
+        str(write_nifti(MedImage(mask, AFFINE), root / "labels" / "bad.nii.gz")),
+        root / "labels" / "bad.nii.gz",
+    )
 
 
 def _wrong_geometry(root: Path) -> tuple[str, str, Path]:
@@ -148,9 +156,15 @@ def _nan_volume(root: Path) -> tuple[str, str, Path]:
 
 
 VOLUME_CASES = {
-    "label of different shape": (_wrong_shape, "label shape [12, 11, 5] differs from image shape [12, 11, 6]"),
+    "label of different shape": (
+        _wrong_shape,
+        "label shape [12, 11, 5] differs from image shape [12, 11, 6]",
+    ),
     "label of different geometry": (_wrong_geometry, "label geometry (affine) differs from its image's"),
-    "label values outside the classes": (_values_outside, "label values 3 are outside the declared classes 0..1"),
+    "label values outside the classes": (
+        _values_outside,
+        "label values 3 are outside the declared classes 0..1",
+    ),
     "empty label file": (_empty_label_file, "file is empty (0 bytes)"),
     "no label where one is required": (_no_label, "no label mask (segmentation needs one per case)"),
     "missing label file": (_missing_label_file, "no such file or folder"),
@@ -158,7 +172,9 @@ VOLUME_CASES = {
 }
 
 
-def _volume_sheet(root: Path, bad: Callable[[Path], tuple[str, str, Path]] | None = None, n_good: int = 5) -> tuple[dict, Path | None]:
+def _volume_sheet(
+    root: Path, bad: Callable[[Path], tuple[str, str, Path]] | None = None, n_good: int = 5
+) -> tuple[dict, Path | None]:
     rows = []
     for i in range(n_good):
         image, label = seg_case(root, f"ok{i}", seed=i)
@@ -192,7 +208,9 @@ def _assert_one_bad_case(task, root: Path, bad: Path, problem: str) -> None:  # 
         plan_data(task, run_dir, salt=SALT)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"1 bad case of {report.n_cases}; run `mednas validate TASK.yaml` to list them: first: {bad}: ")
+    assert message.startswith(
+        f"1 bad case of {report.n_cases}; run `mednas validate TASK.yaml` to list them: first: {bad}: "
+    )
     assert not run_dir.fingerprint.exists() and not run_dir.splits.exists()
 
 
@@ -250,10 +268,16 @@ def test_validate_command_exits_3_listing_every_bad_case(
     assert errors == [f"mednas: error: {task_file}: 3 bad cases of 8 (listed above)"]
 
 
+@pytest.mark.slow  # a `mednas validate` process; the same listing is checked in-process just above
 def test_validate_command_without_traceback_in_a_fresh_process(three_bad: tuple[Path, list[Path]]) -> None:
     task_file, _ = three_bad
-    proc = subprocess.run([sys.executable, "-m", "mednas", "validate", str(task_file)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mednas", "validate", str(task_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("mednas: error: ")
@@ -261,21 +285,29 @@ def test_validate_command_without_traceback_in_a_fresh_process(three_bad: tuple[
 
 
 def test_search_command_refuses_bad_data(
-    three_bad: tuple[Path, list[Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
+    three_bad: tuple[Path, list[Path]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_mednas_logger: None,
 ) -> None:
     task_file, bad = three_bad
     run_dir = tmp_path / "run"
     assert main(["search", str(task_file), "--run-dir", str(run_dir), "--quiet"]) == 3
     err = capsys.readouterr().err
     line = [x for x in err.splitlines() if x.startswith("mednas: error:")]
-    assert len(line) == 1 and line[0].startswith("mednas: error: 3 bad cases of 8; run `mednas validate TASK.yaml`")
+    assert len(line) == 1 and line[0].startswith(
+        "mednas: error: 3 bad cases of 8; run `mednas validate TASK.yaml`"
+    )
     assert any(str(p) in line[0] for p in bad)
     assert not (run_dir / "trials").exists() and not (run_dir / "fingerprint.json").exists()
 
 
-def test_good_data_validates_and_counts_all_background_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                             restore_mednas_logger: None) -> None:
-    task_map, _ = _volume_sheet(tmp_path, lambda root: (*[str(p) for p in seg_case(root, "empty", lesion=False)], Path()))
+def test_good_data_validates_and_counts_all_background_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
+) -> None:
+    task_map, _ = _volume_sheet(
+        tmp_path, lambda root: (*[str(p) for p in seg_case(root, "empty", lesion=False)], Path())
+    )
     task_file = tmp_path / "task.yaml"
     task_file.write_text(yaml.safe_dump(task_map))
     assert main(["validate", str(task_file)]) == 0
@@ -293,15 +325,18 @@ def test_good_data_validates_and_counts_all_background_masks(tmp_path: Path, cap
     assert set(report["splits"]) == {"train", "val", "test"}
 
 
-def test_bad_task_key_is_a_one_line_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                 restore_mednas_logger: None) -> None:
+def test_bad_task_key_is_a_one_line_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_mednas_logger: None
+) -> None:
     task_map, _ = _volume_sheet(tmp_path, n_good=3)
     task_map["data"]["augment_copis"] = 2
     task_file = tmp_path / "task.yaml"
     task_file.write_text(yaml.safe_dump(task_map))
     assert main(["validate", str(task_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mednas: error: {task_file}: data.augment_copis: unknown key (did you mean 'augment_copies'?)"]
+    assert err == [
+        f"mednas: error: {task_file}: data.augment_copis: unknown key (did you mean 'augment_copies'?)"
+    ]
 
 
 def test_layout_errors_stop_validation_with_one_line(tmp_path: Path) -> None:

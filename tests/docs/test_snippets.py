@@ -29,7 +29,7 @@ def blocks(path: Path, language: str) -> Iterator[tuple[int, str, str | None]]:
     previous_end = 0
     for m in FENCE.finditer(text):
         if m.group(1) == language:
-            before = text[previous_end:m.start()].strip().splitlines()
+            before = text[previous_end : m.start()].strip().splitlines()
             marker = SKIP.search(before[-1]) if before else None
             yield text.count("\n", 0, m.start()) + 2, m.group(2), marker.group("reason") if marker else None
         previous_end = m.end()
@@ -41,8 +41,10 @@ def _pages_with(language: str) -> list[Path]:
 
 def test_the_snippet_finder_sees_skips_and_blocks(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("text\n\n```python\nx = 1\n```\n\n<!-- snippet: skip (needs a GPU) -->\n```python\ny = 2\n```\n"
-                    "```bash\nmednas spaces\n```\n")
+    page.write_text(
+        "text\n\n```python\nx = 1\n```\n\n<!-- snippet: skip (needs a GPU) -->\n```python\ny = 2\n```\n"
+        "```bash\nmednas spaces\n```\n"
+    )
     assert list(blocks(page, "python")) == [(4, "x = 1\n", None), (9, "y = 2\n", "needs a GPU")]
     assert [code for _, code, _ in blocks(page, "bash")] == ["mednas spaces\n"]
 
@@ -90,12 +92,20 @@ def test_bash_snippets_parse() -> None:
                     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                         parsed = parser.parse_args(args)
                 except SystemExit:
-                    problems.append(f"{page.name}:{line}: mednas {' '.join(args)}: {err.getvalue().strip().splitlines()[-1:]}")
+                    problems.append(
+                        f"{page.name}:{line}: mednas {' '.join(args)}: {err.getvalue().strip().splitlines()[-1:]}"
+                    )
                     continue
                 assert parsed.command in subcommands
                 seen.add(command)
     assert not problems, "\n".join(problems)
-    assert {"search", "status", "report", "retrain", "export"} <= seen  # the pages do show the everyday commands
+    assert {
+        "search",
+        "status",
+        "report",
+        "retrain",
+        "export",
+    } <= seen  # the pages do show the everyday commands
 
 
 def test_every_subcommand_used_in_the_docs_has_help() -> None:
@@ -125,5 +135,7 @@ def test_relative_links_resolve() -> None:
 
 def test_the_index_lists_every_page() -> None:
     index = (ROOT / "docs" / "index.md").read_text()
-    missing = [p.name for p in (ROOT / "docs").glob("*.md") if p.name != "index.md" and f"]({p.name})" not in index]
+    missing = [
+        p.name for p in (ROOT / "docs").glob("*.md") if p.name != "index.md" and f"]({p.name})" not in index
+    ]
     assert not missing, f"docs/index.md does not link {missing}"

@@ -22,8 +22,9 @@ def _disc(size: int, rng: np.random.Generator) -> np.ndarray:
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= (size * 0.12) ** 2
 
 
-def write_eval_set(root: Path, items: list[dict[str, Any]], *, seed: int = 11, size: int = 32,
-                   name: str = "datalist.json") -> Path:
+def write_eval_set(
+    root: Path, items: list[dict[str, Any]], *, seed: int = 11, size: int = 32, name: str = "datalist.json"
+) -> Path:
     """Write PNG images and a datalist; each item: ``label``, ``disc`` (bright disc drawn), other fields kept."""
     from skimage import io as skio
 

@@ -52,11 +52,22 @@ def mednas_cli(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None
     return Outcome(int(code), out.getvalue(), err.getvalue())
 
 
-def mednas_subprocess(*args: str | os.PathLike[str], cwd: str | os.PathLike[str] | None = None,
-                      timeout: float = 120, env: dict[str, str] | None = None) -> Outcome:
+def mednas_subprocess(
+    *args: str | os.PathLike[str],
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> Outcome:
     """Run ``python -m mednas ARGS --quiet`` as a new process."""
-    proc = subprocess.run([sys.executable, "-m", "mednas", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "MEDNAS_NO_PROGRESS": "1", **(env or {})}, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mednas", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "MEDNAS_NO_PROGRESS": "1", **(env or {})},
+        check=False,
+    )
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -75,7 +86,9 @@ def assert_refused(outcome: Outcome, *names: str, code: int | None = None) -> st
     errors = [line for line in lines if line.startswith("mednas: ")]
     assert len(errors) == 1, f"{len(errors)} error lines, expected one: {outcome.err[-2000:]}"
     line = lines[-1]
-    assert line.startswith("mednas: error: "), f"the last line on stderr is not the error: {outcome.err[-2000:]}"
+    assert line.startswith("mednas: error: "), (
+        f"the last line on stderr is not the error: {outcome.err[-2000:]}"
+    )
     for name in names:
         assert name in line, f"{name!r} not named in: {line}"
     return line
@@ -100,4 +113,6 @@ def assert_unchanged(before: dict[str, str], *roots: str | os.PathLike[str]) -> 
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))
     changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
-    assert not (added or removed or changed), f"added {added[:5]}, removed {removed[:5]}, changed {changed[:5]}"
+    assert not (added or removed or changed), (
+        f"added {added[:5]}, removed {removed[:5]}, changed {changed[:5]}"
+    )

@@ -37,14 +37,18 @@ def test_alias_bomb_in_space_options(tmp_path: Path, tiny_cls_datalist: Path) ->
 
 def test_alias_bomb_in_set_override(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     path = _write(tmp_path, _task(tmp_path, tiny_cls_datalist))
-    bomb = "{a: &a [x,x,x,x,x,x,x,x,x,x], " + ", ".join(
-        f"{c}: &{c} [" + ",".join([f"*{p}"] * 10) + "]" for p, c in zip("abcdefg", "bcdefgh")
-    ) + "}"
+    bomb = (
+        "{a: &a [x,x,x,x,x,x,x,x,x,x], "
+        + ", ".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 10) + "]" for p, c in zip("abcdefg", "bcdefgh"))
+        + "}"
+    )
     assert_refused(mednas_cli("validate", path, "--set", f"description={bomb}"), "--set description", code=2)
 
 
 def test_deep_yaml(tmp_path: Path, tiny_cls_datalist: Path) -> None:
-    path = _write(tmp_path, _task(tmp_path, tiny_cls_datalist), "description: " + "[" * 20000 + "]" * 20000 + "\n")
+    path = _write(
+        tmp_path, _task(tmp_path, tiny_cls_datalist), "description: " + "[" * 20000 + "]" * 20000 + "\n"
+    )
     line = assert_refused(mednas_cli("validate", path), str(path), code=2)
     assert "nested more than" in line
 
@@ -59,8 +63,12 @@ def test_deep_json_datalist(tmp_path: Path) -> None:
 
 def test_unknown_space_option(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     path = _write(tmp_path, _task(tmp_path, tiny_cls_datalist))
-    line = assert_refused(mednas_cli("validate", path, "--set", "search.space_options.resnet.max_widht=8"),
-                          "search.space_options", "max_widht", code=2)
+    line = assert_refused(
+        mednas_cli("validate", path, "--set", "search.space_options.resnet.max_widht=8"),
+        "search.space_options",
+        "max_widht",
+        code=2,
+    )
     assert "did you mean 'max_width'" in line
 
 

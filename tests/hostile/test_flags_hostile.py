@@ -21,8 +21,14 @@ def task_file(tmp_path: Path, tiny_cls_datalist: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--n-trials", "-1"), ("--n-trials", "0"), ("--timeout", "0"), ("--timeout", "nan"), ("--workers", "0"),
-     ("--trials-per-gpu", "-3")],
+    [
+        ("--n-trials", "-1"),
+        ("--n-trials", "0"),
+        ("--timeout", "0"),
+        ("--timeout", "nan"),
+        ("--workers", "0"),
+        ("--trials-per-gpu", "-3"),
+    ],
 )
 def test_search_numbers(tmp_path: Path, task_file: Path, flag: str, value: str) -> None:
     before = snapshot(tmp_path)
@@ -39,7 +45,9 @@ def test_calibrate_specs_and_run_dir_file(tmp_path: Path, task_file: Path) -> No
     assert_refused(mednas_cli("calibrate-proxy", task_file, "--specs", "1"), "--specs", code=2)
     existing = tmp_path / "calibration"
     existing.write_text("mine")
-    assert_refused(mednas_cli("calibrate-proxy", task_file, "--run-dir", existing), "--run-dir", str(existing), code=2)
+    assert_refused(
+        mednas_cli("calibrate-proxy", task_file, "--run-dir", existing), "--run-dir", str(existing), code=2
+    )
     assert existing.read_text() == "mine"
 
 
@@ -48,14 +56,20 @@ def test_report_cases_zero(tmp_path: Path) -> None:
 
 
 def test_set_override_validated_like_task(task_file: Path) -> None:
-    assert_refused(mednas_cli("validate", task_file, "--set", "search.n_trials=-1"), "search.n_trials", code=2)
+    assert_refused(
+        mednas_cli("validate", task_file, "--set", "search.n_trials=-1"), "search.n_trials", code=2
+    )
 
 
 @pytest.mark.parametrize("command", ["predict", "export"])
 def test_out_existing_file(tmp_path: Path, command: str) -> None:
     out = tmp_path / "results"
     out.write_text("an earlier result")
-    args = ["predict", tmp_path / "bundle", tmp_path / "x.nii.gz"] if command == "predict" else ["export", tmp_path]
+    args = (
+        ["predict", tmp_path / "bundle", tmp_path / "x.nii.gz"]
+        if command == "predict"
+        else ["export", tmp_path]
+    )
     before = snapshot(tmp_path)
     assert_refused(mednas_cli(*args, "--out", out), "--out", str(out), code=2)
     assert_unchanged(before, tmp_path)
@@ -65,5 +79,7 @@ def test_report_out_is_folder_or_under_file(tmp_path: Path) -> None:
     assert_refused(mednas_cli("report", tmp_path, "--out", tmp_path), "--out", code=2)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_refused(mednas_cli("report", tmp_path, "--out", blocker / "report.html"), "--out", str(blocker), code=2)
+    assert_refused(
+        mednas_cli("report", tmp_path, "--out", blocker / "report.html"), "--out", str(blocker), code=2
+    )
     assert blocker.read_text() == "x"

@@ -87,8 +87,12 @@ def test_singular_nrrd_directions(tmp_path: Path) -> None:
     import nrrd
 
     path = tmp_path / "flat.nrrd"
-    nrrd.write(str(path), np.ones((4, 4, 4), np.int16), {"space": "left-posterior-superior",
-               "space directions": [[1, 0, 0], [1, 0, 0], [0, 0, 1]]}, index_order="F")
+    nrrd.write(
+        str(path),
+        np.ones((4, 4, 4), np.int16),
+        {"space": "left-posterior-superior", "space directions": [[1, 0, 0], [1, 0, 0], [0, 0, 1]]},
+        index_order="F",
+    )
     line = assert_refused(mednas_cli("inspect", path), str(path), code=3)
     assert "singular" in line
 
@@ -109,7 +113,9 @@ def _max_rss_kib(path: Path) -> tuple[int, int]:
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         "sys.exit(rc)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     return proc.returncode, int(proc.stdout.split()[-1])
 
 
@@ -145,8 +151,12 @@ def _png(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -176,14 +186,18 @@ def test_nrrd_header_bomb(tmp_path: Path, encoding: str) -> None:
 
     path = tmp_path / f"bomb-{encoding}.nrrd"
     payload = zlib.compress(b"\0" * 100) if encoding == "gzip" else b"\0" * 100
-    path.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nendian: little\nsizes: 1024 1024 1024\n"
-                     + f"encoding: {encoding}\n\n".encode() + payload)
+    path.write_bytes(
+        b"NRRD0004\ntype: float\ndimension: 3\nendian: little\nsizes: 1024 1024 1024\n"
+        + f"encoding: {encoding}\n\n".encode()
+        + payload
+    )
     line = assert_refused(mednas_cli("inspect", path), str(path), code=3)
     assert "NRRD header declares 1024 x 1024 x 1024" in line
 
 
-@pytest.mark.parametrize(("orientation", "problem"), [([0, 0, 0, 0, 1, 0], "zero direction"),
-                                                      ([1, 0, 0, 1, 0, 0], "parallel")])
+@pytest.mark.parametrize(
+    ("orientation", "problem"), [([0, 0, 0, 0, 1, 0], "zero direction"), ([1, 0, 0, 1, 0, 0], "parallel")]
+)
 def test_dicom_degenerate_orientation(tmp_path: Path, orientation: list[int], problem: str) -> None:
     import pydicom
 

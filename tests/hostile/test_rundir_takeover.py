@@ -18,7 +18,9 @@ from tests.hostile._harness import assert_refused, assert_unchanged, mednas_cli,
 @pytest.fixture
 def task_file(tmp_path: Path, tiny_cls_datalist: Path) -> Path:
     path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 1})))
+    path.write_text(
+        yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 1}))
+    )
     return path
 
 
@@ -107,8 +109,11 @@ def test_search_marks_a_new_run_and_continues_it(tmp_path: Path, task_file: Path
     assert (run / ".salt").stat().st_mode & 0o077 == 0
     again = mednas_cli("--quiet", "search", task_file, "--run-dir", run, "--n-trials", "2")
     assert again.code == 0, again.err
-    assert json.loads((run / "summary.json").read_text())["n_trials"]["complete"] + \
-        json.loads((run / "summary.json").read_text())["n_trials"]["pruned"] >= 2
+    assert (
+        json.loads((run / "summary.json").read_text())["n_trials"]["complete"]
+        + json.loads((run / "summary.json").read_text())["n_trials"]["pruned"]
+        >= 2
+    )
     assert json.loads((run / ".mednas-run").read_text()) == marker  # the marker is never rewritten
     print(f"two short searches: {time.monotonic() - t0:.1f}s")
 
@@ -119,15 +124,21 @@ def test_a_run_of_an_earlier_version_is_adopted_with_a_log_line(tmp_path: Path, 
     (run / ".mednas-run").unlink()  # what earlier versions left: resolved.yaml, env.json, .salt, study.db
     out = mednas_cli("search", task_file, "--run-dir", run, "--n-trials", "1")
     assert out.code == 0, out.err
-    assert (run / ".mednas-run").is_file() and json.loads((run / ".mednas-run").read_text())["adopted"] is True
+    assert (run / ".mednas-run").is_file() and json.loads((run / ".mednas-run").read_text())[
+        "adopted"
+    ] is True
     assert "earlier mednas version" in out.err
 
 
-def test_a_run_of_another_configuration_is_refused(tmp_path: Path, task_file: Path, tiny_cls_datalist: Path) -> None:
+def test_a_run_of_another_configuration_is_refused(
+    tmp_path: Path, task_file: Path, tiny_cls_datalist: Path
+) -> None:
     run = tmp_path / "run"
     assert mednas_cli("--quiet", "search", task_file, "--run-dir", run, "--n-trials", "1").code == 0
     other = tmp_path / "other.yaml"
-    other.write_text(yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 2})))
+    other.write_text(
+        yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 2}))
+    )
     before = snapshot(run)
     assert_refused(mednas_cli("search", other, "--run-dir", run), str(run), "different configuration", code=4)
     assert_unchanged(before, run)

@@ -19,7 +19,9 @@ from tests.hostile._harness import assert_refused, assert_unchanged, mednas_cli,
 @pytest.fixture
 def task_file(tmp_path: Path, tiny_cls_datalist: Path) -> Path:
     path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 1})))
+    path.write_text(
+        yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": 1}))
+    )
     return path
 
 
@@ -51,13 +53,16 @@ def silent_server() -> Iterator[int]:
     server.close()
 
 
-def test_a_silent_postgresql_server_fails_within_15_s_and_leaves_no_run_dir(tmp_path: Path, task_file: Path,
-                                                                             silent_server: int) -> None:
+def test_a_silent_postgresql_server_fails_within_15_s_and_leaves_no_run_dir(
+    tmp_path: Path, task_file: Path, silent_server: int
+) -> None:
     run = tmp_path / "run"
     url = f"postgresql://u:secret@127.0.0.1:{silent_server}/db"
     before = snapshot(tmp_path)
     t0 = time.monotonic()
-    out = mednas_subprocess("search", task_file, "--run-dir", run, "--storage", url, "--n-trials", "1", timeout=60)
+    out = mednas_subprocess(
+        "search", task_file, "--run-dir", run, "--storage", url, "--n-trials", "1", timeout=60
+    )
     took = time.monotonic() - t0
     line = assert_refused(out, f"127.0.0.1:{silent_server}", code=2)
     assert "secret" not in out.err and "secret" not in out.out
@@ -105,7 +110,9 @@ def test_a_refused_connection_names_the_host_not_the_password(tmp_path: Path, ta
     port = sock.getsockname()[1]
     sock.close()  # nothing listens here
     run = tmp_path / "run"
-    out = mednas_cli("search", task_file, "--run-dir", run, "--storage", f"postgresql://u:hunter2@127.0.0.1:{port}/db")
+    out = mednas_cli(
+        "search", task_file, "--run-dir", run, "--storage", f"postgresql://u:hunter2@127.0.0.1:{port}/db"
+    )
     assert_refused(out, f"127.0.0.1:{port}", code=2)
     assert "hunter2" not in out.err
     assert not run.exists()

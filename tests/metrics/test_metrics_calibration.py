@@ -69,33 +69,59 @@ def test_operating_point_warnings() -> None:
     spec_rule = "sensitivity_at_specificity>=0.8"
     w = operating_point_warnings({"threshold": 0.025, "rule": spec_rule}, ece_after=0.14, truth=few_neg)
     assert len(w) == 3
-    assert "extreme threshold 0.025" in w[0] and "ECE 0.140" in w[1] and "only 40 validation cases without" in w[2]
-    assert "extreme threshold 0.97" in operating_point_warnings({"threshold": 0.97, "rule": spec_rule}, ece_after=0.01,
-                                                                truth=many)[0]
+    assert (
+        "extreme threshold 0.025" in w[0]
+        and "ECE 0.140" in w[1]
+        and "only 40 validation cases without" in w[2]
+    )
+    assert (
+        "extreme threshold 0.97"
+        in operating_point_warnings({"threshold": 0.97, "rule": spec_rule}, ece_after=0.01, truth=many)[0]
+    )
     assert operating_point_warnings({"threshold": 0.5, "rule": spec_rule}, ece_after=0.1, truth=many) == []
     # A sensitivity floor is decided by the cases with the finding.
-    w = operating_point_warnings({"threshold": 0.5, "rule": "specificity_at_sensitivity>=0.9"}, ece_after=0.0, truth=few_neg)
+    w = operating_point_warnings(
+        {"threshold": 0.5, "rule": "specificity_at_sensitivity>=0.9"}, ece_after=0.0, truth=few_neg
+    )
     assert w == []
-    w = operating_point_warnings({"threshold": 0.5, "rule": "specificity_at_sensitivity>=0.9"}, ece_after=0.0,
-                                 truth=1 - few_neg)
+    w = operating_point_warnings(
+        {"threshold": 0.5, "rule": "specificity_at_sensitivity>=0.9"}, ece_after=0.0, truth=1 - few_neg
+    )
     assert len(w) == 1 and "40 validation cases with the finding" in w[0]
     # An infinite threshold (no case called positive) is not "extreme"; no operating point, no count warning.
-    assert operating_point_warnings({"threshold": math.inf, "rule": spec_rule}, ece_after=None, truth=many) == []
+    assert (
+        operating_point_warnings({"threshold": math.inf, "rule": spec_rule}, ece_after=None, truth=many) == []
+    )
     assert operating_point_warnings(None, ece_after=None, truth=few_neg) == []
     # A temperature at the edge of its range: the validation scores carry little probability information.
-    w = operating_point_warnings({"threshold": 0.5, "rule": spec_rule}, ece_after=0.0, truth=many, temperature=20.0)
+    w = operating_point_warnings(
+        {"threshold": 0.5, "rule": spec_rule}, ece_after=0.0, truth=many, temperature=20.0
+    )
     assert len(w) == 1 and "edge of its range" in w[0]
-    assert operating_point_warnings({"threshold": 0.5, "rule": spec_rule}, ece_after=0.0, truth=many, temperature=1.7) == []
+    assert (
+        operating_point_warnings(
+            {"threshold": 0.5, "rule": spec_rule}, ece_after=0.0, truth=many, temperature=1.7
+        )
+        == []
+    )
     # Calibration that made ECE worse (few cases: NLL and ECE disagree) is said so.
-    w = operating_point_warnings({"threshold": 0.5, "rule": spec_rule}, ece_after=0.08, truth=many, ece_before=0.05)
+    w = operating_point_warnings(
+        {"threshold": 0.5, "rule": spec_rule}, ece_after=0.08, truth=many, ece_before=0.05
+    )
     assert len(w) == 1 and "raised the validation ECE from 0.050 to 0.080" in w[0]
-    assert operating_point_warnings({"threshold": 0.5, "rule": spec_rule}, ece_after=0.03, truth=many, ece_before=0.05) == []
+    assert (
+        operating_point_warnings(
+            {"threshold": 0.5, "rule": spec_rule}, ece_after=0.03, truth=many, ece_before=0.05
+        )
+        == []
+    )
 
 
 def test_accuracy_and_per_class_table() -> None:
     y = np.array([0, 0, 0, 1, 1, 2])
-    probs = np.array([[0.8, 0.1, 0.1], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.6, 0.3, 0.1],
-                      [0.1, 0.2, 0.7]])
+    probs = np.array(
+        [[0.8, 0.1, 0.1], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7]]
+    )
     # Findings 1 and 2: finding score 0.2, 0.5, 0.8, 0.7, 0.4, 0.9; at 0.45 cases 1, 2, 3, 5 are called findings.
     called = predicted_classes(probs, [1, 2], 0.45)
     assert called.tolist() == [0, 1, 1, 1, 0, 2]
@@ -104,7 +130,9 @@ def test_accuracy_and_per_class_table() -> None:
     assert (pc["class1_recall"], pc["class1_ppv"], pc["class1_n"]) == (0.5, pytest.approx(1 / 3), 2.0)
     assert (pc["class2_recall"], pc["class2_ppv"]) == (1.0, 1.0)
     assert predicted_classes(probs, [1, 2], None).tolist() == probs.argmax(axis=1).tolist()
-    assert accuracy(np.isin(y, [1, 2]).astype(int), probs[:, 1:].sum(axis=1), threshold=0.45) == pytest.approx(3 / 6)
+    assert accuracy(
+        np.isin(y, [1, 2]).astype(int), probs[:, 1:].sum(axis=1), threshold=0.45
+    ) == pytest.approx(3 / 6)
 
 
 def _task(metric: dict) -> object:
@@ -123,17 +151,23 @@ def test_test_row_uses_the_validation_threshold_not_one_chosen_on_test() -> None
     # Test data where re-optimising would find sensitivity 1.0 at specificity 0.75 (threshold 0.35)...
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     score = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.45, 0.6, 0.9])
-    data = SimpleNamespace(labels=labels, patients=[f"p{i}" for i in range(8)], keys=[f"c{i}" for i in range(8)])
+    data = SimpleNamespace(
+        labels=labels, patients=[f"p{i}" for i in range(8)], keys=[f"c{i}" for i in range(8)]
+    )
     probs = np.stack([1 - score, score], axis=1)
     reoptimised = objective_report(task, probs, data, seed=0, n_resamples=20)
     assert reoptimised["metrics"]["objective"]["value"] == pytest.approx(1.0)
     # ...but at the validation threshold 0.5 only two of four findings are called.
     at_val = objective_report(task, probs, data, seed=0, n_resamples=20, threshold=0.5)
     m = at_val["metrics"]
-    assert m["objective"]["value"] == pytest.approx(0.5) and m["sensitivity_at_specificity"]["value"] == pytest.approx(0.5)
+    assert m["objective"]["value"] == pytest.approx(0.5) and m["sensitivity_at_specificity"][
+        "value"
+    ] == pytest.approx(0.5)
     assert m["sensitivity"]["value"] == pytest.approx(0.5) and m["specificity"]["value"] == pytest.approx(1.0)
     assert at_val["operating_point"]["threshold"] == 0.5
-    assert m["accuracy"]["value"] == pytest.approx(6 / 8) and m["balanced_accuracy"]["value"] == pytest.approx(0.75)
+    assert m["accuracy"]["value"] == pytest.approx(6 / 8) and m["balanced_accuracy"][
+        "value"
+    ] == pytest.approx(0.75)
     assert m["accuracy"]["ci95"][0] is not None
     pc = at_val["per_class"]
     assert set(pc) == set(task.labels.names)

@@ -16,15 +16,23 @@ from mednas.metrics._objective import objective_report
 from mednas.metrics._resampled import case_weights, resampled_curves
 
 
-def _task(objective: dict, names: tuple[str, ...] = ("no", "yes"), findings: list[str] | None = None) -> object:
+def _task(
+    objective: dict, names: tuple[str, ...] = ("no", "yes"), findings: list[str] | None = None
+) -> object:
     labels: dict = {"names": list(names)}
     if findings:
         labels["findings"] = findings
-    return load_task({
-        "name": "t", "problem": "classification", "spatial_dims": 2,
-        "data": {"format": "datalist", "path": "x.json"},
-        "labels": labels, "objective": objective, "search": {"spaces": ["resnet"]},
-    })
+    return load_task(
+        {
+            "name": "t",
+            "problem": "classification",
+            "spatial_dims": 2,
+            "data": {"format": "datalist", "path": "x.json"},
+            "labels": labels,
+            "objective": objective,
+            "search": {"spaces": ["resnet"]},
+        }
+    )
 
 
 def _data(n: int = 90, n_classes: int = 2, seed: int = 0, per_patient: int = 3, decimals: int = 2):
@@ -35,8 +43,9 @@ def _data(n: int = 90, n_classes: int = 2, seed: int = 0, per_patient: int = 3, 
     probs = np.round(probs, decimals)  # coarse scores: many ties, as on real validation sets
     probs[:, -1] = 1.0 - probs[:, :-1].sum(axis=1)
     patients = [f"p{i // per_patient}" for i in rng.permutation(n)]  # a patient's cases are not adjacent
-    return probs, ArrayData(np.zeros((n, 1, 2, 2), np.float32), labels.astype(np.int64), [f"c{i}" for i in range(n)],
-                            patients)
+    return probs, ArrayData(
+        np.zeros((n, 1, 2, 2), np.float32), labels.astype(np.int64), [f"c{i}" for i in range(n)], patients
+    )
 
 
 def _loop_report(monkeypatch, *args, **kwargs):
@@ -66,7 +75,13 @@ OBJECTIVES = [
     {"metric": "sensitivity_at_specificity", "min_specificity": 0.8},
     {"metric": "specificity_at_sensitivity", "min_sensitivity": 0.9},
     {"metric": "auroc"},
-    {"terms": [{"metric": "auprc", "weight": 2}, {"metric": "brier", "weight": 1}, {"metric": "ece", "n_bins": 5}]},
+    {
+        "terms": [
+            {"metric": "auprc", "weight": 2},
+            {"metric": "brier", "weight": 1},
+            {"metric": "ece", "n_bins": 5},
+        ]
+    },
     {"metric": "fbeta", "beta": 2},
     {"metric": "weighted_balanced_accuracy", "sensitivity_weight": 0.7},
     {"metric": "expected_cost", "cost_matrix": [[0, 1], [10, 0]]},
@@ -74,7 +89,9 @@ OBJECTIVES = [
 ]
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.get("metric") or "+".join(t["metric"] for t in o["terms"]))
+@pytest.mark.parametrize(
+    "objective", OBJECTIVES, ids=lambda o: o.get("metric") or "+".join(t["metric"] for t in o["terms"])
+)
 def test_vectorised_report_equals_the_per_resample_loop(monkeypatch, objective: dict) -> None:
     task = _task(objective)
     probs, data = _data(seed=1)
@@ -89,7 +106,11 @@ def test_vectorised_report_equals_the_per_resample_loop(monkeypatch, objective: 
 
 def test_vectorised_report_with_three_classes_and_small_patient_counts(monkeypatch) -> None:
     # 3 classes, two findings; 9 patients of one class each: some resamples lack a class, skipped alike.
-    task = _task({"metric": "sensitivity_at_specificity", "min_specificity": 0.7}, names=("a", "b", "c"), findings=["b", "c"])
+    task = _task(
+        {"metric": "sensitivity_at_specificity", "min_specificity": 0.7},
+        names=("a", "b", "c"),
+        findings=["b", "c"],
+    )
     probs, data = _data(n=24, n_classes=3, seed=4, decimals=1)
     data = ArrayData(data.images, data.labels, data.keys, [f"p{y}{i % 3}" for i, y in enumerate(data.labels)])
     fast = objective_report(task, probs, data, seed=0, n_resamples=200)
@@ -101,8 +122,12 @@ def test_vectorised_report_with_three_classes_and_small_patient_counts(monkeypat
 def test_the_vectorised_report_is_what_objective_report_uses(monkeypatch) -> None:
     calls = []
     real = objective_mod._bootstrap_classification
-    monkeypatch.setattr(objective_mod, "_bootstrap_classification", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(objective_mod, "_bootstrap_all", lambda *a, **k: pytest.fail("per-resample loop used"))
+    monkeypatch.setattr(
+        objective_mod, "_bootstrap_classification", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    monkeypatch.setattr(
+        objective_mod, "_bootstrap_all", lambda *a, **k: pytest.fail("per-resample loop used")
+    )
     probs, data = _data()
     objective_report(_task({"metric": "auroc"}), probs, data, seed=0, n_resamples=60)
     assert calls
@@ -128,4 +153,6 @@ def test_resampled_curves_match_scikit_learn_on_each_resample() -> None:
     # The full data as one "resample" of weight one.
     full = resampled_curves(np.ones((1, 10)), truth, score)
     assert full.auroc()[0] == pytest.approx(roc_auc_score(truth, score))
-    assert full.sensitivity_at_specificity(0.8)[0] == pytest.approx(0.6)  # threshold 0.6: 3 of 5 found, 4 of 5 clear
+    assert full.sensitivity_at_specificity(0.8)[0] == pytest.approx(
+        0.6
+    )  # threshold 0.6: 3 of 5 found, 4 of 5 clear

@@ -64,13 +64,32 @@ def live_cls_run(tmp_path_factory: pytest.TempPathFactory, tiny_cls_datalist: Pa
     base = tmp_path_factory.mktemp("live-cls")
     task = base / "task.yaml"
     # No pruning, so every trial runs all its epochs and a poll sees it running; fewer bootstrap resamples: faster.
-    spec = tiny_task("classification", tiny_cls_datalist, proxy={"shape": [16, 16], "epochs": LIVE_EPOCHS},
-                     search={"pruner": {"name": "none"}},
-                     objective={"metric": "sensitivity_at_specificity", "min_specificity": 0.8, "bootstrap": {"resamples": 100}})
+    spec = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        proxy={"shape": [16, 16], "epochs": LIVE_EPOCHS},
+        search={"pruner": {"name": "none"}},
+        objective={
+            "metric": "sensitivity_at_specificity",
+            "min_specificity": 0.8,
+            "bootstrap": {"resamples": 100},
+        },
+    )
     task.write_text(yaml.safe_dump(spec))
     run = base / "run"
     env = dict(os.environ, MEDNAS_MALLOC_TUNING="0", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "mednas", "--log-json", "search", str(task), "--n-trials", "3", "--run-dir", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mednas",
+        "--log-json",
+        "search",
+        str(task),
+        "--n-trials",
+        "3",
+        "--run-dir",
+        str(run),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     live = LiveRun(run, -1, "")
     deadline = time.monotonic() + 400
@@ -84,8 +103,12 @@ def live_cls_run(tmp_path_factory: pytest.TempPathFactory, tiny_cls_datalist: Pa
                 live.snapshots.append(snap)
             # The command itself, once a trial has finished and another is running: the live case users watch.
             # (Once the running trial has reported an epoch, so the text can show it: epochs only go up.)
-            if (snap["finished"] >= 1 and snap["counts"]["running"] and len(live.texts) < 5
-                    and any(r["state"] == "running" and r.get("epoch") for r in snap["trials"])):
+            if (
+                snap["finished"] >= 1
+                and snap["counts"]["running"]
+                and len(live.texts) < 5
+                and any(r["state"] == "running" and r.get("epoch") for r in snap["trials"])
+            ):
                 text = _status_cli(run)
                 if proc.poll() is None:
                     live.texts.append(text)
@@ -112,8 +135,9 @@ def seg_run(tmp_path_factory: pytest.TempPathFactory, tiny_seg_datalist: Path) -
 def read_meta(html_text: str) -> dict[str, Any]:
     """The report's embedded JSON manifest (figures, notes, errors)."""
     start = html_text.index('<script type="application/json" id="mednas-report-meta">') + len(
-        '<script type="application/json" id="mednas-report-meta">')
-    return json.loads(html_text[start:html_text.index("</script>", start)])
+        '<script type="application/json" id="mednas-report-meta">'
+    )
+    return json.loads(html_text[start : html_text.index("</script>", start)])
 
 
 @pytest.fixture(scope="session")

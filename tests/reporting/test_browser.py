@@ -25,8 +25,19 @@ from tests.reporting.conftest import read_meta
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = next((p for p in (os.environ.get("MEDNAS_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                             shutil.which("google-chrome")) if p), None)
+CHROMIUM = next(
+    (
+        p
+        for p in (
+            os.environ.get("MEDNAS_CHROMIUM"),
+            shutil.which("chromium"),
+            shutil.which("chromium-browser"),
+            shutil.which("google-chrome"),
+        )
+        if p
+    ),
+    None,
+)
 
 CAPTURE = """<script>
 window.__mednasProblems = [];
@@ -75,10 +86,25 @@ def _open_in_chromium(report: Path, tmp_path: Path) -> tuple[dict[str, Any], lis
     text = report.read_text()
     page = tmp_path / "page.html"
     page.write_text(text.replace("<head>", "<head>" + CAPTURE, 1).replace("</body>", INSPECT + "</body>", 1))
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=30000",
-           "--window-size=1280,900", "--dump-dom", page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=30000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     match = re.search(r'<pre id="mednas-check">(.*?)</pre>', proc.stdout, re.S)
@@ -101,27 +127,41 @@ def _check(report: Path, tmp_path: Path) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
+)
 def test_classification_report_in_chromium(cls_report: ReportResult, tmp_path: Path) -> None:
     assert cls_report.errors == []
     found = _check(cls_report.path, tmp_path)
-    assert {p["id"] for p in found["plots"]} >= {"fig-history", "fig-roc", "fig-pr", "fig-calibration", "fig-confusion-0"}
+    assert {p["id"] for p in found["plots"]} >= {
+        "fig-history",
+        "fig-roc",
+        "fig-pr",
+        "fig-calibration",
+        "fig-confusion-0",
+    }
     assert found["images"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
+)
 def test_segmentation_report_in_chromium(seg_report: ReportResult, tmp_path: Path) -> None:
     assert seg_report.errors == []
     found = _check(seg_report.path, tmp_path)
     assert {p["id"] for p in found["plots"]} >= {"fig-history", "fig-dice"}
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
+)
 def test_the_check_sees_a_broken_page(tmp_path: Path) -> None:
     # The harness must fail on what it is there to catch: a script error and a plot without data.
     page = tmp_path / "broken.html"
-    page.write_text("<html><head></head><body><main><div class='js-plotly-plot'></div></main>"
-                    "<script>undefinedFunction();</script></body></html>")
+    page.write_text(
+        "<html><head></head><body><main><div class='js-plotly-plot'></div></main>"
+        "<script>undefinedFunction();</script></body></html>"
+    )
     found, console = _open_in_chromium(page, tmp_path)
     assert any("undefinedFunction" in p for p in found["problems"])
     assert found["plots"] and found["plots"][0]["traces"] == []

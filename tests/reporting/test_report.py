@@ -23,8 +23,16 @@ def _fake_retrain(run: Path, *, tests: bool = True) -> list[int]:
 
     summary = json.loads((run / "summary.json").read_text())
     recs = {int(d.name): json.loads((d / "metrics.json").read_text()) for d in (run / "trials").iterdir()}
-    chosen = sorted((n for n, r in recs.items() if r["state"] == "complete" and (run / "trials" / str(n) / "model.pt").exists()
-                     and "duplicate_of" not in r), key=lambda n: -recs[n]["values"][0])[:3]
+    chosen = sorted(
+        (
+            n
+            for n, r in recs.items()
+            if r["state"] == "complete"
+            and (run / "trials" / str(n) / "model.pt").exists()
+            and "duplicate_of" not in r
+        ),
+        key=lambda n: -recs[n]["values"][0],
+    )[:3]
     full = []
     for i, n in enumerate(chosen):
         src, dst = run / "trials" / str(n), run / "retrain" / str(n)
@@ -38,13 +46,37 @@ def _fake_retrain(run: Path, *, tests: bool = True) -> list[int]:
         r = recs[n]
         value = r["values"][0] - 0.05 * i
         full.append(value)
-        (dst / "metrics.json").write_text(json.dumps({
-            "trial": n, "state": "complete", "reason": None, "shape": summary["proxy"]["shape"], "patch": None,
-            "divisor": r.get("divisor"), "params": r["params"], "family": r["family"], "proxy": {"value": r["values"][0]},
-            "val": {"objective": value, "metrics": r["metrics"]}, "operating_point": r.get("operating_point"),
-            "test": {"metrics": r["metrics"]}, "best_epoch": 2, "epochs": 3, "seconds": 1.5, "learned": True}))
-    summary["retrain"] = {"top_k": 3, "candidates": chosen, "best": chosen[0], "shape": summary["proxy"]["shape"]}
-    summary["proxy_fidelity"] = proxy_fidelity(chosen, [recs[n]["values"][0] for n in chosen], full, [True] * len(chosen))
+        (dst / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "trial": n,
+                    "state": "complete",
+                    "reason": None,
+                    "shape": summary["proxy"]["shape"],
+                    "patch": None,
+                    "divisor": r.get("divisor"),
+                    "params": r["params"],
+                    "family": r["family"],
+                    "proxy": {"value": r["values"][0]},
+                    "val": {"objective": value, "metrics": r["metrics"]},
+                    "operating_point": r.get("operating_point"),
+                    "test": {"metrics": r["metrics"]},
+                    "best_epoch": 2,
+                    "epochs": 3,
+                    "seconds": 1.5,
+                    "learned": True,
+                }
+            )
+        )
+    summary["retrain"] = {
+        "top_k": 3,
+        "candidates": chosen,
+        "best": chosen[0],
+        "shape": summary["proxy"]["shape"],
+    }
+    summary["proxy_fidelity"] = proxy_fidelity(
+        chosen, [recs[n]["values"][0] for n in chosen], full, [True] * len(chosen)
+    )
     (run / "summary.json").write_text(json.dumps(summary))
     return chosen
 
@@ -64,7 +96,9 @@ def test_report_of_a_classification_search(cls_report: ReportResult, tiny_cls_da
     assert "AUROC" in text and "95% CI" in text  # intervals in legends and tables
     # Offline: plotly.js is inline, nothing is fetched from the network.
     assert "Plotly.newPlot" in text and len(text) > 3_000_000
-    outside_scripts = re.sub(r"<script[^>]*>.*?</script>", "", text, flags=re.S)  # plotly.js itself holds URLs
+    outside_scripts = re.sub(
+        r"<script[^>]*>.*?</script>", "", text, flags=re.S
+    )  # plotly.js itself holds URLs
     assert not re.search(r"""(src|href)=["']?https?:""", outside_scripts)
     assert not re.search(r"""<script[^>]+src=["']?(https?:)?//""", text)
     # No file names: neither the data folder nor any image name; cases only as salted keys.
@@ -88,7 +122,9 @@ def test_report_shows_retraining_and_fidelity(live_cls_run: LiveRun, tmp_path: P
     assert "0.73-0.84" not in text and "not measured on this run" in text
     if len(chosen) >= 3:
         assert "Kendall tau" in text
-    assert f"Retrained trial {chosen[0]} (full fidelity)" in text  # the pictures come from the retrained weights
+    assert (
+        f"Retrained trial {chosen[0]} (full fidelity)" in text
+    )  # the pictures come from the retrained weights
     # The curves come from the model export ships: the retrained one's validation and test, not the proxy trial.
     assert {"confusion-0", "confusion-1"} <= set(result.figures) and "confusion-2" not in result.figures
     assert "search, trial" not in text.split("Sources:", 1)[1].split("</p>", 1)[0]
@@ -115,12 +151,24 @@ def test_report_shows_test_row_per_class_and_calibration(live_cls_run: LiveRun, 
     rec = json.loads(path.read_text())
     ci = {"ci95": [0.1, 0.9], "n_resamples": 10}
     # Known test figures: the row must show them as recorded (computed at the validation threshold), nothing else.
-    rec["test"]["metrics"] = {"objective": {"value": 0.4321, **ci}, "accuracy": {"value": 0.6543, **ci},
-                              "balanced_accuracy": {"value": 0.5432, **ci}}
-    rec["test"]["per_class"] = {"normal": {"recall": {"value": 0.7777, **ci}, "ppv": {"value": 0.6666, **ci}, "n": 9},
-                                "finding": {"recall": {"value": 0.5555, **ci}, "ppv": {"value": 0.4444, **ci}, "n": 4}}
-    rec["calibration"] = {"temperature": 2.5, "ece_before": 0.31, "ece_after": 0.12, "nll_before": 0.9, "nll_after": 0.6,
-                          "n_cases": 13, "warnings": ["extreme threshold 0.02 (outside 0.05-0.95): tail"]}
+    rec["test"]["metrics"] = {
+        "objective": {"value": 0.4321, **ci},
+        "accuracy": {"value": 0.6543, **ci},
+        "balanced_accuracy": {"value": 0.5432, **ci},
+    }
+    rec["test"]["per_class"] = {
+        "normal": {"recall": {"value": 0.7777, **ci}, "ppv": {"value": 0.6666, **ci}, "n": 9},
+        "finding": {"recall": {"value": 0.5555, **ci}, "ppv": {"value": 0.4444, **ci}, "n": 4},
+    }
+    rec["calibration"] = {
+        "temperature": 2.5,
+        "ece_before": 0.31,
+        "ece_after": 0.12,
+        "nll_before": 0.9,
+        "nll_after": 0.6,
+        "n_cases": 13,
+        "warnings": ["extreme threshold 0.02 (outside 0.05-0.95): tail"],
+    }
     path.write_text(json.dumps(rec))
     text = write_report(run).path.read_text()
     assert "test (once, at the validation threshold)" in text and "0.432" in text and "0.654" in text
@@ -164,7 +212,9 @@ def test_report_command(live_cls_run: LiveRun, tmp_path: Path) -> None:
     buf = io.StringIO()
     try:
         with redirect_stdout(buf):
-            code = main(["report", str(live_cls_run.run_dir), "--out", str(tmp_path / "r.html"), "--no-images"])
+            code = main(
+                ["report", str(live_cls_run.run_dir), "--out", str(tmp_path / "r.html"), "--no-images"]
+            )
     finally:
         root.handlers[:], root.level, root.propagate = saved
     assert code == 0
@@ -209,10 +259,16 @@ def test_calibration_confusion_and_wilson() -> None:
 def test_lesion_sensitivity_by_size() -> None:
     from mednas.reporting._curves import lesion_sensitivity_by_size
 
-    record = {"patients": ["a", "b", "c"],
-              "per_case": [{"lesions": 2}, {"lesions": 0}, {"lesions": 2}],
-              "lesions": [{"size_voxels": 5, "detected": False}, {"size_voxels": 300, "detected": True},
-                          {"size_voxels": 8, "detected": True}, {"size_voxels": 250, "detected": True}]}
+    record = {
+        "patients": ["a", "b", "c"],
+        "per_case": [{"lesions": 2}, {"lesions": 0}, {"lesions": 2}],
+        "lesions": [
+            {"size_voxels": 5, "detected": False},
+            {"size_voxels": 300, "detected": True},
+            {"size_voxels": 8, "detected": True},
+            {"size_voxels": 250, "detected": True},
+        ],
+    }
     bins = lesion_sensitivity_by_size(record, n_bins=2, n_resamples=50)
     assert [b["n_lesions"] for b in bins] == [2, 2]
     assert [b["sensitivity"] for b in bins] == [0.5, 1.0]

@@ -33,7 +33,9 @@ def test_status_shows_live_numbers_while_a_search_runs(live_cls_run: LiveRun) ->
     live = [t for t in live_cls_run.texts if re.search(r"^\s+\d+\s+running\s", t, re.M)]
     assert live, live_cls_run.texts  # a table row of the running trial, with its epoch
     assert "best so far: trial" in live[0] and re.search(r"[12]/3 finished", live[0])
-    assert any(re.search(rf"^\s+\d+\s+running\s.*\s\d+/{LIVE_EPOCHS}\s", t, re.M) for t in live), live  # its epoch, live
+    assert any(re.search(rf"^\s+\d+\s+running\s.*\s\d+/{LIVE_EPOCHS}\s", t, re.M) for t in live), (
+        live
+    )  # its epoch, live
     # While a trial runs, the search is running (its worker is alive) and no stop is reported.
     assert all(s["running"] and s["stopped"] is None for s in running)
     assert all("search: running" in t and "stopped" not in t for t in live)
@@ -81,7 +83,11 @@ def test_status_of_a_killed_search_says_it_is_not_running(live_cls_run: LiveRun,
     summary["n_trials"]["target"] = 5
     (copy / "summary.json").write_text(json.dumps(summary))
     status = read_status(copy)
-    assert status["running"] is False and status["stopped"]["reason"] == "unknown" and status["remaining_s"] is None
+    assert (
+        status["running"] is False
+        and status["stopped"]["reason"] == "unknown"
+        and status["remaining_s"] is None
+    )
     text = format_status(status)
     assert "3/5 finished" in text and "search: stopped (how is not recorded: killed or crashed?)" in text
     assert " left" not in text
@@ -100,7 +106,9 @@ def test_log_json_lines_carry_trial_fields(live_cls_run: LiveRun) -> None:
     trials = [r for r in lines if r.get("event") == "trial"]
     assert len(trials) == 3
     assert [r["finished"] for r in trials] == [1, 2, 3] and all(r["total"] == 3 for r in trials)
-    assert all(r["state"] in ("complete", "pruned", "infeasible", "failed") and "elapsed_s" in r for r in trials)
+    assert all(
+        r["state"] in ("complete", "pruned", "infeasible", "failed") and "elapsed_s" in r for r in trials
+    )
     assert trials[-1]["remaining_s"] == 0.0 and trials[-1]["best"] is not None
     assert any(r["state"] == "complete" and isinstance(r["value"], float) for r in trials)
 
@@ -108,7 +116,9 @@ def test_log_json_lines_carry_trial_fields(live_cls_run: LiveRun) -> None:
 def test_json_formatter_keeps_structured_fields() -> None:
     from mednas._logging import JsonFormatter
 
-    record = logging.LogRecord("mednas.study", logging.WARNING, __file__, 1, "epoch %d of trial %d", (2, 5), None)
+    record = logging.LogRecord(
+        "mednas.study", logging.WARNING, __file__, 1, "epoch %d of trial %d", (2, 5), None
+    )
     record.trial, record.epoch, record.value = 5, 2, float("nan")
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "epoch 2 of trial 5" and line["level"] == "WARNING"

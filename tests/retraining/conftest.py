@@ -17,15 +17,21 @@ from mednas.testing import tiny_task
 def _cls_task(datalist: Path) -> dict:
     # No pruning: every trial completes, so there are three candidates to retrain. Patience beyond any epoch budget
     # used here, so that a candidate runs as many epochs as a test asks for.
-    return tiny_task("classification", datalist, search={"n_trials": 3, "pruner": {"name": "none"}},
-                     training={"shape": [32, 32], "batch_size": 8, "epochs": 3, "patience": 500, "augment": False})
+    return tiny_task(
+        "classification",
+        datalist,
+        search={"n_trials": 3, "pruner": {"name": "none"}},
+        training={"shape": [32, 32], "batch_size": 8, "epochs": 3, "patience": 500, "augment": False},
+    )
 
 
 @pytest.fixture(scope="session")
 def searched(tmp_path_factory: pytest.TempPathFactory, tiny_cls_datalist: Path) -> SimpleNamespace:
     """A finished 3-trial search on tiny data; tests retrain copies of it."""
     run_dir = tmp_path_factory.mktemp("searched") / "run"
-    return SimpleNamespace(run_dir=run_dir, result=api.search(_cls_task(tiny_cls_datalist), run_dir=run_dir, show_progress=False))
+    return SimpleNamespace(
+        run_dir=run_dir, result=api.search(_cls_task(tiny_cls_datalist), run_dir=run_dir, show_progress=False)
+    )
 
 
 @pytest.fixture
@@ -59,4 +65,6 @@ def retrained(tmp_path_factory: pytest.TempPathFactory, searched: SimpleNamespac
         mp.setattr(plan_mod, "load_arrays", spy_load)
         mp.setattr(objective_mod, "objective_report", spy_report)
         result = api.retrain(run_dir, top_k=3, n_resamples=100, show_progress=False)
-    return SimpleNamespace(run_dir=run_dir, search=search, result=result, splits=splits, loads=loads, reports=reports)
+    return SimpleNamespace(
+        run_dir=run_dir, search=search, result=result, splits=splits, loads=loads, reports=reports
+    )

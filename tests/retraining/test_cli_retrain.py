@@ -26,8 +26,14 @@ def _env() -> dict[str, str]:
 
 
 def _mednas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mednas", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env=_env())
+    return subprocess.run(
+        [sys.executable, "-m", "mednas", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=_env(),
+    )
 
 
 # Slow (15-20 s, a subprocess and a kill): resuming from the checkpoint is covered fast in-process by
@@ -35,8 +41,23 @@ def _mednas(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 @pytest.mark.slow
 def test_sigkill_mid_candidate_resumes_that_candidate(searched_copy: Path) -> None:
     run = searched_copy
-    cmd = [sys.executable, "-m", "mednas", "--quiet", "retrain", str(run), "--top-k", "1", "--epochs", "20", "--seeds", "1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mednas",
+        "--quiet",
+        "retrain",
+        str(run),
+        "--top-k",
+        "1",
+        "--epochs",
+        "20",
+        "--seeds",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -55,8 +76,11 @@ def test_sigkill_mid_candidate_resumes_that_candidate(searched_copy: Path) -> No
     cdir = logs[0].parent
     assert (cdir / "checkpoint.pt").exists()
     assert json.loads((cdir / "metrics.json").read_text())["state"] == "running"
-    killed_at = max(int(line.split("epoch ")[1].split("/")[0]) for line in (cdir / "log.txt").read_text().splitlines()
-                    if " epoch " in f" {line}" and "/20:" in line)
+    killed_at = max(
+        int(line.split("epoch ")[1].split("/")[0])
+        for line in (cdir / "log.txt").read_text().splitlines()
+        if " epoch " in f" {line}" and "/20:" in line
+    )
     assert killed_at < 20
 
     again = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
@@ -73,6 +97,8 @@ def test_sigkill_mid_candidate_resumes_that_candidate(searched_copy: Path) -> No
     assert "Kendall tau n/a" in again.stdout and "at least 3" in again.stdout  # k = 1: no rank correlation
 
 
+# Slow: `mednas retrain` processes; retraining is covered in-process by tests/retraining/test_retrain.py.
+@pytest.mark.slow
 def test_retrain_prints_the_table(retrained: SimpleNamespace, tmp_path: Path) -> None:
     # A copy of a retrained run: every candidate is finished, so this measures the command, not training.
     run = shutil.copytree(retrained.run_dir, tmp_path / "run")
@@ -91,17 +117,29 @@ def test_retrain_prints_the_table(retrained: SimpleNamespace, tmp_path: Path) ->
     assert "WARNING: only" in out and "decided the threshold" in out
 
 
+@pytest.mark.slow
 def test_retrain_of_a_non_run_is_one_line(tmp_path: Path) -> None:
     proc = _mednas("retrain", str(tmp_path))
     assert proc.returncode == 4
     assert proc.stderr.strip().count("\n") == 0 and "not a mednas run directory" in proc.stderr
 
 
+# Fast although it starts a process: the only test of issue 5's "calibrate-proxy prints a table of settings with
+# tau and cost and a recommendation".
 def test_calibrate_proxy_prints_settings_and_recommendation(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     task = tmp_path / "task.yaml"
     task.write_text(yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, training={"epochs": 2})))
-    proc = _mednas("--quiet", "calibrate-proxy", str(task), "--specs", "3", "--grid", "0.5x1", "--run-dir",
-                   str(tmp_path / "cal"))
+    proc = _mednas(
+        "--quiet",
+        "calibrate-proxy",
+        str(task),
+        "--specs",
+        "3",
+        "--grid",
+        "0.5x1",
+        "--run-dir",
+        str(tmp_path / "cal"),
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.strip().startswith("setting"))

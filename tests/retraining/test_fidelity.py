@@ -72,8 +72,17 @@ def test_tau_of_one_half_is_not_below_one_half_and_tied_seeds_are_named() -> Non
     half = proxy_fidelity([0, 1, 2], [0.2, 0.2, 0.1], [0.2, 0.1, 0.1], [True] * 3)
     assert half["kendall_tau"] == pytest.approx(0.5) and half["warning"] is None
     # Two seeds, but the first seed's scores are all tied: the ceiling is undefined and says why in seed terms.
-    rec = proxy_fidelity([0, 1, 2, 3], [0.9, 0.8, 0.7, 0.6], None, [True] * 4,
-                         full_seeds=[[0.9, 0.5], [0.9, 0.7], [0.9, 0.8], [0.9, 0.6]])
+    rec = proxy_fidelity(
+        [0, 1, 2, 3],
+        [0.9, 0.8, 0.7, 0.6],
+        None,
+        [True] * 4,
+        full_seeds=[[0.9, 0.5], [0.9, 0.7], [0.9, 0.8], [0.9, 0.6]],
+    )
     assert rec["seeds"] == 2 and rec["seed_ceiling_tau"] is None
     assert "one seed's full-fidelity scores are all tied" in rec["seed_ceiling_reason"]
-    assert rec["warning"] and "could not be measured on this run" in rec["warning"] and "--seeds 2" not in rec["warning"]
+    assert (
+        rec["warning"]
+        and "could not be measured on this run" in rec["warning"]
+        and "--seeds 2" not in rec["warning"]
+    )

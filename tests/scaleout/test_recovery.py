@@ -74,7 +74,9 @@ def _oom(*a, **kw):  # noqa: ANN002, ANN003, ANN202
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, tiny_cls_datalist: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_out_of_memory_retries_with_half_the_batch(
+    tmp_path: Path, tiny_cls_datalist: Path, monkeypatch
+) -> None:  # noqa: ANN001
     import mednas.train
 
     real_fit = mednas.train.fit
@@ -87,7 +89,12 @@ def test_out_of_memory_retries_with_half_the_batch(tmp_path: Path, tiny_cls_data
         return real_fit(model, train, val, settings, *a, **kw)
 
     monkeypatch.setattr(mednas.train, "fit", fit_once_oom)
-    api.search(tiny_task("classification", tiny_cls_datalist), run_dir=tmp_path / "run", n_trials=1, show_progress=False)
+    api.search(
+        tiny_task("classification", tiny_cls_datalist),
+        run_dir=tmp_path / "run",
+        n_trials=1,
+        show_progress=False,
+    )
     assert batches == [8, 4]
     rec = json.loads((tmp_path / "run" / "trials" / "0" / "metrics.json").read_text())
     assert rec["state"] == "complete" and rec["oom_retry_batch_size"] == 4
@@ -97,15 +104,22 @@ def test_out_of_memory_twice_is_infeasible(tmp_path: Path, tiny_cls_datalist: Pa
     import mednas.train
 
     monkeypatch.setattr(mednas.train, "fit", _oom)
-    result = api.search(tiny_task("classification", tiny_cls_datalist), run_dir=tmp_path / "run", n_trials=1,
-                        show_progress=False)
+    result = api.search(
+        tiny_task("classification", tiny_cls_datalist),
+        run_dir=tmp_path / "run",
+        n_trials=1,
+        show_progress=False,
+    )
     assert result.summary["n_trials"]["infeasible"] == 1
     rec = json.loads((tmp_path / "run" / "trials" / "0" / "metrics.json").read_text())
     assert rec["state"] == "infeasible" and rec["reason"] == "out of GPU memory at batch size 8 and 4"
 
 
+# Fast although it starts four processes: the only test of issue 8's proxy-cache race.
 @pytest.mark.parametrize("n_procs", [4])
-def test_proxy_cache_race_ends_with_one_valid_entry(tmp_path: Path, tiny_cls_datalist: Path, n_procs: int) -> None:
+def test_proxy_cache_race_ends_with_one_valid_entry(
+    tmp_path: Path, tiny_cls_datalist: Path, n_procs: int
+) -> None:
     import multiprocessing as mp
 
     import numpy as np

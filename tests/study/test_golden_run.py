@@ -22,8 +22,15 @@ from mednas import api
 
 GOLDEN = Path(__file__).parent / "golden" / "xray_demo_search.json"
 TASK = Path(__file__).resolve().parents[2] / "tasks" / "demo-xray-nodule.yaml"
-OVERRIDES = ["data.n_cases=60", "proxy.shape=[24,24]", "proxy.epochs=2", "training.shape=[32,32]",
-             "training.batch_size=8", "search.pruner.name=none", "objective.bootstrap.resamples=50"]
+OVERRIDES = [
+    "data.n_cases=60",
+    "proxy.shape=[24,24]",
+    "proxy.epochs=2",
+    "training.shape=[32,32]",
+    "training.batch_size=8",
+    "search.pruner.name=none",
+    "objective.bootstrap.resamples=50",
+]
 N_TRIALS = 4
 
 
@@ -32,15 +39,27 @@ def _record(run_dir: Path) -> dict:
     for tdir in sorted((run_dir / "trials").iterdir(), key=lambda p: int(p.name)):
         metrics = json.loads((tdir / "metrics.json").read_text())
         spec = json.loads((tdir / "spec.json").read_text())
-        trials.append({
-            "trial": int(tdir.name), "state": metrics["state"], "spec_hash": metrics.get("spec_hash"), "spec": spec,
-            "loss": metrics.get("loss"), "sampling": metrics.get("sampling"), "seed": metrics.get("seed"),
-            "values": metrics.get("values"), "history": [[h["epoch"], h["train_loss"], h["value"]] for h in metrics.get("history", [])],
-            "metrics": {k: v.get("value") for k, v in sorted((metrics.get("metrics") or {}).items())},
-            "params": metrics.get("params"), "macs": metrics.get("macs"),
-        })
+        trials.append(
+            {
+                "trial": int(tdir.name),
+                "state": metrics["state"],
+                "spec_hash": metrics.get("spec_hash"),
+                "spec": spec,
+                "loss": metrics.get("loss"),
+                "sampling": metrics.get("sampling"),
+                "seed": metrics.get("seed"),
+                "values": metrics.get("values"),
+                "history": [[h["epoch"], h["train_loss"], h["value"]] for h in metrics.get("history", [])],
+                "metrics": {k: v.get("value") for k, v in sorted((metrics.get("metrics") or {}).items())},
+                "params": metrics.get("params"),
+                "macs": metrics.get("macs"),
+            }
+        )
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"trials": trials, "best": {"trial": summary["best"]["trial"], "values": summary["best"]["values"]}}
+    return {
+        "trials": trials,
+        "best": {"trial": summary["best"]["trial"], "values": summary["best"]["values"]},
+    }
 
 
 def _close(a: object, b: object, path: str) -> None:
@@ -65,7 +84,9 @@ def test_golden_xray_demo_search(tmp_path: Path) -> None:
     import torch
 
     run_dir = tmp_path / "run"
-    api.search(str(TASK), run_dir=run_dir, overrides=OVERRIDES, n_trials=N_TRIALS, show_progress=False, threads=1)
+    api.search(
+        str(TASK), run_dir=run_dir, overrides=OVERRIDES, n_trials=N_TRIALS, show_progress=False, threads=1
+    )
     got = _record(run_dir) | {"torch": torch.__version__}
     if os.environ.get("MEDNAS_UPDATE_GOLDEN"):
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)

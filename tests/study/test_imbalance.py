@@ -39,17 +39,22 @@ def test_auto_loss_searched_with_sampling_is_one_remedy_or_the_other() -> None:
 
 
 def test_stacking_only_when_asked_for() -> None:
-    task = _task(search={"losses": ["weighted_ce"], "sampling": ["uniform", "balanced"]},
-                 training={"stack_imbalance_remedies": True})
+    task = _task(
+        search={"losses": ["weighted_ce"], "sampling": ["uniform", "balanced"]},
+        training={"stack_imbalance_remedies": True},
+    )
     assert ("weighted_ce", "balanced") in _combos(task)
     _task(training={"loss": "weighted_ce", "sampling": "balanced", "stack_imbalance_remedies": True})
 
 
-@pytest.mark.parametrize("settings", [
-    {"training": {"loss": "weighted_ce", "sampling": "balanced"}},
-    {"training": {"sampling": "balanced"}, "search": {"losses": ["ce", "focal"]}},
-    {"search": {"losses": ["weighted_ce"], "sampling": ["balanced"]}},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"training": {"loss": "weighted_ce", "sampling": "balanced"}},
+        {"training": {"sampling": "balanced"}, "search": {"losses": ["ce", "focal"]}},
+        {"search": {"losses": ["weighted_ce"], "sampling": ["balanced"]}},
+    ],
+)
 def test_settings_that_always_stack_are_refused_with_the_fix(settings: dict) -> None:
     with pytest.raises(ConfigError, match="corrected twice.*stack_imbalance_remedies"):
         _task(**settings)
@@ -61,5 +66,7 @@ def test_auto_resolves_by_sampling_and_segmentation_is_unaffected() -> None:
     assert resolve_loss("auto", "segmentation", "balanced") == "dice_ce"
     assert resolve_loss("focal", "classification", "balanced") == "focal"
     _task(training={"sampling": "balanced"})  # auto + balanced: plain CE, accepted
-    combos = _combos(_task("segmentation", search={"losses": ["dice_ce", "focal"], "sampling": ["uniform", "balanced"]}))
+    combos = _combos(
+        _task("segmentation", search={"losses": ["dice_ce", "focal"], "sampling": ["uniform", "balanced"]})
+    )
     assert ("focal", "balanced") in combos  # segmentation losses carry no class weights

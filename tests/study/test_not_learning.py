@@ -31,24 +31,37 @@ def dead_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mednas.spec, "build", lambda spec: _DeadOutput(real(spec)))
 
 
-@pytest.mark.parametrize(("objective", "check", "state"), [
-    ({"metric": "auroc"}, 2, "pruned"),
-    ({"metric": "auroc", "secondary": ["params"]}, 2, "pruned"),
-    ({"metric": "auroc"}, 0, "complete"),
-], ids=["single-objective", "multi-objective", "check-off"])
-def test_dead_candidate_is_flagged_and_pruned_early(tmp_path: Path, tiny_cls_datalist: Path, dead_candidates: None,
-                                                    objective: dict, check: int, state: str) -> None:
+@pytest.mark.parametrize(
+    ("objective", "check", "state"),
+    [
+        ({"metric": "auroc"}, 2, "pruned"),
+        ({"metric": "auroc", "secondary": ["params"]}, 2, "pruned"),
+        ({"metric": "auroc"}, 0, "complete"),
+    ],
+    ids=["single-objective", "multi-objective", "check-off"],
+)
+def test_dead_candidate_is_flagged_and_pruned_early(
+    tmp_path: Path, tiny_cls_datalist: Path, dead_candidates: None, objective: dict, check: int, state: str
+) -> None:
     import optuna
 
-    task = tiny_task("classification", tiny_cls_datalist, objective=objective, proxy={"shape": [16, 16], "epochs": 4},
-                     search={"n_trials": 1, "dead_check_epoch": check, "pruner": "none"})
+    task = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        objective=objective,
+        proxy={"shape": [16, 16], "epochs": 4},
+        search={"n_trials": 1, "dead_check_epoch": check, "pruner": "none"},
+    )
     summary = api.search(task, run_dir=tmp_path / "run", show_progress=False).summary
     rec = json.loads((tmp_path / "run" / "trials" / "0" / "metrics.json").read_text())
     assert rec["state"] == state and rec["learned"] is False
     assert rec["not_learning"].startswith("training loss flat (0.693 -> 0.693")
     assert "predictions constant across" in rec["not_learning"]
     if state == "pruned":
-        assert rec["reason"].startswith("not learning: training loss flat") and "checked at epoch 2" in rec["reason"]
+        assert (
+            rec["reason"].startswith("not learning: training loss flat")
+            and "checked at epoch 2" in rec["reason"]
+        )
         assert len(rec["history"]) == 2  # stopped at the check epoch, not after all 4
     else:
         assert rec["epochs"] == 4
@@ -60,7 +73,11 @@ def test_dead_candidate_is_flagged_and_pruned_early(tmp_path: Path, tiny_cls_dat
     from mednas.reporting import format_status, read_status
 
     status = read_status(tmp_path / "run")
-    assert status["counts"]["not_learning"] == 1 and status["trials"][0]["not_learning"] == rec["not_learning"]
+    assert (
+        status["counts"]["not_learning"] == 1 and status["trials"][0]["not_learning"] == rec["not_learning"]
+    )
     text = format_status(status)
     assert "1 never started learning" in text
-    assert ("not learning: training loss flat" if state == "pruned" else "never started learning") in text.splitlines()[-1]
+    assert (
+        "not learning: training loss flat" if state == "pruned" else "never started learning"
+    ) in text.splitlines()[-1]

@@ -26,11 +26,17 @@ def _search(task: dict, run_dir: Path, **kw):  # noqa: ANN202
     return api.search(task, run_dir=run_dir, show_progress=False, **kw)
 
 
-def test_constraints_and_budget_are_never_violated_by_the_best(tmp_path: Path, tiny_cls_datalist: Path) -> None:
+def test_constraints_and_budget_are_never_violated_by_the_best(
+    tmp_path: Path, tiny_cls_datalist: Path
+) -> None:
     task = tiny_task(
-        "classification", tiny_cls_datalist,
-        objective={"metric": "auroc", "constraints": [{"metric": "specificity", "min": 0.8}, {"metric": "params", "max": 20000}],
-                   "operating_point": {"rule": "specificity_at_sensitivity", "target": 0.5}},
+        "classification",
+        tiny_cls_datalist,
+        objective={
+            "metric": "auroc",
+            "constraints": [{"metric": "specificity", "min": 0.8}, {"metric": "params", "max": 20000}],
+            "operating_point": {"rule": "specificity_at_sensitivity", "target": 0.5},
+        },
         search={"n_trials": 5, "budget": {"max_params": 30000}},
     )
     result = _search(task, tmp_path / "run")
@@ -52,8 +58,12 @@ def test_constraints_and_budget_are_never_violated_by_the_best(tmp_path: Path, t
 
 
 def test_multi_objective_writes_a_pareto_front(tmp_path: Path, tiny_cls_datalist: Path) -> None:
-    task = tiny_task("classification", tiny_cls_datalist,
-                     objective={"metric": "auroc", "secondary": ["params"]}, search={"n_trials": 6})
+    task = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        objective={"metric": "auroc", "secondary": ["params"]},
+        search={"n_trials": 6},
+    )
     s = _search(task, tmp_path / "run").summary
     assert s["objective"]["names"] == ["auroc", "params"]
     assert s["objective"]["directions"] == ["maximize", "minimize"]
@@ -61,18 +71,28 @@ def test_multi_objective_writes_a_pareto_front(tmp_path: Path, tiny_cls_datalist
     assert front, "no Pareto front"
     for a in front:  # nobody on the front dominates anybody else on it
         for b in front:
-            assert not (b["values"][0] >= a["values"][0] and b["values"][1] <= a["values"][1] and b["values"] != a["values"])
+            assert not (
+                b["values"][0] >= a["values"][0]
+                and b["values"][1] <= a["values"][1]
+                and b["values"] != a["values"]
+            )
     assert [p["values"][0] for p in front] == sorted((p["values"][0] for p in front), reverse=True)
     rec = json.loads((tmp_path / "run" / "trials" / str(front[0]["trial"]) / "metrics.json").read_text())
     assert rec["values"][1] == rec["params"]
 
 
 def test_multi_objective_prunes_on_the_primary_metric(tmp_path: Path, tiny_cls_datalist: Path) -> None:
-    task = tiny_task("classification", tiny_cls_datalist,
-                     objective={"metric": "auroc", "secondary": ["macs"]},
-                     search={"n_trials": 6, "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0},
-                             "dead_check_epoch": 0},
-                     proxy={"shape": [16, 16], "epochs": 3})
+    task = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        objective={"metric": "auroc", "secondary": ["macs"]},
+        search={
+            "n_trials": 6,
+            "pruner": {"name": "median", "startup_trials": 1, "warmup_epochs": 0},
+            "dead_check_epoch": 0,
+        },
+        proxy={"shape": [16, 16], "epochs": 3},
+    )
     _search(task, tmp_path / "run")
     histories = [json.loads(p.read_text()) for p in (tmp_path / "run").glob("trials/*/metrics.json")]
     pruned = [h for h in histories if h["state"] == "pruned"]
@@ -85,37 +105,46 @@ def test_multi_objective_prunes_on_the_primary_metric(tmp_path: Path, tiny_cls_d
     for t in study.trials:
         if t.state == optuna.trial.TrialState.PRUNED:
             earlier = [o for o in study.trials if o.number < t.number and "static_secondary" in o.user_attrs]
-            assert any(o.user_attrs["static_secondary"][0] <= t.user_attrs["static_secondary"][0] for o in earlier)
+            assert any(
+                o.user_attrs["static_secondary"][0] <= t.user_attrs["static_secondary"][0] for o in earlier
+            )
 
 
 def test_multi_objective_pruning_compares_with_cheaper_trials_only() -> None:
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from mednas.study._runner import _TrialObjective
+    from mednas.study._runner import _MultiObjectivePruner
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     for primary, macs in [(0.9, 100.0), (0.8, 120.0), (0.7, 50.0)]:
-        study.add_trial(create_trial(state=TrialState.COMPLETE, values=[primary, macs],
-                                     user_attrs={"primary_history": {"1": primary}, "static_secondary": [macs]}))
-    runner = _TrialObjective.__new__(_TrialObjective)
-    runner.task = SimpleNamespace(search=SimpleNamespace(pruner=SimpleNamespace(name="median", warmup_epochs=0, startup_trials=1)))
+        study.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                values=[primary, macs],
+                user_attrs={"primary_history": {"1": primary}, "static_secondary": [macs]},
+            )
+        )
+    pruner = _MultiObjectivePruner(SimpleNamespace(name="median", warmup_epochs=0, startup_trials=1))
 
     def judged(value: float, macs: float) -> bool:
         trial = study.ask()
         trial.set_user_attr("static_secondary", [macs])
-        return runner._mo_should_prune(trial, 1, value)
+        return pruner.should_prune(trial, 1, value)
 
-    assert judged(0.6, 60.0) is True    # the only cheaper trial (50 MACs) scored 0.7: below its median
+    assert judged(0.6, 60.0) is True  # the only cheaper trial (50 MACs) scored 0.7: below its median
     assert judged(0.75, 60.0) is False  # above it
-    assert judged(0.1, 10.0) is False   # the cheapest network yet: nobody to compare with, never pruned
+    assert judged(0.1, 10.0) is False  # the cheapest network yet: nobody to compare with, never pruned
     assert judged(0.75, 200.0) is True  # the most expensive: below the median 0.8 of all three
 
 
 def test_latency_is_measured_and_constrained(tmp_path: Path, tiny_cls_datalist: Path) -> None:
-    task = tiny_task("classification", tiny_cls_datalist,
-                     objective={"metric": "auroc", "constraints": [{"metric": "latency_ms", "max": 0.0001}]},
-                     search={"n_trials": 2})
+    task = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        objective={"metric": "auroc", "constraints": [{"metric": "latency_ms", "max": 0.0001}]},
+        search={"n_trials": 2},
+    )
     s = _search(task, tmp_path / "run").summary
     assert s["n_trials"]["infeasible"] == 2
     rec = json.loads((tmp_path / "run" / "trials" / "0" / "metrics.json").read_text())
@@ -123,8 +152,11 @@ def test_latency_is_measured_and_constrained(tmp_path: Path, tiny_cls_datalist: 
 
 
 def test_losses_and_sampling_are_searched(tmp_path: Path, tiny_cls_datalist: Path) -> None:
-    task = tiny_task("classification", tiny_cls_datalist,
-                     search={"n_trials": 4, "losses": ["ce", "weighted_ce", "focal"], "sampling": ["uniform", "balanced"]})
+    task = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        search={"n_trials": 4, "losses": ["ce", "weighted_ce", "focal"], "sampling": ["uniform", "balanced"]},
+    )
     _search(task, tmp_path / "run")
     import optuna
 
@@ -142,11 +174,17 @@ def test_losses_and_sampling_are_searched(tmp_path: Path, tiny_cls_datalist: Pat
 
 
 def _cls_task(objective: dict) -> object:
-    return load_task({
-        "name": "t", "problem": "classification", "spatial_dims": 2,
-        "data": {"format": "datalist", "path": "x.json"},
-        "labels": {"names": ["no", "yes"]}, "objective": objective, "search": {"spaces": ["resnet"]},
-    })
+    return load_task(
+        {
+            "name": "t",
+            "problem": "classification",
+            "spatial_dims": 2,
+            "data": {"format": "datalist", "path": "x.json"},
+            "labels": {"names": ["no", "yes"]},
+            "objective": objective,
+            "search": {"spaces": ["resnet"]},
+        }
+    )
 
 
 def _data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, ArrayData]:
@@ -154,7 +192,12 @@ def _data(n: int = 200, seed: int = 0) -> tuple[np.ndarray, ArrayData]:
     labels = (rng.random(n) < 0.3).astype(np.int64)
     p1 = np.clip(labels * 0.35 + rng.random(n) * 0.65, 0, 1)
     probs = np.stack([1 - p1, p1], axis=1)
-    data = ArrayData(np.zeros((n, 1, 2, 2), np.float32), labels, [f"c{i}" for i in range(n)], [f"p{i // 2}" for i in range(n)])
+    data = ArrayData(
+        np.zeros((n, 1, 2, 2), np.float32),
+        labels,
+        [f"c{i}" for i in range(n)],
+        [f"p{i // 2}" for i in range(n)],
+    )
     return probs, data
 
 
@@ -201,7 +244,12 @@ def test_report_intervals_resample_patients_and_are_seeded() -> None:
 
 
 def test_constraint_violations_follow_optuna_convention() -> None:
-    task = _cls_task({"metric": "auroc", "constraints": [{"metric": "specificity", "min": 0.9}, {"metric": "params", "max": 100}]})
+    task = _cls_task(
+        {
+            "metric": "auroc",
+            "constraints": [{"metric": "specificity", "min": 0.9}, {"metric": "params", "max": 100}],
+        }
+    )
     v = constraint_violations(task, {"specificity": {"value": 0.95}}, {"params": 150})
     assert v[0] == pytest.approx(-0.05) and v[1] == pytest.approx(50)
     assert constraint_violations(task, {"specificity": {"value": None}}, {"params": 1})[0] > 0

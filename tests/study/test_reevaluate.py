@@ -16,15 +16,23 @@ from mednas.study._reevaluate import ATTR_PREFIX, reevaluation_seeds
 from mednas.testing import tiny_task
 
 
-def test_search_reevaluates_the_top_trials_once(tmp_path: Path, tiny_cls_datalist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_search_reevaluates_the_top_trials_once(
+    tmp_path: Path, tiny_cls_datalist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mednas.train
 
     run_dir = tmp_path / "run"
-    task = tiny_task("classification", tiny_cls_datalist, objective={"metric": "auroc"},
-                     search={"n_trials": 3, "pruner": "none", "reevaluate": {"top": 2, "seeds": 1}})
+    task = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        objective={"metric": "auroc"},
+        search={"n_trials": 3, "pruner": "none", "reevaluate": {"top": 2, "seeds": 1}},
+    )
     summary = api.search(task, run_dir=run_dir, show_progress=False).summary
     study = optuna.load_study(study_name="tiny-cls", storage=f"sqlite:///{run_dir / 'study.db'}")
-    eligible = [t for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs.get("learned") is not False]
+    eligible = [
+        t for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs.get("learned") is not False
+    ]
     assert len(eligible) >= 2, "the tiny search should give at least two candidates that learned"
 
     ranked = best_trials(study, 3)
@@ -38,7 +46,11 @@ def test_search_reevaluates_the_top_trials_once(tmp_path: Path, tiny_cls_datalis
         rec = json.loads((run_dir / "trials" / str(t.number) / "metrics.json").read_text())
         assert rec["proxy_mean"] == t.user_attrs["proxy_mean"] and rec["proxy_seed_values"] == values
         saved = json.loads((run_dir / "trials" / str(t.number) / "reevaluation.json").read_text())
-        assert saved["complete"] and saved["values"] == values and saved["runs"][0]["seed"] == t.user_attrs["proxy_seeds"][1]
+        assert (
+            saved["complete"]
+            and saved["values"] == values
+            and saved["runs"][0]["seed"] == t.user_attrs["proxy_seeds"][1]
+        )
     # Ranked by the mean: re-evaluated trials are in mean order among themselves.
     means = [t.user_attrs["proxy_mean"] for t in ranked if "proxy_mean" in t.user_attrs]
     assert means == sorted(means, reverse=True)
@@ -68,16 +80,32 @@ def test_search_reevaluates_the_top_trials_once(tmp_path: Path, tiny_cls_datalis
     assert all(len(x["values"]) == 3 for x in again["reevaluation"]["trials"])
 
 
-def _study_with(values: dict[int, float], means: dict[int, float], directions: list[str] | None = None) -> optuna.Study:
+def _study_with(
+    values: dict[int, float], means: dict[int, float], directions: list[str] | None = None
+) -> optuna.Study:
     study = optuna.create_study(directions=directions or ["maximize"])
     dist = {"family": CategoricalDistribution(["resnet"])}
     for number, value in sorted(values.items()):
         vals = [value] + ([1000.0 - number] if directions and len(directions) > 1 else [])
-        study.add_trial(create_trial(values=vals, params={"family": "resnet"}, distributions=dist,
-                                     user_attrs={"learned": True, "seed": number}))
+        study.add_trial(
+            create_trial(
+                values=vals,
+                params={"family": "resnet"},
+                distributions=dist,
+                user_attrs={"learned": True, "seed": number},
+            )
+        )
     for number, mean in means.items():
-        study.set_user_attr(f"{ATTR_PREFIX}{number}", {"values": [values[number], 2 * mean - values[number]], "mean": mean,
-                                                        "std": 0.1, "seeds": [number, 99], "seconds": 1.0})
+        study.set_user_attr(
+            f"{ATTR_PREFIX}{number}",
+            {
+                "values": [values[number], 2 * mean - values[number]],
+                "mean": mean,
+                "std": 0.1,
+                "seeds": [number, 99],
+                "seconds": 1.0,
+            },
+        )
     return study
 
 

@@ -72,7 +72,10 @@ def test_every_trial_spec_rebuilds_with_recorded_params(cls_run) -> None:  # noq
             assert len(timing["epochs_s"]) == len(metrics["history"]) >= 1
             assert min(timing["before_first_epoch_s"], timing["after_last_epoch_s"], *timing["epochs_s"]) >= 0
             if metrics["state"] == "complete":
-                assert timing["before_first_epoch_s"] + sum(timing["epochs_s"]) + timing["after_last_epoch_s"] <= metrics["seconds"] + 1.0
+                assert (
+                    timing["before_first_epoch_s"] + sum(timing["epochs_s"]) + timing["after_last_epoch_s"]
+                    <= metrics["seconds"] + 1.0
+                )
                 assert log.count(" epoch ") >= len(metrics["history"]) and "complete:" in log.splitlines()[-1]
         assert log.strip()
 
@@ -83,7 +86,11 @@ def test_splits_group_patients(cls_run) -> None:  # noqa: ANN001
     fp = json.loads((run_dir / "fingerprint.json").read_text())
     patient = {r["case"]: r["patient"] for r in fp["cases"]}
     sets = {s: {patient[k] for k in splits[s]} for s in ("train", "val", "test")}
-    assert not (sets["train"] & sets["val"]) and not (sets["train"] & sets["test"]) and not (sets["val"] & sets["test"])
+    assert (
+        not (sets["train"] & sets["val"])
+        and not (sets["train"] & sets["test"])
+        and not (sets["val"] & sets["test"])
+    )
     assert sum(len(splits[s]) for s in ("train", "val", "test")) == 32
 
 
@@ -130,12 +137,16 @@ def test_test_split_is_never_read_during_search(tmp_path: Path, tiny_cls_datalis
     from mednas.rundir import RunDir
 
     rd = RunDir(tmp_path / "run")
-    plan = plan_data(load_task(tiny_task("classification", tiny_cls_datalist)), rd, salt=read_or_create_salt(rd))
+    plan = plan_data(
+        load_task(tiny_task("classification", tiny_cls_datalist)), rd, salt=read_or_create_salt(rd)
+    )
     with pytest.raises(TestSplitAccessError):
         plan.arrays("test", plan.proxy_shape)
 
 
-def test_failing_and_diverging_trials_are_recorded_and_search_goes_on(tmp_path: Path, tiny_cls_datalist: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_failing_and_diverging_trials_are_recorded_and_search_goes_on(
+    tmp_path: Path, tiny_cls_datalist: Path, monkeypatch
+) -> None:  # noqa: ANN001
     import mednas.spec
     import mednas.train
 
@@ -158,7 +169,9 @@ def test_failing_and_diverging_trials_are_recorded_and_search_goes_on(tmp_path: 
     result = _search(tiny_task("classification", tiny_cls_datalist), tmp_path / "run", n_trials=2)
     n = result.summary["n_trials"]
     assert n["failed"] == 2 and n["complete"] + n["pruned"] == 2
-    reasons = [json.loads((tmp_path / "run" / "trials" / str(i) / "metrics.json").read_text()) for i in (0, 1)]
+    reasons = [
+        json.loads((tmp_path / "run" / "trials" / str(i) / "metrics.json").read_text()) for i in (0, 1)
+    ]
     assert reasons[0]["state"] == "failed" and "simulated broken candidate" in reasons[0]["reason"]
     assert reasons[1]["state"] == "failed" and reasons[1]["reason"].startswith("diverged: loss became nan")
 

@@ -46,16 +46,36 @@ def timed_out(tmp_path_factory: pytest.TempPathFactory, tiny_cls_datalist: Path)
     """
     base = tmp_path_factory.mktemp("outside")
     task = base / "task.yaml"
-    spec = tiny_task("classification", tiny_cls_datalist, search={"pruner": {"name": "none"}},
-                     proxy={"shape": [16, 16], "epochs": 20},
-                     objective={"metric": "sensitivity_at_specificity", "min_specificity": 0.8, "bootstrap": {"resamples": 100}})
+    spec = tiny_task(
+        "classification",
+        tiny_cls_datalist,
+        search={"pruner": {"name": "none"}},
+        proxy={"shape": [16, 16], "epochs": 20},
+        objective={
+            "metric": "sensitivity_at_specificity",
+            "min_specificity": 0.8,
+            "bootstrap": {"resamples": 100},
+        },
+    )
     task.write_text(yaml.safe_dump(spec))
     run = base / "run"
     old = Path.cwd()
     os.chdir(base)
     try:
-        code, out = _cli("search", "task.yaml", "--preset", "quick-cpu", "--n-trials", "4", "--timeout", "2",
-                         "--device", "cpu", "--run-dir", "run")
+        code, out = _cli(
+            "search",
+            "task.yaml",
+            "--preset",
+            "quick-cpu",
+            "--n-trials",
+            "4",
+            "--timeout",
+            "2",
+            "--device",
+            "cpu",
+            "--run-dir",
+            "run",
+        )
     finally:
         os.chdir(old)
     assert code == 0, out
@@ -89,19 +109,29 @@ def test_a_search_stopped_by_its_timeout_says_so_and_shows_no_time_left(timed_ou
     assert code == 0 and "stopped (timeout reached" in out
 
 
-def test_continuing_with_another_n_trials_keeps_the_study_and_updates_the_record(timed_out: SimpleNamespace) -> None:
+def test_continuing_with_another_n_trials_keeps_the_study_and_updates_the_record(
+    timed_out: SimpleNamespace,
+) -> None:
     target = read_status(timed_out.run)["finished"] + 1  # one more trial
-    result = api.search(timed_out.task, presets=["quick-cpu"], run_dir=timed_out.run, n_trials=target, show_progress=False)
+    result = api.search(
+        timed_out.task, presets=["quick-cpu"], run_dir=timed_out.run, n_trials=target, show_progress=False
+    )
     resolved = yaml.safe_load((timed_out.run / "resolved.yaml").read_text())
     assert resolved["search"]["n_trials"] == target and resolved["search"]["timeout"] is None
     assert result.summary["stopped"]["reason"] == "n_trials reached"
     n = result.summary["n_trials"]
     assert n["complete"] + n["pruned"] + n["infeasible"] == target
     text = format_status(read_status(timed_out.run))
-    assert f"{target}/{target} finished" in text and "search: stopped (n_trials reached" in text and " left" not in text
+    assert (
+        f"{target}/{target} finished" in text
+        and "search: stopped (n_trials reached" in text
+        and " left" not in text
+    )
 
 
-def _search_until_first_trial(monkeypatch: pytest.MonkeyPatch, run: Path, task: dict, interrupt) -> BaseException:  # noqa: ANN001
+def _search_until_first_trial(
+    monkeypatch: pytest.MonkeyPatch, run: Path, task: dict, interrupt
+) -> BaseException:  # noqa: ANN001
     import mednas.study._runner as runner
 
     monkeypatch.setattr(runner._TrialObjective, "__call__", lambda self, trial: interrupt(trial))
@@ -110,7 +140,9 @@ def _search_until_first_trial(monkeypatch: pytest.MonkeyPatch, run: Path, task: 
     return info.value
 
 
-def test_an_interrupted_search_records_it(tmp_path: Path, tiny_cls_datalist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_search_records_it(
+    tmp_path: Path, tiny_cls_datalist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     task = tiny_task("classification", tiny_cls_datalist)
 
     def ctrl_c(trial):  # noqa: ANN001, ANN202

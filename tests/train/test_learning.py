@@ -15,7 +15,10 @@ def _varied_probs(n: int = 32) -> np.ndarray:
 def test_flat_loss_and_constant_probabilities_is_not_learning() -> None:
     probs = np.tile([[0.5, 0.5]], (32, 1))
     reason = not_learning_reason([0.693, 0.692, 0.693], [0.3, 0.4, 0.35], probs, "classification")
-    assert reason == "training loss flat (0.693 -> 0.693 over 3 epochs) and predictions constant across 32 validation cases"
+    assert (
+        reason
+        == "training loss flat (0.693 -> 0.693 over 3 epochs) and predictions constant across 32 validation cases"
+    )
 
 
 def test_flat_loss_and_objective_never_improving_is_not_learning() -> None:
@@ -32,7 +35,12 @@ def test_a_network_perfect_from_the_first_epoch_is_not_flagged() -> None:
 
 def test_slow_learner_is_not_flagged() -> None:
     # Loss falls by less than 3% per epoch, but by more than 3% overall, with constant predictions: learning, slowly.
-    assert not_learning_reason([0.693, 0.682, 0.670], [0.0, 0.0, 0.0], np.tile([[0.5, 0.5]], (8, 1)), "classification") is None
+    assert (
+        not_learning_reason(
+            [0.693, 0.682, 0.670], [0.0, 0.0, 0.0], np.tile([[0.5, 0.5]], (8, 1)), "classification"
+        )
+        is None
+    )
     # Loss flat, but the objective rises and the predictions vary: not flagged on the loss alone.
     assert not_learning_reason([0.693, 0.692], [0.2, 0.3], _varied_probs(), "classification") is None
 
@@ -41,7 +49,9 @@ def test_segmentation_empty_masks_while_loss_falls_is_learning() -> None:
     empty = np.zeros((4, 8, 8, 8), np.uint8)
     assert not_learning_reason([1.2, 0.9], [0.0, 0.0], empty, "segmentation") is None
     reason = not_learning_reason([1.2, 1.19], [0.0, 0.1], empty, "segmentation")
-    assert reason is not None and reason.endswith("predictions empty (no foreground) on all 4 validation cases")
+    assert reason is not None and reason.endswith(
+        "predictions empty (no foreground) on all 4 validation cases"
+    )
 
 
 def test_one_epoch_is_never_judged() -> None:
@@ -50,7 +60,10 @@ def test_one_epoch_is_never_judged() -> None:
 
 def test_degenerate_predictions() -> None:
     assert degenerate_predictions(_varied_probs(), "classification") is None
-    assert degenerate_predictions(np.tile([[0.3, 0.7]], (5, 1)) + 1e-5, "classification") == "constant across 5 validation cases"
+    assert (
+        degenerate_predictions(np.tile([[0.3, 0.7]], (5, 1)) + 1e-5, "classification")
+        == "constant across 5 validation cases"
+    )
     mask = np.zeros((3, 4, 4), np.uint8)
     mask[1, 2, 2] = 1
     assert degenerate_predictions(mask, "segmentation") is None

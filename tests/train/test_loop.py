@@ -17,7 +17,9 @@ def _toy_cls(n: int = 48, size: int = 12, seed: int = 0) -> ArrayData:
     labels = np.arange(n) % 2
     images = rng.normal(0, 0.3, size=(n, 1, size, size)).astype(np.float32)
     images[labels == 1, :, 3:8, 3:8] += 1.5
-    return ArrayData(images, labels.astype(np.int64), [f"c{i}" for i in range(n)], [f"p{i}" for i in range(n)])
+    return ArrayData(
+        images, labels.astype(np.int64), [f"c{i}" for i in range(n)], [f"p{i}" for i in range(n)]
+    )
 
 
 def _toy_seg(n: int = 6, size: int = 10, seed: int = 0) -> ArrayData:
@@ -29,8 +31,13 @@ def _toy_seg(n: int = 6, size: int = 10, seed: int = 0) -> ArrayData:
 
 
 def _net() -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                               torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    )
 
 
 def _acc(outputs: np.ndarray, val: ArrayData) -> tuple[float, dict]:
@@ -39,8 +46,17 @@ def _acc(outputs: np.ndarray, val: ArrayData) -> tuple[float, dict]:
 
 
 def _settings(**kw) -> FitSettings:
-    base = dict(problem="classification", n_classes=2, epochs=8, batch_size=8, lr=0.05, seed=1, device="cpu",
-                augment=False, loss="ce")
+    base = dict(
+        problem="classification",
+        n_classes=2,
+        epochs=8,
+        batch_size=8,
+        lr=0.05,
+        seed=1,
+        device="cpu",
+        augment=False,
+        loss="ce",
+    )
     base.update(kw)
     return FitSettings(**base)
 
@@ -62,7 +78,9 @@ def test_same_seed_same_result() -> None:
     values = []
     for _ in range(2):
         seed_everything(3)
-        values.append([h.train_loss for h in fit(_net(), data, data, _settings(epochs=3, augment=True), _acc).history])
+        values.append(
+            [h.train_loss for h in fit(_net(), data, data, _settings(epochs=3, augment=True), _acc).history]
+        )
     assert values[0] == values[1]
 
 
@@ -108,8 +126,17 @@ def test_segmentation_with_divisor_padding_and_deep_supervision() -> None:
     from monai.networks.nets import DynUNet
 
     data = _toy_seg()
-    net = DynUNet(3, 1, 2, kernel_size=[3, 3, 3], strides=[1, 2, 2], upsample_kernel_size=[2, 2], filters=[4, 8, 8],
-                  deep_supervision=True, deep_supr_num=1)
+    net = DynUNet(
+        3,
+        1,
+        2,
+        kernel_size=[3, 3, 3],
+        strides=[1, 2, 2],
+        upsample_kernel_size=[2, 2],
+        filters=[4, 8, 8],
+        deep_supervision=True,
+        deep_supr_num=1,
+    )
 
     def dice(outputs: np.ndarray, val: ArrayData) -> tuple[float, dict]:
         inter = float(((outputs == 1) & (val.labels == 1)).sum())
@@ -139,12 +166,22 @@ def test_checkpoint_resume_continues_not_restarts(tmp_path: Path) -> None:
     assert ckpt.exists()
     epochs: list[int] = []
     seed_everything(0)
-    resumed = fit(_net(), data, data, _settings(epochs=6), _acc, on_epoch=lambda r: epochs.append(r.epoch), checkpoint=ckpt)
+    resumed = fit(
+        _net(),
+        data,
+        data,
+        _settings(epochs=6),
+        _acc,
+        on_epoch=lambda r: epochs.append(r.epoch),
+        checkpoint=ckpt,
+    )
     assert epochs == [4, 5, 6]
     assert [h.epoch for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     seed_everything(0)
     straight = fit(_net(), data, data, _settings(epochs=6), _acc)
-    assert np.allclose([h.train_loss for h in resumed.history], [h.train_loss for h in straight.history], rtol=1e-4)
+    assert np.allclose(
+        [h.train_loss for h in resumed.history], [h.train_loss for h in straight.history], rtol=1e-4
+    )
 
 
 def test_predict_shapes() -> None:
