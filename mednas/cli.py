@@ -1151,9 +1151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from importlib.metadata import version
+        from mednas._versions import package_version
 
-        print(f"mednas {version('mednas')}")
+        print(f"mednas {package_version('mednas') or 'unknown (not installed)'}")
         return 0
     if not args.command:
         parser.print_help()

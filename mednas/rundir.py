@@ -440,14 +440,10 @@ def _close(fd: int) -> None:
 
 def _write_marker(rd: RunDir, config_hash: str, *, adopted: bool) -> bool:
     """Write the marker atomically and exclusively (a temporary file hard-linked to the name); False if it exists."""
-    from importlib import metadata
+    from mednas._versions import package_version
 
-    try:
-        version = metadata.version("mednas")
-    except metadata.PackageNotFoundError:
-        version = None
     record = {
-        "mednas": version,
+        "mednas": package_version("mednas"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config_hash": config_hash,
     }
@@ -481,26 +477,23 @@ def _git_commit() -> str | None:
 
 def environment_info(device: str, seed: int) -> dict[str, Any]:
     """Versions, device, seed and git commit: what ``env.json`` records."""
-    from importlib import metadata
+    from mednas._versions import package_versions
 
-    versions: dict[str, str | None] = {}
-    for pkg in (
-        "mednas",
-        "torch",
-        "monai",
-        "optuna",
-        "numpy",
-        "pydantic",
-        "nibabel",
-        "pydicom",
-        "scikit-image",
-        "scikit-learn",
-        "scipy",
-    ):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
+    versions = package_versions(
+        (
+            "mednas",
+            "torch",
+            "monai",
+            "optuna",
+            "numpy",
+            "pydantic",
+            "nibabel",
+            "pydicom",
+            "scikit-image",
+            "scikit-learn",
+            "scipy",
+        )
+    )
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -184,12 +184,9 @@ def _soft_profile(d: np.ndarray, edge: float) -> np.ndarray:
 
 
 def _package_version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from mednas._versions import package_version
 
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
+    return package_version(dist) or "unknown"
 
 
 def _r(x: float, nd: int = 3) -> float:
