@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: small demo data, 2 epochs, 1 repeat")
     parser.add_argument("--out", help="write the JSON result here too")
     args = parser.parse_args(argv)
+    if args.history is not None and args.history < 0:
+        parser.error(f"--history must be 0 or more finished trials, got {args.history}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     import torch

@@ -85,3 +85,19 @@ def test_overhead_benchmark_measures_a_trial_after_a_history(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     result = json.loads(out.read_text())["results"][0]
     assert result["history_trials"] == 3 and result["trial_state"] == "complete"
+
+
+@pytest.mark.parametrize("option", [["--history", "-1"], ["--repeats", "0"]])
+def test_overhead_benchmark_refuses_a_negative_history_or_no_repeats(
+    tmp_path: Path, option: list[str]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", *option],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("overhead.py: error: --")
+    assert list(tmp_path.iterdir()) == []
