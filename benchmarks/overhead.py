@@ -356,7 +356,6 @@ def _add_history(study: Any, task: Any, objective: Any, n: int) -> None:
         family = trial.suggest_categorical("family", list(objective.spaces))
         spec = objective.spaces[family].sample(trial, objective.ctx)
         suggest_imbalance(trial, task)
-        trial.set_user_attr("family", family)
         trial.set_user_attr("spec_hash", spec.hash)
         value = float(rng.uniform(0.0, 0.05))
         if not multi:

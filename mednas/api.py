@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mednas._registry import PluginRegistry
 from mednas._threads import configure_threads
-from mednas.config import TaskConfig, load_task
+from mednas.config import TaskConfig, install_registries, load_task
 
 if TYPE_CHECKING:
     # Result types only: the packages that define them import torch, MONAI or Optuna, which `import mednas`
@@ -39,6 +40,38 @@ __all__ = [
     "search",
     "status",
 ]
+
+
+def _space_registry() -> PluginRegistry[Any]:
+    from mednas.spaces import SPACES
+
+    return SPACES
+
+
+def _metric_registry() -> PluginRegistry[Any]:
+    from mednas.metrics._terms import METRICS
+
+    return METRICS
+
+
+def _layout_registry() -> PluginRegistry[Any]:
+    from mednas.data._layouts_base import LAYOUTS
+
+    return LAYOUTS
+
+
+def _loss_registry() -> PluginRegistry[Any]:
+    from mednas.train._losses import LOSSES
+
+    return LOSSES
+
+
+# A task names search spaces, metric terms, layouts and losses that plugins may add; their registries live above
+# the config layer, which checks those names through what is installed here (each imported on first use, so
+# that `import mednas` stays light). `import mednas` imports this module, so every task is loaded after it.
+install_registries(
+    space=_space_registry, metric=_metric_registry, layout=_layout_registry, loss=_loss_registry
+)
 
 
 def load_config(

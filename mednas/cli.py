@@ -176,15 +176,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
 
-    _add_search_commands(sub)
-    _add_data_commands(sub)
-    _add_bundle_commands(sub)
-    _add_run_commands(sub)
+    for add in _SUBCOMMANDS:  # in the order `mednas --help` lists them
+        add(sub)
     return parser
 
 
-def _add_search_commands(sub: Any) -> None:
-    """Add ``search``, ``retrain`` and ``calibrate-proxy`` to the subcommands ``sub``."""
+def _add_search(sub: Any) -> None:
+    """Add ``search``: create or continue a study."""
     p = sub.add_parser(
         "search",
         help="create or continue a search",
@@ -226,6 +224,9 @@ def _add_search_commands(sub: Any) -> None:
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_search)
 
+
+def _add_retrain(sub: Any) -> None:
+    """Add ``retrain``: the best candidates at full fidelity, tested once."""
     p = sub.add_parser(
         "retrain",
         help="retrain the best candidates at full fidelity, test them, measure proxy fidelity",
@@ -267,6 +268,9 @@ def _add_search_commands(sub: Any) -> None:
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_retrain)
 
+
+def _add_calibrate_proxy(sub: Any) -> None:
+    """Add ``calibrate-proxy``: which proxy setting ranks like full training."""
     p = sub.add_parser(
         "calibrate-proxy",
         help="measure which proxy setting ranks candidates like full training",
@@ -317,8 +321,8 @@ def _add_search_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_calibrate)
 
 
-def _add_data_commands(sub: Any) -> None:
-    """Add ``validate`` and ``inspect`` (a task's data, an image) to the subcommands ``sub``."""
+def _add_validate(sub: Any) -> None:
+    """Add ``validate``: a task file and every case of its data."""
     p = sub.add_parser(
         "validate",
         help="check a task file and its data",
@@ -328,6 +332,9 @@ def _add_data_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_validate)
 
+
+def _add_inspect(sub: Any) -> None:
+    """Add ``inspect``: one image's geometry and values, or a DICOM folder's series."""
     p = sub.add_parser(
         "inspect",
         help="show an image's geometry and values, or the series in a DICOM folder",
@@ -343,8 +350,8 @@ def _add_data_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_inspect)
 
 
-def _add_bundle_commands(sub: Any) -> None:
-    """Add ``export``, ``predict`` and ``evaluate`` (writing and running bundles) to ``sub``."""
+def _add_export(sub: Any) -> None:
+    """Add ``export``: the best candidate as a verified MONAI bundle."""
     p = sub.add_parser(
         "export",
         help="write the best candidate as a verified MONAI bundle",
@@ -385,6 +392,9 @@ def _add_bundle_commands(sub: Any) -> None:
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_export)
 
+
+def _add_predict(sub: Any) -> None:
+    """Add ``predict``: run an exported bundle on images."""
     p = sub.add_parser(
         "predict",
         help="run an exported bundle on images",
@@ -415,6 +425,9 @@ def _add_bundle_commands(sub: Any) -> None:
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_evaluate(sub: Any) -> None:
+    """Add ``evaluate``: external validation of a bundle on labelled data."""
     p = sub.add_parser(
         "evaluate",
         help="validate an exported bundle on labelled data it never saw",
@@ -460,8 +473,8 @@ def _add_bundle_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _add_run_commands(sub: Any) -> None:
-    """Add ``report``, ``status``, ``splits`` and ``spaces`` to the subcommands ``sub``."""
+def _add_report(sub: Any) -> None:
+    """Add ``report``: the run's self-contained HTML report."""
     p = sub.add_parser(
         "report",
         help="write the run's HTML report (plots, figures with intervals, cases)",
@@ -496,6 +509,9 @@ def _add_run_commands(sub: Any) -> None:
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_report)
 
+
+def _add_status(sub: Any) -> None:
+    """Add ``status``: the trials table and best so far, also while a search runs."""
     p = sub.add_parser(
         "status",
         help="show a run's trials table and best so far (also while it runs)",
@@ -516,6 +532,9 @@ def _add_run_commands(sub: Any) -> None:
     p.add_argument("--study-name", help="study name (default: the search's)")
     p.set_defaults(func=_cmd_status)
 
+
+def _add_splits(sub: Any) -> None:
+    """Add ``splits``: the run's splits with original identifiers (``--reveal``)."""
     p = sub.add_parser(
         "splits",
         help="write a run's splits with original identifiers (--reveal, local only)",
@@ -540,9 +559,28 @@ def _add_run_commands(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_splits)
 
+
+def _add_spaces(sub: Any) -> None:
+    """Add ``spaces``: list the search-space families."""
     p = sub.add_parser("spaces", help="list the search-space families")
     p.add_argument("pattern", nargs="?", default="*")
     p.set_defaults(func=_cmd_spaces)
+
+
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    _add_search,
+    _add_retrain,
+    _add_calibrate_proxy,
+    _add_validate,
+    _add_inspect,
+    _add_export,
+    _add_predict,
+    _add_evaluate,
+    _add_report,
+    _add_status,
+    _add_splits,
+    _add_spaces,
+)
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -637,6 +675,7 @@ def _fmt_tau_ci(tau: float | None, ci: list[float] | None) -> str:
 
 
 def _print_retrain(result: Any) -> None:
+    """Print what ``mednas retrain`` did: settings, the candidates table, the best, cost and proxy fidelity."""
     s = result.summary
     r = s.get("retrain", {})
     fid = result.fidelity
@@ -648,63 +687,7 @@ def _print_retrain(result: Any) -> None:
         + (f" (patches {'x'.join(map(str, patch['size']))}, sliding-window validation)" if patch else "")
         + f", up to {r.get('max_epochs')} epochs, early stopping after {r.get('patience')}; objective {name}"
     )
-    rows = []
-    multi = any(c.get("seeds") for c in result.candidates)
-    for c in result.candidates:
-        if c.get("state") != "complete":
-            rows.append(
-                [
-                    str(c["trial"]),
-                    c.get("family") or "",
-                    "",
-                    _fmt_value(c["proxy"]["value"]),
-                    f"{c['state']}: {c.get('reason')}",
-                    *([""] if multi else []),
-                    "",
-                    "",
-                ]
-            )
-            continue
-        test = c["test"]["metrics"]
-        extra = ""
-        if "sensitivity" in test and "specificity" in test:
-            extra = f"sens {_fmt_ci(test['sensitivity'])}, spec {_fmt_ci(test['specificity'])}"
-        elif "dice" in test:
-            extra = f"dice {_fmt_ci(test['dice'])}"
-        flag = "" if c.get("learned_majority", c.get("learned")) is not False else " (never learned)"
-        seeds = ""
-        if c.get("seeds"):
-            vals = [_fmt_value(v) if v is not None else "failed" for v in (s["val"] for s in c["seeds"])]
-            seeds = (
-                f"{_fmt_value(c.get('val_mean'))} +- {_fmt_value(c.get('val_sd'))} ({', '.join(vals)})"
-                if c.get("val_sd") is not None
-                else ", ".join(vals)
-            )
-        rows.append(
-            [
-                str(c["trial"]),
-                c.get("family") or "",
-                f"{c.get('params') or 0:,}",
-                _fmt_value(c["proxy"]["value"]),
-                _fmt_ci(c["val"]["metrics"].get("objective")) + flag,
-                *([seeds] if multi else []),
-                _fmt_ci(test.get("objective")) if test else "n/a (no test split)",
-                extra,
-            ]
-        )
-    _print_table(
-        [
-            "trial",
-            "family",
-            "params",
-            "proxy (val)",
-            "full val (95% CI)",
-            *(["full val seed mean +- sd (each seed)"] if multi else []),
-            "test (95% CI)",
-            "test metrics at the val operating point",
-        ],
-        rows,
-    )
+    _print_retrain_table(result.candidates)
     if r.get("best") is not None:
         print(f"  best at full fidelity: trial {r['best']} ({result.run_dir}/retrain/{r['best']}/model.pt)")
         _print_calibration(
@@ -716,6 +699,71 @@ def _print_retrain(result: Any) -> None:
             f"  cost: {_fmt_seconds(cost['full_seconds'])} full-fidelity training vs {_fmt_seconds(cost['proxy_seconds'])} proxy "
             f"; one full training {cost['full_over_proxy']:.1f}x one proxy trial"
         )
+    _print_fidelity(fid)
+
+
+def _print_retrain_table(candidates: list[dict[str, Any]]) -> None:
+    """One row per retrained candidate; the seed column only when candidates were trained with several seeds."""
+    multi = any(c.get("seeds") for c in candidates)
+    _print_table(
+        [
+            "trial",
+            "family",
+            "params",
+            "proxy (val)",
+            "full val (95% CI)",
+            *(["full val seed mean +- sd (each seed)"] if multi else []),
+            "test (95% CI)",
+            "test metrics at the val operating point",
+        ],
+        [_retrain_row(c, multi) for c in candidates],
+    )
+
+
+def _retrain_row(c: dict[str, Any], multi: bool) -> list[str]:
+    """A candidate's row: its proxy, full validation and test figures, or the reason it did not complete."""
+    if c.get("state") != "complete":
+        return [
+            str(c["trial"]),
+            c.get("family") or "",
+            "",
+            _fmt_value(c["proxy"]["value"]),
+            f"{c['state']}: {c.get('reason')}",
+            *([""] if multi else []),
+            "",
+            "",
+        ]
+    test = c["test"]["metrics"]
+    extra = ""
+    if "sensitivity" in test and "specificity" in test:
+        extra = f"sens {_fmt_ci(test['sensitivity'])}, spec {_fmt_ci(test['specificity'])}"
+    elif "dice" in test:
+        extra = f"dice {_fmt_ci(test['dice'])}"
+    flag = "" if c.get("learned_majority", c.get("learned")) is not False else " (never learned)"
+    return [
+        str(c["trial"]),
+        c.get("family") or "",
+        f"{c.get('params') or 0:,}",
+        _fmt_value(c["proxy"]["value"]),
+        _fmt_ci(c["val"]["metrics"].get("objective")) + flag,
+        *([_fmt_seeds(c)] if multi else []),
+        _fmt_ci(test.get("objective")) if test else "n/a (no test split)",
+        extra,
+    ]
+
+
+def _fmt_seeds(c: dict[str, Any]) -> str:
+    """A candidate's full validation over seeds: ``mean +- sd (each seed)``, or the seeds alone; empty for one."""
+    if not c.get("seeds"):
+        return ""
+    vals = [_fmt_value(v) if v is not None else "failed" for v in (seed["val"] for seed in c["seeds"])]
+    if c.get("val_sd") is not None:
+        return f"{_fmt_value(c.get('val_mean'))} +- {_fmt_value(c.get('val_sd'))} ({', '.join(vals)})"
+    return ", ".join(vals)
+
+
+def _print_fidelity(fid: dict[str, Any]) -> None:
+    """Print how well the proxy ranked the candidates (Kendall tau, regret) against the seed-noise ceiling."""
     if fid.get("kendall_tau") is not None:
         ci = fid.get("kendall_tau_interval")
         print(
@@ -728,20 +776,7 @@ def _print_retrain(result: Any) -> None:
         print(
             f"  proxy fidelity: Kendall tau n/a ({fid.get('reason')}); top-1 regret {_fmt_value(fid.get('top1_regret'), 4)}"
         )
-    if fid.get("seed_ceiling_tau") is not None:
-        ratio = fid.get("tau_over_ceiling")
-        print(
-            f"  seed-noise ceiling: full training agrees with itself across {fid['seeds']} seeds at Kendall tau "
-            f"{fid['seed_ceiling_tau']:.2f}"
-            + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else "")
-        )
-    elif fid.get("seed_ceiling_reason"):
-        print(f"  seed-noise ceiling: not measured ({fid['seed_ceiling_reason']})")
-    if fid.get("regret_in_seed_sd") is not None:
-        print(
-            f"  top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations ({_fmt_value(fid.get('seed_sd'), 4)}): "
-            + ("within seed noise" if fid.get("regret_within_seed_noise") else "larger than seed noise")
-        )
+    _print_seed_noise(fid)
     if fid.get("top3_contains_best") is not None:
         print(
             f"  the proxy's top 3 {'contain' if fid['top3_contains_best'] else 'miss'} the best full-fidelity candidate"
@@ -757,6 +792,24 @@ def _print_retrain(result: Any) -> None:
         )
     if fid.get("warning"):
         print(f"  WARNING: {fid['warning']}")
+
+
+def _print_seed_noise(fid: dict[str, Any]) -> None:
+    """Print the seed-noise ceiling of proxy fidelity and the top-1 regret in seed standard deviations."""
+    if fid.get("seed_ceiling_tau") is not None:
+        ratio = fid.get("tau_over_ceiling")
+        print(
+            f"  seed-noise ceiling: full training agrees with itself across {fid['seeds']} seeds at Kendall tau "
+            f"{fid['seed_ceiling_tau']:.2f}"
+            + (f"; the proxy reaches {ratio:.0%} of it" if ratio is not None else "")
+        )
+    elif fid.get("seed_ceiling_reason"):
+        print(f"  seed-noise ceiling: not measured ({fid['seed_ceiling_reason']})")
+    if fid.get("regret_in_seed_sd") is not None:
+        print(
+            f"  top-1 regret is {fid['regret_in_seed_sd']:.1f} seed standard deviations ({_fmt_value(fid.get('seed_sd'), 4)}): "
+            + ("within seed noise" if fid.get("regret_within_seed_noise") else "larger than seed noise")
+        )
 
 
 def _print_calibration(cal: dict[str, Any] | None) -> None:

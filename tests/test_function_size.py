@@ -11,15 +11,22 @@ import pytest
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "check_function_size.py"
 
 
-def _function(name: str, n_lines: int, *, decorated: bool = False, indent: str = "") -> str:
-    """Source of a function that spans exactly ``n_lines`` lines (a decorator counts as one of them)."""
+def _function(
+    name: str, n_lines: int, *, decorated: bool = False, indent: str = "", docstring_lines: int = 0
+) -> str:
+    """Source of a function of ``n_lines`` lines of code (a decorator and a comment are two of them).
+
+    ``docstring_lines`` adds a docstring of that many lines on top (the tool counts it like any other line).
+    """
     head = [f"{indent}@staticmethod"] if decorated else []
-    head += [
-        f"{indent}def {name}() -> int:",
-        f'{indent}    """Docstring lines count too."""',
-        f"{indent}    x = 0",
-    ]
-    body = [f"{indent}    x += 1"] * (n_lines - len(head) - 1)
+    head += [f"{indent}def {name}() -> int:"]
+    if docstring_lines == 1:
+        head += [f'{indent}    """A docstring."""']
+    elif docstring_lines:
+        inner = [f"{indent}    Args and examples." for _ in range(docstring_lines - 2)]
+        head += [f'{indent}    """A docstring.', *inner, f'{indent}    """']
+    head += [f"{indent}    # comments count", f"{indent}    x = 0"]
+    body = [f"{indent}    x += 1"] * (n_lines + docstring_lines - len(head) - 1)
     return "\n".join([*head, *body, f"{indent}    return x"]) + "\n"
 
 
@@ -44,6 +51,8 @@ def test_the_helper_writes_functions_of_the_length_asked() -> None:
     """The fixture's functions have exactly the lengths the tests rely on."""
     assert len(_function("f", 81).splitlines()) == 81
     assert len(_function("f", 80, decorated=True).splitlines()) == 80
+    assert len(_function("f", 80, docstring_lines=1).splitlines()) == 81
+    assert len(_function("f", 80, docstring_lines=30).splitlines()) == 110
 
 
 def test_an_81_line_function_fails_and_is_named(package: Path) -> None:
@@ -72,6 +81,24 @@ def test_decorators_and_methods_count(tmp_path: Path) -> None:
     assert result.stdout.strip().endswith("m.py:2 method 81 lines")
     (tmp_path / "m.py").write_text("class A:\n" + _function("method", 80, decorated=True, indent="    "))
     assert _check(tmp_path / "m.py").returncode == 0
+
+
+def test_a_docstring_counts(tmp_path: Path) -> None:
+    """50 lines of code under a 30-line docstring are 80 lines and pass; 51 under it are reported as 81."""
+    (tmp_path / "doc.py").write_text(_function("documented", 50, docstring_lines=30))
+    assert _check(tmp_path / "doc.py").returncode == 0
+    (tmp_path / "doc.py").write_text(_function("documented", 51, docstring_lines=30))
+    result = _check(tmp_path / "doc.py")
+    assert result.returncode == 1
+    assert result.stdout.strip().endswith("doc.py:1 documented 81 lines")
+
+
+def test_a_file_that_does_not_parse_is_named(tmp_path: Path) -> None:
+    """A syntax error fails the check with the file and line, not a traceback."""
+    (tmp_path / "broken.py").write_text("x = 1\ndef f(:\n")
+    result = _check(tmp_path / "broken.py")
+    assert result.returncode == 1
+    assert "broken.py:2: cannot parse" in result.stderr, result.stderr
 
 
 def test_max_lines_sets_the_limit(package: Path) -> None:

@@ -1,8 +1,11 @@
 """Report every function in ``mednas/`` longer than ``--max-lines`` (issue 16: small parts); exit 1 if any.
 
-A function's length counts its whole definition, decorators and docstring included: from the first decorator
-(or the ``def`` line) to its last line. Methods and nested functions are checked on their own. Standard library
-only, so ``make lint`` can run it before anything is installed.
+What counts: every line of a function, from its first decorator (or its ``def`` line) to its last line:
+signature, docstring, comments, blank lines and nested functions included, as a reader scrolls it. (A function
+whose Args/Returns/Raises and example push it over the limit is long for a reader too; split it rather than
+trim its documentation.) Methods and nested functions are also checked on their own (a nested function's lines
+count towards its parent too). Standard library only, so ``make lint`` can run it
+before anything is installed.
 
 Usage::
 
@@ -21,20 +24,24 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[1] / "mednas"
 DEFAULT_MAX_LINES = 80
 
 
-def function_lengths(source: str) -> Iterator[tuple[int, str, int]]:
+def function_lengths(source: str, filename: str = "<unknown>") -> Iterator[tuple[int, str, int]]:
     """Yield ``(first line, name, length in lines)`` of every function and method in ``source``.
+
+    The length runs from the first decorator (or the ``def`` line) to the last line, docstring included.
 
     Args:
         source: Python source text.
+        filename: Named in the SyntaxError raised when ``source`` does not parse.
 
     Example:
-        >>> list(function_lengths("@staticmethod\\ndef f():\\n    return 1\\n"))
-        [(1, 'f', 3)]
+        >>> list(function_lengths('@staticmethod\\ndef f():\\n    "Doc."\\n    return 1\\n'))
+        [(1, 'f', 4)]
     """
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(ast.parse(source, filename=filename)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            yield first, node.name, (node.end_lineno or node.lineno) - first + 1
+            span = (node.end_lineno or node.lineno) - first + 1
+            yield first, node.name, span
 
 
 def python_files(paths: Sequence[Path]) -> list[Path]:
@@ -49,7 +56,7 @@ def oversized(paths: Sequence[Path], max_lines: int) -> list[tuple[Path, int, st
     """Return ``(file, line, name, length)`` for every function over ``max_lines`` lines, in file order."""
     found = []
     for file in python_files(paths):
-        for line, name, length in function_lengths(file.read_text(encoding="utf-8")):
+        for line, name, length in function_lengths(file.read_text(encoding="utf-8"), str(file)):
             if length > max_lines:
                 found.append((file, line, name, length))
     return sorted(found)

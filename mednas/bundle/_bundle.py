@@ -241,17 +241,56 @@ def _replace(tmp: Path, dest: Path) -> None:
 def _build(
     root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], schema: Path | None, license_text: str
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """Write every file of the bundle into ``root`` and check it; return its metadata, conversions and checks."""
     import torch
 
     from mednas.bundle._convert import sample_inputs
+    from mednas.bundle._hashes import DATA_HASHES, write_data_hashes
     from mednas.bundle._model_card import model_card
     from mednas.bundle._record import search_record
     from mednas.io import write_json, write_text
-    from mednas.spec import build
 
     (root / "configs").mkdir()
     (root / "models").mkdir()
     (root / "docs").mkdir()
+    model = _load_model(src)
+    torch.save(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        root / "models" / "model.pt",
+    )
+    pipeline = src.pipeline
+    inputs = sample_inputs(pipeline.in_channels, pipeline.window, pipeline.normalize)
+    if not all_finite(eager_outputs(model, inputs)):
+        raise RunDirError(
+            f"{src.weights}: the network gives NaN or infinite outputs on the export's test inputs "
+            "(corrupt or diverged weights); nothing was written"
+        )
+    conv_records = _convert(root, model, inputs, fmts)
+    write_json(root / "configs" / "inference.json", inference_config(src.spec.to_dict(), pipeline))
+    agreement = _pipeline_check(root, model, pipeline)
+    params = int(sum(p.numel() for p in model.parameters()))
+    meta = _metadata(rd, src, pipeline, conv_records, params, agreement)
+    write_json(root / "configs" / "metadata.json", meta)
+    write_text(root / "docs" / "README.md", model_card(meta))
+    exported = {"trial": src.trial, "source": src.kind}
+    write_json(root / "search_record.json", search_record(rd, src.summary, exported))
+    write_text(root / "LICENSE", license_text)
+    # Content hashes of training/validation images (hashes only) for `mednas evaluate`'s overlap check.
+    write_data_hashes(root / DATA_HASHES, rd, src.task)
+    write_checksums(root)
+    return meta, conv_records, _verify(root, schema, agreement)
+
+
+def _load_model(src: ExportSource) -> Any:
+    """Build the candidate's network and load its weights, refusing anything but a plain state dict of tensors.
+
+    Raises:
+        RunDirError: If the weights are not a plain state dict or do not fit the network.
+    """
+    import torch
+
+    from mednas.spec import build
+
     model = build(src.spec)
     try:
         # weights_only=True: a pickle with code in it is refused, never run; the message gives no advice to disable it.
@@ -267,17 +306,16 @@ def _build(
             f"{src.weights}: weights do not load into {src.spec.class_name}: {' '.join(str(exc).split())[:200]}"
         ) from None
     model.eval()
-    torch.save(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        root / "models" / "model.pt",
-    )
-    pipeline = src.pipeline
-    inputs = sample_inputs(pipeline.in_channels, pipeline.window, pipeline.normalize)
-    if not all_finite(eager_outputs(model, inputs)):
-        raise RunDirError(
-            f"{src.weights}: the network gives NaN or infinite outputs on the export's test inputs "
-            "(corrupt or diverged weights); nothing was written"
-        )
+    return model
+
+
+def _convert(root: Path, model: Any, inputs: Any, fmts: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Write the TorchScript and ONNX models asked for; each must match eager PyTorch within the tolerance.
+
+    Raises:
+        MednasError: If a format gives non-finite outputs, outputs of another shape, or differs by more than
+            :data:`TOLERANCE`.
+    """
     conversions: dict[str, Conversion] = {}
     if "torchscript" in fmts:
         conversions["torchscript"] = export_torchscript(model, inputs, root / "models" / "model.ts")
@@ -299,28 +337,18 @@ def _build(
                 else f"differs from eager PyTorch by {conv.max_abs_diff:.3g}"
             )
             raise MednasError(f"{fmt} export {how} (tolerance {TOLERANCE:g} in float32); nothing was written")
-    write_json(root / "configs" / "inference.json", inference_config(src.spec.to_dict(), pipeline))
-    agreement = _pipeline_check(root, model, pipeline)
-    params = int(sum(p.numel() for p in model.parameters()))
-    conv_records = {k: v.to_dict() for k, v in conversions.items()}
-    meta = _metadata(rd, src, pipeline, conv_records, params, agreement)
-    write_json(root / "configs" / "metadata.json", meta)
-    write_text(root / "docs" / "README.md", model_card(meta))
-    exported = {"trial": src.trial, "source": src.kind}
-    write_json(root / "search_record.json", search_record(rd, src.summary, exported))
-    write_text(root / "LICENSE", license_text)
-    # Content hashes of training/validation images (hashes only) for `mednas evaluate`'s overlap check.
-    from mednas.bundle._hashes import DATA_HASHES, write_data_hashes
+    return {k: v.to_dict() for k, v in conversions.items()}
 
-    write_data_hashes(root / DATA_HASHES, rd, src.task)
-    write_checksums(root)
+
+def _verify(root: Path, schema: Path | None, agreement: dict[str, Any]) -> dict[str, Any]:
+    """MONAI's metadata and network checks and the checksums over the finished bundle; what passed."""
     checks: dict[str, Any] = {"pipeline_agreement": agreement}
     checks["metadata"] = check_metadata(root / "configs" / "metadata.json", schema)
     verify_net_in_out(root)
     checks["net_in_out"] = "monai.bundle.verify_net_in_out passed"
     verify_checksums(root, required=("configs/metadata.json", "configs/inference.json", "models/model.pt"))
     checks["checksums"] = "checksums.sha256 verified"
-    return meta, conv_records, checks
+    return checks
 
 
 def inference_config(spec: dict[str, Any], pipeline: Pipeline) -> dict[str, Any]:
@@ -795,19 +823,20 @@ def _update_summary(
     seconds: float,
     digest: str,
 ) -> None:
-    if not rd.summary.exists():
+    """Record the export in the run's summary (its ``export`` key), when the run has a summary."""
+    if not rd.summary_path.exists():
         return
-    summary = rd.read_json(rd.summary)
-    summary["export"] = {
-        "path": rd.rel(dest),
-        "source": src.kind,
-        "source_label": src.label,
-        "trial": src.trial,
-        "formats": sorted(conversions),
-        "max_abs_diff": {k: v["max_abs_diff"] for k, v in conversions.items()},
-        "metadata_check": checks.get("metadata"),
-        "digest": digest,
-        "seconds": round(seconds, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    rd.write_json(rd.summary, summary)
+    rd.update_summary(
+        export={
+            "path": rd.rel(dest),
+            "source": src.kind,
+            "source_label": src.label,
+            "trial": src.trial,
+            "formats": sorted(conversions),
+            "max_abs_diff": {k: v["max_abs_diff"] for k, v in conversions.items()},
+            "metadata_check": checks.get("metadata"),
+            "digest": digest,
+            "seconds": round(seconds, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )

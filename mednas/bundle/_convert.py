@@ -228,56 +228,9 @@ def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
         inputs: Test batches from :func:`sample_inputs` (the first also serves as the export example).
         path: Destination (``models/model.onnx``).
     """
-    import torch
-
-    example = inputs[0]
     check_onnx_available()
     t0 = time.perf_counter()
-    method = "dynamo"
-    error: Exception | None = None
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        method = "torchscript"
-    if method == "dynamo":
-        try:
-            with _quiet():
-                batch = torch.export.Dim("batch", min=1, max=1024)
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(path),
-                    input_names=["image"],
-                    output_names=["pred"],
-                    dynamo=True,
-                    external_data=False,
-                    dynamic_shapes=({0: batch},),
-                    verbose=False,
-                )
-        except Exception as exc:  # noqa: BLE001 - fall back to the older exporter, say why in the log
-            error = exc
-            method = "torchscript"
-            logger.info(
-                "the dynamo ONNX exporter failed (%s); using the TorchScript-based exporter",
-                (str(exc).splitlines() or [type(exc).__name__])[0][:200],
-            )
-    if method == "torchscript":
-        try:
-            with _quiet():
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    str(path),
-                    input_names=["image"],
-                    output_names=["pred"],
-                    dynamo=False,
-                    dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
-                )
-        except Exception as exc:
-            raise MednasError(
-                f"ONNX export failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
-                + (f" (dynamo exporter: {str(error).splitlines()[0][:120]})" if error else "")
-            ) from exc
+    method = _write_onnx(model, inputs[0], path)
     for extra in path.parent.glob(path.name + ".data"):
         extra.unlink()  # weights are inside the file; a stray external-data file would not be checksummed
     import onnx
@@ -304,6 +257,70 @@ def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
             "output_max_abs": _magnitude(reference),
         },
     )
+
+
+def _write_onnx(model: Any, example: Any, path: Path) -> str:
+    """Write ``path`` with the dynamo exporter, else (no ``onnxscript``, or it failed) the TorchScript-based one.
+
+    Returns:
+        The exporter used: ``"dynamo"`` or ``"torchscript"``.
+
+    Raises:
+        MednasError: If the TorchScript-based exporter fails too (naming the dynamo exporter's error as well).
+    """
+    import torch
+
+    error: Exception | None = None
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        try:
+            _export_onnx_dynamo(model, example, path)
+            return "dynamo"
+        except Exception as exc:  # noqa: BLE001 - fall back to the older exporter, say why in the log
+            error = exc
+            logger.info(
+                "the dynamo ONNX exporter failed (%s); using the TorchScript-based exporter",
+                (str(exc).splitlines() or [type(exc).__name__])[0][:200],
+            )
+    try:
+        with _quiet():
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=["pred"],
+                dynamo=False,
+                dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
+            )
+    except Exception as exc:
+        raise MednasError(
+            f"ONNX export failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
+            + (f" (dynamo exporter: {str(error).splitlines()[0][:120]})" if error else "")
+        ) from exc
+    return "torchscript"
+
+
+def _export_onnx_dynamo(model: Any, example: Any, path: Path) -> None:
+    """PyTorch's dynamo ONNX exporter, weights inside the file, the batch axis dynamic (1 to 1024)."""
+    import torch
+
+    with _quiet():
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["pred"],
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
 
 
 def onnx_session(path: str | os.PathLike[str]) -> Any:

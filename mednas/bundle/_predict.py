@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -401,7 +401,7 @@ def predict_to_dir(
     Raises:
         PredictionError: After writing the good cases, when any case failed.
     """
-    from mednas.io import write_nifti, write_text
+    from mednas.io import write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -410,29 +410,8 @@ def predict_to_dir(
     p = model.pipeline
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(_csv_header(p))
     used: set[str] = set()
-    if p.problem == "classification":
-        writer.writerow(
-            [
-                "case",
-                *[f"p_{n}" for n in p.class_names],
-                "finding_score",
-                "threshold",
-                "decision",
-                "label",
-                "model",
-            ]
-        )
-    else:
-        writer.writerow(
-            [
-                "case",
-                "mask",
-                *[f"voxels_{n}" for n in p.class_names],
-                *[f"ml_{n}" for n in p.class_names[1:]],
-                "model",
-            ]
-        )
     failures: list[tuple[str, str]] = []
     for item in inputs:
         try:
@@ -442,48 +421,86 @@ def predict_to_dir(
             continue
         preds.append(pred)
         if p.problem == "classification":
-            writer.writerow(
-                [
-                    pred.case,
-                    *[f"{pred.probabilities[n]:.6f}" for n in p.class_names],
-                    f"{pred.finding_score:.6f}",
-                    "" if pred.threshold is None else f"{pred.threshold:.6f}",
-                    "" if pred.decision is None else int(pred.decision),
-                    pred.label,
-                    pred.source,
-                ]
-            )
+            writer.writerow(_classification_row(pred, p))
         else:
-            assert pred.mask is not None
-            path = out / f"{_unique_stem(pred.case, used)}_seg.nii.gz"
-            written.append(write_nifti(pred.mask, path))
-            counts = np.bincount(pred.mask.array.reshape(-1), minlength=len(p.class_names))[
-                : len(p.class_names)
-            ]
-            voxel_ml = float(np.prod(pred.mask.spacing)) / 1000.0
-            writer.writerow(
-                [
-                    pred.case,
-                    path.name,
-                    *[int(c) for c in counts],
-                    *[f"{c * voxel_ml:.4f}" for c in counts[1:]],
-                    pred.source,
-                ]
-            )
+            writer.writerow(_segmentation_row(pred, p, out, used, written))
     written.append(write_text(out / "predictions.csv", buf.getvalue()))
     failed_csv = out / "failed.csv"
     if failures:
-        fbuf = io.StringIO()
-        fwriter = csv.writer(fbuf, lineterminator="\n")
-        fwriter.writerow(["case", "reason"])
-        fwriter.writerows(failures)
-        written.append(write_text(failed_csv, fbuf.getvalue()))
-        first = failures[0][1]
-        more = (
-            f" ({len(failures)} of {len(failures) + len(preds)} cases failed, listed in {failed_csv})"
-            if len(failures) > 1
-            else f" (listed in {failed_csv})"
-        )
-        raise PredictionError(f"{first}{more}", failures, preds, written)
+        _write_failures(failed_csv, failures, preds, written)
     failed_csv.unlink(missing_ok=True)  # from an earlier run into the same folder
     return preds, written
+
+
+def _csv_header(p: Pipeline) -> list[str]:
+    """The columns of ``predictions.csv`` for the pipeline's problem."""
+    if p.problem == "classification":
+        return [
+            "case",
+            *[f"p_{n}" for n in p.class_names],
+            "finding_score",
+            "threshold",
+            "decision",
+            "label",
+            "model",
+        ]
+    return [
+        "case",
+        "mask",
+        *[f"voxels_{n}" for n in p.class_names],
+        *[f"ml_{n}" for n in p.class_names[1:]],
+        "model",
+    ]
+
+
+def _classification_row(pred: Prediction, p: Pipeline) -> list[Any]:
+    """One classified case's row: probabilities, finding score, threshold and decision."""
+    return [
+        pred.case,
+        *[f"{pred.probabilities[n]:.6f}" for n in p.class_names],
+        f"{pred.finding_score:.6f}",
+        "" if pred.threshold is None else f"{pred.threshold:.6f}",
+        "" if pred.decision is None else int(pred.decision),
+        pred.label,
+        pred.source,
+    ]
+
+
+def _segmentation_row(
+    pred: Prediction, p: Pipeline, out: Path, used: set[str], written: list[Path]
+) -> list[Any]:
+    """Write one case's mask (a name not yet ``used``, appended to ``written``); its row: voxels and mL per class."""
+    from mednas.io import write_nifti
+
+    assert pred.mask is not None
+    path = out / f"{_unique_stem(pred.case, used)}_seg.nii.gz"
+    written.append(write_nifti(pred.mask, path))
+    counts = np.bincount(pred.mask.array.reshape(-1), minlength=len(p.class_names))[: len(p.class_names)]
+    voxel_ml = float(np.prod(pred.mask.spacing)) / 1000.0
+    return [
+        pred.case,
+        path.name,
+        *[int(c) for c in counts],
+        *[f"{c * voxel_ml:.4f}" for c in counts[1:]],
+        pred.source,
+    ]
+
+
+def _write_failures(
+    failed_csv: Path, failures: list[tuple[str, str]], preds: list[Prediction], written: list[Path]
+) -> NoReturn:
+    """Write ``failed.csv`` (case, reason) and raise :class:`PredictionError` naming the first failure."""
+    from mednas.io import write_text
+
+    fbuf = io.StringIO()
+    fwriter = csv.writer(fbuf, lineterminator="\n")
+    fwriter.writerow(["case", "reason"])
+    fwriter.writerows(failures)
+    written.append(write_text(failed_csv, fbuf.getvalue()))
+    first = failures[0][1]
+    more = (
+        f" ({len(failures)} of {len(failures) + len(preds)} cases failed, listed in {failed_csv})"
+        if len(failures) > 1
+        else f" (listed in {failed_csv})"
+    )
+    raise PredictionError(f"{first}{more}", failures, preds, written)

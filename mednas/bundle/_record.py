@@ -45,7 +45,8 @@ _TRIAL_KEYS = (
 
 
 def search_record(rd: RunDir, summary: dict[str, Any], exported: dict[str, Any]) -> dict[str, Any]:
-    """Build the bundle's record of the whole search from ``trials/<n>/`` and ``summary.json``.
+    """Build the bundle's record of the whole search from ``trials/<n>/`` (each trial's record and spec) and
+    ``summary.json``. A trial folder without a readable record is listed with state ``unknown``.
 
     Args:
         rd: The run directory.
@@ -60,17 +61,14 @@ def search_record(rd: RunDir, summary: dict[str, Any], exported: dict[str, Any])
         else []
     )
     for n in numbers:
-        tdir = rd.trial_dir(n)
-        metrics = (
-            rd.read_json(tdir / "metrics.json")
-            if (tdir / "metrics.json").exists()
-            else {"trial": n, "state": "unknown"}
-        )
+        record = rd.trial(n)
+        metrics = record.to_json() if record is not None else {"trial": n, "state": "unknown"}
         row = {k: metrics[k] for k in _TRIAL_KEYS if k in metrics}
         row.setdefault("trial", n)
         if metrics.get("reason") is not None:
             row["reason"] = scrub_text(metrics["reason"])
-        row["spec"] = rd.read_json(tdir / "spec.json") if (tdir / "spec.json").exists() else None
+        spec = rd.trial_dir(n) / "spec.json"
+        row["spec"] = rd.read_json(spec) if spec.exists() else None
         trials.append(row)
     retrain = summary.get("retrain") or {}
     retrained = [{k: scrub_text(v) for k, v in r.items()} for r in retrain.get("results") or []]

@@ -38,7 +38,8 @@ class ExportSource:
         pipeline: Preprocessing and postprocessing.
         metrics: Per split (``val``, ``test`` where retrained): metric name -> ``{value, ci95, n_resamples}``.
         operating_point: Classification: the threshold record chosen on validation; else ``None``.
-        record: The candidate's ``metrics.json``.
+        record: The candidate's record (``retrain/<n>/metrics.json``, or the proxy trial's
+            :class:`~mednas.rundir.TrialRecord` as JSON).
         summary: ``summary.json``.
         task: The validated task.
         resize_counts: Training cases resized by area averaging / linear interpolation.
@@ -78,12 +79,10 @@ def resolve_source(run_dir: str | Path) -> ExportSource:
         RunDirError: When the run has no completed trial, the chosen candidate's weights or spec are missing,
             or the records contradict each other.
     """
-    from mednas.config import load_task, load_yaml
-
     rd = RunDir(run_dir)
-    rd.require(rd.summary, rd.resolved, step="export")
-    summary = rd.read_json(rd.summary)
-    task = load_task(load_yaml(rd.resolved))
+    rd.require(rd.summary_path, rd.resolved_path, step="export")
+    summary = rd.summary()
+    task = rd.task()
     fingerprint = rd.read_json(rd.fingerprint) if rd.fingerprint.exists() else {}
     retrain_best = (summary.get("retrain") or {}).get("best")
     if retrain_best is not None:
@@ -98,18 +97,22 @@ def _retrained(
     rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]
 ) -> ExportSource:
     cdir = rd.retrain_dir(n)
-    rd.require(
-        cdir / "metrics.json", cdir / "spec.json", cdir / "model.pt", step="export of the retrained candidate"
-    )
-    record = rd.read_json(cdir / "metrics.json")
+    path = rd.retrained_path(n)
+    rd.require(path, cdir / "spec.json", cdir / "model.pt", step="export of the retrained candidate")
+    record = rd.retrained(n)
+    if record is None:
+        raise RunDirError(
+            f"{path}: not a readable record of retrained candidate {n}; re-run `mednas retrain`"
+        )
     if record.get("state") != "complete":
         raise RunDirError(
-            f"{cdir / 'metrics.json'}: candidate {n} is {record.get('state')!r}, not complete; re-run `mednas retrain`"
+            f"{path}: candidate {n} is {record.get('state')!r}, not complete; re-run `mednas retrain`"
         )
     spec = _spec(cdir / "spec.json")
     shape = tuple(int(s) for s in record["shape"])
     patch = record.get("patch") or None
-    prep = record.get("preprocessing") or _preprocessing(task, fingerprint)
+    # What retraining itself used; a record without it: what the run's data plan recorded.
+    prep = record.get("preprocessing") or _recorded_preprocessing(rd, task, fingerprint)
     op = record.get("operating_point")
     metrics = {"val": dict((record.get("val") or {}).get("metrics") or {})}
     if record.get("test"):
@@ -127,7 +130,7 @@ def _proxy(
     rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]
 ) -> ExportSource:
     tdir = rd.trial_dir(n)
-    rd.require(tdir / "metrics.json", tdir / "spec.json", step="export")
+    rd.require(rd.trial_record_path(n), tdir / "spec.json", step="export")
     if not (tdir / "model.pt").exists():
         raise RunDirError(
             f"{rd.root}: trials/{n}/model.pt is missing: the search keeps proxy weights for its best "
@@ -137,23 +140,36 @@ def _proxy(
     logger.warning(
         "no retrained candidate in %s: exporting the best proxy trial %d (%s)", rd.root, n, PROXY_FLAG
     )
-    record = rd.read_json(tdir / "metrics.json")
+    trial = rd.trial(n)
+    if trial is None:
+        raise RunDirError(f"{rd.trial_record_path(n)}: not a readable trial record of trial {n}")
     shape = tuple(int(s) for s in (summary.get("proxy") or {}).get("shape") or ())
     if not shape:
         raise RunDirError(
-            f"{rd.summary}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at"
+            f"{rd.summary_path}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at"
         )
-    op = record.get("operating_point")
+    op = trial.operating_point
     cal = None
     if task.problem == "classification":
         cal, op = _calibrate_proxy(rd, tdir, task, op)
-    prep = _preprocessing(task, fingerprint)
+    prep = _recorded_preprocessing(rd, task, fingerprint)
     pipeline, counts = _pipeline(
-        task, fingerprint, prep, shape, record.get("divisor"), None, op, (cal or {}).get("temperature")
+        task, fingerprint, prep, shape, trial.divisor, None, op, (cal or {}).get("temperature")
     )
-    metrics = {"val": dict(record.get("metrics") or {})}
+    metrics = {"val": dict(trial.metrics or {})}
     return ExportSource(
-        "proxy", n, spec, tdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal
+        "proxy",
+        n,
+        spec,
+        tdir / "model.pt",
+        pipeline,
+        metrics,
+        op,
+        trial.to_json(),
+        summary,
+        task,
+        counts,
+        cal,
     )
 
 
@@ -214,22 +230,11 @@ def _spec(path: Path) -> ArchSpec:
     return load_spec(data, path, error=RunDirError)
 
 
-def _preprocessing(task: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """The preprocessing a search used, rebuilt as :func:`mednas.data.plan_data` decides it (no data read)."""
-    suggestions = fingerprint.get("suggestions") or {}
-    normalize = (
-        task.data.normalize if task.data.normalize != "auto" else suggestions.get("normalize", "percentile")
-    )
-    window = task.data.ct_window or suggestions.get("ct_window") or (-1000.0, 1000.0)
-    return {
-        "problem": task.problem,
-        "spatial_dims": task.spatial_dims,
-        "in_channels": task.in_channels,
-        "n_classes": task.n_classes,
-        "normalize": normalize,
-        "ct_window": [float(v) for v in window],
-        "orientation": "RAS",
-    }
+def _recorded_preprocessing(rd: RunDir, task: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing the search's data plan recorded (decided again by the plan's rule for older runs)."""
+    from mednas.data import recorded_preprocessing
+
+    return recorded_preprocessing(rd, task, fingerprint)
 
 
 def _ras_shape(shape: list[int], codes: str | None) -> list[int]:

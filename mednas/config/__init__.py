@@ -27,6 +27,7 @@ from mednas.config._models import (
     TaskConfig,
     TrainingConfig,
 )
+from mednas.config._plugins import install_registries
 
 __all__ = [
     "BudgetConfig",
@@ -44,6 +45,7 @@ __all__ = [
     "apply_overrides",
     "config_hash",
     "deep_merge",
+    "install_registries",
     "load_task",
     "load_yaml",
     "resolve_preset",

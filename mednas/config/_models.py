@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from mednas._registry import did_you_mean
+from mednas.config._plugins import Kind, registered, registry
 
 
 class Strict(BaseModel):
@@ -44,34 +45,8 @@ class Strict(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------ plugins
-
-
-def _registry(kind: str) -> Any:
-    """The registry of ``kind``: ``metric``, ``layout`` or ``loss``.
-
-    Upward imports, made only when a task names something that is not built in (a plugin), so that validating a
-    task of built-ins imports none of them: the registries live with their base classes, above this layer.
-    """
-    if kind == "metric":
-        from mednas.metrics._terms import METRICS
-
-        return METRICS
-    if kind == "layout":
-        from mednas.data._layouts_base import LAYOUTS
-
-        return LAYOUTS
-    from mednas.train._losses import LOSSES
-
-    return LOSSES
-
-
-def registered(kind: str, name: str) -> Any:
-    """The class registered as ``name`` for ``kind`` (``metric``, ``layout``, ``loss``), or None.
-
-    Raises:
-        mednas.spaces.PluginError: When ``name`` is a plugin's entry point that cannot be loaded.
-    """
-    return _registry(kind).find(name)
+# Names that plugins may add (a layout, a loss, a metric term, a search space) are looked up through the
+# registries mednas.api installs (mednas.config._plugins), so that config imports nothing above it.
 
 
 def _literal_error(value: Any, choices: list[str]) -> PydanticCustomError:
@@ -82,14 +57,14 @@ def _literal_error(value: Any, choices: list[str]) -> PydanticCustomError:
 
 
 def _registered_name(
-    kind: str, builtin: tuple[str, ...], value: Any, handler: ValidatorFunctionWrapHandler
+    kind: Kind, builtin: tuple[str, ...], value: Any, handler: ValidatorFunctionWrapHandler
 ) -> Any:
     """Validate a registry key: a built-in through the field's ``Literal``, else a registered plugin's name."""
     if not isinstance(value, str) or value in builtin:
         return handler(value)
     if registered(kind, value) is not None:
         return value
-    raise _literal_error(value, [*builtin, *(n for n in _registry(kind).names() if n not in builtin)])
+    raise _literal_error(value, [*builtin, *(n for n in registry(kind).names() if n not in builtin)])
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -324,7 +299,7 @@ def _plugin_loss_for(name: str, problem: str) -> bool:
 
 
 def _plugin_losses(problem: str) -> list[str]:
-    return [n for n in _registry("loss").names() if n not in _BUILTIN_LOSSES and _plugin_loss_for(n, problem)]
+    return [n for n in registry("loss").names() if n not in _BUILTIN_LOSSES and _plugin_loss_for(n, problem)]
 
 
 CLASSIFICATION_METRICS = frozenset(list(METRIC_DIRECTIONS)[:14])
@@ -353,7 +328,7 @@ def _check_metric_name(name: str) -> None:
     """Raise ValueError (with a did-you-mean over built-ins and plugins) unless ``name`` is a known metric."""
     if name in METRIC_DIRECTIONS or registered("metric", name) is not None:
         return
-    known = [*METRIC_DIRECTIONS, *(n for n in _registry("metric").names() if n not in METRIC_DIRECTIONS)]
+    known = [*METRIC_DIRECTIONS, *(n for n in registry("metric").names() if n not in METRIC_DIRECTIONS)]
     raise ValueError(f"unknown metric {name!r}{did_you_mean(name, known)}")
 
 
@@ -668,7 +643,7 @@ class ObjectiveConfig(Strict):
             name = item["metric"]
             term = registered("metric", name)
             if term is None:
-                known = sorted(tags | set(_registry("metric").names()))
+                known = sorted(tags | set(registry("metric").names()))
                 errors.append(
                     InitErrorDetails(
                         type=PydanticCustomError(
@@ -782,11 +757,10 @@ def _space_option_names(family: str) -> set[str] | None:
     The registry holds classes and their ``default_options`` (plain data); loading it imports neither torch
     nor MONAI, so checking options here keeps a typo from surfacing only when the search starts.
     """
-    from mednas.spaces import SPACES, list_spaces
-
-    if family not in list_spaces():
+    spaces = registry("space")
+    if family not in spaces.names():
         return None
-    return set(SPACES.get(family).default_options)
+    return set(spaces.find(family).default_options)
 
 
 def _option_value_problem(value: Any) -> str | None:
@@ -859,9 +833,7 @@ class SearchConfig(Strict):
         for family, options in value.items():
             known = _space_option_names(family)
             if known is None:
-                from mednas.spaces import list_spaces
-
-                names = list_spaces()
+                names = registry("space").names()
                 raise ValueError(
                     f"{family}: unknown search space{did_you_mean(family, names)}; known: {', '.join(names)}"
                 )

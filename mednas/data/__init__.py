@@ -14,11 +14,14 @@ from mednas.data._fingerprint import (
 from mednas.data._layouts import load_layout
 from mednas.data._layouts_base import LAYOUTS, BaseLayout, dataset_from_entries, list_layouts, register_layout
 from mednas.data._plan import (
+    PREPROCESSING,
     DataPlan,
     TestSplitAccessError,
     check_families,
+    decide_preprocessing,
     plan_data,
     read_or_create_salt,
+    recorded_preprocessing,
     unsupported_families,
 )
 from mednas.data._prepare import (
@@ -43,6 +46,7 @@ from mednas.data._synth import synthesise
 from mednas.data._validate import BadCase, ValidationReport, validate_cases, validate_dataset
 
 __all__ = [
+    "PREPROCESSING",
     "BaseLayout",
     "LAYOUTS",
     "dataset_from_entries",
@@ -58,6 +62,7 @@ __all__ = [
     "ValidationReport",
     "check_duplicates",
     "check_families",
+    "decide_preprocessing",
     "check_splits",
     "compute_fingerprint",
     "describe_case",
@@ -78,6 +83,7 @@ __all__ = [
     "plan_data",
     "prepare_case",
     "read_or_create_salt",
+    "recorded_preprocessing",
     "read_revealed",
     "reveal_splits",
     "splits_hash",

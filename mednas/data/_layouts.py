@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mednas.config import TaskConfig
+from mednas.config import DataConfig, TaskConfig
 from mednas.data._cases import Case, Dataset, _entries_to_cases, hash_id, order_key
 from mednas.errors import DataError
 
@@ -103,10 +103,42 @@ def _decathlon_labels(raw: Any, where: str) -> dict[int, str]:
 
 
 def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
+    """The cases of a Decathlon (MSD) or nnU-Net v2 raw folder, or of its ``dataset.json`` named directly."""
     if task.problem != "segmentation":
         raise DataError(f"{path}: the decathlon layout holds segmentation masks; the task is {task.problem}")
     root = path.parent if path.is_file() else path
     meta_path = path if path.is_file() else path / "dataset.json"
+    meta = _decathlon_meta(meta_path)
+    where = str(meta_path)
+    _check_decathlon_classes(_decathlon_labels(meta.get("labels"), where), task.labels.names, where)
+    channels, modality = _decathlon_channels(meta, where)
+    cfg = task.data
+    if "channel_names" in meta or "file_ending" in meta:
+        # nnU-Net v2: imagesTr/<case>_<XXXX><ending>, labelsTr/<case><ending>.
+        ending = str(meta.get("file_ending", ".nii.gz"))
+        n_channels = max(1, len(channels))
+        if n_channels != task.in_channels:
+            raise DataError(
+                f"{where}: {n_channels} channels (channel_names) but the task has in_channels={task.in_channels}"
+            )
+        entries = _nnunet_v2_entries(root, meta, ending, n_channels, where, cfg.image_key, cfg.label_key)
+    else:
+        entries = _msd_entries(meta, where, cfg)
+    if not any(cfg.patient_key in e for e in entries):
+        logger.info(
+            "%s: no patient field: each case is its own patient (DICOM PatientID where available)", where
+        )
+    cases = _entries_to_cases(entries, root, task, salt, where)
+    return Dataset(
+        cases=tuple(cases),
+        modality=modality,
+        description=str(meta.get("description", meta.get("name", ""))),
+        root=str(root),
+    )
+
+
+def _decathlon_meta(meta_path: Path) -> dict[str, Any]:
+    """The ``dataset.json`` of a Decathlon / nnU-Net raw folder, read under the JSON size limit."""
     from mednas.io._limits import load_json_bounded
 
     if not meta_path.exists():
@@ -114,9 +146,11 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
     meta = load_json_bounded(meta_path)
     if not isinstance(meta, dict):
         raise DataError(f"{meta_path}: expected a JSON object")
-    where = str(meta_path)
-    labels = _decathlon_labels(meta.get("labels"), where)
-    names = task.labels.names
+    return meta
+
+
+def _check_decathlon_classes(labels: dict[int, str], names: list[str], where: str) -> None:
+    """Refuse a dataset whose class indices differ from the task's; warn where only their names differ."""
     if sorted(labels) != list(range(len(names))):
         raise DataError(
             f"{where}: declares classes {sorted(labels)} but the task's labels.names has {len(names)} "
@@ -133,63 +167,50 @@ def _load_decathlon(path: Path, task: TaskConfig, salt: str) -> Dataset:
             where,
             "; ".join(renamed),
         )
+
+
+def _decathlon_channels(meta: dict[str, Any], where: str) -> tuple[list[Any], str | None]:
+    """The channel names in index order (``channel_names`` or MSD's ``modality``) and the one modality they share."""
     channel_map = meta.get("channel_names", meta.get("modality")) or {}
     if not isinstance(channel_map, dict):
         raise DataError(f"{where}: 'channel_names'/'modality' must map channel indices to names")
     channels = [channel_map[k] for k in sorted(channel_map, key=lambda k: int(k))] if channel_map else []
     modalities = {_modality_name(c) for c in channels} - {None}
-    modality = modalities.pop() if len(modalities) == 1 else None
-    cfg = task.data
-    if "channel_names" in meta or "file_ending" in meta:
-        # nnU-Net v2: imagesTr/<case>_<XXXX><ending>, labelsTr/<case><ending>.
-        ending = str(meta.get("file_ending", ".nii.gz"))
-        n_channels = max(1, len(channels))
-        if n_channels != task.in_channels:
-            raise DataError(
-                f"{where}: {n_channels} channels (channel_names) but the task has in_channels={task.in_channels}"
-            )
-        entries = _nnunet_v2_entries(root, meta, ending, n_channels, where, cfg.image_key, cfg.label_key)
-    else:
-        training = meta.get("training")
-        if not isinstance(training, list) or not training:
-            raise DataError(f"{where}: no 'training' list (MSD) and no 'channel_names' (nnU-Net v2)")
-        entries = []
-        for i, item in enumerate(training):
-            if not isinstance(item, dict) or "image" not in item or "label" not in item:
-                raise DataError(f"{where}: training[{i}] must have 'image' and 'label'")
-            entry = {cfg.image_key: item["image"], cfg.label_key: item["label"]}
+    return channels, modalities.pop() if len(modalities) == 1 else None
+
+
+def _msd_entries(meta: dict[str, Any], where: str, cfg: DataConfig) -> list[dict[str, Any]]:
+    """Datalist entries of an MSD ``dataset.json``: its ``training`` list, plus its labelled ``test`` cases."""
+    training = meta.get("training")
+    if not isinstance(training, list) or not training:
+        raise DataError(f"{where}: no 'training' list (MSD) and no 'channel_names' (nnU-Net v2)")
+    entries = []
+    for i, item in enumerate(training):
+        if not isinstance(item, dict) or "image" not in item or "label" not in item:
+            raise DataError(f"{where}: training[{i}] must have 'image' and 'label'")
+        entry = {cfg.image_key: item["image"], cfg.label_key: item["label"]}
+        if cfg.patient_key in item:
+            entry[cfg.patient_key] = item[cfg.patient_key]
+        entries.append(entry)
+    declared = meta.get("numTraining")
+    if isinstance(declared, int) and declared != len(entries):
+        logger.warning(
+            "%s: numTraining says %d, the training list has %d cases", where, declared, len(entries)
+        )
+    # The Decathlon's test cases (imagesTs) are the given test split where they come with labels; the
+    # original MSD lists bare image paths there (labels withheld), which cannot test anything.
+    tests = [t for t in meta.get("test") or [] if isinstance(t, dict) and "image" in t and "label" in t]
+    if tests:
+        for entry in entries:
+            entry[cfg.split_key] = "train"
+        for item in tests:
+            entry = {cfg.image_key: item["image"], cfg.label_key: item["label"], cfg.split_key: "test"}
             if cfg.patient_key in item:
                 entry[cfg.patient_key] = item[cfg.patient_key]
             entries.append(entry)
-        declared = meta.get("numTraining")
-        if isinstance(declared, int) and declared != len(entries):
-            logger.warning(
-                "%s: numTraining says %d, the training list has %d cases", where, declared, len(entries)
-            )
-        # The Decathlon's test cases (imagesTs) are the given test split where they come with labels; the
-        # original MSD lists bare image paths there (labels withheld), which cannot test anything.
-        tests = [t for t in meta.get("test") or [] if isinstance(t, dict) and "image" in t and "label" in t]
-        if tests:
-            for entry in entries:
-                entry[cfg.split_key] = "train"
-            for item in tests:
-                entry = {cfg.image_key: item["image"], cfg.label_key: item["label"], cfg.split_key: "test"}
-                if cfg.patient_key in item:
-                    entry[cfg.patient_key] = item[cfg.patient_key]
-                entries.append(entry)
-        elif meta.get("test"):
-            logger.info("%s: the 'test' list (imagesTs) has no labels: not used", where)
-    if not any(cfg.patient_key in e for e in entries):
-        logger.info(
-            "%s: no patient field: each case is its own patient (DICOM PatientID where available)", where
-        )
-    cases = _entries_to_cases(entries, root, task, salt, where)
-    return Dataset(
-        cases=tuple(cases),
-        modality=modality,
-        description=str(meta.get("description", meta.get("name", ""))),
-        root=str(root),
-    )
+    elif meta.get("test"):
+        logger.info("%s: the 'test' list (imagesTs) has no labels: not used", where)
+    return entries
 
 
 def _nnunet_v2_entries(

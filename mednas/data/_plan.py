@@ -1,8 +1,12 @@
 """Plan a run's data once: cases, fingerprint, patient-grouped splits, shapes, normalisation, cache.
 
-Search and retrain both start from :func:`plan_data`; its records (``fingerprint.json``, ``splits.json``)
-are written to the run directory the first time and re-used on resume. The test split is guarded: only a
-caller that says ``allow_test=True`` (final evaluation after retraining) can load it.
+Search and retrain both start from :func:`plan_data`; its records (``fingerprint.json``, ``splits.json``,
+``preprocessing.json``) are written to the run directory the first time and re-used on resume. The test split is
+guarded: only a caller that says ``allow_test=True`` (final evaluation after retraining) can load it.
+
+How images become network inputs is decided in one place, :func:`decide_preprocessing`, and recorded once
+(``preprocessing.json``): export ships what the run recorded (:func:`recorded_preprocessing`), and decides it
+again with the same function only for a run made before the record existed.
 """
 
 from __future__ import annotations
@@ -27,20 +31,27 @@ from mednas.data._splits import (
     make_splits,
 )
 from mednas.data._validate import validate_cases, with_finding_strata
-from mednas.errors import DataError
+from mednas.errors import DataError, RunDirError
 from mednas.io._atomic import read_json, write_json
 from mednas.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "PREPROCESSING",
     "DataPlan",
     "TestSplitAccessError",
     "check_families",
+    "decide_preprocessing",
     "plan_data",
     "read_or_create_salt",
+    "recorded_preprocessing",
     "unsupported_families",
 ]
+
+#: The run's preprocessing record (:meth:`Preprocessing.to_dict`), written by :func:`plan_data` beside
+#: ``fingerprint.json`` and ``splits.json``.
+PREPROCESSING = "preprocessing.json"
 
 
 class TestSplitAccessError(RuntimeError):
@@ -121,7 +132,7 @@ class DataPlan:
         cases = self.cases(split)
         if subset < 1.0 and cases:
             # In a salt-independent order, so the same seed keeps the same patients in every run directory.
-            first = {}
+            first: dict[str, tuple[str, str]] = {}
             for c in cases:
                 first.setdefault(c.patient, (c.order or c.patient, c.patient))
             patients = [p for _, p in sorted(first.values())]
@@ -175,6 +186,53 @@ def check_families(task: TaskConfig, proxy: tuple[int, ...], full: tuple[int, ..
         raise ConfigError(f"search.spaces: {problems[0]}{more}")
 
 
+def decide_preprocessing(task: TaskConfig, fingerprint: dict[str, Any]) -> Preprocessing:
+    """Decide how the run's images become network inputs, from the task and the data's fingerprint alone.
+
+    The normalisation is the task's, or under ``data.normalize: auto`` the fingerprint's suggestion (percentile
+    when it has none); the CT window is the task's, else the fingerprint's, else -1000..1000 HU; 3D volumes are
+    reoriented to RAS. No image is read. This is the one place the decision is made: the data plan uses it, and
+    export of a run older than ``preprocessing.json`` calls it again.
+    """
+    suggestions = fingerprint.get("suggestions") or {}
+    normalize = (
+        task.data.normalize if task.data.normalize != "auto" else suggestions.get("normalize", "percentile")
+    )
+    window = task.data.ct_window or suggestions.get("ct_window") or (-1000.0, 1000.0)
+    return Preprocessing(
+        problem=task.problem,
+        spatial_dims=task.spatial_dims,
+        in_channels=task.in_channels,
+        n_classes=task.n_classes,
+        normalize=str(normalize),
+        ct_window=(float(window[0]), float(window[1])),
+    )
+
+
+def recorded_preprocessing(run_dir: RunDir, task: TaskConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing the run recorded (``preprocessing.json``, as :meth:`Preprocessing.to_dict` wrote it).
+
+    A run made before the record existed has none: its preprocessing is decided again from the task and the
+    fingerprint by :func:`decide_preprocessing`, as its data plan decided it.
+
+    Raises:
+        RunDirError: If the record exists but is not a preprocessing record (naming the file).
+    """
+    path = run_dir.preprocessing
+    if not path.exists():
+        return decide_preprocessing(task, fingerprint).to_dict()
+    data = run_dir.read_json(path)
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("normalize"), str)
+        or len(data.get("ct_window") or ()) != 2
+    ):
+        raise RunDirError(
+            f"{path}: not a preprocessing record (normalize and a two-value ct_window expected)"
+        )
+    return data
+
+
 def plan_data(
     task: TaskConfig,
     run_dir: RunDir,
@@ -182,11 +240,11 @@ def plan_data(
     salt: str,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> DataPlan:
-    """List cases, compute or re-use the fingerprint and splits, and decide shapes and normalisation.
+    """List cases, compute or re-use the fingerprint and splits, and decide shapes and preprocessing.
 
     Args:
         task: The validated task.
-        run_dir: Where ``fingerprint.json`` and ``splits.json`` live.
+        run_dir: Where ``fingerprint.json``, ``splits.json`` and ``preprocessing.json`` live.
         salt: The run's salt for case and patient names.
         progress: ``(stage, done, total)`` callback for long reads.
 
@@ -195,55 +253,73 @@ def plan_data(
             split that no longer matches the data.
     """
     dataset = load_dataset(task, salt, run_dir=run_dir.root)
-    keys = {c.key for c in dataset.cases}
-    fp = None
-    if run_dir.fingerprint.exists():
-        fp = read_json(run_dir.fingerprint)
-        if {r["case"] for r in fp.get("cases", [])} != keys:
-            logger.warning("fingerprint.json does not match the dataset's cases; recomputing it")
-            fp = None
-    if fp is None:
-        # One pass reads every case: validation (refuse bad data) and the fingerprint come from it together.
-        report = validate_cases(
-            dataset, task, progress=(lambda d, t: progress("validate", d, t)) if progress else None
-        )
-        if not report.ok or report.fingerprint is None:
-            raise DataError(report.error_line())
-        fp = report.fingerprint
-        write_json(run_dir.fingerprint, fp)
+    fp = _fingerprint(task, run_dir, dataset, progress)
     dataset = with_finding_strata(dataset, fp)
     full, proxy = _resolve_shapes(task, fp)
     check_families(task, proxy, full)
+    splits = _splits(task, run_dir, dataset, fp)
+    prep = decide_preprocessing(task, fp)
+    if any(p > f for p, f in zip(proxy, full)):
+        raise DataError(f"proxy shape {list(proxy)} is larger than the full shape {list(full)}")
+    _record_preprocessing(run_dir, prep)
+    cache_dir = default_cache_root(task, run_dir.root) / "proxy"
+    return DataPlan(task, dataset, splits, fp, prep, full, proxy, cache_dir)
+
+
+def _fingerprint(
+    task: TaskConfig,
+    run_dir: RunDir,
+    dataset: Dataset,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, Any]:
+    """Re-use ``fingerprint.json`` when it lists the dataset's cases; else validate every case and write it."""
+    if run_dir.fingerprint.exists():
+        fp = read_json(run_dir.fingerprint)
+        if {r["case"] for r in fp.get("cases", [])} == {c.key for c in dataset.cases}:
+            return fp
+        logger.warning("fingerprint.json does not match the dataset's cases; recomputing it")
+    # One pass reads every case: validation (refuse bad data) and the fingerprint come from it together.
+    report = validate_cases(
+        dataset, task, progress=(lambda d, t: progress("validate", d, t)) if progress else None
+    )
+    if not report.ok or report.fingerprint is None:
+        raise DataError(report.error_line())
+    write_json(run_dir.fingerprint, report.fingerprint)
+    return report.fingerprint
+
+
+def _splits(task: TaskConfig, run_dir: RunDir, dataset: Dataset, fp: dict[str, Any]) -> dict[str, Any]:
+    """Re-use and check ``splits.json``; else make the patient-grouped split, check it and write it."""
     if run_dir.splits.exists():
         splits = read_json(run_dir.splits)
         check_splits(splits, dataset.cases)
         check_duplicates(
             find_duplicates(fp.get("cases", []), splits), allow_test=task.data.allow_test_duplicates
         )
-    else:
-        splits = make_splits(dataset.cases, task.data.split, task.search.seed)
-        check_splits(splits, dataset.cases)
-        splits["duplicates"] = find_duplicates(fp.get("cases", []), splits)
-        check_duplicates(splits["duplicates"], allow_test=task.data.allow_test_duplicates)
-        write_json(run_dir.splits, splits)
-        logger.info(
-            "splits (%s): %s; exact duplicates %s",
-            splits["method"],
-            ", ".join(f"{s} {len(splits[s])}" for s in ("train", "val", "test")),
-            describe_duplicates(splits["duplicates"]),
-        )
-        for note in splits.get("notes", []):
-            logger.info("splits: %s", note)
-    normalize = task.data.normalize if task.data.normalize != "auto" else fp["suggestions"]["normalize"]
-    prep = Preprocessing(
-        problem=task.problem,
-        spatial_dims=task.spatial_dims,
-        in_channels=task.in_channels,
-        n_classes=task.n_classes,
-        normalize=normalize,
-        ct_window=tuple(task.data.ct_window or fp["suggestions"].get("ct_window") or (-1000.0, 1000.0)),  # type: ignore[arg-type]
+        return splits
+    splits = make_splits(dataset.cases, task.data.split, task.search.seed)
+    check_splits(splits, dataset.cases)
+    splits["duplicates"] = find_duplicates(fp.get("cases", []), splits)
+    check_duplicates(splits["duplicates"], allow_test=task.data.allow_test_duplicates)
+    write_json(run_dir.splits, splits)
+    logger.info(
+        "splits (%s): %s; exact duplicates %s",
+        splits["method"],
+        ", ".join(f"{s} {len(splits[s])}" for s in ("train", "val", "test")),
+        describe_duplicates(splits["duplicates"]),
     )
-    if any(p > f for p, f in zip(proxy, full)):
-        raise DataError(f"proxy shape {list(proxy)} is larger than the full shape {list(full)}")
-    cache_dir = default_cache_root(task, run_dir.root) / "proxy"
-    return DataPlan(task, dataset, splits, fp, prep, full, proxy, cache_dir)
+    for note in splits.get("notes", []):
+        logger.info("splits: %s", note)
+    return splits
+
+
+def _record_preprocessing(run_dir: RunDir, prep: Preprocessing) -> None:
+    """Write ``preprocessing.json`` the first time (or when a recomputed fingerprint changed the decision)."""
+    path = run_dir.preprocessing
+    record = prep.to_dict()
+    try:
+        if read_json(path) == record:
+            return
+    except (OSError, ValueError):
+        pass  # not written yet (or half-written by a crash): write it
+    write_json(path, record)

@@ -48,7 +48,6 @@ def reveal_splits(
     Example:
         >>> reveal_splits("runs/real-pneumoniamnist", "/secure/splits.csv", reveal=True)  # doctest: +SKIP
     """
-    from mednas.config import load_task, load_yaml
     from mednas.data._cases import load_dataset
     from mednas.io._atomic import dumps_json, read_json, write_text
     from mednas.rundir import RunDir
@@ -62,11 +61,11 @@ def reveal_splits(
     if suffix not in (".csv", ".json"):
         raise DataError(f"{out}: the output must end in .csv or .json")
     rd = RunDir(run_dir)
-    for need in (rd.resolved, rd.salt, rd.splits):
+    for need in (rd.resolved_path, rd.salt, rd.splits):
         if not need.is_file():
             raise RunDirError(f"{rd.root}: no {need.name} (run `mednas search` first)")
     _refuse_inside(out_path, rd.root)
-    task = load_task(load_yaml(rd.resolved))
+    task = rd.task()
     splits = read_json(rd.splits)
     dataset = load_dataset(task, rd.salt.read_text().strip(), run_dir=rd.root)
     by_key = dataset.by_key()

@@ -110,18 +110,7 @@ def evaluate_bundle(
     )
     ev = read_eval_data(model.info, data=data, data_file=data_file, split=split)
     logger.info("evaluating %s on %d cases of %s", Path(bundle).name, len(ev.cases), ev.name)
-    outputs = _predict_all(model, ev)
-    if outputs["failures"]:
-        logger.warning(
-            "%d of %d cases got no answer (NaN/infinite output or unreadable); left out of every metric",
-            len(outputs["failures"]),
-            len(ev.cases),
-        )
-    if not outputs["done"]:
-        first = outputs["failures"][0][1] if outputs["failures"] else "no case"
-        raise DataError(
-            f"{ev.source}: no case could be evaluated ({len(outputs['failures'])} failed; first: {first})"
-        )
+    outputs = _predict_checked(model, ev)
     record, curves = _record(model, ev, outputs, Path(bundle), expect_digest, verify_key, n_resamples, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     record["seconds"] = round(time.perf_counter() - t0, 2)
@@ -134,6 +123,27 @@ def evaluate_bundle(
     seconds = time.perf_counter() - t0
     logger.info("evaluation written to %s in %.1fs", out_dir, seconds)
     return EvaluationResult(json_path, html_path, record, outputs["failures"], seconds)
+
+
+def _predict_checked(model: Any, ev: Any) -> dict[str, Any]:
+    """Predict every case (see :func:`_predict_all`); say how many got no answer.
+
+    Raises:
+        DataError: When no case could be evaluated (naming the first failure).
+    """
+    outputs = _predict_all(model, ev)
+    if outputs["failures"]:
+        logger.warning(
+            "%d of %d cases got no answer (NaN/infinite output or unreadable); left out of every metric",
+            len(outputs["failures"]),
+            len(ev.cases),
+        )
+    if not outputs["done"]:
+        first = outputs["failures"][0][1] if outputs["failures"] else "no case"
+        raise DataError(
+            f"{ev.source}: no case could be evaluated ({len(outputs['failures'])} failed; first: {first})"
+        )
+    return outputs
 
 
 def _write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
@@ -258,102 +268,31 @@ def _record(
     n_resamples: int,
     seed: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build ``validation.json`` from the evaluated cases, and the per-case arrays the page's curves need."""
     from mednas.evaluation import _metrics as M
 
-    info = model.info
-    p = model.pipeline
     cases = [ev.cases[i] for i in outputs["done"]]
     # The bootstrap groups by patient; the salt-independent order key (memory only, never written) keeps the
     # resamples, and so the intervals, the same from one evaluation of the same data to the next.
     patients = [c.order or c.patient for c in cases]
     attributes = [ev.attributes[i] for i in outputs["done"]]
-    n_patients = len(set(patients))
-    population = _population(ev, len(cases), n_patients)
-    names = list(p.class_names)
-    findings = list(p.finding_indices)
-    reasons = Counter(outputs["kinds"])
     record: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "population": population,
-        "bundle": {
-            "name": bundle.resolve().name,
-            "digest": model.digest,
-            "digest_pinned": expect_digest is not None,
-            "signature_verified": verify_key is not None,
-            "source": info.get("source"),
-            "source_label": info.get("source_label"),
-            "trial": info.get("trial"),
-            "task": (info.get("task") or {}).get("name"),
-            "problem": p.problem,
-            "classes": names,
-            "findings": [names[i] for i in findings],
-            "architecture": (info.get("spec") or {}).get("target"),
-            "params": info.get("params"),
-            "backend": model.backend,
-        },
-        "data": {
-            "name": ev.name,
-            "layout": ev.layout,
-            "split": ev.split,
-            "splits_present": ev.splits_present,
-            "n_listed": ev.n_listed,
-            "n_selected": len(ev.cases),
-            "n_cases": len(cases),
-            "n_patients": n_patients,
-            "n_failed": len(outputs["failures"]),
-        },
+        "population": _population(ev, len(cases), len(set(patients))),
+        "bundle": _bundle_brief(model, bundle, expect_digest, verify_key),
+        "data": _data_brief(ev, outputs, len(cases), len(set(patients))),
         "failed": {
             "n": len(outputs["failures"]),
-            "reasons": dict(reasons),
+            "reasons": dict(Counter(outputs["kinds"])),
             "file": "failed.csv" if outputs["failures"] else None,
             "note": "failed cases got no label and are left out of every metric",
         },
         "bootstrap": {"unit": "patient", "n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
     }
     curves: dict[str, Any] = {"patients": patients}
-    if p.problem == "classification":
-        y, score, pred = outputs["y"], outputs["score"], outputs["pred"]
-        record["data"]["class_counts"] = {n: int(np.sum(y == i)) for i, n in enumerate(names)}
-        res = M.classification_results(
-            y, score, pred, patients, class_names=names, findings=findings, n_resamples=n_resamples, seed=seed
-        )
-        truth = np.isin(y, findings).astype(int)
-        op = dict(info.get("operating_point") or {})
-        op.setdefault("threshold", p.threshold)
-        record.update(
-            metrics=res["metrics"],
-            per_class=res["per_class"],
-            confusion=res["confusion"],
-            finding_confusion=res["finding_confusion"],
-            calibration=res["calibration"],
-            prevalence=res["prevalence"],
-            operating_point=M.promise_check(op.get("rule"), op, res["metrics"], truth, score),
-        )
-        fn = M.classification_subgroup_fn(len(names), findings)
-        sub = M.subgroup_table(
-            attributes,
-            [y, score, pred],
-            patients,
-            fn=fn,
-            n_resamples=n_resamples,
-            seed=seed,
-            count=lambda idx: {"n_finding": int(np.isin(y[idx], findings).sum())},
-        )
-        curves.update(finding=truth.tolist(), score=score.tolist())
-    else:
-        rows = outputs["rows"]
-        res = M.segmentation_results(rows, patients, class_names=names, n_resamples=n_resamples, seed=seed)
-        record.update(
-            metrics=res["metrics"],
-            per_class=res["per_class"],
-            lesions=res["lesions"],
-            lesion_overlap_rule=_lesion_overlap(info),
-        )
-        sub = M.subgroup_table(
-            attributes, [rows], patients, fn=M.segmentation_subgroup_fn(), n_resamples=n_resamples, seed=seed
-        )
-        curves.update(dice=res["per_case_dice"])
+    score = _classification_scores if model.pipeline.problem == "classification" else _segmentation_scores
+    sub = score(model, outputs, patients, attributes, record, curves, n_resamples, seed)
     record["subgroups"] = {
         "attributes": sorted({k for a in attributes for k in a}),
         "rows": sub,
@@ -361,6 +300,120 @@ def _record(
     }
     record["overlap"] = _overlap(bundle, outputs["hashes"])
     return record, curves
+
+
+def _bundle_brief(model: Any, bundle: Path, expect_digest: str | None, verify_key: Any) -> dict[str, Any]:
+    """The record's ``bundle`` section: which model was evaluated, how it was checked, with which backend."""
+    info = model.info
+    p = model.pipeline
+    names = list(p.class_names)
+    return {
+        "name": bundle.resolve().name,
+        "digest": model.digest,
+        "digest_pinned": expect_digest is not None,
+        "signature_verified": verify_key is not None,
+        "source": info.get("source"),
+        "source_label": info.get("source_label"),
+        "trial": info.get("trial"),
+        "task": (info.get("task") or {}).get("name"),
+        "problem": p.problem,
+        "classes": names,
+        "findings": [names[i] for i in p.finding_indices],
+        "architecture": (info.get("spec") or {}).get("target"),
+        "params": info.get("params"),
+        "backend": model.backend,
+    }
+
+
+def _data_brief(ev: Any, outputs: dict[str, Any], n_cases: int, n_patients: int) -> dict[str, Any]:
+    """The record's ``data`` section: the data's layout and how many cases were listed, selected and evaluated."""
+    return {
+        "name": ev.name,
+        "layout": ev.layout,
+        "split": ev.split,
+        "splits_present": ev.splits_present,
+        "n_listed": ev.n_listed,
+        "n_selected": len(ev.cases),
+        "n_cases": n_cases,
+        "n_patients": n_patients,
+        "n_failed": len(outputs["failures"]),
+    }
+
+
+def _classification_scores(
+    model: Any,
+    outputs: dict[str, Any],
+    patients: list[Any],
+    attributes: list[dict[str, Any]],
+    record: dict[str, Any],
+    curves: dict[str, Any],
+    n_resamples: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Add the classification metrics and the operating point's promise check to ``record`` and the finding
+    scores to ``curves``; return the subgroup table."""
+    from mednas.evaluation import _metrics as M
+
+    info = model.info
+    p = model.pipeline
+    names = list(p.class_names)
+    findings = list(p.finding_indices)
+    y, score, pred = outputs["y"], outputs["score"], outputs["pred"]
+    record["data"]["class_counts"] = {n: int(np.sum(y == i)) for i, n in enumerate(names)}
+    res = M.classification_results(
+        y, score, pred, patients, class_names=names, findings=findings, n_resamples=n_resamples, seed=seed
+    )
+    truth = np.isin(y, findings).astype(int)
+    op = dict(info.get("operating_point") or {})
+    op.setdefault("threshold", p.threshold)
+    record.update(
+        metrics=res["metrics"],
+        per_class=res["per_class"],
+        confusion=res["confusion"],
+        finding_confusion=res["finding_confusion"],
+        calibration=res["calibration"],
+        prevalence=res["prevalence"],
+        operating_point=M.promise_check(op.get("rule"), op, res["metrics"], truth, score),
+    )
+    curves.update(finding=truth.tolist(), score=score.tolist())
+    return M.subgroup_table(
+        attributes,
+        [y, score, pred],
+        patients,
+        fn=M.classification_subgroup_fn(len(names), findings),
+        n_resamples=n_resamples,
+        seed=seed,
+        count=lambda idx: {"n_finding": int(np.isin(y[idx], findings).sum())},
+    )
+
+
+def _segmentation_scores(
+    model: Any,
+    outputs: dict[str, Any],
+    patients: list[Any],
+    attributes: list[dict[str, Any]],
+    record: dict[str, Any],
+    curves: dict[str, Any],
+    n_resamples: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Add the segmentation metrics (Dice per class, lesion detection) to ``record`` and the per-case Dice to
+    ``curves``; return the subgroup table."""
+    from mednas.evaluation import _metrics as M
+
+    names = list(model.pipeline.class_names)
+    rows = outputs["rows"]
+    res = M.segmentation_results(rows, patients, class_names=names, n_resamples=n_resamples, seed=seed)
+    record.update(
+        metrics=res["metrics"],
+        per_class=res["per_class"],
+        lesions=res["lesions"],
+        lesion_overlap_rule=_lesion_overlap(model.info),
+    )
+    curves.update(dice=res["per_case_dice"])
+    return M.subgroup_table(
+        attributes, [rows], patients, fn=M.segmentation_subgroup_fn(), n_resamples=n_resamples, seed=seed
+    )
 
 
 def _overlap(bundle: Path, hashes: list[str]) -> dict[str, Any]:

@@ -226,67 +226,82 @@ def _overview(record: dict[str, Any]) -> str:
 
 
 def _classification_figures(page: _Page, record: dict[str, Any], curves: dict[str, Any]) -> str:
+    """The classification figures: ROC and precision-recall curves, reliability diagram, confusion matrix."""
+    out = []
+    if len(set(curves["finding"])) == 2:
+        out.append(_curve_figures(page, record, curves))
+    else:
+        out.append(
+            "<div class='panel'>ROC and precision-recall curves need cases with and without the finding.</div>"
+        )
+    out.append(_calibration_and_confusion(page, record))
+    return "\n".join(out)
+
+
+def _locked_point(record: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's locked operating point as measured on this data (from the finding confusion matrix)."""
+    m = record["metrics"]
+    (tn, fp), (fn, tp) = record["finding_confusion"]["matrix"]
+    op = record.get("operating_point") or {}
+    return {
+        "threshold": op.get("threshold") if op.get("threshold") is not None else float("nan"),
+        "sensitivity": tp / max(1, tp + fn),
+        "specificity": tn / max(1, tn + fp),
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "sensitivity_ci": (m.get("sensitivity") or {}).get("ci95"),
+        "specificity_ci": (m.get("specificity") or {}).get("ci95"),
+    }
+
+
+def _curve_figures(page: _Page, record: dict[str, Any], curves: dict[str, Any]) -> str:
+    """ROC and precision-recall curves of the finding score with their bands and the locked operating point."""
     from mednas.reporting import _curves as C
     from mednas.reporting import _figures as F
 
     finding, scores, patients = curves["finding"], curves["score"], curves["patients"]
     m = record["metrics"]
-    out = []
-    if len(set(finding)) == 2:
-        fc = record["finding_confusion"]["matrix"]
-        (tn, fp), (fn, tp) = fc
-        op = record.get("operating_point") or {}
-        point = {
-            "threshold": op.get("threshold") if op.get("threshold") is not None else float("nan"),
-            "sensitivity": tp / max(1, tp + fn),
-            "specificity": tn / max(1, tn + fp),
-            "precision": tp / (tp + fp) if tp + fp else None,
-            "sensitivity_ci": (m.get("sensitivity") or {}).get("ci95"),
-            "specificity_ci": (m.get("specificity") or {}).get("ci95"),
-        }
-        band, prb = C.roc_band(finding, scores, patients), C.pr_band(finding, scores, patients)
-        au, ap = m.get("auroc") or {}, m.get("auprc") or {}
-        out.append("<div class='grid2'>")
-        out.append(
+    point = _locked_point(record)
+    band, prb = C.roc_band(finding, scores, patients), C.pr_band(finding, scores, patients)
+    au, ap = m.get("auroc") or {}, m.get("auprc") or {}
+    roc = {
+        "label": "this data",
+        "band": band,
+        "operating_point": point,
+        "auroc": (au.get("value", band.area), au.get("ci95") or list(band.area_ci)),
+    }
+    pr = {
+        "label": "this data",
+        "band": prb,
+        "operating_point": point,
+        "auprc": (ap.get("value", prb.area), ap.get("ci95") or list(prb.area_ci)),
+    }
+    return "\n".join(
+        [
+            "<div class='grid2'>",
             page.figure(
                 "roc",
-                F.roc_figure(
-                    [
-                        {
-                            "label": "this data",
-                            "band": band,
-                            "operating_point": point,
-                            "auroc": (au.get("value", band.area), au.get("ci95") or list(band.area_ci)),
-                        }
-                    ]
-                ),
+                F.roc_figure([roc]),
                 "ROC curve of the finding score with its 95% band (patient bootstrap); the star is the "
                 "bundle's locked operating point with its intervals.",
-            )
-        )
-        out.append(
+            ),
             page.figure(
                 "pr",
-                F.pr_figure(
-                    [
-                        {
-                            "label": "this data",
-                            "band": prb,
-                            "operating_point": point,
-                            "auprc": (ap.get("value", prb.area), ap.get("ci95") or list(prb.area_ci)),
-                        }
-                    ]
-                ),
+                F.pr_figure([pr]),
                 "Precision-recall curve with its 95% band; dotted: no skill (the prevalence here).",
-            )
-        )
-        out.append("</div>")
-    else:
-        out.append(
-            "<div class='panel'>ROC and precision-recall curves need cases with and without the finding.</div>"
-        )
+            ),
+            "</div>",
+        ]
+    )
+
+
+def _calibration_and_confusion(page: _Page, record: dict[str, Any]) -> str:
+    """The reliability diagram (when any bin has cases) and the confusion matrix at the locked threshold."""
+    import numpy as np
+
+    from mednas.reporting import _figures as F
+
     cal = record["calibration"]
-    out.append("<div class='grid2'>")
+    out = ["<div class='grid2'>"]
     if cal["bins"]:
         out.append(
             page.figure(
@@ -297,8 +312,6 @@ def _classification_figures(page: _Page, record: dict[str, Any], curves: dict[st
             )
         )
     conf = record["confusion"]
-    import numpy as np
-
     out.append(
         page.figure(
             "confusion",

@@ -2,7 +2,8 @@
 
 File and folder names often hold patient names. :func:`scrub_text` replaces paths and image file names in a
 message (an exception may quote them); :func:`hide_paths` blanks the path-valued keys of a nested record. The
-metadata of every image read is scrubbed by :func:`mednas.io.scrub` (``_phi.py``).
+metadata of every image read is scrubbed by :func:`mednas.io.scrub` (``_phi.py``). A database password never
+appears either: :func:`redact_url` and :func:`redact_in_text` mask it wherever a storage URL is shown.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-__all__ = ["hide_paths", "scrub_text"]
+__all__ = ["hide_paths", "redact_in_text", "redact_url", "scrub_text"]
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\w.~@+-]*[/\\])+[^\s:;,'\"()]*")
 _FILE = re.compile(
@@ -51,3 +52,37 @@ def hide_paths(obj: Any, keys: Collection[str], placeholder: str, key: str = "")
     if key in keys and isinstance(obj, str) and obj:
         return placeholder
     return obj
+
+
+def redact_url(url: str) -> str:
+    """A storage URL with its password masked (user and host kept); other strings pass unchanged.
+
+    Example:
+        >>> redact_url("postgresql://mednas:s3cret@db.example.org:5432/nas")
+        'postgresql://mednas:***@db.example.org:5432/nas'
+    """
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if "/" in creds or ":" not in creds:
+        return url
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+
+
+def redact_in_text(text: str, url: str) -> str:
+    """``text`` (an error message from a database driver, say) with ``url``'s password masked wherever it appears.
+
+    Example:
+        >>> redact_in_text("auth failed for s3cret", "postgresql://u:s3cret@h/db")
+        'auth failed for ***'
+    """
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return redact_url(text)
+    if password:
+        text = text.replace(password, "***").replace(unquote(password), "***")
+    return text

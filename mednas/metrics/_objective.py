@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mednas.config import TaskConfig
 from mednas.config._models import metric_direction
 from mednas.metrics._terms import MetricInputs, metric_term
+
+if TYPE_CHECKING:
+    from mednas.metrics._classification import OperatingPoint
 
 __all__ = [
     "combine",
@@ -413,75 +416,98 @@ def objective_report(
         ``{class name: {"recall": {...}, "ppv": {...}, "n": int}}`` with each case called as ``mednas predict``
         calls it at the operating threshold.
     """
-    from mednas.metrics._operating_point import evaluate_threshold
-
     n = n_resamples or task.objective.bootstrap.resamples
-    conf = task.objective.bootstrap.confidence
-    op_dict: dict[str, Any] | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if task.problem == "classification":
-            truth, score = _truth_score(task, outputs, data.labels)
-            if threshold is None:
-                op = _threshold(task, truth, score) if truth.any() and not truth.all() else None
-            else:
-                op = evaluate_threshold(truth, score, float(threshold))
-                op = type(op)(
-                    op.threshold,
-                    op.sensitivity,
-                    op.specificity,
-                    f"{operating_rule(task)} (chosen on validation)",
-                    op.reason,
-                )
-            op_dict = op.to_dict() if op is not None else None
-            thr = op.threshold if op is not None else math.nan
-            from mednas.metrics._classification import per_class_metrics, predicted_classes
+            return _classification_report(task, outputs, data, seed=seed, n_resamples=n, threshold=threshold)
+        metrics = _segmentation_report(task, outputs, data, seed=seed, n_resamples=n)
+    return {"metrics": metrics, "operating_point": None}
 
-            called = predicted_classes(np.asarray(outputs), task.labels.finding_indices, thr)
-            labels = np.asarray(data.labels).astype(np.int64)
 
-            def fn(t: np.ndarray, s: np.ndarray, y: np.ndarray, c: np.ndarray) -> dict[str, float]:
-                values = _classification_values(task, t, s, thr, full=True, fixed=threshold is not None)
-                values["objective"] = combine(task, values)
-                values.update(per_class_metrics(y, c, task.n_classes))
-                return values
+def _report_operating_point(
+    task: TaskConfig, truth: np.ndarray, score: np.ndarray, threshold: float | None
+) -> OperatingPoint | None:
+    """The operating point on these outputs: chosen on them, or ``threshold`` (chosen on validation) applied."""
+    from mednas.metrics._operating_point import evaluate_threshold
 
-            arrays = [truth, score, labels, called]
-            metrics = _bootstrap_classification(
-                task,
-                fn(*arrays),
-                arrays,
-                data.patients,
-                threshold=thr,
-                fixed=threshold is not None,
-                n_resamples=n,
-                seed=seed,
-                confidence=conf,
-            )
-            if metrics is None:  # a metric without a vectorised form: one call per resample
-                metrics = _bootstrap_all(fn, arrays, data.patients, n_resamples=n, seed=seed, confidence=conf)
-            per_class = {}
-            for i, name in enumerate(task.labels.names):
-                rec = {k: metrics.pop(f"class{i}_{k}") for k in ("recall", "ppv", "n")}
-                rec["n"] = int(rec["n"]["value"] or 0)
-                per_class[name] = rec
-            return {"metrics": metrics, "operating_point": op_dict, "per_class": per_class}
-        else:
-            stats = segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task))
-            terms = _segmentation_terms(task)
+    if threshold is None:
+        return _threshold(task, truth, score) if truth.any() and not truth.all() else None
+    op = evaluate_threshold(truth, score, float(threshold))
+    return type(op)(
+        op.threshold,
+        op.sensitivity,
+        op.specificity,
+        f"{operating_rule(task)} (chosen on validation)",
+        op.reason,
+    )
 
-            def fn_seg(st: np.ndarray, rows: np.ndarray) -> dict[str, float]:
-                values = _segmentation_values(
-                    terms, _segmentation_inputs(task, outputs, data.labels, st, rows)
-                )
-                values["objective"] = combine(task, values)
-                return values
 
-            rows = np.arange(len(stats))
-            metrics = _bootstrap_all(
-                fn_seg, [stats, rows], data.patients, n_resamples=n, seed=seed, confidence=conf
-            )
-    return {"metrics": metrics, "operating_point": op_dict}
+def _classification_report(
+    task: TaskConfig, outputs: np.ndarray, data: Any, *, seed: int, n_resamples: int, threshold: float | None
+) -> dict[str, Any]:
+    """:func:`objective_report` for classification: metrics, operating point and per-class recall and PPV."""
+    from mednas.metrics._classification import per_class_metrics, predicted_classes
+
+    conf = task.objective.bootstrap.confidence
+    truth, score = _truth_score(task, outputs, data.labels)
+    op = _report_operating_point(task, truth, score, threshold)
+    thr = op.threshold if op is not None else math.nan
+    called = predicted_classes(np.asarray(outputs), task.labels.finding_indices, thr)
+    labels = np.asarray(data.labels).astype(np.int64)
+
+    def fn(t: np.ndarray, s: np.ndarray, y: np.ndarray, c: np.ndarray) -> dict[str, float]:
+        values = _classification_values(task, t, s, thr, full=True, fixed=threshold is not None)
+        values["objective"] = combine(task, values)
+        values.update(per_class_metrics(y, c, task.n_classes))
+        return values
+
+    arrays = [truth, score, labels, called]
+    metrics = _bootstrap_classification(
+        task,
+        fn(*arrays),
+        arrays,
+        data.patients,
+        threshold=thr,
+        fixed=threshold is not None,
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=conf,
+    )
+    if metrics is None:  # a metric without a vectorised form: one call per resample
+        metrics = _bootstrap_all(
+            fn, arrays, data.patients, n_resamples=n_resamples, seed=seed, confidence=conf
+        )
+    per_class = {}
+    for i, name in enumerate(task.labels.names):
+        rec: dict[str, Any] = {k: metrics.pop(f"class{i}_{k}") for k in ("recall", "ppv", "n")}
+        rec["n"] = int(rec["n"]["value"] or 0)
+        per_class[name] = rec
+    op_dict = op.to_dict() if op is not None else None
+    return {"metrics": metrics, "operating_point": op_dict, "per_class": per_class}
+
+
+def _segmentation_report(
+    task: TaskConfig, outputs: np.ndarray, data: Any, *, seed: int, n_resamples: int
+) -> dict[str, dict[str, Any]]:
+    """:func:`objective_report`'s metrics for segmentation: per-case statistics resampled over patients."""
+    stats = segmentation_case_stats(task, outputs, data.labels, _lesion_overlap(task))
+    terms = _segmentation_terms(task)
+
+    def fn_seg(st: np.ndarray, rows: np.ndarray) -> dict[str, float]:
+        values = _segmentation_values(terms, _segmentation_inputs(task, outputs, data.labels, st, rows))
+        values["objective"] = combine(task, values)
+        return values
+
+    rows = np.arange(len(stats))
+    return _bootstrap_all(
+        fn_seg,
+        [stats, rows],
+        data.patients,
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=task.objective.bootstrap.confidence,
+    )
 
 
 def constraint_violations(task: TaskConfig, metrics: dict[str, Any], costs: dict[str, float]) -> list[float]:

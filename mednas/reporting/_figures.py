@@ -8,7 +8,7 @@ wherever the numbers have one: error bars for 95% bootstrap intervals, shaded ba
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -143,33 +143,59 @@ def history_figure(points: list[dict[str, Any]], *, name: str, maximize: bool) -
             bits.append(str(p["reason"])[:160])
         return "<br>".join(b for b in bits if b)
 
-    groups = [
-        (
-            "complete",
-            lambda p: (
-                p["state"] == "complete" and p.get("learned") is not False and p.get("feasible") is not False
-            ),
-            {"color": BLUE, "size": 8, "symbol": "circle"},
+    _add_valued_traces(fig, points, hover)
+    _add_bottom_traces(fig, points, bottom, hover)
+    best_x, best_y = _best_so_far(points, maximize)
+    if best_x:
+        fig.add_trace(
+            go.Scatter(
+                x=best_x,
+                y=best_y,
+                mode="lines",
+                name="best so far",
+                line={"color": GREEN, "width": 2, "shape": "hv"},
+                hoverinfo="skip",
+            )
+        )
+    _layout(fig, xtitle="trial", ytitle=name)
+    if len(points) <= 20:
+        fig.update_xaxes(dtick=1)
+    return fig
+
+
+#: The history plot's trials that have a value, by kind: (legend label, which points, marker).
+_VALUED_GROUPS: tuple[tuple[str, Callable[[dict[str, Any]], bool], dict[str, Any]], ...] = (
+    (
+        "complete",
+        lambda p: (
+            p["state"] == "complete" and p.get("learned") is not False and p.get("feasible") is not False
         ),
-        (
-            "complete, never started learning",
-            lambda p: p["state"] == "complete" and p.get("learned") is False,
-            {"color": BLUE, "size": 8, "symbol": "circle-open"},
-        ),
-        (
-            "complete, violates a constraint",
-            lambda p: (
-                p["state"] == "complete" and p.get("feasible") is False and p.get("learned") is not False
-            ),
-            {"color": ORANGE, "size": 9, "symbol": "diamond"},
-        ),
-        (
-            "pruned (last value)",
-            lambda p: p["state"] == "pruned",
-            {"color": GREY, "size": 7, "symbol": "circle"},
-        ),
-    ]
-    for label, keep, marker in groups:
+        {"color": BLUE, "size": 8, "symbol": "circle"},
+    ),
+    (
+        "complete, never started learning",
+        lambda p: p["state"] == "complete" and p.get("learned") is False,
+        {"color": BLUE, "size": 8, "symbol": "circle-open"},
+    ),
+    (
+        "complete, violates a constraint",
+        lambda p: p["state"] == "complete" and p.get("feasible") is False and p.get("learned") is not False,
+        {"color": ORANGE, "size": 9, "symbol": "diamond"},
+    ),
+    (
+        "pruned (last value)",
+        lambda p: p["state"] == "pruned",
+        {"color": GREY, "size": 7, "symbol": "circle"},
+    ),
+)
+
+
+def _add_valued_traces(
+    fig: Any, points: list[dict[str, Any]], hover: Callable[[dict[str, Any]], str]
+) -> None:
+    """One marker trace per kind of trial that has a value (complete ones with their 95% error bars)."""
+    go = _go()
+    for label, keep, marker in _VALUED_GROUPS:
         sel = [p for p in points if keep(p) and p.get("value") is not None]
         if not sel:
             continue
@@ -186,25 +212,28 @@ def history_figure(points: list[dict[str, Any]], *, name: str, maximize: bool) -
                 hoverinfo="text",
             )
         )
+
+
+def _add_bottom_traces(
+    fig: Any, points: list[dict[str, Any]], bottom: float, hover: Callable[[dict[str, Any]], str]
+) -> None:
+    """Trials without a value along the bottom: pruned without one, infeasible, failed and running ones."""
+    go = _go()
     unvalued = [p for p in points if p["state"] == "pruned" and p.get("value") is None]
-    if unvalued:  # e.g. multi-objective studies, whose pruned trials report no intermediate value to Optuna
-        fig.add_trace(
-            go.Scatter(
-                x=[p["trial"] for p in unvalued],
-                y=[bottom] * len(unvalued),
-                mode="markers",
-                name="pruned (no value recorded)",
-                marker={"color": GREY, "size": 7, "symbol": "triangle-down"},
-                hovertext=[hover(p) for p in unvalued],
-                hoverinfo="text",
-            )
+    rows = [  # e.g. multi-objective studies, whose pruned trials report no intermediate value to Optuna
+        (
+            "pruned (no value recorded)",
+            unvalued,
+            {"color": GREY, "size": 7, "symbol": "triangle-down"},
         )
+    ]
     for label, state, marker in (
         ("infeasible (not trained)", "infeasible", {"color": RED, "size": 9, "symbol": "x"}),
         ("failed", "failed", {"color": "#222", "size": 9, "symbol": "x-thin-open"}),
         ("running", "running", {"color": GREEN, "size": 9, "symbol": "hourglass"}),
     ):
-        sel = [p for p in points if p["state"] == state]
+        rows.append((label, [p for p in points if p["state"] == state], marker))
+    for label, sel, marker in rows:
         if sel:
             fig.add_trace(
                 go.Scatter(
@@ -217,6 +246,10 @@ def history_figure(points: list[dict[str, Any]], *, name: str, maximize: bool) -
                     hoverinfo="text",
                 )
             )
+
+
+def _best_so_far(points: list[dict[str, Any]], maximize: bool) -> tuple[list[int], list[float]]:
+    """The best objective of the complete, learning, feasible trials up to each trial (from the first one)."""
     best_x, best_y, best = [], [], None
     for p in sorted(points, key=lambda q: q["trial"]):
         counts = (
@@ -230,21 +263,7 @@ def history_figure(points: list[dict[str, Any]], *, name: str, maximize: bool) -
         if best is not None:
             best_x.append(p["trial"])
             best_y.append(best)
-    if best_x:
-        fig.add_trace(
-            go.Scatter(
-                x=best_x,
-                y=best_y,
-                mode="lines",
-                name="best so far",
-                line={"color": GREEN, "width": 2, "shape": "hv"},
-                hoverinfo="skip",
-            )
-        )
-    _layout(fig, xtitle="trial", ytitle=name)
-    if len(points) <= 20:
-        fig.update_xaxes(dtick=1)
-    return fig
+    return best_x, best_y
 
 
 def pareto_figure(

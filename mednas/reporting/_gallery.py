@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mednas.rundir import RESOLVED, TrialRecord
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["Gallery", "build_gallery"]
@@ -100,22 +102,22 @@ def _choose_model(run: Any) -> _Model | None:
         order.append(run.best_trial)
     sign = 1.0 if run.directions[0] == "maximize" else -1.0
     ranked = sorted(
-        (n for n, r in run.trials.items() if r.get("state") == "complete" and r.get("values")),
-        key=lambda n: -sign * float(run.trials[n]["values"][0]),
+        (n for n, r in run.trials.items() if r.complete and r.values),
+        key=lambda n: -sign * float(run.trials[n].values[0]),
     )
     order += [n for n in ranked if n not in order]
     for n in order:
         d = rd.trial_dir(n)
         if (d / "model.pt").exists() and (d / "spec.json").exists():
-            rec = run.trials.get(n, {})
-            op = rec.get("operating_point") or {}
+            rec = run.trials.get(n) or TrialRecord(trial=n)
+            op = rec.operating_point or {}
             best = " (the best)" if n == run.best_trial else ""
             return _Model(
                 f"Proxy trial {n}{best}, not retrained",
                 d / "model.pt",
                 d / "spec.json",
                 tuple(proxy_shape),
-                tuple(rec.get("divisor") or [1]),
+                tuple(rec.divisor or [1]),
                 None,
                 op.get("threshold"),
             )
@@ -125,16 +127,15 @@ def _choose_model(run: Any) -> _Model | None:
 def _load_validation(run: Any, model: _Model) -> tuple[Any, Any] | str:
     """Return ``(task, ArrayData)`` of the first validation cases at the model's shape, or why not."""
     rd = run.rd
-    if not rd.resolved.exists() or not rd.salt.exists():
-        return "The run's resolved.yaml or .salt is missing, so its validation cases cannot be found."
+    if not rd.resolved_path.exists() or not rd.salt.exists():
+        return f"The run's {RESOLVED} or .salt is missing, so its validation cases cannot be found."
     if not rd.fingerprint.exists() or not rd.splits.exists():
         return "The run's fingerprint.json or splits.json is missing."
-    from mednas.config import load_task, load_yaml
     from mednas.data import load_arrays, load_dataset, plan_data
     from mednas.errors import MednasError
 
     try:
-        task = load_task(load_yaml(rd.resolved) | {})
+        task = rd.task()
         salt = rd.salt.read_text().strip()
         # plan_data rewrites the fingerprint when the data changed: check first, so the report never writes records.
         keys = {c.key for c in load_dataset(task, salt, run_dir=rd.root).cases}
@@ -233,13 +234,41 @@ def _classification(task: Any, data: Any, outputs: np.ndarray, model: _Model, n:
 
 
 def _segmentation(task: Any, data: Any, outputs: np.ndarray, n: int) -> tuple[str, int]:
-    from scipy import ndimage
-
-    from mednas.metrics import dice, lesion_analysis
-    from mednas.metrics._objective import _lesion_overlap
-    from mednas.reporting._images import GT_COLOUR, PRED_COLOUR, grey_rgb, overlay, slices_2d
+    from mednas.reporting._images import GT_COLOUR, PRED_COLOUR
 
     findings = task.labels.finding_indices
+    stats = _lesion_stats(task, data, outputs, findings)
+    picks = _pick_cases(stats, n)
+    legend = (
+        f"<p><span class='legend-swatch' style='background:rgb{GT_COLOUR}'></span>ground truth"
+        f"<span class='legend-swatch' style='background:rgb{PRED_COLOUR}'></span>prediction "
+        "(filled, with a solid outline; where they overlap the fills blend)</p>"
+    )
+    blocks, count = [], 0
+    for i, why in picks:
+        _, d, n_les, n_det, n_fp = next(s for s in stats if s[0] == i)
+        truth = np.isin(data.labels[i], findings)
+        pred = np.isin(outputs[i], findings)
+        caption = (
+            f"{data.keys[i]}{' · ' + why if why else ''} · Dice {d:.3f} · lesions {n_les}, detected {n_det}, "
+            f"false positives {n_fp}"
+        )
+        panels, where = _case_panels(data.images[i, 0], truth, pred)
+        count += len(panels)
+        blocks.append(
+            f"<div class='case wide'><div class='caption'>{html.escape(caption)}"
+            f"{' (' + where + ')' if where else ''}</div><div class='row'>{''.join(panels)}</div></div>"
+        )
+    return legend + "<div class='gallery'>" + "".join(blocks) + "</div>", count
+
+
+def _lesion_stats(
+    task: Any, data: Any, outputs: np.ndarray, findings: Any
+) -> list[tuple[int, float, int, int, int]]:
+    """Per case: index, Dice, lesions, detected lesions and false-positive lesions (the task's detection rule)."""
+    from mednas.metrics import dice, lesion_analysis
+    from mednas.metrics._objective import _lesion_overlap
+
     overlap = _lesion_overlap(task)  # the task's detection rule, as the search scored lesions
     stats = []
     for i in range(len(data)):
@@ -253,6 +282,11 @@ def _segmentation(task: Any, data: Any, outputs: np.ndarray, n: int) -> tuple[st
                 res.n_false_positives,
             )
         )
+    return stats
+
+
+def _pick_cases(stats: list[tuple[int, float, int, int, int]], n: int) -> list[tuple[int, str]]:
+    """At most ``n`` cases: highest, lowest and median Dice, a missed lesion, a false alarm, then in order."""
     # Rank cases that have lesions (an empty case predicted empty scores Dice 1 and shows nothing).
     order = sorted([s for s in stats if s[2] > 0] or stats, key=lambda s: s[1])
     picks: list[tuple[int, str]] = []
@@ -272,53 +306,40 @@ def _segmentation(task: Any, data: Any, outputs: np.ndarray, n: int) -> tuple[st
             break
         if s[0] not in {p for p, _ in picks}:
             picks.append((s[0], ""))
-    picks = picks[:n]
-    legend = (
-        f"<p><span class='legend-swatch' style='background:rgb{GT_COLOUR}'></span>ground truth"
-        f"<span class='legend-swatch' style='background:rgb{PRED_COLOUR}'></span>prediction "
-        "(filled, with a solid outline; where they overlap the fills blend)</p>"
-    )
-    blocks, count = [], 0
-    for i, why in picks:
-        _, d, n_les, n_det, n_fp = next(s for s in stats if s[0] == i)
-        image = data.images[i, 0]
-        truth = np.isin(data.labels[i], findings)
-        pred = np.isin(outputs[i], findings)
-        caption = (
-            f"{data.keys[i]}{' · ' + why if why else ''} · Dice {d:.3f} · lesions {n_les}, detected {n_det}, "
-            f"false positives {n_fp}"
+    return picks[:n]
+
+
+def _case_panels(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> tuple[list[str], str]:
+    """The pictures of one case (3D: three axial panels and two planes with both; 2D: four) and where they cut."""
+    from scipy import ndimage
+
+    from mednas.reporting._images import grey_rgb, overlay, slices_2d
+
+    if image.ndim != 3:
+        g = grey_rgb(_plane(image))
+        return [
+            _img(g, "image"),
+            _img(overlay(g, truth=_plane(truth)), "ground truth"),
+            _img(overlay(g, prediction=_plane(pred)), "prediction"),
+            _img(overlay(g, truth=_plane(truth), prediction=_plane(pred)), "both"),
+        ], ""
+    centre = _centre(truth if truth.any() else pred, ndimage)
+    views = {k: slices_2d(v, centre) for k, v in (("image", image), ("truth", truth), ("pred", pred))}
+    ax = views["image"]["axial"]
+    panels = [
+        _img(grey_rgb(ax), "axial: image"),
+        _img(overlay(grey_rgb(ax), truth=views["truth"]["axial"]), "axial: ground truth"),
+        _img(overlay(grey_rgb(ax), prediction=views["pred"]["axial"]), "axial: prediction"),
+    ]
+    for plane in ("coronal", "sagittal"):
+        pic = overlay(
+            grey_rgb(views["image"][plane]),
+            truth=views["truth"][plane],
+            prediction=views["pred"][plane],
         )
-        panels = []
-        if image.ndim == 3:
-            centre = _centre(truth if truth.any() else pred, ndimage)
-            views = {k: slices_2d(v, centre) for k, v in (("image", image), ("truth", truth), ("pred", pred))}
-            ax = views["image"]["axial"]
-            panels.append(_img(grey_rgb(ax), "axial: image"))
-            panels.append(_img(overlay(grey_rgb(ax), truth=views["truth"]["axial"]), "axial: ground truth"))
-            panels.append(_img(overlay(grey_rgb(ax), prediction=views["pred"]["axial"]), "axial: prediction"))
-            for plane in ("coronal", "sagittal"):
-                pic = overlay(
-                    grey_rgb(views["image"][plane]),
-                    truth=views["truth"][plane],
-                    prediction=views["pred"][plane],
-                )
-                panels.append(_img(pic, f"{plane}: both"))
-            where = "slices through the largest lesion" if truth.any() or pred.any() else "middle slices"
-        else:
-            g = grey_rgb(_plane(image))
-            panels += [
-                _img(g, "image"),
-                _img(overlay(g, truth=_plane(truth)), "ground truth"),
-                _img(overlay(g, prediction=_plane(pred)), "prediction"),
-                _img(overlay(g, truth=_plane(truth), prediction=_plane(pred)), "both"),
-            ]
-            where = ""
-        count += len(panels)
-        blocks.append(
-            f"<div class='case wide'><div class='caption'>{html.escape(caption)}"
-            f"{' (' + where + ')' if where else ''}</div><div class='row'>{''.join(panels)}</div></div>"
-        )
-    return legend + "<div class='gallery'>" + "".join(blocks) + "</div>", count
+        panels.append(_img(pic, f"{plane}: both"))
+    where = "slices through the largest lesion" if truth.any() or pred.any() else "middle slices"
+    return panels, where
 
 
 def _centre(mask: np.ndarray, ndimage: Any) -> tuple[int, ...] | None:

@@ -1,7 +1,8 @@
 """Write ``report.html``: one self-contained page that shows how a search went and what its best model does.
 
 Everything comes from the run directory (``summary.json``, ``trials/<n>/``, ``retrain/<n>/``, ``env.json``,
-``fingerprint.json``, ``splits.json``, ``resolved.yaml``); the study storage is read only for parameter
+``fingerprint.json``, ``splits.json``, ``resolved.yaml``), its records read through :class:`mednas.rundir.RunDir`
+(each trial as its :class:`mednas.rundir.TrialRecord`); the study storage is read only for parameter
 importances, and the kept weights plus the cached validation arrays only for the case pictures. A part whose
 inputs are missing (not retrained yet, no kept weights, an older run) becomes a panel that says so and how
 to get it; a part that fails to draw is reported in :attr:`ReportResult.errors` and the rest still renders.
@@ -25,7 +26,7 @@ import numpy as np
 
 from mednas.errors import RunDirError
 from mednas.io._atomic import write_text
-from mednas.rundir import RunDir
+from mednas.rundir import RESOLVED, RunDir, TrialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -96,32 +97,12 @@ def write_report(
     if plotlyjs not in ("inline", "beside"):
         raise ValueError(f"plotlyjs must be 'inline' or 'beside', got {plotlyjs!r}")
     rd = RunDir(run_dir)
-    rd.require(rd.summary, step="the report")
+    rd.require(rd.summary_path, step="the report")
     target = Path(out) if out is not None else rd.report
     run = _Run.load(rd, storage=storage, study_name=study_name)
     page = _Page(run)
-    page.section("overview", "Overview", page.overview)
-    page.section("search", "Search", page.search)
-    page.section("fidelity", "Proxy fidelity", page.fidelity)
-    page.section("performance", "Clinical performance", page.performance)
-    if images:
-        page.section("cases", "Cases", lambda: page.cases(n_cases))
-    else:
-        page.notes.append("case pictures left out (--no-images)")
-    page.section("trials", "Trials", page.trials)
-    page.section("data", "Data", page.data)
-    page.section("settings", "Task settings", page.settings)
-    page.section("environment", "Environment", page.environment)
-    page.section("dashboard", "Explore further", page.dashboard)
-    text, extra_files = page.render(plotlyjs, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_text(target, text)
-    size = target.stat().st_size
-    for name, content in extra_files.items():
-        path = target.parent / name
-        if not path.exists() or path.stat().st_size != len(content.encode()):
-            write_text(path, content)
-        size += path.stat().st_size
+    _add_sections(page, images=images, n_cases=n_cases)
+    size = _write_page(page, plotlyjs, target)
     result = ReportResult(
         target,
         list(page.figure_ids),
@@ -145,12 +126,44 @@ def write_report(
     return result
 
 
+def _add_sections(page: _Page, *, images: bool, n_cases: int | None) -> None:
+    """Build the report's sections in reading order (a section that fails becomes a note, not a crash)."""
+    page.section("overview", "Overview", page.overview)
+    page.section("search", "Search", page.search)
+    page.section("fidelity", "Proxy fidelity", page.fidelity)
+    page.section("performance", "Clinical performance", page.performance)
+    if images:
+        page.section("cases", "Cases", lambda: page.cases(n_cases))
+    else:
+        page.notes.append("case pictures left out (--no-images)")
+    page.section("trials", "Trials", page.trials)
+    page.section("data", "Data", page.data)
+    page.section("settings", "Task settings", page.settings)
+    page.section("environment", "Environment", page.environment)
+    page.section("dashboard", "Explore further", page.dashboard)
+
+
+def _write_page(page: _Page, plotlyjs: str, target: Path) -> int:
+    """Write the page (and ``plotly.min.js`` beside it for ``beside``); return the bytes written."""
+    text, extra_files = page.render(plotlyjs, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text(target, text)
+    size = target.stat().st_size
+    for name, content in extra_files.items():
+        path = target.parent / name
+        if not path.exists() or path.stat().st_size != len(content.encode()):
+            write_text(path, content)
+        size += path.stat().st_size
+    return size
+
+
 # ------------------------------------------------------------------------------------------ the run's records
 
 
 @dataclass
 class _Run:
-    """A run directory's records, read once."""
+    """A run directory's records, read once through :class:`RunDir` (``resolved`` is the raw mapping, shown as
+    written; ``trials`` are the typed trial records; ``retrain`` the retrained candidates' records)."""
 
     rd: RunDir
     summary: dict[str, Any]
@@ -158,38 +171,16 @@ class _Run:
     env: dict[str, Any]
     fingerprint: dict[str, Any]
     splits: dict[str, Any]
-    trials: dict[int, dict[str, Any]]
+    trials: dict[int, TrialRecord]
     retrain: dict[int, dict[str, Any]]
     storage: str | None
     study_name: str | None
 
     @classmethod
     def load(cls, rd: RunDir, *, storage: str | None, study_name: str | None) -> _Run:
-        summary = rd.read_json(rd.summary)
-        resolved: dict[str, Any] = {}
-        if rd.resolved.exists():
-            import yaml
-
-            resolved = yaml.safe_load(rd.resolved.read_text()) or {}
+        summary = rd.summary()
+        resolved = rd.resolved()
         _check_specs(rd)
-        trials = (
-            {
-                int(d.name): _read_optional(rd, d / "metrics.json")
-                for d in (rd.root / "trials").glob("*")
-                if d.name.isdigit()
-            }
-            if (rd.root / "trials").is_dir()
-            else {}
-        )
-        retrain = (
-            {
-                int(d.name): _read_optional(rd, d / "metrics.json")
-                for d in (rd.root / "retrain").glob("*")
-                if d.name.isdigit()
-            }
-            if (rd.root / "retrain").is_dir()
-            else {}
-        )
         return cls(
             rd=rd,
             summary=summary,
@@ -197,8 +188,8 @@ class _Run:
             env=_read_optional(rd, rd.env),
             fingerprint=_read_optional(rd, rd.fingerprint),
             splits=_read_optional(rd, rd.splits),
-            trials={k: v for k, v in sorted(trials.items()) if v},
-            retrain={k: v for k, v in sorted(retrain.items()) if v},
+            trials=rd.trials(),
+            retrain={n: rec for n, rec in rd.retrains().items() if rec},
             storage=storage or (rd.default_storage() if rd.study_db.exists() else None),
             study_name=study_name or (summary.get("study") or {}).get("name") or resolved.get("name"),
         )
@@ -331,6 +322,37 @@ class _Page:
 
     def overview(self) -> str:
         run, s = self.run, self.run.summary
+        best = s.get("best")
+        rb = run.retrained_best
+        fid = s.get("proxy_fidelity") or {}
+        out = self._overview_head()
+        out.append(
+            "<div class='cards'>"
+            + "".join(
+                f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{v}</div><div class='s'>{sub}</div></div>"
+                for k, v, sub in self._overview_cards()
+            )
+            + "</div>"
+        )
+        if best and rb is None:
+            out.append(
+                "<div class='note'>The best candidate so far was trained only on the proxy (low resolution, few "
+                "epochs). Retrain the leading candidates at full fidelity (<code>mednas retrain RUN_DIR</code>) "
+                "before reading its figures as a model's performance.</div>"
+            )
+        if fid.get("warning"):
+            out.append(f"<div class='note'>{_e(fid['warning'])}</div>")
+        if best:
+            out += _best_proxy_html(best)
+        else:
+            out.append(self.note("No trial has completed yet: the figures below fill in as the search runs."))
+        if rb is not None:
+            out += _retrained_html(rb, run.retrain[rb])
+        return "\n".join(out)
+
+    def _overview_head(self) -> list[str]:
+        """The title, the task line, and the banners for simulated data and augmented copies."""
+        run, s = self.run, self.run.summary
         out = [f"<h1>{_e(s.get('task') or 'run')}</h1>"]
         desc = run.resolved.get("description")
         dims = s.get("spatial_dims")
@@ -352,6 +374,11 @@ class _Page:
                 f"<div class='banner' id='augmentation'><strong>AUGMENTED COPIES.</strong> "
                 f"{_e(note or json.dumps(aug))}</div>"
             )
+        return out
+
+    def _overview_cards(self) -> list[tuple[str, str, str]]:
+        """The overview's cards as (title, value, detail): trials, best, retrained best, fidelity, export."""
+        run, s = self.run, self.run.summary
         n = s.get("n_trials") or {}
         best = s.get("best")
         cards = [
@@ -380,35 +407,8 @@ class _Page:
                 )
             )
         rb = run.retrained_best
-        fid = s.get("proxy_fidelity") or {}
         if rb is not None:
-            rec = run.retrain[rb]
-            test_obj = ((rec.get("test") or {}).get("metrics") or {}).get("objective") or {}
-            cards.append(
-                (
-                    "retrained best",
-                    f"{(rec.get('val') or {}).get('objective', float('nan')):.3f}",
-                    f"trial {rb}, validation at full fidelity; test {_fmt(test_obj.get('value'))}{_ci_span(test_obj.get('ci95'))}",
-                )
-            )
-            tau = fid.get("kendall_tau")
-            ceil = fid.get("seed_ceiling_tau")
-            ceiling_text = (
-                f"seed-noise ceiling measured here: τ {ceil:.2f}"
-                if ceil is not None
-                else "seed-noise ceiling not measured on this run"
-            )
-            cards.append(
-                (
-                    "proxy fidelity",
-                    f"τ {tau:.2f}" + (f" of {ceil:.2f}" if ceil is not None else "")
-                    if tau is not None
-                    else "n/a",
-                    f"Kendall tau over {fid.get('n')} candidates ({ceiling_text})"
-                    if tau is not None
-                    else _e(fid.get("reason") or ""),
-                )
-            )
+            cards += _retrained_cards(rb, run.retrain[rb], s.get("proxy_fidelity") or {})
         else:
             cards.append(("retrained", "not yet", "run `mednas retrain RUN_DIR`"))
         export = s.get("export") or {}
@@ -420,62 +420,7 @@ class _Page:
                     f"trial {export.get('trial')}: {_e(str(export.get('path') or 'bundle/'))}",
                 )
             )
-        out.append(
-            "<div class='cards'>"
-            + "".join(
-                f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{v}</div><div class='s'>{sub}</div></div>"
-                for k, v, sub in cards
-            )
-            + "</div>"
-        )
-        if best and rb is None:
-            out.append(
-                "<div class='note'>The best candidate so far was trained only on the proxy (low resolution, few "
-                "epochs). Retrain the leading candidates at full fidelity (<code>mednas retrain RUN_DIR</code>) "
-                "before reading its figures as a model's performance.</div>"
-            )
-        if fid.get("warning"):
-            out.append(f"<div class='note'>{_e(fid['warning'])}</div>")
-        if best:
-            out.append(f"<h3>Best candidate: trial {best['trial']} (proxy, validation)</h3>")
-            out.append(_metrics_table({"validation (proxy)": best.get("metrics") or {}}))
-            op = best.get("operating_point")
-            if op and op.get("threshold") is not None:
-                out.append(
-                    f"<p>Operating point ({_e(str(op.get('rule') or ''))}): threshold {op['threshold']:.4f}, "
-                    f"sensitivity {_fmt(op.get('sensitivity'))}, specificity {_fmt(op.get('specificity'))}.</p>"
-                )
-        else:
-            out.append(self.note("No trial has completed yet: the figures below fill in as the search runs."))
-        if rb is not None:
-            rec = run.retrain[rb]
-            out.append(
-                f"<h3>Retrained at full fidelity: trial {rb} ({'x'.join(map(str, rec.get('shape') or []))})</h3>"
-            )
-            out.append(
-                _metrics_table(
-                    {
-                        "validation": (rec.get("val") or {}).get("metrics") or {},
-                        "test (once, at the validation threshold)": (rec.get("test") or {}).get("metrics")
-                        or {},
-                    }
-                )
-            )
-            out.append(
-                "<p>Every test figure is computed at the operating threshold chosen on validation, never "
-                "re-chosen on test: a floor metric (e.g. sensitivity at a specificity floor) on test is the rate "
-                "at that threshold, and the specificity row says whether the floor held there.</p>"
-            )
-            out.append(
-                _per_class_table(
-                    {
-                        "validation": (rec.get("val") or {}).get("per_class") or {},
-                        "test": (rec.get("test") or {}).get("per_class") or {},
-                    }
-                )
-            )
-            out.append(_calibration_html(rec.get("calibration")))
-        return "\n".join(out)
+        return cards
 
     def search(self) -> str:
         run = self.run
@@ -523,13 +468,14 @@ class _Page:
         return "\n".join(out)
 
     def _trial_points(self) -> list[dict[str, Any]]:
+        """One point per recorded trial for the history plot (pruned ones at their last recorded value)."""
         pts = []
         for n, rec in self.run.trials.items():
-            state = rec.get("state") or "running"
-            values = rec.get("values")
+            state = rec.state
+            values = rec.values
             value = float(values[0]) if values and state == "complete" else None
             if state == "pruned":
-                hist = [h.get("value") for h in rec.get("history") or [] if h.get("value") is not None]
+                hist = [h.get("value") for h in rec.history or [] if h.get("value") is not None]
                 value = float(hist[-1]) if hist else None
             pts.append(
                 {
@@ -537,13 +483,13 @@ class _Page:
                     "state": state,
                     "value": value,
                     "values": values if state == "complete" else None,
-                    "ci95": (((rec.get("metrics") or {}).get("objective")) or {}).get("ci95"),
-                    "learned": rec.get("learned"),
-                    "feasible": rec.get("feasible"),
-                    "family": rec.get("family"),
-                    "params": rec.get("params"),
-                    "reason": rec.get("reason"),
-                    "duplicate_of": rec.get("duplicate_of"),
+                    "ci95": _objective_ci(rec),
+                    "learned": rec.learned,
+                    "feasible": rec.feasible,
+                    "family": rec.family,
+                    "params": rec.params,
+                    "reason": rec.reason,
+                    "duplicate_of": rec.duplicate_of,
                 }
             )
         return pts
@@ -574,7 +520,9 @@ class _Page:
         scopes: dict[str, list[Any]] = {"all trials": complete}
         by_family: dict[str, list[Any]] = {}
         for t in complete:
-            by_family.setdefault(str(t.params.get("family") or t.user_attrs.get("family")), []).append(t)
+            # The family is the trial's record's; a trial recorded on another machine has its sampled one.
+            rec = run.trials.get(t.number)
+            by_family.setdefault(str((rec.family if rec else None) or t.params.get("family")), []).append(t)
         if len(by_family) > 1:  # with one family, "all trials" is that family already
             for fam, ts in sorted(by_family.items(), key=lambda kv: -len(kv[1]))[:3]:
                 scopes[f"{fam} trials"] = ts
@@ -760,7 +708,7 @@ class _Page:
         run = self.run
         points = []
         for n, r in done.items():
-            proxy_rec = run.trials.get(n, {})
+            proxy_rec = run.trials.get(n)
             val_obj = ((r.get("val") or {}).get("metrics") or {}).get("objective") or {}
             test_obj = ((r.get("test") or {}).get("metrics") or {}).get("objective") or {}
             points.append(
@@ -769,7 +717,7 @@ class _Page:
                     "family": r.get("family"),
                     "learned": r.get("learned"),
                     "proxy": (r.get("proxy") or {}).get("value"),
-                    "proxy_ci": (((proxy_rec.get("metrics") or {}).get("objective")) or {}).get("ci95"),
+                    "proxy_ci": _objective_ci(proxy_rec),
                     "full": r["val_mean"]
                     if r.get("val_mean") is not None
                     else (r.get("val") or {}).get("objective"),
@@ -836,7 +784,7 @@ class _Page:
         # The curves describe the model export ships: the retrained one; the proxy trial's only without it.
         if best is not None and not retrained_preds:
             preds = run.predictions(run.rd.trial_dir(best))
-            rec = run.trials.get(best, {})
+            rec = run.trials.get(best) or TrialRecord(trial=best)
             if "val" in preds:
                 sources.append(
                     {
@@ -844,8 +792,8 @@ class _Page:
                         "the proxy trial, not retrained)",
                         "short": f"proxy trial {best}, val",
                         "pred": preds["val"],
-                        "metrics": rec.get("metrics") or {},
-                        "op": rec.get("operating_point"),
+                        "metrics": rec.metrics or {},
+                        "op": rec.operating_point,
                         "split": "val",
                     }
                 )
@@ -881,60 +829,90 @@ class _Page:
         return sources
 
     def _classification(self, sources: list[dict[str, Any]]) -> str:
-        from mednas.reporting import _curves as C
-
-        F = _figs()
         roc, pr, cal, confusions = [], [], [], []
         for i, src in enumerate(sources):
-            p = src["pred"]
-            finding, scores, patients = (
-                p.get("finding") or [],
-                p.get("scores") or [],
-                p.get("patients") or p.get("cases") or [],
-            )
-            if not scores or len(set(finding)) < 2:
-                self.notes.append(f"{src['label']}: curves need cases with and without the finding")
+            curves = self._classification_curves(i, src)
+            if curves is None:
                 continue
-            metrics = src["metrics"]
-            band = C.roc_band(finding, scores, patients, seed=i)
-            prb = C.pr_band(finding, scores, patients, seed=i)
-            op = dict(src.get("op") or {})
-            thr = op.get("threshold")
-            if thr is not None and math.isfinite(float(thr)):
-                m = C.confusion_at_threshold(finding, scores, float(thr))
-                tn, fp, fn, tp = m.ravel()
-                op.update(
-                    sensitivity=tp / max(1, tp + fn),
-                    specificity=tn / max(1, tn + fp),
-                    precision=(tp / (tp + fp)) if tp + fp else None,
-                    sensitivity_ci=(metrics.get("sensitivity") or {}).get("ci95"),
-                    specificity_ci=(metrics.get("specificity") or {}).get("ci95"),
-                )
-                confusions.append((src, m, float(thr)))
-            else:
-                op = {}
-                self.notes.append(
-                    f"{src['label']}: no finite operating threshold (no case could be called within the rule)"
-                )
-            auroc = metrics.get("auroc") or {}
-            auprc = metrics.get("auprc") or {}
-            roc.append(
+            roc_entry, pr_entry, confusion = curves
+            roc.append(roc_entry)
+            pr.append(pr_entry)
+            p = src["pred"]
+            cal.append(
                 {
                     "label": src["short"],
-                    "band": band,
-                    "operating_point": op,
-                    "auroc": (auroc.get("value", band.area), auroc.get("ci95") or list(band.area_ci)),
+                    "bins": _curves().calibration_bins(p.get("finding") or [], p.get("scores") or []),
                 }
             )
-            pr.append(
-                {
-                    "label": src["short"],
-                    "band": prb,
-                    "operating_point": op,
-                    "auprc": (auprc.get("value", prb.area), auprc.get("ci95") or list(prb.area_ci)),
-                }
+            if confusion is not None:
+                confusions.append(confusion)
+        return self._classification_figures(sources, roc, pr, cal, confusions)
+
+    def _classification_curves(
+        self, i: int, src: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], tuple[dict[str, Any], Any, float] | None] | None:
+        """ROC and PR entries of one prediction source, and its confusion matrix at the operating threshold
+        (None without a finite threshold); None when its cases cannot draw curves."""
+        C = _curves()
+        p = src["pred"]
+        finding, scores, patients = (
+            p.get("finding") or [],
+            p.get("scores") or [],
+            p.get("patients") or p.get("cases") or [],
+        )
+        if not scores or len(set(finding)) < 2:
+            self.notes.append(f"{src['label']}: curves need cases with and without the finding")
+            return None
+        metrics = src["metrics"]
+        band = C.roc_band(finding, scores, patients, seed=i)
+        prb = C.pr_band(finding, scores, patients, seed=i)
+        op = dict(src.get("op") or {})
+        thr = op.get("threshold")
+        confusion = None
+        if thr is not None and math.isfinite(float(thr)):
+            m = C.confusion_at_threshold(finding, scores, float(thr))
+            tn, fp, fn, tp = m.ravel()
+            op.update(
+                sensitivity=tp / max(1, tp + fn),
+                specificity=tn / max(1, tn + fp),
+                precision=(tp / (tp + fp)) if tp + fp else None,
+                sensitivity_ci=(metrics.get("sensitivity") or {}).get("ci95"),
+                specificity_ci=(metrics.get("specificity") or {}).get("ci95"),
             )
-            cal.append({"label": src["short"], "bins": C.calibration_bins(finding, scores)})
+            confusion = (src, m, float(thr))
+        else:
+            op = {}
+            self.notes.append(
+                f"{src['label']}: no finite operating threshold (no case could be called within the rule)"
+            )
+        auroc = metrics.get("auroc") or {}
+        auprc = metrics.get("auprc") or {}
+        return (
+            {
+                "label": src["short"],
+                "band": band,
+                "operating_point": op,
+                "auroc": (auroc.get("value", band.area), auroc.get("ci95") or list(band.area_ci)),
+            },
+            {
+                "label": src["short"],
+                "band": prb,
+                "operating_point": op,
+                "auprc": (auprc.get("value", prb.area), auprc.get("ci95") or list(prb.area_ci)),
+            },
+            confusion,
+        )
+
+    def _classification_figures(
+        self,
+        sources: list[dict[str, Any]],
+        roc: list[dict[str, Any]],
+        pr: list[dict[str, Any]],
+        cal: list[dict[str, Any]],
+        confusions: list[tuple[dict[str, Any], Any, float]],
+    ) -> str:
+        """The ROC and PR curves side by side, then calibration and the confusion matrices."""
+        F = _figs()
         out = []
         if roc:
             out.append("<div class='grid2'>")
@@ -1049,48 +1027,8 @@ class _Page:
         if not run.trials:
             return self.note("No trial records yet.")
         best = run.best_trial
-        rows, classes = [], []
-        for n, r in run.trials.items():
-            obj = ((r.get("metrics") or {}).get("objective")) or {}
-            state = str(r.get("state") or "running")
-            values = r.get("values") if state == "complete" else None
-            value = values[0] if values else None
-            note = []
-            if r.get("duplicate_of") is not None:
-                note.append(f"same as trial {r['duplicate_of']}")
-            if r.get("retry_of") is not None:
-                note.append(f"retry of trial {r['retry_of']}")
-            if r.get("learned") is False:
-                # A pruned one's reason already says why ("not learning: ..."); a complete one's is in not_learning.
-                why = r.get("not_learning") if state == "complete" else None
-                note.append("never started learning" + (f" ({why})" if why else ""))
-            if r.get("proxy_mean") is not None:
-                note.append(
-                    f"mean over {len(r.get('proxy_seed_values') or [])} seeds {_fmt(r['proxy_mean'])}"
-                )
-            if r.get("feasible") is False:
-                note.append("violates a constraint")
-            if r.get("reason"):
-                note.append(str(r["reason"]))
-            rows.append(
-                [
-                    f"<td class='num' data-sort='{n}'>{n}</td>",
-                    f"<td class='state-{_e(state)}'>{_e(state)}</td>",
-                    f"<td>{_e(str(r.get('family') or ''))}</td>",
-                    f"<td class='num' data-sort='{r.get('params') or 0}'>{(r.get('params') or 0):,}</td>",
-                    f"<td class='num' data-sort='{'' if value is None else value}'>{_fmt(value)}{_ci_span(obj.get('ci95'))}</td>",
-                    *[
-                        f"<td class='num'>{_fmt(v, 4)}</td>"
-                        for v in (values or [None] * len(run.names))[1 : len(run.names)]
-                    ],
-                    f"<td class='num'>{r.get('best_epoch') or ''}{'/' if r.get('epochs') else ''}{r.get('epochs') or ''}</td>",
-                    f"<td class='num' data-sort='{r.get('seconds') or 0}'>{_fmt(r.get('seconds'), 1)}</td>",
-                    f"<td>{_e(str(r.get('loss') or ''))}</td>",
-                    f"<td><code>{_e(str(r.get('spec_hash') or ''))}</code></td>",
-                    f"<td>{_e('; '.join(note))}</td>",
-                ]
-            )
-            classes.append("best" if n == best else "")
+        rows = [self._trial_cells(r) for r in run.trials.values()]
+        classes = ["best" if n == best else "" for n in run.trials]
         head = [
             "trial",
             "state",
@@ -1112,10 +1050,52 @@ class _Page:
             f"</tr></thead><tbody>{body}</tbody></table></div>"
         )
 
+    def _trial_cells(self, r: TrialRecord) -> list[str]:
+        """The cells of one trial's row in the trials table (sort keys in ``data-sort``)."""
+        names = self.run.names
+        state = r.state
+        values = r.values if state == "complete" else None
+        value = values[0] if values else None
+        return [
+            f"<td class='num' data-sort='{r.trial}'>{r.trial}</td>",
+            f"<td class='state-{_e(state)}'>{_e(state)}</td>",
+            f"<td>{_e(str(r.family or ''))}</td>",
+            f"<td class='num' data-sort='{r.params or 0}'>{(r.params or 0):,}</td>",
+            f"<td class='num' data-sort='{'' if value is None else value}'>{_fmt(value)}{_ci_span(_objective_ci(r))}</td>",
+            *[f"<td class='num'>{_fmt(v, 4)}</td>" for v in (values or [None] * len(names))[1 : len(names)]],
+            f"<td class='num'>{r.best_epoch or ''}{'/' if r.epochs else ''}{r.epochs or ''}</td>",
+            f"<td class='num' data-sort='{r.seconds or 0}'>{_fmt(r.seconds, 1)}</td>",
+            f"<td>{_e(str(r.loss or ''))}</td>",
+            f"<td><code>{_e(str(r.spec_hash or ''))}</code></td>",
+            f"<td>{_e('; '.join(_trial_note(r)))}</td>",
+        ]
+
     def data(self) -> str:
         run = self.run
-        s, fp, splits = run.summary, run.fingerprint, run.splits
-        out = []
+        s, splits = run.summary, run.splits
+        out = [
+            "<h3>Fingerprint</h3>",
+            _table(["", ""], self._fingerprint_rows(), header=False),
+            "<h3>Splits (grouped by patient)</h3>",
+            _table(["split", "cases", "patients", "cases per class index"], self._split_rows()),
+        ]
+        out.append(
+            f"<p>Split method {_e(str(splits.get('method') or ''))}, seed {_e(str(splits.get('seed', '')))}, hash "
+            f"<code>{_e(str(splits.get('hash') or ''))}</code>. The test split is read only by <code>mednas retrain"
+            "</code>, once per candidate.</p>"
+        )
+        proxy = s.get("proxy") or {}
+        out.append("<h3>Proxy</h3>")
+        out.append(
+            _table(
+                ["", ""], [[k.replace("_", " "), _e(json.dumps(v))] for k, v in proxy.items()], header=False
+            )
+        )
+        return "\n".join(out)
+
+    def _fingerprint_rows(self) -> list[list[str]]:
+        """What the data fingerprint says: cases, patients, modality, shapes, classes, normalisation, hash."""
+        s, fp = self.run.summary, self.run.fingerprint
         fs = fp.get("summary") or {}
         rows = [
             ["cases", str(fs.get("n_cases", (s.get("data") or {}).get("n_cases", "")))],
@@ -1168,9 +1148,12 @@ class _Page:
                 f"<code>{_e(str(fp.get('hash') or (s.get('data') or {}).get('fingerprint_hash') or ''))}</code>",
             ]
         )
-        out.append("<h3>Fingerprint</h3>")
-        out.append(_table(["", ""], rows, header=False))
-        out.append("<h3>Splits (grouped by patient)</h3>")
+        return rows
+
+    def _split_rows(self) -> list[list[str]]:
+        """Per split: cases, patients and (classification) cases per class index."""
+        run = self.run
+        s, fp, splits = run.summary, run.fingerprint, run.splits
         patient_of = {c.get("case"): c.get("patient") for c in fp.get("cases") or []}
         label_of = {c.get("case"): c.get("label") for c in fp.get("cases") or []}
         srows = []
@@ -1187,27 +1170,14 @@ class _Page:
                 else ""
             )
             srows.append([split, str(n), str(patients or ""), dist])
-        out.append(_table(["split", "cases", "patients", "cases per class index"], srows))
-        out.append(
-            f"<p>Split method {_e(str(splits.get('method') or ''))}, seed {_e(str(splits.get('seed', '')))}, hash "
-            f"<code>{_e(str(splits.get('hash') or ''))}</code>. The test split is read only by <code>mednas retrain"
-            "</code>, once per candidate.</p>"
-        )
-        proxy = s.get("proxy") or {}
-        out.append("<h3>Proxy</h3>")
-        out.append(
-            _table(
-                ["", ""], [[k.replace("_", " "), _e(json.dumps(v))] for k, v in proxy.items()], header=False
-            )
-        )
-        return "\n".join(out)
+        return srows
 
     def settings(self) -> str:
         import yaml
 
         run = self.run
         if not run.resolved:
-            return self.note("resolved.yaml is missing.")
+            return self.note(f"{RESOLVED} is missing.")
         from mednas.io._scrub import hide_paths
 
         shown = (
@@ -1223,7 +1193,7 @@ class _Page:
             )
         )
         return (
-            f"<p class='lead'>The validated task as the search ran it (<code>resolved.yaml</code>: presets and "
+            f"<p class='lead'>The validated task as the search ran it (<code>{RESOLVED}</code>: presets and "
             f"overrides applied; config hash <code>{_e(str(run.env.get('config_hash') or ''))}</code>).{hidden}</p>"
             f"<pre>{_e(text)}</pre>"
         )
@@ -1251,7 +1221,7 @@ class _Page:
         if shown_url.startswith("journal://"):  # optuna-dashboard takes a journal file by its path
             shown_url = shown_url[len("journal://") :]
             shown_url = shown_url[1:] if shown_url.startswith("//") else shown_url
-        from mednas.reporting._status import redact_url
+        from mednas.io._scrub import redact_url
 
         return (
             "<p>Follow a running search, or look at any run, from the command line:</p>"
@@ -1322,6 +1292,33 @@ class _Page:
 # ------------------------------------------------------------------------------------------ small helpers
 
 
+def _trial_note(r: TrialRecord) -> list[str]:
+    """What the trials table says of a trial beyond its numbers: twin, retry, not learning, seeds, constraints."""
+    note = []
+    if r.duplicate_of is not None:
+        note.append(f"same as trial {r.duplicate_of}")
+    if r.retry_of is not None:
+        note.append(f"retry of trial {r.retry_of}")
+    if r.learned is False:
+        # A pruned one's reason already says why ("not learning: ..."); a complete one's is in not_learning.
+        why = r.not_learning if r.state == "complete" else None
+        note.append("never started learning" + (f" ({why})" if why else ""))
+    proxy_mean = getattr(r, "proxy_mean", None)  # written by re-evaluation with extra seeds
+    if proxy_mean is not None:
+        note.append(f"mean over {len(getattr(r, 'proxy_seed_values', None) or [])} seeds {_fmt(proxy_mean)}")
+    if r.feasible is False:
+        note.append("violates a constraint")
+    if r.reason:
+        note.append(str(r.reason))
+    return note
+
+
+def _curves() -> Any:
+    from mednas.reporting import _curves
+
+    return _curves
+
+
 def _figs() -> Any:
     from mednas.reporting import _figures
 
@@ -1350,6 +1347,11 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return _e(str(v))
 
 
+def _objective_ci(rec: TrialRecord | None) -> list[float] | None:
+    """The 95% interval of a trial's primary objective (None without a record or an interval)."""
+    return (((rec.metrics or {}).get("objective") or {}).get("ci95")) if rec is not None else None
+
+
 def _ci_span(ci: Any) -> str:
     if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
         return ""
@@ -1360,6 +1362,70 @@ def _table(head: list[str], rows: list[list[str]], *, header: bool = True) -> st
     thead = f"<thead><tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}</tr></thead>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table>{thead}<tbody>{body}</tbody></table>"
+
+
+def _retrained_cards(rb: int, rec: dict[str, Any], fid: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The overview's cards of the retrained best candidate and of the proxy's rank agreement."""
+    test_obj = ((rec.get("test") or {}).get("metrics") or {}).get("objective") or {}
+    tau = fid.get("kendall_tau")
+    ceil = fid.get("seed_ceiling_tau")
+    ceiling_text = (
+        f"seed-noise ceiling measured here: τ {ceil:.2f}"
+        if ceil is not None
+        else "seed-noise ceiling not measured on this run"
+    )
+    return [
+        (
+            "retrained best",
+            f"{(rec.get('val') or {}).get('objective', float('nan')):.3f}",
+            f"trial {rb}, validation at full fidelity; test {_fmt(test_obj.get('value'))}{_ci_span(test_obj.get('ci95'))}",
+        ),
+        (
+            "proxy fidelity",
+            f"τ {tau:.2f}" + (f" of {ceil:.2f}" if ceil is not None else "") if tau is not None else "n/a",
+            f"Kendall tau over {fid.get('n')} candidates ({ceiling_text})"
+            if tau is not None
+            else _e(fid.get("reason") or ""),
+        ),
+    ]
+
+
+def _best_proxy_html(best: dict[str, Any]) -> list[str]:
+    """The best proxy candidate's metrics table and operating point (from the summary's ``best``)."""
+    out = [
+        f"<h3>Best candidate: trial {best['trial']} (proxy, validation)</h3>",
+        _metrics_table({"validation (proxy)": best.get("metrics") or {}}),
+    ]
+    op = best.get("operating_point")
+    if op and op.get("threshold") is not None:
+        out.append(
+            f"<p>Operating point ({_e(str(op.get('rule') or ''))}): threshold {op['threshold']:.4f}, "
+            f"sensitivity {_fmt(op.get('sensitivity'))}, specificity {_fmt(op.get('specificity'))}.</p>"
+        )
+    return out
+
+
+def _retrained_html(rb: int, rec: dict[str, Any]) -> list[str]:
+    """The retrained best candidate's validation and test metrics, per-class table and calibration."""
+    return [
+        f"<h3>Retrained at full fidelity: trial {rb} ({'x'.join(map(str, rec.get('shape') or []))})</h3>",
+        _metrics_table(
+            {
+                "validation": (rec.get("val") or {}).get("metrics") or {},
+                "test (once, at the validation threshold)": (rec.get("test") or {}).get("metrics") or {},
+            }
+        ),
+        "<p>Every test figure is computed at the operating threshold chosen on validation, never "
+        "re-chosen on test: a floor metric (e.g. sensitivity at a specificity floor) on test is the rate "
+        "at that threshold, and the specificity row says whether the floor held there.</p>",
+        _per_class_table(
+            {
+                "validation": (rec.get("val") or {}).get("per_class") or {},
+                "test": (rec.get("test") or {}).get("per_class") or {},
+            }
+        ),
+        _calibration_html(rec.get("calibration")),
+    ]
 
 
 def _metrics_table(columns: dict[str, dict[str, Any]]) -> str:

@@ -1,8 +1,12 @@
 """``mednas status``: a run's trials table and best candidate, live, also while a search runs in another process.
 
-Numbers come from the Optuna storage (running trials' epochs and intermediate objective, states, timings) merged
-with the run directory's records (``summary.json``, ``trials/<n>/metrics.json``, ``retrain/<n>/metrics.json``).
-Without a reachable storage the records alone are shown. Nothing is written.
+One rule says where each number comes from. The Optuna storage is live, so it gives a trial's state, objective
+values, intermediate values (the epoch a running trial is at), its worker's heartbeat and its start and end; the
+trial's record (:class:`mednas.rundir.TrialRecord`, ``trials/<n>/metrics.json``) gives everything else: family,
+parameters, intervals, epochs, duration, reason and flags. A trial without a record (one still running, or one
+from another machine's run directory) shows what the storage has. Without a reachable storage the records alone
+are shown. The summary and the retrained candidates are read through :class:`mednas.rundir.RunDir` too. Nothing
+is written.
 """
 
 from __future__ import annotations
@@ -11,12 +15,12 @@ import datetime as _dt
 import logging
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from mednas.errors import RunDirError
-from mednas.rundir import RunDir
+from mednas.io._scrub import redact_in_text, redact_url
+from mednas.rundir import RunDir, TrialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +65,17 @@ def read_status(
     """
     rd = RunDir(run_dir)
     if not rd.root.is_dir() or not (
-        rd.resolved.exists() or rd.summary.exists() or (rd.root / "trials").is_dir()
+        rd.resolved_path.exists() or rd.summary_path.exists() or (rd.root / "trials").is_dir()
     ):
         raise RunDirError(f"{rd.root}: not a run directory (run `mednas search` first)")
-    summary = _read(rd, rd.summary)
+    summary = _summary(rd)
     resolved = _resolved(rd)
     name = study_name or (summary.get("study") or {}).get("name") or resolved.get("name")
     url = storage or (rd.default_storage() if rd.study_db.exists() else None)
-    records = _trial_records(rd)
     study, storage_error = _open_study(url, name) if url and name else (None, None)
     epochs_total = _proxy_epochs(summary, resolved)
     now = _dt.datetime.now()
-    trials = _merge_trials(study, records, epochs_total, now, url)
+    trials = _merge_trials(rd, study, epochs_total, now, url)
     source = "storage" if study is not None else "records"
     rows = [trials[n] for n in sorted(trials)]
     counts = _counts(rows)
@@ -112,30 +115,36 @@ def _open_study(url: str, name: str) -> tuple[Any, str | None]:
     try:
         return _load_study(url, name), None
     except Exception as exc:  # noqa: BLE001 - status must work from the records when the storage is away
-        storage_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        # A driver's message may quote the URL, password included.
+        message = redact_in_text(str(exc).splitlines()[0] if str(exc) else "", url)
+        storage_error = f"{type(exc).__name__}: {message}"
         logger.debug("status: storage %s unavailable: %s", redact_url(url), storage_error)
         return None, storage_error
 
 
 def _merge_trials(
+    rd: RunDir,
     study: Any,
-    records: dict[int, dict[str, Any]],
     epochs_total: int | None,
     now: _dt.datetime,
     url: str | None,
 ) -> dict[int, dict[str, Any]]:
-    """One row per trial: from the storage (with its record) where the study is reachable, else from the record."""
+    """One row per trial: from the storage (with its record) where the study is reachable, else from the record.
+
+    A trial folder without a readable record yet is a trial that is running (or whose worker died before it
+    wrote one): without the storage it shows as running.
+    """
+    records = rd.trials()
     trials: dict[int, dict[str, Any]] = {}
     journal = url is not None and (url.startswith("journal://") or url.endswith((".log", ".journal")))
     if study is not None:
         for ft in study.get_trials(deepcopy=False):
-            trials[ft.number] = _from_storage(ft, records.get(ft.number, {}), epochs_total, now)
-            trials[ft.number]["lost"] = (
-                _lost(ft, journal) if trials[ft.number]["state"] == "running" else False
-            )
-    for number, rec in records.items():
+            row = _from_storage(ft, records.get(ft.number), epochs_total, now)
+            row["lost"] = _lost(ft, journal) if row["state"] == "running" else False
+            trials[ft.number] = row
+    for number in rd.trial_numbers():
         if number not in trials:
-            trials[number] = _from_record(number, rec, epochs_total)
+            trials[number] = _from_record(records.get(number) or TrialRecord(trial=number), epochs_total)
     return trials
 
 
@@ -179,141 +188,148 @@ def format_status(status: dict[str, Any], *, max_rows: int | None = None) -> str
         status: What :func:`read_status` returned.
         max_rows: Show at most this many trial rows (running trials, the best and the latest first kept).
     """
-    lines: list[str] = []
     names = status["objective"]["names"] or ["objective"]
+    lines = _head_lines(status, names)
+    best = status.get("best")
+    lines.append(_best_line(best, names))
+    lines += _trial_lines(status["trials"], best["trial"] if best else None, max_rows)
+    lines += _retrain_lines(status.get("retrain") or [], status.get("proxy_fidelity") or {})
+    return "\n".join(lines)
+
+
+def _head_lines(status: dict[str, Any], names: list[str]) -> list[str]:
+    """The task, where the study lives and its objective, the progress line and whether the search runs."""
     directions = status["objective"]["directions"] or ["maximize"]
     head = f"mednas status: {status['task']} ({status['run_dir']})"
     if status.get("simulated_data"):
         head += "  [SIMULATED data]"
-    lines.append(head)
     where = status["storage"] or "no storage found (run-directory records only)"
-    lines.append(
+    lines = [
+        head,
         f"  study {status['study']} in {where}; objective "
-        + ", ".join(f"{n} ({d})" for n, d in zip(names, directions))
-    )
+        + ", ".join(f"{n} ({d})" for n, d in zip(names, directions)),
+    ]
     if status.get("storage_error"):
         lines.append(
             f"  storage not readable ({status['storage_error']}); showing run-directory records only"
         )
+    lines.append(f"  progress: {_progress(status)}")
+    lines.append(f"  search: {_search_state(status)}")
+    return lines
+
+
+def _progress(status: dict[str, Any]) -> str:
+    """``3/4 finished (2 complete, 1 pruned, ...), 1 running; elapsed 5m02s, ~2m00s left``."""
     c = status["counts"]
     target = status["target"]
     progress = f"{status['finished']}/{target} finished" if target else f"{status['finished']} finished"
-    lines.append(
-        f"  progress: {progress} ({c['complete']} complete, {c['pruned']} pruned, {c['infeasible']} infeasible, "
+    left = (
+        f", ~{_duration(status['remaining_s'])} left"
+        if status.get("running", True) and status.get("remaining_s")
+        else ""
+    )
+    return (
+        f"{progress} ({c['complete']} complete, {c['pruned']} pruned, {c['infeasible']} infeasible, "
         f"{c['failed']} failed"
         + (f"; {c['not_learning']} never started learning" if c.get("not_learning") else "")
         + f"), {c['running']} running"
         + (f", {c['waiting']} waiting" if c.get("waiting") else "")
         + f"; elapsed {_duration(status['elapsed_s'])}"
+        + left
+    )
+
+
+def _best_line(best: dict[str, Any] | None, names: list[str]) -> str:
+    """The best candidate so far: trial, family, parameters and objective values with the primary's interval."""
+    if not best:
+        return "  best so far: none (no trial has completed yet)"
+    ci = best.get("ci95")
+    ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci and None not in ci else ""
+    return (
+        f"  best so far: trial {best['trial']}, {best.get('family') or '?'}"
+        + (f", {best['params']:,} parameters" if best.get("params") else "")
+        + f": {names[0]} {best['values'][0]:.4f}{ci_text}"
         + (
-            f", ~{_duration(status['remaining_s'])} left"
-            if status.get("running", True) and status.get("remaining_s")
+            f"; other objectives {', '.join(f'{v:.4g}' for v in best['values'][1:])}"
+            if len(best["values"]) > 1
             else ""
         )
     )
-    lines.append(f"  search: {_search_state(status)}")
-    best = status.get("best")
-    if best:
-        ci = best.get("ci95")
-        ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci and None not in ci else ""
+
+
+def _trial_lines(rows: list[dict[str, Any]], best: int | None, max_rows: int | None) -> list[str]:
+    """The trials table (at most ``max_rows`` rows), preceded by a blank line; nothing without trials."""
+    if not rows:
+        return []
+    shown = _pick_rows(rows, best, max_rows)
+    table = [["trial", "state", "family", "params", "objective", "epochs", "seconds", "reason / note"]]
+    for r in shown:
+        table.append(
+            [
+                str(r["number"]),
+                r["state"],
+                r.get("family") or "",
+                f"{r['params']:,}" if r.get("params") else "",
+                _objective_cell(r),
+                _epochs_cell(r),
+                f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
+                _note(r),
+            ]
+        )
+    lines = ["", *_table(table)]
+    if len(shown) < len(rows):
+        lines.append(f"  ... {len(rows) - len(shown)} more trial(s); --all or --json lists every one")
+    return lines
+
+
+def _retrain_lines(retrain: list[dict[str, Any]], fid: dict[str, Any]) -> list[str]:
+    """The retrained candidates' table and the proxy's rank agreement; nothing before a retraining."""
+    if not retrain:
+        return []
+    table = [["trial", "state", "epoch", "val objective", "test objective", "seconds", "reason"]]
+    for r in retrain:
+        table.append(
+            [
+                str(r["trial"]),
+                r["state"],
+                _epochs_cell(r),
+                _num(r.get("val")),
+                _num(r.get("test")),
+                f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
+                (r.get("reason") or "")[:60],
+            ]
+        )
+    lines = ["", "  retrain (full fidelity):", *_table(table, indent="    ")]
+    if fid.get("kendall_tau") is not None:
+        ceil = fid.get("seed_ceiling_tau")
         lines.append(
-            f"  best so far: trial {best['trial']}, {best.get('family') or '?'}"
-            + (f", {best['params']:,} parameters" if best.get("params") else "")
-            + f": {names[0]} {best['values'][0]:.4f}{ci_text}"
+            f"    proxy fidelity: Kendall tau {fid['kendall_tau']:.2f} over {fid.get('n')} candidates "
             + (
-                f"; other objectives {', '.join(f'{v:.4g}' for v in best['values'][1:])}"
-                if len(best["values"]) > 1
-                else ""
+                f"(seed-noise ceiling measured on this run: tau {ceil:.2f})"
+                if ceil is not None
+                else "(seed-noise ceiling not measured on this run: `mednas retrain RUN_DIR --seeds 2`)"
             )
         )
-    else:
-        lines.append("  best so far: none (no trial has completed yet)")
-    rows = status["trials"]
-    shown = _pick_rows(rows, best["trial"] if best else None, max_rows)
-    if rows:
-        lines.append("")
-        table = [["trial", "state", "family", "params", "objective", "epochs", "seconds", "reason / note"]]
-        for r in shown:
-            table.append(
-                [
-                    str(r["number"]),
-                    r["state"],
-                    r.get("family") or "",
-                    f"{r['params']:,}" if r.get("params") else "",
-                    _objective_cell(r),
-                    _epochs_cell(r),
-                    f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
-                    _note(r),
-                ]
-            )
-        lines += _table(table)
-        if len(shown) < len(rows):
-            lines.append(f"  ... {len(rows) - len(shown)} more trial(s); --all or --json lists every one")
-    retrain = status.get("retrain") or []
-    if retrain:
-        lines.append("")
-        lines.append("  retrain (full fidelity):")
-        table = [["trial", "state", "epoch", "val objective", "test objective", "seconds", "reason"]]
-        for r in retrain:
-            table.append(
-                [
-                    str(r["trial"]),
-                    r["state"],
-                    _epochs_cell(r),
-                    _num(r.get("val")),
-                    _num(r.get("test")),
-                    f"{r['seconds']:.1f}" if r.get("seconds") is not None else "",
-                    (r.get("reason") or "")[:60],
-                ]
-            )
-        lines += _table(table, indent="    ")
-        fid = status.get("proxy_fidelity") or {}
-        if fid.get("kendall_tau") is not None:
-            ceil = fid.get("seed_ceiling_tau")
-            lines.append(
-                f"    proxy fidelity: Kendall tau {fid['kendall_tau']:.2f} over {fid.get('n')} candidates "
-                + (
-                    f"(seed-noise ceiling measured on this run: tau {ceil:.2f})"
-                    if ceil is not None
-                    else "(seed-noise ceiling not measured on this run: `mednas retrain RUN_DIR --seeds 2`)"
-                )
-            )
-    return "\n".join(lines)
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ reading
 
 
-def redact_url(url: str) -> str:
-    """Hide the password of a storage URL: ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
-def _read(rd: RunDir, path: Path) -> dict[str, Any]:
+def _summary(rd: RunDir) -> dict[str, Any]:
+    """The run's summary; ``{}`` while none is written or while a running search rewrites it (the next call reads it)."""
     try:
-        return rd.read_json(path) if path.exists() else {}
+        return rd.summary()
     except RunDirError:
-        return {}  # being rewritten by a running search: the next call reads it
-
-
-def _resolved(rd: RunDir) -> dict[str, Any]:
-    import yaml
-
-    try:
-        return yaml.safe_load(rd.resolved.read_text()) or {} if rd.resolved.exists() else {}
-    except (OSError, yaml.YAMLError):
         return {}
 
 
-def _trial_records(rd: RunDir) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
-    base = rd.root / "trials"
-    if not base.is_dir():
-        return out
-    for d in base.iterdir():
-        if d.name.isdigit():
-            out[int(d.name)] = _read(rd, d / "metrics.json")
-    return out
+def _resolved(rd: RunDir) -> dict[str, Any]:
+    """The resolved task as a plain mapping (status only displays it); ``{}`` when missing or unreadable."""
+    try:
+        return rd.resolved()
+    except RunDirError:
+        return {}
 
 
 def _proxy_epochs(summary: dict[str, Any], resolved: dict[str, Any]) -> int | None:
@@ -340,7 +356,7 @@ def _load_study(url: str, name: str) -> Any:
     else:
         if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
             raise FileNotFoundError(url[len("sqlite:///") :])
-        from mednas.study._study import storage_engine_kwargs  # bounded waits on a silent server
+        from mednas.rundir._storage import storage_engine_kwargs  # bounded waits on a silent server
 
         storage = optuna.storages.RDBStorage(
             url,
@@ -366,76 +382,116 @@ def _state(ft: Any) -> str:
 
 
 def _from_storage(
-    ft: Any, rec: dict[str, Any], epochs_total: int | None, now: _dt.datetime
+    ft: Any, rec: TrialRecord | None, epochs_total: int | None, now: _dt.datetime
 ) -> dict[str, Any]:
-    attrs = ft.user_attrs
+    """A trial's row: the storage for what is live (state, values, intermediate values, start and end), the
+    record for everything else; a trial without a record shows what the storage has (:func:`_unrecorded`)."""
     state = _state(ft)
     history = {int(k): float(v) for k, v in (ft.intermediate_values or {}).items()}
-    if not history and attrs.get("primary_history"):
-        history = {int(k): float(v) for k, v in attrs["primary_history"].items()}
+    if not history and ft.user_attrs.get("primary_history"):
+        history = {int(k): float(v) for k, v in ft.user_attrs["primary_history"].items()}
+    known = _recorded(rec) if rec is not None else _unrecorded(ft)
     start, end = ft.datetime_start, ft.datetime_complete
-    seconds = rec.get("seconds")
+    seconds = known["seconds"]  # the trial's own measure; the storage's clock for a trial that has none yet
     if seconds is None and start is not None:
         seconds = ((end or now) - start).total_seconds()
     # A pruned trial carries its last intermediate value; only a complete trial has an objective.
     objective = float(ft.values[0]) if ft.values and state == "complete" else None
-    partial = history[max(history)] if history and objective is None else None
-    metrics = rec.get("metrics") or {}
-    ci = (metrics.get("objective") or {}).get("ci95")
-    reason = rec.get("reason") or attrs.get("infeasible") or attrs.get("fail_reason")
-    if state == "complete" and attrs.get("feasible") is False:
+    reason = known["reason"]
+    if state == "complete" and known["feasible"] is False:
         reason = reason or "violates a constraint: " + ", ".join(
-            c["constraint"] for c in rec.get("constraints") or [] if (c.get("violation") or 0) > 0
+            c["constraint"] for c in known["constraints"] if (c.get("violation") or 0) > 0
         )
     return {
         "number": ft.number,
         "state": state,
-        "family": attrs.get("family") or ft.params.get("family") or rec.get("family"),
-        "params": attrs.get("params") or rec.get("params"),
+        "family": known["family"],
+        "params": known["params"],
         "objective": objective,
         "values": list(ft.values) if ft.values and state == "complete" else None,
-        "partial": partial,
-        "ci95": ci,
-        "epoch": max(history) if history else (rec.get("epochs") if state == "complete" else None),
-        "epochs": rec.get("epochs") if state == "complete" and rec.get("epochs") else epochs_total,
-        "best_epoch": rec.get("best_epoch"),
+        "partial": history[max(history)] if history and objective is None else None,
+        "ci95": known["ci95"],
+        "epoch": max(history) if history else (known["epochs"] if state == "complete" else None),
+        "epochs": known["epochs"] if state == "complete" and known["epochs"] else epochs_total,
+        "best_epoch": known["best_epoch"],
         "seconds": seconds,
         "reason": reason,
-        "learned": attrs.get("learned", rec.get("learned")),
-        "not_learning": attrs.get("not_learning", rec.get("not_learning")),
-        "proxy_mean": rec.get("proxy_mean"),
-        "feasible": attrs.get("feasible", rec.get("feasible")),
-        "duplicate_of": attrs.get("duplicate_of", rec.get("duplicate_of")),
-        "retry_of": attrs.get("retry_of", rec.get("retry_of")),
+        **{key: known[key] for key in _FLAGS},
         "started": start.astimezone().isoformat(timespec="seconds") if start else None,
-        "sampled": {k: v for k, v in ft.params.items()},
+        "sampled": dict(ft.params),
     }
 
 
-def _from_record(number: int, rec: dict[str, Any], epochs_total: int | None) -> dict[str, Any]:
-    history = rec.get("history") or []
-    values = rec.get("values")
-    state = rec.get("state") or "running"
+#: Row fields that say what became of a trial, in the order ``--json`` lists them.
+_FLAGS = ("learned", "not_learning", "proxy_mean", "feasible", "duplicate_of", "retry_of")
+
+
+def _recorded(rec: TrialRecord) -> dict[str, Any]:
+    """What a trial's record says about it beyond the storage's live state."""
     return {
-        "number": number,
+        "family": rec.family,
+        "params": rec.params,
+        "ci95": ((rec.metrics or {}).get("objective") or {}).get("ci95"),
+        "epochs": rec.epochs,
+        "best_epoch": rec.best_epoch,
+        "seconds": rec.seconds,
+        "reason": rec.reason,
+        "constraints": rec.constraints or [],
+        "learned": rec.learned,
+        "not_learning": rec.not_learning,
+        "proxy_mean": getattr(rec, "proxy_mean", None),  # written by re-evaluation (not a declared field)
+        "feasible": rec.feasible,
+        "duplicate_of": rec.duplicate_of,
+        "retry_of": rec.retry_of,
+    }
+
+
+def _unrecorded(ft: Any) -> dict[str, Any]:
+    """What the storage knows of a trial without a record here: still running, or recorded on another machine.
+
+    Only the attributes the search keeps in the storage are read (the sampled family, why a candidate was
+    rejected, the ranking flags, twins and retries); the rest is unknown.
+    """
+    attrs = ft.user_attrs
+    return {
+        "family": ft.params.get("family"),
+        "params": None,
+        "ci95": None,
+        "epochs": None,
+        "best_epoch": None,
+        "seconds": None,
+        "reason": attrs.get("infeasible"),
+        "constraints": [],
+        "learned": attrs.get("learned"),
+        "not_learning": None,
+        "proxy_mean": None,
+        "feasible": attrs.get("feasible"),
+        "duplicate_of": attrs.get("duplicate_of"),
+        "retry_of": attrs.get("retry_of"),
+    }
+
+
+def _from_record(rec: TrialRecord, epochs_total: int | None) -> dict[str, Any]:
+    """A trial's row from its record alone (no storage): the last recorded epoch stands for a running one's."""
+    history = rec.history or []
+    values = rec.values
+    state = rec.state
+    known = _recorded(rec)
+    return {
+        "number": rec.trial,
         "state": state,
-        "family": rec.get("family"),
-        "params": rec.get("params"),
+        "family": rec.family,
+        "params": rec.params,
         "objective": float(values[0]) if values else None,
         "values": values,
         "partial": history[-1].get("value") if history and not values else None,
-        "ci95": ((rec.get("metrics") or {}).get("objective") or {}).get("ci95"),
+        "ci95": known["ci95"],
         "epoch": history[-1].get("epoch") if history else None,
-        "epochs": rec.get("epochs") if state == "complete" else epochs_total,
-        "best_epoch": rec.get("best_epoch"),
-        "seconds": rec.get("seconds"),
-        "reason": rec.get("reason"),
-        "learned": rec.get("learned"),
-        "not_learning": rec.get("not_learning"),
-        "proxy_mean": rec.get("proxy_mean"),
-        "feasible": rec.get("feasible"),
-        "duplicate_of": rec.get("duplicate_of"),
-        "retry_of": rec.get("retry_of"),
+        "epochs": rec.epochs if state == "complete" else epochs_total,
+        "best_epoch": rec.best_epoch,
+        "seconds": rec.seconds,
+        "reason": rec.reason,
+        **{key: known[key] for key in _FLAGS},
         "started": None,
         "sampled": None,
     }
@@ -535,7 +591,7 @@ def _best(
         and r.get("feasible") is not False
         and r.get("duplicate_of") is None
     ]
-    # The search's rule (mednas.study.best_trials): candidates that never learned come last, then the objective
+    # The search's rule (mednas.rundir.best_trials): candidates that never learned come last, then the objective
     # (the seed mean of candidates re-evaluated with extra seeds).
     live = min(
         pool,
@@ -576,20 +632,15 @@ def _best(
 
 
 def _retrain_rows(rd: RunDir) -> list[dict[str, Any]]:
-    base = rd.root / "retrain"
-    if not base.is_dir():
-        return []
+    """One row per retrained candidate that has a record, by trial number."""
     rows = []
-    for d in sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
-        rec = _read(rd, d / "metrics.json")
-        if not rec:
-            continue
+    for number, rec in rd.retrains().items():
         history = rec.get("history") or []
         val = (rec.get("val") or {}).get("objective")
         test = (((rec.get("test") or {}).get("metrics") or {}).get("objective") or {}).get("value")
         rows.append(
             {
-                "trial": int(d.name),
+                "trial": number,
                 "state": rec.get("state"),
                 "epoch": rec.get("epochs") or (len(history) or None),
                 "epochs": rec.get("max_epochs") or rec.get("epochs"),

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mednas._progress import ProgressBar
 from mednas.config import TaskConfig
 from mednas.data import ArrayData, DataPlan
 from mednas.retraining._fidelity import (
@@ -256,34 +256,12 @@ def calibrate_proxy(
     bar = _Progress(enabled=show_progress)
     try:
         plan = plan_data(task, rd, salt=read_or_create_salt(rd), progress=bar.stage)
-        if not rd.resolved.exists():
-            from mednas.config import task_to_dict
-            from mednas.io._atomic import write_yaml
-
-            write_yaml(rd.resolved, task_to_dict(task))
+        if not rd.resolved_path.exists():
+            rd.write_task(task)
         settings, specs, full = _design(task, plan, grid, n_specs, full_epochs)
         cal = _Calibration(task, rd, plan, specs, settings, full, dev, min_tau, full_seeds, proxy_seeds)
-        wanted = {
-            _run_key(c, st, k)
-            for c in specs
-            for st in [*settings, None]
-            for k in range(full_seeds if st is None else proxy_seeds)
-        }
-        bar.start(len(wanted), len(wanted & set(cal.runs)))
-        logger.info(
-            "calibrate-proxy %s: %d specs x %d proxy settings (%d seed%s) + full fidelity (%s, up to %d epochs, %d "
-            "seed%s), device %s",
-            task.name,
-            len(specs),
-            len(settings),
-            proxy_seeds,
-            "" if proxy_seeds == 1 else "s",
-            "x".join(map(str, full.shape)),
-            full.epochs,
-            full_seeds,
-            "" if full_seeds == 1 else "s",
-            dev,
-        )
+        bar.start(*cal.counts())
+        _log_start(task, cal, dev)
         # Cheap settings first, full fidelity last: the table fills in cost order.
         for setting in [*settings, None]:
             cal.train_setting(setting, bar)
@@ -299,14 +277,32 @@ def _open_run_dir(task: TaskConfig, run_dir: str | os.PathLike[str]) -> RunDir:
     from mednas.config import config_hash
 
     rd = RunDir(run_dir)
-    if rd.resolved.exists():
-        from mednas.config import load_task, load_yaml
+    if rd.resolved_path.exists():
         from mednas.errors import RunDirError
 
-        if config_hash(load_task(load_yaml(rd.resolved))) != config_hash(task):
+        if config_hash(rd.task()) != config_hash(task):
             raise RunDirError(f"{rd.root} holds a run of a different configuration; use another --run-dir")
     rd.root.mkdir(parents=True, exist_ok=True)
     return rd
+
+
+def _log_start(task: TaskConfig, cal: _Calibration, device: str) -> None:
+    """Log what the calibration trains: specs, proxy settings and full fidelity, seeds, device."""
+    full, full_seeds, proxy_seeds = cal.full, cal.full_seeds, cal.proxy_seeds
+    logger.info(
+        "calibrate-proxy %s: %d specs x %d proxy settings (%d seed%s) + full fidelity (%s, up to %d epochs, %d "
+        "seed%s), device %s",
+        task.name,
+        len(cal.specs),
+        len(cal.settings),
+        proxy_seeds,
+        "" if proxy_seeds == 1 else "s",
+        "x".join(map(str, full.shape)),
+        full.epochs,
+        full_seeds,
+        "" if full_seeds == 1 else "s",
+        device,
+    )
 
 
 def _design(
@@ -387,6 +383,16 @@ class _Calibration:
             )
             return runs
         return {}
+
+    def counts(self) -> tuple[int, int]:
+        """How many trainings the calibration has, and how many of them are already recorded."""
+        wanted = {
+            _run_key(c, st, k)
+            for c in self.specs
+            for st in [*self.settings, None]
+            for k in range(self.full_seeds if st is None else self.proxy_seeds)
+        }
+        return len(wanted), len(wanted & set(self.runs))
 
     def seed_of(self, i: int, k: int) -> int:
         """The seed of spec ``i``'s training number ``k`` (at every setting the same)."""
@@ -737,50 +743,33 @@ def _recommend(
 
 
 class _Progress:
-    """A tqdm bar on stderr over all trainings: which setting, which spec, which epoch."""
+    """The calibration's progress bar over all trainings: which setting, which spec, which epoch.
+
+    The bar appears once the number of trainings is known (:meth:`start`); preparation stages before it are
+    logged only.
+    """
 
     def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled and os.environ.get("MEDNAS_NO_PROGRESS") != "1"
-        self.bar: Any = None
-        self.prefix = "calibrate"
-        self._last = 0.0
+        self.enabled = enabled
+        self.bar: ProgressBar | None = None
+        #: What the bar says of the training in progress (``scale 0.5 x 2 ep, spec 3/8``).
+        self.detail = ""
 
     def start(self, total: int, done: int) -> None:
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=total,
-                initial=min(done, total),
-                desc="calibrate",
-                unit="training",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=True,
-                mininterval=0.5 if sys.stderr.isatty() else 5.0,
-            )
-
-    def _refresh(self) -> None:
-        now = time.monotonic()
-        if self.bar is not None and now - self._last >= self.bar.mininterval:
-            self._last = now
-            self.bar.refresh()
+        self.bar = ProgressBar("calibrate", total=total, initial=done, unit="training", enabled=self.enabled)
 
     def stage(self, name: str, done: int, total: int) -> None:
         if self.bar is not None:
-            self.bar.set_description_str(f"calibrate [{name} {done}/{total}]", refresh=False)
-            self._refresh()
+            self.bar.describe(f"{name} {done}/{total}")
 
     def run(self, label: str, i: int, n: int) -> None:
-        self.prefix = f"calibrate [{label}, spec {i + 1}/{n}"
+        self.detail = f"{label}, spec {i + 1}/{n}"
         if self.bar is not None:
-            self.bar.set_description_str(self.prefix + "]", refresh=False)
-            self._refresh()
+            self.bar.describe(self.detail)
 
     def epoch(self, epoch: int, epochs: int) -> None:
         if self.bar is not None:
-            self.bar.set_description_str(f"{self.prefix}, epoch {epoch}/{epochs}]", refresh=False)
-            self._refresh()
+            self.bar.describe(f"{self.detail}, epoch {epoch}/{epochs}")
 
     def advance(self) -> None:
         if self.bar is not None:

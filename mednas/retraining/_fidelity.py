@@ -253,9 +253,7 @@ def proxy_fidelity(
     done = [i for i in range(n_c) if _finite(full[i])]
     not_learning = [int(trials[i]) for i in done if not learned[i]]
     ranked = [i for i in done if learned[i] and _finite(proxy[i])]
-    sign = 1.0 if maximize else -1.0
-    a = [sign * float(proxy[i]) for i in ranked]  # type: ignore[arg-type]
-    b = [sign * float(full[i]) for i in ranked]  # type: ignore[arg-type]
+    a, b = _oriented(proxy, ranked, maximize), _oriented(full, ranked, maximize)
     tau, p, rho, reason = rank_agreement(a, b)
     interval = bootstrap_tau_interval(a, b, seed=seed) if tau is not None else None
     ceiling = _ceiling_of(full_seeds, ranked, n_seeds, maximize=maximize, seed=seed)
@@ -275,11 +273,7 @@ def proxy_fidelity(
         **_candidate_fields(trials, full, sds, done, ranked, not_learning),
         "top1_trial": None,
         "best_full_trial": None,
-        "ceiling": {
-            "kendall_tau": ceiling["kendall_tau"],
-            "measured": ceiling["kendall_tau"] is not None,
-            "note": ceiling_note(ceiling["kendall_tau"]),
-        },
+        "ceiling": _ceiling_reading(ceiling["kendall_tau"]),
         "reason": reason,
         "warning": None,
     }
@@ -291,6 +285,17 @@ def proxy_fidelity(
     if tau is not None:
         _add_notes(record, tau, len(ranked), n_seeds)
     return record
+
+
+def _oriented(scores: Sequence[float | None], keep: list[int], maximize: bool) -> list[float]:
+    """The scores at ``keep``, negated for an objective to minimise (so higher ranks first either way)."""
+    sign = 1.0 if maximize else -1.0
+    return [sign * float(scores[i]) for i in keep]  # type: ignore[arg-type]
+
+
+def _ceiling_reading(tau: float | None) -> dict[str, Any]:
+    """The record's ``ceiling``: the seed-noise ceiling's tau, whether it was measured, and the note to read it."""
+    return {"kendall_tau": tau, "measured": tau is not None, "note": ceiling_note(tau)}
 
 
 def _full_scores(

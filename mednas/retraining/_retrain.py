@@ -14,22 +14,25 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mednas._progress import ProgressBar
 from mednas.config import TaskConfig
 from mednas.data import ArrayData, DataPlan
 from mednas.errors import RunDirError
 from mednas.retraining._fidelity import mean_std, proxy_fidelity
-from mednas.rundir import RunDir
+from mednas.rundir import RunDir, TrialRecord
 from mednas.train import PATCH_OVERLAP, Fidelity, space_context, space_for, train_candidate
+
+if TYPE_CHECKING:
+    from mednas.train import TrainedCandidate
 
 logger = logging.getLogger("mednas.retraining")
 
@@ -56,15 +59,15 @@ class RetrainResult:
 def select_candidates(study: Any, k: int) -> list[Any]:
     """Return the ``k`` trials to retrain, best proxy objective first.
 
-    Single objective: the best complete trials (:func:`mednas.study.best_trials`: trials that violate a
+    Single objective: the best complete trials (:func:`mednas.rundir.best_trials`: trials that violate a
     constraint are left out, candidates that never started learning come last). Several objectives: the Pareto
-    front (:func:`mednas.study.pareto_front`), ordered by the first objective, at most ``k``. A trial that
+    front (:func:`mednas.rundir.pareto_front`), ordered by the first objective, at most ``k``. A trial that
     re-used the score of an identical candidate (``duplicate_of``: same architecture, loss and sampling) is
     skipped: that candidate is retrained once.
     """
     from optuna.trial import TrialState
 
-    from mednas.study import best_trials, pareto_front
+    from mednas.rundir import best_trials, pareto_front
 
     if len(study.directions) > 1:
         ranked = pareto_front(study)
@@ -96,15 +99,14 @@ def _open_run_study(rd: RunDir, task: TaskConfig, storage: str | None, study_nam
     import optuna
 
     from mednas.config import config_hash
-    from mednas.study import make_storage
+    from mednas.rundir import make_storage
 
     if storage is None and not rd.study_db.exists():
         raise RunDirError(
             f"{rd.root}: study.db is missing; pass the --storage (and --study-name) the search used"
         )
     url = storage or rd.default_storage()
-    summary = rd.read_json(rd.summary) if rd.summary.exists() else {}
-    name = study_name or (summary.get("study") or {}).get("name") or task.name
+    name = study_name or (rd.summary().get("study") or {}).get("name") or task.name
     try:
         study = optuna.load_study(study_name=name, storage=make_storage(url))
     except KeyError:
@@ -205,14 +207,13 @@ def run_retrain(
         >>> result.fidelity["kendall_tau"]  # doctest: +SKIP
     """
     from mednas._threads import configure_threads
-    from mednas.config import load_task, load_yaml
     from mednas.data import plan_data, read_or_create_salt
     from mednas.train import select_device
 
     _check_counts(top_k, seeds)
     rd = RunDir(run_dir)
-    rd.require(rd.resolved, rd.splits, step="retrain")
-    task = load_task(load_yaml(rd.resolved))
+    rd.require(rd.resolved_path, rd.splits, step="retrain")
+    task = rd.task()
     configure_threads(threads, task_threads=task.training.threads)
     dev = select_device(device or task.device)
     study = _open_run_study(rd, task, storage, study_name)
@@ -353,78 +354,35 @@ def _retrain_one(
     n_resamples: int | None,
     k: int = 0,
 ) -> dict[str, Any]:
-    from mednas.io._atomic import read_json
+    """Train seed ``k`` of one candidate and test it once; a training finished at these settings is skipped.
+
+    Returns:
+        The record of ``retrain/<n>/metrics.json`` (``seed-<k>/metrics.json`` for a later seed): complete, or
+        failed with its reason (a re-run retries a failed or interrupted training).
+    """
     from mednas.train import TrainingDiverged
 
     n = trial.number
     cdir = seed_dir(rd, n, k)
-    metrics_path, ckpt = cdir / "metrics.json", cdir / "checkpoint.pt"
+    ckpt = cdir / "checkpoint.pt"
     seed = _seed(task, n, k)
-    previous = read_json(metrics_path) if metrics_path.exists() else None
+    previous = rd.retrained(n, seed_dir=cdir)
     if previous is not None and previous.get("state") == "complete" and _same_budget(previous, full, seed):
         ckpt.unlink(missing_ok=True)
-        logger.info(
-            "trial %d%s: already retrained (val %s = %.4f); skipped",
-            n,
-            f" seed {k + 1}" if k else "",
-            task.objective.name,
-            previous["val"]["objective"],
-        )
-        bar.done(previous["val"]["objective"], n)
-        return previous
+        return _skipped(task, previous, k, bar)
     cdir.mkdir(parents=True, exist_ok=True)
     log = _Log(rd, cdir / "log.txt")
     if previous is not None and not _same_budget(previous, full, seed):
-        if ckpt.exists():
-            log(
-                "settings changed since the last session (shape, patch, epochs or patience): starting this candidate afresh"
-            )
-        ckpt.unlink(missing_ok=True)
+        _forget_checkpoint(ckpt, log)
     spec = _load_spec(rd, task, plan, trial)
     adapted = space_for(task, spec.family).adapt_to_shape(spec, full.net_shape)
     rd.write_json(cdir / "spec.json", adapted.to_dict())
-    proxy_rec = _trial_record(rd, n)
-    record: dict[str, Any] = {
-        "trial": n,
-        "state": "running",
-        "reason": None,
-        "seed": seed,
-        "seed_index": k,
-        **full.to_dict(),
-        "family": spec.family,
-        "target": spec.target,
-        "spec_hash": spec.hash,
-        # The proxy trial's own record first: sampling is a conditional parameter (absent from the trial's params
-        # when its weighted loss was the imbalance remedy), and `auto` was resolved for its sampling there.
-        **_remedies(task, trial, proxy_rec),
-        "preprocessing": _preprocessing(plan),
-        "proxy": {
-            "value": float(trial.values[0]),
-            "values": list(trial.values),
-            "learned": trial.user_attrs.get("learned"),
-            "seconds": proxy_rec.get("seconds"),
-            "shape": list(plan.proxy_shape),
-            "epochs": task.proxy.epochs,
-        },
-    }
-    resumed = ckpt.exists()
-    log(
-        f"{'resuming' if resumed else 'retraining'} trial {n}{f' (seed {k + 1})' if k else ''}: {spec.class_name} {spec.hash} (family {spec.family}) at "
-        f"{'x'.join(map(str, full.shape))}, up to {full.epochs} epochs, patience {full.patience}, loss {record['loss']}, "
-        f"sampling {record['sampling']}, seed {seed}"
-    )
+    record = _start_record(task, plan, trial, spec, full, seed, k, rd.trial(n))
+    log(_start_text(trial, spec, full, record, k, resumed=ckpt.exists()))
     train, val = data.train_val()
-
-    def on_epoch(result: Any) -> None:
-        log(
-            f"epoch {result.epoch}/{full.epochs}: loss {result.train_loss:.4f}, {task.objective.name} {result.value:.4f} "
-            f"({result.seconds:.1f}s)"
-        )
-        bar.epoch(result.epoch, full.epochs, result.value)
-
     t0 = time.perf_counter()
     try:
-        rd.write_json(metrics_path, record)
+        rd.write_retrained(n, record, seed_dir=cdir)
         trained = train_candidate(
             task,
             spec,
@@ -436,44 +394,114 @@ def _retrain_one(
             loss=record["loss"],
             sampling=record["sampling"],
             checkpoint=ckpt,
-            on_epoch=on_epoch,
+            on_epoch=_epoch_reporter(task, full, log, bar),
         )
     except TrainingDiverged as exc:
         ckpt.unlink(missing_ok=True)  # resuming would diverge again: a re-run starts afresh
-        return _failed(rd, record, metrics_path, f"diverged: {exc}", log, t0, bar)
+        return _failed(rd, record, cdir, f"diverged: {exc}", log, t0, bar)
     except Exception as exc:  # noqa: BLE001 - one broken candidate must not stop the others
         log(traceback.format_exc(), logging.DEBUG)
-        return _failed(
-            rd,
-            record,
-            metrics_path,
-            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}",
-            log,
-            t0,
-            bar,
-        )
-    result = _finish(
-        task,
-        rd,
-        cdir,
-        record,
-        trained.result,
-        trained.model,
-        trained.divisor,
-        full,
-        data,
-        device,
-        seed,
-        n_resamples,
-    )
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        return _failed(rd, record, cdir, reason, log, t0, bar)
+    result = _finish(task, rd, cdir, record, trained, full, data, device, seed, n_resamples)
     ckpt.unlink(missing_ok=True)
-    log(
-        f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch {result['best_epoch']} of "
-        f"{result['epochs']}{', stopped early' if result['stopped_early'] else ''}), {_test_text(task, result)}; "
-        f"{result['seconds']:.1f}s" + ("" if result["learned"] else "; flagged: never started learning")
-    )
+    log(_complete_text(task, result))
     bar.done(result["val"]["objective"], n)
     return result
+
+
+def _skipped(task: TaskConfig, previous: dict[str, Any], k: int, bar: _Progress) -> dict[str, Any]:
+    """Count a training that a previous session finished at the same settings, and return its record."""
+    n, value = int(previous["trial"]), previous["val"]["objective"]
+    logger.info(
+        "trial %d%s: already retrained (val %s = %.4f); skipped",
+        n,
+        f" seed {k + 1}" if k else "",
+        task.objective.name,
+        value,
+    )
+    bar.done(value, n)
+    return previous
+
+
+def _forget_checkpoint(ckpt: Path, log: _Log) -> None:
+    """Remove the checkpoint of a session that trained at other settings: the training starts afresh."""
+    if ckpt.exists():
+        log(
+            "settings changed since the last session (shape, patch, epochs or patience): starting this candidate afresh"
+        )
+    ckpt.unlink(missing_ok=True)
+
+
+def _start_record(
+    task: TaskConfig,
+    plan: DataPlan,
+    trial: Any,
+    spec: Any,
+    full: Fidelity,
+    seed: int,
+    k: int,
+    proxy: TrialRecord | None,
+) -> dict[str, Any]:
+    """The record of a training about to start (``state`` running): what is trained, how, and its proxy trial."""
+    return {
+        "trial": trial.number,
+        "state": "running",
+        "reason": None,
+        "seed": seed,
+        "seed_index": k,
+        **full.to_dict(),
+        "family": spec.family,
+        "target": spec.target,
+        "spec_hash": spec.hash,
+        # The proxy trial's own record first: sampling is a conditional parameter (absent from the trial's params
+        # when its weighted loss was the imbalance remedy), and `auto` was resolved for its sampling there.
+        **_remedies(task, trial, proxy),
+        "preprocessing": plan.prep.to_dict(),
+        "proxy": {
+            "value": float(trial.values[0]),
+            "values": list(trial.values),
+            "learned": trial.user_attrs.get("learned"),
+            "seconds": proxy.seconds if proxy is not None else None,
+            "shape": list(plan.proxy_shape),
+            "epochs": task.proxy.epochs,
+        },
+    }
+
+
+def _start_text(
+    trial: Any, spec: Any, full: Fidelity, record: dict[str, Any], k: int, *, resumed: bool
+) -> str:
+    """The log line that opens a training (``retraining trial 3: ...`` or ``resuming trial 3 ...``)."""
+    return (
+        f"{'resuming' if resumed else 'retraining'} trial {trial.number}{f' (seed {k + 1})' if k else ''}: "
+        f"{spec.class_name} {spec.hash} (family {spec.family}) at {'x'.join(map(str, full.shape))}, up to "
+        f"{full.epochs} epochs, patience {full.patience}, loss {record['loss']}, sampling {record['sampling']}, "
+        f"seed {record['seed']}"
+    )
+
+
+def _epoch_reporter(task: TaskConfig, full: Fidelity, log: _Log, bar: _Progress) -> Callable[[Any], None]:
+    """What the trainer calls after each epoch: a line in ``log.txt`` and the progress bar's epoch."""
+
+    def on_epoch(result: Any) -> None:
+        log(
+            f"epoch {result.epoch}/{full.epochs}: loss {result.train_loss:.4f}, {task.objective.name} "
+            f"{result.value:.4f} ({result.seconds:.1f}s)"
+        )
+        bar.epoch(result.epoch, full.epochs, result.value)
+
+    return on_epoch
+
+
+def _complete_text(task: TaskConfig, result: dict[str, Any]) -> str:
+    """The log line that closes a finished training: validation, test figure, time, a never-learned flag."""
+    return (
+        f"complete: validation {task.objective.name} {result['val']['objective']:.4f} (best epoch "
+        f"{result['best_epoch']} of {result['epochs']}{', stopped early' if result['stopped_early'] else ''}), "
+        f"{_test_text(task, result)}; {result['seconds']:.1f}s"
+        + ("" if result["learned"] else "; flagged: never started learning")
+    )
 
 
 def _finish(
@@ -481,9 +509,7 @@ def _finish(
     rd: RunDir,
     cdir: Path,
     record: dict[str, Any],
-    fit_result: Any,
-    model: Any,
-    divisor: tuple[int, ...],
+    trained: TrainedCandidate,
     full: Fidelity,
     data: _Arrays,
     device: str,
@@ -491,99 +517,39 @@ def _finish(
     n_resamples: int | None,
 ) -> dict[str, Any]:
     """Write the best weights, the validation report and the one test evaluation; return the record."""
-    from mednas.metrics import (
-        apply_temperature,
-        calibration_record,
-        logits_from_probabilities,
-        operating_point_warnings,
-    )
-    from mednas.metrics._objective import objective_report, prediction_record
-    from mednas.train import predict
+    from mednas.metrics._objective import prediction_record
     from mednas.train._loop import save_weights
 
+    fit_result = trained.result
     save_weights(cdir / "model.pt", fit_result.best_state)
     _, val = data.train_val()
     t_report = time.perf_counter()
-    val_outputs = fit_result.best_outputs
-    calibration = None
-    if task.problem == "classification":
-        # Temperature scaling on validation, before the operating point: the threshold export ships is one on
-        # the calibrated probabilities that predict(), load() and evaluate give.
-        calibration, val_outputs = calibration_record(val_outputs, val.labels, task.labels.finding_indices)
-    val_report = objective_report(task, val_outputs, val, seed=seed, n_resamples=n_resamples)
+    val_outputs, val_report, calibration = _validation_report(
+        task, fit_result.best_outputs, val, seed, n_resamples
+    )
     report_seconds = time.perf_counter() - t_report
     op = val_report.get("operating_point")
-    if calibration is not None:
-        truth = np.isin(val.labels, task.labels.finding_indices).astype(int)
-        calibration["warnings"] = operating_point_warnings(
-            op,
-            ece_after=calibration["ece_after"],
-            truth=truth,
-            temperature=calibration["temperature"],
-            ece_before=calibration["ece_before"],
-        )
     # Classification: the validation threshold, unchanged, even when it is +inf (no validation case could be called
     # positive within the specificity floor); choosing a threshold on test would flatter the test figures.
     threshold = float(op["threshold"]) if op and op.get("threshold") is not None else None
-    test = data.test()
     predictions = {"val": prediction_record(task, val_outputs, val, split="val")}
-    if len(test):
-        outputs = predict(
-            model,
-            test.images,
-            problem=task.problem,
-            batch_size=task.training.batch_size,
-            device=device,
-            divisor=divisor,
-            patch=full.patch,
-            overlap=PATCH_OVERLAP,
-        )
-        if calibration is not None:
-            outputs = apply_temperature(logits_from_probabilities(outputs), calibration["temperature"])
-        test_report = objective_report(
-            task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold
-        )
-        predictions["test"] = prediction_record(task, outputs, test, split="test")
-        test_record = {
-            "metrics": test_report["metrics"],
-            "operating_point": test_report.get("operating_point"),
-            "per_class": test_report.get("per_class"),
-            "n_cases": len(test),
-            "threshold_from": "validation" if threshold is not None else None,
-        }
-    else:
-        # The task has no test split (e.g. an external site holds it): nothing is evaluated, and every later step
-        # says so instead of showing a figure (validate with `mednas evaluate` on the held-back data).
-        test_record = {
-            "metrics": {},
-            "operating_point": None,
-            "per_class": None,
-            "n_cases": 0,
-            "threshold_from": None,
-            "skipped": "the task has no test split",
-        }
+    test_record, test_predictions = _test_once(
+        task, trained, full, data, device, seed, n_resamples, threshold, calibration
+    )
+    if test_predictions is not None:
+        predictions["test"] = test_predictions
     # Per-case predictions of the model export ships (salted case keys only): the report's curves and confusion
     # matrix come from them, not from the proxy trial.
     rd.write_json(cdir / "predictions.json", predictions)
     value = float(fit_result.best_value) if math.isfinite(fit_result.best_value) else 0.0
     record.update(
         state="complete",
-        divisor=list(divisor),
-        params=int(sum(p.numel() for p in model.parameters())),
+        divisor=list(trained.divisor),
+        params=int(sum(p.numel() for p in trained.model.parameters())),
         val={"objective": value, "metrics": val_report["metrics"], "per_class": val_report.get("per_class")},
         operating_point=op,
         test=test_record,
-        best_epoch=fit_result.best_epoch,
-        epochs=len(fit_result.history),
-        stopped_early=fit_result.stopped_early,
-        history=[
-            {"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value, "seconds": h.seconds}
-            for h in fit_result.history
-        ],
-        # Training and validation summed over epochs (and sessions, for a resumed candidate) plus the validation
-        # report: what a proxy trial's `seconds` counts too, so the two compare. The test evaluation is not in it.
-        seconds=float(sum(h.seconds for h in fit_result.history)) + report_seconds,
-        learned=fit_result.learned,
+        **_training_fields(fit_result, report_seconds),
         weights="model.pt",
         predictions="predictions.json",
     )
@@ -594,8 +560,103 @@ def _finish(
             ece_before=calibration["ece_before"],
             ece_after=calibration["ece_after"],
         )
-    rd.write_json(cdir / "metrics.json", record)
+    rd.write_retrained(int(record["trial"]), record, seed_dir=cdir)
     return record
+
+
+def _validation_report(
+    task: TaskConfig, outputs: Any, val: ArrayData, seed: int, n_resamples: int | None
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """The validation outputs (calibrated for classification), their report and the calibration record."""
+    from mednas.metrics import calibration_record, operating_point_warnings
+    from mednas.metrics._objective import objective_report
+
+    calibration = None
+    if task.problem == "classification":
+        # Temperature scaling on validation, before the operating point: the threshold export ships is one on
+        # the calibrated probabilities that predict(), load() and evaluate give.
+        calibration, outputs = calibration_record(outputs, val.labels, task.labels.finding_indices)
+    report = objective_report(task, outputs, val, seed=seed, n_resamples=n_resamples)
+    if calibration is not None:
+        truth = np.isin(val.labels, task.labels.finding_indices).astype(int)
+        calibration["warnings"] = operating_point_warnings(
+            report.get("operating_point"),
+            ece_after=calibration["ece_after"],
+            truth=truth,
+            temperature=calibration["temperature"],
+            ece_before=calibration["ece_before"],
+        )
+    return outputs, report, calibration
+
+
+def _test_once(
+    task: TaskConfig,
+    trained: TrainedCandidate,
+    full: Fidelity,
+    data: _Arrays,
+    device: str,
+    seed: int,
+    n_resamples: int | None,
+    threshold: float | None,
+    calibration: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The one evaluation of the held-out test split, at the validation threshold: its record and predictions.
+
+    A task without a test split (an external site holds it, say) is evaluated on nothing: the record says so, and
+    every later step shows that instead of a figure (validate with ``mednas evaluate`` on the held-back data).
+    """
+    from mednas.metrics import apply_temperature, logits_from_probabilities
+    from mednas.metrics._objective import objective_report, prediction_record
+    from mednas.train import predict
+
+    test = data.test()
+    if not len(test):
+        return {
+            "metrics": {},
+            "operating_point": None,
+            "per_class": None,
+            "n_cases": 0,
+            "threshold_from": None,
+            "skipped": "the task has no test split",
+        }, None
+    outputs = predict(
+        trained.model,
+        test.images,
+        problem=task.problem,
+        batch_size=task.training.batch_size,
+        device=device,
+        divisor=trained.divisor,
+        patch=full.patch,
+        overlap=PATCH_OVERLAP,
+    )
+    if calibration is not None:
+        outputs = apply_temperature(logits_from_probabilities(outputs), calibration["temperature"])
+    report = objective_report(task, outputs, test, seed=seed, n_resamples=n_resamples, threshold=threshold)
+    record = {
+        "metrics": report["metrics"],
+        "operating_point": report.get("operating_point"),
+        "per_class": report.get("per_class"),
+        "n_cases": len(test),
+        "threshold_from": "validation" if threshold is not None else None,
+    }
+    return record, prediction_record(task, outputs, test, split="test")
+
+
+def _training_fields(fit_result: Any, report_seconds: float) -> dict[str, Any]:
+    """How a finished training went: best epoch, epochs run, early stop, history, seconds, the learned flag."""
+    return {
+        "best_epoch": fit_result.best_epoch,
+        "epochs": len(fit_result.history),
+        "stopped_early": fit_result.stopped_early,
+        "history": [
+            {"epoch": h.epoch, "train_loss": h.train_loss, "value": h.value, "seconds": h.seconds}
+            for h in fit_result.history
+        ],
+        # Training and validation summed over epochs (and sessions, for a resumed candidate) plus the validation
+        # report: what a proxy trial's `seconds` counts too, so the two compare. The test evaluation is not in it.
+        "seconds": float(sum(h.seconds for h in fit_result.history)) + report_seconds,
+        "learned": fit_result.learned,
+    }
 
 
 def _test_text(task: TaskConfig, result: dict[str, Any]) -> str:
@@ -610,14 +671,15 @@ def _test_text(task: TaskConfig, result: dict[str, Any]) -> str:
 def _failed(
     rd: RunDir,
     record: dict[str, Any],
-    path: Path,
+    cdir: Path,
     reason: str,
     log: Callable[..., None],
     t0: float,
     bar: _Progress,
 ) -> dict[str, Any]:
+    """Record a training that failed (``state`` failed, with its reason) in its folder ``cdir``; a re-run retries it."""
     record.update(state="failed", reason=reason, seconds=time.perf_counter() - t0)
-    rd.write_json(path, record)
+    rd.write_retrained(int(record["trial"]), record, seed_dir=cdir)
     log(f"failed: {reason} (a re-run retries it)", logging.WARNING)
     bar.done(None, record["trial"])
     return record
@@ -665,9 +727,8 @@ def _combine_seeds(rd: RunDir, task: TaskConfig, runs: list[dict[str, Any]]) -> 
     )
     if learned_flags:
         first["learned_majority"] = sum(1 for f in learned_flags if f) * 2 >= len(learned_flags)
-    path = rd.retrain_dir(int(first["trial"])) / "metrics.json"
     if first.get("state") == "complete" and first != runs[0]:
-        rd.write_json(path, first)
+        rd.write_retrained(int(first["trial"]), first)
     return first
 
 
@@ -683,34 +744,19 @@ def _val_score(r: dict[str, Any]) -> float | None:
     return float(r["val"]["objective"]) if r.get("state") == "complete" else None
 
 
-def _remedies(task: TaskConfig, trial: Any, proxy_rec: dict[str, Any]) -> dict[str, str]:
-    """The loss and batch sampling the proxy trial trained with (one imbalance remedy, see ``suggest_imbalance``)."""
+def _remedies(task: TaskConfig, trial: Any, proxy: TrialRecord | None) -> dict[str, str]:
+    """The loss and batch sampling the proxy trial trained with (one imbalance remedy, see ``suggest_imbalance``).
+
+    Its record says first; a trial without one (another machine's run directory) falls back to its sampled
+    parameters, then to the task's settings.
+    """
     from mednas.train._losses import resolve_loss
 
-    sampling = proxy_rec.get("sampling") or trial.params.get("sampling") or task.training.sampling
-    loss = proxy_rec.get("loss") or trial.params.get("loss") or task.training.loss
+    recorded_sampling = proxy.sampling if proxy is not None else None
+    recorded_loss = proxy.loss if proxy is not None else None
+    sampling = recorded_sampling or trial.params.get("sampling") or task.training.sampling
+    loss = recorded_loss or trial.params.get("loss") or task.training.loss
     return {"loss": resolve_loss(loss, task.problem, sampling), "sampling": sampling}
-
-
-def _trial_record(rd: RunDir, number: int) -> dict[str, Any]:
-    path = rd.trial_dir(number) / "metrics.json"
-    try:
-        return rd.read_json(path) if path.exists() else {}
-    except RunDirError:
-        return {}
-
-
-def _preprocessing(plan: DataPlan) -> dict[str, Any]:
-    p = plan.prep
-    return {
-        "problem": p.problem,
-        "spatial_dims": p.spatial_dims,
-        "in_channels": p.in_channels,
-        "n_classes": p.n_classes,
-        "normalize": p.normalize,
-        "ct_window": list(p.ct_window),
-        "orientation": getattr(p, "orientation", None),
-    }
 
 
 def _fidelity(
@@ -745,41 +791,15 @@ def _update_summary(
     fidelity: dict[str, Any],
     top_k: int,
 ) -> dict[str, Any]:
+    """Set the ``retrain`` and ``proxy_fidelity`` keys of ``summary.json``; return the summary as written.
+
+    Written through :meth:`RunDir.update_summary`, so a search still running in the same directory (another
+    worker rewriting its keys) neither loses these keys nor has its own overwritten.
+    """
     sign = 1.0 if fidelity.get("maximize", True) else -1.0
     complete = [r for r in records if r.get("state") == "complete"]
     best = max(complete, key=lambda r: (_learned(r), sign * (_val_score(r) or 0.0)), default=None)
-    proxy_s = sum(float(r["proxy"].get("seconds") or 0.0) for r in complete)
-    # Every seed's training counts in the full-fidelity cost; the ratio compares one full training with one proxy.
-    trainings = [row for r in complete for row in (r.get("seeds") or [r]) if row.get("state") == "complete"]
-    full_s = sum(float(row.get("seconds") or 0.0) for row in trainings)
-    per_full = full_s / len(trainings) if trainings else 0.0
-    per_proxy = proxy_s / len(complete) if complete else 0.0
-    results = []
-    for r in records:
-        row: dict[str, Any] = {
-            "trial": r["trial"],
-            "state": r["state"],
-            "family": r.get("family"),
-            "params": r.get("params"),
-            "proxy": r["proxy"]["value"],
-            "learned": _learned(r),
-        }
-        if r.get("state") == "complete":
-            row["val"] = r["val"]["metrics"].get("objective")
-            row["test"] = r["test"]["metrics"].get("objective")
-            row["seconds"] = r.get("seconds")
-            if r.get("seeds"):
-                row.update(
-                    val_mean=r.get("val_mean"),
-                    val_sd=r.get("val_sd"),
-                    test_mean=r.get("test_mean"),
-                    seed_values=[s["val"] for s in r["seeds"]],
-                )
-        else:
-            row["reason"] = r.get("reason")
-        results.append(row)
-    summary = rd.read_json(rd.summary) if rd.summary.exists() else {"task": task.name}
-    summary["retrain"] = {
+    retrain = {
         "top_k": top_k,
         "seeds": max((len(r.get("seeds") or [r]) for r in records), default=1),
         "candidates": [t.number for t in candidates],
@@ -788,83 +808,87 @@ def _update_summary(
         "patch": full.to_dict()["patch"],
         "max_epochs": full.epochs,
         "patience": full.patience,
-        "results": results,
+        "results": [_result_row(r) for r in records],
         "failed": [r["trial"] for r in records if r.get("state") != "complete"],
-        "cost": {
-            "proxy_seconds": proxy_s,
-            "full_seconds": full_s,
-            "full_trainings": len(trainings),
-            "full_over_proxy": (per_full / per_proxy) if per_proxy > 0 else None,
-        },
+        "cost": _cost(complete),
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    summary["proxy_fidelity"] = fidelity
-    rd.write_json(rd.summary, summary)
-    return summary
+    # A directory without a summary yet (the search's was lost) starts one that names the task.
+    return rd.update_summary(lambda s: s or {"task": task.name}, retrain=retrain, proxy_fidelity=fidelity)
+
+
+def _result_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One candidate's row of ``summary.json``'s ``retrain.results``."""
+    row: dict[str, Any] = {
+        "trial": r["trial"],
+        "state": r["state"],
+        "family": r.get("family"),
+        "params": r.get("params"),
+        "proxy": r["proxy"]["value"],
+        "learned": _learned(r),
+    }
+    if r.get("state") != "complete":
+        row["reason"] = r.get("reason")
+        return row
+    row["val"] = r["val"]["metrics"].get("objective")
+    row["test"] = r["test"]["metrics"].get("objective")
+    row["seconds"] = r.get("seconds")
+    if r.get("seeds"):
+        row.update(
+            val_mean=r.get("val_mean"),
+            val_sd=r.get("val_sd"),
+            test_mean=r.get("test_mean"),
+            seed_values=[s["val"] for s in r["seeds"]],
+        )
+    return row
+
+
+def _cost(complete: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the proxy and the full-fidelity trainings of the completed candidates cost, and their ratio."""
+    proxy_s = sum(float(r["proxy"].get("seconds") or 0.0) for r in complete)
+    # Every seed's training counts in the full-fidelity cost; the ratio compares one full training with one proxy.
+    trainings = [row for r in complete for row in (r.get("seeds") or [r]) if row.get("state") == "complete"]
+    full_s = sum(float(row.get("seconds") or 0.0) for row in trainings)
+    per_full = full_s / len(trainings) if trainings else 0.0
+    per_proxy = proxy_s / len(complete) if complete else 0.0
+    return {
+        "proxy_seconds": proxy_s,
+        "full_seconds": full_s,
+        "full_trainings": len(trainings),
+        "full_over_proxy": (per_full / per_proxy) if per_proxy > 0 else None,
+    }
 
 
 class _Progress:
-    """A tqdm bar on stderr: candidate i of k, its epoch, the best full-fidelity objective so far."""
+    """The retrain's progress bar: candidate i of k, its epoch, the best full-fidelity objective so far."""
 
     def __init__(self, total: int, *, enabled: bool) -> None:
-        self.enabled = enabled and os.environ.get("MEDNAS_NO_PROGRESS") != "1"
-        self.bar: Any = None
+        self.bar = ProgressBar("retrain", total=total, unit="candidate", enabled=enabled)
         self.total = total
         self.best: tuple[float, int] | None = None
-        self.prefix = "retrain"
-        self._last = 0.0
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=total,
-                desc="retrain",
-                unit="candidate",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=True,
-                mininterval=0.5 if sys.stderr.isatty() else 5.0,
-            )
-
-    def _refresh(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.bar is not None and (force or now - self._last >= self.bar.mininterval):
-            self._last = now
-            self.bar.refresh()
+        #: What the bar says of the training in progress (``candidate 2/3: trial 7, seed 1/2``).
+        self.detail = ""
 
     def stage(self, name: str, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.set_description_str(
-                f"retrain [{name} {done}/{total}]" if total else f"retrain [{name}]", refresh=False
-            )
-            self._refresh()
+        self.bar.stage(name, done, total)
 
     def candidate(self, i: int, trial: int, k: int = 0, seeds: int = 1) -> None:
         n = self.total // max(1, seeds)
-        self.prefix = f"retrain [candidate {i + 1}/{n}: trial {trial}" + (
+        self.detail = f"candidate {i + 1}/{n}: trial {trial}" + (
             f", seed {k + 1}/{seeds}" if seeds > 1 else ""
         )
-        if self.bar is not None:
-            self.bar.set_description_str(self.prefix + "]", refresh=False)
-            self._refresh(True)
+        self.bar.describe(self.detail, force=True)
 
     def epoch(self, epoch: int, epochs: int, value: float) -> None:
-        if self.bar is not None:
-            self.bar.set_description_str(
-                f"{self.prefix} epoch {epoch}/{epochs}, objective {value:.4f}]", refresh=False
-            )
-            self._refresh()
+        self.bar.describe(f"{self.detail} epoch {epoch}/{epochs}, objective {value:.4f}")
 
     def done(self, value: float | None, trial: int) -> None:
         if value is not None and math.isfinite(value) and (self.best is None or value > self.best[0]):
             self.best = (value, trial)
-        if self.bar is not None:
-            if self.best:
-                self.bar.set_postfix_str(f"best {self.best[0]:.4f} (trial {self.best[1]})", refresh=False)
-            self.bar.update(1)
+        if self.best:
+            self.bar.postfix(f"best {self.best[0]:.4f} (trial {self.best[1]})")
+        self.bar.update(1)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.set_description_str("retrain", refresh=False)
-            self.bar.close()
-            self.bar = None
+        self.bar.describe(None)  # the finished bar names the step only
+        self.bar.close()

@@ -7,6 +7,7 @@ holds its parts. ``class_weights_for`` and ``suggest_imbalance`` belong to the c
 
 from __future__ import annotations
 
+from mednas.rundir import best_trials, pareto_front
 from mednas.study._runner import (
     SearchResult,
     prepare_run,
@@ -14,7 +15,7 @@ from mednas.study._runner import (
     run_search,
 )
 from mednas.study._study import make_pruner, make_sampler, make_storage, open_study
-from mednas.study._summary import best_trials, build_summary, pareto_front, write_summary
+from mednas.study._summary import build_summary, write_summary
 from mednas.train._candidate import class_weights_for, suggest_imbalance
 
 __all__ = [

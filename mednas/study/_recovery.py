@@ -3,7 +3,8 @@
 RDB storages (SQLite, PostgreSQL, MySQL) use Optuna's own heartbeats and retry callback. The journal-file
 storage has no heartbeat in Optuna, so mednas keeps one in a user attribute while a trial runs. On any storage,
 a RUNNING trial whose worker process on this host no longer exists is failed at once (a SIGKILLed search
-continues immediately when re-run). A retried trial carries ``retry_of`` (the original trial number).
+continues immediately when re-run). A retried trial carries ``retry_of`` (the original trial number) and
+``retry_count``; the trial that was failed gets why in its record (the process that ran it cannot write it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mednas.rundir import RunDir
 
 logger = logging.getLogger("mednas.study")
 
@@ -61,15 +65,16 @@ def retry_of(frozen: Any) -> int | None:
     return None
 
 
-def _retry(study: Any, frozen: Any, reason: str) -> bool:
+def _retry(study: Any, frozen: Any, reason: str, run_dir: RunDir | None) -> bool:
     from optuna.trial import TrialState
 
     try:
-        study._storage.set_trial_user_attr(frozen._trial_id, "fail_reason", reason)
         if not study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL):
             return False
     except Exception:  # noqa: BLE001 - another worker failed it first (UpdateFinishedTrialError and kin)
         return False
+    if run_dir is not None:
+        _record_failure(run_dir, frozen, reason)
     count = int(frozen.user_attrs.get("retry_count", 0))
     original = retry_of(frozen)
     original = frozen.number if original is None else original
@@ -78,18 +83,38 @@ def _retry(study: Any, frozen: Any, reason: str) -> bool:
         return True
     study.enqueue_trial(
         frozen.params,
-        user_attrs={"retry_of": original, "retried_from": frozen.number, "retry_count": count + 1},
+        user_attrs={"retry_of": original, "retry_count": count + 1},
         skip_if_exists=False,
     )
     logger.warning("trial %d: %s; failed and queued for retry (of trial %d)", frozen.number, reason, original)
     return True
 
 
-def recover_stale_trials(study: Any, *, grace: float = HEARTBEAT_GRACE) -> int:
+def _record_failure(run_dir: RunDir, frozen: Any, reason: str) -> None:
+    """Write why a trial whose worker is gone was failed into its record, when it ran in this run directory.
+
+    A trial of another machine's run directory (a shared storage, separate run directories) has no folder here
+    and gets no record; its own machine's readers degrade as for any trial without one.
+    """
+    from mednas.rundir import TrialRecord
+
+    if not run_dir.trial_dir(frozen.number).is_dir():
+        return
+    record = run_dir.trial(frozen.number) or TrialRecord(trial=frozen.number)
+    known = {"seed": frozen.user_attrs.get("seed"), "retry_of": retry_of(frozen)}
+    record = record.updated(**{k: v for k, v in known.items() if v is not None})
+    try:
+        run_dir.write_trial(record.updated(state="failed", reason=reason))
+    except OSError as exc:  # recovery goes on; the storage says the trial failed
+        logger.warning("trial %d: its record could not be written (%s)", frozen.number, exc)
+
+
+def recover_stale_trials(study: Any, *, run_dir: RunDir | None = None, grace: float = HEARTBEAT_GRACE) -> int:
     """Fail and retry RUNNING trials whose worker is gone; return how many were recovered.
 
     A trial is stale when its worker process on this host no longer exists, or (on storages without Optuna
-    heartbeats) when its ``heartbeat`` attribute is older than ``grace`` seconds.
+    heartbeats) when its ``heartbeat`` attribute is older than ``grace`` seconds. With ``run_dir``, a failed
+    trial's record (``state: failed``, ``reason``) says why.
     """
     from optuna.trial import TrialState
 
@@ -100,7 +125,7 @@ def recover_stale_trials(study: Any, *, grace: float = HEARTBEAT_GRACE) -> int:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = int(t.user_attrs.get("pid", -1))
         if t.user_attrs.get("host") == host and pid > 0 and pid != os.getpid() and not _pid_alive(pid):
-            n += _retry(study, t, f"its worker (pid {pid}) died (killed or crashed)")
+            n += _retry(study, t, f"its worker (pid {pid}) died (killed or crashed)", run_dir)
             continue
         if optuna_heartbeat:
             continue  # Optuna fails and retries these itself (RetryHeartbeatStaleTrialCallback)
@@ -108,7 +133,7 @@ def recover_stale_trials(study: Any, *, grace: float = HEARTBEAT_GRACE) -> int:
         if beat is None and t.datetime_start is not None:
             beat = t.datetime_start.timestamp()
         if beat is not None and now - float(beat) > grace:
-            n += _retry(study, t, f"no heartbeat for {now - float(beat):.0f} s (worker lost)")
+            n += _retry(study, t, f"no heartbeat for {now - float(beat):.0f} s (worker lost)", run_dir)
     return n
 
 

@@ -9,20 +9,18 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mednas.io._atomic import write_json
+from mednas.rundir import TrialRecord
+from mednas.rundir._ranking import ATTR_PREFIX, best_trials, reevaluations
 
 logger = logging.getLogger("mednas.study")
 
 __all__ = ["ATTR_PREFIX", "reevaluate_top", "reevaluation_seeds", "reevaluations", "select_for_reevaluation"]
-
-#: Study user attribute ``reevaluation:<trial number>`` holds each trial's result. Optuna does not let a
-#: finished trial's own attributes change, so the study carries them and :func:`mednas.study.best_trials`
-#: merges them into the trials it returns (``proxy_seed_values``, ``proxy_mean``, ``proxy_std``, ...).
-ATTR_PREFIX = "reevaluation:"
 
 
 def reevaluation_seeds(task_seed: int, trial_number: int, seeds: int) -> list[int]:
@@ -35,26 +33,12 @@ def reevaluation_seeds(task_seed: int, trial_number: int, seeds: int) -> list[in
     return [derive_seed(task_seed, trial_number, k) for k in range(1, seeds + 1)]
 
 
-def reevaluations(study: Any) -> dict[int, dict[str, Any]]:
-    """Re-evaluation results stored on the study, by trial number (see :data:`ATTR_PREFIX`)."""
-    out: dict[int, dict[str, Any]] = {}
-    for key, value in study.user_attrs.items():
-        if key.startswith(ATTR_PREFIX) and isinstance(value, dict):
-            try:
-                out[int(key[len(ATTR_PREFIX) :])] = value
-            except ValueError:
-                continue
-    return out
-
-
 def select_for_reevaluation(study: Any, top: int) -> list[Any]:
     """The ``top`` best complete trials by their single-seed value that meet every constraint and learned.
 
     Duplicates of an earlier candidate are skipped. The choice uses the single-seed values, not the means,
     so re-running the search picks the same trials.
     """
-    from mednas.study._summary import best_trials
-
     ranked = best_trials(study, len(study.get_trials(deepcopy=False)), by_mean=False)
     pool = [
         t for t in ranked if t.user_attrs.get("learned") is not False and "duplicate_of" not in t.user_attrs
@@ -66,7 +50,7 @@ def reevaluate_top(study: Any, objective: Any, *, top: int, seeds: int) -> list[
     """Re-train the ``top`` best trials' candidates at the proxy with ``seeds`` extra seeds each.
 
     Each trial's result goes to ``trials/<n>/reevaluation.json`` (written after every seed, so a killed run
-    resumes), its ``metrics.json`` (``proxy_seed_values``, ``proxy_mean``, ``proxy_std``) and the study user
+    resumes), its record (``proxy_seed_values``, ``proxy_mean``, ``proxy_std``) and the study user
     attribute ``reevaluation:<n>``. A trial already re-evaluated with these seeds is skipped.
 
     Args:
@@ -95,27 +79,26 @@ def reevaluate_top(study: Any, objective: Any, *, top: int, seeds: int) -> list[
             continue
         result = _reevaluate_trial(t, objective, wanted, progress=f"{i}/{len(chosen)}")
         study.set_user_attr(f"{ATTR_PREFIX}{t.number}", result)
-        rec_path = rd.trial_dir(t.number) / "metrics.json"
-        rec = rd.read_json(rec_path) if rec_path.exists() else {}
-        rec.update(proxy_seed_values=result["values"], proxy_mean=result["mean"], proxy_std=result["std"])
-        write_json(rec_path, rec)
+        rec = rd.trial(t.number) or TrialRecord(trial=t.number)
+        rd.write_trial(
+            rec.updated(
+                proxy_seed_values=result["values"], proxy_mean=result["mean"], proxy_std=result["std"]
+            )
+        )
     return [t.number for t in chosen]
 
 
 def _reevaluate_trial(t: Any, objective: Any, wanted: list[int], *, progress: str) -> dict[str, Any]:
-    from mednas.errors import RunDirError
-    from mednas.spec import load_spec
-    from mednas.train import train_candidate
+    """Proxy-train trial ``t``'s candidate with each seed of ``wanted`` not done yet; return its result.
 
-    task, rd = objective.task, objective.run_dir
-    tdir = rd.trial_dir(t.number)
-    path = tdir / "reevaluation.json"
+    ``trials/<n>/reevaluation.json`` is rewritten after every seed, so a killed run goes on where it stopped.
+    """
+    rd = objective.run_dir
+    path = rd.trial_dir(t.number) / "reevaluation.json"
     previous = rd.read_json(path) if path.exists() else {}
     runs: dict[str, dict[str, Any]] = {str(r["seed"]): r for r in previous.get("runs", []) if "seed" in r}
-    spec = load_spec(rd.read_json(tdir / "spec.json"), tdir / "spec.json", error=RunDirError)
-    rec = rd.read_json(tdir / "metrics.json")
-    loss = rec.get("loss") or t.params.get("loss") or task.training.loss
-    sampling = rec.get("sampling") or t.params.get("sampling") or task.training.sampling
+    seeds = [t.user_attrs.get("seed"), *wanted]
+    retrain = _Retrain.of(t, objective)
     for k, seed in enumerate(wanted, 1):
         if str(seed) in runs:
             continue
@@ -127,69 +110,102 @@ def _reevaluate_trial(t: Any, objective: Any, wanted: list[int], *, progress: st
             len(wanted),
             seed,
         )
-        t0 = time.perf_counter()
-        try:
-            # The trial's own proxy training with another seed (and the batch size it fell back to, if any).
-            fr = train_candidate(
-                task,
-                spec,
-                objective.train,
-                objective.val,
-                objective.fidelity,
-                seed=seed,
-                device=objective.device,
-                loss=loss,
-                sampling=sampling,
-                batch_size=rec.get("oom_retry_batch_size"),
-            ).result
-            value = (
-                float(fr.best_value) if math.isfinite(fr.best_value) else 0.0
-            )  # as the trial itself is scored
-            run: dict[str, Any] = {
-                "seed": seed,
-                "value": value,
-                "learned": fr.learned,
-                "not_learning": fr.not_learning_reason,
-                "best_epoch": fr.best_epoch,
-                "seconds": time.perf_counter() - t0,
-            }
-        except Exception as exc:  # noqa: BLE001 - a seed that breaks is recorded and left out of the mean
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            logger.warning(
-                "trial %d: extra seed %d failed (%s); left out of the mean", t.number, seed, reason
-            )
-            run = {"seed": seed, "value": None, "error": reason, "seconds": time.perf_counter() - t0}
-        runs[str(seed)] = run
-        write_json(
-            path,
-            {
-                "trial": t.number,
-                "seeds": [t.user_attrs.get("seed"), *wanted],
-                "runs": list(runs.values()),
-                "complete": False,
-            },
-        )
-    values = [float(t.values[0])] + [
-        float(runs[str(s)]["value"]) for s in wanted if runs[str(s)].get("value") is not None
-    ]
-    seconds = float(sum(runs[str(s)].get("seconds") or 0.0 for s in wanted))
-    result = {
-        "trial": t.number,
-        "seeds": [t.user_attrs.get("seed"), *wanted],
-        "values": values,
-        "mean": float(np.mean(values)),
-        # Sample standard deviation over the seeds (0 with a single value).
-        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        "seconds": seconds,
-    }
+        runs[str(seed)] = retrain(seed)
+        write_json(path, {"trial": t.number, "seeds": seeds, "runs": list(runs.values()), "complete": False})
+    result = _result(t, seeds, [runs[str(s)] for s in wanted])
     write_json(path, {**result, "runs": [runs[str(s)] for s in wanted], "complete": True})
     logger.info(
         "trial %d: proxy %.4f -> mean %.4f +/- %.4f over %d seeds (%.1fs)",
         t.number,
-        values[0],
+        result["values"][0],
         result["mean"],
         result["std"],
-        len(values),
-        seconds,
+        len(result["values"]),
+        result["seconds"],
     )
     return result
+
+
+def _result(t: Any, seeds: list[Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A re-evaluated trial's result: its own value and those of the extra seeds that trained, their mean and
+    sample standard deviation (0 with a single value), and the seconds the extra seeds took."""
+    values = [float(t.values[0])] + [float(r["value"]) for r in runs if r.get("value") is not None]
+    return {
+        "trial": t.number,
+        "seeds": seeds,
+        "values": values,
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "seconds": float(sum(r.get("seconds") or 0.0 for r in runs)),
+    }
+
+
+@dataclass(frozen=True)
+class _Retrain:
+    """The proxy training of one trial's candidate, as the trial itself ran it, with another seed."""
+
+    t: Any
+    objective: Any
+    spec: Any
+    loss: str
+    sampling: str
+    batch_size: int | None
+
+    @classmethod
+    def of(cls, t: Any, objective: Any) -> _Retrain:
+        """Read the trial's spec and record: the loss, batch sampling and batch size it trained with.
+
+        Raises:
+            RunDirError: The trial's ``spec.json`` or record is missing or unreadable.
+        """
+        from mednas.errors import RunDirError
+        from mednas.spec import load_spec
+
+        task, rd = objective.task, objective.run_dir
+        spec_path = rd.trial_dir(t.number) / "spec.json"
+        spec = load_spec(rd.read_json(spec_path), spec_path, error=RunDirError)
+        rec = rd.trial(t.number)
+        if rec is None:
+            raise RunDirError(f"{rd.trial_record_path(t.number)}: missing or unreadable")
+        return cls(
+            t,
+            objective,
+            spec,
+            loss=rec.loss or t.params.get("loss") or task.training.loss,
+            sampling=rec.sampling or t.params.get("sampling") or task.training.sampling,
+            batch_size=rec.oom_retry_batch_size,
+        )
+
+    def __call__(self, seed: int) -> dict[str, Any]:
+        """Train with ``seed``; the run's record (a seed that breaks is recorded and left out of the mean)."""
+        from mednas.train import train_candidate
+
+        o, t0 = self.objective, time.perf_counter()
+        try:
+            # The trial's own proxy training with another seed (and the batch size it fell back to, if any).
+            fr = train_candidate(
+                o.task,
+                self.spec,
+                o.train,
+                o.val,
+                o.fidelity,
+                seed=seed,
+                device=o.device,
+                loss=self.loss,
+                sampling=self.sampling,
+                batch_size=self.batch_size,
+            ).result
+        except Exception as exc:  # noqa: BLE001 - a seed that breaks is recorded and left out of the mean
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            logger.warning(
+                "trial %d: extra seed %d failed (%s); left out of the mean", self.t.number, seed, reason
+            )
+            return {"seed": seed, "value": None, "error": reason, "seconds": time.perf_counter() - t0}
+        return {
+            "seed": seed,
+            "value": float(fr.best_value) if math.isfinite(fr.best_value) else 0.0,  # as the trial is scored
+            "learned": fr.learned,
+            "not_learning": fr.not_learning_reason,
+            "best_epoch": fr.best_epoch,
+            "seconds": time.perf_counter() - t0,
+        }

@@ -1,18 +1,21 @@
 """``summary.json``: the study's state and best candidate, rebuilt from the storage and the trial records.
 
-It is rewritten (atomically) after every trial by whichever worker finished it, so ``mednas status`` and the
-report read current numbers even while a search runs in another process.
+It is rewritten after every trial by whichever worker finished it, so ``mednas status`` and the report read
+current numbers even while a search runs in another process. The storage says which trials there are, their state,
+values and ranking; what a trial is (family, size, metrics, operating point) comes from its record
+(:meth:`mednas.rundir.RunDir.trial`). Every write goes through :meth:`mednas.rundir.RunDir.update_summary`, under
+its lock: the keys other steps own (``proxy_fidelity``, ``retrain``, ``export``, ``stopped``) survive a rewrite.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import Counter
 from typing import Any
 
 from mednas.config import TaskConfig
-from mednas.rundir import RunDir
+from mednas.rundir import RunDir, TrialRecord
+from mednas.rundir._ranking import best_trials, is_feasible, pareto_front, reevaluations
 
 __all__ = [
     "STOP_REASONS",
@@ -26,123 +29,28 @@ __all__ = [
 
 #: Why a search session ended, as ``summary.json`` ``stopped.reason`` records it.
 STOP_REASONS = ("n_trials reached", "timeout reached", "interrupted", "failed")
-
-
-def _metrics_file(rd: RunDir, number: int) -> dict[str, Any]:
-    path = rd.trial_dir(number) / "metrics.json"
-    try:
-        return rd.read_json(path)
-    except Exception:  # noqa: BLE001 - a trial being written by another worker: report what the storage has
-        return {}
-
-
-def _feasible(t: Any) -> bool:
-    return t.user_attrs.get("feasible", True) is not False
-
-
-def _signs(study: Any) -> list[float]:
-    return [1.0 if d.name == "MAXIMIZE" else -1.0 for d in study.directions]
-
-
-def _with_reevaluation(study: Any, trials: list[Any]) -> list[Any]:
-    """Copies of ``trials`` whose user attributes include their re-evaluation (stored on the study)."""
-    from mednas.study._reevaluate import reevaluations
-
-    extra = reevaluations(study)
-    if not extra:
-        return trials
-    out = []
-    for t in trials:
-        r = extra.get(t.number)
-        if r:
-            t = copy.copy(t)
-            t.user_attrs = {
-                **t.user_attrs,
-                "proxy_seed_values": list(r["values"]),
-                "proxy_mean": r["mean"],
-                "proxy_std": r["std"],
-                "proxy_seeds": list(r.get("seeds") or []),
-            }
-        out.append(t)
-    return out
-
-
-def _primary(t: Any, by_mean: bool = True) -> float:
-    """A trial's primary proxy score: the mean over seeds when it was re-evaluated, else its single value."""
-    mean = t.user_attrs.get("proxy_mean") if by_mean else None
-    return float(mean) if mean is not None else float(t.values[0])
-
-
-def pareto_front(study: Any, *, by_mean: bool = True) -> list[Any]:
-    """Non-dominated complete trials that meet every constraint and started learning, best primary first.
-
-    A trial that merely repeats an earlier one's architecture (``duplicate_of``) is left out. Dominance uses
-    the measured values; the order uses the seed mean of re-evaluated trials (``proxy_mean``).
-    """
-    from optuna.trial import TrialState
-
-    signs = _signs(study)
-    pool = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.values
-        and _feasible(t)
-        and t.user_attrs.get("learned") is not False
-        and "duplicate_of" not in t.user_attrs
-    ]
-    pool = _with_reevaluation(study, pool)
-    scored = [(t, [s * v for s, v in zip(signs, t.values)]) for t in pool]
-
-    def dominated(a: list[float]) -> bool:
-        return any(all(x >= y for x, y in zip(b, a)) and any(x > y for x, y in zip(b, a)) for _, b in scored)
-
-    front = [t for t, a in scored if not dominated(a)]
-    return sorted(front, key=lambda t: (-signs[0] * _primary(t, by_mean), t.number))
-
-
-def best_trials(study: Any, k: int = 1, *, by_mean: bool = True) -> list[Any]:
-    """The ``k`` best complete trials by the primary objective.
-
-    Trials that violate a constraint are never included; trials that never started learning come after all
-    others. A trial re-evaluated with extra seeds (``search.reevaluate``) ranks by its seed mean, which the
-    returned trial carries as user attributes ``proxy_mean``, ``proxy_std``, ``proxy_seed_values`` and
-    ``proxy_seeds``. Multi-objective studies list their Pareto front first (by the primary objective), then
-    the rest.
-
-    Args:
-        study: The search's study.
-        k: How many trials.
-        by_mean: Rank re-evaluated trials by their seed mean (False: by their first, single-seed value).
-    """
-    from optuna.trial import TrialState
-
-    signs = _signs(study)
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.values and _feasible(t)
-    ]
-    complete = _with_reevaluation(study, complete)
-    complete.sort(
-        key=lambda t: (t.user_attrs.get("learned") is False, -signs[0] * _primary(t, by_mean), t.number)
-    )
-    if len(study.directions) > 1:
-        front = pareto_front(study, by_mean=by_mean)
-        numbers = {t.number for t in front}
-        complete = front + [t for t in complete if t.number not in numbers]
-    return complete[:k]
+#: Keys of ``summary.json`` that other steps own (retrain's ``proxy_fidelity`` and ``retrain``, export's
+#: ``export``) or that record how a session ended (``stopped``: a ``--workers`` child or a joining process may
+#: rewrite the summary after the session's end was recorded; the next session clears it when it starts).
+OTHERS_KEYS = ("proxy_fidelity", "retrain", "export", "stopped")
 
 
 def build_summary(
     task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None
 ) -> dict[str, Any]:
-    """Assemble the summary (see DESIGN.md for the keys the checks rely on)."""
+    """Assemble the summary (see DESIGN.md for the keys the checks rely on), with the keys of the summary on disk
+    that other steps own."""
+    return _carry_over(_search_summary(task, rd, study, plan, target), rd.summary(), target)
+
+
+def _search_summary(
+    task: TaskConfig, rd: RunDir, study: Any, plan: Any | None, target: int | None
+) -> dict[str, Any]:
+    """What the search itself knows: counts, families, proxy, data, the Pareto front, the best trial."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    families = Counter(
-        t.user_attrs.get("family") or t.params.get("family") for t in trials if t.params.get("family")
-    )
+    families = Counter(t.params["family"] for t in trials if t.params.get("family"))
     summary: dict[str, Any] = {
         "task": task.name,
         "problem": task.problem,
@@ -163,27 +71,34 @@ def build_summary(
     if task.objective.constraints:
         summary["constraints"] = [str(c) for c in task.objective.constraints]
         summary["n_trials"]["infeasible_after_training"] = sum(
-            1 for t in trials if t.state == TrialState.COMPLETE and not _feasible(t)
+            1 for t in trials if t.state == TrialState.COMPLETE and not is_feasible(t)
         )
     if len(study.directions) > 1:
-        summary["pareto_front"] = [
-            {
-                "trial": t.number,
-                "values": list(t.values),
-                "spec_hash": t.user_attrs.get("spec_hash"),
-                "family": t.user_attrs.get("family"),
-                "params": t.user_attrs.get("params"),
-            }
-            for t in pareto_front(study)
-        ]
+        summary["pareto_front"] = [_front_entry(rd, t) for t in pareto_front(study)]
     best = best_trials(study, 1)
     if best:
         summary["best"] = _best_summary(rd, best[0])
     reevaluation = _reevaluation_summary(task, study, trials)
     if reevaluation is not None:
         summary["reevaluation"] = reevaluation
-    _keep_others_keys(summary, rd, target)
     return summary
+
+
+def _family(t: Any, rec: TrialRecord | None) -> str | None:
+    """A trial's family: from its record, else (a trial of another machine's run directory) what it sampled."""
+    return rec.family if rec is not None and rec.family else t.params.get("family")
+
+
+def _front_entry(rd: RunDir, t: Any) -> dict[str, Any]:
+    """One trial of ``summary.json`` ``pareto_front``: its values from the storage, family and size from its record."""
+    rec = rd.trial(t.number)
+    return {
+        "trial": t.number,
+        "values": list(t.values),
+        "spec_hash": t.user_attrs.get("spec_hash"),
+        "family": _family(t, rec),
+        "params": rec.params if rec is not None else None,
+    }
 
 
 def _trial_counts(trials: list[Any], target: int) -> dict[str, Any]:
@@ -235,44 +150,40 @@ def _data_summary(plan: Any) -> dict[str, Any]:
 
 
 def _best_summary(rd: RunDir, t: Any) -> dict[str, Any]:
-    """``summary.json`` ``best``: the best trial's values and spec from the storage, its metrics from its record."""
-    rec = _metrics_file(rd, t.number)
+    """``summary.json`` ``best``: the best trial's values and ranking from the storage, the rest from its record."""
+    rec = rd.trial(t.number) or TrialRecord(trial=t.number)
     return {
         "trial": t.number,
         "values": list(t.values),
         "spec_hash": t.user_attrs.get("spec_hash"),
-        "family": t.user_attrs.get("family"),
-        "target": rec.get("target"),
-        "params": t.user_attrs.get("params"),
-        "macs": t.user_attrs.get("macs"),
+        "family": _family(t, rec),
+        "target": rec.target,
+        "params": rec.params,
+        "macs": rec.macs,
         "learned": t.user_attrs.get("learned"),
         "proxy_mean": t.user_attrs.get("proxy_mean"),
         "proxy_std": t.user_attrs.get("proxy_std"),
-        "metrics": rec.get("metrics", {}),
-        "operating_point": rec.get("operating_point"),
-        "loss": rec.get("loss"),
-        "sampling": rec.get("sampling"),
-        "constraints": rec.get("constraints"),
+        "metrics": rec.metrics if rec.metrics is not None else {},
+        "operating_point": rec.operating_point,
+        "loss": rec.loss,
+        "sampling": rec.sampling,
+        "constraints": rec.constraints,
     }
 
 
-def _keep_others_keys(summary: dict[str, Any], rd: RunDir, target: int | None) -> None:
-    """Copy into ``summary`` the keys of the summary on disk that other steps own, and its trial target."""
-    previous = rd.read_json(rd.summary) if rd.summary.exists() else {}
-    # Keys other steps own (retrain's proxy_fidelity, export's bundle) survive a summary rewrite.
-    # `stopped` too: a --workers child or a joining process may rewrite the summary after the session's end was
-    # recorded; the next session clears it when it starts (clear_stop).
-    for key in ("proxy_fidelity", "retrain", "export", "stopped"):
+def _carry_over(summary: dict[str, Any], previous: dict[str, Any], target: int | None) -> dict[str, Any]:
+    """``summary`` with the keys of the summary on disk (``previous``) that other steps own, and its trial target
+    when this writer has none of its own (``target`` None: a process that does not know the session's target)."""
+    for key in OTHERS_KEYS:
         if key in previous:
             summary[key] = previous[key]
     if target is None and isinstance(previous.get("n_trials"), dict) and previous["n_trials"].get("target"):
         summary["n_trials"]["target"] = previous["n_trials"]["target"]
+    return summary
 
 
 def _reevaluation_summary(task: TaskConfig, study: Any, trials: list[Any]) -> dict[str, Any] | None:
     """``summary.json`` ``reevaluation``: who was re-evaluated, the means, and what it cost."""
-    from mednas.study._reevaluate import reevaluations
-
     done = reevaluations(study)
     cfg = task.search.reevaluate
     if not cfg.top and not done:
@@ -300,10 +211,9 @@ def _reevaluation_summary(task: TaskConfig, study: Any, trials: list[Any]) -> di
 def write_summary(
     task: TaskConfig, rd: RunDir, study: Any, plan: Any | None = None, target: int | None = None
 ) -> dict[str, Any]:
-    """Build the summary and write ``summary.json`` atomically."""
-    summary = build_summary(task, rd, study, plan, target)
-    rd.write_json(rd.summary, summary)
-    return summary
+    """Build the summary and write ``summary.json`` (atomically, under its lock; other steps' keys kept)."""
+    fresh = _search_summary(task, rd, study, plan, target)
+    return rd.update_summary(lambda previous: _carry_over(fresh, previous, target))
 
 
 def record_stop(rd: RunDir, reason: str, detail: str | None = None) -> dict[str, Any]:
@@ -321,23 +231,16 @@ def record_stop(rd: RunDir, reason: str, detail: str | None = None) -> dict[str,
 
     if reason not in STOP_REASONS:
         raise ValueError(f"stop reason {reason!r} is not one of {STOP_REASONS}")
-    summary = rd.read_json(rd.summary) if rd.summary.exists() else {}
     stopped: dict[str, Any] = {
         "reason": reason,
         "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     if detail:
         stopped["detail"] = detail
-    summary["stopped"] = stopped
-    rd.write_json(rd.summary, summary)
-    return summary
+    return rd.update_summary(stopped=stopped)
 
 
 def clear_stop(rd: RunDir) -> None:
     """Forget the previous session's ``stopped`` record (a new session is starting)."""
-    if not rd.summary.exists():
-        return
-    summary = rd.read_json(rd.summary)
-    if isinstance(summary, dict) and "stopped" in summary:
-        del summary["stopped"]
-        rd.write_json(rd.summary, summary)
+    if rd.summary_path.exists() and "stopped" in rd.summary():
+        rd.update_summary(stopped=None)

@@ -601,6 +601,25 @@ def fit(
         if settings.patience is not None and stale >= settings.patience:
             stopped_early = True
             break
+    return _fit_result(t, best, history, val, bs, last_outputs, t0, stopped_early)
+
+
+def _fit_result(
+    t: _Trainer,
+    best: _Best,
+    history: list[EpochResult],
+    val: ArrayData,
+    bs: int,
+    last_outputs: np.ndarray | None,
+    t0: float,
+    stopped_early: bool,
+) -> FitResult:
+    """What :func:`fit` returns: the best epoch (its predictions recomputed after a resume) and the history.
+
+    ``t0`` is the ``time.perf_counter()`` at which training started.
+    """
+    from mednas.train._learning import not_learning_reason
+
     if best.outputs is None and best.state is not None:
         _restore_best_outputs(t, best, val, bs)
     # The whole history and the last predictions (the best epoch's when a resumed run trained no further).
@@ -608,7 +627,7 @@ def fit(
         [h.train_loss for h in history],
         [h.value for h in history],
         last_outputs if last_outputs is not None else best.outputs,
-        settings.problem,
+        t.settings.problem,
     )
     return FitResult(
         best_epoch=best.epoch,

@@ -267,3 +267,25 @@ def test_scrub_text_removes_paths_and_file_names() -> None:
     assert scrub_text("cannot read DOE_JANE_0001.dcm (corrupt)") == "cannot read <file> (corrupt)"
     assert scrub_text("pruned at epoch 2 (objective 0.5000)") == "pruned at epoch 2 (objective 0.5000)"
     assert scrub_text(None) is None
+
+
+def test_export_ships_the_preprocessing_the_run_recorded(cls_bundle: SimpleNamespace, tmp_path: Path) -> None:
+    import shutil
+
+    from mednas.data._plan import PREPROCESSING
+
+    source = cls_bundle.run.run_dir
+    recorded = json.loads((source / PREPROCESSING).read_text())  # the data plan wrote it at search time
+    assert _meta(cls_bundle.path)["mednas"]["pipeline"]["normalize"] == recorded["normalize"]
+    run_dir = Path(shutil.copytree(source, tmp_path / "run", ignore=shutil.ignore_patterns("bundle")))
+    suggested = json.loads((run_dir / "fingerprint.json").read_text())["suggestions"]["normalize"]
+    other = "zscore" if suggested != "zscore" else "percentile"
+    (run_dir / PREPROCESSING).write_text(json.dumps({**recorded, "normalize": other}))
+    api.export(run_dir, tmp_path / "b1", formats="torchscript")
+    assert _meta(tmp_path / "b1")["mednas"]["pipeline"]["normalize"] == other
+    assert other in (tmp_path / "b1" / "docs" / "README.md").read_text()
+    # A run made before the record existed: the plan's rule decides it again, from the fingerprint.
+    (run_dir / PREPROCESSING).unlink()
+    api.export(run_dir, tmp_path / "b2", formats="torchscript")
+    assert _meta(tmp_path / "b2")["mednas"]["pipeline"]["normalize"] == suggested
+    assert not (run_dir / PREPROCESSING).exists()  # export reads the run, never writes its records

@@ -268,7 +268,7 @@ def _planned_run(tmp_path: Path, task_map: dict, name: str = "run", salt: str | 
     task = config(task_map)
     rd = RunDir(tmp_path / name)
     rd.root.mkdir(parents=True)
-    write_yaml(rd.resolved, task_to_dict(task))
+    write_yaml(rd.resolved_path, task_to_dict(task))
     plan_data(task, rd, salt=read_or_create_salt(rd, shared=salt))
     return rd
 

@@ -103,7 +103,7 @@ def test_overlap_with_training_counts_the_images_put_in(cls_bundle: SimpleNamesp
     from mednas.rundir import RunDir
 
     rd = RunDir(cls_bundle.run.run_dir)
-    by_key = load_dataset(load_task(load_yaml(rd.resolved)), rd.salt.read_text().strip()).by_key()
+    by_key = load_dataset(load_task(load_yaml(rd.resolved_path)), rd.salt.read_text().strip()).by_key()
     splits = json.loads(rd.splits.read_text())
     train, val = [by_key[k] for k in splits["train"][:3]], [by_key[k] for k in splits["val"][:2]]
     root = tmp_path / "mixed"
@@ -359,7 +359,7 @@ def test_hashes_from_the_fingerprint_equal_hashes_of_the_images_read_again(
         shutil.copytree(cls_bundle.run.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("bundle"))
     )
     rd = RunDir(run)
-    task = load_task(load_yaml(rd.resolved))
+    task = load_task(load_yaml(rd.resolved_path))
     fast = write_data_hashes(tmp_path / "fast.json", rd, task)
     fp = json.loads(rd.fingerprint.read_text())
     for case in fp["cases"]:

@@ -192,6 +192,56 @@ def test_report_degrades_for_an_older_run(live_cls_run: LiveRun, tmp_path: Path)
     assert len(scripts) == 1 and f'src="{scripts[0].name}"' in text and len(text) < 1_000_000
 
 
+def _section(text: str, sid: str) -> str:
+    found = re.search(rf"<section id='{sid}'>.*?</section>", text, re.S)
+    assert found, sid
+    return found.group(0)
+
+
+def test_report_reads_trials_from_their_records(live_cls_run: LiveRun, tmp_path: Path) -> None:
+    # The storage keeps only what the search needs; what each trial did comes from trials/<n>/metrics.json.
+    from tests.reporting.test_status import strip_record_only_attrs
+
+    copy = tmp_path / "run"
+    shutil.copytree(live_cls_run.run_dir, copy)
+    strip_record_only_attrs(copy)
+    before = write_report(live_cls_run.run_dir, tmp_path / "before.html", images=False)
+    after = write_report(copy, tmp_path / "after.html", images=False)
+    assert after.errors == [] and after.figures == before.figures and after.notes == before.notes
+    old, new = before.path.read_text(), after.path.read_text()
+    for sid in ("overview", "search", "performance", "trials"):
+        assert _section(new, sid) == _section(old, sid), sid
+
+
+def test_reporting_opens_run_records_only_through_rundir() -> None:
+    # resolved.yaml, summary.json and */metrics.json are read by mednas.rundir.RunDir alone; reporting code names
+    # them only in docstrings, comments and text built from mednas.rundir's constants.
+    import ast
+
+    import mednas.reporting
+
+    found = []
+    for path in sorted(Path(mednas.reporting.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        found += [
+            f"{path.name}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docs
+            and any(name in node.value for name in ("metrics.json", "summary.json", "resolved.yaml"))
+        ]
+    assert found == []
+
+
 def test_report_of_a_segmentation_search(seg_run: Path, seg_report: ReportResult) -> None:
     result = seg_report
     assert result.errors == [] and result.path == seg_run / "report.html"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import shutil
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,6 +75,50 @@ def test_status_without_storage_reads_the_records(live_cls_run: LiveRun, tmp_pat
     bad = read_status(copy, storage="postgresql://me:secret@127.0.0.1:1/nowhere")
     assert bad["source"] == "records" and bad["storage_error"]
     assert "secret" not in format_status(bad) and "me:***@" in format_status(bad)
+
+
+#: Trial attributes the search keeps only in the trial's record, not in the storage (issue 16).
+RECORD_ONLY_ATTRS = ("family", "params", "macs", "latency_ms", "threshold", "not_learning", "fail_reason")
+
+
+def strip_record_only_attrs(run: Path) -> None:
+    """Remove from a copied run's storage what only the trial records keep (as a search of this version writes)."""
+    with contextlib.closing(sqlite3.connect(run / "study.db")) as db:
+        marks = ", ".join("?" * len(RECORD_ONLY_ATTRS))
+        db.execute(f"DELETE FROM trial_user_attributes WHERE key IN ({marks})", RECORD_ONLY_ATTRS)
+        db.commit()
+
+
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in ("run_dir", "storage", "updated")}
+
+
+def test_status_takes_what_a_trial_did_from_its_record(live_cls_run: LiveRun, tmp_path: Path) -> None:
+    # The storage is read for the live state; family, parameters, reasons and flags come from the records.
+    copy = tmp_path / "run"
+    shutil.copytree(live_cls_run.run_dir, copy)
+    strip_record_only_attrs(copy)
+    status = read_status(copy)
+    assert status["source"] == "storage"
+    assert _comparable(status) == _comparable(read_status(live_cls_run.run_dir))
+    text = format_status(status)
+    assert all(f"{r['params']:,}" in text for r in status["trials"] if r["state"] == "complete")
+
+
+def test_status_of_a_trial_without_a_record_shows_the_storage(live_cls_run: LiveRun, tmp_path: Path) -> None:
+    # A trial recorded in another machine's run directory: what the storage has, nothing invented.
+    copy = tmp_path / "run"
+    shutil.copytree(live_cls_run.run_dir, copy)
+    strip_record_only_attrs(copy)
+    before = {r["number"]: r for r in read_status(copy)["trials"]}
+    number = next(n for n, r in before.items() if r["state"] == "complete")
+    (copy / "trials" / str(number) / "metrics.json").unlink()
+    row = next(r for r in read_status(copy)["trials"] if r["number"] == number)
+    assert row["state"] == "complete" and row["objective"] == pytest.approx(before[number]["objective"])
+    assert row["family"] == row["sampled"]["family"] == before[number]["family"]
+    assert row["params"] is None and row["ci95"] is None and row["epochs"] == LIVE_EPOCHS
+    assert row["seconds"] > 0  # the storage's clock
+    assert re.search(rf"^\s+{number}\s+complete\s", format_status(read_status(copy)), re.M)
 
 
 def test_status_of_a_killed_search_says_it_is_not_running(live_cls_run: LiveRun, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -46,6 +47,12 @@ def test_files_follow_the_run_directory_contract(retrained: SimpleNamespace) -> 
         net.load_state_dict(torch.load(cdir / "model.pt", weights_only=True))
         rec = json.loads((cdir / "metrics.json").read_text())
         assert rec["trial"] == n and rec["state"] == "complete" and rec["reason"] is None
+        # Versioned like the trial records: a later mednas can tell what it reads.
+        assert isinstance(rec["schema_version"], int) and rec["schema_version"] >= 1
+        assert (
+            json.loads((cdir / "seed-1" / "metrics.json").read_text())["schema_version"]
+            == rec["schema_version"]
+        )
         assert (
             rec["shape"] == [32, 32]
             and rec["patch"] is None
@@ -117,6 +124,51 @@ def test_summary_holds_retrain_and_fidelity(retrained: SimpleNamespace) -> None:
     assert on_disk["best"] == retrained.search.summary["best"]  # the search's keys survive the merge
 
 
+def test_retrain_keys_survive_a_search_rewriting_the_summary_meanwhile(
+    retrained: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """summary.json has two writers: a search worker still running in the directory rewrites its keys while
+    retrain adds ``retrain``/``proxy_fidelity``. Each update holds the summary's lock from its read to its write,
+    so neither loses the other's keys, whichever order they come in."""
+    import shutil
+    import threading
+
+    import mednas.retraining._retrain as retrain_mod
+    from mednas.rundir import RunDir
+
+    run_dir = Path(shutil.copytree(retrained.run_dir, tmp_path / "run"))  # retrained: a re-run only skips
+    rd = RunDir(run_dir)
+    rd.update_summary(retrain=None, proxy_fidelity=None)
+    ready, read = threading.Event(), threading.Event()
+    real_fidelity = retrain_mod._fidelity
+
+    def fidelity_then_signal(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        out = real_fidelity(*a, **kw)
+        ready.set()  # retrain is about to update the summary
+        return out
+
+    def search_rewrites(summary: dict[str, Any]) -> dict[str, Any]:
+        read.set()
+        assert ready.wait(60)
+        time.sleep(0.3)  # retrain now waits for the lock (without one, it would write now and be overwritten)
+        return {**summary, "n_trials": 99}  # the search's keys, on the summary as it read it
+
+    monkeypatch.setattr(retrain_mod, "_fidelity", fidelity_then_signal)
+    search = threading.Thread(target=rd.update_summary, args=(search_rewrites,))
+    search.start()
+    assert read.wait(30)  # the search has read the summary (no retrain key yet) and holds it
+    result = api.retrain(run_dir, top_k=3, n_resamples=100, show_progress=False)
+    search.join(60)
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["n_trials"] == 99 and on_disk["retrain"] == result.summary["retrain"]
+    assert on_disk["proxy_fidelity"] == result.fidelity and on_disk == result.summary
+
+    # And the other way round: the search rewrites after retrain; retrain's keys stay.
+    rd.update_summary(lambda s: {**s, "n_trials": 100})
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert after["n_trials"] == 100 and after["retrain"] == result.summary["retrain"]
+
+
 def test_test_split_is_evaluated_once_at_the_validation_threshold(retrained: SimpleNamespace) -> None:
     test_keys = set(retrained.splits["test"])
     test_loads = [keys for keys in retrained.loads if set(keys) & test_keys]
@@ -166,7 +218,7 @@ def test_interrupted_candidate_resumes_from_its_checkpoint(
 
     def interrupt(self, epoch, epochs, value):  # noqa: ANN001, ANN202
         seen.append(epoch)
-        if "candidate 2/" in self.prefix and epoch == 3:
+        if "candidate 2/" in self.detail and epoch == 3:
             raise KeyboardInterrupt  # what Ctrl-C does mid-candidate; SIGKILL is tested through the CLI
         real_epoch(self, epoch, epochs, value)
 

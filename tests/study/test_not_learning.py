@@ -67,7 +67,8 @@ def test_dead_candidate_is_flagged_and_pruned_early(
         assert rec["epochs"] == 4
     study = optuna.load_study(study_name="tiny-cls", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     attrs = study.trials[0].user_attrs
-    assert attrs["learned"] is False and attrs["not_learning"] == rec["not_learning"]
+    # The ranking reads `learned` from the storage; why it did not learn is in the record only.
+    assert attrs["learned"] is False and "not_learning" not in attrs
     assert summary["n_trials"]["not_learning"] == 1
     assert "best" not in summary or summary["best"]["learned"] is False
     from mednas.reporting import format_status, read_status

@@ -114,7 +114,7 @@ def test_multi_objective_pruning_compares_with_cheaper_trials_only() -> None:
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from mednas.study._runner import _MultiObjectivePruner
+    from mednas.study._pruning import MultiObjectivePruner
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     for primary, macs in [(0.9, 100.0), (0.8, 120.0), (0.7, 50.0)]:
@@ -125,7 +125,7 @@ def test_multi_objective_pruning_compares_with_cheaper_trials_only() -> None:
                 user_attrs={"primary_history": {"1": primary}, "static_secondary": [macs]},
             )
         )
-    pruner = _MultiObjectivePruner(SimpleNamespace(name="median", warmup_epochs=0, startup_trials=1))
+    pruner = MultiObjectivePruner(SimpleNamespace(name="median", warmup_epochs=0, startup_trials=1))
 
     def judged(value: float, macs: float) -> bool:
         trial = study.ask()

@@ -20,17 +20,39 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mednas.errors import RunDirError
 from mednas.io._atomic import read_json, write_json, write_text
+from mednas.rundir._records import TrialRecord
 
-__all__ = ["MARKER", "RunClaim", "RunDir", "check_run_dir", "claim_run_dir", "environment_info"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from mednas.config import TaskConfig
+
+__all__ = [
+    "MARKER",
+    "RECORD",
+    "RESOLVED",
+    "SUMMARY",
+    "RunClaim",
+    "RunDir",
+    "check_run_dir",
+    "claim_run_dir",
+    "environment_info",
+]
 
 logger = logging.getLogger(__name__)
 
 #: The file that makes a folder a mednas run directory (JSON: ``mednas``, ``created``, ``config_hash``).
 MARKER = ".mednas-run"
+#: The resolved task (``mednas search`` writes it first; every later step reads it through :meth:`RunDir.task`).
+RESOLVED = "resolved.yaml"
+#: The run's summary (many writers, one at a time: :meth:`RunDir.update_summary`).
+SUMMARY = "summary.json"
+#: A trial's or a retrained candidate's record, in ``trials/<n>/`` or ``retrain/<n>/``.
+RECORD = "metrics.json"
 #: The lock file that serialises the preparation of a run directory by concurrent starts.
 LOCK = ".mednas-run.lock"
 #: What ``mednas search`` writes before its first trial: a refused start may remove these, and only these.
@@ -38,7 +60,7 @@ PREPARATION_RECORDS = frozenset(
     {
         MARKER,
         LOCK,
-        "resolved.yaml",
+        RESOLVED,
         "env.json",
         ".salt",
         "study.db",
@@ -48,6 +70,7 @@ PREPARATION_RECORDS = frozenset(
         "search.log",
         "fingerprint.json",
         "splits.json",
+        "preprocessing.json",
         "cache",  # derived data (demo data, augmented copies) when no cache folder is chosen: see default_cache_root
     }
 )
@@ -74,8 +97,9 @@ class RunDir:
         return self.root / MARKER
 
     @property
-    def resolved(self) -> Path:
-        return self.root / "resolved.yaml"
+    def resolved_path(self) -> Path:
+        """``resolved.yaml``: read it with :meth:`task` or :meth:`resolved`, write it with :meth:`write_task`."""
+        return self.root / RESOLVED
 
     @property
     def env(self) -> Path:
@@ -86,12 +110,18 @@ class RunDir:
         return self.root / "fingerprint.json"
 
     @property
+    def preprocessing(self) -> Path:
+        """``preprocessing.json``: what the data plan decided (normalisation, CT window, orientation); export reads it."""
+        return self.root / "preprocessing.json"
+
+    @property
     def splits(self) -> Path:
         return self.root / "splits.json"
 
     @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
+    def summary_path(self) -> Path:
+        """``summary.json``: read it with :meth:`summary`, change it with :meth:`update_summary`."""
+        return self.root / SUMMARY
 
     @property
     def salt(self) -> Path:
@@ -130,7 +160,7 @@ class RunDir:
     def is_legacy_run(self) -> bool:
         """A run written before run directories were marked: ``resolved.yaml`` and an ``env.json`` with a
         ``config_hash`` (what every ``mednas search`` wrote first). An arbitrary folder never qualifies."""
-        if self.marker.exists() or not self.resolved.is_file() or not self.env.is_file():
+        if self.marker.exists() or not self.resolved_path.is_file() or not self.env.is_file():
             return False
         try:
             env = json.loads(self.env.read_text(encoding="utf-8"))
@@ -148,13 +178,177 @@ class RunDir:
             raise RunDirError(f"{self.root}: is a file, not a run directory")
         if not self.root.is_dir():
             raise RunDirError(f"{self.root}: not a run directory (run `mednas search` first)")
-        if not self.marker.is_file() and not self.resolved.is_file():
+        if not self.marker.is_file() and not self.resolved_path.is_file():
             raise RunDirError(
                 f"{self.root}: not a mednas run directory (no {MARKER} marker and no resolved.yaml)"
             )
         for p in paths:
             if not p.exists():
                 raise RunDirError(f"{self.root}: {p.relative_to(self.root)} is missing; {step} needs it")
+
+    # -- the records: the only code that opens resolved.yaml, summary.json and */metrics.json
+
+    def task(self) -> TaskConfig:
+        """The resolved task the search ran with (``resolved.yaml``), validated; parsed once per :class:`RunDir`.
+
+        Raises:
+            RunDirError: If the file is missing or is not a valid task (naming the file).
+        """
+        cached = self.__dict__.get("_task")
+        if cached is not None:
+            return cached
+        from mednas.config import load_task
+        from mednas.errors import ConfigError
+
+        data = self.resolved()
+        if not data:
+            raise RunDirError(f"{self.resolved_path}: missing or empty; run `mednas search` first")
+        try:
+            task = load_task(data)
+        except ConfigError as exc:
+            raise RunDirError(
+                f"{self.resolved_path}: not a valid resolved task ({str(exc).splitlines()[0]})"
+            ) from None
+        object.__setattr__(self, "_task", task)
+        return task
+
+    def resolved(self) -> dict[str, Any]:
+        """``resolved.yaml`` as the plain mapping it holds (for display); ``{}`` when it is missing.
+
+        Raises:
+            RunDirError: If the file is not a YAML mapping.
+        """
+        from mednas.config import load_yaml
+        from mednas.errors import ConfigError
+
+        if not self.resolved_path.is_file():
+            return {}
+        try:
+            return load_yaml(self.resolved_path)
+        except ConfigError as exc:
+            raise RunDirError(str(exc)) from None
+
+    def write_task(self, task: TaskConfig) -> Path:
+        """Write ``resolved.yaml`` (atomically) and forget the cached task."""
+        from mednas.config import task_to_dict
+        from mednas.io._atomic import write_yaml
+
+        self.__dict__.pop("_task", None)
+        return write_yaml(self.resolved_path, task_to_dict(task))
+
+    def trial(self, number: int) -> TrialRecord | None:
+        """Trial ``number``'s record, or None when it has none yet (or it cannot be read: being written elsewhere)."""
+        return _read_record(self.trial_dir(number) / RECORD, number)
+
+    def trial_numbers(self) -> list[int]:
+        """The numbers of the trial folders, ascending (a running trial has its folder before its record)."""
+        return _numbered_dirs(self.root / "trials")
+
+    def trials(self) -> dict[int, TrialRecord]:
+        """Every trial record in the run directory, by trial number (unreadable ones left out)."""
+        out: dict[int, TrialRecord] = {}
+        for n in self.trial_numbers():
+            rec = self.trial(n)
+            if rec is not None:
+                out[n] = rec
+        return out
+
+    def write_trial(self, record: TrialRecord) -> Path:
+        """Write ``trials/<n>/metrics.json`` atomically (``schema_version`` stamped)."""
+        return write_json(self.trial_dir(record.trial) / RECORD, record.to_json())
+
+    def trial_record_path(self, number: int) -> Path:
+        """Where trial ``number``'s record lives (for messages; read it with :meth:`trial`)."""
+        return self.trial_dir(number) / RECORD
+
+    def retrained(self, number: int, *, seed_dir: Path | None = None) -> dict[str, Any] | None:
+        """The record of retrained candidate ``number`` (``retrain/<n>/metrics.json``, or that of one seed's folder
+        ``seed_dir``), or None when there is none or it cannot be read."""
+        path = (seed_dir if seed_dir is not None else self.retrain_dir(number)) / RECORD
+        try:
+            data = read_json(path)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def retrains(self) -> dict[int, dict[str, Any]]:
+        """Every retrained candidate's record, by trial number."""
+        out: dict[int, dict[str, Any]] = {}
+        for n in _numbered_dirs(self.root / "retrain"):
+            rec = self.retrained(n)
+            if rec is not None:
+                out[n] = rec
+        return out
+
+    def write_retrained(self, number: int, record: dict[str, Any], *, seed_dir: Path | None = None) -> Path:
+        """Write a retrained candidate's record atomically; ``schema_version`` is stamped on ``record`` too."""
+        path = (seed_dir if seed_dir is not None else self.retrain_dir(number)) / RECORD
+        stamped = {"schema_version": RETRAIN_RECORD_SCHEMA, **record}
+        record.clear()
+        record.update(stamped)  # the caller's record is what was written, version included
+        return write_json(path, record)
+
+    def retrained_path(self, number: int, *, seed_dir: Path | None = None) -> Path:
+        """Where a retrained candidate's record lives (for messages and existence checks)."""
+        return (seed_dir if seed_dir is not None else self.retrain_dir(number)) / RECORD
+
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` (a fresh copy); ``{}`` when no search has written it yet.
+
+        Raises:
+            RunDirError: If the file exists but is not a JSON object.
+        """
+        if not self.summary_path.exists():
+            return {}
+        data = self.read_json(self.summary_path)
+        if not isinstance(data, dict):
+            raise RunDirError(f"{self.summary_path}: not a JSON object")
+        return data
+
+    def update_summary(
+        self, change: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None, **keys: Any
+    ) -> dict[str, Any]:
+        """Change ``summary.json``: the one writer, atomic, safe with several processes and machines.
+
+        Under an exclusive lock (``summary.json.lock``), the summary on disk is read, ``change`` is called with it
+        (it mutates the mapping or returns a new one), ``keys`` are set at the top level (a value of ``None``
+        removes the key), and the result is written atomically. Another process's update is never lost between
+        the read and the write.
+
+        Returns:
+            The summary as written.
+
+        Example:
+            >>> rd.update_summary(export={"path": "bundle"})  # doctest: +SKIP
+        """
+        with self._summary_lock():
+            summary = self.summary() if self.summary_path.exists() else {}
+            if change is not None:
+                new = change(summary)
+                summary = summary if new is None else new
+            for key, value in keys.items():
+                if value is None:
+                    summary.pop(key, None)
+                else:
+                    summary[key] = value
+            write_json(self.summary_path, summary)
+        return summary
+
+    @contextlib.contextmanager
+    def _summary_lock(self) -> Iterator[None]:
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / f"{SUMMARY}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- other JSON records (env.json, fingerprint.json, splits.json, spec.json, predictions.json)
 
     def read_json(self, path: Path) -> Any:
         try:
@@ -365,6 +559,32 @@ def claim_run_dir(rd: RunDir, *, config_hash: str, wait: float = 600.0) -> RunCl
     raise RunDirError(
         f"{rd.root}: could not be claimed (it keeps being removed and re-created by other processes)"
     )
+
+
+#: The version of ``retrain/<n>/metrics.json`` this mednas writes.
+RETRAIN_RECORD_SCHEMA = 1
+
+
+def _numbered_dirs(parent: Path) -> list[int]:
+    """The numbers of ``parent``'s numbered sub-folders, ascending (``trials/0``, ``trials/1``, ...)."""
+    if not parent.is_dir():
+        return []
+    return sorted(int(d.name) for d in parent.iterdir() if d.is_dir() and d.name.isdigit())
+
+
+def _read_record(path: Path, number: int) -> TrialRecord | None:
+    """A trial record, or None when it is missing, half-written by another worker, or not a record."""
+    from pydantic import ValidationError
+
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    try:
+        return TrialRecord.from_json(data, number=number)
+    except ValidationError as exc:
+        logger.warning("%s: not a trial record (%s); left out", path, str(exc).splitlines()[0])
+        return None
 
 
 class _Vanished(Exception):
