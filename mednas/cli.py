@@ -619,13 +619,26 @@ def _print_search_summary(summary: dict[str, Any], run_dir: Any) -> None:
         f"  best: trial {best['trial']}, {best.get('target')} ({best.get('family')}), "
         f"{best.get('params') or 0:,} parameters, spec {best.get('spec_hash')}"
     )
-    print(f"  objective {summary['objective']['names'][0]} = {best['values'][0]:.4f} (validation, proxy)")
+    print(
+        f"  objective {summary['objective']['names'][0]} = {best['values'][0]:.4f} ({_best_fidelity(summary)})"
+    )
     for name, m in sorted((best.get("metrics") or {}).items()):
         print(f"    {name}: {_fmt_ci(m)}")
     op = best.get("operating_point")
     if op and op.get("threshold") is not None:
         print(f"    operating threshold: {op['threshold']:.4f}")
     print(f"  architecture: {run_dir}/trials/{best['trial']}/spec.json")
+
+
+def _best_fidelity(summary: dict[str, Any]) -> str:
+    """How the best trial's score was measured: on the proxy, or at the ladder's top rung (full resolution)."""
+    if summary.get("fidelity") != "ladder":
+        return "validation, proxy"
+    best = summary.get("best") or {}
+    rungs = (summary.get("ladder") or {}).get("rungs") or []
+    if rungs and best.get("rung_reached") == len(rungs) - 1:
+        return "validation, full resolution on the ladder, one seed"
+    return "validation, ladder rung below full resolution"
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -974,12 +987,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     )
     m = result.metadata["mednas"]
     print(f"\nmednas export: {m['task']['name']} -> {result.path}")
-    source = (
-        "PROXY CANDIDATE, NOT RETRAINED (short low-resolution proxy weights; run `mednas retrain` first "
-        "for a model worth validating)"
-        if result.is_proxy
-        else "retrained at full fidelity"
-    )
+    source = {
+        "proxy": "PROXY CANDIDATE, NOT RETRAINED (short low-resolution proxy weights; run `mednas retrain` first "
+        "for a model worth validating)",
+        "ladder": "FULL-RESOLUTION LADDER CANDIDATE, NOT RETRAINED (trained at full resolution on the search's "
+        "resolution ladder, one seed, no test-split evaluation: run `mednas retrain` for seeds and the held-out test)",
+    }.get(result.source, "retrained at full fidelity")
     print(f"  source: trial {result.trial}, {m['spec']['target']} ({m['params']:,} parameters), {source}")
     p = m["pipeline"]
     print(

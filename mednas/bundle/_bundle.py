@@ -30,7 +30,7 @@ from mednas.bundle._convert import (
     export_torchscript,
 )
 from mednas.bundle._pipeline import Pipeline, config_entry
-from mednas.bundle._source import PROXY_FLAG, ExportSource, resolve_source
+from mednas.bundle._source import LADDER_FLAG, LADDER_NOTE, PROXY_FLAG, ExportSource, resolve_source
 from mednas.bundle._verify import (
     KEY_ENV,
     SCHEMA_URL,
@@ -65,7 +65,7 @@ class ExportResult:
 
     Args:
         path: The bundle folder.
-        source: ``"retrained"`` or ``"proxy"``.
+        source: ``"retrained"``, ``"ladder"`` (a top-rung ladder trial, not retrained) or ``"proxy"``.
         trial: The exported trial.
         conversions: Format -> its record (file, method, ``max_abs_diff``, ...).
         checks: What was verified (metadata schema, network in/out, pipeline agreement, checksums).
@@ -525,10 +525,16 @@ def _limitations(
     shape = "x".join(map(str, pipeline.shape))
     out: list[str] = []
     if src.is_proxy:
+        # A ladder trial stopped below the top rung trained for the epochs of the rungs it completed.
+        epochs = sum(int(r.get("epochs") or 0) for r in src.record.get("rungs") or []) or src.summary.get(
+            "proxy", {}
+        ).get("epochs")
         out.append(
-            f"PROXY CANDIDATE, NOT RETRAINED: weights from a {src.summary.get('proxy', {}).get('epochs')}-epoch proxy "
+            f"PROXY CANDIDATE, NOT RETRAINED: weights from a {epochs}-epoch proxy "
             f"training at {shape}; never trained at full fidelity, never evaluated on the held-out test split."
         )
+    elif src.is_ladder:
+        out.append(f"{LADDER_FLAG.upper()}: {LADDER_NOTE}.")
     if data.get("simulated"):
         out.append(
             "SIMULATED data: trained and evaluated on simulated images; no evidence of performance on patients."
@@ -601,13 +607,21 @@ def _metadata(
         if isinstance(m.get("value"), (int, float))
     }
     modality = data.get("modality") or "unknown"
-    flag = f" ({PROXY_FLAG.upper()})" if src.is_proxy else ""
+    how = {
+        "retrained": "retrained at full fidelity",
+        "ladder": f"{LADDER_NOTE} ({LADDER_FLAG.upper()})",
+        "proxy": f"proxy weights, not retrained ({PROXY_FLAG.upper()})",
+    }[src.kind]
     description = (
         f"{src.spec.class_name} ({params:,} parameters) found by mednas neural architecture search for task "
-        f"'{task.name}' ({pipeline.problem}, {pipeline.spatial_dims}D); trial {src.trial}, "
-        f"{'retrained at full fidelity' if not src.is_proxy else 'proxy weights, not retrained'}{flag}."
+        f"'{task.name}' ({pipeline.problem}, {pipeline.spatial_dims}D); trial {src.trial}, {how}."
         + (" Trained on SIMULATED data." if data["simulated"] else "")
     )
+    caveat = {
+        "retrained": "",
+        "ladder": f" {LADDER_FLAG.upper()}: {LADDER_NOTE}.",
+        "proxy": f" {PROXY_FLAG.upper()}.",
+    }
     return {
         "schema": SCHEMA_URL,
         "version": BUNDLE_VERSION,
@@ -630,7 +644,7 @@ def _metadata(
         "eval_metrics": eval_metrics,
         "intended_use": (
             f"Research and validation of: {task.description or task.name}. Not a medical device; not for "
-            "diagnosis or treatment decisions." + (f" {PROXY_FLAG.upper()}." if src.is_proxy else "")
+            "diagnosis or treatment decisions." + caveat[src.kind]
         ),
         "references": [],
         "network_data_format": _network_data_format(pipeline, modality),
@@ -782,11 +796,12 @@ def _mednas_section(
         # and the operating point's warnings; None when nothing could be fitted.
         "temperature_scaling": src.calibration if pipeline.problem == "classification" else None,
         "metrics": metrics,
-        "metrics_note": (
-            "validation metrics of the proxy training (proxy resolution); no test evaluation"
-            if src.is_proxy
-            else "validation after retraining; test evaluated once at the validation operating point"
-        ),
+        "metrics_note": {
+            "proxy": "validation metrics of the proxy training (proxy resolution); no test evaluation",
+            "ladder": "validation metrics at the top rung of the resolution ladder (full resolution, one seed); "
+            "no test evaluation",
+            "retrained": "validation after retraining; test evaluated once at the validation operating point",
+        }[src.kind],
         "test_cases": (src.record.get("test") or {}).get("n_cases"),
         "proxy_fidelity": fid,
         "data": data,
@@ -794,6 +809,9 @@ def _mednas_section(
             "n_trials": s.get("n_trials"),
             "families": s.get("families"),
             "proxy": s.get("proxy"),
+            "fidelity": s.get("fidelity", "flat"),
+            "ladder": s.get("ladder"),
+            "compute": s.get("compute"),
             "config_hash": (s.get("study") or {}).get("config_hash"),
             "retrain": _retrain_brief(s),
         },

@@ -37,31 +37,38 @@ def model_card(meta: dict[str, Any]) -> str:
     """Return the model card's Markdown from the bundle's ``metadata.json``."""
     m = meta["mednas"]
     p = m["pipeline"]
-    proxy = m["source"] == "proxy"
+    kind = str(m["source"])  # "retrained", "ladder" (top rung of the resolution ladder) or "proxy"
     shape = "x".join(map(str, p["shape"]))
     lines: list[str] = [
         f"# {m['task']['name']}: {m['spec']['target'].rsplit('.', 1)[-1]} found by mednas",
         "",
     ]
-    lines += _warnings(m, shape, proxy)
+    lines += _warnings(m, shape, kind)
     lines += _use_and_data(meta, m)
     lines += _preprocessing(p, shape)
-    lines += _operating_point(m, proxy)
-    lines += _performance(m, proxy)
+    lines += _operating_point(m, tested=kind == "retrained")
+    lines += _performance(m, kind)
     lines += _search(m)
     lines += _limitations_and_files(m)
     lines += _pinning()
     return "\n".join(lines)
 
 
-def _warnings(m: dict[str, Any], shape: str, proxy: bool) -> list[str]:
-    """The loud notes: proxy weights, simulated data, augmented copies."""
+def _warnings(m: dict[str, Any], shape: str, kind: str) -> list[str]:
+    """The loud notes: proxy or ladder weights (never retrained), simulated data, augmented copies."""
     lines: list[str] = []
-    if proxy:
+    if kind == "proxy":
         lines += [
             "> **PROXY CANDIDATE, NOT RETRAINED.** These are the weights of a short, low-resolution proxy "
             f"training ({shape}) from the architecture search. They were never retrained at full fidelity or "
             "evaluated on the held-out test split. Run `mednas retrain` and export again before any validation.",
+            "",
+        ]
+    elif kind == "ladder":
+        lines += [
+            "> **FULL-RESOLUTION LADDER CANDIDATE, NOT RETRAINED.** These weights were trained at full "
+            f"resolution ({shape}) on the search's resolution ladder, one seed, no test-split evaluation: run "
+            "`mednas retrain` for seeds and the held-out test, and export again before any validation.",
             "",
         ]
     if m["data"].get("simulated"):
@@ -146,8 +153,8 @@ def _preprocessing(p: dict[str, Any], shape: str) -> list[str]:
     return lines
 
 
-def _operating_point(m: dict[str, Any], proxy: bool) -> list[str]:
-    """The threshold chosen on validation and the calibration (classification), or argmax."""
+def _operating_point(m: dict[str, Any], *, tested: bool) -> list[str]:
+    """The threshold chosen on validation (applied to the test split when ``tested``) and the calibration, or argmax."""
     p = m["pipeline"]
     lines: list[str] = []
     lines += ["## Operating point", ""]
@@ -161,7 +168,7 @@ def _operating_point(m: dict[str, Any], proxy: bool) -> list[str]:
                 if op.get("sensitivity") is not None and op.get("specificity") is not None
                 else ""
             )
-            + ("" if proxy else " and applied unchanged to the held-out test split")
+            + (" and applied unchanged to the held-out test split" if tested else "")
             + ".",
             "",
         ]
@@ -177,18 +184,22 @@ def _operating_point(m: dict[str, Any], proxy: bool) -> list[str]:
     return lines
 
 
-def _performance(m: dict[str, Any], proxy: bool) -> list[str]:
+_PERFORMANCE_NOTE = {
+    "proxy": "Validation metrics of the proxy training (low resolution, few epochs); no test evaluation.",
+    "ladder": "Validation metrics at the top rung of the search's resolution ladder (full resolution, one seed); "
+    "no test evaluation.",
+    "retrained": "Validation after full-fidelity retraining; test evaluated once at the validation operating point.",
+}
+
+
+def _performance(m: dict[str, Any], kind: str) -> list[str]:
     """Metrics per split with 95% intervals, and calibration."""
     lines: list[str] = []
     lines += [
         "## Performance",
         "",
         "95% percentile-bootstrap intervals, resampling patients. "
-        + (
-            "Validation metrics of the proxy training (low resolution, few epochs); no test evaluation."
-            if proxy
-            else "Validation after full-fidelity retraining; test evaluated once at the validation operating point."
-        ),
+        + _PERFORMANCE_NOTE.get(kind, _PERFORMANCE_NOTE["proxy"]),
         "",
     ]
     lines += _metrics_table(m.get("metrics") or {})
@@ -220,13 +231,7 @@ def _search(m: dict[str, Any]) -> list[str]:
         + ", computed on the validation patients.",
         f"- {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
         f"{n.get('failed', 0)} failed trials over families {', '.join(sorted((s.get('families') or {}).keys()))}.",
-        f"- Proxy: {'x'.join(map(str, prx.get('shape') or []))} for {prx.get('epochs')} epochs"
-        + (
-            f" on {prx.get('subset'):.0%} of training patients"
-            if prx.get("subset") not in (None, 1.0)
-            else ""
-        )
-        + ".",
+        _fidelity_line(s, prx),
         f"- Exported: trial {m['trial']} ({m['source']}), {m['spec']['target']}, "
         f"{m.get('params', 0):,} parameters, spec hash `{m['spec']['hash']}`. Every trial is in `search_record.json`.",
     ]
@@ -239,6 +244,29 @@ def _search(m: dict[str, Any]) -> list[str]:
             else f"- Proxy fidelity: Kendall tau n/a ({fid.get('reason')})."
         )
     return lines
+
+
+def _fidelity_line(s: dict[str, Any], prx: dict[str, Any]) -> str:
+    """How candidates were trained during the search: the resolution ladder's rungs, or the flat proxy."""
+    ladder = s.get("ladder") or {}
+    if ladder.get("rungs"):
+        rungs = " -> ".join(
+            f"{'x'.join(map(str, r.get('shape') or []))} ({r.get('epochs')} epoch{'' if r.get('epochs') == 1 else 's'})"
+            for r in ladder["rungs"]
+        )
+        return (
+            f"- Resolution ladder: {rungs}; eta {ladder.get('eta')}, {ladder.get('brackets')}. Survivors of each "
+            "rung continued on the next from their own weights; the top rung is the full resolution."
+        )
+    return (
+        f"- Proxy: {'x'.join(map(str, prx.get('shape') or []))} for {prx.get('epochs')} epochs"
+        + (
+            f" on {prx.get('subset'):.0%} of training patients"
+            if prx.get("subset") not in (None, 1.0)
+            else ""
+        )
+        + "."
+    )
 
 
 def _limitations_and_files(m: dict[str, Any]) -> list[str]:

@@ -1,8 +1,10 @@
 """Which candidate an export ships, read from the run directory alone.
 
 The best retrained candidate (``summary["retrain"]["best"]``, weights ``retrain/<n>/model.pt``) when there is one;
-otherwise the best proxy candidate (``summary["best"]["trial"]``, ``trials/<n>/model.pt``), which every output
-then flags as not retrained. Nothing here opens the Optuna study or reads an image.
+otherwise the best search trial (``summary["best"]["trial"]``, ``trials/<n>/model.pt``): a proxy candidate, which
+every output flags as not retrained, or, on the resolution ladder (``search.fidelity: ladder``), a trial that
+climbed to the top rung and so was trained at full resolution (one seed, no test evaluation: labelled as such,
+not as a proxy). Nothing here opens the Optuna study or reads an image.
 """
 
 from __future__ import annotations
@@ -20,10 +22,18 @@ from mednas.spec import ArchSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROXY_FLAG", "ExportSource", "resolve_source"]
+__all__ = ["LADDER_FLAG", "LADDER_NOTE", "PROXY_FLAG", "ExportSource", "resolve_source"]
 
-#: How every output names a proxy candidate.
+#: How every output names a proxy candidate (a ladder trial that stopped below the top rung is one too).
 PROXY_FLAG = "proxy candidate, not retrained"
+#: How every output names a ladder trial that completed the top (full-resolution) rung.
+LADDER_FLAG = "full-resolution ladder candidate, not retrained"
+#: What a ladder candidate's weights are, and are not, in one sentence (model card and metadata).
+LADDER_NOTE = (
+    "trained at full resolution on the search's resolution ladder, one seed, no test-split evaluation: "
+    "run `mednas retrain` for seeds and the held-out test"
+)
+_LABELS = {"retrained": "retrained", "ladder": LADDER_FLAG, "proxy": PROXY_FLAG}
 
 
 @dataclass
@@ -31,7 +41,9 @@ class ExportSource:
     """The candidate to export and everything recorded about it.
 
     Args:
-        kind: ``"retrained"`` or ``"proxy"``.
+        kind: ``"retrained"``; ``"ladder"`` (a search trial that completed the resolution ladder's top rung:
+            full resolution, one seed, no test evaluation); or ``"proxy"`` (a flat proxy trial, or a ladder trial
+            pruned below the top rung, at the shape it stopped at).
         trial: Trial number.
         spec: The architecture as its weights were trained (full-shape adapted for retrained candidates).
         weights: Path of the state dict.
@@ -67,9 +79,14 @@ class ExportSource:
         return self.kind == "proxy"
 
     @property
+    def is_ladder(self) -> bool:
+        """True when the weights are a ladder trial's from its top (full-resolution) rung, never retrained."""
+        return self.kind == "ladder"
+
+    @property
     def label(self) -> str:
-        """``"retrained"`` or the proxy flag, as outputs show it."""
-        return "retrained" if self.kind == "retrained" else PROXY_FLAG
+        """``"retrained"``, the ladder flag or the proxy flag, as outputs show it."""
+        return _LABELS[self.kind]
 
 
 def resolve_source(run_dir: str | Path) -> ExportSource:
@@ -129,6 +146,7 @@ def _retrained(
 def _proxy(
     rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]
 ) -> ExportSource:
+    """The best search trial's weights, at the shape they were trained at: a proxy or a top-rung ladder candidate."""
     tdir = rd.trial_dir(n)
     rd.require(rd.trial_record_path(n), tdir / "spec.json", step="export")
     if not (tdir / "model.pt").exists():
@@ -137,50 +155,80 @@ def _proxy(
             "search.keep_weights trials only; run `mednas retrain` to train the candidate at full fidelity"
         )
     spec = _spec(tdir / "spec.json")  # checked before anything else is said or done
-    logger.warning(
-        "no retrained candidate in %s: exporting the best proxy trial %d (%s)", rd.root, n, PROXY_FLAG
-    )
     trial = rd.trial(n)
     if trial is None:
         raise RunDirError(f"{rd.trial_record_path(n)}: not a readable trial record of trial {n}")
-    shape = tuple(int(s) for s in (summary.get("proxy") or {}).get("shape") or ())
-    if not shape:
-        raise RunDirError(
-            f"{rd.summary_path}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at"
-        )
+    record = trial.to_json()
+    kind, shape = _trained_shape(rd, n, record, summary)
+    if record.get("fidelity") == "ladder":
+        spec = _adapted(task, spec, shape, tdir / "spec.json")
+    logger.warning(
+        "no retrained candidate in %s: exporting the best search trial %d (%s)", rd.root, n, _LABELS[kind]
+    )
     op = trial.operating_point
     cal = None
     if task.problem == "classification":
-        cal, op = _calibrate_proxy(rd, tdir, task, op)
+        cal, op = _calibrate_proxy(rd, tdir, task, op, kind)
     prep = _recorded_preprocessing(rd, task, fingerprint)
     pipeline, counts = _pipeline(
         task, fingerprint, prep, shape, trial.divisor, None, op, (cal or {}).get("temperature")
     )
     metrics = {"val": dict(trial.metrics or {})}
     return ExportSource(
-        "proxy",
-        n,
-        spec,
-        tdir / "model.pt",
-        pipeline,
-        metrics,
-        op,
-        trial.to_json(),
-        summary,
-        task,
-        counts,
-        cal,
+        kind, n, spec, tdir / "model.pt", pipeline, metrics, op, record, summary, task, counts, cal
     )
 
 
+def _trained_shape(
+    rd: RunDir, n: int, record: dict[str, Any], summary: dict[str, Any]
+) -> tuple[str, tuple[int, ...]]:
+    """The export kind of search trial ``n`` and the spatial shape its ``model.pt`` was trained at.
+
+    A flat trial was trained at ``summary["proxy"]["shape"]``: ``"proxy"``. A ladder trial (``fidelity ==
+    "ladder"``) at its record's ``shape``: ``"ladder"`` when it completed the top rung (``rung_reached`` is the
+    last of ``summary["ladder"]["rungs"]``), else ``"proxy"``.
+
+    Raises:
+        RunDirError: When the shape is not recorded, or a top-rung trial's shape is not the top rung's.
+    """
+    if record.get("fidelity") != "ladder":
+        shape = tuple(int(s) for s in (summary.get("proxy") or {}).get("shape") or ())
+        if not shape:
+            raise RunDirError(
+                f"{rd.summary_path}: proxy.shape is missing; cannot tell the resolution trial {n} was trained at"
+            )
+        return "proxy", shape
+    path = rd.trial_record_path(n)
+    shape = tuple(int(s) for s in record.get("shape") or ())
+    if not shape:
+        raise RunDirError(
+            f"{path}: a ladder trial's record has no shape; cannot tell the resolution trial {n} was trained at"
+        )
+    rungs = (summary.get("ladder") or {}).get("rungs") or []
+    if not rungs:
+        raise RunDirError(
+            f"{rd.summary_path}: ladder.rungs is missing; cannot tell whether ladder trial {n} reached the top rung"
+        )
+    reached = record.get("rung_reached")
+    if reached is None or int(reached) < len(rungs) - 1:
+        return "proxy", shape
+    top = tuple(int(s) for s in rungs[-1].get("shape") or ())
+    if top and shape != top:  # a summary written before the data plan knew the full shape has no rung shapes
+        raise RunDirError(
+            f"{path}: trial {n} completed the top rung ({'x'.join(map(str, top))}) but records its weights at "
+            f"{'x'.join(map(str, shape))}; the records contradict each other"
+        )
+    return "ladder", shape
+
+
 def _calibrate_proxy(
-    rd: RunDir, tdir: Path, task: Any, op: dict[str, Any] | None
+    rd: RunDir, tdir: Path, task: Any, op: dict[str, Any] | None, kind: str = "proxy"
 ) -> tuple[dict[str, Any] | None, Any]:
-    """Fit the temperature of a proxy candidate on its validation predictions; re-choose the threshold on them.
+    """Fit the temperature of a search trial on its validation predictions; re-choose the threshold on them.
 
     The trial's ``predictions.json`` holds its validation probabilities (softmax of the logits, so their log
-    gives the logits up to a constant softmax ignores). Without it (runs from before it was written) the
-    bundle stays uncalibrated and says so.
+    gives the logits up to a constant softmax ignores; a ladder trial's are its last rung's). Without it (runs
+    from before it was written) the bundle stays uncalibrated and says so.
     """
     import numpy as np
 
@@ -205,7 +253,11 @@ def _calibrate_proxy(
             truth, finding_score(calibrated, positive=list(task.labels.finding_indices)), operating_rule(task)
         )
         op = point.to_dict()
-    cal["fitted_at"] = "export (proxy candidate: validation predictions of the proxy trial)"
+    cal["fitted_at"] = (
+        "export (full-resolution ladder candidate: validation predictions of the trial's top rung)"
+        if kind == "ladder"
+        else "export (proxy candidate: validation predictions of the proxy trial)"
+    )
     cal["warnings"] = operating_point_warnings(
         op,
         ece_after=cal["ece_after"],
@@ -214,6 +266,27 @@ def _calibrate_proxy(
         ece_before=cal["ece_before"],
     )
     return cal, op
+
+
+def _adapted(task: Any, spec: ArchSpec, shape: tuple[int, ...], path: Path) -> ArchSpec:
+    """``spec`` as a ladder trial's weights were last trained: set for inputs of ``shape`` by its family.
+
+    A ladder trial samples its spec at the lowest rung; a family whose constructor takes the image size
+    (EfficientNet's ``image_size``) ran each rung with the spec reset for that rung's shape (weights unaffected).
+
+    Raises:
+        RunDirError: When the spec's family is not a search space that can be found.
+    """
+    from mednas.errors import MednasError
+    from mednas.train import space_for
+
+    try:
+        return space_for(task, spec.family).adapt_to_shape(spec, shape)
+    except (KeyError, MednasError) as exc:
+        raise RunDirError(
+            f"{path}: family {spec.family!r} cannot set the spec for {'x'.join(map(str, shape))}: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
 
 
 def _spec(path: Path) -> ArchSpec:

@@ -46,6 +46,12 @@ _VOLATILE_KEYS = (
     "data.cache_dir",
     "description",
 )
+# Keys added after runs were made, left out of the hash while they hold their default, so that a run made before
+# the key existed keeps its hash and can be continued (a task that sets one searches something new: it counts).
+_ADDED_KEYS: dict[str, Any] = {
+    "search.fidelity": "flat",
+    "search.ladder": {"rungs": None, "eta": 3, "brackets": "successive_halving"},
+}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -360,5 +366,12 @@ def config_hash(task: TaskConfig) -> str:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(parts[-1], None)
+    for dotted, default in _ADDED_KEYS.items():
+        *parents, last = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and node.get(last) == default:
+            del node[last]
     payload = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

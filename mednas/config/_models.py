@@ -747,6 +747,55 @@ class ReevaluateConfig(Strict):
     )
 
 
+class RungConfig(Strict):
+    """One rung of the resolution ladder: a fraction of the full shape and the epochs trained there."""
+
+    scale: float = Field(
+        gt=0,
+        le=1,
+        description="Rung shape as a fraction of the full shape (per axis, rounded to a multiple of 8, at least 16).",
+    )
+    epochs: int = Field(ge=1, description="Epochs trained at this rung.")
+
+
+class LadderConfig(Strict):
+    """The resolution ladder (``search.fidelity: ladder``): candidates climb from low to full resolution.
+
+    A trial trains each rung in turn, carrying its weights up where the network runs unchanged at the new size;
+    at each rung's end it is compared with every trial that reached that rung and only the best ``1/eta`` go on.
+    See ``docs/ladder.md``.
+    """
+
+    rungs: list[RungConfig] | None = Field(
+        None,
+        description="Rungs from lowest to full resolution (the last has scale 1.0); unset: scales "
+        "[0.25, 0.5, 1.0] (or [0.5, 1.0] where a quarter of the full shape is under 16 on an axis), lower "
+        "rungs `proxy.epochs // 2` epochs, the top rung `proxy.epochs`.",
+    )
+    eta: int = Field(3, ge=2, description="Reduction factor: about one in `eta` trials climbs each rung.")
+    brackets: Literal["successive_halving", "hyperband"] = Field(
+        "successive_halving",
+        description="Single objective: Optuna's `SuccessiveHalvingPruner` or `HyperbandPruner` at the rungs "
+        "(several objectives: mednas's Pareto-aware rule, either way).",
+    )
+
+    @field_validator("rungs")
+    @classmethod
+    def _check_rungs(cls, value: list[RungConfig] | None) -> list[RungConfig] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError(
+                "the ladder needs at least one rung (the last with scale 1.0), or null for the default"
+            )
+        scales = [r.scale for r in value]
+        if scales[-1] != 1.0:
+            raise ValueError(f"the last rung must have scale 1.0 (full resolution), got {scales[-1]:g}")
+        if any(b <= a for a, b in zip(scales, scales[1:])):
+            raise ValueError(f"rung scales must increase from rung to rung, got {scales}")
+        return value
+
+
 #: Longest list a search-space option may hold (choices such as kernel sizes or block types).
 MAX_OPTION_ITEMS = 64
 
@@ -826,6 +875,16 @@ class SearchConfig(Strict):
         "end-of-training flag still applies).",
     )
     reevaluate: ReevaluateConfig = Field(default_factory=ReevaluateConfig)  # type: ignore[arg-type]
+    fidelity: Literal["flat", "ladder"] = Field(
+        "flat",
+        description="`flat`: every candidate trains once at the proxy (`proxy`); `ladder`: candidates climb the "
+        "resolution ladder (`search.ladder`) carrying their weights, and the best leave it trained at full "
+        "resolution (see docs/ladder.md).",
+    )
+    ladder: LadderConfig = Field(
+        default_factory=LadderConfig,  # type: ignore[arg-type]
+        description="The resolution ladder's rungs, `eta` and brackets (used when `fidelity: ladder`).",
+    )
 
     @field_validator("space_options")
     @classmethod
@@ -980,6 +1039,11 @@ class TaskConfig(Strict):
                     f"search.losses: {loss!r} is not a {self.problem} loss{did_you_mean(loss, allowed)}; choose from {', '.join(allowed)}"
                 )
         self._check_imbalance_remedies()
+        if self.search.fidelity == "ladder" and self.search.reevaluate.top:
+            raise ValueError(
+                "search.reevaluate: re-evaluation retrains at the flat proxy and is not built for "
+                "search.fidelity: ladder (its candidates reach full resolution; `mednas retrain` adds seeds)"
+            )
         return self
 
     def _check_imbalance_remedies(self) -> None:

@@ -256,6 +256,9 @@ def plan_data(
     fp = _fingerprint(task, run_dir, dataset, progress)
     dataset = with_finding_strata(dataset, fp)
     full, proxy = _resolve_shapes(task, fp)
+    if task.search.fidelity == "ladder":
+        # The ladder trains at its rungs (checked when the trial objective is built), not at the proxy shape.
+        proxy = tuple(min(p, f) for p, f in zip(proxy, full))
     check_families(task, proxy, full)
     splits = _splits(task, run_dir, dataset, fp)
     prep = decide_preprocessing(task, fp)

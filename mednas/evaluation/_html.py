@@ -162,6 +162,11 @@ def _overview(record: dict[str, Any]) -> str:
             "<div class='banner'><strong>PROXY CANDIDATE, NOT RETRAINED</strong>: short low-resolution proxy "
             "weights.</div>"
         )
+    elif b.get("source") == "ladder":
+        out.append(
+            "<div class='banner'><strong>FULL-RESOLUTION LADDER CANDIDATE, NOT RETRAINED</strong>: trained at full "
+            "resolution on the search's resolution ladder, one seed, no test-split evaluation.</div>"
+        )
     op = record.get("operating_point")
     if op:
         cls, label = _STATUS_STYLE.get(op.get("status", ""), ("panel", "NO PROMISE"))

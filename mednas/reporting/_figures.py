@@ -20,6 +20,7 @@ __all__ = [
     "fidelity_figure",
     "history_figure",
     "importance_figure",
+    "ladder_figure",
     "lesion_size_figure",
     "pareto_figure",
     "pr_figure",
@@ -366,6 +367,74 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> Any:
         fig.update_xaxes(title_text="importance (fANOVA)", range=[0, 1], row=1, col=i)
     _layout(fig, height=max(260, 60 + 22 * longest), legend=False)
     fig.update_layout(margin={"l": 150, "t": 50})
+    return fig
+
+
+def ladder_figure(
+    climbs: list[dict[str, Any]], rungs: list[dict[str, Any]], *, name: str, maximize: bool
+) -> Any:
+    """Candidates climbing the resolution ladder: each trial's objective at the end of every rung it completed.
+
+    Trials stopped below the top rung (pruned at a rung's end, or failed) are grey; the survivors that completed
+    the top (full-resolution) rung are coloured, the best of them in green.
+
+    Args:
+        climbs: One per trial with at least one rung value: ``trial``, ``values`` (the primary objective at each
+            completed rung, rung 0 first), ``top`` (completed the top rung), ``state``, ``family``, ``seconds``
+            and ``voxel_epochs`` (compute spent over its rungs).
+        rungs: The ladder's rungs, lowest first: ``shape``, ``epochs``.
+        name: Objective name (axis title).
+        maximize: Direction of the (primary) objective.
+    """
+    go = _go()
+    fig = go.Figure()
+    survivors = [c for c in climbs if c.get("top") and c["values"] and c["values"][-1] is not None]
+    sign = 1.0 if maximize else -1.0
+    best = max(survivors, key=lambda c: sign * c["values"][-1])["trial"] if survivors else None
+    shown: set[str] = set()
+    # Grey first, so the survivors' lines are drawn over the pruned ones.
+    for c in sorted(climbs, key=lambda c: (bool(c.get("top")), c["trial"] == best)):
+        group = (
+            "best survivor"
+            if c["trial"] == best
+            else "top-rung survivor"
+            if c.get("top")
+            else "stopped below the top"
+        )
+        colour = {"best survivor": GREEN, "top-rung survivor": BLUE}.get(group, GREY)
+        xs = list(range(len(c["values"])))
+        hover = [
+            f"trial {c['trial']} ({c.get('family') or ''}, {c.get('state')})<br>rung {k} "
+            f"({'x'.join(map(str, (rungs[k] if k < len(rungs) else {}).get('shape') or []))}): "
+            + ("n/a" if v is None else f"{name} {v:.4f}")
+            for k, v in zip(xs, c["values"])
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=c["values"],
+                mode="lines+markers",
+                name=group,
+                legendgroup=group,
+                showlegend=group not in shown,
+                line={"color": colour, "width": 3 if group == "best survivor" else 2 if c.get("top") else 1},
+                marker={"color": colour, "size": 8 if c.get("top") else 5},
+                opacity=1.0 if c.get("top") else 0.55,
+                hovertext=hover,
+                hoverinfo="text",
+            )
+        )
+        shown.add(group)
+    _layout(fig, xtitle="rung (input shape, epochs)", ytitle=name)
+    fig.update_xaxes(
+        tickmode="array",
+        tickvals=list(range(len(rungs))),
+        ticktext=[
+            f"{k}: {'x'.join(map(str, r.get('shape') or []))}<br>{r.get('epochs')} epoch{'' if r.get('epochs') == 1 else 's'}"
+            for k, r in enumerate(rungs)
+        ],
+        range=[-0.3, max(len(rungs) - 1, 1) + 0.3],
+    )
     return fig
 
 

@@ -112,11 +112,18 @@ def _choose_model(run: Any) -> _Model | None:
             rec = run.trials.get(n) or TrialRecord(trial=n)
             op = rec.operating_point or {}
             best = " (the best)" if n == run.best_trial else ""
+            # A ladder trial's weights were last trained at its record's shape (the full one at the top rung).
+            shape = getattr(rec, "shape", None) if getattr(rec, "fidelity", None) == "ladder" else None
+            full = shape is not None and list(shape) == list(
+                run.summary.get("proxy", {}).get("full_shape") or []
+            )
             return _Model(
-                f"Proxy trial {n}{best}, not retrained",
+                f"{'Ladder' if shape else 'Proxy'} trial {n}{best}"
+                + (", trained at full resolution" if full else "")
+                + ", not retrained",
                 d / "model.pt",
                 d / "spec.json",
-                tuple(proxy_shape),
+                tuple(shape or proxy_shape),
                 tuple(rec.divisor or [1]),
                 None,
                 op.get("threshold"),

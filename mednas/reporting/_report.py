@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["ReportResult", "write_report"]
 
 _MIN_IMPORTANCE_TRIALS = 5
+#: How the report names a ladder trial's figures when it completed the top (full-resolution) rung.
+_TOP_RUNG = "top rung, full resolution"
 
 
 @dataclass
@@ -334,7 +336,14 @@ class _Page:
             )
             + "</div>"
         )
-        if best and rb is None:
+        if best and rb is None and self._best_stage == _TOP_RUNG:
+            out.append(
+                "<div class='note'>The best candidate so far climbed the resolution ladder to full resolution: one "
+                "seed, no test-split evaluation. Retrain the leading candidates (<code>mednas retrain "
+                "RUN_DIR</code>) for seeds and the held-out test before reading its figures as a model's "
+                "performance.</div>"
+            )
+        elif best and rb is None:
             out.append(
                 "<div class='note'>The best candidate so far was trained only on the proxy (low resolution, few "
                 "epochs). Retrain the leading candidates at full fidelity (<code>mednas retrain RUN_DIR</code>) "
@@ -343,7 +352,7 @@ class _Page:
         if fid.get("warning"):
             out.append(f"<div class='note'>{_e(fid['warning'])}</div>")
         if best:
-            out += _best_proxy_html(best)
+            out += _best_proxy_html(best, self._best_stage)
         else:
             out.append(self.note("No trial has completed yet: the figures below fill in as the search runs."))
         if rb is not None:
@@ -394,7 +403,7 @@ class _Page:
             obj = (best.get("metrics") or {}).get("objective") or {}
             cards.append(
                 (
-                    f"best (proxy): {run.names[0]}",
+                    f"best ({self._best_stage}): {run.names[0]}",
                     f"{best['values'][0]:.3f}",
                     f"trial {best['trial']}{_ci_span(obj.get('ci95'))}",
                 )
@@ -432,14 +441,17 @@ class _Page:
                 self.figure(
                     "history",
                     _figs().history_figure(points, name=run.names[0], maximize=maximize),
-                    f"Optimisation history: the validation {_e(run.names[0])} of each trial on the proxy "
-                    "(error bars: 95% bootstrap interval over patients), pruned trials at their last "
+                    f"Optimisation history: the validation {_e(run.names[0])} of each trial "
+                    + ("at the highest rung it reached " if self._is_ladder else "on the proxy ")
+                    + "(error bars: 95% bootstrap interval over patients), pruned trials at their last "
                     "reported value, trials rejected before training (infeasible) and failed ones along the "
                     "bottom, and the best feasible objective so far.",
                 )
             )
         else:
             out.append(self.note("No trial has been recorded yet."))
+        if self._is_ladder:
+            out.extend(self._ladder())
         front = run.summary.get("pareto_front")
         if front is not None and len(run.names) > 1:
             pts = [
@@ -466,6 +478,88 @@ class _Page:
         out.append("<h3>Parameter importances</h3>")
         out.append(self._importances())
         return "\n".join(out)
+
+    @property
+    def _best_stage(self) -> str:
+        """What the best search trial's figures are: ``proxy``, or on the ladder the rung its weights reached."""
+        best = self.run.best_trial
+        rec = self.run.trials.get(best) if best is not None else None
+        reached = getattr(rec, "rung_reached", None)
+        if not self._is_ladder or reached is None:
+            return "proxy"
+        k = int(reached)
+        top = len((self.run.summary.get("ladder") or {}).get("rungs") or []) - 1
+        return _TOP_RUNG if k >= top else f"ladder rung {k}"
+
+    def _trial_trained_at(self, rec: TrialRecord) -> str:
+        """Where a search trial's weights and validation figures come from, for labels."""
+        trained = getattr(rec, "shape", None)
+        if self._is_ladder and trained:
+            shape = "x".join(map(str, trained))
+            top = len((self.run.summary.get("ladder") or {}).get("rungs") or []) - 1
+            reached = getattr(rec, "rung_reached", None)
+            where = (
+                "the top rung of the resolution ladder"
+                if reached is not None and int(reached) >= top
+                else (f"rung {reached} of the resolution ladder, stopped below the top")
+            )
+            return f"{shape}: {where}"
+        proxy_shape = "x".join(map(str, (self.run.summary.get("proxy") or {}).get("shape") or []))
+        return f"proxy {proxy_shape}: the proxy trial"
+
+    @property
+    def _is_ladder(self) -> bool:
+        """True for a search on the resolution ladder (``search.fidelity: ladder``)."""
+        return self.run.summary.get("fidelity") == "ladder"
+
+    def _ladder(self) -> list[str]:
+        """The candidates climbing the ladder (one line per trial over the rungs) and the compute statement."""
+        run = self.run
+        rungs = list((run.summary.get("ladder") or {}).get("rungs") or [])
+        climbs = self._climbs(len(rungs))
+        out = ["<h3>Candidates climbing the ladder</h3>"]
+        if rungs and climbs:
+            n_top = sum(1 for c in climbs if c["top"])
+            out.append(
+                self.figure(
+                    "ladder",
+                    _figs().ladder_figure(
+                        climbs, rungs, name=run.names[0], maximize=run.directions[0] == "maximize"
+                    ),
+                    f"The validation {_e(run.names[0])} of each trial at the end of every rung it completed "
+                    f"(rung: input shape and epochs; survivors carry their weights up). {n_top} of "
+                    f"{len(climbs)} trial(s) completed the top, full-resolution rung (coloured; the best in "
+                    "green); grey: stopped below it (pruned at a rung's end, or failed).",
+                )
+            )
+        else:
+            out.append(self.note("No trial has completed a rung of the resolution ladder yet."))
+        line = _compute_line(run.summary.get("compute") or {}, climbs)
+        if line:
+            out.append(f"<p class='compute'>{line}</p>")
+        return out
+
+    def _climbs(self, n_rungs: int) -> list[dict[str, Any]]:
+        """One entry per ladder trial that completed a rung: its primary value per rung, and whether it topped."""
+        climbs = []
+        for n, rec in self.run.trials.items():
+            rungs = sorted(getattr(rec, "rungs", None) or [], key=lambda r: int(r.get("rung", 0)))
+            if not rungs:
+                continue
+            reached = getattr(rec, "rung_reached", None)
+            compute = getattr(rec, "compute", None) or {}
+            climbs.append(
+                {
+                    "trial": n,
+                    "values": [None if r.get("value") is None else float(r["value"]) for r in rungs],
+                    "top": reached is not None and n_rungs > 0 and int(reached) >= n_rungs - 1,
+                    "state": rec.state,
+                    "family": rec.family,
+                    "voxel_epochs": compute.get("voxel_epochs"),
+                    "seconds": compute.get("seconds"),
+                }
+            )
+        return climbs
 
     def _trial_points(self) -> list[dict[str, Any]]:
         """One point per recorded trial for the history plot (pruned ones at their last recorded value)."""
@@ -778,7 +872,6 @@ class _Page:
         run = self.run
         sources = []
         best = run.best_trial
-        proxy_shape = "x".join(map(str, (run.summary.get("proxy") or {}).get("shape") or []))
         rb = run.retrained_best
         retrained_preds = run.predictions(run.rd.retrain_dir(rb)) if rb is not None else {}
         # The curves describe the model export ships: the retrained one; the proxy trial's only without it.
@@ -786,11 +879,11 @@ class _Page:
             preds = run.predictions(run.rd.trial_dir(best))
             rec = run.trials.get(best) or TrialRecord(trial=best)
             if "val" in preds:
+                trained = self._trial_trained_at(rec)
                 sources.append(
                     {
-                        "label": f"search, trial {best}, validation (proxy {proxy_shape}: "
-                        "the proxy trial, not retrained)",
-                        "short": f"proxy trial {best}, val",
+                        "label": f"search, trial {best}, validation ({trained}, not retrained)",
+                        "short": f"{'ladder' if 'ladder' in trained else 'proxy'} trial {best}, val",
                         "pred": preds["val"],
                         "metrics": rec.metrics or {},
                         "op": rec.operating_point,
@@ -1306,11 +1399,54 @@ def _trial_note(r: TrialRecord) -> list[str]:
     proxy_mean = getattr(r, "proxy_mean", None)  # written by re-evaluation with extra seeds
     if proxy_mean is not None:
         note.append(f"mean over {len(getattr(r, 'proxy_seed_values', None) or [])} seeds {_fmt(proxy_mean)}")
+    note += _ladder_note(r)
     if r.feasible is False:
         note.append("violates a constraint")
     if r.reason:
         note.append(str(r.reason))
     return note
+
+
+def _ladder_note(r: TrialRecord) -> list[str]:
+    """A ladder trial's climb for the trials table: the rung it reached and any rung it had to restart."""
+    reached = getattr(r, "rung_reached", None)
+    if getattr(r, "fidelity", None) != "ladder" or reached is None:
+        return []
+    shape = "x".join(map(str, getattr(r, "shape", None) or []))
+    note = [f"ladder: reached rung {reached}" + (f" ({shape})" if shape else "")]
+    restarted = [str(g.get("rung")) for g in getattr(r, "rungs", None) or [] if g.get("start") == "restarted"]
+    if restarted:
+        note.append(
+            f"restarted from fresh weights at rung {', '.join(restarted)} (could not run at the new size)"
+        )
+    return note
+
+
+def _compute_line(compute: dict[str, Any], climbs: list[dict[str, Any]]) -> str:
+    """One sentence on the ladder search's compute: the total, and the share spent on candidates later pruned."""
+    total = compute.get("voxel_epochs")
+    if total is None:
+        return ""
+    share = compute.get("pruned_share")
+    if share is None and total and compute.get("pruned_voxel_epochs") is not None:
+        share = float(compute["pruned_voxel_epochs"]) / float(total)
+    seconds = compute.get("seconds")
+    if seconds is None:
+        seconds = sum(float(c.get("seconds") or 0.0) for c in climbs)
+    return (
+        f"Compute: {_count(float(total))} voxel-epochs in total (training cases x voxels per case x epochs, "
+        "summed over every trial and rung)"
+        + (f", over {seconds:,.0f} s of trial time" if seconds else "")
+        + (f"; {share:.0%} of it spent on candidates later pruned." if share is not None else ".")
+    )
+
+
+def _count(x: float) -> str:
+    """A large count for reading: 4.2 million, 1.3 billion, 52,000."""
+    for size, word in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million")):
+        if x >= size:
+            return f"{x / size:.3g} {word}"
+    return f"{x:,.0f}"
 
 
 def _curves() -> Any:
@@ -1390,11 +1526,14 @@ def _retrained_cards(rb: int, rec: dict[str, Any], fid: dict[str, Any]) -> list[
     ]
 
 
-def _best_proxy_html(best: dict[str, Any]) -> list[str]:
-    """The best proxy candidate's metrics table and operating point (from the summary's ``best``)."""
+def _best_proxy_html(best: dict[str, Any], stage: str = "proxy") -> list[str]:
+    """The best search candidate's metrics table and operating point (from the summary's ``best``).
+
+    ``stage`` says where its figures come from: ``proxy``, or the ladder rung its weights reached.
+    """
     out = [
-        f"<h3>Best candidate: trial {best['trial']} (proxy, validation)</h3>",
-        _metrics_table({"validation (proxy)": best.get("metrics") or {}}),
+        f"<h3>Best candidate: trial {best['trial']} ({_e(stage)}, validation)</h3>",
+        _metrics_table({f"validation ({stage})": best.get("metrics") or {}}),
     ]
     op = best.get("operating_point")
     if op and op.get("threshold") is not None:

@@ -333,6 +333,10 @@ def _resolved(rd: RunDir) -> dict[str, Any]:
 
 
 def _proxy_epochs(summary: dict[str, Any], resolved: dict[str, Any]) -> int | None:
+    """Epochs a trial trains when it is not pruned: the proxy's, or every rung's on the resolution ladder."""
+    rungs = (summary.get("ladder") or {}).get("rungs")
+    if rungs:
+        return sum(int(r.get("epochs") or 0) for r in rungs) or None
     epochs = (summary.get("proxy") or {}).get("epochs") or (resolved.get("proxy") or {}).get("epochs")
     return int(epochs) if epochs else None
 

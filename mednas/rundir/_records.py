@@ -36,6 +36,15 @@ class TrialRecord(BaseModel):
     Optuna received (one per objective); ``constraints`` lists ``{"constraint", "value", "violation"}``;
     ``history`` lists ``{"epoch", "train_loss", "value", ...}`` per epoch; ``timing`` splits the trial's wall time
     (``before_first_epoch_s``, ``epochs_s``, ``after_last_epoch_s``).
+
+    A ladder trial (``fidelity: "ladder"``) adds ``rungs``, one ``{"rung", "shape", "epochs", "value",
+    "best_epoch", "seconds", "voxel_epochs", "start", "learned"}`` per rung it completed (``value``: the primary
+    objective at the rung's best epoch; ``voxel_epochs``: epochs x training cases x voxels of the shape;
+    ``start``: ``fresh`` on rung 0, ``carried`` when the previous rung's best weights were loaded, ``restarted``
+    when the network could not run them at the new size), ``shape`` (the spatial shape its final weights were
+    trained at), ``rung_reached`` (the highest rung index completed) and ``compute`` (``{"voxel_epochs",
+    "seconds"}`` in total, a rung stopped early included). Its ``history`` runs across the rungs (``epoch``
+    counted over the ladder, ``rung`` beside it); ``best_epoch`` is the top rung's.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=False)
@@ -74,6 +83,12 @@ class TrialRecord(BaseModel):
     operating_point: dict[str, Any] | None = None
     constraints: list[dict[str, Any]] | None = None
     feasible: bool | None = None
+    # the resolution ladder (search.fidelity: ladder; absent from flat trials)
+    fidelity: Literal["flat", "ladder"] | None = None
+    rungs: list[dict[str, Any]] | None = None
+    shape: list[int] | None = None
+    rung_reached: int | None = None
+    compute: dict[str, Any] | None = None
     # re-evaluated with extra seeds (search.reevaluate)
     proxy_seed_values: list[float] | None = None
     proxy_seeds: list[int] | None = None

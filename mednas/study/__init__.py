@@ -8,6 +8,7 @@ holds its parts. ``class_weights_for`` and ``suggest_imbalance`` belong to the c
 from __future__ import annotations
 
 from mednas.rundir import best_trials, pareto_front
+from mednas.study._ladder import Rung, ladder_rungs, rung_shape
 from mednas.study._runner import (
     SearchResult,
     prepare_run,
@@ -19,11 +20,13 @@ from mednas.study._summary import build_summary, write_summary
 from mednas.train._candidate import class_weights_for, suggest_imbalance
 
 __all__ = [
+    "Rung",
     "SearchResult",
     "best_trials",
     "build_summary",
     "class_weights_for",
     "suggest_imbalance",
+    "ladder_rungs",
     "make_pruner",
     "make_sampler",
     "make_storage",
@@ -31,6 +34,7 @@ __all__ = [
     "pareto_front",
     "prepare_run",
     "proxy_context",
+    "rung_shape",
     "run_search",
     "write_summary",
 ]

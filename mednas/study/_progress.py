@@ -242,6 +242,14 @@ def _describe_complete(frozen: Any, rec: TrialRecord | None) -> tuple[str, str]:
 
 
 def _describe_pruned(frozen: Any, rec: TrialRecord | None) -> tuple[str, str, float | None]:
+    rungs = frozen.user_attrs.get("rung_values")
+    if rungs:  # a ladder trial, judged at its rungs' ends
+        k = max(rungs, key=int)
+        last = rungs[k][0] if rungs[k] else None
+        what = f"at the end of rung {k}" + (
+            f" (objective {last:.4f})" if isinstance(last, (int, float)) else ""
+        )
+        return "pruned", what, float(last) if isinstance(last, (int, float)) else None
     history = frozen.intermediate_values or frozen.user_attrs.get("primary_history") or {}
     last = history[max(history, key=int)] if history else None
     what = f"at epoch {len(history)}" + (f" (objective {last:.4f})" if isinstance(last, (int, float)) else "")

@@ -19,6 +19,8 @@ trial user attributes keep only what is read from the shared storage, by every w
 - ``feasible``, ``learned``: the ranking (:func:`mednas.rundir.best_trials`, :func:`~mednas.rundir.pareto_front`)
   and the counts of ``summary.json``.
 - ``static_secondary``, ``primary_history``: the multi-objective pruner (:mod:`mednas.study._pruning`).
+- ``rung_values``: every ladder trial's objective values at each rung it completed (``{str(k): [values...]}``),
+  which the ladder's multi-objective rung rule (:func:`mednas.study._pruning.ladder_promotes`) compares.
 - ``infeasible``: a trial rejected before training (pruned in Optuna's storage), counted apart from pruned ones.
 
 Family, parameters, MACs, latency, operating threshold, why a trial did not learn or failed: its record only.
@@ -72,6 +74,7 @@ TRIAL_USER_ATTRS = frozenset(
         "learned",
         "static_secondary",
         "primary_history",
+        "rung_values",
         "infeasible",
     }
 )
@@ -473,6 +476,9 @@ class _SearchSession:
         task, rd = self.task, self.rd
         self.plan = plan = plan_data(task, rd, salt=salt, progress=bar.stage)
         self.claim.prepared()  # fingerprint and splits exist: the next start on this run directory may go on
+        if task.search.fidelity == "ladder":
+            self._prepare_ladder(bar)
+            return
         bar.stage("proxy cache", 0, 0)
         fidelity = Fidelity.proxy(task, plan.proxy_shape)
         train, val = fidelity.load(
@@ -488,6 +494,34 @@ class _SearchSession:
             len(val),
         )
         self.objective = _TrialObjective(task, plan, rd, train, val, self.dev, on_epoch=bar.epoch)
+
+    def _prepare_ladder(self, bar: SearchProgress) -> None:
+        """Load every rung's arrays (each rung shape cached once) and build the ladder's trial objective."""
+        from mednas.study._ladder import ladder_rungs
+
+        task, plan = self.task, self.plan
+        rungs = ladder_rungs(task, plan.full_shape)
+        data = []
+        for k, rung in enumerate(rungs):
+            bar.stage(f"rung {k} cache", 0, 0)
+            fidelity = Fidelity.proxy(task, rung.shape, epochs=rung.epochs, subset=1.0)
+
+            def tick(split: str, done: int, total: int, k: int = k) -> None:
+                bar.stage(f"rung {k} cache ({split})", done, total)
+
+            data.append(fidelity.load(plan, seed=task.search.seed, progress=tick))
+        logger.info(
+            "ladder rungs %s (eta %d, %s): %d train / %d val cases",
+            " -> ".join(f"{'x'.join(map(str, r.shape))} x{r.epochs} epochs" for r in rungs),
+            task.search.ladder.eta,
+            task.search.ladder.brackets,
+            len(data[-1][0]),
+            len(data[-1][1]),
+        )
+        train, val = data[-1]
+        self.objective = _TrialObjective(
+            task, plan, self.rd, train, val, self.dev, on_epoch=bar.epoch, rung_data=data
+        )
 
     def _start_workers(self) -> None:
         """Start the local worker processes; the plan and the proxy cache exist now, so they only read them."""

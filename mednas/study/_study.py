@@ -69,9 +69,23 @@ def make_sampler(task: TaskConfig, n_existing: int) -> Any:
 
 
 def make_pruner(task: TaskConfig) -> Any:
-    """The configured pruner over per-epoch validation objectives."""
+    """The configured pruner over per-epoch validation objectives, or the ladder's over its rungs.
+
+    A ladder trial reports only at rung ends, rung ``k`` at step ``eta**k``, so Optuna's successive halving
+    (``min_resource=1``) and Hyperband (``max_resource=eta**(rungs - 1)``) compare trials exactly at the rungs.
+    Several objectives: the pruner is never asked (mednas's rule in :mod:`mednas.study._pruning` decides).
+    """
     import optuna
 
+    if task.search.fidelity == "ladder":
+        ladder = task.search.ladder
+        if ladder.brackets == "hyperband":
+            return optuna.pruners.HyperbandPruner(
+                min_resource=1, max_resource=_ladder_max_step(task), reduction_factor=ladder.eta
+            )
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=ladder.eta, min_early_stopping_rate=0
+        )
     cfg = task.search.pruner
     if cfg.name == "none":
         return optuna.pruners.NopPruner()
@@ -80,6 +94,21 @@ def make_pruner(task: TaskConfig) -> Any:
             min_resource=1, max_resource=task.proxy.epochs, reduction_factor=3
         )
     return optuna.pruners.MedianPruner(n_startup_trials=cfg.startup_trials, n_warmup_steps=cfg.warmup_epochs)
+
+
+def _ladder_max_step(task: TaskConfig) -> int | str:
+    """The top rung's step, ``eta**(rungs - 1)``; ``"auto"`` (Optuna reads it off the first completed trial) when
+    the default ladder's rungs depend on a full shape the task leaves to the data fingerprint."""
+    from mednas.study._ladder import ladder_rungs
+
+    ladder = task.search.ladder
+    if ladder.rungs:
+        n_rungs = len(ladder.rungs)
+    elif task.training.shape:
+        n_rungs = len(ladder_rungs(task, task.training.shape))
+    else:
+        return "auto"
+    return int(ladder.eta ** max(1, n_rungs - 1))
 
 
 def open_study(

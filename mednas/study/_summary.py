@@ -68,6 +68,8 @@ def _search_summary(
     }
     if plan is not None:
         summary["data"] = _data_summary(plan)
+    if task.search.fidelity == "ladder":
+        summary.update(_ladder_summary(task, rd, plan, trials))
     if task.objective.constraints:
         summary["constraints"] = [str(c) for c in task.objective.constraints]
         summary["n_trials"]["infeasible_after_training"] = sum(
@@ -82,6 +84,19 @@ def _search_summary(
     if reevaluation is not None:
         summary["reevaluation"] = reevaluation
     return summary
+
+
+def _ladder_summary(task: TaskConfig, rd: RunDir, plan: Any | None, trials: list[Any]) -> dict[str, Any]:
+    """``summary.json`` ``fidelity``, ``ladder`` (rungs, eta, brackets) and ``compute`` (from the trial records)."""
+    from mednas.study._ladder import compute_summary, ladder_summary
+
+    full = plan.full_shape if plan is not None else task.training.shape
+    records = [rec for rec in (rd.trial(t.number) for t in trials) if rec is not None]
+    return {
+        "fidelity": "ladder",
+        "ladder": ladder_summary(task, full),
+        "compute": compute_summary(records),
+    }
 
 
 def _family(t: Any, rec: TrialRecord | None) -> str | None:
@@ -152,7 +167,9 @@ def _data_summary(plan: Any) -> dict[str, Any]:
 def _best_summary(rd: RunDir, t: Any) -> dict[str, Any]:
     """``summary.json`` ``best``: the best trial's values and ranking from the storage, the rest from its record."""
     rec = rd.trial(t.number) or TrialRecord(trial=t.number)
+    ladder = {"rung_reached": rec.rung_reached, "shape": rec.shape} if rec.fidelity == "ladder" else {}
     return {
+        **ladder,
         "trial": t.number,
         "values": list(t.values),
         "spec_hash": t.user_attrs.get("spec_hash"),

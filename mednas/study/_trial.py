@@ -1,5 +1,8 @@
 """One proxy trial of the search: sample a spec, price it (reject it statically if over budget), train, score, record.
 
+With ``search.fidelity: ladder`` the training step climbs the resolution ladder instead, rung after rung, judged at
+each rung's end (:mod:`mednas.study._ladder`); pricing, scoring and the record are the same.
+
 This module adapts the training loop's per-epoch callback to Optuna's ``trial.report``/``should_prune`` and
 records every trial in ``trials/<n>/``: ``spec.json``, ``log.txt`` and its :class:`~mednas.rundir.TrialRecord`
 (``metrics.json``, written through :meth:`~mednas.rundir.RunDir.write_trial` by whichever step ends the trial).
@@ -15,7 +18,7 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -26,6 +29,7 @@ from mednas.config import TaskConfig
 from mednas.data import ArrayData, DataPlan
 from mednas.io._atomic import write_json, write_text
 from mednas.rundir import RunDir, TrialRecord
+from mednas.study._ladder import RungRun, climb, ladder_rungs
 from mednas.study._pruning import MultiObjectivePruner
 from mednas.study._recovery import Heartbeat, host_tag, retry_of
 from mednas.train._candidate import Fidelity, space_context, space_for, suggest_imbalance
@@ -51,6 +55,11 @@ _REUSED = (
     "not_learning",
     "constraints",
     "feasible",
+    # a ladder trial's (its compute is not copied: a reusing trial trains nothing)
+    "fidelity",
+    "rungs",
+    "shape",
+    "rung_reached",
 )
 #: The user attributes a reusing trial copies from its twin (the ranking and the sampler read them).
 _REUSED_ATTRS = ("learned", "constraints", "feasible")
@@ -139,10 +148,33 @@ class TrialObjective:
         val: ArrayData,
         device: str,
         on_epoch: Callable[[int, int, int], None] | None = None,
+        *,
+        rung_data: Sequence[tuple[ArrayData, ArrayData]] | None = None,
     ) -> None:
+        """Set up the trial objective.
+
+        Args:
+            task: The task.
+            plan: Its data plan.
+            run_dir: The run directory.
+            train: Training arrays at the proxy shape (a ladder uses the top rung's, from ``rung_data``).
+            val: Validation arrays at the same shape.
+            device: Torch device.
+            on_epoch: Called with ``(trial, epoch, epochs)`` after every epoch (the progress bar).
+            rung_data: Ladder: ``(train, val)`` of every rung, lowest first (default: loaded through the plan's
+                cache when first needed).
+        """
         self.task, self.plan, self.run_dir = task, plan, run_dir
         self.train, self.val, self.device = train, val, device
-        self.ctx = proxy_context(task, plan)
+        self.ladder_rungs = ladder_rungs(task, plan.full_shape) if task.search.fidelity == "ladder" else None
+        self._rung_data = list(rung_data) if rung_data is not None else None
+        if self._rung_data:
+            self.train, self.val = self._rung_data[-1]
+        self.ctx = (
+            proxy_context(task, plan)
+            if self.ladder_rungs is None
+            else space_context(task, self.ladder_rungs[0].shape, plan.full_shape)
+        )
         self.fidelity = Fidelity.proxy(task, plan.proxy_shape)
         self.spaces = {}
         for name in task.search.spaces:
@@ -151,10 +183,34 @@ class TrialObjective:
             if reason:
                 from mednas.errors import ConfigError
 
-                raise ConfigError(f"search.spaces: {reason}")
+                where = (
+                    ""
+                    if self.ladder_rungs is None
+                    else f" (at the ladder's lowest rung, {list(self.ladder_rungs[0].shape)}: raise its scale in "
+                    "search.ladder.rungs)"
+                )
+                raise ConfigError(f"search.spaces: {reason}{where}")
             self.spaces[name] = space
-        self.pruner = MultiObjectivePruner(task.search.pruner) if task.objective.multi_objective else None
+        multi = task.objective.multi_objective
+        # Ladder trials are judged at rung ends only (see mednas.study._ladder), never per epoch.
+        self.pruner = (
+            MultiObjectivePruner(task.search.pruner) if multi and self.ladder_rungs is None else None
+        )
         self.on_epoch = on_epoch
+
+    def rung_data(self, k: int) -> tuple[ArrayData, ArrayData]:
+        """Ladder rung ``k``'s training and validation arrays (loaded through the proxy cache once)."""
+        assert self.ladder_rungs is not None
+        if self._rung_data is None:
+            self._rung_data = [
+                Fidelity.proxy(self.task, r.shape, epochs=r.epochs, subset=1.0).load(
+                    self.plan, seed=self.task.search.seed
+                )
+                for r in self.ladder_rungs
+            ]
+            # The top rung is what a complete ladder trial is scored and recorded on.
+            self.train, self.val = self._rung_data[-1]
+        return self._rung_data[k]
 
     def __call__(self, trial: Any) -> float | list[float]:
         t_call = time.perf_counter()
@@ -173,6 +229,9 @@ class TrialObjective:
             return self._reuse(run, twin)
         run.t0 = time.perf_counter()
         costs = self._price(run, draw)
+        if self.ladder_rungs is not None:
+            values = climb(self, run, draw, costs)
+            return values if self.task.objective.multi_objective else values[0]
         reporter = _EpochReporter(self, trial, log)
         trained = self._train(run, draw, reporter)
         values = self._score(run, trained, costs)
@@ -228,6 +287,8 @@ class TrialObjective:
             duplicate_of=twin.number,
             seconds=0.0,
         )
+        if "fidelity" in copied:
+            run.note(compute={"voxel_epochs": 0, "seconds": 0.0})
         for key in _REUSED_ATTRS:
             if key in twin.user_attrs:
                 trial.set_user_attr(key, twin.user_attrs[key])
@@ -300,15 +361,16 @@ class TrialObjective:
             reason = f"MACs {costs.one.macs:.3g} > budget {b.max_macs:.3g}"
         return reason
 
-    def _train(self, run: _TrialRun, draw: _Draw, reporter: _EpochReporter) -> Any:
-        """Proxy-train the candidate; record a pruned trial (then re-raise) or a failed one (then raise)."""
+    def _train(self, run: _TrialRun, draw: _Draw, reporter: Any, rung: RungRun | None = None) -> Any:
+        """Proxy-train the candidate (or one ``rung`` of the ladder); record a pruned trial (then re-raise) or a
+        failed one (then raise)."""
         import optuna
 
         from mednas.train import TrainingDiverged
 
         try:
             with Heartbeat(run.trial):
-                return self._fit(run, draw, reporter)
+                return self._fit(run, draw, reporter, rung)
         except optuna.TrialPruned as exc:
             if run.record.state == "infeasible":
                 raise  # rejected inside the training block (out of memory twice); already recorded
@@ -320,7 +382,7 @@ class TrialObjective:
             run.log(traceback.format_exc())
             self._fail(run, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
-    def _pruned(self, run: _TrialRun, exc: BaseException, reporter: _EpochReporter) -> None:
+    def _pruned(self, run: _TrialRun, exc: BaseException, reporter: Any) -> None:
         """Record a trial the pruner (or the not-learning check) stopped, with the epochs it ran."""
         fields: dict[str, Any] = {
             "state": "pruned",
@@ -331,29 +393,39 @@ class TrialObjective:
             # Flagged, not merely scored low: left out of ranking and of the proxy-fidelity statistics.
             fields.update(learned=False, not_learning=reporter.dead_reason)
             run.trial.set_user_attr("learned", False)
-        fields["history"] = _partial_history(run.trial)
+        fields.update(reporter.pruned_fields(run))
         fields["timing"] = _timing(run.t_call, reporter.marks)
         run.note(**fields)
         self.run_dir.write_trial(run.record)
         run.log(str(exc))
 
-    def _fit(self, run: _TrialRun, draw: _Draw, reporter: _EpochReporter) -> Any:
-        """Train through the one candidate trainer; out of GPU memory, once more with half the batch, then reject."""
+    def _fit(self, run: _TrialRun, draw: _Draw, reporter: Any, rung: RungRun | None = None) -> Any:
+        """Train through the one candidate trainer; out of GPU memory, once more with half the batch, then reject.
+
+        ``rung``: a ladder rung's data, fidelity and starting weights instead of the flat proxy's.
+        """
         from mednas.train import train_candidate
+
+        train, val, fidelity = (
+            (self.train, self.val, self.fidelity) if rung is None else (rung.train, rung.val, rung.fidelity)
+        )
+        # Only a carried rung passes starting weights, so the flat proxy calls the trainer exactly as before.
+        extra = {"init_state": rung.init_state} if rung is not None and rung.init_state is not None else {}
 
         def attempt(batch_size: int | None) -> Any:
             return train_candidate(
                 self.task,
                 draw.spec,
-                self.train,
-                self.val,
-                self.fidelity,
+                train,
+                val,
+                fidelity,
                 seed=draw.seed,
                 device=self.device,
                 loss=draw.loss,
                 sampling=draw.sampling,
                 batch_size=batch_size,
                 on_epoch=reporter,
+                **extra,
             )
 
         full_batch = self.task.training.batch_size
@@ -431,11 +503,7 @@ class TrialObjective:
         run.log(
             f"complete: {task.objective.name} = {rec.objective_value:.4f} (best epoch {fit_result.best_epoch}, "
             f"{rec.seconds:.1f}s)"
-            + (
-                ""
-                if fit_result.learned
-                else f"; flagged: never started learning ({fit_result.not_learning_reason})"
-            )
+            + ("" if rec.learned is not False else f"; flagged: never started learning ({rec.not_learning})")
             + ("" if rec.feasible else "; violates " + ", ".join(violated))
         )
 
@@ -540,6 +608,10 @@ class _EpochReporter:
             self._report(result)
         finally:
             self.marks.append(time.perf_counter())
+
+    def pruned_fields(self, run: _TrialRun) -> dict[str, Any]:
+        """What a pruned trial's record adds: the per-epoch values it reported (its ``history``)."""
+        return {"history": _partial_history(self.trial)}
 
     def _report(self, result: Any) -> None:
         import optuna

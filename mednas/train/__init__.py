@@ -1,4 +1,5 @@
-"""The one training loop for proxy and full training, the one candidate trainer, losses, seeding and devices."""
+"""The one training loop for proxy and full training, the one candidate trainer, losses, seeding, devices and
+carrying weights between shapes and candidates."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from mednas.train._candidate import (
     space_for,
     suggest_imbalance,
     train_candidate,
+)
+from mednas.train._inherit import (
+    Transfer,
+    carries_across_shapes,
+    load_weights,
+    most_similar,
+    same_structure,
+    transfer_weights,
 )
 from mednas.train._learning import degenerate_predictions, not_learning_reason
 from mednas.train._loop import (
@@ -35,14 +44,19 @@ __all__ = [
     "FitSettings",
     "TrainedCandidate",
     "TrainingDiverged",
+    "Transfer",
+    "carries_across_shapes",
     "candidate_settings",
     "class_weights_for",
     "degenerate_predictions",
     "derive_seed",
     "fit",
+    "load_weights",
     "make_loss",
+    "most_similar",
     "not_learning_reason",
     "predict",
+    "same_structure",
     "save_weights",
     "seed_everything",
     "select_device",
@@ -50,6 +64,7 @@ __all__ = [
     "space_for",
     "suggest_imbalance",
     "train_candidate",
+    "transfer_weights",
     "BaseLoss",
     "LOSSES",
     "list_losses",

@@ -6,7 +6,7 @@ train through :func:`train_candidate`, so calibration measures exactly the proxy
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,9 +19,12 @@ from mednas.errors import ConfigError
 from mednas.train._loop import EpochResult, FitResult, FitSettings
 
 if TYPE_CHECKING:
+    import torch
+
     from mednas.data import DataPlan
     from mednas.spaces import BaseSearchSpace, SpaceContext, TrialLike
     from mednas.spec import ArchSpec
+    from mednas.train._inherit import Transfer
 
 __all__ = [
     "PATCH_OVERLAP",
@@ -167,12 +170,15 @@ class TrainedCandidate:
         model: The network, with the best epoch's weights loaded.
         spec: The spec as trained: adapted to the fidelity's input shape.
         settings: The fit settings it was trained with.
+        transfer: How much of the network started from ``init_state`` (None when it started from its seeded
+            initialisation alone).
     """
 
     result: FitResult
     model: Any = field(repr=False)
     spec: ArchSpec
     settings: FitSettings
+    transfer: Transfer | None = None
 
     @property
     def divisor(self) -> tuple[int, ...]:
@@ -195,6 +201,7 @@ def train_candidate(
     batch_size: int | None = None,
     checkpoint: str | Path | None = None,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainedCandidate:
     """Build ``spec`` for the fidelity's input shape, seed everything and train it, scoring every epoch.
 
@@ -212,9 +219,13 @@ def train_candidate(
             GPU memory).
         checkpoint: Per-epoch checkpoint to resume from and write.
         on_epoch: Called with each :class:`~mednas.train.EpochResult`; raising from it stops training.
+        init_state: Weights to start from (a lower rung's, or a parent candidate's), loaded over the seeded
+            initialisation with :func:`~mednas.train.transfer_weights`: whole where shapes match, overlapping
+            slices where sizes differ. A ``checkpoint`` that exists still wins (it resumes this training).
 
     Returns:
-        The fit result, the network with its best weights, the adapted spec and the settings.
+        The fit result, the network with its best weights, the adapted spec, the settings and the
+        :class:`~mednas.train.Transfer` from ``init_state`` (None without one).
 
     Example:
         >>> trained = train_candidate(task, spec, train, val, Fidelity.proxy(task, (24, 24)), seed=1,
@@ -225,6 +236,7 @@ def train_candidate(
 
     # Looked up on the package at call time, so that a wrapper of mednas.train.fit (tests, benchmarks) sees it.
     from mednas.train import fit, seed_everything
+    from mednas.train._inherit import transfer_weights
 
     space = space_for(task, spec.family)
     adapted = space.adapt_to_shape(spec, fidelity.net_shape)
@@ -247,10 +259,11 @@ def train_candidate(
 
     seed_everything(seed)
     model = build(adapted)
+    transfer = None if init_state is None else transfer_weights(init_state, model)
     result = fit(model, train, val, settings, evaluate, on_epoch=on_epoch, checkpoint=checkpoint)
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
-    return TrainedCandidate(result, model, adapted, settings)
+    return TrainedCandidate(result, model, adapted, settings, transfer)
 
 
 def candidate_settings(

@@ -1,0 +1,275 @@
+"""The resolution ladder (issue 17, item 1 and item 4's records): trials climb 16x16 -> 24x24 -> 32x32 carrying their
+weights, are judged at each rung's end, and record what every rung cost.
+
+The searches run on the x-ray demo task with tiny data (80 cases, 32x32 full shape, one or two epochs per rung);
+every search of this file uses the same data, cached once for the session (``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from mednas import api
+from mednas.config import load_task
+from mednas.study._ladder import compute_summary, ladder_rungs, rung_shape
+from mednas.study._pruning import ladder_promotes, nondominated_ranks
+
+TASK = Path(__file__).resolve().parents[2] / "tasks" / "demo-xray-nodule.yaml"
+DATA = [
+    "data.n_cases=80",
+    "proxy.shape=[16,16]",
+    "proxy.epochs=2",
+    "training.shape=[32,32]",
+    "training.batch_size=8",
+    "objective.bootstrap.resamples=50",
+    "search.fidelity=ladder",
+    "search.ladder.eta=2",
+]
+THREE_RUNGS = (
+    "search.ladder.rungs=[{scale: 0.5, epochs: 1}, {scale: 0.75, epochs: 1}, {scale: 1.0, epochs: 2}]"
+)
+TWO_RUNGS = "search.ladder.rungs=[{scale: 0.5, epochs: 1}, {scale: 1.0, epochs: 1}]"
+
+
+def _search(run_dir: Path, overrides: list[str], n_trials: int) -> dict:
+    api.search(str(TASK), run_dir=run_dir, overrides=DATA + overrides, n_trials=n_trials, show_progress=False)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _records(run_dir: Path) -> dict[int, dict]:
+    return {
+        int(d.name): json.loads((d / "metrics.json").read_text())
+        for d in (run_dir / "trials").iterdir()
+        if (d / "metrics.json").is_file()
+    }
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="demo-xray-nodule", storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+@pytest.fixture(scope="module")
+def ladder_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A six-trial single-objective ladder search over three rungs (successive halving, eta 2)."""
+    run_dir = tmp_path_factory.mktemp("ladder") / "run"
+    return run_dir, _search(run_dir, [THREE_RUNGS], 6)
+
+
+# ----------------------------------------------------------------------------------------------- the rungs
+
+
+def test_rung_shapes_are_multiples_of_8_at_least_16_and_clamped() -> None:
+    assert rung_shape((32, 32), 0.5) == (16, 16)
+    assert rung_shape((32, 32), 0.75) == (24, 24)
+    assert rung_shape((128, 100), 0.25) == (32, 24)
+    assert rung_shape((20, 200), 0.1) == (16, 24)  # at least 16, a multiple of 8
+    assert rung_shape((12, 64), 0.5) == (12, 32)  # never larger than the full shape
+    assert rung_shape((33, 34, 35), 1.0) == (33, 34, 35)  # the top rung is the full shape as it is
+
+
+def test_default_ladder_follows_the_full_shape_and_proxy_epochs() -> None:
+    task = load_task(TASK, overrides=["search.fidelity=ladder", "proxy.epochs=9"])
+    three = ladder_rungs(task, (128, 128))
+    assert [(r.scale, r.shape, r.epochs) for r in three] == [
+        (0.25, (32, 32), 4),
+        (0.5, (64, 64), 4),
+        (1.0, (128, 128), 9),
+    ]
+    # A quarter of 32 is 8 pixels, under 16: the ladder starts at half resolution.
+    two = ladder_rungs(task, (32, 48))
+    assert [(r.scale, r.shape, r.epochs) for r in two] == [(0.5, (16, 24), 4), (1.0, (32, 48), 9)]
+    one_epoch = load_task(TASK, overrides=["search.fidelity=ladder", "proxy.epochs=1"])
+    assert [r.epochs for r in ladder_rungs(one_epoch, (128, 128))] == [1, 1, 1]
+
+
+def test_the_pruner_places_its_rungs_at_the_ladders() -> None:
+    from mednas.study import make_pruner
+
+    sha = make_pruner(load_task(TASK, overrides=["search.fidelity=ladder", "search.ladder.eta=4"]))
+    assert isinstance(sha, optuna.pruners.SuccessiveHalvingPruner)
+    assert (sha._min_resource, sha._reduction_factor, sha._min_early_stopping_rate) == (1, 4, 0)
+    hb = make_pruner(
+        load_task(
+            TASK,
+            overrides=[
+                "search.fidelity=ladder",
+                "search.ladder.brackets=hyperband",
+                "training.shape=[128,128]",
+            ],
+        )
+    )
+    # Three default rungs at 128x128 with eta 3: the top rung reports at step 3**2.
+    assert isinstance(hb, optuna.pruners.HyperbandPruner)
+    assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (1, 9, 3)
+
+
+# ------------------------------------------------------------------------------ the multi-objective rung rule
+
+
+def test_nondominated_ranks() -> None:
+    assert nondominated_ranks([[1, 2], [2, 1], [2, 2], [3, 3], [1, 2]]) == [0, 0, 1, 2, 0]
+
+
+def _trial(number: int, values: list[float], others: list[tuple[int, list[float], str]]) -> SimpleNamespace:
+    from optuna.trial import TrialState
+
+    trials = [
+        SimpleNamespace(number=n, state=getattr(TrialState, state), user_attrs={"rung_values": {"0": vals}})
+        for n, vals, state in others
+    ]
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: trials)
+    return SimpleNamespace(number=number, study=study)
+
+
+def test_the_rung_rule_ranks_by_pareto_rank_then_primary() -> None:
+    # (AUROC up, parameters down); A and B are the front, C is dominated by both; a failed trial does not count.
+    others = [(0, [0.9, 100.0], "COMPLETE"), (1, [0.5, 10.0], "PRUNED"), (2, [0.4, 200.0], "RUNNING")]
+    others.append((3, [0.99, 1.0], "FAIL"))
+    directions = ["maximize", "minimize"]
+    # A new front member with the second-best AUROC among the front: within the best ceil(4 / 2) = 2.
+    assert ladder_promotes(_trial(9, [0.6, 50.0], others), 0, [0.6, 50.0], directions, eta=2)
+    # On the front but third by AUROC: out.
+    assert not ladder_promotes(_trial(9, [0.45, 5.0], others[:2] + others[2:]), 0, [0.45, 5.0], directions, 3)
+    # Dominated (A has more AUROC with fewer parameters): rank 1, out, however high its AUROC.
+    assert not ladder_promotes(_trial(9, [0.85, 150.0], others), 0, [0.85, 150.0], directions, eta=2)
+    # The first trial at a rung always climbs; an undefined value counts as the worst.
+    assert ladder_promotes(_trial(0, [0.1, 9.0], []), 0, [0.1, 9.0], directions, eta=3)
+    assert not ladder_promotes(_trial(9, [math.nan, 1.0], others), 0, [math.nan, 1.0], directions, eta=2)
+
+
+def test_compute_summary_counts_the_share_spent_on_pruned_trials() -> None:
+    from mednas.rundir import TrialRecord
+
+    records = [
+        TrialRecord(trial=0, state="complete", compute={"voxel_epochs": 300, "seconds": 3.0}),
+        TrialRecord(trial=1, state="pruned", compute={"voxel_epochs": 100, "seconds": 1.0}),
+        TrialRecord(trial=2, state="infeasible"),
+    ]
+    assert compute_summary(records) == {
+        "voxel_epochs": 400,
+        "pruned_voxel_epochs": 100,
+        "pruned_share": 0.25,
+        "seconds": 4.0,
+    }
+
+
+# ------------------------------------------------------------------------------------------- a ladder search
+
+
+def test_survivors_climb_every_rung_carrying_their_weights(ladder_run: tuple[Path, dict]) -> None:
+    import torch
+
+    from mednas.spaces import create_space
+    from mednas.spec import ArchSpec, build
+
+    run_dir, summary = ladder_run
+    records = _records(run_dir)
+    n_train = len(json.loads((run_dir / "splits.json").read_text())["train"])
+    complete = [r for r in records.values() if r["state"] == "complete"]
+    assert complete, "the first trial at every rung climbs: at least one trial completes"
+    for rec in complete:
+        assert rec["fidelity"] == "ladder" and rec["rung_reached"] == 2 and rec["shape"] == [32, 32]
+        assert [r["shape"] for r in rec["rungs"]] == [[16, 16], [24, 24], [32, 32]]
+        assert [r["start"] for r in rec["rungs"]] == ["fresh", "carried", "carried"]
+        assert [r["epochs"] for r in rec["rungs"]] == [1, 1, 2]
+        assert rec["values"][0] == pytest.approx(rec["rungs"][-1]["value"])
+        assert [h["rung"] for h in rec["history"]] == [0, 1, 2, 2]
+        # The top rung's weights are the trial's model.pt: they run the network built for the full shape.
+        spec = ArchSpec.from_dict(
+            json.loads((run_dir / "trials" / str(rec["trial"]) / "spec.json").read_text())
+        )
+        net = build(create_space(rec["family"]).adapt_to_shape(spec, (32, 32)))
+        state = torch.load(run_dir / "trials" / str(rec["trial"]) / rec["weights"], weights_only=True)
+        net.load_state_dict(state)
+    assert summary["best"]["trial"] in {r["trial"] for r in complete}
+    for rec in records.values():
+        for rung in rec["rungs"]:
+            assert rung["voxel_epochs"] == rung["epochs"] * n_train * math.prod(rung["shape"])
+        assert rec["compute"]["voxel_epochs"] == sum(r["voxel_epochs"] for r in rec["rungs"])
+        assert rec["compute"]["seconds"] == pytest.approx(sum(r["seconds"] for r in rec["rungs"]), abs=1e-3)
+
+
+def test_pruned_trials_stop_at_a_lower_rung(ladder_run: tuple[Path, dict]) -> None:
+    run_dir, summary = ladder_run
+    records = _records(run_dir)
+    pruned = [r for r in records.values() if r["state"] == "pruned"]
+    assert pruned, "six trials with eta 2: some are cut"
+    study = _study(run_dir)
+    for rec in pruned:
+        k = rec["rung_reached"]
+        assert k < 2 and len(rec["rungs"]) == k + 1
+        assert rec["shape"] == rec["rungs"][-1]["shape"] and f"end of rung {k}" in rec["reason"]
+        assert not (run_dir / "trials" / str(rec["trial"]) / "model.pt").exists()
+        frozen = study.trials[rec["trial"]]
+        assert frozen.state == optuna.trial.TrialState.PRUNED
+        # Reported only at rung ends, rung k at step eta**k (eta 2), the values the record holds.
+        assert frozen.intermediate_values == {2**j: r["value"] for j, r in enumerate(rec["rungs"])}
+        assert [v[0] for _, v in sorted(frozen.user_attrs["rung_values"].items())] == [
+            r["value"] for r in rec["rungs"]
+        ]
+    assert summary["n_trials"]["pruned"] == len(pruned)
+
+
+def test_summary_records_the_ladder_and_its_compute(ladder_run: tuple[Path, dict]) -> None:
+    run_dir, summary = ladder_run
+    records = _records(run_dir).values()
+    assert summary["fidelity"] == "ladder"
+    assert summary["ladder"] == {
+        "rungs": [
+            {"scale": 0.5, "shape": [16, 16], "epochs": 1},
+            {"scale": 0.75, "shape": [24, 24], "epochs": 1},
+            {"scale": 1.0, "shape": [32, 32], "epochs": 2},
+        ],
+        "eta": 2,
+        "brackets": "successive_halving",
+    }
+    compute = summary["compute"]
+    assert compute["voxel_epochs"] == sum(r["compute"]["voxel_epochs"] for r in records)
+    pruned = sum(r["compute"]["voxel_epochs"] for r in records if r["state"] == "pruned")
+    assert compute["pruned_voxel_epochs"] == pruned > 0
+    assert compute["pruned_share"] == pytest.approx(pruned / compute["voxel_epochs"])
+
+
+def test_a_network_that_cannot_carry_restarts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mednas.train import _inherit
+
+    # No built-in family changes its parameters with the input size (tests/train/test_inherit.py): pretend one does.
+    monkeypatch.setattr(_inherit, "same_structure", lambda src, dst: False)
+    run_dir = tmp_path / "run"
+    _search(run_dir, [TWO_RUNGS], 1)
+    rec = _records(run_dir)[0]
+    assert rec["state"] == "complete"
+    assert [r["start"] for r in rec["rungs"]] == ["fresh", "restarted"]
+    assert "restarted fresh" in (run_dir / "trials" / "0" / "log.txt").read_text()
+
+
+def test_two_objectives_on_the_ladder_end_with_a_pareto_front(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    summary = _search(
+        run_dir,
+        [
+            TWO_RUNGS,
+            "objective={metric: auroc, secondary: [params], bootstrap: {resamples: 50}}",
+            "search.seed=2",
+        ],
+        10,
+    )
+    records = _records(run_dir)
+    # Ten trials over two rungs: five to seven reach the top (about one in eta = 2 is cut, more early on when few
+    # trials compete); on this data the front has 3 or 4 points for seeds 1 to 3 (1 for seed 0 with 8 trials).
+    assert len(summary["pareto_front"]) >= 3
+    study = _study(run_dir)
+    for n, rec in records.items():
+        frozen = study.trials[n]
+        assert frozen.intermediate_values == {}  # Optuna's report() cannot take several objectives
+        assert all(len(v) == 2 for v in frozen.user_attrs["rung_values"].values())
+        if rec["state"] == "pruned":
+            assert rec["rung_reached"] == 0 and "Pareto rank" in rec["reason"]
+        else:
+            assert rec["rung_reached"] == 1 and rec["values"][1] == rec["params"]
