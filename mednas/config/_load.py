@@ -51,6 +51,7 @@ _VOLATILE_KEYS = (
 _ADDED_KEYS: dict[str, Any] = {
     "search.fidelity": "flat",
     "search.ladder": {"rungs": None, "eta": 3, "brackets": "successive_halving"},
+    "search.inherit": False,
 }
 
 

@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializeAsAny,
+    StrictBool,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -885,6 +886,23 @@ class SearchConfig(Strict):
         default_factory=LadderConfig,  # type: ignore[arg-type]
         description="The resolution ladder's rungs, `eta` and brackets (used when `fidelity: ladder`).",
     )
+    inherit: StrictBool = Field(
+        False,
+        description="Weight inheritance: a new candidate starts from the weights of the most similar finished "
+        "candidate of its family in this run (whole tensors where shapes match, overlapping slices where widths "
+        "differ, fresh elsewhere), on the ladder's first rung or the flat proxy; the record names its `parent` "
+        "and `inherited_fraction`. Keeps every finished candidate's weights (`trials/<n>/parent.pt`): see "
+        "docs/ladder.md for the disk it costs. Whether it helps is measured (benchmarks/ladder.py), not assumed.",
+    )
+
+    @model_validator(mode="after")
+    def _check_inherit(self) -> SearchConfig:
+        if self.inherit and self.reevaluate.top:
+            raise ValueError(
+                "inherit: true with reevaluate.top: re-evaluation retrains a candidate from scratch with other "
+                "seeds, which would not repeat an inherited trial's training; turn one of them off"
+            )
+        return self
 
     @field_validator("space_options")
     @classmethod

@@ -370,6 +370,15 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> Any:
     return fig
 
 
+def _inherited_text(climb: dict[str, Any]) -> str:
+    """``<br>from trial 3, 72% inherited`` for a candidate that started from another's weights, else ``""``."""
+    if climb.get("parent") is None:
+        return ""
+    fraction = climb.get("inherited_fraction")
+    share = f", {fraction:.0%} inherited" if isinstance(fraction, int | float) else ""
+    return f"<br>from trial {climb['parent']}{share}"
+
+
 def ladder_figure(
     climbs: list[dict[str, Any]], rungs: list[dict[str, Any]], *, name: str, maximize: bool
 ) -> Any:
@@ -407,6 +416,7 @@ def ladder_figure(
             f"trial {c['trial']} ({c.get('family') or ''}, {c.get('state')})<br>rung {k} "
             f"({'x'.join(map(str, (rungs[k] if k < len(rungs) else {}).get('shape') or []))}): "
             + ("n/a" if v is None else f"{name} {v:.4f}")
+            + _inherited_text(c)
             for k, v in zip(xs, c["values"])
         ]
         fig.add_trace(

@@ -529,7 +529,8 @@ class _Page:
                     f"The validation {_e(run.names[0])} of each trial at the end of every rung it completed "
                     f"(rung: input shape and epochs; survivors carry their weights up). {n_top} of "
                     f"{len(climbs)} trial(s) completed the top, full-resolution rung (coloured; the best in "
-                    "green); grey: stopped below it (pruned at a rung's end, or failed).",
+                    "green); grey: stopped below it (pruned at a rung's end, or failed)."
+                    + _inheritance_line(climbs),
                 )
             )
         else:
@@ -557,6 +558,8 @@ class _Page:
                     "family": rec.family,
                     "voxel_epochs": compute.get("voxel_epochs"),
                     "seconds": compute.get("seconds"),
+                    "parent": getattr(rec, "parent", None),
+                    "inherited_fraction": getattr(rec, "inherited_fraction", None),
                 }
             )
         return climbs
@@ -1120,12 +1123,14 @@ class _Page:
         if not run.trials:
             return self.note("No trial records yet.")
         best = run.best_trial
-        rows = [self._trial_cells(r) for r in run.trials.values()]
+        inherit = self._inherits
+        rows = [self._trial_cells(r, inherit=inherit) for r in run.trials.values()]
         classes = ["best" if n == best else "" for n in run.trials]
         head = [
             "trial",
             "state",
             "family",
+            *(["parent (inherited)"] if inherit else []),
             "parameters",
             f"{run.names[0]} (95% CI)",
             *run.names[1:],
@@ -1138,12 +1143,27 @@ class _Page:
         body = "".join(f"<tr class='{c}'>{''.join(cells)}</tr>" for cells, c in zip(rows, classes))
         return (
             "<p class='lead'>Every trial of the search (click a column to sort; the best is highlighted). Each "
-            "architecture rebuilds from <code>trials/&lt;n&gt;/spec.json</code>.</p>"
+            "architecture rebuilds from <code>trials/&lt;n&gt;/spec.json</code>."
+            + (
+                " Weight inheritance is on (<code>search.inherit</code>): <em>parent</em> is the finished trial "
+                "whose weights a trial started from, with the share of its network's weights they filled; "
+                "<em>fresh</em>: no candidate of its family had finished yet."
+                if inherit
+                else ""
+            )
+            + "</p>"
             f"<div class='scroll'><table class='sortable'><thead><tr>{''.join(f'<th>{_e(h)}</th>' for h in head)}"
             f"</tr></thead><tbody>{body}</tbody></table></div>"
         )
 
-    def _trial_cells(self, r: TrialRecord) -> list[str]:
+    @property
+    def _inherits(self) -> bool:
+        """True for a search with weight inheritance (``search.inherit``), or one whose trials name a parent."""
+        if (self.run.resolved.get("search") or {}).get("inherit"):
+            return True
+        return any(getattr(r, "parent", None) is not None for r in self.run.trials.values())
+
+    def _trial_cells(self, r: TrialRecord, *, inherit: bool = False) -> list[str]:
         """The cells of one trial's row in the trials table (sort keys in ``data-sort``)."""
         names = self.run.names
         state = r.state
@@ -1153,6 +1173,7 @@ class _Page:
             f"<td class='num' data-sort='{r.trial}'>{r.trial}</td>",
             f"<td class='state-{_e(state)}'>{_e(state)}</td>",
             f"<td>{_e(str(r.family or ''))}</td>",
+            *([_parent_cell(r)] if inherit else []),
             f"<td class='num' data-sort='{r.params or 0}'>{(r.params or 0):,}</td>",
             f"<td class='num' data-sort='{'' if value is None else value}'>{_fmt(value)}{_ci_span(_objective_ci(r))}</td>",
             *[f"<td class='num'>{_fmt(v, 4)}</td>" for v in (values or [None] * len(names))[1 : len(names)]],
@@ -1420,6 +1441,30 @@ def _ladder_note(r: TrialRecord) -> list[str]:
             f"restarted from fresh weights at rung {', '.join(restarted)} (could not run at the new size)"
         )
     return note
+
+
+def _parent_cell(r: TrialRecord) -> str:
+    """A trial's parent and inherited fraction (``search.inherit``): ``3 (72%)``, ``fresh``, or empty."""
+    parent, fraction = getattr(r, "parent", None), getattr(r, "inherited_fraction", None)
+    if parent is not None:
+        share = f" <span class='s'>({float(fraction):.0%})</span>" if fraction is not None else ""
+        return f"<td class='num' data-sort='{int(parent)}'>{int(parent)}{share}</td>"
+    if fraction is not None:  # inheritance was on and nothing of its family had finished: it started fresh
+        return "<td class='num' data-sort='-1'>fresh</td>"
+    return "<td class='num' data-sort='-2'></td>"  # never trained (rejected, or reusing a twin's score)
+
+
+def _inheritance_line(climbs: list[dict[str, Any]]) -> str:
+    """One sentence on weight inheritance up the ladder: how many trials started from a parent, and how much."""
+    inherited = [c for c in climbs if c.get("parent") is not None]
+    if not inherited:
+        return ""
+    shares = sorted(float(c.get("inherited_fraction") or 0.0) for c in inherited)
+    spread = f"{shares[0]:.0%}" if shares[0] == shares[-1] else f"{shares[0]:.0%}-{shares[-1]:.0%}"
+    return (
+        f" {len(inherited)} of {len(climbs)} trial(s) started rung 0 from a finished candidate's weights "
+        f"(<code>search.inherit</code>), filling {spread} of their network; the trials table names each parent."
+    )
 
 
 def _compute_line(compute: dict[str, Any], climbs: list[dict[str, Any]]) -> str:

@@ -45,6 +45,11 @@ class TrialRecord(BaseModel):
     trained at), ``rung_reached`` (the highest rung index completed) and ``compute`` (``{"voxel_epochs",
     "seconds"}`` in total, a rung stopped early included). Its ``history`` runs across the rungs (``epoch``
     counted over the ladder, ``rung`` beside it); ``best_epoch`` is the top rung's.
+
+    With weight inheritance (``search.inherit``), ``parent`` is the finished trial whose weights this one started
+    from (None: no candidate of its family had finished, it started fresh) and ``inherited_fraction`` the share of
+    its network's state-dict elements copied from them (0 when fresh); a ladder trial's rung 0 then has
+    ``start: "inherited"``.
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=False)
@@ -89,11 +94,17 @@ class TrialRecord(BaseModel):
     shape: list[int] | None = None
     rung_reached: int | None = None
     compute: dict[str, Any] | None = None
+    # weight inheritance (search.inherit; absent when it is off)
+    parent: int | None = None
+    inherited_fraction: float | None = None
     # re-evaluated with extra seeds (search.reevaluate)
     proxy_seed_values: list[float] | None = None
     proxy_seeds: list[int] | None = None
     proxy_mean: float | None = None
     proxy_std: float | None = None
+    # a retried ladder trial that resumed a killed one: {trial, rung, epoch}; the rung entries it took over carry
+    # `resumed_from: <trial>`
+    resumed_from: dict[str, Any] | None = None
     # how it ended
     reason: str | None = None
     seconds: float | None = None

@@ -10,13 +10,16 @@ best candidates leave it trained at full fidelity. See ``docs/ladder.md``.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mednas.config import TaskConfig
-from mednas.rundir import TrialRecord
+from mednas.errors import MednasError
+from mednas.rundir import RunDir, TrialRecord
 
 if TYPE_CHECKING:
     from mednas.data import ArrayData
@@ -31,6 +34,11 @@ __all__ = [
     "rung_shape",
     "rung_step",
 ]
+
+#: A ladder trial's progress file in ``trials/<n>/`` beside its ``rung-<k>.pt`` weights (see :class:`LadderFiles`).
+PROGRESS = "ladder.json"
+#: Record fields noted before rung 0 trains (weight inheritance) that a resumed trial keeps.
+CARRIED = ("parent", "inherited_fraction")
 
 #: The smallest rung shape on any axis, and the multiple every lower rung's axes are rounded to.
 MIN_RUNG_SIZE = 16
@@ -133,6 +141,8 @@ class RungRun:
     fidelity: Fidelity
     init_state: Any = None
     start: str = "fresh"
+    #: The rung's per-epoch checkpoint (``trials/<n>/rung-<k>.ckpt``): a killed trial's retry resumes from it.
+    checkpoint: Path | None = None
 
 
 class LadderReporter:
@@ -215,38 +225,69 @@ def climb(objective: TrialObjective, run: _TrialRun, draw: _Draw, costs: dict[st
 
     A trial pruned at a rung's end is recorded as ``pruned`` with the rungs it completed (then
     ``optuna.TrialPruned`` is raised); one that reaches the top rung is scored and recorded like a flat trial,
-    with its model weights those of the top rung (``search.keep_weights``).
+    with its model weights those of the top rung (``search.keep_weights``). A retry of a killed ladder trial
+    resumes it (:func:`_take_over`): the rungs it passed are not trained again, the rung it was training continues
+    from its last epoch. A trial that ends here (complete, pruned, failed, Ctrl-C) deletes its checkpoints; a killed
+    or SIGTERMed process (whose trial stays RUNNING, then is retried) leaves them, for its retry.
     """
-    import optuna
-
     rungs = objective.ladder_rungs
     assert rungs is not None, "climb() runs ladder trials only"
     reporter = LadderReporter(objective, run.trial, run.log, rungs)
     run.note(fidelity="ladder", rungs=[], rung_reached=None, compute={"voxel_epochs": 0, "seconds": 0.0})
-    state: Any = None
-    trained: Any = None
-    for k in range(len(rungs)):
+    files = LadderFiles(objective.run_dir, run.trial.number)
+    try:
+        resume, draw = _take_over(objective, run, draw, files, reporter)
+        values = _climb_rungs(objective, run, draw, costs, reporter, files, resume)
+    except (Exception, KeyboardInterrupt):
+        # Ended here: pruned, failed, or Ctrl-C (Optuna records it failed and nothing retries it). SystemExit
+        # (SIGTERM, see mednas.study._runner) passes untouched: the trial stays RUNNING and its retry resumes it.
+        files.clear()
+        raise
+    files.clear()
+    return values
+
+
+def _climb_rungs(
+    objective: TrialObjective,
+    run: _TrialRun,
+    draw: _Draw,
+    costs: dict[str, float],
+    reporter: LadderReporter,
+    files: LadderFiles,
+    resume: Resume,
+) -> list[float]:
+    """Climb from the first rung ``resume`` has not passed to the top (see :func:`climb`)."""
+    import optuna
+
+    rungs = objective.ladder_rungs
+    assert rungs is not None
+    passed = list(resume.passed)
+    state, trained = resume.state, None
+    for k in range(len(passed), len(rungs)):
         step = _prepare_rung(objective, run, draw, k, state)
+        step.checkpoint = files.checkpoint(k)
         reporter.start_rung(k, len(step.train))
+        before = resume.enter(run, reporter, k)
+        files.write(run, draw, passed)
         t_rung = time.perf_counter()
         trained = objective._train(run, draw, reporter, rung=step)
-        seconds = time.perf_counter() - t_rung
+        seconds = time.perf_counter() - t_rung + before
         values = _rung_values(objective, trained, costs)
-        _note_rung(run, step, trained, values[0], seconds, reporter.n_train)
+        entry = _note_rung(run, step, trained, values[0], seconds, reporter.n_train)
         reporter.rung_done()
         state = trained.result.best_state
-        rung_values = dict(run.trial.user_attrs.get("rung_values", {}))
-        rung_values[str(k)] = values
-        run.trial.set_user_attr("rung_values", rung_values)
-        if not objective.task.objective.multi_objective:
-            run.trial.report(values[0], rung_step(objective.task, k))
+        _report_rung(objective, run, k, values)
         if k == len(rungs) - 1:
             break
         reason = _rung_decision(objective, run, k, values)
         if reason:
+            _keep_parent_weights(objective, run, state)
             exc = optuna.TrialPruned(reason)
             objective._pruned(run, exc, reporter)
             raise exc
+        history = [e for e in reporter.entries if e["rung"] == k]
+        passed.append({"entry": entry, "values": values, "history": history})
+        files.passed(run, draw, passed, state)
         run.log(f"rung {k} passed: {values[0]:.4f}; on to rung {k + 1}")
     top = objective._score(run, trained, costs)
     _finish(run, reporter)
@@ -254,8 +295,29 @@ def climb(objective: TrialObjective, run: _TrialRun, draw: _Draw, costs: dict[st
     return top
 
 
+def _report_rung(objective: TrialObjective, run: _TrialRun, k: int, values: list[float]) -> None:
+    """Put rung ``k``'s values in the storage: ``rung_values`` (every worker's rung rule reads it), Optuna's report."""
+    rung_values = dict(run.trial.user_attrs.get("rung_values", {}))
+    rung_values[str(k)] = values
+    run.trial.set_user_attr("rung_values", rung_values)
+    if not objective.task.objective.multi_objective:
+        run.trial.report(values[0], rung_step(objective.task, k))
+
+
+def _keep_parent_weights(objective: TrialObjective, run: _TrialRun, state: Any) -> None:
+    """A trial pruned at a rung's end keeps that rung's weights for weight inheritance (``search.inherit``).
+
+    Its ``rung-<k>.pt`` files are deleted as it ends; ``parent.pt`` is what later candidates of its family read.
+    """
+    if getattr(objective.task.search, "inherit", False) and state is not None:
+        from mednas.study._inherit import keep_parent_weights
+
+        keep_parent_weights(objective.run_dir, objective.task, run.trial.number, state)
+
+
 def _prepare_rung(objective: TrialObjective, run: _TrialRun, draw: _Draw, k: int, state: Any) -> RungRun:
     """Rung ``k``'s data and fidelity, and the weights it starts from: carried, restarted, or fresh (rung 0)."""
+    from mednas.study._inherit import inherit_into_rung
     from mednas.train._candidate import Fidelity
 
     assert objective.ladder_rungs is not None
@@ -263,8 +325,8 @@ def _prepare_rung(objective: TrialObjective, run: _TrialRun, draw: _Draw, k: int
     train, val = objective.rung_data(k)
     fidelity = Fidelity.proxy(objective.task, rung.shape, epochs=rung.epochs, subset=1.0)
     step = RungRun(k, rung, train, val, fidelity)
-    if k == 0:
-        return step
+    if k == 0:  # fresh, or a parent candidate's weights with search.inherit
+        return inherit_into_rung(objective, run, draw, step)
     if state is None:  # the previous rung kept no weights (no epoch scored): nothing to carry
         step.start = "restarted"
         return step
@@ -297,34 +359,36 @@ def _rung_values(objective: TrialObjective, trained: Any, costs: dict[str, float
 
 def _note_rung(
     run: _TrialRun, step: RungRun, trained: Any, value: float, seconds: float, n_train: int
-) -> None:
-    """Add rung ``step`` to the trial's record: its entry in ``rungs``, ``shape``, ``rung_reached``, ``compute``."""
+) -> dict[str, Any]:
+    """Add rung ``step`` to the trial's record (see :func:`_add_rung`); return its ``rungs`` entry."""
     result = trained.result
     epochs = len(result.history)
-    voxel_epochs = epochs * n_train * math.prod(step.rung.shape)
+    entry = {
+        "rung": step.index,
+        "shape": list(step.rung.shape),
+        "epochs": epochs,
+        "value": value,
+        "best_epoch": result.best_epoch,
+        "seconds": round(seconds, 4),
+        "voxel_epochs": epochs * n_train * math.prod(step.rung.shape),
+        "start": step.start,
+        "learned": result.learned,
+    }
+    _add_rung(run, entry)
+    return entry
+
+
+def _add_rung(run: _TrialRun, entry: dict[str, Any]) -> None:
+    """Append ``entry`` to the record's ``rungs``; set ``shape``, ``rung_reached``; add its ``compute``."""
     data = run.record.to_json()
-    rungs = list(data.get("rungs") or [])
-    rungs.append(
-        {
-            "rung": step.index,
-            "shape": list(step.rung.shape),
-            "epochs": epochs,
-            "value": value,
-            "best_epoch": result.best_epoch,
-            "seconds": round(seconds, 4),
-            "voxel_epochs": voxel_epochs,
-            "start": step.start,
-            "learned": result.learned,
-        }
-    )
     compute = data.get("compute") or {}
     run.note(
-        rungs=rungs,
-        shape=list(step.rung.shape),
-        rung_reached=step.index,
+        rungs=list(data.get("rungs") or []) + [entry],
+        shape=list(entry["shape"]),
+        rung_reached=int(entry["rung"]),
         compute={
-            "voxel_epochs": int(compute.get("voxel_epochs", 0)) + voxel_epochs,
-            "seconds": round(float(compute.get("seconds", 0.0)) + seconds, 4),
+            "voxel_epochs": int(compute.get("voxel_epochs", 0)) + int(entry["voxel_epochs"]),
+            "seconds": round(float(compute.get("seconds", 0.0)) + float(entry["seconds"]), 4),
         },
     )
 
@@ -359,3 +423,226 @@ def _finish(run: _TrialRun, reporter: LadderReporter) -> None:
         fields.update(learned=True, not_learning=None)
         run.trial.set_user_attr("learned", True)
     run.note(**fields)
+
+
+# -- resuming a killed trial
+
+
+class LadderFiles:
+    """A ladder trial's checkpoints in ``trials/<n>/``: deleted when the trial ends, taken over by a killed one's retry.
+
+    ``rung-<k>.pt``: rung ``k``'s best weights (a plain state dict: ``torch.load(..., weights_only=True)``), written
+    once the trial passed the rung; ``rung-<k>.ckpt``: the training loop's per-epoch checkpoint of the rung being
+    trained (:func:`mednas.train.fit`); ``ladder.json``: the trial's seed and candidate, the record fields noted
+    before rung 0 trained (``parent``, ``inherited_fraction``) and each passed rung's entry, values and history.
+    """
+
+    def __init__(self, run_dir: RunDir, number: int) -> None:
+        self.rd, self.dir = run_dir, run_dir.trial_dir(number)
+
+    def weights(self, k: int) -> Path:
+        return self.dir / f"rung-{k}.pt"
+
+    def checkpoint(self, k: int) -> Path:
+        return self.dir / f"rung-{k}.ckpt"
+
+    @property
+    def progress(self) -> Path:
+        return self.dir / PROGRESS
+
+    def files(self) -> list[Path]:
+        """The ladder's files in the folder now."""
+        if not self.dir.is_dir():
+            return []
+        found = [
+            p
+            for p in self.dir.glob("rung-*")
+            if p.suffix in (".pt", ".ckpt") and p.stem[len("rung-") :].isdigit()
+        ]
+        return found + ([self.progress] if self.progress.is_file() else [])
+
+    def take(self, other: LadderFiles) -> None:
+        """Move ``other``'s files here (renames: the killed trial's folder keeps none, a later retry looks here)."""
+        for path in other.files():
+            os.replace(path, self.dir / path.name)
+
+    def clear(self) -> None:
+        for path in self.files():
+            path.unlink(missing_ok=True)
+
+    def write(self, run: _TrialRun, draw: _Draw, passed: list[dict[str, Any]]) -> None:
+        """Write ``ladder.json``: the candidate and its seed, the record fields to carry, the ``passed`` rungs."""
+        data = run.record.to_json()
+        progress = {
+            "trial": run.trial.number,
+            "seed": draw.seed,
+            "spec_hash": draw.spec.hash,
+            "loss": draw.loss,
+            "sampling": draw.sampling,
+            "record": {k: data[k] for k in CARRIED if k in data},
+            "rungs": passed,
+        }
+        self.rd.write_json(self.progress, progress)
+
+    def passed(self, run: _TrialRun, draw: _Draw, passed: list[dict[str, Any]], state: Any) -> None:
+        """The trial passed rung ``len(passed) - 1``: keep its weights, then say so; its epoch checkpoint goes."""
+        from mednas.train import save_weights
+
+        k = len(passed) - 1
+        if state is not None:  # no epoch scored: nothing to carry (the next rung restarts, as it would have)
+            save_weights(self.weights(k), state)
+        self.write(run, draw, passed)
+        self.checkpoint(k).unlink(missing_ok=True)
+
+
+@dataclass
+class Resume:
+    """Where a retried ladder trial picks up: the trial whose files it took, the rungs that trial passed (their
+    ``ladder.json`` items), the last one's weights, and the epochs it had trained on the next rung."""
+
+    trial: int | None = None
+    passed: list[dict[str, Any]] = field(default_factory=list)
+    state: Any = None
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def enter(self, run: _TrialRun, reporter: LadderReporter, k: int) -> float:
+        """Starting rung ``k``: if it is the rung resumed, note the carried record fields and the epochs already
+        trained there (into the history); return the seconds those epochs took (0 otherwise)."""
+        if self.trial is None or k != len(self.passed):
+            return 0.0
+        if self.record:
+            run.note(**self.record)
+        for h in self.history:
+            value = float(h.get("value", 0.0))
+            reporter.entries.append(
+                {
+                    "epoch": reporter.before + int(h["epoch"]),
+                    "rung": k,
+                    "train_loss": h.get("train_loss"),
+                    "value": value if math.isfinite(value) else 0.0,
+                }
+            )
+        reporter.done_in_rung = self.epoch
+        return float(sum(float(h.get("seconds") or 0.0) for h in self.history))
+
+
+def _take_over(
+    objective: TrialObjective, run: _TrialRun, draw: _Draw, files: LadderFiles, reporter: LadderReporter
+) -> tuple[Resume, _Draw]:
+    """A retry of a killed ladder trial: take over its files and replay the rungs it passed; else start at rung 0.
+
+    The latest trial of the retry chain that left ``ladder.json`` (for the same candidate) is the one resumed; its
+    seed replaces the retry's, so the resumed training is the one that was killed.
+    """
+    import dataclasses
+
+    from mednas.study._recovery import retried_trials
+
+    if "rung_values" in run.trial.user_attrs:  # Optuna's heartbeat retry copies the killed trial's attributes
+        run.trial.set_user_attr("rung_values", {})
+    if run.record.retry_of is None:
+        return Resume(), draw
+    for n in retried_trials(run.trial):
+        source = LadderFiles(objective.run_dir, n)
+        progress = _read_progress(source)
+        if progress is None:
+            continue
+        if (progress.get("spec_hash"), progress.get("loss"), progress.get("sampling")) != (
+            draw.spec.hash,
+            draw.loss,
+            draw.sampling,
+        ):
+            run.log(f"trial {n}'s ladder checkpoints are another candidate's: not resumed")
+            continue
+        files.take(source)
+        try:
+            resume = _resume(files, n, progress, len(objective.ladder_rungs or []))
+            draw = dataclasses.replace(draw, seed=int(progress["seed"]))
+        except Exception as exc:  # noqa: BLE001 - whatever cannot be read is trained again, not trusted
+            run.log(
+                f"trial {n}'s ladder checkpoints cannot be read ({type(exc).__name__}); climbing from rung 0"
+            )
+            files.clear()
+            return Resume(), draw
+        _replay(objective, run, draw, reporter, resume)
+        return resume, draw
+    run.log(f"retry of trial {run.record.retry_of}: no ladder checkpoint of it here; climbing from rung 0")
+    return Resume(), draw
+
+
+def _read_progress(files: LadderFiles) -> dict[str, Any] | None:
+    if not files.progress.is_file():
+        return None
+    try:
+        progress = files.rd.read_json(files.progress)
+    except (MednasError, OSError):
+        return None
+    return progress if isinstance(progress, dict) else None
+
+
+def _resume(files: LadderFiles, n: int, progress: dict[str, Any], n_rungs: int) -> Resume:
+    """What trial ``n`` left (its files now in ``files``): the rungs it passed, their weights, the epochs after."""
+    from mednas.train import load_weights
+
+    passed = list(progress.get("rungs") or [])
+    m = len(passed)
+    if m >= n_rungs or [int(item["entry"]["rung"]) for item in passed] != list(range(m)):
+        raise ValueError(
+            f"the passed rungs {[item['entry']['rung'] for item in passed]} do not fit the ladder"
+        )
+    if not all(_well_formed(item) for item in passed):  # checked before anything of it is used
+        raise ValueError("a passed rung's entry, values or history is malformed")
+    state = load_weights(files.weights(m - 1)) if m and files.weights(m - 1).is_file() else None
+    for k in range(m):  # a rung passed just before the kill may have left its epoch checkpoint
+        files.checkpoint(k).unlink(missing_ok=True)
+    epoch, history = 0, []
+    if files.checkpoint(m).is_file():
+        import torch
+
+        # The training loop's checkpoint (mednas.train.fit): plain tensors and numbers, read without code.
+        ckpt = torch.load(files.checkpoint(m), map_location="cpu", weights_only=True)
+        epoch, history = int(ckpt["epoch"]), [dict(h) for h in ckpt.get("history") or []]
+    return Resume(n, passed, state, epoch, history, dict(progress.get("record") or {}))
+
+
+def _well_formed(item: Any) -> bool:
+    """Whether a passed rung of ``ladder.json`` holds what :func:`_replay` reads."""
+    try:
+        entry = item["entry"]
+        numbers = [float(entry["voxel_epochs"]), float(entry["seconds"]), float(item["values"][0])]
+        return all(math.isfinite(v) for v in numbers) and all("epoch" in e for e in item["history"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
+
+
+def _replay(
+    objective: TrialObjective, run: _TrialRun, draw: _Draw, reporter: LadderReporter, resume: Resume
+) -> None:
+    """Put the rungs ``resume`` passed into the record, the history and the storage, as if trained here.
+
+    Their values are reported again at their steps and each rung is shown to Optuna's pruner (whose successive
+    halving keeps a rung's value for the trials that come after only when it judges it); the decision the killed
+    trial took (it climbed) stands.
+    """
+    values: dict[str, list[float]] = {}
+    for item in resume.passed:
+        _add_rung(run, dict(item["entry"], resumed_from=resume.trial))
+        reporter.entries.extend(dict(e) for e in item["history"])
+        values[str(item["entry"]["rung"])] = [float(v) for v in item["values"]]
+    if values:
+        run.trial.set_user_attr("rung_values", values)
+    if not objective.task.objective.multi_objective:
+        for k in range(len(resume.passed)):
+            run.trial.report(values[str(k)][0], rung_step(objective.task, k))
+            run.trial.should_prune()
+    run.note(
+        seed=draw.seed,
+        resumed_from={"trial": resume.trial, "rung": len(resume.passed), "epoch": resume.epoch},
+    )
+    run.trial.set_user_attr("seed", draw.seed)
+    run.log(
+        f"resuming trial {resume.trial}: rungs passed {list(range(len(resume.passed)))} taken over, "
+        f"rung {len(resume.passed)} from epoch {resume.epoch + 1} (seed {draw.seed})"
+    )

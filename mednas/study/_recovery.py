@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mednas.study")
 
-__all__ = ["Heartbeat", "MAX_RETRY", "host_tag", "recover_stale_trials", "retry_of"]
+__all__ = ["Heartbeat", "MAX_RETRY", "host_tag", "recover_stale_trials", "retried_trials", "retry_of"]
 
 #: Retries of one original trial before it is left failed.
 MAX_RETRY = 2
@@ -63,6 +63,32 @@ def retry_of(frozen: Any) -> int | None:
     if system and "failed_trial" in system:
         return int(system["failed_trial"])
     return None
+
+
+def retried_trials(trial: Any, study: Any = None) -> list[int]:
+    """The trials a retry repeats, the latest first (the one it directly replaces, ..., the original); [] if none.
+
+    ``trial`` is a live trial, or a frozen one of ``study``.
+
+    Optuna's heartbeat retries list them (system attribute ``retry_history``); mednas's own retries name only the
+    original, so its later retries are found by their ``retry_of``. A resumed ladder trial takes over the files of
+    the latest of them that left any (:mod:`mednas.study._ladder`).
+    """
+    original = retry_of(trial)
+    if original is None:
+        return []
+    system = getattr(trial, "system_attrs", None)
+    if system is None and hasattr(trial, "_trial_id"):  # a live Trial: read its stored system attributes
+        system = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    history = [int(n) for n in (system or {}).get("retry_history") or []]
+    if history:
+        return sorted(set(history) | {original}, reverse=True)
+    earlier = {
+        t.number
+        for t in (study or trial.study).get_trials(deepcopy=False)
+        if t.number < trial.number and t.user_attrs.get("retry_of") == original
+    }
+    return sorted(earlier | {original}, reverse=True)
 
 
 def _retry(study: Any, frozen: Any, reason: str, run_dir: RunDir | None) -> bool:

@@ -404,6 +404,7 @@ class TrialObjective:
 
         ``rung``: a ladder rung's data, fidelity and starting weights instead of the flat proxy's.
         """
+        from mednas.study._inherit import flat_start
         from mednas.train import train_candidate
 
         train, val, fidelity = (
@@ -411,6 +412,11 @@ class TrialObjective:
         )
         # Only a carried rung passes starting weights, so the flat proxy calls the trainer exactly as before.
         extra = {"init_state": rung.init_state} if rung is not None and rung.init_state is not None else {}
+        if rung is None:  # the flat proxy: a parent candidate's weights with search.inherit
+            extra = flat_start(self, run, draw)
+        if rung is not None and rung.checkpoint is not None:
+            # Written every epoch: a killed trial's retry resumes the rung from it.
+            extra["checkpoint"] = rung.checkpoint
 
         def attempt(batch_size: int | None) -> Any:
             return train_candidate(
@@ -435,6 +441,8 @@ class TrialObjective:
             if not _is_out_of_memory(exc) or full_batch < 2:
                 raise
         _free_gpu_memory()
+        if rung is not None and rung.checkpoint is not None:
+            rung.checkpoint.unlink(missing_ok=True)  # the rung starts again at the smaller batch
         half = max(1, full_batch // 2)
         run.log(f"out of memory at batch size {full_batch}; retrying with {half}")
         run.note(oom_retry_batch_size=half)
@@ -486,6 +494,7 @@ class TrialObjective:
     def _record(self, run: _TrialRun, trained: Any, marks: list[float]) -> None:
         """Write the trial's predictions, proxy weights (``search.keep_weights``) and record."""
         from mednas.metrics._objective import prediction_record
+        from mednas.study._inherit import keep_parent_weights
         from mednas.train import save_weights
 
         task, fit_result, tdir = self.task, trained.result, self.run_dir.trial_dir(run.trial.number)
@@ -496,6 +505,7 @@ class TrialObjective:
             # Proxy weights of the leading trials let `mednas export` work before any retraining.
             save_weights(tdir / "model.pt", fit_result.best_state)
             run.note(weights="model.pt")
+        keep_parent_weights(self.run_dir, task, run.trial.number, fit_result.best_state)  # search.inherit
         run.note(timing=_timing(run.t_call, marks))
         self.run_dir.write_trial(run.record)
         rec = run.record

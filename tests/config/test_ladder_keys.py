@@ -108,6 +108,7 @@ def test_the_new_keys_at_their_defaults_leave_the_config_hash_of_older_runs_alon
     del (
         old["search"]["fidelity"],
         old["search"]["ladder"],
+        old["search"]["inherit"],
     )  # what the task looked like before the keys existed
     for dotted in _VOLATILE_KEYS:
         *parents, last = dotted.split(".")

@@ -273,3 +273,104 @@ def test_two_objectives_on_the_ladder_end_with_a_pareto_front(tmp_path: Path) ->
             assert rec["rung_reached"] == 0 and "Pareto rank" in rec["reason"]
         else:
             assert rec["rung_reached"] == 1 and rec["values"][1] == rec["params"]
+
+
+# ------------------------------------------------------------------------------- a killed trial resumes (item 2)
+
+RESUMABLE = "search.ladder.rungs=[{scale: 0.5, epochs: 1}, {scale: 0.75, epochs: 3}, {scale: 1.0, epochs: 1}]"
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: no handler of the trial or of Optuna records it, so the trial stays RUNNING and keeps
+    its checkpoints (as under SIGTERM, which mednas turns into SystemExit)."""
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_no_ladder_checkpoint_outlives_its_trial(ladder_run: tuple[Path, dict]) -> None:
+    run_dir, _ = ladder_run
+    left = [p.name for p in (run_dir / "trials").glob("*/*") if p.name.startswith(("rung-", "ladder.json"))]
+    assert left == []
+
+
+def test_a_killed_trial_resumes_its_rung_without_training_a_passed_rung_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from mednas.study import _ladder
+
+    run_dir = tmp_path / "run"
+    real = _ladder.LadderReporter.__call__
+
+    def killed_at_rung_1_epoch_2(self: _ladder.LadderReporter, result: object) -> None:
+        real(self, result)
+        if self.rung == 1 and result.epoch == 2:  # type: ignore[attr-defined]
+            raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(_ladder.LadderReporter, "__call__", killed_at_rung_1_epoch_2)
+        with pytest.raises(_Killed):
+            _search(run_dir, [RESUMABLE], 1)
+    killed = run_dir / "trials" / "0"
+    assert sorted(p.name for p in killed.glob("rung-*")) == ["rung-0.pt", "rung-1.ckpt"]
+    rung0 = torch.load(killed / "rung-0.pt", weights_only=True)  # a plain state dict
+    progress = json.loads((killed / "ladder.json").read_text())
+    assert [item["entry"]["rung"] for item in progress["rungs"]] == [0]
+    # As if its process had died: crash recovery of the next search fails it and queues a retry.
+    study = _study(run_dir)
+    study._storage.set_trial_user_attr(study.trials[0]._trial_id, "pid", _dead_pid())
+
+    summary = _search(run_dir, [RESUMABLE], 1)
+    assert summary["n_trials"]["complete"] == 1 and summary["n_trials"]["failed"] == 1
+    records = _records(run_dir)
+    assert records[0]["state"] == "failed" and "died" in records[0]["reason"]
+    rec = records[1]
+    assert rec["state"] == "complete" and rec["retry_of"] == 0
+    assert rec["resumed_from"] == {"trial": 0, "rung": 1, "epoch": 2}
+    assert rec["seed"] == progress["seed"]  # the killed training continues, with its seed
+    # Every epoch of the ladder once: rung 0 (1 epoch) taken over, rung 1's epochs 1-2 from the checkpoint, 3 here.
+    assert [(h["epoch"], h["rung"]) for h in rec["history"]] == [(1, 0), (2, 1), (3, 1), (4, 1), (5, 2)]
+    assert rec["rungs"][0] == dict(progress["rungs"][0]["entry"], resumed_from=0)
+    assert [r["epochs"] for r in rec["rungs"]] == [1, 3, 1]
+    assert [r["start"] for r in rec["rungs"]] == ["fresh", "carried", "carried"]
+    assert rec["compute"]["voxel_epochs"] == sum(r["voxel_epochs"] for r in rec["rungs"])
+    log = (run_dir / "trials" / "1" / "log.txt").read_text()
+    assert "resuming trial 0" in log and "rung 0 (" not in log  # rung 0 was not trained again
+    assert "epoch 1/3" not in log and "epoch 2/3" not in log and "rung 1 (24x24) epoch 3/3" in log
+    # Optuna saw every rung once, at its step, with the values the killed trial reached there.
+    frozen = _study(run_dir).trials[1]
+    assert frozen.intermediate_values == {2**k: r["value"] for k, r in enumerate(rec["rungs"])}
+    assert frozen.intermediate_values[1] == progress["rungs"][0]["values"][0]
+    assert sorted(frozen.user_attrs["rung_values"]) == ["0", "1", "2"]
+    assert frozen.user_attrs["seed"] == progress["seed"]
+    # The checkpoints moved to the retry and went with it; model.pt holds the top rung's weights.
+    for n in (0, 1):
+        assert not [
+            p for p in (run_dir / "trials" / str(n)).iterdir() if p.name.startswith(("rung-", "ladder"))
+        ]
+    assert set(torch.load(run_dir / "trials" / "1" / "model.pt", weights_only=True)) == set(rung0)
+
+
+def test_a_retry_resumes_from_the_latest_trial_of_its_chain() -> None:
+    from mednas.study._recovery import retried_trials
+
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    for attrs in ({}, {"retry_of": 0, "retry_count": 1}, {}, {"retry_of": 0, "retry_count": 2}):
+        study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
+    # mednas's retries name only the original: the chain is found by retry_of (trial 2 is someone else's)
+    assert retried_trials(study.trials[3], study) == [1, 0]
+    assert retried_trials(study.trials[2], study) == []
+    # Optuna's heartbeat retries list the chain themselves
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.FAIL, system_attrs={"failed_trial": 0, "retry_history": [0, 2]}
+        )
+    )
+    assert retried_trials(study.trials[4], study) == [2, 0]
