@@ -381,6 +381,14 @@ def _retrain_one(
     log(_start_text(trial, spec, full, record, k, resumed=ckpt.exists()))
     train, val = data.train_val()
     t0 = time.perf_counter()
+    loaded = _from_ladder(task, rd, spec, full, val, device, record, k, log)
+    if loaded is not None:
+        rd.write_retrained(n, record, seed_dir=cdir)
+        trained, extra = loaded
+        result = _finish(task, rd, cdir, record, trained, full, data, device, seed, n_resamples, extra)
+        log(_complete_text(task, result))
+        bar.done(result["val"]["objective"], n)
+        return result
     try:
         rd.write_retrained(n, record, seed_dir=cdir)
         trained = train_candidate(
@@ -408,6 +416,134 @@ def _retrain_one(
     log(_complete_text(task, result))
     bar.done(result["val"]["objective"], n)
     return result
+
+
+@dataclass
+class _TopRung:
+    """A ladder trial's top-rung training: its weights (``trials/<n>/model.pt``) and the rung's record entry."""
+
+    weights: Path
+    entry: dict[str, Any]
+    proxy: TrialRecord
+
+
+def _top_rung(rd: RunDir, task: TaskConfig, n: int, full: Fidelity, k: int) -> _TopRung | None:
+    """Seed ``k`` of trial ``n`` comes from the ladder when it is the first seed, the trial climbed to the top rung
+    at the full shape and its weights are there (None: it is trained, as every seed of a flat run is)."""
+    if k != 0 or task.search.fidelity != "ladder":
+        return None
+    proxy = rd.trial(n)
+    n_rungs = len(((rd.summary() or {}).get("ladder") or {}).get("rungs") or [])
+    if proxy is None or proxy.fidelity != "ladder" or not n_rungs or proxy.rung_reached != n_rungs - 1:
+        return None
+    rungs = proxy.to_json().get("rungs") or []
+    weights = rd.trial_dir(n) / "model.pt"
+    if not rungs or list(proxy.shape or []) != list(full.shape) or not weights.is_file():
+        return None
+    return _TopRung(weights, dict(rungs[-1]), proxy)
+
+
+def _from_ladder(
+    task: TaskConfig,
+    rd: RunDir,
+    spec: Any,
+    full: Fidelity,
+    val: ArrayData,
+    device: str,
+    record: dict[str, Any],
+    k: int,
+    log: _Log,
+) -> tuple[TrainedCandidate, dict[str, Any]] | None:
+    """Seed ``k``'s network from the ladder's top rung (see :func:`_top_rung`), or None: it is trained."""
+    top = _top_rung(rd, task, int(record["trial"]), full, k)
+    if top is None:
+        return None
+    try:
+        return _load_top_rung(task, spec, full, val, device, record, top, log)
+    except Exception as exc:  # noqa: BLE001 - weights that cannot be used are trained again, not trusted
+        log(
+            f"the ladder's top-rung weights cannot be used ({type(exc).__name__}: {exc}): trained",
+            logging.WARNING,
+        )
+        return None
+
+
+def _load_top_rung(
+    task: TaskConfig,
+    spec: Any,
+    full: Fidelity,
+    val: ArrayData,
+    device: str,
+    record: dict[str, Any],
+    top: _TopRung,
+    log: _Log,
+) -> tuple[TrainedCandidate, dict[str, Any]] | None:
+    """The top rung's network with its weights, scored on validation like a trained seed's best epoch, and the
+    record fields that say where it came from; None when its weights do not fit the network (it is trained)."""
+    from mednas.metrics._objective import evaluate_objective
+    from mednas.spec import build
+    from mednas.train import (
+        FitResult,
+        TrainedCandidate,
+        candidate_settings,
+        load_weights,
+        predict,
+        same_structure,
+    )
+
+    t0 = time.perf_counter()
+    space = space_for(task, spec.family)
+    adapted = space.adapt_to_shape(spec, full.net_shape)
+    state = load_weights(top.weights)
+    model = build(adapted)
+    if not same_structure(state, model):
+        log(f"{top.weights.name} of the ladder does not fit the network at {list(full.net_shape)}: trained")
+        return None
+    model.load_state_dict(state)
+    model.to(device)
+    settings = candidate_settings(
+        task,
+        full,
+        seed=record["seed"],
+        device=device,
+        divisor=space.required_divisor(adapted),
+        class_weights=None,
+        loss=record["loss"],
+        sampling=record["sampling"],
+    )
+    outputs = predict(
+        model,
+        val.images,
+        problem=task.problem,
+        batch_size=task.training.batch_size,
+        device=device,
+        divisor=settings.divisor,
+        patch=full.patch,
+        overlap=PATCH_OVERLAP,
+    )
+    value, metrics = evaluate_objective(task, outputs, val)
+    value = float(value) if value is not None and math.isfinite(value) else -math.inf
+    best_epoch = top.entry.get("best_epoch")
+    result = FitResult(
+        int(best_epoch or 0), value, metrics, [], 0.0, top.proxy.learned is not False, False, state, outputs
+    )
+    rung = top.entry.get("rung")
+    log(
+        f"seed 1 from the ladder: trial {record['trial']}'s top-rung weights ({list(full.shape)}, "
+        f"{top.entry.get('epochs')} epochs), not trained again"
+    )
+    extra = {
+        "from_ladder": True,
+        "ladder_rung": rung,
+        "epochs": int(top.entry.get("epochs") or 0),
+        "best_epoch": best_epoch,
+        "stopped_early": False,
+        "history": [h for h in (top.proxy.history or []) if h.get("rung") == rung],
+        "learned": top.proxy.learned is not False,
+        "seconds": time.perf_counter() - t0,
+        "trained_seed": top.proxy.seed,
+    }
+    return TrainedCandidate(result, model, adapted, settings), extra
 
 
 def _skipped(task: TaskConfig, previous: dict[str, Any], k: int, bar: _Progress) -> dict[str, Any]:
@@ -515,8 +651,12 @@ def _finish(
     device: str,
     seed: int,
     n_resamples: int | None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the best weights, the validation report and the one test evaluation; return the record."""
+    """Write the best weights, the validation report and the one test evaluation; return the record.
+
+    ``extra`` overrides the training fields (a first seed taken from the ladder's top rung: see :func:`_top_rung`).
+    """
     from mednas.metrics._objective import prediction_record
     from mednas.train._loop import save_weights
 
@@ -553,6 +693,8 @@ def _finish(
         weights="model.pt",
         predictions="predictions.json",
     )
+    if extra:
+        record.update(extra, seconds=float(extra.get("seconds", 0.0)) + report_seconds)
     if calibration is not None:
         record.update(
             calibration=calibration,
@@ -714,6 +856,8 @@ def _combine_seeds(rd: RunDir, task: TaskConfig, runs: list[dict[str, Any]]) -> 
                 "dir": str(seed_dir(rd, int(r["trial"]), int(r.get("seed_index", 0))).relative_to(rd.root)),
             }
         )
+        if r.get("from_ladder"):
+            rows[-1]["from_ladder"] = True
     vals = [row["val"] for row in rows if row["val"] is not None]
     tests = [row["test"] for row in rows if row["test"] is not None]
     mean, sd, _ = mean_std(vals)
@@ -779,6 +923,15 @@ def _fidelity(
     record["objective"] = task.objective.name
     record["maximize"] = maximize
     record["proxy_seed_mean"] = [t.number for t in candidates if "proxy_mean" in t.user_attrs]
+    if task.search.fidelity == "ladder":
+        # A top-rung candidate's "proxy" score is its full-resolution score on the top rung, and its first seed
+        # here is those very weights: the tau says how the ladder's ranking held, not how a low-resolution one did.
+        record["ladder"] = True
+        record["from_ladder"] = [r["trial"] for r in records if r.get("from_ladder")]
+        record["ladder_note"] = (
+            "ladder run: a top-rung candidate's proxy score is its full-resolution top-rung score, and its first "
+            "full-fidelity seed is the top rung's weights (from_ladder); this is not a proxy ranking held"
+        )
     return record
 
 
@@ -833,6 +986,8 @@ def _result_row(r: dict[str, Any]) -> dict[str, Any]:
     row["val"] = r["val"]["metrics"].get("objective")
     row["test"] = r["test"]["metrics"].get("objective")
     row["seconds"] = r.get("seconds")
+    if r.get("from_ladder"):
+        row["from_ladder"] = True
     if r.get("seeds"):
         row.update(
             val_mean=r.get("val_mean"),
@@ -847,7 +1002,13 @@ def _cost(complete: list[dict[str, Any]]) -> dict[str, Any]:
     """What the proxy and the full-fidelity trainings of the completed candidates cost, and their ratio."""
     proxy_s = sum(float(r["proxy"].get("seconds") or 0.0) for r in complete)
     # Every seed's training counts in the full-fidelity cost; the ratio compares one full training with one proxy.
-    trainings = [row for r in complete for row in (r.get("seeds") or [r]) if row.get("state") == "complete"]
+    # A first seed taken from the ladder's top rung was not trained here: it is no full training's cost.
+    trainings = [
+        row
+        for r in complete
+        for row in (r.get("seeds") or [r])
+        if row.get("state") == "complete" and not row.get("from_ladder")
+    ]
     full_s = sum(float(row.get("seconds") or 0.0) for row in trainings)
     per_full = full_s / len(trainings) if trainings else 0.0
     per_proxy = proxy_s / len(complete) if complete else 0.0
