@@ -217,7 +217,9 @@ def flat_arm(
     per_voxel = n_proxy * _voxels(data.plan.proxy_shape)
     records = data.rd.trials()
     search_ve = sum(per_voxel * len(r.history or []) for r in records.values())
-    ranked = sorted(_completed(data), key=lambda r: -sign * r.values[0])[:top_k]
+    # A twin (``duplicate_of``: the same spec sampled again, its record copied) is not trained twice.
+    distinct = [r for r in _completed(data) if r.duplicate_of is None]
+    ranked = sorted(distinct, key=lambda r: -sign * r.values[0])[:top_k]
     t0 = time.perf_counter()
     top = [data.train_full(r.trial, seed=1) | {"proxy": r.values[0]} for r in ranked]
     retrain_s = time.perf_counter() - t0
