@@ -109,7 +109,7 @@ def _voxels(shape: Any) -> int:
 
 
 def _inherit_supported(task_path: str, overrides: list[str]) -> bool:
-    """Whether the task schema accepts ``search.inherit`` (helper I adds the key)."""
+    """Whether the task schema accepts ``search.inherit`` (mednas versions before it refuse the key)."""
     from mednas.config import load_task
 
     try:
