@@ -801,7 +801,10 @@ def _mednas_section(
             "ladder": "validation metrics at the top rung of the resolution ladder (full resolution, one seed); "
             "no test evaluation",
             "retrained": "validation after retraining; test evaluated once at the validation operating point",
-        }[src.kind],
+        }[src.kind]
+        if not (src.kind == "retrained" and src.record.get("from_ladder"))
+        else "validation of the resolution ladder's top-rung weights (full resolution; retrain evaluated them, it "
+        "did not train them again); test evaluated once at the validation operating point",
         "test_cases": (src.record.get("test") or {}).get("n_cases"),
         "proxy_fidelity": fid,
         "data": data,

@@ -68,6 +68,17 @@ def test_first_seed_is_the_top_rungs_weights_and_the_second_is_trained(
     assert all(s["test"] is not None for s in cand["seeds"])
 
 
+def test_the_bundle_says_its_weights_are_the_ladders_evaluated_not_retrained(
+    retrained: tuple[Path, object], tmp_path: Path
+) -> None:
+    run_dir, _ = retrained
+    out = tmp_path / "bundle"
+    api.export(run_dir, out=out)
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    note = meta["mednas"]["metrics_note"]
+    assert "top-rung weights" in note and "did not train them again" in note
+
+
 def test_the_fidelity_record_and_cost_say_the_first_seed_came_from_the_ladder(
     retrained: tuple[Path, object],
 ) -> None:
