@@ -52,8 +52,8 @@ demo: $(VENV)/.installed-demo
 # only test of an issue's Done-when item, which its comment says) and real searches come from shared session
 # fixtures. The slowest durations are printed so that the budget stays visible; pyproject.toml sets a per-test
 # timeout. .ci/run runs `make test`, then `make test-slow` as a second step.
-# `make test-slow` took 4 min 12 s (24 tests) on the 2-core machine, shared with other jobs (2026-12-02; its
-# two PostgreSQL tests and two `monai.bundle run` tests, which need pytorch-ignite, were skipped there).
+# `make test-slow` took 8 min 08 s (31 tests, PostgreSQL ones included; the two `monai.bundle run` tests, which need
+# pytorch-ignite, skipped) in a fresh-clone .ci/run on the 2-core machine (2026-12-02, commit dda30e6).
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m "not slow and not gpu" --durations=15 $(PYTEST_ARGS)
 

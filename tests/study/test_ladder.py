@@ -249,6 +249,8 @@ def test_a_network_that_cannot_carry_restarts(tmp_path: Path, monkeypatch: pytes
     assert "restarted fresh" in (run_dir / "trials" / "0" / "log.txt").read_text()
 
 
+# A 10-trial search (about 10 s): in the slow set, which .ci/run runs after `make test`.
+@pytest.mark.slow
 def test_two_objectives_on_the_ladder_end_with_a_pareto_front(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     summary = _search(
