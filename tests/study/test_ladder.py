@@ -376,3 +376,37 @@ def test_a_retry_resumes_from_the_latest_trial_of_its_chain() -> None:
         )
     )
     assert retried_trials(study.trials[4], study) == [2, 0]
+
+
+# Two searches (about 12 s): in the slow set, which .ci/run runs after `make test`.
+@pytest.mark.slow
+def test_a_retry_whose_ladder_checkpoint_is_broken_climbs_from_rung_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A truncated ``ladder.json`` is not trusted: the retry climbs from rung 0 and its log says so."""
+    from mednas.study import _ladder
+
+    run_dir = tmp_path / "run"
+    real = _ladder.LadderReporter.__call__
+
+    def killed_in_rung_1(self: _ladder.LadderReporter, result: object) -> None:
+        real(self, result)
+        if self.rung == 1:
+            raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(_ladder.LadderReporter, "__call__", killed_in_rung_1)
+        with pytest.raises(_Killed):
+            _search(run_dir, [RESUMABLE], 1)
+    progress = run_dir / "trials" / "0" / "ladder.json"
+    progress.write_text(progress.read_text()[:40])  # cut off mid-write
+    study = _study(run_dir)
+    study._storage.set_trial_user_attr(study.trials[0]._trial_id, "pid", _dead_pid())
+
+    _search(run_dir, [RESUMABLE], 1)
+    rec = _records(run_dir)[1]
+    # Trained again from rung 0 (the pruner may then stop it there: the killed trial's rung-0 report competes).
+    assert rec["state"] in ("complete", "pruned") and rec["retry_of"] == 0 and "resumed_from" not in rec
+    assert rec["history"][0]["epoch"] == 1 and rec["history"][0]["rung"] == 0
+    assert rec["rungs"][0]["start"] == "fresh" and "resumed_from" not in rec["rungs"][0]
+    assert "climbing from rung 0" in (run_dir / "trials" / "1" / "log.txt").read_text()
