@@ -34,6 +34,7 @@ from mednas.data._validate import validate_cases, with_finding_strata
 from mednas.errors import DataError, RunDirError
 from mednas.io._atomic import read_json, write_json
 from mednas.rundir import RunDir
+from mednas.rundir._layout import PREPROCESSING
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ __all__ = [
     "recorded_preprocessing",
     "unsupported_families",
 ]
-
-#: The run's preprocessing record (:meth:`Preprocessing.to_dict`), written by :func:`plan_data` beside
-#: ``fingerprint.json`` and ``splits.json``.
-PREPROCESSING = "preprocessing.json"
 
 
 class TestSplitAccessError(RuntimeError):

@@ -51,6 +51,8 @@ MARKER = ".mednas-run"
 RESOLVED = "resolved.yaml"
 #: The run's summary (many writers, one at a time: :meth:`RunDir.update_summary`).
 SUMMARY = "summary.json"
+#: What the data plan decided for every case (normalisation, CT window, orientation); export ships it.
+PREPROCESSING = "preprocessing.json"
 #: A trial's or a retrained candidate's record, in ``trials/<n>/`` or ``retrain/<n>/``.
 RECORD = "metrics.json"
 #: The lock file that serialises the preparation of a run directory by concurrent starts.
@@ -70,7 +72,7 @@ PREPARATION_RECORDS = frozenset(
         "search.log",
         "fingerprint.json",
         "splits.json",
-        "preprocessing.json",
+        PREPROCESSING,
         "cache",  # derived data (demo data, augmented copies) when no cache folder is chosen: see default_cache_root
     }
 )
@@ -112,7 +114,7 @@ class RunDir:
     @property
     def preprocessing(self) -> Path:
         """``preprocessing.json``: what the data plan decided (normalisation, CT window, orientation); export reads it."""
-        return self.root / "preprocessing.json"
+        return self.root / PREPROCESSING
 
     @property
     def splits(self) -> Path:
