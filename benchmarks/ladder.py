@@ -258,12 +258,24 @@ def ladder_arm(task_path: str, run_dir: Path, overrides: list[str], n_trials: in
     records = data.rd.trials()
     top_rung = len(summary["ladder"]["rungs"]) - 1
     survivors = [r for r in _completed(data) if r.rung_reached == top_rung]
+    origin = _origins(records)
     out: dict[str, Any] = {
         "trials": len(records),
+        "candidates": len(set(origin.values())),
+        "continuations": sum(getattr(r, "continues", None) is not None for r in records.values()),
+        # Candidates (a paused trial and the continuation that promoted it are one) that completed rung k;
+        # twins (duplicate_of: the same candidate sampled again, nothing trained) left out.
         "reached": {
-            str(k): sum(r.rung_reached is not None and r.rung_reached >= k for r in records.values())
+            str(k): len(
+                {
+                    origin[n]
+                    for n, r in records.items()
+                    if r.duplicate_of is None and r.rung_reached is not None and r.rung_reached >= k
+                }
+            )
             for k in range(top_rung + 1)
         },
+        "promotion": summary["ladder"].get("promotion"),
         "pruned": sum(r.state == "pruned" for r in records.values()),
         "rungs": summary["ladder"]["rungs"],
         "eta": summary["ladder"].get("eta"),
@@ -291,12 +303,23 @@ def ladder_arm(task_path: str, run_dir: Path, overrides: list[str], n_trials: in
     return out
 
 
+def _origins(records: dict[int, Any]) -> dict[int, int]:
+    """Trial -> the candidate it belongs to (a continuation belongs to the paused trial it promoted)."""
+    origin: dict[int, int] = {}
+    for n in sorted(records):
+        cont = getattr(records[n], "continues", None)
+        origin[n] = origin.get(int(cont["trial"]), int(cont["trial"])) if cont else n
+    return origin
+
+
 def _starts(records: dict[int, Any]) -> dict[str, int]:
-    """How the rungs started: fresh, carried, restarted, inherited (``search.inherit``)."""
+    """How the rungs started: fresh, carried, restarted, inherited (``search.inherit``); a promoted trial's rungs
+    taken over by its continuation are counted once."""
     out: dict[str, int] = {}
     for r in records.values():
         for g in r.rungs or []:
-            out[str(g.get("start"))] = out.get(str(g.get("start")), 0) + 1
+            if "continued_from" not in g:
+                out[str(g.get("start"))] = out.get(str(g.get("start")), 0) + 1
     return out
 
 
@@ -336,6 +359,18 @@ def _goal(flat: dict, ladder: dict, sign: float) -> dict[str, Any]:
     }
 
 
+def _reused_flat(
+    path: str, task_path: str, overrides: list[str], n: int, top_k: int
+) -> dict[str, Any] | None:
+    """The flat arm of an earlier result for the same task and settings (None when it has none)."""
+    earlier = json.loads(Path(path).read_text())
+    for t in earlier.get("tasks", []):
+        same = t["task"] == task_path and t["overrides"] == overrides and t["n_trials"] == n
+        if same and t.get("flat") and len(t["flat"].get("top_k") or []) == top_k:
+            return dict(t["flat"], reused_from=str(path))
+    return None
+
+
 def run_task(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from mednas.config import load_task
 
@@ -346,7 +381,12 @@ def run_task(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"task": task_path, "overrides": overrides, "n_trials": n, "notes": []}
     sign = _sign(load_task(ROOT / task_path, overrides=overrides))
     print(f"[{name}] flat search + top {args.top_k} at full fidelity", file=sys.stderr, flush=True)
-    result["flat"] = flat_arm(task_path, work / name / "flat", overrides, n, args.top_k)
+    reused = _reused_flat(args.reuse_flat, task_path, overrides, n, args.top_k) if args.reuse_flat else None
+    if reused is not None:
+        result["flat"] = reused
+        result["notes"].append(f"flat arm taken from {args.reuse_flat} (same task, overrides, n and top-k)")
+    else:
+        result["flat"] = flat_arm(task_path, work / name / "flat", overrides, n, args.top_k)
     print(f"[{name}] ladder", file=sys.stderr, flush=True)
     ladder = [*overrides, "search.fidelity=ladder", *args.ladder_overrides]
     result["ladder"] = ladder_arm(task_path, work / name / "ladder", ladder, n)
@@ -432,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity", action="store_true", help="also each rung's Kendall tau (slow)")
     parser.add_argument("--fidelity-specs", type=int, default=8)
     parser.add_argument("--work-dir", help="run directories (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse-flat",
+        metavar="JSON",
+        help="take the flat arm from an earlier result of this script (same task, overrides, n-trials, top-k): "
+        "the flat arm does not involve the ladder, and is the expensive half",
+    )
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]

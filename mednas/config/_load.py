@@ -50,6 +50,7 @@ _VOLATILE_KEYS = (
 # the key existed keeps its hash and can be continued (a task that sets one searches something new: it counts).
 _ADDED_KEYS: dict[str, Any] = {
     "search.fidelity": "flat",
+    "search.ladder.promotion": "deferred",  # first: an older ladder run has no such key, whatever its rungs
     "search.ladder": {"rungs": None, "eta": 3, "brackets": "successive_halving"},
     "search.inherit": False,
 }

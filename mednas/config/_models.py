@@ -770,14 +770,23 @@ class LadderConfig(Strict):
     rungs: list[RungConfig] | None = Field(
         None,
         description="Rungs from lowest to full resolution (the last has scale 1.0); unset: scales "
-        "[0.25, 0.5, 1.0] (or [0.5, 1.0] where a quarter of the full shape is under 16 on an axis), lower "
-        "rungs `proxy.epochs // 2` epochs, the top rung `proxy.epochs`.",
+        "[0.25, 0.5, 1.0] (or [0.5, 1.0] where a quarter of the full shape is under 16 on an axis), every "
+        "rung `proxy.epochs // 2` epochs (at least 1): the climb's epochs are split evenly over the shapes, "
+        "as in progressive resizing.",
     )
     eta: int = Field(3, ge=2, description="Reduction factor: about one in `eta` trials climbs each rung.")
     brackets: Literal["successive_halving", "hyperband"] = Field(
         "successive_halving",
-        description="Single objective: Optuna's `SuccessiveHalvingPruner` or `HyperbandPruner` at the rungs "
-        "(several objectives: mednas's Pareto-aware rule, either way).",
+        description="Single objective: successive halving (see `promotion`) or Optuna's `HyperbandPruner` "
+        "at the rungs (several objectives: mednas's Pareto-aware rule, either way).",
+    )
+    promotion: Literal["deferred", "immediate"] = Field(
+        "deferred",
+        description="Successive halving on one objective: `deferred` (every trial pauses at a rung's end, its "
+        "weights kept; once every candidate has completed the rung, its best max(1, n // eta) climb on, each "
+        "in a continuation trial) or `immediate` (Optuna's `SuccessiveHalvingPruner`: decided at once against "
+        "the trials before it, so early trials climb easily). Hyperband and several objectives always decide "
+        "at once.",
     )
 
     @field_validator("rungs")

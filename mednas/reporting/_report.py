@@ -530,6 +530,7 @@ class _Page:
                     f"(rung: input shape and epochs; survivors carry their weights up). {n_top} of "
                     f"{len(climbs)} trial(s) completed the top, full-resolution rung (coloured; the best in "
                     "green); grey: stopped below it (pruned at a rung's end, or failed)."
+                    + _promotion_line(climbs)
                     + _inheritance_line(climbs),
                 )
             )
@@ -541,11 +542,20 @@ class _Page:
         return out
 
     def _climbs(self, n_rungs: int) -> list[dict[str, Any]]:
-        """One entry per ladder trial that completed a rung: its primary value per rung, and whether it topped."""
+        """One entry per ladder candidate that completed a rung: its primary value per rung, and whether it topped.
+
+        A trial paused and later promoted (deferred promotion) is drawn by its continuation, whose rungs open with
+        the paused trial's: one line per candidate.
+        """
+        promoted = {
+            int(c["trial"])
+            for rec in self.run.trials.values()
+            if isinstance(c := getattr(rec, "continues", None), dict)
+        }
         climbs = []
         for n, rec in self.run.trials.items():
             rungs = sorted(getattr(rec, "rungs", None) or [], key=lambda r: int(r.get("rung", 0)))
-            if not rungs:
+            if not rungs or n in promoted:
                 continue
             reached = getattr(rec, "rung_reached", None)
             compute = getattr(rec, "compute", None) or {}
@@ -560,6 +570,7 @@ class _Page:
                     "seconds": compute.get("seconds"),
                     "parent": getattr(rec, "parent", None),
                     "inherited_fraction": getattr(rec, "inherited_fraction", None),
+                    "continues": getattr(rec, "continues", None),
                 }
             )
         return climbs
@@ -1464,6 +1475,17 @@ def _inheritance_line(climbs: list[dict[str, Any]]) -> str:
     return (
         f" {len(inherited)} of {len(climbs)} trial(s) started rung 0 from a finished candidate's weights "
         f"(<code>search.inherit</code>), filling {spread} of their network; the trials table names each parent."
+    )
+
+
+def _promotion_line(climbs: list[dict[str, Any]]) -> str:
+    """The ladder caption's note on deferred promotion: how many candidates paused and climbed on later."""
+    n = sum(1 for c in climbs if c.get("continues"))
+    if not n:
+        return ""
+    return (
+        f" {n} of them paused at a rung's end and climbed on later, when promoted (deferred promotion); each is "
+        "drawn as one line, its continuation's trial number."
     )
 
 

@@ -336,12 +336,17 @@ class RunDir:
             write_json(self.summary_path, summary)
         return summary
 
+    def _summary_lock(self) -> contextlib.AbstractContextManager[None]:
+        return self.lock(SUMMARY)
+
     @contextlib.contextmanager
-    def _summary_lock(self) -> Iterator[None]:
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the run directory's exclusive lock ``<name>.lock`` (processes sharing the folder take turns): the
+        summary's read-modify-write, and the ladder's rung decisions (:mod:`mednas.study._promotion`)."""
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / f"{SUMMARY}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mednas.config import TaskConfig
 from mednas.errors import MednasError
 from mednas.rundir import RunDir, TrialRecord
+from mednas.study._promotion import CONTINUES, PAUSED
 
 if TYPE_CHECKING:
     from mednas.data import ArrayData
@@ -83,15 +84,17 @@ def ladder_rungs(task: TaskConfig, full_shape: Sequence[int]) -> list[Rung]:
     """The task's rungs at ``full_shape``: ``search.ladder.rungs``, or the default ladder.
 
     The default is scales 0.25, 0.5 and 1.0 where a quarter of the full shape keeps every axis at 16 or more (else
-    0.5 and 1.0), the lower rungs ``proxy.epochs // 2`` epochs (at least 1), the top rung ``proxy.epochs``.
+    0.5 and 1.0), every rung ``proxy.epochs // 2`` epochs (at least 1): a survivor's epochs are split evenly over
+    the shapes, as in progressive resizing (EfficientNetV2), and the top rung, which starts from the weights the
+    lower rungs trained, costs half a flat proxy's epochs at full resolution.
     """
     cfg = task.search.ladder
     if cfg.rungs is not None:
         pairs = [(r.scale, r.epochs) for r in cfg.rungs]
     else:
-        low = max(1, task.proxy.epochs // 2)
+        epochs = max(1, task.proxy.epochs // 2)
         scales = [0.25, 0.5] if all(s * 0.25 >= MIN_RUNG_SIZE for s in full_shape) else [0.5]
-        pairs = [(s, low) for s in scales] + [(1.0, task.proxy.epochs)]
+        pairs = [(s, epochs) for s in [*scales, 1.0]]
     return [Rung(float(scale), rung_shape(full_shape, scale), int(epochs)) for scale, epochs in pairs]
 
 
@@ -101,26 +104,35 @@ def rung_step(task: TaskConfig, k: int) -> int:
 
 
 def ladder_summary(task: TaskConfig, full_shape: Sequence[int] | None) -> dict[str, Any]:
-    """``summary.json`` ``ladder``: the rungs (scale, shape, epochs), ``eta`` and the brackets."""
+    """``summary.json`` ``ladder``: the rungs (scale, shape, epochs), ``eta``, the brackets and the promotion in
+    effect (``deferred`` or ``immediate``: see ``search.ladder.promotion``)."""
     cfg = task.search.ladder
     if full_shape is not None:
         rungs = [r.to_dict() for r in ladder_rungs(task, full_shape)]
     else:
         scales = [(r.scale, r.epochs) for r in cfg.rungs] if cfg.rungs else []
         rungs = [{"scale": s, "shape": None, "epochs": e} for s, e in scales]
-    return {"rungs": rungs, "eta": cfg.eta, "brackets": cfg.brackets}
+    from mednas.study._study import deferred_promotion
+
+    promotion = "deferred" if deferred_promotion(task) else "immediate"
+    return {"rungs": rungs, "eta": cfg.eta, "brackets": cfg.brackets, "promotion": promotion}
 
 
 def compute_summary(records: Sequence[TrialRecord]) -> dict[str, Any]:
-    """``summary.json`` ``compute``: voxel-epochs and seconds over every trial, and the share later pruned."""
+    """``summary.json`` ``compute``: voxel-epochs and seconds over every trial, and the share later pruned.
+
+    A trial paused on the ladder and later promoted (its climb continued by another trial) is not pruned: what it
+    trained is the start of that climb.
+    """
     total = pruned = 0.0
     seconds = 0.0
+    promoted = {int(c["trial"]) for rec in records if isinstance(c := getattr(rec, "continues", None), dict)}
     for rec in records:
         compute = getattr(rec, "compute", None) or {}
         c = float(compute.get("voxel_epochs") or 0)
         total += c
         seconds += float(compute.get("seconds") or 0.0)
-        if rec.state == "pruned":
+        if rec.state == "pruned" and rec.trial not in promoted:
             pruned += c
     return {
         "voxel_epochs": int(total),
@@ -238,10 +250,12 @@ def climb(objective: TrialObjective, run: _TrialRun, draw: _Draw, costs: dict[st
     try:
         resume, draw = _take_over(objective, run, draw, files, reporter)
         values = _climb_rungs(objective, run, draw, costs, reporter, files, resume)
-    except (Exception, KeyboardInterrupt):
+    except (Exception, KeyboardInterrupt) as exc:
         # Ended here: pruned, failed, or Ctrl-C (Optuna records it failed and nothing retries it). SystemExit
         # (SIGTERM, see mednas.study._runner) passes untouched: the trial stays RUNNING and its retry resumes it.
-        files.clear()
+        # A paused trial keeps its rung's weights for the continuation that may promote it.
+        if not getattr(exc, PAUSED, False):
+            files.clear()
         raise
     files.clear()
     return values
@@ -279,13 +293,20 @@ def _climb_rungs(
         _report_rung(objective, run, k, values)
         if k == len(rungs) - 1:
             break
-        reason = _rung_decision(objective, run, k, values)
+        reason, pause = _rung_decision(objective, run, k, values)
+        history = [e for e in reporter.entries if e["rung"] == k]
         if reason:
             _keep_parent_weights(objective, run, state)
             exc = optuna.TrialPruned(reason)
+            if pause and state is not None:
+                files.passed(
+                    run, draw, [*passed, {"entry": entry, "values": values, "history": history}], state
+                )
+                run.note(paused_at=k)
+                run.trial.set_user_attr(PAUSED, k)
+                setattr(exc, PAUSED, True)
             objective._pruned(run, exc, reporter)
             raise exc
-        history = [e for e in reporter.entries if e["rung"] == k]
         passed.append({"entry": entry, "values": values, "history": history})
         files.passed(run, draw, passed, state)
         run.log(f"rung {k} passed: {values[0]:.4f}; on to rung {k + 1}")
@@ -378,36 +399,52 @@ def _note_rung(
     return entry
 
 
-def _add_rung(run: _TrialRun, entry: dict[str, Any]) -> None:
-    """Append ``entry`` to the record's ``rungs``; set ``shape``, ``rung_reached``; add its ``compute``."""
+def _add_rung(run: _TrialRun, entry: dict[str, Any], *, count: bool = True) -> None:
+    """Append ``entry`` to the record's ``rungs``; set ``shape``, ``rung_reached``; add its ``compute`` (unless
+    ``count`` is false: a promoted trial's rungs, already in that trial's record)."""
     data = run.record.to_json()
     compute = data.get("compute") or {}
+    add = 1 if count else 0
     run.note(
         rungs=list(data.get("rungs") or []) + [entry],
         shape=list(entry["shape"]),
         rung_reached=int(entry["rung"]),
         compute={
-            "voxel_epochs": int(compute.get("voxel_epochs", 0)) + int(entry["voxel_epochs"]),
-            "seconds": round(float(compute.get("seconds", 0.0)) + float(entry["seconds"]), 4),
+            "voxel_epochs": int(compute.get("voxel_epochs", 0)) + add * int(entry["voxel_epochs"]),
+            "seconds": round(float(compute.get("seconds", 0.0)) + add * float(entry["seconds"]), 4),
         },
     )
 
 
-def _rung_decision(objective: TrialObjective, run: _TrialRun, k: int, values: list[float]) -> str | None:
-    """Why the trial stops at the end of rung ``k`` (None: it climbs on)."""
+def _rung_decision(
+    objective: TrialObjective, run: _TrialRun, k: int, values: list[float]
+) -> tuple[str | None, bool]:
+    """Why the trial stops at the end of rung ``k`` (None: it climbs on), and whether it pauses (its weights kept
+    for a later promotion, :mod:`mednas.study._promotion`) rather than ends."""
+    from mednas.study._study import deferred_promotion
+
     task = objective.task
+    eta = task.search.ladder.eta
     if task.objective.multi_objective:
         from mednas.study._pruning import ladder_promotes
 
-        if ladder_promotes(run.trial, k, values, task.objective.directions, task.search.ladder.eta):
-            return None
+        if ladder_promotes(run.trial, k, values, task.objective.directions, eta):
+            return None, False
         return (
-            f"pruned at the end of rung {k} (not within the best 1/{task.search.ladder.eta} of the trials that "
+            f"pruned at the end of rung {k} (not within the best 1/{eta} of the trials that "
             f"reached it, by Pareto rank then primary objective {values[0]:.4f})"
-        )
+        ), False
+    if deferred_promotion(task):  # decided once the rung is complete (mednas.study._promotion)
+        return (
+            f"paused at the end of rung {k} (objective {values[0]:.4f}); the best 1/{eta} of the rung's candidates "
+            "climb on once every candidate has completed it"
+        ), True
     if run.trial.should_prune():
-        return f"pruned at the end of rung {k} (objective {values[0]:.4f}, {task.search.ladder.brackets})"
-    return None
+        return (
+            f"pruned at the end of rung {k} (objective {values[0]:.4f}, {task.search.ladder.brackets})",
+            False,
+        )
+    return None, False
 
 
 def _finish(run: _TrialRun, reporter: LadderReporter) -> None:
@@ -506,6 +543,8 @@ class Resume:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
+    #: The files are a paused trial's, promoted: its rungs' compute is in its own record, not counted again.
+    continued: bool = False
 
     def enter(self, run: _TrialRun, reporter: LadderReporter, k: int) -> float:
         """Starting rung ``k``: if it is the rung resumed, note the carried record fields and the epochs already
@@ -542,9 +581,13 @@ def _take_over(
 
     if "rung_values" in run.trial.user_attrs:  # Optuna's heartbeat retry copies the killed trial's attributes
         run.trial.set_user_attr("rung_values", {})
-    if run.record.retry_of is None:
+    sources = retried_trials(run.trial) if run.record.retry_of is not None else []
+    continues = run.trial.user_attrs.get(CONTINUES)
+    if continues is not None:  # a promotion (mednas.study._promotion): the paused trial's files, last
+        sources.append(int(continues))
+    if not sources:
         return Resume(), draw
-    for n in retried_trials(run.trial):
+    for n in sources:
         source = LadderFiles(objective.run_dir, n)
         progress = _read_progress(source)
         if progress is None:
@@ -560,6 +603,8 @@ def _take_over(
         try:
             resume = _resume(files, n, progress, len(objective.ladder_rungs or []))
             draw = dataclasses.replace(draw, seed=int(progress["seed"]))
+            if n == continues:
+                resume.continued = True
         except Exception as exc:  # noqa: BLE001 - whatever cannot be read is trained again, not trusted
             run.log(
                 f"trial {n}'s ladder checkpoints cannot be read ({type(exc).__name__}); climbing from rung 0"
@@ -568,7 +613,12 @@ def _take_over(
             return Resume(), draw
         _replay(objective, run, draw, reporter, resume)
         return resume, draw
-    run.log(f"retry of trial {run.record.retry_of}: no ladder checkpoint of it here; climbing from rung 0")
+    if continues is not None:
+        run.log(f"continuation of trial {continues}: its rung weights are not here; climbing from rung 0")
+    else:
+        run.log(
+            f"retry of trial {run.record.retry_of}: no ladder checkpoint of it here; climbing from rung 0"
+        )
     return Resume(), draw
 
 
@@ -628,7 +678,10 @@ def _replay(
     """
     values: dict[str, list[float]] = {}
     for item in resume.passed:
-        _add_rung(run, dict(item["entry"], resumed_from=resume.trial))
+        if resume.continued:  # marked in this trial's own ladder.json too, so a retry of it never counts them
+            item["entry"] = dict(item["entry"], continued_from=resume.trial)
+        entry = dict(item["entry"], resumed_from=resume.trial)
+        _add_rung(run, entry, count="continued_from" not in entry)
         reporter.entries.extend(dict(e) for e in item["history"])
         values[str(item["entry"]["rung"])] = [float(v) for v in item["values"]]
     if values:
@@ -637,12 +690,14 @@ def _replay(
         for k in range(len(resume.passed)):
             run.trial.report(values[str(k)][0], rung_step(objective.task, k))
             run.trial.should_prune()
-    run.note(
-        seed=draw.seed,
-        resumed_from={"trial": resume.trial, "rung": len(resume.passed), "epoch": resume.epoch},
-    )
+    where = {"trial": resume.trial, "rung": len(resume.passed), "epoch": resume.epoch}
+    if resume.continued:
+        run.note(seed=draw.seed, continues={"trial": resume.trial, "rung": len(resume.passed)})
+    else:
+        run.note(seed=draw.seed, resumed_from=where)
     run.trial.set_user_attr("seed", draw.seed)
+    verb = "promoted: continuing" if resume.continued else "resuming"
     run.log(
-        f"resuming trial {resume.trial}: rungs passed {list(range(len(resume.passed)))} taken over, "
+        f"{verb} trial {resume.trial}: rungs passed {list(range(len(resume.passed)))} taken over, "
         f"rung {len(resume.passed)} from epoch {resume.epoch + 1} (seed {draw.seed})"
     )

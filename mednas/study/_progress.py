@@ -22,10 +22,16 @@ __all__ = ["SearchProgress", "count_finished", "duration"]
 
 
 def count_finished(study: Any) -> int:
-    """Trials that count towards the search's target: complete and pruned (infeasible ones included)."""
+    """Trials that count towards the search's target: complete and pruned (infeasible ones included); a ladder
+    trial continuing a paused one (:mod:`mednas.study._promotion`) is not a new candidate and does not count."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    from mednas.study._promotion import CONTINUES
+
+    return sum(
+        CONTINUES not in t.user_attrs
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    )
 
 
 def duration(seconds: float | None) -> str:

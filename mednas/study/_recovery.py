@@ -107,9 +107,13 @@ def _retry(study: Any, frozen: Any, reason: str, run_dir: RunDir | None) -> bool
     if count >= MAX_RETRY:
         logger.warning("trial %d: %s; not retried (retried %d times already)", frozen.number, reason, count)
         return True
+    from mednas.study._promotion import CONTINUES, ENTERED, ORIGIN
+
+    # A retried ladder continuation stays one: the same candidate, at the same rung (mednas.study._promotion).
+    ladder = {k: frozen.user_attrs[k] for k in (CONTINUES, ORIGIN, ENTERED) if k in frozen.user_attrs}
     study.enqueue_trial(
         frozen.params,
-        user_attrs={"retry_of": original, "retry_count": count + 1},
+        user_attrs={"retry_of": original, "retry_count": count + 1, **ladder},
         skip_if_exists=False,
     )
     logger.warning("trial %d: %s; failed and queued for retry (of trial %d)", frozen.number, reason, original)

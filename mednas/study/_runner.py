@@ -133,6 +133,18 @@ def _drop_weights_outside_top(study: Any, rd: RunDir, keep: int) -> None:
             path.unlink(missing_ok=True)
 
 
+def _drop_paused_weights(study: Any, rd: RunDir) -> None:
+    """The session ends: delete the rung weights of ladder trials still paused (none will be promoted now)."""
+    from optuna.trial import TrialState
+
+    from mednas.study._ladder import LadderFiles
+    from mednas.study._promotion import PAUSED
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+        if PAUSED in t.user_attrs:
+            LadderFiles(rd, t.number).clear()
+
+
 def _setup_file_logging(run_dir: RunDir) -> logging.Handler:
     handler = logging.FileHandler(run_dir.log, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -265,11 +277,13 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def _count_busy(study: Any) -> int:
+    """New candidates finished or running (continuations of paused ladder trials are not new candidates)."""
     from optuna.trial import TrialState
 
-    return len(
-        study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-    )
+    from mednas.study._promotion import CONTINUES
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sum(CONTINUES not in t.user_attrs for t in study.get_trials(deepcopy=False, states=states))
 
 
 def run_search(
@@ -561,6 +575,8 @@ class _SearchSession:
             recover_stale_trials(study, run_dir=self.rd)
             stop = self._work()  # trials of workers that died are retried here
         recover_stale_trials(study, run_dir=self.rd)
+        if not self.worker:
+            _drop_paused_weights(study, rd)
         if not self.worker and task.search.reevaluate.top:
             # The coordinating process only, once the trials are done (its workers have exited by now).
             from mednas.study._reevaluate import reevaluate_top
@@ -601,13 +617,21 @@ class _SearchSession:
 
         study, timeout, bar = self.study, self.timeout, self.bar
         assert bar is not None
-        while count_finished(study) < self.n_target:
+        while True:
             left = None if timeout is None else timeout - (time.monotonic() - self.t_start)
             if left is not None and left <= 0:
                 logger.info("timeout reached")
                 return "timeout reached", f"{timeout:g} s"
-            if _count_busy(study) < self.n_target or study.get_trials(
-                deepcopy=False, states=(TrialState.WAITING,)
+            # Deferred ladder promotion (mednas.study._promotion): once every candidate has finished, the paused
+            # trials of each complete rung climb on; a worker waits while others still train a rung.
+            done = count_finished(study) >= self.n_target
+            promoted = done and self._promote()
+            if done and not promoted and not self._rungs_pending(study):
+                break
+            if (
+                promoted
+                or _count_busy(study) < self.n_target
+                or study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             ):
                 study.optimize(
                     self.objective,
@@ -629,6 +653,34 @@ class _SearchSession:
             self._write_summary()
             bar.trial_done(None)
         return "n_trials reached", None
+
+    def _rungs_pending(self, study: Any) -> bool:
+        """Deferred ladder promotion: trials still run or wait (their rungs may complete and promote others)."""
+        from optuna.trial import TrialState
+
+        from mednas.study._study import deferred_promotion
+
+        if not deferred_promotion(self.task):
+            return False
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+
+    def _promote(self) -> bool:
+        """Queue the continuation of a paused ladder trial that has become promotable; whether one was queued."""
+        from mednas.study._study import deferred_promotion
+
+        if not deferred_promotion(self.task):
+            return False
+        from mednas.study._promotion import LADDER_LOCK, enqueue_continuation, next_promotion
+
+        rungs = self.objective.ladder_rungs or []
+        with self.rd.lock(LADDER_LOCK):
+            found = next_promotion(self.study, self.rd.trial_dir, self.task.search.ladder.eta, len(rungs))
+            if found is None:
+                return False
+            paused, k = found
+            enqueue_continuation(self.study, paused, k)
+        logger.info("promoting trial %d: it climbs on from rung %d", paused.number, k + 1)
+        return True
 
     def abandon_if_refused(self) -> None:
         """Refused before any trial ran (bad data, a study of another configuration): remove what this process

@@ -24,6 +24,7 @@ from mednas.rundir._storage import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "deferred_promotion",
     "is_creation_race",
     "make_pruner",
     "make_sampler",
@@ -68,17 +69,32 @@ def make_sampler(task: TaskConfig, n_existing: int) -> Any:
     )
 
 
+def deferred_promotion(task: TaskConfig) -> bool:
+    """Whether the ladder pauses and later promotes trials (``search.ladder.promotion: deferred``, which applies to
+    successive halving on one objective; Hyperband and several objectives decide at once)."""
+    ladder = task.search.ladder
+    return (
+        task.search.fidelity == "ladder"
+        and ladder.promotion == "deferred"
+        and ladder.brackets == "successive_halving"
+        and not task.objective.multi_objective
+    )
+
+
 def make_pruner(task: TaskConfig) -> Any:
     """The configured pruner over per-epoch validation objectives, or the ladder's over its rungs.
 
     A ladder trial reports only at rung ends, rung ``k`` at step ``eta**k``, so Optuna's successive halving
     (``min_resource=1``) and Hyperband (``max_resource=eta**(rungs - 1)``) compare trials exactly at the rungs.
-    Several objectives: the pruner is never asked (mednas's rule in :mod:`mednas.study._pruning` decides).
+    Several objectives: the pruner is never asked (mednas's rule in :mod:`mednas.study._pruning` decides); nor
+    with deferred promotion (:mod:`mednas.study._promotion` decides, pausing trials Optuna's pruners cannot).
     """
     import optuna
 
     if task.search.fidelity == "ladder":
         ladder = task.search.ladder
+        if deferred_promotion(task):
+            return optuna.pruners.NopPruner()
         if ladder.brackets == "hyperband":
             return optuna.pruners.HyperbandPruner(
                 min_resource=1, max_resource=_ladder_max_step(task), reduction_factor=ladder.eta

@@ -120,6 +120,8 @@ def _trial_counts(trials: list[Any], target: int) -> dict[str, Any]:
     """``summary.json`` ``n_trials``: trials per state (infeasible ones apart from pruned), not learning, target."""
     from optuna.trial import TrialState
 
+    from mednas.study._promotion import CONTINUES
+
     states = Counter(t.state for t in trials)
     infeasible = sum(1 for t in trials if t.state == TrialState.PRUNED and "infeasible" in t.user_attrs)
     # Flagged as never started learning: pruned at the check epoch, or complete and flagged at the end.
@@ -136,6 +138,9 @@ def _trial_counts(trials: list[Any], target: int) -> dict[str, Any]:
         "running": states.get(TrialState.RUNNING, 0),
         "waiting": states.get(TrialState.WAITING, 0),
         "not_learning": not_learning,
+        # Ladder trials continuing a paused one (mednas.study._promotion): the same candidate climbing on, in the
+        # counts above but not in the target, which counts candidates.
+        "continuations": sum(1 for t in trials if CONTINUES in t.user_attrs),
         "target": target,
     }
 

@@ -79,11 +79,11 @@ def test_default_ladder_follows_the_full_shape_and_proxy_epochs() -> None:
     assert [(r.scale, r.shape, r.epochs) for r in three] == [
         (0.25, (32, 32), 4),
         (0.5, (64, 64), 4),
-        (1.0, (128, 128), 9),
+        (1.0, (128, 128), 4),  # the climb's epochs split evenly over the shapes (progressive resizing)
     ]
     # A quarter of 32 is 8 pixels, under 16: the ladder starts at half resolution.
     two = ladder_rungs(task, (32, 48))
-    assert [(r.scale, r.shape, r.epochs) for r in two] == [(0.5, (16, 24), 4), (1.0, (32, 48), 9)]
+    assert [(r.scale, r.shape, r.epochs) for r in two] == [(0.5, (16, 24), 4), (1.0, (32, 48), 4)]
     one_epoch = load_task(TASK, overrides=["search.fidelity=ladder", "proxy.epochs=1"])
     assert [r.epochs for r in ladder_rungs(one_epoch, (128, 128))] == [1, 1, 1]
 
@@ -91,7 +91,16 @@ def test_default_ladder_follows_the_full_shape_and_proxy_epochs() -> None:
 def test_the_pruner_places_its_rungs_at_the_ladders() -> None:
     from mednas.study import make_pruner
 
-    sha = make_pruner(load_task(TASK, overrides=["search.fidelity=ladder", "search.ladder.eta=4"]))
+    deferred = make_pruner(load_task(TASK, overrides=["search.fidelity=ladder"]))
+    assert isinstance(
+        deferred, optuna.pruners.NopPruner
+    )  # mednas pauses and promotes (mednas.study._promotion)
+    sha = make_pruner(
+        load_task(
+            TASK,
+            overrides=["search.fidelity=ladder", "search.ladder.eta=4", "search.ladder.promotion=immediate"],
+        )
+    )
     assert isinstance(sha, optuna.pruners.SuccessiveHalvingPruner)
     assert (sha._min_resource, sha._reduction_factor, sha._min_early_stopping_rate) == (1, 4, 0)
     hb = make_pruner(
@@ -191,8 +200,10 @@ def test_survivors_climb_every_rung_carrying_their_weights(ladder_run: tuple[Pat
     for rec in records.values():
         for rung in rec["rungs"]:
             assert rung["voxel_epochs"] == rung["epochs"] * n_train * math.prod(rung["shape"])
-        assert rec["compute"]["voxel_epochs"] == sum(r["voxel_epochs"] for r in rec["rungs"])
-        assert rec["compute"]["seconds"] == pytest.approx(sum(r["seconds"] for r in rec["rungs"]), abs=1e-3)
+        # A promoted trial's rungs, taken over by its continuation, are counted once: in the paused trial's record.
+        own = [r for r in rec["rungs"] if "continued_from" not in r]
+        assert rec["compute"]["voxel_epochs"] == sum(r["voxel_epochs"] for r in own)
+        assert rec["compute"]["seconds"] == pytest.approx(sum(r["seconds"] for r in own), abs=1e-3)
 
 
 def test_pruned_trials_stop_at_a_lower_rung(ladder_run: tuple[Path, dict]) -> None:
@@ -228,10 +239,14 @@ def test_summary_records_the_ladder_and_its_compute(ladder_run: tuple[Path, dict
         ],
         "eta": 2,
         "brackets": "successive_halving",
+        "promotion": "deferred",
     }
     compute = summary["compute"]
     assert compute["voxel_epochs"] == sum(r["compute"]["voxel_epochs"] for r in records)
-    pruned = sum(r["compute"]["voxel_epochs"] for r in records if r["state"] == "pruned")
+    promoted = {r["continues"]["trial"] for r in records if r.get("continues")}
+    pruned = sum(
+        r["compute"]["voxel_epochs"] for r in records if r["state"] == "pruned" and r["trial"] not in promoted
+    )
     assert compute["pruned_voxel_epochs"] == pruned > 0
     assert compute["pruned_share"] == pytest.approx(pruned / compute["voxel_epochs"])
 
@@ -243,10 +258,11 @@ def test_a_network_that_cannot_carry_restarts(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(_inherit, "same_structure", lambda src, dst: False)
     run_dir = tmp_path / "run"
     _search(run_dir, [TWO_RUNGS], 1)
-    rec = _records(run_dir)[0]
-    assert rec["state"] == "complete"
+    # One candidate: it pauses at rung 0, its rung is complete, and its continuation trains the top rung.
+    rec = next(r for r in _records(run_dir).values() if r["state"] == "complete")
+    assert rec["continues"] == {"trial": 0, "rung": 1}
     assert [r["start"] for r in rec["rungs"]] == ["fresh", "restarted"]
-    assert "restarted fresh" in (run_dir / "trials" / "0" / "log.txt").read_text()
+    assert "restarted fresh" in (run_dir / "trials" / str(rec["trial"]) / "log.txt").read_text()
 
 
 # A 10-trial search (about 10 s): in the slow set, which .ci/run runs after `make test`.
@@ -280,6 +296,9 @@ def test_two_objectives_on_the_ladder_end_with_a_pareto_front(tmp_path: Path) ->
 # ------------------------------------------------------------------------------- a killed trial resumes (item 2)
 
 RESUMABLE = "search.ladder.rungs=[{scale: 0.5, epochs: 1}, {scale: 0.75, epochs: 3}, {scale: 1.0, epochs: 1}]"
+# One trial climbing straight up (Optuna's decision: the first trial at a rung climbs), so the kill and the resume
+# happen in one trial; a killed continuation of a paused trial resumes the same way (tests/test_cli_ladder.py).
+IMMEDIATE = "search.ladder.promotion=immediate"
 
 
 class _Killed(BaseException):
@@ -319,7 +338,7 @@ def test_a_killed_trial_resumes_its_rung_without_training_a_passed_rung_again(
     with monkeypatch.context() as m:
         m.setattr(_ladder.LadderReporter, "__call__", killed_at_rung_1_epoch_2)
         with pytest.raises(_Killed):
-            _search(run_dir, [RESUMABLE], 1)
+            _search(run_dir, [RESUMABLE, IMMEDIATE], 1)
     killed = run_dir / "trials" / "0"
     assert sorted(p.name for p in killed.glob("rung-*")) == ["rung-0.pt", "rung-1.ckpt"]
     rung0 = torch.load(killed / "rung-0.pt", weights_only=True)  # a plain state dict
@@ -329,7 +348,7 @@ def test_a_killed_trial_resumes_its_rung_without_training_a_passed_rung_again(
     study = _study(run_dir)
     study._storage.set_trial_user_attr(study.trials[0]._trial_id, "pid", _dead_pid())
 
-    summary = _search(run_dir, [RESUMABLE], 1)
+    summary = _search(run_dir, [RESUMABLE, IMMEDIATE], 1)
     assert summary["n_trials"]["complete"] == 1 and summary["n_trials"]["failed"] == 1
     records = _records(run_dir)
     assert records[0]["state"] == "failed" and "died" in records[0]["reason"]
@@ -397,16 +416,88 @@ def test_a_retry_whose_ladder_checkpoint_is_broken_climbs_from_rung_0(
     with monkeypatch.context() as m:
         m.setattr(_ladder.LadderReporter, "__call__", killed_in_rung_1)
         with pytest.raises(_Killed):
-            _search(run_dir, [RESUMABLE], 1)
+            _search(run_dir, [RESUMABLE, IMMEDIATE], 1)
     progress = run_dir / "trials" / "0" / "ladder.json"
     progress.write_text(progress.read_text()[:40])  # cut off mid-write
     study = _study(run_dir)
     study._storage.set_trial_user_attr(study.trials[0]._trial_id, "pid", _dead_pid())
 
-    _search(run_dir, [RESUMABLE], 1)
+    _search(run_dir, [RESUMABLE, IMMEDIATE], 1)
     rec = _records(run_dir)[1]
     # Trained again from rung 0 (the pruner may then stop it there: the killed trial's rung-0 report competes).
     assert rec["state"] in ("complete", "pruned") and rec["retry_of"] == 0 and "resumed_from" not in rec
     assert rec["history"][0]["epoch"] == 1 and rec["history"][0]["rung"] == 0
     assert rec["rungs"][0]["start"] == "fresh" and "resumed_from" not in rec["rungs"][0]
     assert "climbing from rung 0" in (run_dir / "trials" / "1" / "log.txt").read_text()
+
+
+def test_deferred_promotion_keeps_each_rungs_quota(ladder_run: tuple[Path, dict]) -> None:
+    """ASHA's bound: of the n candidates that completed rung k, at most max(1, n // eta) ever climb; a paused
+    trial climbs on in a continuation that takes over its weights, and none keeps rung weights after the search."""
+    run_dir, _summary = ladder_run
+    records = _records(run_dir)
+    origin = {n: n for n in records}
+    for n in sorted(records):
+        cont = records[n].get("continues")
+        if cont:
+            origin[n] = origin[cont["trial"]]
+            assert records[cont["trial"]]["paused_at"] == cont["rung"] - 1
+            assert [r["rung"] for r in records[n]["rungs"][: cont["rung"]]] == list(range(cont["rung"]))
+            assert all(r["continued_from"] == cont["trial"] for r in records[n]["rungs"][: cont["rung"]])
+    assert any(r.get("continues") for r in records.values()), (
+        "six candidates, eta 2: a paused trial is promoted"
+    )
+    for k in range(2):
+        # A twin (duplicate_of: the same candidate sampled again) trains nothing: its record copies the rungs.
+        trained = {n: r for n, r in records.items() if r.get("duplicate_of") is None}
+        reached = {origin[n] for n, r in trained.items() if len(r.get("rungs") or []) > k}
+        climbed = {origin[n] for n, r in trained.items() if len(r.get("rungs") or []) > k + 1}
+        assert 0 < len(climbed) <= max(1, len(reached) // 2), (k, reached, climbed)
+    assert not list((run_dir / "trials").glob("*/rung-*.pt")), "paused trials' weights are deleted at the end"
+    study = _study(run_dir)
+    new = [t for t in study.trials if "continues" not in t.user_attrs and t.state.is_finished()]
+    assert len(new) == 6, "continuations are not new candidates: the target counts six"
+
+
+# -------------------------------------------------------------------------------------- deferred promotion
+
+
+def _fake_trials(spec: list[tuple[int, str, dict]]) -> list[SimpleNamespace]:
+    from optuna.trial import TrialState
+
+    return [SimpleNamespace(number=n, state=getattr(TrialState, s), user_attrs=a) for n, s, a in spec]
+
+
+def test_a_complete_rung_promotes_its_best_within_the_quota(tmp_path: Path) -> None:
+    from optuna.study import StudyDirection
+
+    from mednas.study._promotion import next_promotion
+
+    # Five candidates paused at rung 0 (a failed trial does not count); trial 5 still trains rung 0.
+    values = {0: 0.2, 1: 0.9, 2: 0.5, 3: 0.7, 5: 0.1, 6: 0.6}
+    trials = _fake_trials(
+        [(n, "PRUNED", {"rung_values": {"0": [v]}, "paused_at": 0}) for n, v in values.items() if n != 5]
+    )
+    trials += _fake_trials([(4, "FAIL", {"rung_values": {"0": [1.0]}}), (5, "RUNNING", {})])
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: trials, directions=[StudyDirection.MAXIMIZE])
+    for n in values:
+        (tmp_path / str(n)).mkdir()
+        (tmp_path / str(n) / "ladder.json").write_text("{}")
+        (tmp_path / str(n) / "rung-0.pt").write_bytes(b"")
+
+    def promote() -> int | None:
+        found = next_promotion(study, lambda n: tmp_path / str(n), eta=3, n_rungs=3)
+        return None if found is None else found[0].number
+
+    assert promote() is None, "rung 0 is not complete while a trial still trains it"
+    trials[-1] = _fake_trials([(5, "PRUNED", {"rung_values": {"0": [0.1]}, "paused_at": 0})])[0]
+    # Complete: six candidates, q = 6 // 3 = 2: the best (trial 1, 0.9), then the second (trial 3, 0.7).
+    assert promote() == 1
+    trials += _fake_trials([(7, "WAITING", {"continues": 1, "ladder_origin": 1, "rung_entered": 1})])
+    # A paused trial whose files are in another run directory is left to the worker that has them.
+    (tmp_path / "3" / "rung-0.pt").unlink()
+    assert promote() is None
+    (tmp_path / "3" / "rung-0.pt").write_bytes(b"")
+    assert promote() == 3
+    trials += _fake_trials([(8, "RUNNING", {"continues": 3, "ladder_origin": 3, "rung_entered": 1})])
+    assert promote() is None, "the quota of two is full; rung 1 is not complete while 7 and 8 train it"
