@@ -227,6 +227,9 @@ class TrialObjective:
         twin = self._completed_twin(trial, draw.spec.hash, draw.loss, draw.sampling)
         if twin is not None:
             return self._reuse(run, twin)
+        paused_twin = self._climbing_twin(trial, draw)
+        if paused_twin is not None:
+            self._skip_climbing_twin(run, paused_twin)
         run.t0 = time.perf_counter()
         costs = self._price(run, draw)
         if self.ladder_rungs is not None:
@@ -562,6 +565,44 @@ class TrialObjective:
             return float(costs[metric])
         value = (metrics.get(metric) or {}).get("value")
         return float(value) if value is not None and math.isfinite(value) else 0.0
+
+    def _climbing_twin(self, trial: Any, draw: _Draw) -> Any:
+        """Deferred ladder promotion: a trial of the same candidate paused on (or still climbing) the ladder.
+
+        Every ladder trial pauses at its rung ends, so the completed-twin check above finds none until the top
+        rung is reached; without this, a candidate sampled again trains rung 0 again and can take two of a rung's
+        places. (A continuation is its paused trial's twin by design.)
+        """
+        from optuna.trial import TrialState
+
+        from mednas.study._promotion import CONTINUES, PAUSED
+        from mednas.study._study import deferred_promotion
+
+        if not deferred_promotion(self.task) or CONTINUES in trial.user_attrs:
+            return None
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.PRUNED, TrialState.RUNNING)):
+            if (
+                t.number != trial.number
+                and t.user_attrs.get("spec_hash") == draw.spec.hash
+                and (PAUSED in t.user_attrs or t.state == TrialState.RUNNING)
+                and "duplicate_of" not in t.user_attrs
+                and t.params.get("loss", draw.loss) == draw.loss
+                and t.params.get("sampling", draw.sampling) == draw.sampling
+            ):
+                return t
+        return None
+
+    def _skip_climbing_twin(self, run: _TrialRun, twin: Any) -> NoReturn:
+        """End a trial whose candidate is already on the ladder: pruned, nothing trained, ``duplicate_of`` set."""
+        import optuna
+
+        reason = f"same candidate as trial {twin.number}, which is on the ladder: not trained again"
+        run.note(state="pruned", duplicate_of=twin.number, reason=reason, seconds=0.0)
+        run.note(fidelity="ladder", compute={"voxel_epochs": 0, "seconds": 0.0})
+        run.trial.set_user_attr("duplicate_of", twin.number)
+        self.run_dir.write_trial(run.record)
+        run.log(reason)
+        raise optuna.TrialPruned(reason)
 
     def _completed_twin(self, trial: Any, spec_hash: str, loss: str, sampling: str) -> Any:
         from optuna.trial import TrialState

@@ -60,7 +60,11 @@ def test_three_workers_on_postgresql_climb_one_ladder_with_each_rung_decided_onc
     assert "RUNNING" not in states and "WAITING" not in states and "FAIL" not in states, states
     # Continuations of paused trials (deferred promotion) are not new candidates: the target counts candidates.
     continuations = [t for t in trials if "continues" in t.user_attrs]
-    assert states.count("COMPLETE") + states.count("PRUNED") == N_TRIALS + len(continuations)
+    # Each worker checks the shared count before it starts a candidate; a candidate sampled again while its twin
+    # climbs ends at once (not trained), so two workers can pass the check together: at most one extra each.
+    candidates = len(trials) - len(continuations)
+    assert N_TRIALS <= candidates <= N_TRIALS + 2, (candidates, states)
+    assert states.count("COMPLETE") + states.count("PRUNED") == len(trials)
     pids = {t.user_attrs["pid"] for t in trials}
     assert len(pids) >= 2, "the workers did not share the study"
 
@@ -90,11 +94,9 @@ def test_three_workers_on_postgresql_climb_one_ladder_with_each_rung_decided_onc
     summary = json.loads((run / "summary.json").read_text())
     counts = summary["n_trials"]
     assert counts["continuations"] == len(continuations)
-    assert counts["complete"] + counts["pruned"] + counts.get("infeasible", 0) == N_TRIALS + len(
-        continuations
-    )
-    # ASHA's bound, over the three workers: of the n candidates that completed rung k, at most max(1, n // eta)
-    # ever climbed, each promotion taken once (a candidate is a paused trial and the continuation promoting it).
+    assert counts["complete"] + counts["pruned"] + counts.get("infeasible", 0) == len(trials)
+    # Successive halving's quota, over the three workers: of the n candidates that completed rung k, max(1, n // eta)
+    # at most climbed, each promotion taken once (a candidate is a paused trial and the continuation promoting it).
     origin = {t.number: t.user_attrs.get("ladder_origin", t.number) for t in trials}
     assert len({t.user_attrs["continues"] for t in continuations}) == len(continuations)
     for k in range(top):

@@ -432,7 +432,7 @@ def test_a_retry_whose_ladder_checkpoint_is_broken_climbs_from_rung_0(
 
 
 def test_deferred_promotion_keeps_each_rungs_quota(ladder_run: tuple[Path, dict]) -> None:
-    """ASHA's bound: of the n candidates that completed rung k, at most max(1, n // eta) ever climb; a paused
+    """The quota: of the n candidates that completed rung k, at most max(1, n // eta) ever climb; a paused
     trial climbs on in a continuation that takes over its weights, and none keeps rung weights after the search."""
     run_dir, _summary = ladder_run
     records = _records(run_dir)
@@ -501,3 +501,39 @@ def test_a_complete_rung_promotes_its_best_within_the_quota(tmp_path: Path) -> N
     assert promote() == 3
     trials += _fake_trials([(8, "RUNNING", {"continues": 3, "ladder_origin": 3, "rung_entered": 1})])
     assert promote() is None, "the quota of two is full; rung 1 is not complete while 7 and 8 train it"
+
+
+def test_a_candidate_sampled_again_while_on_the_ladder_is_not_trained_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ladder trial pauses at rung ends, so a candidate sampled again finds no completed twin: it is still
+    the same candidate (measured: one spec sampled three times took three of a rung's four places)."""
+    import dataclasses
+
+    from mednas.study import _trial
+
+    real = _trial.TrialObjective._sample
+    first: dict[str, object] = {}
+
+    def always_the_first(self: _trial.TrialObjective, run: object) -> object:
+        draw = real(self, run)
+        kept = first.setdefault("draw", draw)
+        run.trial.set_user_attr("spec_hash", kept.spec.hash)  # type: ignore[attr-defined]
+        run.note(spec_hash=kept.spec.hash, family=kept.family)  # type: ignore[attr-defined]
+        return dataclasses.replace(kept, seed=draw.seed)
+
+    monkeypatch.setattr(_trial.TrialObjective, "_sample", always_the_first)
+    run_dir = tmp_path / "run"
+    summary = _search(run_dir, [TWO_RUNGS], 3)
+    records = _records(run_dir)
+    assert [records[n].get("duplicate_of") for n in (1, 2)] == [0, 0]
+    for n in (1, 2):
+        assert records[n]["state"] == "pruned" and records[n]["compute"]["voxel_epochs"] == 0
+        assert not records[n].get("rungs") and "on the ladder" in records[n]["reason"]
+    top = next(r for r in records.values() if r["state"] == "complete")
+    assert top["continues"]["trial"] == 0 and len(top["rungs"]) == 2
+    assert summary["n_trials"]["continuations"] == 1 and len(records) == 4
+    assert (
+        summary["compute"]["voxel_epochs"]
+        == records[0]["compute"]["voxel_epochs"] + top["compute"]["voxel_epochs"]
+    )
