@@ -607,9 +607,14 @@ def _print_search_summary(summary: dict[str, Any], run_dir: Any) -> None:
     if augmentation:
         note = augmentation.get("note") if isinstance(augmentation, dict) else None
         print(f"  data: AUGMENTED COPIES: {note or json.dumps(augmentation)}")
+    # Deferred ladder promotion: a paused candidate climbs on in a continuation trial (docs/ladder.md).
+    continued = (
+        f" ({n['continuations']} of them continued a paused ladder trial)" if n.get("continuations") else ""
+    )
     print(
         f"  trials: {n.get('complete', 0)} complete, {n.get('pruned', 0)} pruned, {n.get('infeasible', 0)} infeasible, "
-        f"{n.get('failed', 0)} failed; families sampled: {', '.join(f'{k} x{v}' for k, v in summary.get('families', {}).items())}"
+        f"{n.get('failed', 0)} failed{continued}; families sampled: "
+        f"{', '.join(f'{k} x{v}' for k, v in summary.get('families', {}).items())}"
     )
     best = summary.get("best")
     if not best:

@@ -16,6 +16,7 @@ from typing import Any
 from mednas.config import TaskConfig
 from mednas.rundir import RunDir, TrialRecord
 from mednas.rundir._ranking import best_trials, is_feasible, pareto_front, reevaluations
+from mednas.study._promotion import CONTINUES
 
 __all__ = [
     "STOP_REASONS",
@@ -50,7 +51,10 @@ def _search_summary(
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    families = Counter(t.params["family"] for t in trials if t.params.get("family"))
+    # Candidates sampled per family: a ladder continuation is its paused trial's candidate, not a new sample.
+    families = Counter(
+        t.params["family"] for t in trials if t.params.get("family") and CONTINUES not in t.user_attrs
+    )
     summary: dict[str, Any] = {
         "task": task.name,
         "problem": task.problem,
@@ -119,8 +123,6 @@ def _front_entry(rd: RunDir, t: Any) -> dict[str, Any]:
 def _trial_counts(trials: list[Any], target: int) -> dict[str, Any]:
     """``summary.json`` ``n_trials``: trials per state (infeasible ones apart from pruned), not learning, target."""
     from optuna.trial import TrialState
-
-    from mednas.study._promotion import CONTINUES
 
     states = Counter(t.state for t in trials)
     infeasible = sum(1 for t in trials if t.state == TrialState.PRUNED and "infeasible" in t.user_attrs)
