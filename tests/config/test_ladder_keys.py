@@ -72,6 +72,8 @@ def test_ladder_keys_load_and_belong_to_the_run_identity(tmp_path: Path) -> None
         ("search.ladder.rungs=[{scale: 1.0}]", "search.ladder.rungs[0].epochs: required key is missing"),
         ("search.ladder.eta=1", "search.ladder.eta"),
         ("search.ladder.brackets=hyperbnd", "did you mean 'hyperband'?"),
+        ("search.ladder.promotion=defered", "did you mean 'deferred'?"),
+        ("search.ladder.promotion=3", "search.ladder.promotion"),
         ("search.fidelity=ladders", "did you mean 'ladder'?"),
         ("search.ladder.rung=[]", "search.ladder.rung: unknown key (did you mean 'rungs'?)"),
         (
@@ -120,3 +122,26 @@ def test_the_new_keys_at_their_defaults_leave_the_config_hash_of_older_runs_alon
     assert config_hash(task) == before
     assert config_hash(load_task(TASK_FILE, overrides=["search.fidelity=ladder"])) != before
     assert config_hash(load_task(TASK_FILE, overrides=["search.ladder.eta=2"])) != before
+
+
+def test_an_older_ladder_run_without_the_promotion_key_keeps_its_hash() -> None:
+    """`search.ladder.promotion` came after ladder runs existed: at its default it leaves their hash alone."""
+    import hashlib
+    import json
+
+    from mednas.config import task_to_dict
+    from mednas.config._load import _ADDED_KEYS, _VOLATILE_KEYS
+
+    task = load_task(TASK_FILE, overrides=["search.fidelity=ladder", "search.ladder.eta=4"])
+    old = task_to_dict(task)
+    del old["search"]["ladder"]["promotion"]  # what an eta-4 ladder task looked like before the key existed
+    old["search"].pop("inherit")
+    for dotted in _VOLATILE_KEYS:
+        *parents, last = dotted.split(".")
+        node = old
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    assert "search.ladder.promotion" in _ADDED_KEYS
+    before = hashlib.sha256(json.dumps(old, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    assert config_hash(task) == before
