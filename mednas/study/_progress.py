@@ -26,10 +26,10 @@ def count_finished(study: Any) -> int:
     trial continuing a paused one (:mod:`mednas.study._promotion`) is not a new candidate and does not count."""
     from optuna.trial import TrialState
 
-    from mednas.study._promotion import CONTINUES
+    from mednas.study._promotion import is_continuation
 
     return sum(
-        CONTINUES not in t.user_attrs
+        not is_continuation(t)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     )
 

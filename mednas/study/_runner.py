@@ -280,10 +280,10 @@ def _count_busy(study: Any) -> int:
     """New candidates finished or running (continuations of paused ladder trials are not new candidates)."""
     from optuna.trial import TrialState
 
-    from mednas.study._promotion import CONTINUES
+    from mednas.study._promotion import is_continuation
 
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return sum(CONTINUES not in t.user_attrs for t in study.get_trials(deepcopy=False, states=states))
+    return sum(not is_continuation(t) for t in study.get_trials(deepcopy=False, states=states))
 
 
 def run_search(

@@ -16,7 +16,7 @@ from typing import Any
 from mednas.config import TaskConfig
 from mednas.rundir import RunDir, TrialRecord
 from mednas.rundir._ranking import best_trials, is_feasible, pareto_front, reevaluations
-from mednas.study._promotion import CONTINUES
+from mednas.study._promotion import is_continuation
 
 __all__ = [
     "STOP_REASONS",
@@ -53,7 +53,7 @@ def _search_summary(
     trials = study.get_trials(deepcopy=False)
     # Candidates sampled per family: a ladder continuation is its paused trial's candidate, not a new sample.
     families = Counter(
-        t.params["family"] for t in trials if t.params.get("family") and CONTINUES not in t.user_attrs
+        t.params["family"] for t in trials if t.params.get("family") and not is_continuation(t)
     )
     summary: dict[str, Any] = {
         "task": task.name,
@@ -142,7 +142,7 @@ def _trial_counts(trials: list[Any], target: int) -> dict[str, Any]:
         "not_learning": not_learning,
         # Ladder trials continuing a paused one (mednas.study._promotion): the same candidate climbing on, in the
         # counts above but not in the target, which counts candidates.
-        "continuations": sum(1 for t in trials if CONTINUES in t.user_attrs),
+        "continuations": sum(1 for t in trials if is_continuation(t)),
         "target": target,
     }
 
