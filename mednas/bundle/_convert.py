@@ -7,20 +7,17 @@ module and ONNX Runtime, and records the largest absolute difference of the raw 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mednas.errors import MednasError
+from mednas.runtime import INSTALL_HINT, check_onnx_available, ort_session, quiet_exporters, write_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +37,6 @@ __all__ = [
 #: Largest absolute difference from eager PyTorch (float32) an exported format may show.
 TOLERANCE = 1e-4
 FORMATS = ("torchscript", "onnx")
-INSTALL_HINT = 'pip install "mednas[export]"'
 _N_INPUTS = 3
 
 
@@ -78,20 +74,6 @@ class Conversion:
             "inputs": "synthetic float32 batches of 2 (noise, smooth field, sparse) in the normalised intensity range",
             **self.details,
         }
-
-
-def check_onnx_available() -> None:
-    """Raise a one-line error naming the install command when ONNX export or ONNX Runtime is missing."""
-    missing = []
-    for module in ("onnx", "onnxruntime"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise MednasError(
-            f"ONNX export needs {' and '.join(missing)}: {INSTALL_HINT} (or export --format torchscript)"
-        )
 
 
 def sample_inputs(
@@ -161,24 +143,6 @@ def _eager(model: Any, inputs: Sequence[Any]) -> list[np.ndarray]:
         return [model(x).detach().float().numpy() for x in inputs]
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' progress prints and deprecation chatter (they are not the user's to act on)."""
-    quiet_loggers = [
-        logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")
-    ]
-    levels = [lg.level for lg in quiet_loggers]
-    for lg in quiet_loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(quiet_loggers, levels):
-            lg.setLevel(level)
-
-
 def export_torchscript(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
     """Script the network (trace it where scripting fails), save it, and compare it with eager PyTorch.
 
@@ -191,7 +155,7 @@ def export_torchscript(model: Any, inputs: Sequence[Any], path: Path) -> Convers
 
     example = inputs[0]
     t0 = time.perf_counter()
-    with _quiet():
+    with quiet_exporters():
         try:
             module = torch.jit.script(model)
             method = "script"
@@ -230,7 +194,7 @@ def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
     """
     check_onnx_available()
     t0 = time.perf_counter()
-    method = _write_onnx(model, inputs[0], path)
+    method = write_onnx(model, inputs[0], path)
     for extra in path.parent.glob(path.name + ".data"):
         extra.unlink()  # weights are inside the file; a stray external-data file would not be checksummed
     import onnx
@@ -238,7 +202,7 @@ def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
     model_proto = onnx.load(str(path))
     onnx.checker.check_model(model_proto)
     opset = max((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
-    session = onnx_session(path)
+    session = ort_session(path)
     outputs = [session.run(None, {"image": x.numpy()})[0] for x in inputs]
     reference = _eager(model, inputs)
     diff = compare_outputs(reference, outputs)
@@ -259,77 +223,6 @@ def export_onnx(model: Any, inputs: Sequence[Any], path: Path) -> Conversion:
     )
 
 
-def _write_onnx(model: Any, example: Any, path: Path) -> str:
-    """Write ``path`` with the dynamo exporter, else (no ``onnxscript``, or it failed) the TorchScript-based one.
-
-    Returns:
-        The exporter used: ``"dynamo"`` or ``"torchscript"``.
-
-    Raises:
-        MednasError: If the TorchScript-based exporter fails too (naming the dynamo exporter's error as well).
-    """
-    import torch
-
-    error: Exception | None = None
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        try:
-            _export_onnx_dynamo(model, example, path)
-            return "dynamo"
-        except Exception as exc:  # noqa: BLE001 - fall back to the older exporter, say why in the log
-            error = exc
-            logger.info(
-                "the dynamo ONNX exporter failed (%s); using the TorchScript-based exporter",
-                (str(exc).splitlines() or [type(exc).__name__])[0][:200],
-            )
-    try:
-        with _quiet():
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                input_names=["image"],
-                output_names=["pred"],
-                dynamo=False,
-                dynamic_axes={"image": {0: "batch"}, "pred": {0: "batch"}},
-            )
-    except Exception as exc:
-        raise MednasError(
-            f"ONNX export failed: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
-            + (f" (dynamo exporter: {str(error).splitlines()[0][:120]})" if error else "")
-        ) from exc
-    return "torchscript"
-
-
-def _export_onnx_dynamo(model: Any, example: Any, path: Path) -> None:
-    """PyTorch's dynamo ONNX exporter, weights inside the file, the batch axis dynamic (1 to 1024)."""
-    import torch
-
-    with _quiet():
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["image"],
-            output_names=["pred"],
-            dynamo=True,
-            external_data=False,
-            dynamic_shapes=({0: batch},),
-            verbose=False,
-        )
-
-
 def onnx_session(path: str | os.PathLike[str]) -> Any:
     """An ONNX Runtime CPU session using as many threads as torch does."""
-    import onnxruntime as ort
-    import torch
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort_session(path)
