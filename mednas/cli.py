@@ -389,6 +389,27 @@ def _add_export(sub: Any) -> None:
         help="key file (>= 16 bytes, e.g. `openssl rand -hex 32`) to sign the "
         "bundle digest with (HMAC-SHA256, signature.json; default: $MEDNAS_BUNDLE_KEY when set)",
     )
+    p.add_argument(
+        "--quantize",
+        metavar="int8",
+        help="also write models/model_int8.onnx (ONNX Runtime static quantization, calibrated on training images; "
+        "needs the onnx format), unless the objective on the validation split drops by more than "
+        "--int8-tolerance; the metadata and model card give the metric deltas, latency and size ratios",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=64,
+        metavar="N",
+        help="training images the INT8 model is calibrated on (default 64)",
+    )
+    p.add_argument(
+        "--int8-tolerance",
+        type=float,
+        default=0.01,
+        metavar="T",
+        help="largest drop of the objective (float32 minus INT8, on validation) accepted, 0 to 1 (default 0.01)",
+    )
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_export)
 
@@ -409,9 +430,10 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--out", required=True, type=_out_dir, help="output folder (created)")
     p.add_argument(
         "--backend",
-        choices=["torch", "torchscript", "onnx"],
+        choices=["torch", "torchscript", "onnx", "onnx-int8"],
         default="torch",
-        help="run the state dict in PyTorch (default), the TorchScript module, or the ONNX model",
+        help="run the state dict in PyTorch (default), the TorchScript module, the ONNX model, or the INT8 ONNX "
+        "model (onnx-int8: a bundle exported with --quantize int8)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
@@ -459,7 +481,10 @@ def _add_evaluate(sub: Any) -> None:
         "--verify-key", metavar="FILE", help="refuse the bundle unless signature.json was made with this key"
     )
     p.add_argument(
-        "--backend", choices=["torch", "torchscript", "onnx"], default="torch", help="default torch"
+        "--backend",
+        choices=["torch", "torchscript", "onnx", "onnx-int8"],
+        default="torch",
+        help="default torch; onnx-int8 runs the INT8 model of a bundle exported with --quantize int8",
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
@@ -989,6 +1014,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         license_file=args.license,
         sign_key=args.sign_key,
         threads=args.threads,
+        quantize=args.quantize,
+        calibration_images=args.calibration_images,
+        int8_tolerance=args.int8_tolerance,
     )
     m = result.metadata["mednas"]
     print(f"\nmednas export: {m['task']['name']} -> {result.path}")
@@ -1042,7 +1070,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"  {len(result.files)} files in {result.seconds:.1f}s; model card: {result.path}/docs/README.md")
     print(f"  bundle digest: {result.digest}" + (" (signed: signature.json)" if result.signed else ""))
     print(f"  pin it: mednas predict {result.path} ... --expect-digest {result.digest}")
-    return 0
+    return _print_int8(result.int8, result.path)
+
+
+def _print_int8(rec: dict[str, Any] | None, bundle: Any) -> int:
+    """Print the INT8 model's figures; when it was refused, the one-line reason on stderr and status 1."""
+    if rec is None:
+        return 0
+
+    def delta(name: str, row: dict[str, Any]) -> str:
+        if row.get("delta") is None:
+            return f"{name} n/a"
+        low, high = row.get("delta_ci95") or [None, None]
+        ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
+        return f"{name} {row['delta']:+.3f}{ci}"
+
+    lat, size = rec["latency"], rec["size"]
+    print(
+        f"  int8: {', '.join(delta(k, v) for k, v in rec['metrics'].items())} (INT8 - float32 on "
+        f"{rec['evaluated_on']['n_patients']} validation patients); latency ratio {lat['ratio']:.2f} "
+        f"({lat['threads']} thread, {lat['hardware']}); size ratio {size['ratio']:.2f}"
+    )
+    if rec.get("accepted"):
+        print(f"  int8 model: {bundle}/{rec['file']} (predict/evaluate --backend onnx-int8)")
+        if lat.get("ratio") is not None and lat["ratio"] < 1:
+            from mednas.bundle._model_card import SLOWER_NOTE
+
+            print(f"  note: {SLOWER_NOTE}")
+        return 0
+    print(
+        f"mednas export: INT8 model not written: {rec.get('reason')}; the float32 bundle at {bundle} is complete",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -29,6 +29,14 @@ from mednas.bundle._convert import (
     export_onnx,
     export_torchscript,
 )
+from mednas.bundle._int8 import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_TOLERANCE,
+    INT8_FILE,
+    Int8Options,
+    build_int8,
+    check_int8_options,
+)
 from mednas.bundle._pipeline import Pipeline, config_entry
 from mednas.bundle._source import LADDER_FLAG, LADDER_NOTE, PROXY_FLAG, ExportSource, resolve_source
 from mednas.bundle._verify import (
@@ -75,6 +83,8 @@ class ExportResult:
         digest: The bundle digest (SHA-256 over every file's path and SHA-256; ``sha256sum checksums.sha256``): the
             value a validation team pins (``mednas predict --expect-digest``).
         signed: True when ``signature.json`` holds an HMAC-SHA256 of the digest (``--sign-key``).
+        int8: With ``quantize="int8"``: the metadata's ``int8`` record (``accepted``; when false, ``reason`` says
+            why ``models/model_int8.onnx`` was not written); else ``None``.
     """
 
     path: Path
@@ -87,6 +97,7 @@ class ExportResult:
     files: list[str] = field(default_factory=list)
     digest: str = ""
     signed: bool = False
+    int8: dict[str, Any] | None = None
 
     @property
     def is_proxy(self) -> bool:
@@ -121,6 +132,9 @@ def export_bundle(
     schema: str | os.PathLike[str] | None = None,
     license_file: str | os.PathLike[str] | None = None,
     sign_key: str | os.PathLike[str] | None = None,
+    quantize: str | None = None,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    int8_tolerance: float = DEFAULT_TOLERANCE,
 ) -> ExportResult:
     """Export the run's best candidate as a MONAI bundle.
 
@@ -133,11 +147,18 @@ def export_bundle(
         license_file: Text for the bundle's ``LICENSE`` (default: a notice that the terms are the data owner's).
         sign_key: Key file (at least 16 bytes; default ``$MEDNAS_BUNDLE_KEY`` when set): ``signature.json`` gets an
             HMAC-SHA256 of the bundle digest, which ``mednas predict --verify-key`` checks.
+        quantize: ``"int8"``: also write ``models/model_int8.onnx`` (ONNX Runtime static quantization, needs the
+            onnx format), unless the task's objective on the validation split drops by more than
+            ``int8_tolerance``; the float32 bundle is written either way.
+        calibration_images: Training images the INT8 model is calibrated on (at least 1).
+        int8_tolerance: Largest objective drop (float32 minus INT8, on validation) accepted, from 0 to 1.
 
     Returns:
-        An :class:`ExportResult`; ``summary.json`` gains the ``export`` key.
+        An :class:`ExportResult`; ``summary.json`` gains the ``export`` key. An INT8 model refused for its
+        accuracy is reported in ``result.int8`` (``accepted`` false, ``reason``), not raised.
 
     Raises:
+        ConfigError: A bad ``quantize``, ``calibration_images`` or ``int8_tolerance``, or ``quantize`` without onnx.
         RunDirError: No completed candidate, or its weights are missing.
         MednasError: ONNX tools missing (with the install command), an exported format differing from PyTorch by
             more than 1e-4, or a failed check; nothing is written then.
@@ -149,6 +170,7 @@ def export_bundle(
     """
     t0 = time.perf_counter()
     fmts = parse_formats(formats)
+    int8_options = check_int8_options(quantize, fmts, calibration_images, int8_tolerance)
     if "onnx" in fmts:
         check_onnx_available()
     schema_path = find_schema(schema)
@@ -164,7 +186,7 @@ def export_bundle(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        meta, conversions, checks = _build(tmp, rd, src, fmts, schema_path, license_text)
+        meta, conversions, checks = _build(tmp, rd, src, fmts, schema_path, license_text, int8_options)
         digest = bundle_digest(tmp)
         if key is not None:
             sign_bundle(tmp, key, where=key_where)
@@ -174,12 +196,13 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0
-    _update_summary(rd, dest, src, conversions, checks, seconds, digest)
+    int8 = meta["mednas"].get("int8")
+    _update_summary(rd, dest, src, conversions, checks, seconds, digest, int8)
     logger.info(
         "exported trial %d (%s) to %s in %.1fs; bundle digest %s", src.trial, src.label, dest, seconds, digest
     )
     return ExportResult(
-        dest, src.kind, src.trial, conversions, checks, meta, seconds, files, digest, key is not None
+        dest, src.kind, src.trial, conversions, checks, meta, seconds, files, digest, key is not None, int8
     )
 
 
@@ -239,7 +262,13 @@ def _replace(tmp: Path, dest: Path) -> None:
 
 
 def _build(
-    root: Path, rd: RunDir, src: ExportSource, fmts: tuple[str, ...], schema: Path | None, license_text: str
+    root: Path,
+    rd: RunDir,
+    src: ExportSource,
+    fmts: tuple[str, ...],
+    schema: Path | None,
+    license_text: str,
+    int8_options: Int8Options | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
     """Write every file of the bundle into ``root`` and check it; return its metadata, conversions and checks."""
     import torch
@@ -270,6 +299,8 @@ def _build(
     agreement = _pipeline_check(root, model, pipeline)
     params = int(sum(p.numel() for p in model.parameters()))
     meta = _metadata(rd, src, pipeline, conv_records, params, agreement)
+    if int8_options is not None:
+        meta["mednas"]["int8"] = build_int8(root, rd, src, int8_options)
     write_json(root / "configs" / "metadata.json", meta)
     write_text(root / "docs" / "README.md", model_card(meta))
     exported = {"trial": src.trial, "source": src.kind}
@@ -278,7 +309,8 @@ def _build(
     # Content hashes of training/validation images (hashes only) for `mednas evaluate`'s overlap check.
     write_data_hashes(root / DATA_HASHES, rd, src.task)
     write_checksums(root)
-    return meta, conv_records, _verify(root, schema, agreement)
+    int8_kept = bool((meta["mednas"].get("int8") or {}).get("accepted"))
+    return meta, conv_records, _verify(root, schema, agreement, int8_kept)
 
 
 def _load_model(src: ExportSource) -> Any:
@@ -340,13 +372,16 @@ def _convert(root: Path, model: Any, inputs: Any, fmts: tuple[str, ...]) -> dict
     return {k: v.to_dict() for k, v in conversions.items()}
 
 
-def _verify(root: Path, schema: Path | None, agreement: dict[str, Any]) -> dict[str, Any]:
+def _verify(
+    root: Path, schema: Path | None, agreement: dict[str, Any], int8_kept: bool = False
+) -> dict[str, Any]:
     """MONAI's metadata and network checks and the checksums over the finished bundle; what passed."""
     checks: dict[str, Any] = {"pipeline_agreement": agreement}
     checks["metadata"] = check_metadata(root / "configs" / "metadata.json", schema)
     verify_net_in_out(root)
     checks["net_in_out"] = "monai.bundle.verify_net_in_out passed"
-    verify_checksums(root, required=("configs/metadata.json", "configs/inference.json", "models/model.pt"))
+    required = ("configs/metadata.json", "configs/inference.json", "models/model.pt")
+    verify_checksums(root, required=(*required, INT8_FILE) if int8_kept else required)
     checks["checksums"] = "checksums.sha256 verified"
     return checks
 
@@ -843,6 +878,7 @@ def _update_summary(
     checks: dict[str, Any],
     seconds: float,
     digest: str,
+    int8: dict[str, Any] | None = None,
 ) -> None:
     """Record the export in the run's summary (its ``export`` key), when the run has a summary."""
     if not rd.summary_path.exists():
@@ -857,6 +893,9 @@ def _update_summary(
             "max_abs_diff": {k: v["max_abs_diff"] for k, v in conversions.items()},
             "metadata_check": checks.get("metadata"),
             "digest": digest,
+            "int8": None
+            if int8 is None
+            else {k: int8.get(k) for k in ("file", "accepted", "objective_drop", "tolerance", "reason")},
             "seconds": round(seconds, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -48,6 +48,7 @@ def model_card(meta: dict[str, Any]) -> str:
     lines += _preprocessing(p, shape)
     lines += _operating_point(m, tested=kind == "retrained")
     lines += _performance(m, kind)
+    lines += _int8(m.get("int8"))
     lines += _search(m)
     lines += _limitations_and_files(m)
     lines += _pinning()
@@ -215,6 +216,69 @@ def _performance(m: dict[str, Any], kind: str) -> list[str]:
     return lines
 
 
+def _num(v: Any, fmt: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _int8_ci(value: Any, ci: Any, fmt: str = ".3f") -> str:
+    ci = ci or [None, None]
+    if value is None:
+        return "n/a"
+    if ci[0] is None or ci[1] is None:
+        return format(value, fmt)
+    return f"{format(value, fmt)} ({format(ci[0], fmt)} to {format(ci[1], fmt)})"
+
+
+def _int8(rec: dict[str, Any] | None) -> list[str]:
+    """The INT8 model: how it was made, its accuracy cost on validation, its speed and size, or why it is absent."""
+    if not rec:
+        return []
+    ev, cal, lat, size = rec["evaluated_on"], rec["calibration"], rec["latency"], rec["size"]
+    lines = ["", "## INT8 model", ""]
+    if rec.get("accepted"):
+        lines.append(
+            "`models/model_int8.onnx` is `models/model.onnx` quantized to 8-bit integers ("
+            f"{rec['method']}), calibrated on {cal['n_images']} images drawn from the training split. Run it with "
+            "`mednas predict BUNDLE INPUT... --out DIR --backend onnx-int8` (Python: "
+            '`mednas.load(BUNDLE, backend="onnx-int8")`; `mednas evaluate ... --backend onnx-int8`).'
+        )
+    else:
+        lines.append(f"**No INT8 model in this bundle:** {rec.get('reason')}. The figures below are why.")
+    boot = rec.get("bootstrap") or {}
+    lines += [
+        "",
+        f"Measured on {ev['population']}: {ev['n_cases']} cases, {ev['n_patients']} patients. Both models ran on "
+        f"identical preprocessed inputs; intervals are {boot.get('confidence', 0.95):.0%} percentile-bootstrap "
+        "intervals over patients, the difference paired (INT8 minus float32 on the same resamples).",
+        "",
+        "| metric | float32 | INT8 | INT8 - float32 |",
+        "|---|---|---|---|",
+    ]
+    for name, row in (rec.get("metrics") or {}).items():
+        lines.append(
+            f"| {name} | {_int8_ci(row.get('float32'), row.get('float32_ci95'))} | "
+            f"{_int8_ci(row.get('int8'), row.get('int8_ci95'))} | "
+            f"{_int8_ci(row.get('delta'), row.get('delta_ci95'), '+.3f')} |"
+        )
+    f32, i8 = lat.get("float32") or {}, lat.get("int8") or {}
+    lines += [
+        "",
+        f"- Objective ({rec.get('objective')}) drop: {_num(rec.get('objective_drop'), '.4f')}; tolerance "
+        f"{rec['tolerance']:g}: {'accepted' if rec.get('accepted') else 'refused'}.",
+        f"- Latency (ONNX Runtime, {lat.get('threads')} thread, batch 1, input "
+        f"{'x'.join(map(str, f32.get('shape') or []))}, median of {f32.get('repeats')} passes) on {lat.get('hardware')}: "
+        f"float32 {_num(f32.get('median_ms'), '.2f')} ms, INT8 {_num(i8.get('median_ms'), '.2f')} ms; "
+        f"ratio {_num(lat.get('ratio'), '.2f')} (above 1: INT8 faster). Other CPUs give other ratios.",
+        f"- Size: float32 {size['float32_bytes'] / 1e6:.2f} MB, INT8 {size['int8_bytes'] / 1e6:.2f} MB; "
+        f"ratio {size['ratio']:.2f}.",
+    ]
+    if lat.get("ratio") is not None and lat["ratio"] < 1:
+        lines.append(f"- {SLOWER_NOTE}")
+    if rec.get("threshold"):
+        lines.append(f"- Operating point: {rec['threshold']}.")
+    return lines
+
+
 def _search(m: dict[str, Any]) -> list[str]:
     """The objective, trial counts, proxy, exported trial and proxy fidelity."""
     task = m["task"]
@@ -285,10 +349,22 @@ def _limitations_and_files(m: dict[str, Any]) -> list[str]:
         "- `configs/metadata.json`: MONAI metadata plus the `mednas` section (all figures above).",
         "- `models/model.pt` (state dict; `torch.load(..., weights_only=True)`), `models/model.ts` (TorchScript), "
         "`models/model.onnx` (ONNX, weights inside): see metadata for the measured differences from PyTorch.",
+        *(
+            ['- `models/model_int8.onnx`: the INT8 model (see "INT8 model" above).']
+            if (m.get("int8") or {}).get("accepted")
+            else []
+        ),
         "- `search_record.json`: every trial of the search; `checksums.sha256`: `sha256sum -c checksums.sha256`.",
         "",
     ]
     return lines
+
+
+#: Said wherever an INT8 model is slower than its float32 model (measured: networks of some 10k-500k parameters).
+SLOWER_NOTE = (
+    "The INT8 model is slower than the float32 one on this CPU: in a network this small, quantizing and "
+    "dequantizing activations costs more than the integer arithmetic saves; serve models/model.onnx."
+)
 
 
 def _calibration_lines(cal: dict[str, Any] | None, threshold: float | None) -> list[str]:

@@ -31,9 +31,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BACKENDS", "BundleModel", "Prediction", "PredictionError", "load_bundle", "predict_to_dir"]
 
-BACKENDS = ("torch", "torchscript", "onnx")
+BACKENDS = ("torch", "torchscript", "onnx", "onnx-int8")
 _REQUIRED = ("configs/metadata.json", "configs/inference.json", "models/model.pt")
-_BACKEND_FILE = {"torch": "models/model.pt", "torchscript": "models/model.ts", "onnx": "models/model.onnx"}
+_BACKEND_FILE = {
+    "torch": "models/model.pt",
+    "torchscript": "models/model.ts",
+    "onnx": "models/model.onnx",
+    "onnx-int8": "models/model_int8.onnx",
+}
 
 
 class PredictionError(MednasError):
@@ -256,7 +261,8 @@ def load_bundle(
 
     Args:
         bundle: The bundle folder (what ``mednas export`` wrote).
-        backend: ``torch`` (the state dict in the recorded MONAI class), ``torchscript`` or ``onnx`` (ONNX Runtime).
+        backend: ``torch`` (the state dict in the recorded MONAI class), ``torchscript``, ``onnx`` (ONNX Runtime)
+            or ``onnx-int8`` (the INT8 model ``mednas export --quantize int8`` wrote, in ONNX Runtime).
         device: Torch device for the ``torch`` and ``torchscript`` backends.
         expect_digest: The bundle digest ``mednas export`` printed (64 hex digits); any other bundle is refused.
         verify_key: Key file the bundle was signed with (``mednas export --sign-key``); an unsigned bundle or a
@@ -266,7 +272,8 @@ def load_bundle(
         A :class:`BundleModel`.
 
     Raises:
-        BundleError: One line, for a missing, changed or unlisted file, a digest or signature mismatch, an
+        BundleError: One line, for a missing, changed or unlisted file (``onnx-int8``: a bundle exported without
+            ``--quantize int8`` says so), a digest or signature mismatch, an
             architecture that is not an allowed network class, weights that are not a plain state dict, or a folder
             that is not a mednas bundle.
 
@@ -281,7 +288,13 @@ def load_bundle(
     if backend not in BACKENDS:
         raise MednasError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     root = Path(bundle)
-    digests = verify_checksums(root, required=(*_REQUIRED, _BACKEND_FILE[backend]))
+    model_file = _BACKEND_FILE[backend]
+    int8 = backend == "onnx-int8"
+    digests = verify_checksums(root, required=_REQUIRED if int8 else (*_REQUIRED, model_file))
+    if int8 and model_file not in digests:
+        raise BundleError(
+            f"{root / model_file}: this bundle has no INT8 model; export one with mednas export RUN --quantize int8"
+        )
     digest = bundle_digest(root, digests)
     if expect_digest is not None:
         check_digest(root, digest, expect_digest)
@@ -323,7 +336,7 @@ def _load_network(root: Path, spec: Any, backend: str, device: str) -> Any:
 
     info_file = _BACKEND_FILE[backend]
     path = root / info_file
-    if backend == "onnx":
+    if backend in ("onnx", "onnx-int8"):
         from mednas.bundle._convert import check_onnx_available, onnx_session
 
         check_onnx_available()

@@ -27,7 +27,9 @@ __all__ = [
     "load_task",
     "load_yaml",
     "resolve_preset",
+    "resolve_target",
     "shipped_presets",
+    "shipped_targets",
     "task_to_dict",
     "with_settings",
 ]
@@ -45,6 +47,7 @@ _VOLATILE_KEYS = (
     "device",
     "data.cache_dir",
     "description",
+    "target",  # a deployment target's name; the objective.latency settings it gives are part of the identity
 )
 # Keys added after runs were made, left out of the hash while they hold their default, so that a run made before
 # the key existed keeps its hash and can be continued (a task that sets one searches something new: it counts).
@@ -53,7 +56,18 @@ _ADDED_KEYS: dict[str, Any] = {
     "search.ladder.promotion": "deferred",  # first: an older ladder run has no such key, whatever its rungs
     "search.ladder": {"rungs": None, "eta": 3, "brackets": "successive_halving"},
     "search.inherit": False,
+    # objective.latency's keys beyond input_shape and repeats, at the values that stand for how runs made before
+    # them measured: eager torch (RunDir.task fills `runtime: torch` into such a run's resolved task), float32, a
+    # batch of one, on the trial's device (threads and warm-up were not settings then; their defaults stand in).
+    "objective.latency.runtime": "torch",
+    "objective.latency.precision": "fp32",
+    "objective.latency.threads": 1,
+    "objective.latency.batch": 1,
+    "objective.latency.warmup": 3,
+    "objective.latency.device": None,
 }
+#: What ``objective.latency`` held in every run made before its runtime keys existed, unless the task set it.
+_LEGACY_LATENCY_DEFAULTS = {"input_shape": None, "repeats": 10}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -187,9 +201,90 @@ def shipped_presets() -> dict[str, Path]:
         return {}
     out: dict[str, Path] = {}
     for path in sorted(root.rglob("*.y*ml")):
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            out.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
+        name = path.relative_to(root).with_suffix("").as_posix()
+        # Deployment targets are chosen with the task's `target:` key (see shipped_targets), not as presets.
+        if path.suffix in (".yaml", ".yml") and path.is_file() and not name.startswith(f"{_TARGETS}/"):
+            out.setdefault(name, path)
     return out
+
+
+_TARGETS = "targets"
+#: The ``objective.latency`` keys a deployment target sets.
+_TARGET_KEYS = frozenset({"runtime", "precision", "threads", "batch", "device"})
+
+
+def shipped_targets() -> dict[str, Path]:
+    """Return the deployment targets shipped with mednas (``mednas/configs/targets/*.yaml``), by name.
+
+    Example:
+        >>> sorted(shipped_targets())
+        ['cpu-1thread', 'cpu-1thread-int8', 'cpu-4thread', 'gpu']
+    """
+    from importlib.resources import files
+
+    root = Path(str(files("mednas") / "configs" / _TARGETS))
+    if not root.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(root.glob("*.yaml")) if p.is_file()}
+
+
+def resolve_target(name: str, task_path: Path | None = None) -> Path:
+    """Find the deployment target ``name`` (the task's ``target:`` key): a project's own or a shipped one.
+
+    Looked up like a preset: ``./configs/targets/NAME.yaml``, then ``configs/targets/`` beside the task file's
+    folder, then the targets shipped inside mednas (:func:`shipped_targets`).
+
+    Raises:
+        ConfigError: An unknown name, the known ones listed on the same line.
+    """
+    roots = [Path.cwd() / "configs" / _TARGETS]
+    if task_path is not None:
+        roots.append(task_path.resolve().parent.parent / "configs" / _TARGETS)
+    if _PRESET_NAME.fullmatch(name) and "/" not in name:
+        for root in roots:
+            if (root / f"{name}.yaml").is_file():
+                return root / f"{name}.yaml"
+    shipped = shipped_targets()
+    if name in shipped:
+        return shipped[name]
+    from mednas._registry import did_you_mean
+
+    known = sorted(set(shipped) | {p.stem for r in roots if r.is_dir() for p in r.glob("*.yaml")})
+    raise ConfigError(
+        f"target: unknown deployment target {name!r}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}"
+    )
+
+
+def _apply_target(data: dict[str, Any], task_path: Path | None, source: str) -> dict[str, Any]:
+    """Merge the deployment target ``data["target"]`` names *under* ``data`` (the task's own keys win).
+
+    A target file sets ``objective.latency`` and nothing else.
+
+    Raises:
+        ConfigError: An unknown target, or a target file that sets other keys.
+    """
+    name = data.get("target")
+    if name is None:
+        return data
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"{source}: target: expected the name of a deployment target, got {type(name).__name__}"
+        )
+    try:
+        path = resolve_target(name, task_path)
+    except ConfigError as exc:
+        objective = data.get("objective")
+        latency = objective.get("latency") if isinstance(objective, dict) else None
+        if isinstance(latency, dict) and _TARGET_KEYS.issubset(latency):
+            # A resolved task (a --workers child reads resolved.yaml) holds every key the target set: a project's own
+            # target file, beside the task file but not the run directory, is not needed again.
+            return data
+        raise ConfigError(f"{source}: {exc}") from None
+    preset = load_yaml(path)
+    objective = preset.get("objective")
+    if set(preset) != {"objective"} or not isinstance(objective, dict) or set(objective) != {"latency"}:
+        raise ConfigError(f"{path}: a deployment target sets objective.latency and nothing else")
+    return deep_merge(preset, data)
 
 
 _OBJECTIVE_SECTIONS = ("operating_point", "constraints", "secondary", "latency", "bootstrap")
@@ -314,6 +409,7 @@ def load_task(
         merged = deep_merge(merged, _expand_objective_shorthand(load_yaml(preset_path)))
     merged = deep_merge(merged, data)
     merged = apply_overrides(merged, overrides)
+    merged = _apply_target(merged, task_path, source)
     _resolve_paths(merged, base_dir, source)
     try:
         return TaskConfig.model_validate(merged)
@@ -368,12 +464,29 @@ def config_hash(task: TaskConfig) -> str:
             node = node.get(part, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(parts[-1], None)
+    if not task.objective.measures_latency and _latency_at_defaults(task):
+        # Nothing is timed, so how it would be timed does not change what is searched: at its defaults the section
+        # hashes as it did before its runtime keys existed (repeats 10), and such a run can be continued.
+        data["objective"]["latency"] = {
+            **_LEGACY_LATENCY_DEFAULTS,
+            "input_shape": task.objective.latency.input_shape,
+        }
     for dotted, default in _ADDED_KEYS.items():
         *parents, last = dotted.split(".")
         node = data
         for part in parents:
             node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and node.get(last) == default:
+        if isinstance(node, dict) and last in node and node[last] == default:
             del node[last]
     payload = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _latency_at_defaults(task: TaskConfig) -> bool:
+    """Whether every ``objective.latency`` key but ``input_shape`` holds its default."""
+    latency = task.objective.latency
+    return all(
+        getattr(latency, name) == field.default
+        for name, field in type(latency).model_fields.items()
+        if name != "input_shape"
+    )

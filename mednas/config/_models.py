@@ -15,6 +15,7 @@ from pydantic import (
     SerializeAsAny,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
@@ -569,14 +570,60 @@ class SecondaryObjective(Strict):
 
 
 class LatencyConfig(Strict):
-    """How ``latency_ms`` is measured (before training, on the trial's device, float32, batch of one)."""
+    """How ``latency_ms`` is measured: the candidate on the runtime that will serve it, before any training.
 
+    The candidate (untrained: the time does not depend on the weights) is exported to ``runtime`` and timed at the
+    full input shape: ``warmup`` untimed passes, then ``repeats`` timed ones; ``latency_ms`` is their median (the
+    trial record keeps the 90th percentile too). A figure is measured once per candidate and setting and kept in
+    the run directory (``cache/latency.json``). ``target: NAME`` sets these keys from a deployment target
+    (``mednas/configs/targets/``); keys set here win over the target's. See ``docs/objectives.md``.
+    """
+
+    runtime: Literal["onnxruntime", "torchscript", "torch"] = Field(
+        "onnxruntime",
+        description='`onnxruntime` (CPU; needs `pip install "mednas[export]"`), `torchscript` (traced) or '
+        "`torch` (eager). Runs made before this key existed measured in eager torch and keep doing so.",
+    )
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="`fp32`, or `int8` (ONNX Runtime only: the candidate is statically quantized first).",
+    )
+    threads: int = Field(1, ge=1, description="CPU threads the figure is taken on (intra-op).")
+    batch: int = Field(1, ge=1, description="Images per timed forward pass.")
+    warmup: int = Field(3, ge=0, description="Untimed forward passes before the timed ones.")
+    repeats: int = Field(20, ge=1, description="Timed forward passes (the median is `latency_ms`).")
+    device: str | None = Field(
+        None,
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="`cpu` or `cuda[:n]`; unset: the trial's device for `torch`/`torchscript`, the CPU for "
+        "`onnxruntime`.",
+    )
     input_shape: list[int] | None = Field(
         None, description="Spatial input shape; default: the full training shape."
     )
-    repeats: int = Field(
-        10, ge=1, description="Timed forward passes (the median is used) after two warm-up passes."
-    )
+
+    @field_validator("precision")
+    @classmethod
+    def _int8_needs_onnxruntime(cls, value: str, info: ValidationInfo) -> str:
+        runtime = info.data.get("runtime")
+        if value == "int8" and runtime is not None and runtime != "onnxruntime":
+            raise ValueError(f"int8 is timed on ONNX Runtime only (runtime: onnxruntime), not on {runtime}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _onnxruntime_on_cpu(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value != "cpu" and info.data.get("runtime") == "onnxruntime":
+            raise ValueError(
+                f"runtime onnxruntime runs on the CPU (got {value}); for a GPU figure use runtime: torch or torchscript"
+            )
+        return value
+
+    def measured_on(self, trial_device: str) -> str:
+        """The device the figure is taken on: ``device``, else the CPU for ONNX Runtime, else the trial's."""
+        if self.device is not None:
+            return self.device
+        return "cpu" if self.runtime == "onnxruntime" else trial_device
 
 
 class BootstrapConfig(Strict):
@@ -701,6 +748,13 @@ class ObjectiveConfig(Strict):
     def multi_objective(self) -> bool:
         """True when there are secondary objectives."""
         return bool(self.secondary)
+
+    @property
+    def measures_latency(self) -> bool:
+        """True when a constraint or a secondary objective names ``latency_ms`` (the search then times candidates)."""
+        return any(c.metric == "latency_ms" for c in self.constraints) or any(
+            s.metric == "latency_ms" for s in self.secondary
+        )
 
 
 # ------------------------------------------------------------------------------------------------- search
@@ -1027,6 +1081,14 @@ class TaskConfig(Strict):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)  # type: ignore[arg-type]
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="`auto` picks CUDA when present."
+    )
+    target: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="Deployment target: a file `configs/targets/NAME.yaml` (a project's own, else the shipped "
+        "`cpu-1thread`, `cpu-1thread-int8`, `cpu-4thread`, `gpu`) that sets how `latency_ms` is measured "
+        "(`objective.latency`: runtime, precision, threads, batch, device); keys the task sets under "
+        "`objective.latency` win. Not part of the run's identity (the settings it gives are).",
     )
 
     @model_validator(mode="after")

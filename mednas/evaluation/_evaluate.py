@@ -76,7 +76,7 @@ def evaluate_bundle(
         split: Keep only cases of this given split (MedMNIST arrays, a ``split`` column or field).
         expect_digest: The bundle digest ``mednas export`` printed; any other bundle is refused before loading.
         verify_key: Key file the bundle was signed with.
-        backend: ``torch``, ``torchscript`` or ``onnx``.
+        backend: ``torch``, ``torchscript``, ``onnx`` or ``onnx-int8``.
         device: Torch device.
         n_resamples: Bootstrap resamples (over patients).
         seed: Bootstrap seed.

@@ -268,7 +268,11 @@ def _best_so_far(points: list[dict[str, Any]], maximize: bool) -> tuple[list[int
 
 
 def pareto_figure(
-    points: list[dict[str, Any]], front: Sequence[int], names: Sequence[str], directions: Sequence[str]
+    points: list[dict[str, Any]],
+    front: Sequence[int],
+    names: Sequence[str],
+    directions: Sequence[str],
+    labels: Sequence[str] | None = None,
 ) -> Any:
     """Primary objective against each secondary one; the Pareto front highlighted and joined.
 
@@ -277,7 +281,10 @@ def pareto_figure(
         front: Trial numbers on the front (``summary["pareto_front"]``).
         names: Objective names, primary first.
         directions: ``maximize``/``minimize`` per objective.
+        labels: Axis titles per objective (default: ``names``), e.g. ``latency_ms (onnxruntime fp32, 1 thread,
+            AMD EPYC)``.
     """
+    labels = list(labels) if labels is not None else list(names)
     go = _go()
     from plotly.subplots import make_subplots
 
@@ -332,7 +339,7 @@ def pareto_figure(
         if positive and len(positive) == len(xs_all) and max(positive) / min(positive) > 100:
             fig.update_xaxes(type="log", row=1, col=j)
         fig.update_xaxes(
-            title_text=f"{names[j]} ({'higher' if directions[j] == 'maximize' else 'lower'} is better)",
+            title_text=f"{labels[j]}, {'higher' if directions[j] == 'maximize' else 'lower'} is better",
             row=1,
             col=j,
         )

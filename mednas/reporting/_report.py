@@ -205,6 +205,15 @@ class _Run:
         return list((self.summary.get("objective") or {}).get("directions") or ["maximize"])
 
     @property
+    def labels(self) -> list[str]:
+        """Objective names for axes and columns: ``latency_ms`` names the runtime, precision, threads and hardware
+        its figures were taken on, e.g. ``latency_ms (onnxruntime fp32, 1 thread, AMD EPYC)``."""
+        from mednas.reporting._status import latency_setting
+
+        setting = latency_setting(self.summary.get("latency"))
+        return [f"{n} ({setting})" if n == "latency_ms" and setting else n for n in self.names]
+
+    @property
     def problem(self) -> str:
         return str(self.summary.get("problem") or self.resolved.get("problem") or "classification")
 
@@ -464,9 +473,12 @@ class _Page:
                 out.append(
                     self.figure(
                         "pareto",
-                        _figs().pareto_figure(pts, [f["trial"] for f in front], run.names, run.directions),
+                        _figs().pareto_figure(
+                            pts, [f["trial"] for f in front], run.names, run.directions, run.labels
+                        ),
                         f"{len(front)} non-dominated trial(s) among {len(pts)} complete ones (feasible, "
-                        "started learning); error bars: 95% interval of the primary objective.",
+                        "started learning); error bars: 95% interval of the primary objective."
+                        + self._latency_caption(),
                     )
                 )
                 rows = [
@@ -474,10 +486,29 @@ class _Page:
                     + [f"{v:.4g}" for v in f["values"]]
                     for f in front
                 ]
-                out.append(_table(["trial", "family", "parameters", *run.names], rows))
+                out.append(_table(["trial", "family", "parameters", *run.labels], rows))
+        elif run.summary.get("latency"):
+            out.append(self.note(self._latency_caption().strip()))
         out.append("<h3>Parameter importances</h3>")
         out.append(self._importances())
         return "\n".join(out)
+
+    def _latency_caption(self) -> str:
+        """A sentence on how candidates were timed (``summary.json`` ``latency``); empty when none were."""
+        from mednas.reporting._status import latency_setting
+
+        latency = self.run.summary.get("latency")
+        setting = latency_setting(latency)
+        if not setting:
+            return ""
+        figures = latency.get("figures") or {}
+        target = f" (deployment target {_e(str(latency['target']))})" if latency.get("target") else ""
+        return (
+            f" latency_ms: the median of {latency.get('repeats')} timed forward passes of an untrained candidate "
+            f"after {latency.get('warmup')} warm-up passes, on {_e(setting)}{target}, "
+            f"at the full input shape; {figures.get('measured', 0)} candidate(s) "
+            f"timed, {figures.get('cached', 0)} figure(s) reused from the run's cache."
+        )
 
     @property
     def _best_stage(self) -> str:

@@ -24,7 +24,7 @@ from mednas.rundir import RunDir, TrialRecord
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["format_status", "read_status"]
+__all__ = ["format_status", "latency_setting", "read_status"]
 
 _STATE_ORDER = ("running", "waiting", "complete", "pruned", "infeasible", "failed")
 
@@ -45,9 +45,9 @@ def read_status(
     Returns:
         ``{"run_dir", "task", "study", "storage", "source", "objective", "counts", "target", "finished",
         "running", "stopped", "elapsed_s", "remaining_s", "best", "trials": [...], "retrain": [...],
-        "simulated_data", "updated"}``; each trial has ``number``, ``state``, ``family``, ``params``,
-        ``objective``, ``ci95``, ``epoch``, ``epochs``, ``seconds``, ``reason``, ``learned``, ``sampled`` (the
-        Optuna parameters), ``lost`` (a running trial whose worker is gone).
+        "proxy_fidelity", "latency" (how candidates are timed, on what), "simulated_data", "updated"}``; each
+        trial has ``number``, ``state``, ``family``, ``params``, ``objective``, ``ci95``, ``epoch``, ``epochs``,
+        ``seconds``, ``reason``, ``learned``, ``sampled`` (Optuna's), ``lost`` (a running trial's worker is gone).
 
         ``running`` says whether a search is working on the run: a ``mednas search`` process on this host holds
         the run directory, or a running trial's worker is alive (its process on this host, or on another host one
@@ -105,6 +105,7 @@ def read_status(
         "trials": rows,
         "retrain": _retrain_rows(rd),
         "proxy_fidelity": summary.get("proxy_fidelity"),
+        "latency": summary.get("latency"),
         "simulated_data": summary.get("simulated_data"),
         "updated": now.astimezone().isoformat(timespec="seconds"),
     }
@@ -215,7 +216,36 @@ def _head_lines(status: dict[str, Any], names: list[str]) -> list[str]:
         )
     lines.append(f"  progress: {_progress(status)}")
     lines.append(f"  search: {_search_state(status)}")
+    latency = status.get("latency")
+    if isinstance(latency, dict):
+        figures = latency.get("figures") or {}
+        lines.append(
+            f"  latency: {latency_setting(latency)}"
+            + (f" (target {latency['target']})" if latency.get("target") else "")
+            + f"; {figures.get('measured', 0)} timed, {figures.get('cached', 0)} reused from the run's cache"
+        )
     return lines
+
+
+def latency_setting(latency: dict[str, Any] | None) -> str:
+    """How ``summary.json`` ``latency`` says candidates were timed, e.g. ``onnxruntime fp32, 1 thread, AMD EPYC``.
+
+    The threads and hardware are those the figures were taken on (``taken_on``), else the settings; a GPU figure
+    names the device instead of the threads. Empty for a run that times nothing (or an older one).
+    """
+    if not isinstance(latency, dict) or not latency.get("runtime"):
+        return ""
+    taken = [t for t in latency.get("taken_on") or [] if isinstance(t, dict)]
+    device = str((taken[0].get("device") if taken else None) or latency.get("device") or "")
+    threads = int((taken[0].get("threads") if taken else None) or latency.get("threads") or 1)
+    parts = [f"{latency['runtime']} {latency.get('precision') or 'fp32'}"]
+    parts.append(device if device.startswith("cuda") else f"{threads} thread{'s' if threads != 1 else ''}")
+    if int(latency.get("batch") or 1) != 1:
+        parts.append(f"batch {latency['batch']}")
+    hardware = sorted({str(t["hardware"]) for t in taken if t.get("hardware")})
+    if hardware:
+        parts.append(" / ".join(hardware))
+    return ", ".join(parts)
 
 
 def _progress(status: dict[str, Any]) -> str:

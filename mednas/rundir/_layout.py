@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mednas.errors import RunDirError
+from mednas.errors import DataError, RunDirError
 from mednas.io._atomic import read_json, write_json, write_text
 from mednas.rundir._records import TrialRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from mednas.config import TaskConfig
 
@@ -205,6 +205,13 @@ class RunDir:
         data = self.resolved()
         if not data:
             raise RunDirError(f"{self.resolved_path}: missing or empty; run `mednas search` first")
+        objective = data.get("objective")
+        latency = objective.get("latency", {}) if isinstance(objective, dict) else None
+        if isinstance(latency, dict) and "runtime" not in latency:
+            # A run made before objective.latency.runtime existed timed its candidates in eager torch on the trial's
+            # device: resumed, retrained or reported, it keeps doing so (its config hash stays the same, see
+            # mednas.config._load._ADDED_KEYS), never the newer default, ONNX Runtime.
+            data = {**data, "objective": {**objective, "latency": {**latency, "runtime": "torch"}}}
         try:
             task = load_task(data)
         except ConfigError as exc:
@@ -354,6 +361,39 @@ class RunDir:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    # -- the latency figures of candidates, shared by the run's processes
+
+    @property
+    def latency_cache(self) -> Path:
+        """``cache/latency.json``: each candidate's latency figure, by spec and measurement setting."""
+        return self.root / "cache" / "latency.json"
+
+    def cached_latency(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The latency figure :meth:`cache_latency` stored under ``key``, or None (none yet, or unreadable).
+
+        Args:
+            key: What the figure depends on, e.g. ``{"spec_hash", "runtime", "precision", "threads", "batch",
+                "shape", "device", "hardware"}``.
+        """
+        try:
+            data = read_json(self.latency_cache)
+        except (OSError, ValueError, DataError):
+            return None
+        entry = data.get(_cache_key(key)) if isinstance(data, dict) else None
+        return dict(entry) if isinstance(entry, dict) else None
+
+    def cache_latency(self, key: Mapping[str, Any], figure: Mapping[str, Any]) -> None:
+        """Store ``figure`` under ``key`` (atomically, under the ``latency`` lock: several workers may write)."""
+        with self.lock("latency"):
+            try:
+                data = read_json(self.latency_cache)
+            except (OSError, ValueError, DataError):  # missing, or damaged: the figures are measured again
+                data = {}
+            if not isinstance(data, dict):
+                data = {}
+            data[_cache_key(key)] = dict(figure)
+            write_json(self.latency_cache, data)
 
     # -- other JSON records (env.json, fingerprint.json, splits.json, spec.json, predictions.json)
 
@@ -570,6 +610,11 @@ def claim_run_dir(rd: RunDir, *, config_hash: str, wait: float = 600.0) -> RunCl
 
 #: The version of ``retrain/<n>/metrics.json`` this mednas writes.
 RETRAIN_RECORD_SCHEMA = 1
+
+
+def _cache_key(key: Mapping[str, Any]) -> str:
+    """One readable string for a cache key: ``name=value`` pairs in name order, ``|`` between them."""
+    return "|".join(f"{k}={json.dumps(key[k], separators=(',', ':'))}" for k in sorted(key))
 
 
 def _numbered_dirs(parent: Path) -> list[int]:

@@ -46,6 +46,13 @@ class TrialRecord(BaseModel):
     "seconds"}`` in total, a rung stopped early included). Its ``history`` runs across the rungs (``epoch``
     counted over the ladder, ``rung`` beside it); ``best_epoch`` is the top rung's.
 
+    A candidate timed before training (a ``latency_ms`` constraint or objective) has ``latency_ms``, the median of
+    its timed passes, and ``latency``: the whole figure (``median_ms``, ``p90_ms``, ``runtime``, ``precision``,
+    ``threads``, ``batch``, ``shape``, ``device``, ``hardware``, ``repeats``, ``warmup``, ``seconds``; see
+    :class:`mednas.runtime.LatencyFigure`) and ``cached`` (true when an earlier trial's figure for the same network
+    and setting was reused). A record with ``latency_ms`` but no ``latency`` was written before runtimes could be
+    chosen: its figure was taken in eager torch on the trial's device.
+
     With weight inheritance (``search.inherit``), ``parent`` is the finished trial whose weights this one started
     from (None: no candidate of its family had finished, it started fresh) and ``inherited_fraction`` the share of
     its network's state-dict elements copied from them (0 when fresh); a ladder trial's rung 0 then has
@@ -72,6 +79,7 @@ class TrialRecord(BaseModel):
     macs_proxy: int | float | None = None
     activation_mb: float | None = None
     latency_ms: float | None = None
+    latency: dict[str, Any] | None = None
     # trained
     epochs: int | None = None
     best_epoch: int | None = None

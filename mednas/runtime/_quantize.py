@@ -101,6 +101,9 @@ def quantize_int8(
                     per_channel=True,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
+                    # MinMax calibration keeps two scalars per tensor and batch (ReduceMin/ReduceMax outputs), not
+                    # the activations, so 64 3D volumes are cheap. CalibMaxIntermediateOutputs is NOT set: in
+                    # onnxruntime 1.32 it clears the collected batches without computing their ranges first.
                     extra_options={"CalibTensorRangeSymmetric": False},
                 )
         except Exception as exc:
@@ -115,12 +118,17 @@ def quantize_int8(
 
 
 def _preprocess(src: Path, out: Path) -> tuple[Path, bool]:
-    """ONNX Runtime's recommended pre-processing (symbolic shape inference, optimisation); the original if it fails."""
+    """ONNX Runtime's recommended pre-processing (ONNX shape inference, optimisation); the original if it fails.
+
+    ONNX Runtime's symbolic shape inference is skipped: it is meant for dynamic transformer shapes, and where it is
+    incomplete it writes ``sym_shape_infer_temp.onnx`` and a ``<uuid>.data`` file into the working directory
+    before raising (seen with MONAI's 3D U-Nets); ONNX's own shape inference serves convolutional networks.
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
         with quiet_exporters():
-            quant_pre_process(str(src), str(out))
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
         return out, True
     except Exception:  # noqa: BLE001 - pre-processing is an optimisation; quantizing the original still works
         return src, False

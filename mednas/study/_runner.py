@@ -44,7 +44,7 @@ from mednas.study._progress import SearchProgress, count_finished
 from mednas.study._recovery import recover_stale_trials
 from mednas.study._study import make_storage, open_study
 from mednas.study._summary import clear_stop, record_stop, write_summary
-from mednas.study._trial import TrialFailed, TrialObjective, proxy_context
+from mednas.study._trial import TrialFailed, TrialObjective, check_latency_runtime, proxy_context
 from mednas.train._candidate import Fidelity, suggest_imbalance
 
 logger = logging.getLogger("mednas.study")
@@ -415,6 +415,7 @@ class _SearchSession:
             device = self.slots[0].device
             os.environ.update({k: v for k, v in self.slots[0].env.items() if k == "CUDA_VISIBLE_DEVICES"})
         self.dev = select_device(device or task.device)
+        check_latency_runtime(task, self.dev)
         self.claim = claim_run_dir(rd, config_hash=self.chash)
         self.handler: logging.Handler | None = None
         self.bar: SearchProgress | None = None

@@ -79,6 +79,8 @@ def _search_summary(
         summary["n_trials"]["infeasible_after_training"] = sum(
             1 for t in trials if t.state == TrialState.COMPLETE and not is_feasible(t)
         )
+    if task.objective.measures_latency:
+        summary["latency"] = _latency_summary(task, rd, trials)
     if len(study.directions) > 1:
         summary["pareto_front"] = [_front_entry(rd, t) for t in pareto_front(study)]
     best = best_trials(study, 1)
@@ -100,6 +102,33 @@ def _ladder_summary(task: TaskConfig, rd: RunDir, plan: Any | None, trials: list
         "fidelity": "ladder",
         "ladder": ladder_summary(task, full),
         "compute": compute_summary(records),
+    }
+
+
+def _latency_summary(task: TaskConfig, rd: RunDir, trials: list[Any]) -> dict[str, Any]:
+    """``summary.json`` ``latency``: how candidates are timed, and the hardware and threads the figures were taken on.
+
+    ``taken_on`` lists each (hardware, device, threads) the trial records' figures name, with how many figures each;
+    ``figures`` counts the figures timed and those reused from the run's cache (``cache/latency.json``).
+    """
+    cfg = task.objective.latency
+    taken: Counter[tuple[str, str, int]] = Counter()
+    cached = 0
+    for t in trials:
+        rec = rd.trial(t.number)
+        figure = rec.latency if rec is not None and rec.duplicate_of is None else None
+        if not isinstance(figure, dict):
+            continue
+        taken[(str(figure.get("hardware")), str(figure.get("device")), int(figure.get("threads") or 1))] += 1
+        cached += bool(figure.get("cached"))
+    return {
+        "target": task.target,
+        **cfg.model_dump(mode="json"),
+        "taken_on": [
+            {"hardware": hw, "device": dev, "threads": threads, "figures": n}
+            for (hw, dev, threads), n in taken.most_common()
+        ],
+        "figures": {"measured": sum(taken.values()) - cached, "cached": cached},
     }
 
 

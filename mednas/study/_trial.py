@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-
 from mednas.config import TaskConfig
 from mednas.data import ArrayData, DataPlan
 from mednas.io._atomic import write_json, write_text
@@ -37,7 +35,7 @@ from mednas.train._candidate import Fidelity, space_context, space_for, suggest_
 if TYPE_CHECKING:
     from mednas.spaces import SpaceContext
 
-__all__ = ["TrialFailed", "TrialObjective", "proxy_context"]
+__all__ = ["TrialFailed", "TrialObjective", "check_latency_runtime", "proxy_context"]
 
 #: What a trial reusing a twin's score copies from the twin's record (it trained nothing itself).
 _REUSED = (
@@ -46,6 +44,7 @@ _REUSED = (
     "macs_proxy",
     "activation_mb",
     "latency_ms",
+    "latency",
     "objective",
     "values",
     "metrics",
@@ -63,6 +62,37 @@ _REUSED = (
 )
 #: The user attributes a reusing trial copies from its twin (the ranking and the sampler read them).
 _REUSED_ATTRS = ("learned", "constraints", "feasible")
+
+
+def check_latency_runtime(task: TaskConfig, device: str) -> None:
+    """Refuse, before anything is written, a search whose candidates cannot be timed as ``objective.latency`` asks.
+
+    Args:
+        task: The task (nothing is checked unless a constraint or objective names ``latency_ms``).
+        device: The search's torch device (where ``torch``/``torchscript`` figures are taken unless the task says).
+
+    Raises:
+        MednasError: ONNX Runtime missing (with the install command), or a CUDA figure asked of a machine without one.
+    """
+    if not task.objective.measures_latency:
+        return
+    cfg = task.objective.latency
+    if cfg.runtime == "onnxruntime":
+        from mednas.runtime import check_onnx_available
+
+        check_onnx_available("objective.latency.runtime: onnxruntime", "objective.latency.runtime: torch")
+    where = cfg.measured_on(device)
+    if where.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            from mednas.errors import ConfigError
+
+            named = f" (target {task.target})" if task.target else ""
+            raise ConfigError(
+                f"objective.latency.device: {where}{named}, but this machine has no CUDA GPU; time the candidates "
+                "on the CPU (objective.latency.device: cpu, or a CPU target such as cpu-1thread)"
+            )
 
 
 def proxy_context(task: TaskConfig, plan: DataPlan) -> SpaceContext:
@@ -318,8 +348,9 @@ class TrialObjective:
         if reason:
             self._reject(run, reason)
         if self.needs_latency:
-            priced["latency_ms"] = self._latency_ms(costs.full_spec)
-            run.note(latency_ms=priced["latency_ms"])
+            figure = self._latency(run, costs.full_spec)
+            priced["latency_ms"] = float(figure["median_ms"])
+            run.note(latency_ms=priced["latency_ms"], latency=figure)
             reason = self._static_violation(priced, ("latency_ms",))
             if reason:
                 self._reject(run, reason)
@@ -327,7 +358,7 @@ class TrialObjective:
             run.trial.set_user_attr("static_secondary", self.pruner.static_secondary(self.task, priced))
         run.log(
             f"params {costs.full.params:,}, MACs/image full {costs.one.macs:.3g}, proxy {run.record.macs_proxy:.3g}"
-            + (f", latency {priced['latency_ms']:.2f} ms" if "latency_ms" in priced else "")
+            + (f", latency {_latency_text(run.record.latency)}" if run.record.latency else "")
         )
         return priced
 
@@ -524,10 +555,7 @@ class TrialObjective:
 
     @property
     def needs_latency(self) -> bool:
-        o = self.task.objective
-        return any(c.metric == "latency_ms" for c in o.constraints) or any(
-            m.metric == "latency_ms" for m in o.secondary
-        )
+        return self.task.objective.measures_latency
 
     def _static_violation(
         self, costs: dict[str, float], only: tuple[str, ...] = ("params", "macs", "activation_mb")
@@ -537,27 +565,53 @@ class TrialObjective:
                 return f"{c.metric} {costs[c.metric]:.4g} violates the constraint {c}"
         return None
 
-    def _latency_ms(self, spec: Any) -> float:
-        """Median forward time (ms) of one float32 input of the declared shape on the trial's device."""
-        import torch
+    def _latency(self, run: _TrialRun, spec: Any) -> dict[str, Any]:
+        """The candidate's latency figure on the task's runtime at the full shape, from the run's cache or timed now.
 
+        Returns:
+            :meth:`mednas.runtime.LatencyFigure.to_dict` with ``cached`` (true when an earlier trial timed the same
+            network with the same setting on the same hardware).
+        """
+        from mednas.runtime import LatencyFigure, device_name, measure_latency
         from mednas.spec import build
 
-        shape = tuple(self.task.objective.latency.input_shape or self.plan.full_shape)
-        model = build(spec).to(self.device).eval()
-        x = torch.randn(1, self.task.in_channels, *shape, device=self.device)
-        times = []
-        with torch.inference_mode():
-            for i in range(self.task.objective.latency.repeats + 2):
-                if self.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                model(x)
-                if self.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                if i >= 2:
-                    times.append((time.perf_counter() - t) * 1000)
-        return float(np.median(times))
+        cfg = self.task.objective.latency
+        shape = [int(n) for n in (self.task.in_channels, *(cfg.input_shape or self.plan.full_shape))]
+        device = cfg.measured_on(self.device)
+        key = {
+            "spec_hash": spec.hash,
+            "runtime": cfg.runtime,
+            "precision": cfg.precision,
+            "threads": cfg.threads,
+            "batch": cfg.batch,
+            "shape": shape,
+            "device": device,
+            "hardware": device_name(device),
+        }
+        cached = self.run_dir.cached_latency(key)
+        try:
+            if cached is not None:
+                return LatencyFigure.from_dict(cached).to_dict() | {"cached": True}
+        except (TypeError, ValueError):  # an entry this mednas cannot read: timed again (and replaced)
+            pass
+        try:
+            figure = measure_latency(
+                build(spec),
+                shape,
+                runtime=cfg.runtime,
+                precision=cfg.precision,
+                threads=cfg.threads,
+                batch=cfg.batch,
+                warmup=cfg.warmup,
+                repeats=cfg.repeats,
+                device=device,
+            ).to_dict()
+        except Exception as exc:  # noqa: BLE001 - a candidate the runtime cannot run fails; the search goes on
+            run.log(traceback.format_exc())
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            self._fail(run, f"latency on {cfg.runtime}: {type(exc).__name__}: {first}")
+        self.run_dir.cache_latency(key, figure)
+        return figure | {"cached": False}
 
     @staticmethod
     def _secondary_value(metric: str, metrics: dict[str, Any], costs: dict[str, float]) -> float:
@@ -692,6 +746,16 @@ class _EpochReporter:
             return
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {result.epoch} (objective {value:.4f})")
+
+
+def _latency_text(figure: dict[str, Any]) -> str:
+    """``3.41 ms (p90 3.90) on onnxruntime fp32, 1 thread, AMD EPYC 7B13`` (``, cached`` when reused)."""
+    threads = int(figure.get("threads") or 1)
+    return (
+        f"{figure['median_ms']:.2f} ms (p90 {figure['p90_ms']:.2f}) on {figure['runtime']} {figure['precision']}, "
+        f"{threads} thread{'s' if threads != 1 else ''}, {figure['hardware']}"
+        + (", cached" if figure.get("cached") else "")
+    )
 
 
 def _partial_history(trial: Any) -> list[dict[str, Any]]:

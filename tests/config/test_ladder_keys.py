@@ -112,6 +112,9 @@ def test_the_new_keys_at_their_defaults_leave_the_config_hash_of_older_runs_alon
         old["search"]["ladder"],
         old["search"]["inherit"],
     )  # what the task looked like before the keys existed
+    # ... and before the latency runtimes (issue 18)
+    old["objective"]["latency"] = {"input_shape": None, "repeats": 10}
+    old.pop("target")
     for dotted in _VOLATILE_KEYS:
         *parents, last = dotted.split(".")
         node = old
@@ -136,6 +139,9 @@ def test_an_older_ladder_run_without_the_promotion_key_keeps_its_hash() -> None:
     old = task_to_dict(task)
     del old["search"]["ladder"]["promotion"]  # what an eta-4 ladder task looked like before the key existed
     old["search"].pop("inherit")
+    # ... and before the latency runtimes (issue 18)
+    old["objective"]["latency"] = {"input_shape": None, "repeats": 10}
+    old.pop("target")
     for dotted in _VOLATILE_KEYS:
         *parents, last = dotted.split(".")
         node = old

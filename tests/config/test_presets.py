@@ -111,7 +111,13 @@ def test_an_unknown_preset_lists_the_known_ones_in_one_line(
 
 
 def test_the_repository_configs_folder_is_the_shipped_presets() -> None:
+    from mednas.config import shipped_targets
+
     assert (ROOT / "configs").resolve() == PRESETS.resolve()
+    # Deployment targets (configs/targets/) are chosen with the task's `target:` key, not as presets.
     assert sorted(
-        p.relative_to(PRESETS).with_suffix("").as_posix() for p in PRESETS.rglob("*.yaml")
+        p.relative_to(PRESETS).with_suffix("").as_posix()
+        for p in PRESETS.rglob("*.yaml")
+        if p.parent.name != "targets"
     ) == sorted(shipped_presets())
+    assert sorted(p.stem for p in (PRESETS / "targets").glob("*.yaml")) == sorted(shipped_targets())
