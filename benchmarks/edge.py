@@ -9,6 +9,7 @@ Three parts, each on one CPU thread (``OMP_NUM_THREADS=1`` is set before torch l
     the export refused it, a copy quantized here only for timing, marked so).
 ``families``: every search family's default network of each task, untrained, timed in the four runtimes at the
     task's full shape: where INT8 pays and where it does not (latency does not depend on the weights).
+``retime``: the runtimes figures again for bundles made earlier (``--bundles``), e.g. on a quieter machine.
 ``search``: the same search (seed, trials) with and without a latency bound on ONNX Runtime (float32, 1 thread):
     the best validation score under the bound against the best without it, and each winner's latency. The bound
     defaults to the median latency of the unconstrained search's completed candidates (timed after it).
@@ -133,19 +134,25 @@ def run_runtimes(name: str, args: argparse.Namespace, work: Path) -> dict[str, A
     """Search, retrain the best at full fidelity, export with INT8, time the bundle's network everywhere."""
     from mednas import api
     from mednas.bundle import load_bundle
+    from mednas.rundir import RunDir
 
     run_dir = work / f"{name}-runtimes"
     overrides = _overrides(name, args)
     t0 = time.perf_counter()
-    api.search(
-        str(ROOT / TASKS[name]),
-        run_dir=run_dir,
-        overrides=overrides,
-        n_trials=args.n_trials or (3 if args.tiny else 8),
-        show_progress=False,
-    )
+    done = run_dir.is_dir() and bool(RunDir(run_dir).summary().get("retrain"))
+    if done:  # --work-dir of an earlier call that got as far as retraining: export and time again only
+        print(f"{name}: reusing the search and retraining in {run_dir}", file=sys.stderr)
+    else:
+        api.search(
+            str(ROOT / TASKS[name]),
+            run_dir=run_dir,
+            overrides=overrides,
+            n_trials=args.n_trials or (3 if args.tiny else 8),
+            show_progress=False,
+        )
     t_search = time.perf_counter() - t0
-    api.retrain(run_dir, top_k=1, seeds=1, show_progress=False)
+    if not done:
+        api.retrain(run_dir, top_k=1, seeds=1, show_progress=False)
     t_retrain = time.perf_counter() - t0 - t_search
     result = api.export(
         run_dir, work / f"{name}-bundle", quantize="int8", calibration_images=args.calibration
@@ -159,6 +166,7 @@ def run_runtimes(name: str, args: argparse.Namespace, work: Path) -> dict[str, A
     return {
         "task": name,
         "task_file": TASKS[name],
+        "bundle": str(bundle),
         "overrides": overrides,
         "exported": {
             "trial": result.trial,
@@ -170,7 +178,7 @@ def run_runtimes(name: str, args: argparse.Namespace, work: Path) -> dict[str, A
         "latency_1_thread": times,
         "int8_export": int8,
         "goal": _goal(times, int8),
-        "seconds": {"search": round(t_search, 1), "retrain": round(t_retrain, 1)},
+        "seconds": {"search": round(t_search, 1), "retrain": round(t_retrain, 1), "reused": done},
     }
 
 
@@ -186,6 +194,28 @@ def _goal(times: dict[str, Any], int8: dict[str, Any]) -> dict[str, Any]:
         "int8_speedup": round(speedup, 2),
         "objective_drop": drop,
         "met": bool(speedup >= 2.0 and drop is not None and drop <= 0.01 and int8.get("accepted")),
+    }
+
+
+def run_retime(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Time an exported bundle again in every runtime (for a quieter machine than the one it was made on)."""
+    from mednas.bundle import load_bundle
+
+    bundle = Path(path)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    model = load_bundle(bundle, backend="torch")
+    shape = tuple(int(s) for s in _input_shape(meta))
+    int8 = meta["mednas"].get("int8") or {}
+    times = _bundle_times(bundle, model._network, shape, args.repeats)
+    return {
+        "bundle": str(bundle),
+        "task": meta["mednas"].get("task"),
+        "class": (meta["mednas"].get("spec") or {}).get("target"),
+        "params": sum(p.numel() for p in model._network.parameters()),
+        "input_shape": list(shape),
+        "latency_1_thread": times,
+        "int8_objective_drop": int8.get("objective_drop"),
+        "goal": _goal(times, int8),
     }
 
 
@@ -350,7 +380,8 @@ def _machine() -> dict[str, Any]:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["runtimes", "families", "search"])
+    parser.add_argument("part", choices=["runtimes", "families", "search", "retime"])
+    parser.add_argument("--bundles", default="", help="retime: comma-separated bundle folders")
     parser.add_argument("--tasks", default="xray,mri,pneumonia", help="runtimes/families: comma-separated")
     parser.add_argument("--task", default="xray", choices=sorted(TASKS), help="search: the task")
     parser.add_argument("--n-trials", type=int, help="search trials (default 8 runtimes, 12 search)")
@@ -387,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         if args.part == "runtimes":
             results: Any = [run_runtimes(n, args, work) for n in args.names]
+        elif args.part == "retime":
+            results = [run_retime(b, args) for b in args.bundles.split(",") if b.strip()]
         elif args.part == "families":
             results = [run_families(n, args) for n in args.names]
         else:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mednas._registry import PluginRegistry
 from mednas._threads import configure_threads
-from mednas.config import TaskConfig, install_registries, load_task
+from mednas.config import TaskConfig, install_registries, load_task, with_settings
 
 if TYPE_CHECKING:
     # Result types only: the packages that define them import torch, MONAI or Optuna, which `import mednas`
@@ -113,6 +113,7 @@ def search(
     worker: bool = False,
     storage_timeout: float | None = None,
     threads: int | None = None,
+    mlflow: str | None = None,
 ) -> SearchResult:
     """Create or continue a search.
 
@@ -134,6 +135,7 @@ def search(
         storage_timeout: Seconds a PostgreSQL/MySQL server gets to connect and answer (default 10).
         threads: CPU threads per process (default: the task's ``training.threads``, else the CPUs this process may
             use divided by the local workers, fewer when the machine is busy at start).
+        mlflow: MLflow tracking URI that each trial is logged to as a run (default: the task's ``tracking.mlflow``).
 
     Returns:
         :class:`mednas.study.SearchResult` with ``run_dir`` and ``summary``.
@@ -141,6 +143,8 @@ def search(
     from mednas.study import run_search
 
     cfg = load_config(task, presets=presets, overrides=overrides)
+    if mlflow is not None:
+        cfg = with_settings(cfg, {"tracking.mlflow": mlflow})
     return run_search(
         cfg,
         run_dir if run_dir is not None else default_run_dir(cfg),
@@ -172,6 +176,8 @@ def retrain(
     seeds: int = 2,
     show_progress: bool = True,
     threads: int | None = None,
+    folds: int | None = None,
+    mlflow: str | None = None,
 ) -> RetrainResult:
     """Retrain a search's top-k candidates at full fidelity, test them once, and measure proxy fidelity.
 
@@ -191,6 +197,11 @@ def retrain(
         show_progress: Progress bar on stderr.
         threads: CPU threads (default: the task's ``training.threads``, else the CPUs this process may use, fewer
             when the machine is busy at start).
+        folds: Cross-validated retraining (at least 2): each candidate is trained once per patient-grouped fold of
+            the training and validation patients (``retrain/<n>/fold-<i>/``; ``seeds`` is not used), ranked by its
+            fold mean, and the chosen candidate's fold models and their ensemble are tested once each
+            (``retrain/folds.json``, ``retrain/ensemble.json``).
+        mlflow: MLflow URI each candidate's figures are logged to (default: the one the search recorded, if any).
 
     Returns:
         :class:`mednas.retraining.RetrainResult` with ``candidates`` (each ``retrain/<n>/metrics.json``),
@@ -200,21 +211,51 @@ def retrain(
         >>> result = mednas.api.retrain("runs/demo-xray-nodule", top_k=3)  # doctest: +SKIP
         >>> result.fidelity["kendall_tau"]  # doctest: +SKIP
     """
-    from mednas.retraining import run_retrain
+    from mednas.retraining import run_fold_retrain, run_retrain
 
-    return run_retrain(
-        run_dir,
-        top_k=top_k,
-        epochs=epochs,
-        patch=list(patch) if patch else None,
-        device=device,
-        storage=storage,
-        study_name=study_name,
-        n_resamples=n_resamples,
-        seeds=seeds,
-        show_progress=show_progress,
-        threads=threads,
-    )
+    tracker = _retrain_tracker(run_dir, mlflow, study_name)  # mlflow checked before any training
+    if folds is not None:
+        result = run_fold_retrain(
+            run_dir,
+            folds=folds,
+            top_k=top_k,
+            epochs=epochs,
+            patch=list(patch) if patch else None,
+            device=device,
+            storage=storage,
+            study_name=study_name,
+            n_resamples=n_resamples,
+            show_progress=show_progress,
+            threads=threads,
+        )
+    else:
+        result = run_retrain(
+            run_dir,
+            top_k=top_k,
+            epochs=epochs,
+            patch=list(patch) if patch else None,
+            device=device,
+            storage=storage,
+            study_name=study_name,
+            n_resamples=n_resamples,
+            seeds=seeds,
+            show_progress=show_progress,
+            threads=threads,
+        )
+    return _tracked_retrain(tracker, result)
+
+
+def _retrain_tracker(run_dir: str | os.PathLike[str], mlflow: str | None, study_name: str | None) -> Any:
+    """MLflow tracking for a retrain: ``mlflow``, else the URI the search recorded (off when there is neither)."""
+    from mednas.tracking import open_run_tracker
+
+    return open_run_tracker(run_dir, mlflow, study_name=study_name)
+
+
+def _tracked_retrain(tracker: Any, result: RetrainResult) -> RetrainResult:
+    """Log each retrained candidate (and a fold ensemble) as an MLflow run when tracking is on; return ``result``."""
+    tracker.log_retrained(result.candidates, getattr(result, "ensemble", None))
+    return result
 
 
 def calibrate_proxy(
@@ -292,6 +333,8 @@ def export(
     quantize: str | None = None,
     calibration_images: int = 64,
     int8_tolerance: float = 0.01,
+    ensemble: bool = False,
+    mlflow: str | None = None,
 ) -> ExportResult:
     """Export the run's best candidate as a verified MONAI bundle (atomically; nothing is written on failure).
 
@@ -314,6 +357,11 @@ def export(
             model card). It is left out when the objective drops by more than ``int8_tolerance``.
         calibration_images: Training images to calibrate the INT8 model on (at least 1; default 64).
         int8_tolerance: Largest objective drop accepted, from 0 to 1 (default 0.01).
+        ensemble: Export the fold models of ``retrain(..., folds=K)`` as one bundle whose network averages their
+            probabilities, with the ensemble's own operating point, calibration and test metrics beside the best
+            member's (needs the torchscript format; not with ``quantize``).
+        mlflow: MLflow URI the bundle is logged to, as the artifact of a run named ``export`` (default: the URI the
+            search recorded, if it was tracked).
 
     Returns:
         :class:`mednas.bundle.ExportResult` (``path``, ``source``, ``trial``, ``conversions`` with each format's
@@ -339,6 +387,8 @@ def export(
         quantize=quantize,
         calibration_images=calibration_images,
         int8_tolerance=int8_tolerance,
+        ensemble=ensemble,
+        mlflow=mlflow,
     )
 
 
@@ -386,12 +436,15 @@ def predict(
     expect_digest: str | None = None,
     verify_key: str | os.PathLike[str] | None = None,
     threads: int | None = None,
+    format: str = "auto",
 ) -> tuple[list[Prediction], list[Path]]:
     """Run a bundle on images and write the results into ``out``.
 
     Classification writes ``predictions.csv`` (case, probability per class, finding score, threshold, decision,
     label); segmentation writes ``<name>_seg.nii.gz`` per input (the input's shape and affine; DICOM series:
-    that series' geometry) and a ``predictions.csv`` of volumes.
+    that series' geometry) and a ``predictions.csv`` of volumes. ``format="dicom-seg"`` (DICOM inputs only)
+    writes ``<name>_seg.dcm``, a DICOM Segmentation referencing the source images, instead of the NIfTI mask,
+    and for classification ``<name>.json`` naming the referenced UIDs.
 
     Args:
         bundle: A folder written by :func:`export` (its checksums are verified first).
@@ -402,6 +455,7 @@ def predict(
         expect_digest: The digest :func:`export` reported; a bundle with any other digest is refused.
         verify_key: The key file the bundle was signed with; an unsigned or wrongly signed bundle is refused.
         threads: CPU threads for torch/OpenMP/MKL (default: the CPUs this process may use, fewer when the machine is busy).
+        format: ``auto`` (NIfTI masks, CSV), ``nifti`` or ``dicom-seg``.
 
     Returns:
         ``(predictions, files written)``.
@@ -409,6 +463,7 @@ def predict(
     Raises:
         mednas.bundle.PredictionError: After writing the other cases, when a case's output was NaN or infinite
             (that case gets no label; ``failed.csv`` lists it).
+        mednas.DataError: ``format="dicom-seg"`` with an input that is not DICOM (before anything is written).
     """
     from mednas.bundle import load_bundle, predict_to_dir
 
@@ -417,7 +472,7 @@ def predict(
     model = load_bundle(
         bundle, backend=backend, device=device, expect_digest=expect_digest, verify_key=verify_key
     )
-    return predict_to_dir(model, items, out)
+    return predict_to_dir(model, items, out, format=format)
 
 
 def evaluate(

@@ -154,6 +154,15 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_mlflow_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help=f"MLflow tracking URI (file:./mlruns, sqlite:///mlflow.db, http://host:5000): {what}; an "
+        'unreachable store is a warning (needs pip install "mednas[tracking]")',
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mednas",
@@ -221,6 +230,7 @@ def _add_search(sub: Any) -> None:
         help="concurrent proxy trials per GPU (with --gpus)",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    _add_mlflow_arg(p, "log each trial (parameters, per-epoch and final metrics) as a run")
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_search)
 
@@ -251,6 +261,14 @@ def _add_retrain(sub: Any) -> None:
         "and measures the seed-noise ceiling of proxy fidelity; 1 halves the cost",
     )
     p.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="cross-validate instead: train each candidate once per patient-grouped fold of the train+val "
+        "patients (K >= 2; --seeds is not used), rank by the fold mean with its t interval, and test the chosen "
+        "candidate's fold models and their ensemble once each (`mednas export RUN --ensemble` ships it)",
+    )
+    p.add_argument(
         "--epochs", type=_int_at_least(1), help="maximum epochs (default: the task's training.epochs)"
     )
     p.add_argument(
@@ -265,6 +283,7 @@ def _add_retrain(sub: Any) -> None:
     )
     p.add_argument("--study-name", help="study name (default: the search's)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the task's, auto)")
+    _add_mlflow_arg(p, "log each candidate's validation and test figures as a run (default: the search's)")
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_retrain)
 
@@ -410,6 +429,13 @@ def _add_export(sub: Any) -> None:
         metavar="T",
         help="largest drop of the objective (float32 minus INT8, on validation) accepted, 0 to 1 (default 0.01)",
     )
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="export the fold models of `mednas retrain RUN --folds K` as one bundle whose network averages their "
+        "probabilities, with the ensemble's operating point, calibration and test metrics beside the best member's",
+    )
+    _add_mlflow_arg(p, "log the bundle as the artifact of a run named export (default: the search's URI)")
     _add_threads_arg(p)
     p.set_defaults(func=_cmd_export)
 
@@ -421,7 +447,9 @@ def _add_predict(sub: Any) -> None:
         help="run an exported bundle on images",
         description="Verify a bundle's checksums, load it (weights_only) and predict. Classification "
         "writes OUT/predictions.csv (probabilities, decision at the exported threshold); segmentation "
-        "writes OUT/<name>_seg.nii.gz on each input's own grid and affine, and OUT/predictions.csv.",
+        "writes OUT/<name>_seg.nii.gz on each input's own grid and affine, and OUT/predictions.csv. "
+        "--format dicom-seg (DICOM inputs): OUT/<name>_seg.dcm, a DICOM Segmentation referencing the source "
+        "images, or for classification OUT/<name>.json naming the referenced UIDs.",
     )
     p.add_argument("bundle", help="bundle folder written by mednas export")
     p.add_argument(
@@ -436,6 +464,13 @@ def _add_predict(sub: Any) -> None:
         "model (onnx-int8: a bundle exported with --quantize int8)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--format",
+        choices=["auto", "nifti", "dicom-seg"],
+        default="auto",
+        help="auto (default) and nifti: NIfTI masks; dicom-seg: a DICOM SEG per input series (segmentation) or a "
+        "JSON result naming its UIDs (classification); DICOM inputs only",
+    )
     p.add_argument(
         "--expect-digest",
         metavar="HEX",
@@ -691,6 +726,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         worker=args.worker,
         storage_timeout=args.storage_timeout,
         threads=args.threads,
+        mlflow=args.mlflow,
     )
     if not args.worker:
         _print_search_summary(result.summary, result.run_dir)
@@ -882,9 +918,57 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         show_progress=not args.quiet,
         threads=args.threads,
+        folds=args.folds,
+        mlflow=args.mlflow,
     )
-    _print_retrain(result)
+    if result.folds:
+        _print_fold_retrain(result)
+    else:
+        _print_retrain(result)
     return 0
+
+
+def _print_fold_retrain(result: Any) -> None:
+    """Print a cross-validated retrain: each candidate's fold scores and mean with its t interval, the ensemble."""
+    r = result.summary.get("retrain", {})
+    name = result.fidelity.get("objective") or "objective"
+    print(f"\nmednas retrain --folds {result.folds}: {result.summary.get('task')} -> {result.run_dir}")
+    print(
+        f"  {result.folds} patient-grouped folds over train+val ({r.get('folds_file')}); validation {name} per fold, "
+        "mean +- SD (95% t interval over folds)"
+    )
+    rows = []
+    for c in result.candidates:
+        ci = c.get("val_ci95")
+        rows.append(
+            [
+                str(c["trial"]),
+                c.get("family") or "",
+                _fmt_value((c.get("proxy") or {}).get("value")),
+                ", ".join(_fmt_value(f["val"]) for f in c["folds"]),
+                (
+                    f"{_fmt_value(c.get('val_mean'))} +- {_fmt_value(c.get('val_sd'))}"
+                    + (f" ({ci[0]:.3f} to {ci[1]:.3f})" if ci else "")
+                    if c.get("val_mean") is not None
+                    else f"{c['state']}: {c.get('reason')}"
+                ),
+            ]
+        )
+    _print_table(["trial", "family", "proxy (val)", "fold values", "fold mean +- sd (95% CI)"], rows)
+    ens = result.ensemble
+    if not ens:
+        print("  no candidate completed every fold: nothing was tested")
+        return
+    member = ens["best_member"]
+    ens_test = (ens["test"].get("metrics") or {}).get("objective")
+    member_test = ((member.get("test") or {}).get("metrics") or {}).get("objective")
+    print(f"  chosen by fold mean: trial {ens['trial']}; test split evaluated once per final model")
+    print(f"  ensemble of {ens['k']} fold models: test {name} {_fmt_ci(ens_test) if ens_test else 'n/a'}")
+    print(
+        f"  best member (fold {member['fold']}, {member['dir']}): test {name} "
+        f"{_fmt_ci(member_test) if member_test else 'n/a'}"
+    )
+    print(f"  export the ensemble: mednas export {result.run_dir} --ensemble")
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -1017,6 +1101,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         calibration_images=args.calibration_images,
         int8_tolerance=args.int8_tolerance,
+        ensemble=args.ensemble,
+        mlflow=args.mlflow,
     )
     m = result.metadata["mednas"]
     print(f"\nmednas export: {m['task']['name']} -> {result.path}")
@@ -1026,6 +1112,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         "ladder": "FULL-RESOLUTION LADDER CANDIDATE, NOT RETRAINED (trained at full resolution on the search's "
         "resolution ladder, one seed, no test-split evaluation: run `mednas retrain` for seeds and the held-out test)",
     }.get(result.source, "retrained at full fidelity")
+    if m.get("ensemble"):
+        source = f"{m['source_label']} (best member: fold {m['ensemble']['best_member']['fold']})"
     print(f"  source: trial {result.trial}, {m['spec']['target']} ({m['params']:,} parameters), {source}")
     p = m["pipeline"]
     print(
@@ -1050,6 +1138,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
             if shown
             else f"  {split}: no figures (the task has no {split} split; check the "
             "bundle with `mednas evaluate` on held-out data)"
+        )
+    if m.get("ensemble"):
+        best = m["ensemble"]["best_member"]
+        print(
+            f"  best member (fold {best['fold']}): test objective "
+            f"{_fmt_ci(best['metrics']['test'].get('objective'))} (ensemble's above)"
         )
     for fmt, conv in result.conversions.items():
         print(
@@ -1119,6 +1213,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         expect_digest=args.expect_digest,
         verify_key=args.verify_key,
         threads=args.threads,
+        format=args.format,
     )
     model_note = preds[0].source if preds else ""
     print(f"\nmednas predict: {len(preds)} input(s) -> {args.out} ({args.backend}; model: {model_note})")

@@ -25,7 +25,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mednas"
 #                 it (its records, the trial ranking every step shares)
 #   3 components: spaces, spec (what a family samples and build() instantiates; it may only name a class that a
 #                 registered family builds, hence the lazy spec -> spaces import), train, data, metrics, runtime
-#                 (ONNX writing, ONNX Runtime sessions, INT8 quantization, latency timing)
+#                 (ONNX writing, ONNX Runtime sessions, INT8 quantization, latency timing), tracking (MLflow runs
+#                 from the run directory's records)
 #   4 middle:     study, retraining, bundle, reporting, evaluation (evaluation runs bundles)
 #   5 top:        api and the package root that re-exports it; testing, the kit plugins' tests call (nothing in
 #                 the package may import it)
@@ -34,7 +35,7 @@ LAYERS: dict[str, int] = {
     "errors": 0, "_registry": 0, "_logging": 0, "_malloc": 0, "_threads": 0, "_versions": 0, "_progress": 0,
     "io": 1, "config": 1,
     "rundir": 2,
-    "spaces": 3, "spec": 3, "train": 3, "data": 3, "metrics": 3, "runtime": 3,
+    "spaces": 3, "spec": 3, "train": 3, "data": 3, "metrics": 3, "runtime": 3, "tracking": 3,
     "study": 4, "retraining": 4, "bundle": 4, "reporting": 4, "evaluation": 4,
     "api": 5, "__init__": 5, "testing": 5,
     "cli": 6, "__main__": 6,

@@ -29,6 +29,13 @@ from mednas.bundle._convert import (
     export_onnx,
     export_torchscript,
 )
+from mednas.bundle._ensemble import (
+    EnsembleSource,
+    ensemble_metadata,
+    ensemble_network_def,
+    ensemble_source,
+    load_ensemble,
+)
 from mednas.bundle._int8 import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_TOLERANCE,
@@ -52,6 +59,7 @@ from mednas.bundle._verify import (
 )
 from mednas.errors import ConfigError, MednasError, RunDirError
 from mednas.rundir import RunDir
+from mednas.tracking import Tracker, open_run_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +143,8 @@ def export_bundle(
     quantize: str | None = None,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     int8_tolerance: float = DEFAULT_TOLERANCE,
+    ensemble: bool = False,
+    mlflow: str | None = None,
 ) -> ExportResult:
     """Export the run's best candidate as a MONAI bundle.
 
@@ -152,6 +162,9 @@ def export_bundle(
             ``int8_tolerance``; the float32 bundle is written either way.
         calibration_images: Training images the INT8 model is calibrated on (at least 1).
         int8_tolerance: Largest objective drop (float32 minus INT8, on validation) accepted, from 0 to 1.
+        ensemble: Export the fold models of ``mednas retrain --folds`` as one network averaging their probabilities
+            (``models/model.ts``, the bundle's ``network_def``; see :mod:`mednas.bundle._ensemble`).
+        mlflow: MLflow URI to log the bundle to (run ``export``; default: the one the search recorded, if any).
 
     Returns:
         An :class:`ExportResult`; ``summary.json`` gains the ``export`` key. An INT8 model refused for its
@@ -170,21 +183,15 @@ def export_bundle(
     """
     t0 = time.perf_counter()
     fmts = parse_formats(formats)
-    int8_options = check_int8_options(quantize, fmts, calibration_images, int8_tolerance)
-    if "onnx" in fmts:
-        check_onnx_available()
+    int8_options = _check_options(fmts, quantize, calibration_images, int8_tolerance, ensemble)
     schema_path = find_schema(schema)
     license_text = _license_text(license_file)
-    key = sign_key if sign_key is not None else (os.environ.get(KEY_ENV) or None)
-    key_where = "--sign-key" if sign_key is not None else f"${KEY_ENV}"
-    if key is not None and not Path(key).is_file():
-        raise MednasError(f"{key}: signing key file not found ({key_where})")
+    key, key_where = _signing_key(sign_key)
     rd = RunDir(run_dir)
-    src = resolve_source(rd.root)
+    tracker = open_run_tracker(rd.root, mlflow)  # a missing mlflow package is reported before any work
+    src = ensemble_source(rd.root) if ensemble else resolve_source(rd.root)
     dest = Path(out) if out is not None else rd.bundle
-    _check_destination(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = _temporary_beside(dest)
     try:
         meta, conversions, checks = _build(tmp, rd, src, fmts, schema_path, license_text, int8_options)
         digest = bundle_digest(tmp)
@@ -198,12 +205,72 @@ def export_bundle(
     seconds = time.perf_counter() - t0
     int8 = meta["mednas"].get("int8")
     _update_summary(rd, dest, src, conversions, checks, seconds, digest, int8)
+    _track_export(tracker, dest, src, conversions, digest, seconds, quantize)
     logger.info(
         "exported trial %d (%s) to %s in %.1fs; bundle digest %s", src.trial, src.label, dest, seconds, digest
     )
     return ExportResult(
         dest, src.kind, src.trial, conversions, checks, meta, seconds, files, digest, key is not None, int8
     )
+
+
+def _track_export(
+    tracker: Tracker,
+    dest: Path,
+    src: ExportSource,
+    conversions: dict[str, dict[str, Any]],
+    digest: str,
+    seconds: float,
+    quantize: str | None,
+) -> None:
+    """Log the bundle folder to MLflow as the artifact of a run named ``export`` (when the run is tracked)."""
+    info = {
+        "trial": src.trial,
+        "source": src.kind,
+        "formats": sorted(conversions),
+        "quantize": quantize,
+        "digest": digest,
+        "max_abs_diff": {k: v["max_abs_diff"] for k, v in conversions.items()},
+        "seconds": seconds,
+    }
+    tracker.log_export(info, dest)
+
+
+def _check_options(
+    fmts: tuple[str, ...],
+    quantize: str | None,
+    calibration_images: int,
+    int8_tolerance: float,
+    ensemble: bool,
+) -> Int8Options | None:
+    """Check the export options before anything is read; return the INT8 options (None without ``quantize``).
+
+    An ensemble's network is its TorchScript file, and it has no INT8 model: other combinations are refused.
+    """
+    int8_options = check_int8_options(quantize, fmts, calibration_images, int8_tolerance)
+    if ensemble and "torchscript" not in fmts:
+        raise ConfigError("--ensemble needs the torchscript format: the bundle's network is models/model.ts")
+    if ensemble and int8_options is not None:
+        raise ConfigError("--quantize cannot be combined with --ensemble (export the ensemble in float32)")
+    if "onnx" in fmts:
+        check_onnx_available()
+    return int8_options
+
+
+def _signing_key(sign_key: str | os.PathLike[str] | None) -> tuple[Any, str]:
+    """The key file to sign with (``--sign-key``, else ``$MEDNAS_BUNDLE_KEY``, else None) and where it came from."""
+    key = sign_key if sign_key is not None else (os.environ.get(KEY_ENV) or None)
+    key_where = "--sign-key" if sign_key is not None else f"${KEY_ENV}"
+    if key is not None and not Path(key).is_file():
+        raise MednasError(f"{key}: signing key file not found ({key_where})")
+    return key, key_where
+
+
+def _temporary_beside(dest: Path) -> Path:
+    """Check the destination and make the temporary folder the bundle is built in, beside it."""
+    _check_destination(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
 
 
 def _license_text(license_file: str | os.PathLike[str] | None) -> str:
@@ -282,7 +349,8 @@ def _build(
     (root / "configs").mkdir()
     (root / "models").mkdir()
     (root / "docs").mkdir()
-    model = _load_model(src)
+    is_ensemble = isinstance(src, EnsembleSource)
+    model = load_ensemble(src, _load_model) if is_ensemble else _load_model(src)
     torch.save(
         {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         root / "models" / "model.pt",
@@ -295,15 +363,22 @@ def _build(
             "(corrupt or diverged weights); nothing was written"
         )
     conv_records = _convert(root, model, inputs, fmts)
-    write_json(root / "configs" / "inference.json", inference_config(src.spec.to_dict(), pipeline))
+    config = inference_config(src.spec.to_dict(), pipeline)
+    if is_ensemble:
+        config["network_def"] = ensemble_network_def()
+    write_json(root / "configs" / "inference.json", config)
     agreement = _pipeline_check(root, model, pipeline)
     params = int(sum(p.numel() for p in model.parameters()))
     meta = _metadata(rd, src, pipeline, conv_records, params, agreement)
+    if is_ensemble:
+        ensemble_metadata(meta, src)
     if int8_options is not None:
         meta["mednas"]["int8"] = build_int8(root, rd, src, int8_options)
     write_json(root / "configs" / "metadata.json", meta)
     write_text(root / "docs" / "README.md", model_card(meta))
     exported = {"trial": src.trial, "source": src.kind}
+    if is_ensemble:
+        exported["ensemble"] = len(src.members)
     write_json(root / "search_record.json", search_record(rd, src.summary, exported))
     write_text(root / "LICENSE", license_text)
     # Content hashes of training/validation images (hashes only) for `mednas evaluate`'s overlap check.
@@ -893,6 +968,7 @@ def _update_summary(
             "max_abs_diff": {k: v["max_abs_diff"] for k, v in conversions.items()},
             "metadata_check": checks.get("metadata"),
             "digest": digest,
+            "ensemble": len(src.members) if isinstance(src, EnsembleSource) else None,
             "int8": None
             if int8 is None
             else {k: int8.get(k) for k in ("file", "accepted", "objective_drop", "tolerance", "reason")},

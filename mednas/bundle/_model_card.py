@@ -48,6 +48,7 @@ def model_card(meta: dict[str, Any]) -> str:
     lines += _preprocessing(p, shape)
     lines += _operating_point(m, tested=kind == "retrained")
     lines += _performance(m, kind)
+    lines += _ensemble(m.get("ensemble"))
     lines += _int8(m.get("int8"))
     lines += _search(m)
     lines += _limitations_and_files(m)
@@ -200,7 +201,11 @@ def _performance(m: dict[str, Any], kind: str) -> list[str]:
         "## Performance",
         "",
         "95% percentile-bootstrap intervals, resampling patients. "
-        + _PERFORMANCE_NOTE.get(kind, _PERFORMANCE_NOTE["proxy"]),
+        + (
+            f"Ensemble {m['metrics_note'].removeprefix('ensemble: ')}."
+            if m.get("ensemble")
+            else _PERFORMANCE_NOTE.get(kind, _PERFORMANCE_NOTE["proxy"])
+        ),
         "",
     ]
     lines += _metrics_table(m.get("metrics") or {})
@@ -213,6 +218,44 @@ def _performance(m: dict[str, Any], kind: str) -> list[str]:
                 f"{split}: Brier {_ci(v.get('brier'))}, ECE {_ci(v.get('ece'))}" for split, v in cal.items()
             ),
         ]
+    return lines
+
+
+def _ensemble(ens: dict[str, Any] | None) -> list[str]:
+    """An ensemble bundle: its members, and its metrics beside those of its best single member."""
+    if not ens:
+        return []
+    member = ens.get("best_member") or {}
+    mine, theirs = ens.get("metrics") or {}, member.get("metrics") or {}
+    fold = ens.get("fold_mean") or {}
+    ci = fold.get("ci95")
+    lines = [
+        "",
+        "## Ensemble",
+        "",
+        f"The network averages the softmax probabilities of {ens['k']} fold models of one architecture "
+        f"(`{', '.join(ens.get('members') or [])}` of the run), each trained on {ens['k'] - 1} of "
+        f"{ens['k']} patient-grouped folds of the training and validation patients and validated on the remaining "
+        "one. It outputs the log of the mean probability, so the softmax of the postprocessing gives the mean.",
+        "",
+        f"Validation objective over the folds: mean {_num(fold.get('mean'))}, SD {_num(fold.get('sd'))}"
+        + (f", 95% t interval {ci[0]:.3f}-{ci[1]:.3f}" if ci else "")
+        + ". The ensemble's validation figures are its members' pooled out-of-fold predictions (where its "
+        "temperature and operating point were chosen); each figure on the held-out test split comes from one "
+        "evaluation of that model at its own validation operating point.",
+        "",
+    ]
+    splits = [("val", "ensemble, validation (out-of-fold)"), ("test", "ensemble, held-out test")]
+    cols = [(mine.get(s) or {}, h) for s, h in splits if mine.get(s)]
+    own = [("val", "its fold's validation"), ("test", "held-out test")]
+    cols += [
+        (theirs.get(s) or {}, f"best member (fold {member.get('fold')}), {h}")
+        for s, h in own
+        if theirs.get(s)
+    ]
+    names = sorted({n for c, _ in cols for n in c})
+    lines += ["| metric | " + " | ".join(h for _, h in cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {n} | " + " | ".join(_ci(c.get(n)) for c, _ in cols) + " |" for n in names]
     return lines
 
 

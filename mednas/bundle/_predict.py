@@ -29,9 +29,18 @@ from mednas.io import MedImage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "BundleModel", "Prediction", "PredictionError", "load_bundle", "predict_to_dir"]
+__all__ = [
+    "BACKENDS",
+    "OUTPUT_FORMATS",
+    "BundleModel",
+    "Prediction",
+    "PredictionError",
+    "load_bundle",
+    "predict_to_dir",
+]
 
 BACKENDS = ("torch", "torchscript", "onnx", "onnx-int8")
+OUTPUT_FORMATS = ("auto", "nifti", "dicom-seg")
 _REQUIRED = ("configs/metadata.json", "configs/inference.json", "models/model.pt")
 _BACKEND_FILE = {
     "torch": "models/model.pt",
@@ -316,7 +325,7 @@ def load_bundle(
             f"{meta_file}: mednas.pipeline is not a valid pipeline record ({type(exc).__name__}: "
             f"{' '.join(str(exc).split())[:120]}); refusing the bundle"
         ) from None
-    network = _load_network(root, spec, backend, device)
+    network = _load_network(root, spec, backend, device, members=_ensemble_size(info, meta_file))
     if info.get("source") == "proxy":
         logger.warning(
             "%s holds a %s: short low-resolution proxy weights, never retrained or tested",
@@ -328,8 +337,25 @@ def load_bundle(
     return model
 
 
-def _load_network(root: Path, spec: Any, backend: str, device: str) -> Any:
-    """Load the backend's model file; anything but a plain state dict / TorchScript / ONNX model is one line."""
+def _ensemble_size(info: dict[str, Any], meta_file: Path) -> int:
+    """How many members an ensemble bundle's network averages (0: a single network)."""
+    ens = info.get("ensemble")
+    if ens is None:
+        return 0
+    k = ens.get("k") if isinstance(ens, dict) else None
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 64:
+        raise BundleError(
+            f"{meta_file}: mednas.ensemble.k must be an integer from 1 to 64; refusing the bundle"
+        )
+    return k
+
+
+def _load_network(root: Path, spec: Any, backend: str, device: str, *, members: int = 0) -> Any:
+    """Load the backend's model file; anything but a plain state dict / TorchScript / ONNX model is one line.
+
+    ``members`` > 0: the state dict is that of an ensemble of so many networks of ``spec`` (``mednas export
+    --ensemble``), rebuilt as :class:`~mednas.train.EnsembleNet` from the spec alone.
+    """
     import torch
 
     from mednas.spec import build
@@ -349,7 +375,12 @@ def _load_network(root: Path, spec: Any, backend: str, device: str) -> Any:
             return torch.jit.load(str(path), map_location=device).eval()
         except Exception:  # noqa: BLE001 - RuntimeError, pickle errors, zip errors for a corrupt archive
             raise BundleError(f"{path}: not a valid TorchScript archive; refusing the bundle") from None
-    network = build(spec)
+    if members:
+        from mednas.train._ensemble import EnsembleNet
+
+        network = EnsembleNet([build(spec) for _ in range(members)])
+    else:
+        network = build(spec)
     try:
         # weights_only=True: tensors and plain containers only; a pickle with code in it is refused, never run.
         state = torch.load(path, map_location=device, weights_only=True)
@@ -396,13 +427,22 @@ def _unique_stem(case: str, used: set[str]) -> str:
 
 
 def predict_to_dir(
-    model: BundleModel, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+    model: BundleModel,
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    format: str = "auto",
 ) -> tuple[list[Prediction], list[Path]]:
     """Predict every input and write the results into ``out``.
 
     Classification writes ``predictions.csv`` (case, probability per class, finding score, threshold, decision,
     label, model source). Segmentation writes ``<name>_seg.nii.gz`` per input on the input's grid and affine, and
     ``predictions.csv`` with each mask's file and per-class voxel counts and volumes (mL).
+
+    ``format="dicom-seg"`` takes DICOM inputs only (checked before anything is written): segmentation writes
+    ``<name>_seg.dcm``, a DICOM Segmentation referencing the source images, instead of the NIfTI mask;
+    classification writes ``<name>.json`` (the prediction and the referenced Study/Series/SOP Instance UIDs)
+    beside ``predictions.csv``. ``"auto"`` and ``"nifti"`` write NIfTI masks.
 
     A case whose network output, probabilities or finding score hold a NaN or infinite value gets no row and no
     mask: the other cases are written, the failed ones are listed in ``failed.csv`` (case, reason), and then
@@ -416,6 +456,12 @@ def predict_to_dir(
     """
     from mednas.io import write_text
 
+    if format not in OUTPUT_FORMATS:
+        raise MednasError(f"format {format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if format == "dicom-seg":
+        from mednas.bundle._dicom_seg import check_dicom_inputs
+
+        check_dicom_inputs(list(inputs), seg=model.pipeline.problem == "segmentation")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     preds: list[Prediction] = []
@@ -433,10 +479,7 @@ def predict_to_dir(
             failures.append((os.fspath(item) if not isinstance(item, MedImage) else "image", str(exc)))
             continue
         preds.append(pred)
-        if p.problem == "classification":
-            writer.writerow(_classification_row(pred, p))
-        else:
-            writer.writerow(_segmentation_row(pred, p, out, used, written))
+        writer.writerow(_write_case(model, pred, item, out / _unique_stem(pred.case, used), format, written))
     written.append(write_text(out / "predictions.csv", buf.getvalue()))
     failed_csv = out / "failed.csv"
     if failures:
@@ -479,15 +522,28 @@ def _classification_row(pred: Prediction, p: Pipeline) -> list[Any]:
     ]
 
 
-def _segmentation_row(
-    pred: Prediction, p: Pipeline, out: Path, used: set[str], written: list[Path]
+def _write_case(
+    model: BundleModel, pred: Prediction, item: Any, base: Path, format: str, written: list[Path]
 ) -> list[Any]:
-    """Write one case's mask (a name not yet ``used``, appended to ``written``); its row: voxels and mL per class."""
+    """Write a case's files (``base`` plus a suffix; appended to ``written``) and return its CSV row."""
     from mednas.io import write_nifti
 
+    p = model.pipeline
+    if pred.mask is None:
+        if format == "dicom-seg":
+            written.append(_write_dicom(model, pred, item, base.parent / f"{base.name}.json"))
+        return _classification_row(pred, p)
+    if format == "dicom-seg":
+        path = _write_dicom(model, pred, item, base.parent / f"{base.name}_seg.dcm")
+    else:
+        path = write_nifti(pred.mask, base.parent / f"{base.name}_seg.nii.gz")
+    written.append(path)
+    return _segmentation_row(pred, p, path)
+
+
+def _segmentation_row(pred: Prediction, p: Pipeline, path: Path) -> list[Any]:
+    """One segmented case's row: its mask file, voxels and mL per class."""
     assert pred.mask is not None
-    path = out / f"{_unique_stem(pred.case, used)}_seg.nii.gz"
-    written.append(write_nifti(pred.mask, path))
     counts = np.bincount(pred.mask.array.reshape(-1), minlength=len(p.class_names))[: len(p.class_names)]
     voxel_ml = float(np.prod(pred.mask.spacing)) / 1000.0
     return [
@@ -497,6 +553,24 @@ def _segmentation_row(
         *[f"{c * voxel_ml:.4f}" for c in counts[1:]],
         pred.source,
     ]
+
+
+def _write_dicom(model: BundleModel, pred: Prediction, item: Any, dest: Path) -> Path:
+    """Write a case's DICOM output: the SEG of its mask, or the JSON of its classification."""
+    from mednas.bundle._dicom_seg import Algorithm, write_dicom_result, write_dicom_seg
+
+    p = model.pipeline
+    task = model.info.get("task") or {}
+    algorithm = Algorithm(
+        name=str(model.metadata.get("name") or task.get("name") or "mednas model"),
+        version=str(model.metadata.get("version") or "unknown"),
+        class_names=tuple(p.class_names),
+        findings=tuple(p.finding_indices),
+        source=model.source,
+    )
+    if pred.mask is None:
+        return write_dicom_result(pred, item, dest, algorithm)
+    return write_dicom_seg(pred.mask, item, dest, algorithm)
 
 
 def _write_failures(

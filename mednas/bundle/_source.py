@@ -103,7 +103,10 @@ def resolve_source(run_dir: str | Path) -> ExportSource:
     fingerprint = rd.read_json(rd.fingerprint) if rd.fingerprint.exists() else {}
     retrain_best = (summary.get("retrain") or {}).get("best")
     if retrain_best is not None:
-        return _retrained(rd, int(retrain_best), summary, task, fingerprint)
+        # A cross-validated retrain (`--folds`) names its best fold model's folder.
+        best_dir = (summary.get("retrain") or {}).get("best_dir")
+        cdir = rd.root / best_dir if best_dir else None
+        return _retrained(rd, int(retrain_best), summary, task, fingerprint, cdir)
     best = summary.get("best")
     if not best or best.get("trial") is None:
         raise RunDirError(f"{rd.root}: no completed trial to export (run `mednas search` first)")
@@ -111,12 +114,17 @@ def resolve_source(run_dir: str | Path) -> ExportSource:
 
 
 def _retrained(
-    rd: RunDir, n: int, summary: dict[str, Any], task: Any, fingerprint: dict[str, Any]
+    rd: RunDir,
+    n: int,
+    summary: dict[str, Any],
+    task: Any,
+    fingerprint: dict[str, Any],
+    cdir: Path | None = None,
 ) -> ExportSource:
-    cdir = rd.retrain_dir(n)
-    path = rd.retrained_path(n)
+    cdir = cdir or rd.retrain_dir(n)
+    path = rd.retrained_path(n, seed_dir=cdir)
     rd.require(path, cdir / "spec.json", cdir / "model.pt", step="export of the retrained candidate")
-    record = rd.retrained(n)
+    record = rd.retrained(n, seed_dir=cdir)
     if record is None:
         raise RunDirError(
             f"{path}: not a readable record of retrained candidate {n}; re-run `mednas retrain`"

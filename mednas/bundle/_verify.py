@@ -317,6 +317,7 @@ def verify_net_in_out(bundle: str | os.PathLike[str], device: str = "cpu") -> No
                 meta_file=str(root / "configs" / "metadata.json"),
                 config_file=str(root / "configs" / "inference.json"),
                 device=device,
+                bundle_root=str(root),  # an ensemble's network_def loads models/model.ts from there
             )
     except Exception as exc:  # noqa: BLE001 - MONAI raises ValueError/KeyError/RuntimeError
         raise BundleError(f"{root}: MONAI verify_net_in_out failed: {_first_line(exc)}") from exc

@@ -48,6 +48,7 @@ _VOLATILE_KEYS = (
     "data.cache_dir",
     "description",
     "target",  # a deployment target's name; the objective.latency settings it gives are part of the identity
+    "tracking",  # where runs are logged (MLflow) changes nothing that is searched; older runs keep their hash
 )
 # Keys added after runs were made, left out of the hash while they hold their default, so that a run made before
 # the key existed keeps its hash and can be continued (a task that sets one searches something new: it counts).

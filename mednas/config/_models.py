@@ -1062,6 +1062,25 @@ class PrivacyConfig(Strict):
     )
 
 
+class TrackingConfig(Strict):
+    """Experiment tracking: where each trial, retrained candidate and exported bundle is logged as an MLflow run.
+
+    Not part of the run's identity: tracking changes nothing that is searched, so it may be turned on, off or
+    pointed elsewhere between the sessions of one study.
+    """
+
+    mlflow: str | None = Field(
+        None,
+        min_length=1,
+        description="MLflow tracking URI: `file:./mlruns`, `sqlite:///mlflow.db`, `http(s)://host:5000` (needs "
+        '`pip install "mednas[tracking]"`; `--mlflow` wins). A local path is recorded absolute; credentials in '
+        "it are used, never written or shown. An unreachable store is a warning, never a stop.",
+    )
+    experiment: str | None = Field(
+        None, min_length=1, description="MLflow experiment the runs go to (default: the study name)."
+    )
+
+
 class TaskConfig(Strict):
     """A clinical task: data, labels, objective, search, proxy and training settings."""
 
@@ -1079,6 +1098,7 @@ class TaskConfig(Strict):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)  # type: ignore[arg-type]
     training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)  # type: ignore[arg-type]
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # type: ignore[arg-type]
     device: str = Field(
         "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="`auto` picks CUDA when present."
     )

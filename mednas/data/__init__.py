@@ -39,6 +39,7 @@ from mednas.data._splits import (
     check_splits,
     describe_duplicates,
     find_duplicates,
+    make_folds,
     make_splits,
     splits_hash,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "load_case",
     "load_dataset",
     "load_layout",
+    "make_folds",
     "make_splits",
     "new_salt",
     "normalize_transform",

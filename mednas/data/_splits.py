@@ -23,6 +23,7 @@ __all__ = [
     "check_splits",
     "describe_duplicates",
     "find_duplicates",
+    "make_folds",
     "make_splits",
     "splits_hash",
 ]
@@ -194,6 +195,43 @@ def _given(
     if not sizes["test"]:
         notes.append("the source gives no test split: there is no held-out test evaluation")
     return assignment, sizes
+
+
+def make_folds(cases: Sequence[Case], k: int, seed: int, *, stratify: bool = True) -> list[list[str]]:
+    """Divide ``cases`` into ``k`` patient-grouped folds (label-stratified when ``stratify``), seeded.
+
+    Patients are ordered by the same salt-independent key as :func:`make_splits`, shuffled within their stratum
+    and dealt to the folds in turn (one count across strata, so fold sizes differ by at most one patient).
+
+    Returns:
+        ``k`` lists of case keys, each in the salt-independent case order.
+
+    Raises:
+        DataError: With fewer patients than folds.
+    """
+    strata = _patient_strata(cases)
+    if k < 2 or len(strata) < k:
+        raise DataError(f"{k} folds need at least {max(2, k)} patients; train+val hold {len(strata)}")
+    order: dict[str, str] = {}
+    for case in cases:
+        key = case.order or case.patient
+        order[case.patient] = min(order.get(case.patient, key), key)
+    groups: dict[int, list[str]] = defaultdict(list)
+    for p in sorted(strata, key=lambda p: (order[p], p)):
+        groups[strata[p] if stratify else 0].append(p)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF01D5]))
+    fold_of: dict[str, int] = {}
+    dealt = 0
+    for stratum in sorted(groups):
+        members = list(groups[stratum])
+        rng.shuffle(members)
+        for p in members:
+            fold_of[p] = dealt % k
+            dealt += 1
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for case in sorted(cases, key=case_order):
+        folds[fold_of[case.patient]].append(case.key)
+    return folds
 
 
 def splits_hash(splits: dict[str, Any]) -> str:

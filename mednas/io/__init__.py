@@ -21,7 +21,7 @@ from mednas.io._atomic import (
     write_text,
     write_yaml,
 )
-from mednas.io._dicom import SeriesInfo, list_series
+from mednas.io._dicom import SeriesInfo, list_series, read_dicom_headers
 from mednas.io._image import MedImage
 from mednas.io._inspect import IMAGE_KEYS, format_summary, inspect_path, summarise_image
 from mednas.io._nifti import write_nifti
@@ -43,6 +43,7 @@ __all__ = [
     "npz_arrays",
     "parse_member",
     "patient_key",
+    "read_dicom_headers",
     "read_image",
     "read_json",
     "read_npz_member",

@@ -25,7 +25,7 @@ from mednas.io._readers import one_line
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["SeriesInfo", "list_series", "read_dicom_file", "read_dicom_series"]
+__all__ = ["SeriesInfo", "list_series", "read_dicom_file", "read_dicom_headers", "read_dicom_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,33 @@ def read_dicom_file(path: Path) -> MedImage:
         sop = _sop_name(ds)
         raise DataError(f"{path}: DICOM file has no pixel data ({sop}; truncated, or not an image)")
     return _read_datasets([ds], where=path, force_3d=False)
+
+
+def read_dicom_headers(
+    path: str | Path, *, series: str | None = None
+) -> tuple[list[Dataset], list[tuple[int, int]]]:
+    """Read the headers of the DICOM series (folder) or file that :func:`read_image` reads, and its slice order.
+
+    For writers of objects that reference the source images (a DICOM SEG): slice ``k`` of the volume
+    ``read_image(path)`` returns (its last axis) came from frame ``frames[k][1]`` of ``datasets[frames[k][0]]``.
+
+    Args:
+        path: A DICOM series folder or a DICOM file.
+        series: As for :func:`read_image`.
+
+    Returns:
+        ``(datasets, frames)``: the headers (pixel data not loaded), and one ``(dataset index, frame index)`` per
+        slice, in the reader's slice order.
+
+    Raises:
+        DataError: As :func:`read_image` does for the same path.
+    """
+    path = Path(path)
+    datasets = _select(path, _scan(path), series) if path.is_dir() else [_read_header(path, defer=True)]
+    frames = [frame for ds in datasets for frame in _frames_of(ds)]
+    order = _geometry(frames, path).order
+    position = {id(ds): i for i, ds in enumerate(datasets)}
+    return datasets, [(position[id(frames[i].ds)], frames[i].index) for i in order]
 
 
 def list_series(folder: str | Path) -> list[SeriesInfo]:

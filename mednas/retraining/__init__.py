@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from mednas.retraining._calibrate import CalibrationResult, ProxySetting, calibrate_proxy, parse_grid
 from mednas.retraining._fidelity import LOW_TAU, SEED_NOISE_TAU, proxy_fidelity, rank_agreement, top1_regret
+from mednas.retraining._folds import ENSEMBLE_FILE, FOLDS_FILE, run_fold_retrain, t_interval
 from mednas.retraining._retrain import RetrainResult, run_retrain, select_candidates
 
 __all__ = [
+    "ENSEMBLE_FILE",
+    "FOLDS_FILE",
     "LOW_TAU",
     "SEED_NOISE_TAU",
     "CalibrationResult",
@@ -28,7 +31,9 @@ __all__ = [
     "parse_grid",
     "proxy_fidelity",
     "rank_agreement",
+    "run_fold_retrain",
     "run_retrain",
     "select_candidates",
+    "t_interval",
     "top1_regret",
 ]

@@ -48,12 +48,17 @@ class RetrainResult:
         candidates: Each candidate's ``retrain/<n>/metrics.json`` record, in the proxy's order.
         fidelity: The ``proxy_fidelity`` record.
         summary: The updated ``summary.json``.
+        folds: With ``--folds K``: K (each candidate's record then has ``folds``, ``val_mean``, ``val_sd`` and
+            ``val_ci95``); None for a plain retrain.
+        ensemble: With ``--folds``: the chosen candidate's fold ensemble (``retrain/ensemble.json``).
     """
 
     run_dir: Path
     candidates: list[dict[str, Any]]
     fidelity: dict[str, Any]
     summary: dict[str, Any]
+    folds: int | None = None
+    ensemble: dict[str, Any] | None = None
 
 
 def select_candidates(study: Any, k: int) -> list[Any]:

@@ -45,6 +45,7 @@ from mednas.study._recovery import recover_stale_trials
 from mednas.study._study import make_storage, open_study
 from mednas.study._summary import clear_stop, record_stop, write_summary
 from mednas.study._trial import TrialFailed, TrialObjective, check_latency_runtime, proxy_context
+from mednas.tracking import Tracker, open_tracker, public_uri, require_mlflow, session_tags, session_uri
 from mednas.train._candidate import Fidelity, suggest_imbalance
 
 logger = logging.getLogger("mednas.study")
@@ -179,10 +180,13 @@ def prepare_run(
 
 
 def _session_settings(
-    n_trials: int, timeout: float | None, device: str, threads: int | None
+    n_trials: int, timeout: float | None, device: str, threads: int | None, tracking: str | None = None
 ) -> dict[str, Any]:
     """The command-line choices ``resolved.yaml`` records over the task (all outside the run's identity)."""
     settings: dict[str, Any] = {"search.n_trials": n_trials, "search.timeout": timeout, "device": device}
+    if tracking:
+        # Recorded absolute for a local store, never with the credentials a server's URI may hold.
+        settings["tracking.mlflow"] = public_uri(tracking)
     if threads is not None:
         settings["training.threads"] = (
             threads  # --threads (an explicit choice; the automatic one is in the log)
@@ -269,7 +273,7 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
                 "cache_dir",
                 "description",
                 "threads",
-            ) or (prefix == "" and k == "device"):
+            ) or (prefix == "" and k in ("device", "tracking")):
                 continue
             out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
@@ -416,6 +420,10 @@ class _SearchSession:
             os.environ.update({k: v for k, v in self.slots[0].env.items() if k == "CUDA_VISIBLE_DEVICES"})
         self.dev = select_device(device or task.device)
         check_latency_runtime(task, self.dev)
+        self.tracking_uri = session_uri(task.tracking.mlflow, worker=worker)
+        if self.tracking_uri:
+            require_mlflow(self.tracking_uri)  # before anything is written
+        self.tracker = Tracker()
         self.claim = claim_run_dir(rd, config_hash=self.chash)
         self.handler: logging.Handler | None = None
         self.bar: SearchProgress | None = None
@@ -434,7 +442,9 @@ class _SearchSession:
                 task,
                 rd,
                 self.dev,
-                settings=_session_settings(self.n_target, self.timeout, self.dev, self.threads),
+                settings=_session_settings(
+                    self.n_target, self.timeout, self.dev, self.threads, task.tracking.mlflow
+                ),
             )
             self.prepared = True
         else:
@@ -443,6 +453,11 @@ class _SearchSession:
         self.handler = _setup_file_logging(rd)
         recover_stale_trials(self.study, run_dir=rd)
         self._announce()
+        self.tracker = open_tracker(
+            self.tracking_uri,
+            task.tracking.experiment or self.name,
+            tags=session_tags(rd.root, task.name, self.name, self.chash),
+        )
         self.bar = SearchProgress(
             self.n_target,
             count_finished(self.study),
@@ -550,6 +565,7 @@ class _SearchSession:
             study_name=self.name,
             n_trials=self.n_target,
             timeout=self.timeout,
+            env=self.tracker.worker_env(),
         )
 
     def run(self) -> SearchResult:
@@ -605,6 +621,8 @@ class _SearchSession:
         self._write_summary()
         assert self.bar is not None
         self.bar.trial_done(frozen)
+        if self.tracker.enabled:  # last: the record and the summary never wait for the tracking store
+            self.tracker.log_trial(self.rd.trial(frozen.number), frozen)
 
     def _work(self) -> tuple[str, str | None]:
         """Run trials until the study has its target; return why it stopped (``summary.json`` ``stopped``).

@@ -86,8 +86,12 @@ def spawn_workers(
     study_name: str,
     n_trials: int,
     timeout: float | None,
+    env: dict[str, str] | None = None,
 ) -> list[subprocess.Popen[bytes]]:
-    """Start ``mednas search`` worker processes for ``slots[1:]`` (slot 0 is the caller); logs in ``workers/``."""
+    """Start ``mednas search`` worker processes for ``slots[1:]`` (slot 0 is the caller); logs in ``workers/``.
+
+    ``env`` is added to each worker's environment (the tracking URI: :meth:`mednas.tracking.Tracker.worker_env`).
+    """
     log_dir = run_dir / "workers"
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -113,16 +117,19 @@ def spawn_workers(
         ]
         if timeout is not None:
             cmd += ["--timeout", str(timeout)]
-        env = {
+        child_env = {
             **os.environ,
             **MALLOC_ENV,
             **slot.env,
+            **(env or {}),
             "MEDNAS_WORKER": str(slot.index),
             "_MEDNAS_REEXEC": "1",
         }
         with open(log_dir / f"{slot.index}.log", "ab") as log:
             procs.append(
-                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                subprocess.Popen(
+                    cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             )
         logger.info(
             "worker %d started (pid %d, %s%s)",

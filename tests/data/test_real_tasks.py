@@ -71,6 +71,8 @@ def test_unset_data_variable_names_the_sheet_and_variable(monkeypatch: pytest.Mo
         load_layout(task, "salt")
 
 
+# Slow set (8-10 s for both): real searches on the real-data tasks; the tasks' validation stays in the fast set.
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "n_cases"), [("real-pyradiomics-lesion", 9), ("real-colin27-brain", 4)])
 def test_real_task_search_end_to_end(shared_env: Path, tmp_path: Path, name: str, n_cases: int) -> None:
     run_dir = tmp_path / "run"

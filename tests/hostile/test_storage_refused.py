@@ -53,6 +53,8 @@ def silent_server() -> Iterator[int]:
     server.close()
 
 
+# Slow set: it waits out the storage timeout (about 11 s); the shorter bounded-wait tests below stay in the fast set.
+@pytest.mark.slow
 def test_a_silent_postgresql_server_fails_within_15_s_and_leaves_no_run_dir(
     tmp_path: Path, task_file: Path, silent_server: int
 ) -> None:
