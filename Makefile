@@ -48,9 +48,9 @@ demo: $(VENV)/.installed-demo
 	$(VENV)/bin/mednas search $(DEMO_TASK) --preset $(DEMO_PRESET) --run-dir $(DEMO_RUN_DIR)
 
 # `make test` must stay within 6 minutes on a 2-core CPU machine (PostgreSQL tests included, as .ci/run runs them):
-# tests that start `mednas` processes, kill processes or run several workers are marked `slow` (unless one is the
-# only test of an issue's Done-when item, which its comment says) and real searches come from shared session
-# fixtures. The slowest durations are printed so that the budget stays visible; pyproject.toml sets a per-test
+# tests that start processes (`mednas`, `python -m monai.bundle`, Chromium), kill processes or run several workers are
+# marked `slow` (some are the only test of an issue's Done-when item, as their comments say: CI runs both sets) and
+# real searches come from shared session fixtures. The slowest durations are printed so that the budget stays visible; pyproject.toml sets a per-test
 # timeout. .ci/run runs `make test`, then `make test-slow` as a second step.
 # `make test-slow` took 8 min 08 s (31 tests, PostgreSQL ones included; the two `monai.bundle run` tests, which need
 # pytorch-ignite, skipped) in a fresh-clone .ci/run on the 2-core machine (2026-12-02, commit dda30e6).

@@ -81,8 +81,9 @@ def _task_file(tmp_path: Path, datalist: Path, **overrides) -> Path:  # noqa: AN
     return path
 
 
-# Fast although it starts a process: the only test of issue 2's "prints the best architecture, its objective and
-# its validation figures" as a user runs the command.
+# The only test of issue 2's "prints the best architecture, its objective and its validation figures" as a user runs
+# the command: it starts a process (12 s), so it runs in the slow set, which .ci/run runs.
+@pytest.mark.slow
 def test_search_prints_best(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     task = _task_file(tmp_path, tiny_cls_datalist)
     proc = _run("search", str(task), "--n-trials", "2", "--run-dir", str(tmp_path / "run"), "--quiet")

@@ -160,3 +160,30 @@ def test_mednas_loads_the_ensemble_with_every_backend(ensemble_bundle: SimpleNam
         outs[backend] = out.numpy() if hasattr(out, "numpy") else np.asarray(out)
     assert np.abs(outs["torch"] - outs["torchscript"]).max() <= 1e-5
     assert np.abs(outs["torch"] - outs["onnx"]).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_a_segmentation_ensemble_exports_checks_and_predicts(
+    seg_run: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Segmentation: 2 folds of the tiny 3D search's best, exported as one network; MONAI's checks and parity hold,
+    and mednas predicts with it (the sliding-window inferer runs the ensemble's averaged output)."""
+    import torch
+
+    run_dir = Path(shutil.copytree(seg_run.run_dir, tmp_path / "run"))
+    shutil.rmtree(run_dir / "bundle", ignore_errors=True)
+    retrained = api.retrain(run_dir, top_k=1, folds=2, epochs=1, n_resamples=50, show_progress=False)
+    assert retrained is not None
+    result = api.export(run_dir, tmp_path / "ensemble", ensemble=True, schema=schema_path())
+    assert result.checks["net_in_out"] == "monai.bundle.verify_net_in_out passed"
+    for fmt in ("torchscript", "onnx"):
+        assert result.conversions[fmt]["max_abs_diff"] <= 1e-4
+    m = result.metadata["mednas"]
+    assert m["ensemble"]["k"] == 2 and "dice" in m["ensemble"]["metrics"]["test"]
+    model = api.load(result.path)
+    spatial = result.metadata["network_data_format"]["inputs"]["image"]["spatial_shape"]
+    x = torch.rand(1, 1, *[int(s) for s in spatial], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model._network(x)
+    probs = out.exp().sum(1)  # log of the mean probabilities: they sum to one at every voxel
+    assert torch.allclose(probs, torch.ones_like(probs), atol=1e-5)

@@ -179,6 +179,7 @@ _NO_MEDNAS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh interpreter running MONAI alone (7 s)
 def test_monai_alone_runs_the_bundle_like_mednas_predict(
     cls_bundle: SimpleNamespace, seg_bundle: SimpleNamespace, tmp_path: Path
 ) -> None:

@@ -11,7 +11,8 @@ import mednas
 from tests.reporting.conftest import read_meta
 from tests.reporting.test_browser import CHROMIUM, _open_in_chromium
 
-pytestmark = pytest.mark.browser
+# A headless Chromium process: the slow set, which .ci/run runs.
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.mark.skipif(

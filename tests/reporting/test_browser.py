@@ -23,7 +23,8 @@ import pytest
 from mednas.reporting import ReportResult
 from tests.reporting.conftest import read_meta
 
-pytestmark = pytest.mark.browser
+# Headless Chromium processes (about 20 s with the report they render): the slow set, which .ci/run runs.
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = next(
     (

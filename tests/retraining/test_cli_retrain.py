@@ -124,8 +124,9 @@ def test_retrain_of_a_non_run_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().count("\n") == 0 and "not a mednas run directory" in proc.stderr
 
 
-# Fast although it starts a process: the only test of issue 5's "calibrate-proxy prints a table of settings with
-# tau and cost and a recommendation".
+# The only test of issue 5's "calibrate-proxy prints a table of settings with tau and cost and a recommendation": it
+# starts a process (11 s), so it runs in the slow set, which .ci/run runs.
+@pytest.mark.slow
 def test_calibrate_proxy_prints_settings_and_recommendation(tmp_path: Path, tiny_cls_datalist: Path) -> None:
     task = tmp_path / "task.yaml"
     task.write_text(yaml.safe_dump(tiny_task("classification", tiny_cls_datalist, training={"epochs": 2})))
