@@ -187,3 +187,16 @@ def test_a_segmentation_ensemble_exports_checks_and_predicts(
         out = model._network(x)
     probs = out.exp().sum(1)  # log of the mean probabilities: they sum to one at every voxel
     assert torch.allclose(probs, torch.ones_like(probs), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", ["3", 0, 65, True, None])
+def test_a_broken_ensemble_size_in_the_metadata_is_refused_in_one_line(k: object, tmp_path: Path) -> None:
+    from mednas.bundle._predict import BundleError, _ensemble_size
+
+    ens = {} if k is None else {"k": k}
+    with pytest.raises(
+        BundleError, match=r"metadata\.json: mednas\.ensemble\.k must be an integer from 1 to 64"
+    ):
+        _ensemble_size({"ensemble": ens}, tmp_path / "metadata.json")
+    assert _ensemble_size({}, tmp_path / "metadata.json") == 0
+    assert _ensemble_size({"ensemble": {"k": 3}}, tmp_path / "metadata.json") == 3
